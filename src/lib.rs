@@ -1,0 +1,13 @@
+//! nnc: a compiler for a small declarative language of neural networks.
+//!
+//! The pipeline, one module per stage (see ARCHITECTURE.md):
+//! `syntax` (text -> AST) -> `sema` (checked `Model`) -> `ir` (train-step graph,
+//! autodiff, reference interpreter) -> `codegen` (Cranelift JIT) -> `runtime`
+//! (data, epoch loop, checkpoints). `diag` carries errors out of every stage.
+
+pub mod codegen;
+pub mod diag;
+pub mod ir;
+pub mod runtime;
+pub mod sema;
+pub mod syntax;

@@ -1,0 +1,3 @@
+//! Running a compiled model: data sources, the epoch loop, metrics, checkpoints.
+
+pub mod data;

@@ -1,0 +1,3 @@
+//! Semantic checking: names, arguments, shapes, parameter counts, lints.
+
+pub mod model;

@@ -1,0 +1,297 @@
+//! The checked model: what `sema` hands to every later stage.
+//!
+//! Everything here is validated: shapes are consistent, arguments are in range and
+//! defaults are filled in. Later stages (ir, runtime) never see the AST and never
+//! need to report a source error for anything this type describes.
+
+use std::path::PathBuf;
+
+/// A byte range in the source file, as pest reports it.
+pub type Span = std::ops::Range<usize>;
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Model {
+    pub name: String,
+    pub input_name: String,
+    /// Shape of one sample, without the batch dimension.
+    pub input_shape: Vec<usize>,
+    pub layers: Vec<Layer>,
+    /// Present when the file has a `train` block.
+    pub train: Option<TrainConfig>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Layer {
+    /// The user's name, or the Keras-style generated one (`dense`, `dense_1`, ...).
+    pub name: String,
+    pub kind: LayerKind,
+    pub input_shape: Vec<usize>,
+    pub output_shape: Vec<usize>,
+    pub span: Span,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Activation {
+    Linear,
+    Relu,
+    LeakyRelu { alpha: f32 },
+    Elu { alpha: f32 },
+    Sigmoid,
+    Tanh,
+    Softmax,
+    Gelu,
+    Silu,
+    Softplus,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Initializer {
+    GlorotUniform,
+    GlorotNormal,
+    HeUniform,
+    HeNormal,
+    LecunNormal,
+    Zeros,
+    Ones,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Padding {
+    Valid,
+    Same,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum LayerKind {
+    Dense {
+        units: usize,
+        activation: Activation,
+        use_bias: bool,
+        kernel_initializer: Initializer,
+        bias_initializer: Initializer,
+    },
+    Flatten,
+    Dropout {
+        rate: f32,
+    },
+    /// A standalone activation layer (`relu`, `softmax`, ...).
+    Activation(Activation),
+    Conv2d {
+        filters: usize,
+        kernel_size: [usize; 2],
+        strides: [usize; 2],
+        padding: Padding,
+        activation: Activation,
+        use_bias: bool,
+        kernel_initializer: Initializer,
+        bias_initializer: Initializer,
+    },
+    MaxPool2d {
+        pool_size: [usize; 2],
+        strides: [usize; 2],
+        padding: Padding,
+    },
+    AvgPool2d {
+        pool_size: [usize; 2],
+        strides: [usize; 2],
+        padding: Padding,
+    },
+    BatchNorm {
+        momentum: f32,
+        epsilon: f32,
+    },
+    Reshape {
+        shape: Vec<usize>,
+    },
+}
+
+/// One named weight tensor of a layer, in Keras's layout.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ParamSpec {
+    /// `kernel`, `bias`, `gamma`, `beta`, `moving_mean` or `moving_variance`.
+    pub name: &'static str,
+    pub shape: Vec<usize>,
+    pub trainable: bool,
+    pub initializer: Initializer,
+}
+
+impl Layer {
+    /// The layer's weights in Keras order; the checkpoint name is `{layer}.{param}`.
+    pub fn params(&self) -> Vec<ParamSpec> {
+        let p = |name, shape: Vec<usize>, trainable, initializer| ParamSpec {
+            name,
+            shape,
+            trainable,
+            initializer,
+        };
+        match &self.kind {
+            LayerKind::Dense {
+                units,
+                use_bias,
+                kernel_initializer,
+                bias_initializer,
+                ..
+            } => {
+                let inputs = self.input_shape.iter().product();
+                let mut v = vec![p("kernel", vec![inputs, *units], true, *kernel_initializer)];
+                if *use_bias {
+                    v.push(p("bias", vec![*units], true, *bias_initializer));
+                }
+                v
+            }
+            LayerKind::Conv2d {
+                filters,
+                kernel_size,
+                use_bias,
+                kernel_initializer,
+                bias_initializer,
+                ..
+            } => {
+                let c = *self.input_shape.last().unwrap_or(&1);
+                let mut v = vec![p(
+                    "kernel",
+                    vec![kernel_size[0], kernel_size[1], c, *filters],
+                    true,
+                    *kernel_initializer,
+                )];
+                if *use_bias {
+                    v.push(p("bias", vec![*filters], true, *bias_initializer));
+                }
+                v
+            }
+            LayerKind::BatchNorm { .. } => {
+                let c = *self.input_shape.last().unwrap_or(&1);
+                vec![
+                    p("gamma", vec![c], true, Initializer::Ones),
+                    p("beta", vec![c], true, Initializer::Zeros),
+                    p("moving_mean", vec![c], false, Initializer::Zeros),
+                    p("moving_variance", vec![c], false, Initializer::Ones),
+                ]
+            }
+            _ => vec![],
+        }
+    }
+
+    /// (trainable, non-trainable) parameter counts. Saturating: sema has already
+    /// refused models whose counts overflow.
+    pub fn param_counts(&self) -> (u64, u64) {
+        let mut counts = (0u64, 0u64);
+        for spec in self.params() {
+            let n = spec
+                .shape
+                .iter()
+                .fold(1u64, |acc, &d| acc.saturating_mul(d as u64));
+            if spec.trainable {
+                counts.0 = counts.0.saturating_add(n);
+            } else {
+                counts.1 = counts.1.saturating_add(n);
+            }
+        }
+        counts
+    }
+}
+
+impl Model {
+    /// Elements of one output sample.
+    pub fn output_size(&self) -> usize {
+        self.layers
+            .last()
+            .map(|l| l.output_shape.iter().product())
+            .unwrap_or_else(|| self.input_shape.iter().product())
+    }
+
+    pub fn input_size(&self) -> usize {
+        self.input_shape.iter().product()
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct TrainConfig {
+    pub data: DataSource,
+    pub test: Option<TestSource>,
+    pub validation_split: Option<f64>,
+    pub loss: Loss,
+    pub optimizer: Optimizer,
+    pub metrics: Vec<Metric>,
+    pub epochs: usize,
+    pub batch_size: usize,
+    pub shuffle: bool,
+    pub seed: u64,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum TestSource {
+    Source(DataSource),
+    /// A fraction of `data`'s rows, held out before training.
+    Split(f64),
+}
+
+/// Paths are already resolved against the `.nn` file's folder.
+#[derive(Debug, Clone, PartialEq)]
+pub enum DataSource {
+    Csv {
+        path: PathBuf,
+        target: String,
+        /// `None`: every column but the target.
+        features: Option<Vec<String>>,
+        standardize: bool,
+    },
+    Idx {
+        images: PathBuf,
+        labels: PathBuf,
+    },
+    Mnist {
+        folder: PathBuf,
+        subset: MnistSubset,
+    },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MnistSubset {
+    Train,
+    Test,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Loss {
+    Mse,
+    Mae,
+    Huber,
+    BinaryCrossentropy,
+    CategoricalCrossentropy,
+    SparseCategoricalCrossentropy,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Optimizer {
+    Sgd {
+        learning_rate: f32,
+        momentum: f32,
+        nesterov: bool,
+    },
+    Adam {
+        learning_rate: f32,
+        beta_1: f32,
+        beta_2: f32,
+        epsilon: f32,
+    },
+    AdamW {
+        learning_rate: f32,
+        beta_1: f32,
+        beta_2: f32,
+        epsilon: f32,
+        weight_decay: f32,
+    },
+    RmsProp {
+        learning_rate: f32,
+        rho: f32,
+        epsilon: f32,
+    },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Metric {
+    Accuracy,
+    Mse,
+    Mae,
+}
