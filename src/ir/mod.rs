@@ -2,3 +2,4 @@
 //! interpreter (the oracle every JIT result is tested against).
 
 pub mod graph;
+pub mod layout;
