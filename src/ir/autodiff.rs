@@ -179,3 +179,186 @@ fn vjp(
     }
     Ok(out)
 }
+
+#[cfg(test)]
+mod tests {
+    use rand::rngs::StdRng;
+    use rand::{Rng, SeedableRng};
+
+    use super::*;
+    use crate::ir::build::add_tensor;
+    use crate::ir::graph::{LossKind, Role};
+    use crate::ir::layout::Layout;
+    use crate::ir::testing::gradient_error;
+    use crate::sema::model::Activation;
+
+    /// Builds `mse(f(params), target)` over parameters of `shapes` filled with random
+    /// values in `±[lo, hi]`, differentiates it, and returns the worst finite-difference
+    /// error of the gradients.
+    fn fd_error(
+        shapes: &[Vec<usize>],
+        (lo, hi): (f64, f64),
+        f: impl Fn(&mut Graph, &[TensorId]) -> TensorId,
+    ) -> f64 {
+        let mut g = Graph {
+            batch: 1,
+            tensors: vec![],
+            nodes: vec![],
+            input: 0,
+            target: None,
+            output: 0,
+            loss: None,
+        };
+        let params: Vec<TensorId> = shapes
+            .iter()
+            .enumerate()
+            .map(|(i, s)| {
+                let role = Role::Param {
+                    layer: format!("p{i}"),
+                    name: "w",
+                    trainable: true,
+                };
+                add_tensor(&mut g, format!("p{i}"), s.clone(), role)
+            })
+            .collect();
+        g.input = add_tensor(&mut g, "x".into(), vec![1], Role::Input);
+        let out = f(&mut g, &params);
+        g.output = out;
+        let shape = g.tensors[out].shape.clone();
+        let target = add_tensor(&mut g, "y".into(), shape, Role::Target);
+        let loss = push(
+            &mut g,
+            Op::Loss(LossKind::Mse),
+            vec![out, target],
+            "loss".into(),
+        )
+        .unwrap();
+        g.loss = Some(loss);
+        let grads = gradients(&mut g, loss, &params).unwrap();
+        let pairs: Vec<_> = params.iter().copied().zip(grads).collect();
+
+        let layout = Layout::new(&g);
+        let mut rng = StdRng::seed_from_u64(11);
+        let mut arena = vec![0.0; layout.len];
+        for &p in &params {
+            for v in &mut arena[layout.range(&g, p).unwrap()] {
+                let sign = if rng.gen::<bool>() { 1.0 } else { -1.0 };
+                *v = sign * rng.gen_range(lo..hi);
+            }
+        }
+        let y: Vec<f64> = (0..g.tensors[target].len())
+            .map(|_| rng.gen_range(-1.0..1.0))
+            .collect();
+        gradient_error(&g, &pairs, &arena, &[0.0], &y, 3)
+    }
+
+    const TOL: f64 = 1e-6;
+
+    #[test]
+    fn matmul_in_every_transposition() {
+        let (m, k, n) = (3, 4, 2);
+        for trans_a in [false, true] {
+            for trans_b in [false, true] {
+                let a = if trans_a { vec![k, m] } else { vec![m, k] };
+                let b = if trans_b { vec![n, k] } else { vec![k, n] };
+                let err = fd_error(&[a, b], (0.1, 1.0), |g, p| {
+                    let op = Op::MatMul { trans_a, trans_b };
+                    push(g, op, vec![p[0], p[1]], "ab".into()).unwrap()
+                });
+                assert!(err < TOL, "trans {trans_a} {trans_b}: {err}");
+            }
+        }
+    }
+
+    #[test]
+    fn add_bias() {
+        let err = fd_error(&[vec![3, 4], vec![4]], (0.1, 1.0), |g, p| {
+            push(g, Op::AddBias, vec![p[0], p[1]], "xb".into()).unwrap()
+        });
+        assert!(err < TOL, "{err}");
+    }
+
+    #[test]
+    fn add_and_accumulation_over_several_consumers() {
+        // p0 feeds tanh, a matmul and both sides of an add: four contributions.
+        let err = fd_error(&[vec![3, 3]], (0.1, 1.0), |g, p| {
+            let t = push(g, Op::Activate(Activation::Tanh), vec![p[0]], "t".into()).unwrap();
+            let mm = Op::MatMul {
+                trans_a: false,
+                trans_b: false,
+            };
+            let m = push(g, mm, vec![t, p[0]], "m".into()).unwrap();
+            let s = push(g, Op::Add, vec![p[0], p[0]], "s".into()).unwrap();
+            push(g, Op::Add, vec![m, s], "out".into()).unwrap()
+        });
+        assert!(err < TOL, "{err}");
+    }
+
+    #[test]
+    fn every_elementwise_activation() {
+        let all = [
+            Activation::Linear,
+            Activation::Relu,
+            Activation::LeakyRelu { alpha: 0.3 },
+            Activation::Elu { alpha: 1.0 },
+            Activation::Elu { alpha: 0.5 },
+            Activation::Sigmoid,
+            Activation::Tanh,
+            Activation::Gelu,
+            Activation::Silu,
+            Activation::Softplus,
+        ];
+        for a in all {
+            // Away from 0, where relu-like activations have their kink.
+            let err = fd_error(&[vec![4, 5]], (0.05, 3.0), |g, p| {
+                push(g, Op::Activate(a), vec![p[0]], "y".into()).unwrap()
+            });
+            assert!(err < TOL, "{a:?}: {err}");
+        }
+    }
+
+    #[test]
+    fn softmax_dropout_and_reshape() {
+        let err = fd_error(&[vec![3, 4]], (0.0, 3.0), |g, p| {
+            push(g, Op::Softmax, vec![p[0]], "y".into()).unwrap()
+        });
+        assert!(err < TOL, "softmax: {err}");
+        let err = fd_error(&[vec![4, 5]], (0.0, 1.0), |g, p| {
+            let op = Op::Dropout { rate: 0.4, seed: 9 };
+            push(g, op, vec![p[0]], "y".into()).unwrap()
+        });
+        assert!(err < TOL, "dropout: {err}");
+        let err = fd_error(&[vec![2, 6]], (0.0, 1.0), |g, p| {
+            let r = push_reshape(g, p[0], vec![3, 4], "r".into());
+            push(g, Op::Activate(Activation::Sigmoid), vec![r], "y".into()).unwrap()
+        });
+        assert!(err < TOL, "reshape: {err}");
+    }
+
+    #[test]
+    fn backward_ops_and_non_loss_roots_are_refused() {
+        let mut g = Graph {
+            batch: 1,
+            tensors: vec![],
+            nodes: vec![],
+            input: 0,
+            target: None,
+            output: 0,
+            loss: None,
+        };
+        let role = Role::Param {
+            layer: "p".into(),
+            name: "w",
+            trainable: true,
+        };
+        let p = add_tensor(&mut g, "p".into(), vec![2, 3], role);
+        let s = push(&mut g, Op::SumRows, vec![p], "s".into()).unwrap();
+        let t = push(&mut g, Op::Activate(Activation::Tanh), vec![s], "t".into()).unwrap();
+        // `t` is not a loss: there is no unit seed to start from.
+        assert!(gradients(&mut g.clone(), t, &[p]).is_err());
+        let y = add_tensor(&mut g, "y".into(), vec![3], Role::Target);
+        let loss = push(&mut g, Op::Loss(LossKind::Mse), vec![t, y], "loss".into()).unwrap();
+        let err = gradients(&mut g, loss, &[p]).unwrap_err();
+        assert!(err.contains("backward op"), "{err}");
+    }
+}

@@ -199,3 +199,170 @@ pub fn loss_grad<T: Real>(kind: LossKind, p: &[T], y: &[T], classes: usize) -> V
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use rand::rngs::StdRng;
+    use rand::{Rng, SeedableRng};
+
+    use super::*;
+
+    /// Worst relative error of `loss_grad` against central differences of `loss`.
+    fn fd_error(kind: LossKind, p: &[f64], y: &[f64], classes: usize) -> f64 {
+        let grad = loss_grad(kind, p, y, classes);
+        let mut worst: f64 = 0.0;
+        for i in 0..p.len() {
+            let h = 1e-6;
+            let (mut up, mut down) = (p.to_vec(), p.to_vec());
+            up[i] += h;
+            down[i] -= h;
+            let numeric = (loss(kind, &up, y, classes) - loss(kind, &down, y, classes)) / (2.0 * h);
+            let err = (grad[i] - numeric).abs() / grad[i].abs().max(numeric.abs()).max(1e-3);
+            worst = worst.max(err);
+        }
+        worst
+    }
+
+    fn uniform(rng: &mut StdRng, n: usize, lo: f64, hi: f64) -> Vec<f64> {
+        (0..n).map(|_| rng.gen_range(lo..hi)).collect()
+    }
+
+    fn one_hot_rows(rng: &mut StdRng, rows: usize, classes: usize) -> (Vec<f64>, Vec<f64>) {
+        let idx: Vec<f64> = (0..rows)
+            .map(|_| rng.gen_range(0..classes) as f64)
+            .collect();
+        (one_hot(&idx, classes), idx)
+    }
+
+    #[test]
+    fn every_loss_gradient_matches_finite_differences() {
+        let mut rng = StdRng::seed_from_u64(5);
+        let (rows, classes) = (5, 4);
+        let n = rows * classes;
+        let y = uniform(&mut rng, n, -1.0, 1.0);
+        // Errors kept away from the kinks of mae (0) and huber (±delta).
+        let e: Vec<f64> = (0..n)
+            .map(|i| {
+                let mag = if i % 2 == 0 {
+                    rng.gen_range(0.05..0.95)
+                } else {
+                    rng.gen_range(1.05..2.0)
+                };
+                if rng.gen::<bool>() {
+                    mag
+                } else {
+                    -mag
+                }
+            })
+            .collect();
+        let p: Vec<f64> = y.iter().zip(&e).map(|(y, e)| y + e).collect();
+        for kind in [LossKind::Mse, LossKind::Mae, LossKind::Huber { delta: 1.0 }] {
+            let err = fd_error(kind, &p, &y, classes);
+            assert!(err < 1e-6, "{kind:?}: {err}");
+        }
+
+        let probs = uniform(&mut rng, n, 0.05, 0.95);
+        let logits = uniform(&mut rng, n, -4.0, 4.0);
+        let soft = uniform(&mut rng, n, 0.0, 1.0);
+        let (hot, idx) = one_hot_rows(&mut rng, rows, classes);
+        let cases = [
+            (LossKind::BinaryCrossentropy, &probs, &soft),
+            (LossKind::BinaryCrossentropy, &probs, &hot),
+            (LossKind::SigmoidBinaryCrossentropy, &logits, &soft),
+            (LossKind::CategoricalCrossentropy, &probs, &soft),
+            (LossKind::CategoricalCrossentropy, &probs, &hot),
+            (LossKind::SoftmaxCategoricalCrossentropy, &logits, &soft),
+            (LossKind::SoftmaxCategoricalCrossentropy, &logits, &hot),
+            (LossKind::SparseCategoricalCrossentropy, &probs, &idx),
+            (
+                LossKind::SoftmaxSparseCategoricalCrossentropy,
+                &logits,
+                &idx,
+            ),
+        ];
+        for (kind, p, y) in cases {
+            let err = fd_error(kind, p, y, classes);
+            assert!(err < 1e-6, "{kind:?}: {err}");
+        }
+    }
+
+    #[test]
+    fn fused_forms_agree_with_probability_forms() {
+        let mut rng = StdRng::seed_from_u64(6);
+        let (rows, classes) = (6, 3);
+        let z = uniform(&mut rng, rows * classes, -3.0, 3.0);
+        let soft = uniform(&mut rng, rows * classes, 0.0, 1.0);
+        let sig: Vec<f64> = z.iter().map(|&v| 1.0 / (1.0 + (-v).exp())).collect();
+        let a = loss(LossKind::SigmoidBinaryCrossentropy, &z, &soft, classes);
+        let b = loss(LossKind::BinaryCrossentropy, &sig, &soft, classes);
+        assert!((a - b).abs() < 1e-12, "{a} {b}");
+
+        let sm: Vec<f64> = z
+            .chunks(classes)
+            .flat_map(|r| {
+                let s: f64 = r.iter().map(|v| v.exp()).sum();
+                r.iter().map(move |v| v.exp() / s)
+            })
+            .collect();
+        let (hot, idx) = one_hot_rows(&mut rng, rows, classes);
+        let fused = loss(LossKind::SoftmaxCategoricalCrossentropy, &z, &hot, classes);
+        let probs = loss(LossKind::CategoricalCrossentropy, &sm, &hot, classes);
+        let sparse = loss(
+            LossKind::SoftmaxSparseCategoricalCrossentropy,
+            &z,
+            &idx,
+            classes,
+        );
+        let sparse_probs = loss(LossKind::SparseCategoricalCrossentropy, &sm, &idx, classes);
+        assert!((fused - probs).abs() < 1e-12, "{fused} {probs}");
+        assert!((fused - sparse).abs() < 1e-12, "{fused} {sparse}");
+        assert!(
+            (fused - sparse_probs).abs() < 1e-12,
+            "{fused} {sparse_probs}"
+        );
+        // Keras normalizes probabilities by their row sum first.
+        let doubled: Vec<f64> = sm.iter().map(|v| 2.0 * v).collect();
+        let d = loss(LossKind::CategoricalCrossentropy, &doubled, &hot, classes);
+        assert!((d - probs).abs() < 1e-12);
+    }
+
+    #[test]
+    fn values_by_hand() {
+        // Mean over all 4 elements of squared / absolute errors 1, 4, 0.25, 0.
+        let p = [1.0, -2.0, 0.5, 3.0];
+        let y = [0.0, 0.0, 0.0, 3.0];
+        assert_eq!(loss(LossKind::Mse, &p, &y, 2), (1.0 + 4.0 + 0.25) / 4.0);
+        assert_eq!(loss(LossKind::Mae, &p, &y, 2), (1.0 + 2.0 + 0.5) / 4.0);
+        // Huber, delta 1: 0.5 e^2 inside, |e| - 0.5 outside.
+        assert_eq!(
+            loss(LossKind::Huber { delta: 1.0 }, &p, &y, 2),
+            (0.5 + 1.5 + 0.125) / 4.0
+        );
+        assert_eq!(
+            loss_grad(LossKind::Mae, &[2.0, 2.0], &[2.0, 1.0], 1),
+            vec![0.0, 0.5]
+        );
+        // Probabilities are clipped to [1e-7, 1 - 1e-7] and get no gradient outside.
+        let clipped = loss(LossKind::BinaryCrossentropy, &[0.0], &[1.0], 1);
+        assert!((clipped + 1e-7f64.ln()).abs() < 1e-9, "{clipped}");
+        assert_eq!(
+            loss_grad(LossKind::BinaryCrossentropy, &[0.0], &[1.0], 1),
+            vec![0.0]
+        );
+        // Sparse, 2 rows of 3: -mean(log p[class]).
+        let p = [0.2, 0.3, 0.5, 0.1, 0.8, 0.1];
+        let l = loss(LossKind::SparseCategoricalCrossentropy, &p, &[2.0, 1.0], 3);
+        assert!((l + (0.5f64.ln() + 0.8f64.ln()) / 2.0).abs() < 1e-12);
+        // A label out of range contributes nothing (and does not panic).
+        let l = loss(LossKind::SparseCategoricalCrossentropy, &p, &[2.0, 7.0], 3);
+        assert!((l + 0.5f64.ln() / 2.0).abs() < 1e-12);
+        // Logit BCE stays finite for huge logits.
+        let big = loss(
+            LossKind::SigmoidBinaryCrossentropy,
+            &[1000.0f32, -1000.0],
+            &[0.0, 0.0],
+            1,
+        );
+        assert!((big - 500.0).abs() < 1e-3, "{big}");
+    }
+}

@@ -3,6 +3,9 @@
 
 use std::path::PathBuf;
 
+use super::graph::{Graph, Op, TensorId};
+use super::interp::run_in;
+use super::layout::Layout;
 use crate::sema::model::{
     Activation, DataSource, Initializer, Layer, LayerKind, Loss, Model, Optimizer, TrainConfig,
 };
@@ -101,4 +104,63 @@ pub fn sequential(
             seed: 0,
         }),
     }
+}
+
+/// Splits a train-step graph into its gradient part (every node but the `Update`s)
+/// and the `(parameter, gradient)` pairs the updates read.
+pub fn without_updates(g: &Graph) -> (Graph, Vec<(TensorId, TensorId)>) {
+    let mut forward = g.clone();
+    forward.nodes.retain(|n| !matches!(n.op, Op::Update(_)));
+    let pairs = g
+        .nodes
+        .iter()
+        .filter(|n| matches!(n.op, Op::Update(_)))
+        .map(|n| (n.inputs[0], n.inputs[1]))
+        .collect();
+    (forward, pairs)
+}
+
+/// The worst relative disagreement between the gradients the interpreter computes in
+/// f64 (`pairs` of `(tensor, its gradient)`) and central finite differences of the
+/// loss, starting from `arena`. `g` must not update anything in place.
+pub fn gradient_error(
+    g: &Graph,
+    pairs: &[(TensorId, TensorId)],
+    arena: &[f64],
+    x: &[f64],
+    y: &[f64],
+    step: u64,
+) -> f64 {
+    let layout = Layout::new(g);
+    let loss_at = |arena: &mut Vec<f64>| -> f64 {
+        run_in(g, &layout, arena, x, y, step);
+        g.loss
+            .and_then(|l| layout.range(g, l))
+            .map_or(f64::NAN, |r| arena[r][0])
+    };
+    let mut base = arena.to_vec();
+    loss_at(&mut base);
+    let mut worst: f64 = 0.0;
+    for &(w, dw) in pairs {
+        let (Some(wr), Some(dr)) = (layout.range(g, w), layout.range(g, dw)) else {
+            return f64::NAN;
+        };
+        for (i, e) in wr.enumerate() {
+            let analytic = base[dr.start + i];
+            let h = 1e-5 * arena[e].abs().max(1.0);
+            let mut a = arena.to_vec();
+            a[e] += h;
+            let up = loss_at(&mut a);
+            let mut a = arena.to_vec();
+            a[e] -= h;
+            let down = loss_at(&mut a);
+            let numeric = (up - down) / (2.0 * h);
+            let err = (analytic - numeric).abs() / analytic.abs().max(numeric.abs()).max(1e-3);
+            if err.is_nan() {
+                return f64::NAN;
+            }
+            worst = worst.max(err);
+        }
+    }
+    worst
 }
