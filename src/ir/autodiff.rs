@@ -128,10 +128,8 @@ fn vjp(
             }
         }
         (Op::Add, Seed::Tensor(dy)) => {
-            for i in 0..2 {
-                if want(i) {
-                    out.push((ins[i], dy));
-                }
+            for &input in ins.iter().filter(|&&i| needs[i]) {
+                out.push((input, dy));
             }
         }
         (Op::Activate(a), Seed::Tensor(dy)) => {

@@ -156,7 +156,7 @@ pub fn activate_derivative<T: Real>(a: Activation, x: T, y: T) -> T {
             }
         }
         Activation::LeakyRelu { alpha } => {
-            if x >= T::zero() {
+            if x > T::zero() {
                 one
             } else {
                 T::from_f32(alpha)
