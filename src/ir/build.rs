@@ -6,21 +6,34 @@ use super::graph::{Graph, LossKind, Node, Op, Role, Tensor, TensorId};
 use super::optim::slot_names;
 use crate::sema::model::{Activation, LayerKind, Loss, Model, TrainConfig};
 
+/// What a graph is built for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Mode {
+    /// Forward (dropout on), loss, gradients, updates.
+    Train,
+    /// Forward in inference mode (dropout off) and the loss: validation and test.
+    Evaluate,
+    /// Forward in inference mode only.
+    Predict,
+}
+
 /// The graph of one training step on a batch of `batch` samples: forward pass, mean
 /// loss, gradients, and one `Update` per trainable parameter.
 pub fn train_step(model: &Model, batch: usize) -> Result<Graph, String> {
-    let train = model
-        .train
-        .as_ref()
-        .ok_or("the model has no `train` block, so it cannot be trained")?;
-    build(model, batch, Some(train))
+    build(model, batch, Mode::Train)
+}
+
+/// The graph that measures the loss (and, through `output`, the metrics) of a batch
+/// without training on it: dropout off, no gradients, no updates.
+pub fn evaluate(model: &Model, batch: usize) -> Result<Graph, String> {
+    build(model, batch, Mode::Evaluate)
 }
 
 /// The graph of the forward pass on `batch` samples, dropout off. Its persistent
 /// tensors are those of `train_step` (optimizer slots included, unused), so one arena
 /// serves both.
 pub fn predict(model: &Model, batch: usize) -> Result<Graph, String> {
-    build(model, batch, None)
+    build(model, batch, Mode::Predict)
 }
 
 /// A per-layer dropout seed: the train seed and the layer's index, mixed so nearby
@@ -32,10 +45,19 @@ fn dropout_seed(seed: u64, layer_index: usize) -> u64 {
     z ^ (z >> 31)
 }
 
-fn build(model: &Model, batch: usize, train: Option<&TrainConfig>) -> Result<Graph, String> {
+fn build(model: &Model, batch: usize, mode: Mode) -> Result<Graph, String> {
     if batch == 0 {
         return Err("the batch size must be positive".into());
     }
+    let train: Option<&TrainConfig> = match mode {
+        Mode::Predict => None,
+        Mode::Train | Mode::Evaluate => Some(
+            model
+                .train
+                .as_ref()
+                .ok_or("the model has no `train` block, so it cannot be trained")?,
+        ),
+    };
     let mut g = Graph {
         batch,
         tensors: vec![],
@@ -159,7 +181,7 @@ fn build(model: &Model, batch: usize, train: Option<&TrainConfig>) -> Result<Gra
                 pre = None;
             }
             LayerKind::Dropout { rate } => {
-                if let Some(t) = train.filter(|_| *rate > 0.0) {
+                if let Some(t) = train.filter(|_| *rate > 0.0 && mode == Mode::Train) {
                     let op = Op::Dropout {
                         rate: *rate,
                         seed: dropout_seed(t.seed, index),
@@ -206,6 +228,9 @@ fn build(model: &Model, batch: usize, train: Option<&TrainConfig>) -> Result<Gra
         "loss".into(),
     )?;
     g.loss = Some(loss);
+    if mode == Mode::Evaluate {
+        return Ok(g);
+    }
     let grads = autodiff::gradients(&mut g, loss, &trainable)?;
     for ((&p, gp), s) in trainable.iter().zip(grads).zip(slots) {
         let mut inputs = vec![p, gp];

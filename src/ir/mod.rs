@@ -13,7 +13,7 @@ pub mod optim;
 pub mod print;
 pub mod testing;
 
-pub use build::{predict, train_step};
+pub use build::{evaluate, predict, train_step};
 
 #[cfg(test)]
 mod tests;

@@ -245,3 +245,39 @@ fn predict_matches_the_train_forward_pass_and_f64() {
         assert!((f64::from(*p) - t).abs() < 1e-6, "{p} {t}");
     }
 }
+
+#[test]
+fn evaluate_measures_the_train_loss_without_changing_weights() {
+    let kinds = vec![
+        dense(6, Activation::Tanh),
+        LayerKind::Dropout { rate: 0.5 },
+        dense(3, Activation::Softmax),
+    ];
+    let model = with_loss(kinds, &[4], Loss::SparseCategoricalCrossentropy);
+    let batch = 5;
+    let eval = super::build::evaluate(&model, batch).unwrap();
+    assert!(eval
+        .nodes
+        .iter()
+        .all(|n| !matches!(n.op, Op::Update(_) | Op::Dropout { .. } | Op::LossGrad(_))));
+    let layout = Layout::new(&eval);
+    let mut arena = vec![0.0f32; layout.len];
+    initialize(&model, &eval, &layout, &mut arena, 3);
+    let mut rng = StdRng::seed_from_u64(4);
+    let x: Vec<f32> = random(&mut rng, batch * 4, -1.0, 1.0)
+        .iter()
+        .map(|&v| v as f32)
+        .collect();
+    let y: Vec<f32> = (0..batch).map(|i| (i % 3) as f32).collect();
+    let before = arena.clone();
+    run(&eval, &layout, &mut arena, &x, &y, 0);
+    assert_eq!(
+        before[..layout.persistent_len],
+        arena[..layout.persistent_len]
+    );
+    // The same loss by hand from the predicted probabilities.
+    let probs = &arena[layout.range(&eval, eval.output).unwrap()];
+    let by_hand: f32 = -(0..batch).map(|i| probs[i * 3 + i % 3].ln()).sum::<f32>() / batch as f32;
+    let measured = loss_of(&eval, &layout, &arena);
+    assert!((measured - by_hand).abs() < 1e-5, "{measured} vs {by_hand}");
+}
