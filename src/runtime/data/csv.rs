@@ -89,7 +89,10 @@ pub fn read(path: &Path, target: &str, features: Option<&[String]>) -> Result<Cs
                     .position()
                     .map(|p| format!("line {}: ", p.line()))
                     .unwrap_or_default();
-                return Err(format!("{file}: {at}not a CSV text file: {}", csv_reason(&e)));
+                return Err(format!(
+                    "{file}: {at}not a CSV text file: {}",
+                    csv_reason(&e)
+                ));
             }
         }
         let line = record.position().map_or(0, |p| p.line());

@@ -111,7 +111,11 @@ fn read_u8(path: &Path, ndims: u8, what: &str) -> Result<(Vec<usize>, Vec<u8>), 
         Box::new(buffered)
     };
     // Offsets in messages are in the decompressed data when the file is gzip.
-    let offsets = if starts_gzip { " of the decompressed data" } else { "" };
+    let offsets = if starts_gzip {
+        " of the decompressed data"
+    } else {
+        ""
+    };
     let read_err = |e: std::io::Error| {
         if starts_gzip {
             format!("{name}: not a valid gzip file: {e}")
@@ -130,7 +134,10 @@ fn read_u8(path: &Path, ndims: u8, what: &str) -> Result<(Vec<usize>, Vec<u8>), 
     }
     let expected_magic = [0, 0, TYPE_U8, ndims];
     if magic != expected_magic {
-        return Err(format!("{name}: {}", magic_error(magic, expected_magic, what)));
+        return Err(format!(
+            "{name}: {}",
+            magic_error(magic, expected_magic, what)
+        ));
     }
 
     let mut raw_dims = vec![0u8; 4 * usize::from(ndims)];

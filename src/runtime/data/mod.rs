@@ -98,9 +98,8 @@ pub fn prepare(model: &Model, config: &TrainConfig) -> Result<Prepared, String> 
 /// `seed` and `epoch`, independent of the generator used for the splits.
 pub fn shuffled_order(rows: usize, seed: u64, epoch: usize) -> Vec<usize> {
     const SHUFFLE_STREAM: u64 = 0x5348_5546_464c_4521;
-    let mut rng = StdRng::seed_from_u64(splitmix64(
-        splitmix64(seed ^ SHUFFLE_STREAM) ^ epoch as u64,
-    ));
+    let mut rng =
+        StdRng::seed_from_u64(splitmix64(splitmix64(seed ^ SHUFFLE_STREAM) ^ epoch as u64));
     let mut order: Vec<usize> = (0..rows).collect();
     order.shuffle(&mut rng);
     order
