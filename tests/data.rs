@@ -228,11 +228,11 @@ fn idx_errors_name_the_problem() {
     );
     assert_err_contains(
         idx::read(&labels, &labels),
-        &["labels3.idx", "1 dimension", "label file", "0x00000803"],
+        &["labels3.idx", "label file with 1 dimension", "0x00000803"],
     );
     assert_err_contains(
         idx::read(&broken("images3.idx"), &broken("images3.idx")),
-        &["3 dimensions", "image file", "0x00000801"],
+        &["image file with 3 dimensions", "0x00000801"],
     );
     assert_err_contains(images("float_images.idx"), &["float32", "unsigned-byte"]);
     assert_err_contains(
@@ -658,6 +658,22 @@ fn checkpoints_round_trip_and_replace_only_with_a_complete_file() {
 }
 
 #[test]
+fn a_failed_rename_leaves_the_destination_and_no_temporary_file() {
+    let dir = tempfile::tempdir().unwrap();
+    // A non-empty folder cannot be replaced by a file.
+    let path = dir.path().join("w.safetensors");
+    std::fs::create_dir(&path).unwrap();
+    std::fs::write(path.join("keep"), "x").unwrap();
+    assert_err_contains(
+        checkpoint::save(&path, &borrowed(&weights())),
+        &["w.safetensors", "cannot write"],
+    );
+    assert!(path.join("keep").is_file());
+    let files: Vec<_> = std::fs::read_dir(dir.path()).unwrap().collect();
+    assert_eq!(files.len(), 1, "no temporary file left: {files:?}");
+}
+
+#[test]
 fn a_save_into_a_missing_folder_is_an_error() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("no/such/w.safetensors");
@@ -699,7 +715,11 @@ fn broken_checkpoints_are_refused_clearly() {
     );
     assert_err_contains(
         checkpoint::load(&broken("garbage.safetensors"), &want),
-        &["garbage.safetensors", "not a valid safetensors file"],
+        &[
+            "garbage.safetensors",
+            "not a valid safetensors file",
+            "header length",
+        ],
     );
     assert_err_contains(
         checkpoint::load(&broken("none.safetensors"), &want),

@@ -132,8 +132,14 @@ pub fn load(path: &Path, expected: &[(String, Vec<usize>)]) -> Result<Vec<Vec<f3
 
 fn reason(e: &SafeTensorError) -> String {
     match e {
-        SafeTensorError::HeaderTooSmall | SafeTensorError::InvalidHeaderLength => {
-            "the file is too short for its header (truncated?)".into()
+        SafeTensorError::HeaderTooSmall => {
+            "the file is shorter than the 8-byte header length (empty or truncated)".into()
+        }
+        SafeTensorError::InvalidHeaderLength => {
+            "the header runs past the end of the file (truncated?)".into()
+        }
+        SafeTensorError::HeaderTooLarge => {
+            "its first 8 bytes are not a plausible header length".into()
         }
         SafeTensorError::MetadataIncompleteBuffer
         | SafeTensorError::InvalidOffset(_)
@@ -144,7 +150,6 @@ fn reason(e: &SafeTensorError) -> String {
         | SafeTensorError::InvalidHeaderStart
         | SafeTensorError::InvalidHeaderDeserialization
         | SafeTensorError::JsonError(_) => "the header is not safetensors JSON".into(),
-        SafeTensorError::HeaderTooLarge => "the header is implausibly large".into(),
         SafeTensorError::ValidationOverflow => "a tensor's size overflows".into(),
         other => other.to_string(),
     }

@@ -228,13 +228,13 @@ fn magic_error(magic: [u8; 4], expected: [u8; 4], what: &str) -> String {
             hex(expected)
         );
     }
-    let other = match magic[3] {
-        1 => " (a label file)".to_string(),
-        3 => " (an image file)".to_string(),
-        _ => String::new(),
+    let kind = match magic[3] {
+        1 => "an IDX label file",
+        3 => "an IDX image file",
+        _ => "an IDX file",
     };
     format!(
-        "the file has {} dimension{}{other} (magic {}); {expected_text}",
+        "this is {kind} with {} dimension{} (magic {}), but {expected_text}",
         magic[3],
         if magic[3] == 1 { "" } else { "s" },
         hex(magic)
