@@ -56,7 +56,7 @@ pub fn prepare(model: &Model, config: &TrainConfig) -> Result<Prepared, String> 
     let (train_rows, test) = match &config.test {
         None => (all, None),
         Some(TestSource::Split(f)) => {
-            let (held, kept) = split_rows(all, *f, &mut rng, "test = split")?;
+            let (held, kept) = split_rows(all, *f, &mut rng, &format!("test = split({f})"))?;
             (kept, Some(subset(&data, &held)))
         }
         Some(TestSource::Source(source)) => {
@@ -68,7 +68,8 @@ pub fn prepare(model: &Model, config: &TrainConfig) -> Result<Prepared, String> 
     let (train_rows, validation_rows) = match config.validation_split {
         None => (train_rows, None),
         Some(f) => {
-            let (held, kept) = split_rows(train_rows, f, &mut rng, "validation_split")?;
+            let (held, kept) =
+                split_rows(train_rows, f, &mut rng, &format!("validation_split = {f}"))?;
             (kept, Some(held))
         }
     };
@@ -314,6 +315,7 @@ fn loss_name(loss: Loss) -> &'static str {
 }
 
 /// Shuffles `rows` and splits off the first `round(fraction * n)`: (held out, kept).
+/// `what` is the setting as written, for messages.
 fn split_rows(
     mut rows: Vec<usize>,
     fraction: f64,
@@ -321,21 +323,17 @@ fn split_rows(
     what: &str,
 ) -> Result<(Vec<usize>, Vec<usize>), String> {
     if !(fraction > 0.0 && fraction < 1.0) {
-        return Err(format!(
-            "{what}({fraction}): the fraction must be between 0 and 1"
-        ));
+        return Err(format!("{what}: the fraction must be between 0 and 1"));
     }
     let n = rows.len();
     let held = (fraction * n as f64).round() as usize;
     if held == 0 {
         return Err(format!(
-            "{what}({fraction}) of {n} rows holds out no row; use a larger fraction or more data"
+            "{what} of {n} rows holds out no row; use a larger fraction or more data"
         ));
     }
     if held >= n {
-        return Err(format!(
-            "{what}({fraction}) of {n} rows leaves no row to train on"
-        ));
+        return Err(format!("{what} of {n} rows leaves no row to train on"));
     }
     rows.shuffle(rng);
     let kept = rows.split_off(held);
