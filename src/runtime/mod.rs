@@ -1,3 +1,5 @@
 //! Running a compiled model: data sources, the epoch loop, metrics, checkpoints.
 
+pub mod checkpoint;
 pub mod data;
+pub mod metrics;

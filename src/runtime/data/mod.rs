@@ -12,3 +12,390 @@ pub struct Dataset {
     pub target_width: usize,
     pub rows: usize,
 }
+
+pub mod csv;
+pub mod idx;
+
+use rand::rngs::StdRng;
+use rand::seq::SliceRandom;
+use rand::SeedableRng;
+
+use crate::sema::model::{DataSource, Loss, Model, TestSource, TrainConfig};
+
+/// The data of one `train` block, split and checked against the model.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Prepared {
+    pub train: Dataset,
+    pub validation: Option<Dataset>,
+    pub test: Option<Dataset>,
+}
+
+/// Loads, splits, standardizes and checks the data of `config` for `model`.
+///
+/// Splits follow scikit-learn's `train_test_split`: one `StdRng::seed_from_u64(seed)`
+/// (rand 0.8) shuffles the row numbers `0..n`; the first `round(f * n)` of that
+/// permutation are held out as the test rows and the rest, in permuted order, remain.
+/// `validation_split` then shuffles the remaining rows with the same generator and
+/// holds out the first `round(f * m)` of them. A split that holds out no row, or
+/// leaves no training row, is an error.
+///
+/// `standardize` (csv only) computes each feature's mean and population standard
+/// deviation over the rows trained on (neither validation nor test rows) and applies
+/// them to every set; a constant column is only centred.
+///
+/// Targets become what the loss reads: class indices (sparse categorical), one-hot
+/// rows of the output width (categorical), 0/1 labels (binary) or values.
+pub fn prepare(model: &Model, config: &TrainConfig) -> Result<Prepared, String> {
+    let targets = TargetRule::new(model, config.loss)?;
+    let data = load(&config.data)?;
+    check_features(model, &data.data, &config.data)?;
+    let data = targets.apply(data)?;
+
+    let mut rng = StdRng::seed_from_u64(config.seed);
+    let all: Vec<usize> = (0..data.rows).collect();
+    let (train_rows, test) = match &config.test {
+        None => (all, None),
+        Some(TestSource::Split(f)) => {
+            let (held, kept) = split_rows(all, *f, &mut rng, &format!("test = split({f})"))?;
+            (kept, Some(subset(&data, &held)))
+        }
+        Some(TestSource::Source(source)) => {
+            let test = load(source)?;
+            check_features(model, &test.data, source)?;
+            (all, Some(targets.apply(test)?))
+        }
+    };
+    let (train_rows, validation_rows) = match config.validation_split {
+        None => (train_rows, None),
+        Some(f) => {
+            let (held, kept) =
+                split_rows(train_rows, f, &mut rng, &format!("validation_split = {f}"))?;
+            (kept, Some(held))
+        }
+    };
+
+    let mut prepared = Prepared {
+        train: subset(&data, &train_rows),
+        validation: validation_rows.map(|rows| subset(&data, &rows)),
+        test,
+    };
+    if let DataSource::Csv {
+        standardize: true, ..
+    } = config.data
+    {
+        let (mean, scale) = standardization(&prepared.train);
+        standardize(&mut prepared.train, &mean, &scale);
+        for set in [&mut prepared.validation, &mut prepared.test]
+            .into_iter()
+            .flatten()
+        {
+            standardize(set, &mean, &scale);
+        }
+    }
+    Ok(prepared)
+}
+
+/// The training rows' order in `epoch`: a permutation of `0..rows` fixed by
+/// `seed` and `epoch`, independent of the generator used for the splits.
+pub fn shuffled_order(rows: usize, seed: u64, epoch: usize) -> Vec<usize> {
+    const SHUFFLE_STREAM: u64 = 0x5348_5546_464c_4521;
+    let mut rng =
+        StdRng::seed_from_u64(splitmix64(splitmix64(seed ^ SHUFFLE_STREAM) ^ epoch as u64));
+    let mut order: Vec<usize> = (0..rows).collect();
+    order.shuffle(&mut rng);
+    order
+}
+
+/// Copies the samples `rows` of `ds` into the front of `x` (features) and `y`
+/// (targets), row after row, without allocating.
+///
+/// # Panics
+/// If `x` or `y` is too small for `rows.len()` samples, or a row is out of range:
+/// both are bugs of the caller, never of the data.
+pub fn gather(ds: &Dataset, rows: &[usize], x: &mut [f32], y: &mut [f32]) {
+    let (fc, tw) = (ds.feature_count, ds.target_width);
+    assert!(
+        x.len() >= rows.len() * fc && y.len() >= rows.len() * tw,
+        "gather: batch buffers too small"
+    );
+    for (i, &r) in rows.iter().enumerate() {
+        x[i * fc..(i + 1) * fc].copy_from_slice(&ds.features[r * fc..(r + 1) * fc]);
+        y[i * tw..(i + 1) * tw].copy_from_slice(&ds.targets[r * tw..(r + 1) * tw]);
+    }
+}
+
+/// A data source in memory, with where its rows came from for messages.
+struct Loaded {
+    data: Dataset,
+    origin: Origin,
+}
+
+enum Origin {
+    Csv {
+        path: String,
+        target: String,
+        lines: Vec<u64>,
+    },
+    Idx {
+        labels: String,
+    },
+}
+
+impl Loaded {
+    /// Where the target of `row` is, e.g. "iris.csv: line 7, column `species`".
+    fn target_at(&self, row: usize) -> String {
+        match &self.origin {
+            Origin::Csv {
+                path,
+                target,
+                lines,
+            } => format!("{path}: line {}, column `{target}`", lines[row]),
+            // Labels are one byte each after the 8-byte header.
+            Origin::Idx { labels } => {
+                format!("{labels}: label {} (byte offset {})", row + 1, 8 + row)
+            }
+        }
+    }
+}
+
+fn load(source: &DataSource) -> Result<Loaded, String> {
+    match source {
+        DataSource::Csv {
+            path,
+            target,
+            features,
+            ..
+        } => {
+            let table = csv::read(path, target, features.as_deref())?;
+            Ok(Loaded {
+                data: table.data,
+                origin: Origin::Csv {
+                    path: path.display().to_string(),
+                    target: target.clone(),
+                    lines: table.lines,
+                },
+            })
+        }
+        DataSource::Idx { images, labels } => Ok(Loaded {
+            data: idx::read(images, labels)?,
+            origin: Origin::Idx {
+                labels: labels.display().to_string(),
+            },
+        }),
+        DataSource::Mnist { folder, subset } => {
+            let (images, labels) = idx::mnist_paths(folder, *subset)?;
+            Ok(Loaded {
+                data: idx::read(&images, &labels)?,
+                origin: Origin::Idx {
+                    labels: labels.display().to_string(),
+                },
+            })
+        }
+    }
+}
+
+fn source_name(source: &DataSource) -> String {
+    match source {
+        DataSource::Csv { path, .. } => path.display().to_string(),
+        DataSource::Idx { images, .. } => images.display().to_string(),
+        DataSource::Mnist { folder, .. } => folder.display().to_string(),
+    }
+}
+
+fn check_features(model: &Model, data: &Dataset, source: &DataSource) -> Result<(), String> {
+    if data.feature_count == model.input_size() {
+        return Ok(());
+    }
+    let dims: Vec<String> = model.input_shape.iter().map(|d| d.to_string()).collect();
+    Err(format!(
+        "{}: each sample has {} features, but the model's input `{}` has shape [{}] ({} \
+         elements); the counts must agree",
+        source_name(source),
+        data.feature_count,
+        model.input_name,
+        dims.join(", "),
+        model.input_size()
+    ))
+}
+
+/// How the raw target column becomes the targets a loss reads.
+#[derive(Debug, Clone, Copy)]
+enum TargetRule {
+    /// Class index in `[0, classes)`, kept as an index.
+    Sparse { classes: usize },
+    /// Class index in `[0, classes)`, turned into a one-hot row.
+    OneHot { classes: usize },
+    /// 0 or 1.
+    Binary,
+    /// Any number.
+    Value,
+}
+
+impl TargetRule {
+    fn new(model: &Model, loss: Loss) -> Result<Self, String> {
+        let out = model.output_size();
+        let name = loss_name(loss);
+        match loss {
+            Loss::SparseCategoricalCrossentropy => Ok(Self::Sparse { classes: out }),
+            Loss::CategoricalCrossentropy => Ok(Self::OneHot { classes: out }),
+            Loss::BinaryCrossentropy if out == 1 => Ok(Self::Binary),
+            Loss::Mse | Loss::Mae | Loss::Huber if out == 1 => Ok(Self::Value),
+            Loss::BinaryCrossentropy => Err(format!(
+                "`{name}` needs a model with one output unit, but `{}` outputs {out} values per \
+                 sample",
+                model.name
+            )),
+            Loss::Mse | Loss::Mae | Loss::Huber => Err(format!(
+                "`{name}` compares each output with a target, but `{}` outputs {out} values per \
+                 sample and the data has one target per sample",
+                model.name
+            )),
+        }
+    }
+
+    fn apply(self, loaded: Loaded) -> Result<Dataset, String> {
+        let data = &loaded.data;
+        let class_of = |row: usize, classes: usize, loss: &str| -> Result<usize, String> {
+            let v = data.targets[row];
+            if v.fract() == 0.0 && v >= 0.0 && (v as usize) < classes {
+                Ok(v as usize)
+            } else {
+                Err(format!(
+                    "{}: the target {v} is not a class index in [0, {classes}); `{loss}` needs \
+                     integer labels from 0 to {} (the model's output size)",
+                    loaded.target_at(row),
+                    classes.saturating_sub(1)
+                ))
+            }
+        };
+        match self {
+            Self::Value => Ok(loaded.data),
+            Self::Sparse { classes } => {
+                for row in 0..data.rows {
+                    class_of(row, classes, "sparse_categorical_crossentropy")?;
+                }
+                Ok(loaded.data)
+            }
+            Self::Binary => {
+                for (row, &v) in data.targets.iter().enumerate() {
+                    if v != 0.0 && v != 1.0 {
+                        return Err(format!(
+                            "{}: the target {v} is not 0 or 1, as `binary_crossentropy` needs",
+                            loaded.target_at(row)
+                        ));
+                    }
+                }
+                Ok(loaded.data)
+            }
+            Self::OneHot { classes } => {
+                let mut targets = vec![0.0; data.rows * classes];
+                for row in 0..data.rows {
+                    let c = class_of(row, classes, "categorical_crossentropy")?;
+                    targets[row * classes + c] = 1.0;
+                }
+                Ok(Dataset {
+                    targets,
+                    target_width: classes,
+                    ..loaded.data
+                })
+            }
+        }
+    }
+}
+
+fn loss_name(loss: Loss) -> &'static str {
+    match loss {
+        Loss::Mse => "mse",
+        Loss::Mae => "mae",
+        Loss::Huber => "huber",
+        Loss::BinaryCrossentropy => "binary_crossentropy",
+        Loss::CategoricalCrossentropy => "categorical_crossentropy",
+        Loss::SparseCategoricalCrossentropy => "sparse_categorical_crossentropy",
+    }
+}
+
+/// Shuffles `rows` and splits off the first `round(fraction * n)`: (held out, kept).
+/// `what` is the setting as written, for messages.
+fn split_rows(
+    mut rows: Vec<usize>,
+    fraction: f64,
+    rng: &mut StdRng,
+    what: &str,
+) -> Result<(Vec<usize>, Vec<usize>), String> {
+    if !(fraction > 0.0 && fraction < 1.0) {
+        return Err(format!("{what}: the fraction must be between 0 and 1"));
+    }
+    let n = rows.len();
+    let held = (fraction * n as f64).round() as usize;
+    if held == 0 {
+        return Err(format!(
+            "{what} of {n} rows holds out no row; use a larger fraction or more data"
+        ));
+    }
+    if held >= n {
+        return Err(format!("{what} of {n} rows leaves no row to train on"));
+    }
+    rows.shuffle(rng);
+    let kept = rows.split_off(held);
+    Ok((rows, kept))
+}
+
+fn subset(data: &Dataset, rows: &[usize]) -> Dataset {
+    let mut out = Dataset {
+        features: vec![0.0; rows.len() * data.feature_count],
+        feature_count: data.feature_count,
+        targets: vec![0.0; rows.len() * data.target_width],
+        target_width: data.target_width,
+        rows: rows.len(),
+    };
+    gather(data, rows, &mut out.features, &mut out.targets);
+    out
+}
+
+/// Per-feature mean and the scale to divide by (the population standard deviation,
+/// or 1 for a constant column, which is then only centred). Sums in f64.
+fn standardization(data: &Dataset) -> (Vec<f64>, Vec<f64>) {
+    let fc = data.feature_count;
+    let n = data.rows.max(1) as f64;
+    let mut mean = vec![0.0f64; fc];
+    for row in data.features.chunks_exact(fc) {
+        for (m, &v) in mean.iter_mut().zip(row) {
+            *m += f64::from(v);
+        }
+    }
+    mean.iter_mut().for_each(|m| *m /= n);
+    let mut var = vec![0.0f64; fc];
+    for row in data.features.chunks_exact(fc) {
+        for ((s, &v), m) in var.iter_mut().zip(row).zip(&mean) {
+            *s += (f64::from(v) - m).powi(2);
+        }
+    }
+    let scale = var
+        .iter()
+        .map(|s| {
+            let std = (s / n).sqrt();
+            if std > 0.0 {
+                std
+            } else {
+                1.0
+            }
+        })
+        .collect();
+    (mean, scale)
+}
+
+fn standardize(data: &mut Dataset, mean: &[f64], scale: &[f64]) {
+    for row in data.features.chunks_exact_mut(data.feature_count) {
+        for ((v, m), s) in row.iter_mut().zip(mean).zip(scale) {
+            *v = ((f64::from(*v) - m) / s) as f32;
+        }
+    }
+}
+
+/// A 64-bit mix (SplitMix64's finalizer): nearby seeds and epochs give unrelated streams.
+fn splitmix64(mut z: u64) -> u64 {
+    z = z.wrapping_add(0x9E37_79B9_7F4A_7C15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
+}

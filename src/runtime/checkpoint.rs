@@ -1,0 +1,184 @@
+//! Weights on disk: safetensors files of float32 tensors named `LAYER.param`.
+
+use std::borrow::Cow;
+use std::collections::HashSet;
+use std::fs::{self, File};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use safetensors::tensor::{Dtype, SafeTensorError, SafeTensors, View};
+
+/// A float32 tensor borrowed for serialization.
+struct F32View<'a> {
+    shape: &'a [usize],
+    data: &'a [f32],
+}
+
+impl View for F32View<'_> {
+    fn dtype(&self) -> Dtype {
+        Dtype::F32
+    }
+    fn shape(&self) -> &[usize] {
+        self.shape
+    }
+    fn data(&self) -> Cow<'_, [u8]> {
+        // safetensors stores little-endian bytes whatever the host order.
+        Cow::Owned(self.data.iter().flat_map(|v| v.to_le_bytes()).collect())
+    }
+    fn data_len(&self) -> usize {
+        self.data.len() * 4
+    }
+}
+
+/// Writes `tensors` (name, shape, values) to `path` atomically: a temporary file in
+/// the same folder is written, flushed to disk and renamed over `path`, so `path`
+/// is always either the old file or the complete new one.
+pub fn save(path: &Path, tensors: &[(String, Vec<usize>, &[f32])]) -> Result<(), String> {
+    let file = path.display();
+    let mut names = HashSet::new();
+    for (name, shape, data) in tensors {
+        if !names.insert(name.as_str()) {
+            return Err(format!("{file}: two tensors are named `{name}`"));
+        }
+        let elements = shape.iter().try_fold(1usize, |acc, &d| acc.checked_mul(d));
+        if elements != Some(data.len()) {
+            return Err(format!(
+                "{file}: tensor `{name}` has {} values but shape {shape:?}",
+                data.len()
+            ));
+        }
+    }
+    let views = tensors.iter().map(|(name, shape, data)| {
+        (
+            name.as_str(),
+            F32View {
+                shape: shape.as_slice(),
+                data,
+            },
+        )
+    });
+    let bytes = safetensors::tensor::serialize(views, &None)
+        .map_err(|e| format!("{file}: cannot encode the weights: {e}"))?;
+
+    let temp = temp_path(path)?;
+    let written = write_synced(&temp, &bytes).and_then(|()| fs::rename(&temp, path));
+    if let Err(e) = written {
+        // Best effort: the temporary file is ours and useless now.
+        let _ = fs::remove_file(&temp);
+        return Err(format!("{file}: cannot write the weights: {e}"));
+    }
+    sync_parent(path);
+    Ok(())
+}
+
+/// Reads the tensors `expected` (name, shape) from `path`, in that order.
+///
+/// Every missing, extra, misshapen or non-float32 tensor is named in one message.
+pub fn load(path: &Path, expected: &[(String, Vec<usize>)]) -> Result<Vec<Vec<f32>>, String> {
+    let file = path.display();
+    let bytes = fs::read(path).map_err(|e| format!("{file}: cannot read the weights: {e}"))?;
+    let st = SafeTensors::deserialize(&bytes)
+        .map_err(|e| format!("{file}: not a valid safetensors file: {}", reason(&e)))?;
+
+    let wanted: HashSet<&str> = expected.iter().map(|(n, _)| n.as_str()).collect();
+    let mut problems = Vec::new();
+    let mut out = Vec::with_capacity(expected.len());
+    for (name, shape) in expected {
+        let view = match st.tensor(name) {
+            Ok(view) => view,
+            Err(_) => {
+                problems.push(format!("tensor `{name}` {shape:?} is missing"));
+                continue;
+            }
+        };
+        if view.dtype() != Dtype::F32 {
+            problems.push(format!(
+                "tensor `{name}` is {:?}; nnc reads float32 (F32) tensors",
+                view.dtype()
+            ));
+        } else if view.shape() != shape.as_slice() {
+            problems.push(format!(
+                "tensor `{name}` has shape {:?}, the model expects {shape:?}",
+                view.shape()
+            ));
+        } else {
+            out.push(
+                view.data()
+                    .chunks_exact(4)
+                    .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+                    .collect(),
+            );
+        }
+    }
+    let mut extra: Vec<&str> = st
+        .names()
+        .into_iter()
+        .map(String::as_str)
+        .filter(|n| !wanted.contains(n))
+        .collect();
+    extra.sort_unstable();
+    for name in extra {
+        problems.push(format!("tensor `{name}` is not a weight of the model"));
+    }
+    if problems.is_empty() {
+        Ok(out)
+    } else {
+        Err(format!(
+            "{file}: the weights do not fit the model:\n  {}",
+            problems.join("\n  ")
+        ))
+    }
+}
+
+fn reason(e: &SafeTensorError) -> String {
+    match e {
+        SafeTensorError::HeaderTooSmall => {
+            "the file is shorter than the 8-byte header length (empty or truncated)".into()
+        }
+        SafeTensorError::InvalidHeaderLength => {
+            "the header runs past the end of the file (truncated?)".into()
+        }
+        SafeTensorError::HeaderTooLarge => {
+            "its first 8 bytes are not a plausible header length".into()
+        }
+        SafeTensorError::MetadataIncompleteBuffer
+        | SafeTensorError::InvalidOffset(_)
+        | SafeTensorError::TensorInvalidInfo => {
+            "the tensor data does not match the header (truncated or corrupt file)".into()
+        }
+        SafeTensorError::InvalidHeader
+        | SafeTensorError::InvalidHeaderStart
+        | SafeTensorError::InvalidHeaderDeserialization
+        | SafeTensorError::JsonError(_) => "the header is not safetensors JSON".into(),
+        SafeTensorError::ValidationOverflow => "a tensor's size overflows".into(),
+        other => other.to_string(),
+    }
+}
+
+/// A fresh name beside `path`, so that the rename stays on one file system.
+fn temp_path(path: &Path) -> Result<PathBuf, String> {
+    let name = path
+        .file_name()
+        .ok_or_else(|| format!("{}: not a file name", path.display()))?;
+    let mut temp = std::ffi::OsString::from(".");
+    temp.push(name);
+    temp.push(format!(".tmp{}", std::process::id()));
+    Ok(path.with_file_name(temp))
+}
+
+fn write_synced(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    let mut f = File::create(path)?;
+    f.write_all(bytes)?;
+    f.sync_all()
+}
+
+/// Makes the rename itself durable; not every platform can open a folder, so best effort.
+fn sync_parent(path: &Path) {
+    let parent = match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    };
+    if let Ok(dir) = File::open(parent) {
+        let _ = dir.sync_all();
+    }
+}

@@ -1,0 +1,241 @@
+//! CSV data sources: a header row names the columns, every used cell is a number.
+
+use std::path::Path;
+
+use super::Dataset;
+
+/// A CSV file read into memory, with the line of each row for later messages.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CsvTable {
+    /// Features and the raw target value (`target_width == 1`).
+    pub data: Dataset,
+    /// The 1-based line in the file where each row starts.
+    pub lines: Vec<u64>,
+    /// The feature columns, in the order of `data.features`.
+    pub feature_names: Vec<String>,
+}
+
+/// Reads `path`; `features == None` takes every column but `target`, in file order.
+///
+/// Only the target and feature columns are parsed, so other columns (ids, notes)
+/// may hold text. Every error names the file, and the line and column where it can.
+pub fn read(path: &Path, target: &str, features: Option<&[String]>) -> Result<CsvTable, String> {
+    let file = path.display().to_string();
+    let mut reader = ::csv::ReaderBuilder::new()
+        .has_headers(true)
+        // Ragged rows are reported below with the line and both counts.
+        .flexible(true)
+        .trim(::csv::Trim::All)
+        .from_path(path)
+        .map_err(|e| format!("{file}: cannot read the data file: {}", io_reason(&e)))?;
+
+    let header = reader
+        .headers()
+        .map_err(|e| format!("{file}: not a CSV text file: {}", csv_reason(&e)))?
+        .clone();
+    if header.is_empty() || (header.len() == 1 && header[0].is_empty()) {
+        return Err(format!(
+            "{file}: the file is empty; a CSV data file starts with a header row naming its columns"
+        ));
+    }
+    if header.iter().all(|h| h.parse::<f64>().is_ok()) {
+        return Err(format!(
+            "{file}: line 1 holds numbers, not column names; add a header row naming the columns \
+             (for example `{}`)",
+            example_header(header.len())
+        ));
+    }
+    let names: Vec<String> = header.iter().map(str::to_string).collect();
+
+    let target_col = find_column(&names, target, "target", &file)?;
+    let feature_cols: Vec<usize> = match features {
+        None => (0..names.len()).filter(|&c| c != target_col).collect(),
+        Some(list) => {
+            if list.is_empty() {
+                return Err(format!("{file}: the feature list is empty"));
+            }
+            let mut cols = Vec::with_capacity(list.len());
+            for name in list {
+                let c = find_column(&names, name, "feature", &file)?;
+                if c == target_col {
+                    return Err(format!(
+                        "{file}: column `{name}` is the target; it cannot also be a feature"
+                    ));
+                }
+                cols.push(c);
+            }
+            cols
+        }
+    };
+    if feature_cols.is_empty() {
+        return Err(format!(
+            "{file}: the only column is the target `{target}`; there are no feature columns"
+        ));
+    }
+
+    let mut data = Dataset {
+        feature_count: feature_cols.len(),
+        target_width: 1,
+        ..Dataset::default()
+    };
+    let mut lines = Vec::new();
+    let mut record = ::csv::StringRecord::new();
+    loop {
+        match reader.read_record(&mut record) {
+            Ok(false) => break,
+            Ok(true) => {}
+            Err(e) => {
+                let at = e
+                    .position()
+                    .map(|p| format!("line {}: ", p.line()))
+                    .unwrap_or_default();
+                return Err(format!(
+                    "{file}: {at}not a CSV text file: {}",
+                    csv_reason(&e)
+                ));
+            }
+        }
+        let line = record.position().map_or(0, |p| p.line());
+        if record.len() != names.len() {
+            return Err(format!(
+                "{file}: line {line}: the row has {} field{} but the header has {} columns",
+                record.len(),
+                if record.len() == 1 { "" } else { "s" },
+                names.len()
+            ));
+        }
+        for &c in &feature_cols {
+            data.features
+                .push(parse_cell(&record[c], &file, line, c, &names[c])?);
+        }
+        data.targets.push(parse_cell(
+            &record[target_col],
+            &file,
+            line,
+            target_col,
+            &names[target_col],
+        )?);
+        lines.push(line);
+    }
+    if lines.is_empty() {
+        return Err(format!("{file}: the file has a header but no data rows"));
+    }
+    data.rows = lines.len();
+    Ok(CsvTable {
+        data,
+        lines,
+        feature_names: feature_cols.iter().map(|&c| names[c].clone()).collect(),
+    })
+}
+
+fn parse_cell(cell: &str, file: &str, line: u64, col: usize, name: &str) -> Result<f32, String> {
+    let at = || format!("{file}: line {line}, column {} (`{name}`)", col + 1);
+    if cell.is_empty() {
+        return Err(format!("{}: the cell is empty (a missing value)", at()));
+    }
+    match cell.parse::<f32>() {
+        Ok(v) if v.is_finite() => Ok(v),
+        // Rust also parses "nan" and "inf"; they would poison every weight they touch.
+        Ok(_) => Err(format!("{}: `{cell}` is not a finite number", at())),
+        Err(_) => Err(format!("{}: `{cell}` is not a number", at())),
+    }
+}
+
+/// The index of column `name`, or an error that suggests the nearest name.
+fn find_column(names: &[String], name: &str, role: &str, file: &str) -> Result<usize, String> {
+    let mut found = names.iter().enumerate().filter(|(_, n)| *n == name);
+    match (found.next(), found.next()) {
+        (Some((c, _)), None) => Ok(c),
+        (Some(_), Some(_)) => Err(format!(
+            "{file}: the header names column `{name}` more than once; the {role} column is ambiguous"
+        )),
+        (None, _) => {
+            let hint = match nearest(names, name) {
+                Some(n) => format!("; did you mean `{n}`?"),
+                None => format!("; the columns are {}", list_columns(names)),
+            };
+            Err(format!("{file}: no {role} column `{name}` in the header{hint}"))
+        }
+    }
+}
+
+/// The closest column name when it is close enough to be a likely typo.
+fn nearest<'a>(names: &'a [String], name: &str) -> Option<&'a str> {
+    let wanted = name.to_lowercase();
+    names
+        .iter()
+        .map(|n| (edit_distance(&n.to_lowercase(), &wanted), n))
+        .filter(|(d, n)| *d <= (n.chars().count().max(name.chars().count()) / 3).max(2))
+        .min_by_key(|(d, _)| *d)
+        .map(|(_, n)| n.as_str())
+}
+
+/// Levenshtein distance over chars.
+fn edit_distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut prev: Vec<usize> = (0..=b.len()).collect();
+    let mut cur = vec![0; b.len() + 1];
+    for (i, ca) in a.chars().enumerate() {
+        cur[0] = i + 1;
+        for (j, &cb) in b.iter().enumerate() {
+            let substitute = prev[j] + usize::from(ca != cb);
+            cur[j + 1] = substitute.min(prev[j + 1] + 1).min(cur[j] + 1);
+        }
+        std::mem::swap(&mut prev, &mut cur);
+    }
+    prev[b.len()]
+}
+
+fn list_columns(names: &[String]) -> String {
+    const SHOWN: usize = 12;
+    let mut s: Vec<String> = names.iter().take(SHOWN).map(|n| format!("`{n}`")).collect();
+    if names.len() > SHOWN {
+        s.push(format!("... ({} in all)", names.len()));
+    }
+    s.join(", ")
+}
+
+fn example_header(columns: usize) -> String {
+    let mut s: Vec<String> = (1..columns.min(4)).map(|i| format!("x{i}")).collect();
+    if columns > 4 {
+        s.push("...".into());
+    }
+    s.push("label".into());
+    s.join(",")
+}
+
+fn io_reason(e: &::csv::Error) -> String {
+    match e.kind() {
+        ::csv::ErrorKind::Io(io) => io.to_string(),
+        _ => csv_reason(e),
+    }
+}
+
+fn csv_reason(e: &::csv::Error) -> String {
+    match e.kind() {
+        ::csv::ErrorKind::Utf8 { .. } => "it is not UTF-8 text (is it a binary file?)".into(),
+        ::csv::ErrorKind::Io(io) => io.to_string(),
+        _ => e.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn edit_distance_counts_single_edits() {
+        assert_eq!(edit_distance("benign", "benign"), 0);
+        assert_eq!(edit_distance("benign", "benig"), 1);
+        assert_eq!(edit_distance("benign", "bening"), 2);
+        assert_eq!(edit_distance("", "abc"), 3);
+    }
+
+    #[test]
+    fn nearest_ignores_far_names() {
+        let names: Vec<String> = ["species", "sepal_length"].map(String::from).to_vec();
+        assert_eq!(nearest(&names, "specie"), Some("species"));
+        assert_eq!(nearest(&names, "Species"), Some("species"));
+        assert_eq!(nearest(&names, "zzz"), None);
+    }
+}

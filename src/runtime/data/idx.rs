@@ -1,0 +1,267 @@
+//! IDX files (the MNIST format), gzip-compressed or raw.
+//!
+//! An IDX file is a 4-byte magic number (two zero bytes, a type code, the number of
+//! dimensions), one big-endian u32 per dimension, then the values row-major. nnc reads
+//! unsigned-byte files: images `0x00000803` (count, rows, columns) and labels
+//! `0x00000801` (count).
+
+use std::fs::File;
+use std::io::{BufRead, BufReader, Read};
+use std::path::{Path, PathBuf};
+
+use flate2::bufread::MultiGzDecoder;
+
+use super::Dataset;
+use crate::sema::model::MnistSubset;
+
+/// The most float32 data nnc loads into memory from one data source: refused before
+/// any allocation, from the header's dimensions alone.
+pub const MEMORY_LIMIT_BYTES: u64 = 16 << 30;
+
+const GZIP_MAGIC: [u8; 2] = [0x1f, 0x8b];
+const TYPE_U8: u8 = 0x08;
+
+/// Images as features in [0, 1] (`feature_count = rows * columns`) and labels as targets.
+pub fn read(images: &Path, labels: &Path) -> Result<Dataset, String> {
+    let (image_dims, pixels) = read_u8(images, 3, "image")?;
+    let (label_dims, classes) = read_u8(labels, 1, "label")?;
+    if image_dims[0] != label_dims[0] {
+        return Err(format!(
+            "{} holds {} images but {} holds {} labels; they must pair up one to one",
+            images.display(),
+            image_dims[0],
+            labels.display(),
+            label_dims[0]
+        ));
+    }
+    let rows = image_dims[0];
+    if rows == 0 || image_dims[1] == 0 || image_dims[2] == 0 {
+        return Err(format!(
+            "{}: the file holds no pixels (its header says {} x {} x {})",
+            images.display(),
+            rows,
+            image_dims[1],
+            image_dims[2]
+        ));
+    }
+    Ok(Dataset {
+        features: pixels.iter().map(|&p| f32::from(p) / 255.0).collect(),
+        feature_count: image_dims[1] * image_dims[2],
+        targets: classes.iter().map(|&c| f32::from(c)).collect(),
+        target_width: 1,
+        rows,
+    })
+}
+
+/// The image and label files of one MNIST subset in `folder`.
+///
+/// Looks for the standard names (`train-images-idx3-ubyte.gz`, ...), then the same
+/// names un-gzipped, then the dotted variant (`train-images.idx3-ubyte`).
+pub fn mnist_paths(folder: &Path, subset: MnistSubset) -> Result<(PathBuf, PathBuf), String> {
+    if !folder.is_dir() {
+        return Err(format!(
+            "{}: no such folder; mnist(...) needs the folder holding the four MNIST files",
+            folder.display()
+        ));
+    }
+    let prefix = match subset {
+        MnistSubset::Train => "train",
+        MnistSubset::Test => "t10k",
+    };
+    let find = |kind: &str, dims: u8| -> Result<PathBuf, String> {
+        let candidates = [
+            format!("{prefix}-{kind}-idx{dims}-ubyte.gz"),
+            format!("{prefix}-{kind}-idx{dims}-ubyte"),
+            format!("{prefix}-{kind}.idx{dims}-ubyte"),
+        ];
+        candidates
+            .iter()
+            .map(|name| folder.join(name))
+            .find(|p| p.is_file())
+            .ok_or_else(|| {
+                format!(
+                    "{}: no MNIST {kind} file; looked for {}",
+                    folder.display(),
+                    candidates.join(", ")
+                )
+            })
+    };
+    Ok((find("images", 3)?, find("labels", 1)?))
+}
+
+/// Reads one MNIST subset from `folder`.
+pub fn mnist(folder: &Path, subset: MnistSubset) -> Result<Dataset, String> {
+    let (images, labels) = mnist_paths(folder, subset)?;
+    read(&images, &labels)
+}
+
+/// Reads an unsigned-byte IDX file with `ndims` dimensions: (dims, values).
+fn read_u8(path: &Path, ndims: u8, what: &str) -> Result<(Vec<usize>, Vec<u8>), String> {
+    let name = path.display().to_string();
+    let file = File::open(path).map_err(|e| format!("{name}: cannot read the {what} file: {e}"))?;
+    let file_len = file.metadata().map(|m| m.len()).ok();
+    let mut buffered = BufReader::new(file);
+    let starts_gzip = buffered
+        .fill_buf()
+        .map_err(|e| format!("{name}: cannot read the {what} file: {e}"))?
+        .starts_with(&GZIP_MAGIC);
+    let mut reader: Box<dyn Read> = if starts_gzip {
+        Box::new(MultiGzDecoder::new(buffered))
+    } else {
+        Box::new(buffered)
+    };
+    // Offsets in messages are in the decompressed data when the file is gzip.
+    let offsets = if starts_gzip {
+        " of the decompressed data"
+    } else {
+        ""
+    };
+    let read_err = |e: std::io::Error| {
+        if starts_gzip {
+            format!("{name}: not a valid gzip file: {e}")
+        } else {
+            format!("{name}: cannot read the {what} file: {e}")
+        }
+    };
+
+    let mut magic = [0u8; 4];
+    let got = read_full(&mut reader, &mut magic).map_err(read_err)?;
+    if got < magic.len() {
+        return Err(format!(
+            "{name}: truncated: the data ends at byte offset {got}{offsets}, before the end of \
+             the 4-byte IDX magic number"
+        ));
+    }
+    let expected_magic = [0, 0, TYPE_U8, ndims];
+    if magic != expected_magic {
+        return Err(format!(
+            "{name}: {}",
+            magic_error(magic, expected_magic, what)
+        ));
+    }
+
+    let mut raw_dims = vec![0u8; 4 * usize::from(ndims)];
+    let got = read_full(&mut reader, &mut raw_dims).map_err(read_err)?;
+    if got < raw_dims.len() {
+        return Err(format!(
+            "{name}: truncated: the data ends at byte offset {}{offsets}, inside the header \
+             ({} bytes)",
+            4 + got,
+            4 + raw_dims.len()
+        ));
+    }
+    let dims: Vec<usize> = raw_dims
+        .chunks_exact(4)
+        .map(|b| u32::from_be_bytes([b[0], b[1], b[2], b[3]]) as usize)
+        .collect();
+    let header_len = 4 + raw_dims.len() as u64;
+    let shape = dims
+        .iter()
+        .map(|d| d.to_string())
+        .collect::<Vec<_>>()
+        .join(" x ");
+    let count = dims
+        .iter()
+        .try_fold(1u64, |acc, &d| acc.checked_mul(d as u64))
+        .filter(|&n| n.checked_mul(4).is_some_and(|b| b <= MEMORY_LIMIT_BYTES))
+        .ok_or_else(|| {
+            format!(
+                "{name}: the header says {shape} values, more than the {} GiB of float32 data \
+                 nnc loads into memory",
+                MEMORY_LIMIT_BYTES >> 30
+            )
+        })?;
+    let expected_len = header_len + count;
+    // A raw file's size is known up front: refuse a short one before reading it.
+    if !starts_gzip {
+        if let Some(len) = file_len.filter(|&len| len < expected_len) {
+            return Err(truncated(&name, len, expected_len, &shape, offsets));
+        }
+    }
+
+    let mut values = Vec::new();
+    reader
+        .by_ref()
+        .take(count)
+        .read_to_end(&mut values)
+        .map_err(read_err)?;
+    if (values.len() as u64) < count {
+        return Err(truncated(
+            &name,
+            header_len + values.len() as u64,
+            expected_len,
+            &shape,
+            offsets,
+        ));
+    }
+    let mut extra = [0u8; 1];
+    if read_full(&mut reader, &mut extra).map_err(read_err)? > 0 {
+        return Err(format!(
+            "{name}: the data goes on past byte offset {expected_len}{offsets}, where the header \
+             ({shape}) says it ends; is this the right file?"
+        ));
+    }
+    Ok((dims, values))
+}
+
+fn truncated(name: &str, ends_at: u64, expected: u64, shape: &str, offsets: &str) -> String {
+    format!(
+        "{name}: truncated: the data ends at byte offset {ends_at}{offsets}, but the header \
+         ({shape}) needs {expected} bytes"
+    )
+}
+
+fn magic_error(magic: [u8; 4], expected: [u8; 4], what: &str) -> String {
+    let hex = |m: [u8; 4]| format!("0x{:08X}", u32::from_be_bytes(m));
+    let expected_text = format!("an IDX {what} file starts with {}", hex(expected));
+    if magic[0] != 0 || magic[1] != 0 {
+        return format!(
+            "not an IDX file: it starts with {}; {expected_text}",
+            hex(magic)
+        );
+    }
+    if magic[2] != TYPE_U8 {
+        return format!(
+            "the IDX values are {} (magic {}); nnc reads unsigned-byte IDX files ({})",
+            type_name(magic[2]),
+            hex(magic),
+            hex(expected)
+        );
+    }
+    let kind = match magic[3] {
+        1 => "an IDX label file",
+        3 => "an IDX image file",
+        _ => "an IDX file",
+    };
+    format!(
+        "this is {kind} with {} dimension{} (magic {}), but {expected_text}",
+        magic[3],
+        if magic[3] == 1 { "" } else { "s" },
+        hex(magic)
+    )
+}
+
+fn type_name(code: u8) -> String {
+    match code {
+        0x09 => "signed bytes".into(),
+        0x0B => "16-bit integers".into(),
+        0x0C => "32-bit integers".into(),
+        0x0D => "float32".into(),
+        0x0E => "float64".into(),
+        _ => format!("of unknown type 0x{code:02X}"),
+    }
+}
+
+/// Like `read_exact`, but returns how many bytes were read before the end of the data.
+fn read_full(reader: &mut dyn Read, buf: &mut [u8]) -> std::io::Result<usize> {
+    let mut filled = 0;
+    while filled < buf.len() {
+        match reader.read(&mut buf[filled..]) {
+            Ok(0) => break,
+            Ok(n) => filled += n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(filled)
+}
