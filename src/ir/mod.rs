@@ -1,5 +1,19 @@
 //! The train-step IR: graph, autodiff, optimizers, memory layout and the reference
 //! interpreter (the oracle every JIT result is tested against).
 
+pub mod autodiff;
+pub mod build;
 pub mod graph;
+pub mod init;
+pub mod interp;
 pub mod layout;
+pub mod loss;
+pub mod math;
+pub mod optim;
+pub mod print;
+pub mod testing;
+
+pub use build::{predict, train_step};
+
+#[cfg(test)]
+mod tests;

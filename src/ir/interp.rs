@@ -1,0 +1,145 @@
+//! The reference interpreter: runs a `Graph` node by node over the arena in plain,
+//! slow, obviously-correct Rust. Every JIT result is tested against it, and it runs
+//! in `f64` too, for gradient checks by finite differences.
+
+use super::graph::{dropout_keep, Graph, Op, Role, TensorId};
+use super::layout::Layout;
+use super::loss::{loss, loss_grad};
+use super::math::{activate, activate_derivative, Real};
+use super::optim::update;
+
+/// Runs one step (train or predict) in `f32`, as the compiled code does. `x` and `y`
+/// hold the batch's samples and targets; `step` is the optimizer's iteration count
+/// and the dropout step.
+pub fn run(graph: &Graph, layout: &Layout, arena: &mut [f32], x: &[f32], y: &[f32], step: u64) {
+    run_in(graph, layout, arena, x, y, step);
+}
+
+/// `run` in any `Real`: the arena, input and targets hold `T`s.
+pub fn run_in<T: Real>(
+    graph: &Graph,
+    layout: &Layout,
+    arena: &mut [T],
+    x: &[T],
+    y: &[T],
+    step: u64,
+) {
+    assert!(arena.len() >= layout.len, "arena smaller than its layout");
+    let read = |arena: &[T], id: TensorId| -> Vec<T> {
+        let n = graph.tensors[id].len();
+        match graph.tensors[id].role {
+            Role::Input => x[..n].to_vec(),
+            Role::Target => y[..n].to_vec(),
+            _ => arena[layout.range(graph, id).unwrap_or(0..0)].to_vec(),
+        }
+    };
+    for node in &graph.nodes {
+        let ins: Vec<Vec<T>> = node.inputs.iter().map(|&i| read(arena, i)).collect();
+        let shape = |i: usize| &graph.tensors[node.inputs[i]].shape;
+        let result: Vec<T> = match &node.op {
+            Op::MatMul { trans_a, trans_b } => {
+                let (a, b) = (&ins[0], &ins[1]);
+                let (sa, sb) = (shape(0), shape(1));
+                let (m, k) = if *trans_a {
+                    (sa[1], sa[0])
+                } else {
+                    (sa[0], sa[1])
+                };
+                let n = if *trans_b { sb[0] } else { sb[1] };
+                let mut out = vec![T::zero(); m * n];
+                for i in 0..m {
+                    for j in 0..n {
+                        let mut acc = T::zero();
+                        for p in 0..k {
+                            let av = if *trans_a { a[p * m + i] } else { a[i * k + p] };
+                            let bv = if *trans_b { b[j * k + p] } else { b[p * n + j] };
+                            acc += av * bv;
+                        }
+                        out[i * n + j] = acc;
+                    }
+                }
+                out
+            }
+            Op::AddBias => {
+                let n = ins[1].len();
+                ins[0]
+                    .iter()
+                    .enumerate()
+                    .map(|(i, &v)| v + ins[1][i % n])
+                    .collect()
+            }
+            Op::SumRows => {
+                let n = graph.tensors[node.output].len();
+                let mut out = vec![T::zero(); n];
+                for (i, &v) in ins[0].iter().enumerate() {
+                    out[i % n] += v;
+                }
+                out
+            }
+            Op::Add => ins[0].iter().zip(&ins[1]).map(|(&a, &b)| a + b).collect(),
+            Op::Activate(a) => ins[0].iter().map(|&v| activate(*a, v)).collect(),
+            Op::ActivateGrad(a) => (0..ins[0].len())
+                .map(|i| ins[2][i] * activate_derivative(*a, ins[0][i], ins[1][i]))
+                .collect(),
+            Op::Softmax => rows(&ins[0], last(shape(0)))
+                .flat_map(|r| {
+                    let m = r.iter().fold(r[0], |a, &b| a.max(b));
+                    let e: Vec<T> = r.iter().map(|&v| (v - m).exp()).collect();
+                    let s = e.iter().fold(T::zero(), |a, &b| a + b);
+                    e.into_iter().map(move |v| v / s)
+                })
+                .collect(),
+            Op::SoftmaxGrad => {
+                let c = last(shape(0));
+                rows(&ins[0], c)
+                    .zip(rows(&ins[1], c))
+                    .flat_map(|(y, dy)| {
+                        let dot = y.iter().zip(dy).fold(T::zero(), |a, (&y, &d)| a + y * d);
+                        y.iter().zip(dy).map(move |(&y, &d)| y * (d - dot))
+                    })
+                    .collect()
+            }
+            Op::Dropout { rate, seed } | Op::DropoutGrad { rate, seed } => {
+                let keep_prob = T::from_f32(1.0 - rate);
+                ins[0]
+                    .iter()
+                    .enumerate()
+                    .map(|(i, &v)| {
+                        if dropout_keep(*seed, step, i as u64, *rate) {
+                            v / keep_prob
+                        } else {
+                            T::zero()
+                        }
+                    })
+                    .collect()
+            }
+            Op::Reshape => ins[0].clone(),
+            Op::Loss(kind) => vec![loss(*kind, &ins[0], &ins[1], last(shape(0)))],
+            Op::LossGrad(kind) => loss_grad(*kind, &ins[0], &ins[1], last(shape(0))),
+            Op::Update(opt) => {
+                let mut w = ins[0].clone();
+                let mut slots = ins[2..].to_vec();
+                update(opt, step, &mut w, &ins[1], &mut slots);
+                for (&id, values) in node.inputs[2..].iter().zip(&slots) {
+                    write(graph, layout, arena, id, values);
+                }
+                w
+            }
+        };
+        write(graph, layout, arena, node.output, &result);
+    }
+}
+
+fn write<T: Real>(graph: &Graph, layout: &Layout, arena: &mut [T], id: TensorId, values: &[T]) {
+    if let Some(r) = layout.range(graph, id) {
+        arena[r].copy_from_slice(values);
+    }
+}
+
+fn last(shape: &[usize]) -> usize {
+    shape.last().copied().unwrap_or(1).max(1)
+}
+
+fn rows<T>(v: &[T], n: usize) -> std::slice::ChunksExact<'_, T> {
+    v.chunks_exact(n)
+}

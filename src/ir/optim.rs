@@ -1,0 +1,290 @@
+//! Optimizer state and the arithmetic of one `Update`, transcribed from Keras 3's
+//! optimizers (`keras/src/optimizers/{sgd,adam,adamw,rmsprop}.py`) operation by
+//! operation, in the same order, so float32 results match.
+
+use super::math::Real;
+use crate::sema::model::Optimizer;
+
+/// Names of the optimizer slots each trainable parameter gets, in `Update` input order.
+/// Keras creates SGD's momentum variable only when `momentum != 0`.
+pub fn slot_names(opt: &Optimizer) -> &'static [&'static str] {
+    match opt {
+        Optimizer::Sgd { momentum, .. } if *momentum != 0.0 => &["momentum"],
+        Optimizer::Sgd { .. } => &[],
+        Optimizer::Adam { .. } | Optimizer::AdamW { .. } => &["m", "v"],
+        Optimizer::RmsProp { .. } => &["velocity"],
+    }
+}
+
+/// Applies one step to `w` given its gradient `g` and its `slots` (as `slot_names`
+/// lists them). `step` is Keras's `iterations`: 0 for the first update.
+pub fn update<T: Real>(opt: &Optimizer, step: u64, w: &mut [T], g: &[T], slots: &mut [Vec<T>]) {
+    let one = T::one();
+    match *opt {
+        Optimizer::Sgd {
+            learning_rate,
+            momentum,
+            nesterov,
+        } => {
+            let lr = T::from_f32(learning_rate);
+            if let [m] = slots {
+                let mu = T::from_f32(momentum);
+                for i in 0..w.len() {
+                    m[i] = m[i] * mu - g[i] * lr;
+                    if nesterov {
+                        w[i] += m[i] * mu - g[i] * lr;
+                    } else {
+                        w[i] += m[i];
+                    }
+                }
+            } else {
+                for i in 0..w.len() {
+                    w[i] = w[i] - g[i] * lr;
+                }
+            }
+        }
+        Optimizer::Adam {
+            learning_rate,
+            beta_1,
+            beta_2,
+            epsilon,
+        } => adam(step, w, g, slots, [learning_rate, beta_1, beta_2, epsilon]),
+        Optimizer::AdamW {
+            learning_rate,
+            beta_1,
+            beta_2,
+            epsilon,
+            weight_decay,
+        } => {
+            // Keras's `_apply_weight_decay` runs before the Adam step.
+            let lr = T::from_f32(learning_rate);
+            let wd = T::from_f32(weight_decay);
+            for wi in w.iter_mut() {
+                *wi = *wi - *wi * wd * lr;
+            }
+            adam(step, w, g, slots, [learning_rate, beta_1, beta_2, epsilon]);
+        }
+        Optimizer::RmsProp {
+            learning_rate,
+            rho,
+            epsilon,
+        } => {
+            let lr = T::from_f32(learning_rate);
+            let rho = T::from_f32(rho);
+            let eps = T::from_f32(epsilon);
+            if let [v] = slots {
+                for i in 0..w.len() {
+                    v[i] = rho * v[i] + (one - rho) * (g[i] * g[i]);
+                    w[i] = w[i] - (lr * g[i]) / (v[i] + eps).sqrt();
+                }
+            }
+        }
+    }
+}
+
+fn adam<T: Real>(step: u64, w: &mut [T], g: &[T], slots: &mut [Vec<T>], hyper: [f32; 4]) {
+    let [lr, b1, b2, eps] = hyper.map(T::from_f32);
+    let one = T::one();
+    let t = T::from_f64((step + 1) as f64);
+    let alpha = lr * (one - b2.powf(t)).sqrt() / (one - b1.powf(t));
+    if let [m, v] = slots {
+        for i in 0..w.len() {
+            m[i] = m[i] + (g[i] - m[i]) * (one - b1);
+            v[i] = v[i] + (g[i] * g[i] - v[i]) * (one - b2);
+            w[i] = w[i] - (m[i] * alpha) / (v[i].sqrt() + eps);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ir::build::add_tensor;
+    use crate::ir::graph::{Graph, Node, Op, Role};
+    use crate::ir::interp::run;
+    use crate::ir::layout::Layout;
+
+    const W0: [f32; 3] = [0.5, -1.25, 2.0];
+
+    /// The gradient fed at each step: varying in sign and size.
+    fn grad(step: u64) -> [f32; 3] {
+        let s = step as f32;
+        [0.3 - 0.1 * s, -0.7 + 0.05 * s * s, 1.5 / (1.0 + s)]
+    }
+
+    /// Runs `steps` updates of one 3-element weight through the interpreter's
+    /// `Update` op and returns the weights after each.
+    fn interpreted(opt: Optimizer, steps: u64) -> Vec<[f32; 3]> {
+        let mut g = Graph {
+            batch: 1,
+            tensors: vec![],
+            nodes: vec![],
+            input: 0,
+            target: None,
+            output: 0,
+            loss: None,
+        };
+        let param = |name: &'static str, trainable| Role::Param {
+            layer: "l".into(),
+            name,
+            trainable,
+        };
+        let w = add_tensor(&mut g, "w".into(), vec![3], param("kernel", true));
+        let gw = add_tensor(&mut g, "g".into(), vec![3], param("grad", false));
+        let mut inputs = vec![w, gw];
+        for s in slot_names(&opt) {
+            inputs.push(add_tensor(
+                &mut g,
+                s.to_string(),
+                vec![3],
+                Role::OptimizerSlot,
+            ));
+        }
+        g.nodes.push(Node {
+            op: Op::Update(opt),
+            inputs,
+            output: w,
+        });
+        let layout = Layout::new(&g);
+        let mut arena = vec![0.0f32; layout.len];
+        arena[layout.range(&g, w).unwrap()].copy_from_slice(&W0);
+        let mut out = vec![];
+        for step in 0..steps {
+            arena[layout.range(&g, gw).unwrap()].copy_from_slice(&grad(step));
+            run(&g, &layout, &mut arena, &[], &[], step);
+            let mut now = [0.0; 3];
+            now.copy_from_slice(&arena[layout.range(&g, w).unwrap()]);
+            out.push(now);
+        }
+        out
+    }
+
+    /// Keras 3's update rules, transcribed by hand for one scalar weight in f32.
+    fn keras(opt: Optimizer, steps: u64) -> Vec<[f32; 3]> {
+        let mut out: Vec<[f32; 3]> = vec![];
+        let mut w = W0;
+        let (mut m, mut v) = ([0.0f32; 3], [0.0f32; 3]);
+        for step in 0..steps {
+            let g = grad(step);
+            for i in 0..3 {
+                let (g, w, m, v) = (g[i], &mut w[i], &mut m[i], &mut v[i]);
+                match opt {
+                    Optimizer::Sgd {
+                        learning_rate: lr,
+                        momentum: mu,
+                        nesterov,
+                    } => {
+                        if mu != 0.0 {
+                            *m = *m * mu - g * lr;
+                            if nesterov {
+                                *w += *m * mu - g * lr;
+                            } else {
+                                *w += *m;
+                            }
+                        } else {
+                            *w -= g * lr;
+                        }
+                    }
+                    Optimizer::Adam {
+                        learning_rate: lr,
+                        beta_1: b1,
+                        beta_2: b2,
+                        epsilon: eps,
+                    }
+                    | Optimizer::AdamW {
+                        learning_rate: lr,
+                        beta_1: b1,
+                        beta_2: b2,
+                        epsilon: eps,
+                        ..
+                    } => {
+                        if let Optimizer::AdamW { weight_decay, .. } = opt {
+                            *w -= *w * weight_decay * lr;
+                        }
+                        let t = (step + 1) as f32;
+                        let alpha = lr * (1.0 - b2.powf(t)).sqrt() / (1.0 - b1.powf(t));
+                        *m += (g - *m) * (1.0 - b1);
+                        *v += (g * g - *v) * (1.0 - b2);
+                        *w -= (*m * alpha) / (v.sqrt() + eps);
+                    }
+                    Optimizer::RmsProp {
+                        learning_rate: lr,
+                        rho,
+                        epsilon: eps,
+                    } => {
+                        *v = rho * *v + (1.0 - rho) * (g * g);
+                        *w -= (lr * g) / (*v + eps).sqrt();
+                    }
+                }
+            }
+            out.push(w);
+        }
+        out
+    }
+
+    #[test]
+    fn every_optimizer_matches_keras_bit_for_bit() {
+        let opts = [
+            Optimizer::Sgd {
+                learning_rate: 0.01,
+                momentum: 0.0,
+                nesterov: false,
+            },
+            Optimizer::Sgd {
+                learning_rate: 0.05,
+                momentum: 0.9,
+                nesterov: false,
+            },
+            Optimizer::Sgd {
+                learning_rate: 0.05,
+                momentum: 0.8,
+                nesterov: true,
+            },
+            Optimizer::Adam {
+                learning_rate: 0.001,
+                beta_1: 0.9,
+                beta_2: 0.999,
+                epsilon: 1e-7,
+            },
+            Optimizer::Adam {
+                learning_rate: 0.1,
+                beta_1: 0.5,
+                beta_2: 0.9,
+                epsilon: 1e-3,
+            },
+            Optimizer::AdamW {
+                learning_rate: 0.01,
+                beta_1: 0.9,
+                beta_2: 0.999,
+                epsilon: 1e-7,
+                weight_decay: 0.004,
+            },
+            Optimizer::RmsProp {
+                learning_rate: 0.001,
+                rho: 0.9,
+                epsilon: 1e-7,
+            },
+        ];
+        for opt in opts {
+            let (got, want) = (interpreted(opt, 6), keras(opt, 6));
+            assert_eq!(got, want, "{opt:?}");
+            assert_ne!(got[5], W0, "{opt:?} did not move");
+        }
+    }
+
+    #[test]
+    fn first_adam_step_moves_each_weight_by_about_the_learning_rate() {
+        let lr = 0.01;
+        let opt = Optimizer::Adam {
+            learning_rate: lr,
+            beta_1: 0.9,
+            beta_2: 0.999,
+            epsilon: 1e-7,
+        };
+        let w1 = interpreted(opt, 1)[0];
+        for i in 0..3 {
+            let delta = W0[i] - w1[i];
+            assert!((delta - lr * grad(0)[i].signum()).abs() < 1e-6, "{delta}");
+        }
+    }
+}
