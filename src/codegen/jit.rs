@@ -1,7 +1,7 @@
 //! The Cranelift JIT module: ISA flags, the Rust helpers generated code calls, and
 //! the compiled train-step (or predict) function.
 
-use cranelift_codegen::ir::{types, AbiParam, Signature, UserFuncName};
+use cranelift_codegen::ir::{types, AbiParam, InstBuilder, UserFuncName, Value};
 use cranelift_codegen::settings::{self, Configurable};
 use cranelift_codegen::Context;
 use cranelift_frontend::{FunctionBuilder, FunctionBuilderContext};
@@ -99,24 +99,17 @@ fn import(
     Ok(module.declare_func_in_func(id, &mut ctx.func))
 }
 
-fn step_signature(module: &JITModule) -> Signature {
+/// Declares a local function of `params` i64 parameters and fills it with `body`
+/// (which receives the imports and the parameter values).
+fn define(
+    module: &mut JITModule,
+    params: usize,
+    body: impl FnOnce(&mut Emitter, Imports, &[Value]) -> Result<(), String>,
+) -> Result<(Context, FuncId), String> {
     let mut sig = module.make_signature();
-    for _ in 0..4 {
+    for _ in 0..params {
         sig.params.push(AbiParam::new(types::I64));
     }
-    sig
-}
-
-/// Builds the CLIF function for `graph` (not yet compiled).
-fn build(
-    module: &mut JITModule,
-    graph: &Graph,
-    layout: &Layout,
-) -> Result<(Context, FuncId), String> {
-    if layout.offsets.len() != graph.tensors.len() {
-        return Err("the layout was made for another graph".into());
-    }
-    let sig = step_signature(module);
     let fid = module
         .declare_function("nnc_step", Linkage::Local, &sig)
         .map_err(|e| e.to_string())?;
@@ -137,23 +130,107 @@ fn build(
     b.switch_to_block(entry);
     b.seal_block(entry);
     let p = b.block_params(entry).to_vec();
-    let mut lower = Lower {
-        e: Emitter { b },
-        graph,
-        layout,
-        imports,
-        arena: p[0],
-        x: p[1],
-        y: p[2],
-        step: p[3],
-    };
-    lower.lower_all()?;
-    let mut b = lower.e.b;
-    use cranelift_codegen::ir::InstBuilder;
+    let mut e = Emitter { b };
+    body(&mut e, imports, &p)?;
+    let mut b = e.b;
     b.ins().return_(&[]);
     b.seal_all_blocks();
     b.finalize(module.target_config());
     Ok((ctx, fid))
+}
+
+/// Builds the CLIF function for `graph` (not yet compiled).
+fn build(
+    module: &mut JITModule,
+    graph: &Graph,
+    layout: &Layout,
+) -> Result<(Context, FuncId), String> {
+    if layout.offsets.len() != graph.tensors.len() {
+        return Err("the layout was made for another graph".into());
+    }
+    define(module, 4, |e, imports, p| {
+        Lower {
+            e,
+            graph,
+            layout,
+            imports,
+            arena: p[0],
+            x: p[1],
+            y: p[2],
+            step: p[3],
+        }
+        .lower_all()
+    })
+}
+
+/// Compiles and finalizes a function defined by `define`.
+fn finish(
+    mut module: JITModule,
+    mut ctx: Context,
+    fid: FuncId,
+) -> Result<(JITModule, *const u8), String> {
+    module
+        .define_function(fid, &mut ctx)
+        .map_err(|e| format!("code generation failed: {e:?}"))?;
+    module.clear_context(&mut ctx);
+    module
+        .finalize_definitions()
+        .map_err(|e| format!("code generation failed: {e}"))?;
+    let ptr = module.get_finalized_function(fid);
+    Ok((module, ptr))
+}
+
+/// A test-only function `(src: *const f32, dst: *mut f32)` applying `f` to `n`
+/// floats, for checking the math emitters directly.
+#[cfg(test)]
+pub(super) struct Unary {
+    module: Option<JITModule>,
+    func: unsafe extern "C" fn(*const f32, *mut f32),
+    n: usize,
+}
+
+#[cfg(test)]
+impl Unary {
+    pub fn new(n: usize, f: impl Fn(&mut Emitter, Value) -> Value) -> Result<Unary, String> {
+        let mut module = new_module()?;
+        let (ctx, fid) = define(&mut module, 2, |e, _, p| {
+            let (src, dst) = (p[0], p[1]);
+            e.map(n, |e, ty, i| {
+                let v = e.ld(ty, src, i);
+                let r = f(e, v);
+                e.st(r, dst, i);
+            });
+            Ok(())
+        })?;
+        let (module, ptr) = finish(module, ctx, fid)?;
+        // SAFETY: defined above with two pointer parameters.
+        let func = unsafe {
+            std::mem::transmute::<*const u8, unsafe extern "C" fn(*const f32, *mut f32)>(ptr)
+        };
+        Ok(Unary {
+            module: Some(module),
+            func,
+            n,
+        })
+    }
+
+    pub fn apply(&self, src: &[f32]) -> Vec<f32> {
+        assert_eq!(src.len(), self.n);
+        let mut out = vec![0.0; self.n];
+        // SAFETY: both buffers hold the `n` floats the code was generated for.
+        unsafe { (self.func)(src.as_ptr(), out.as_mut_ptr()) };
+        out
+    }
+}
+
+#[cfg(test)]
+impl Drop for Unary {
+    fn drop(&mut self) {
+        if let Some(m) = self.module.take() {
+            // SAFETY: `func` dies with `self`.
+            unsafe { m.free_memory() };
+        }
+    }
 }
 
 /// The Cranelift IR of `graph`'s function, before optimisation (for `nnc emit --clif`).
@@ -178,15 +255,8 @@ pub struct Compiled {
 /// Compiles `graph` over `layout` into one native function.
 pub fn compile(graph: &Graph, layout: &Layout) -> Result<Compiled, String> {
     let mut module = new_module()?;
-    let (mut ctx, fid) = build(&mut module, graph, layout)?;
-    module
-        .define_function(fid, &mut ctx)
-        .map_err(|e| format!("code generation failed: {e:?}"))?;
-    module.clear_context(&mut ctx);
-    module
-        .finalize_definitions()
-        .map_err(|e| format!("code generation failed: {e}"))?;
-    let ptr = module.get_finalized_function(fid);
+    let (ctx, fid) = build(&mut module, graph, layout)?;
+    let (module, ptr) = finish(module, ctx, fid)?;
     // SAFETY: the function was declared with `step_signature`, which is this type
     // under the host's C calling convention.
     let func = unsafe { std::mem::transmute::<*const u8, StepFn>(ptr) };

@@ -179,6 +179,18 @@ impl<'a> Emitter<'a> {
         self.b.ins().fsub(k, a)
     }
 
+    /// `mag` (non-negative) with the sign bit of `s`; x64 has no vector `fcopysign`.
+    pub fn with_sign_of(&mut self, mag: Value, s: Value) -> Value {
+        let ty = self.b.func.dfg.value_type(mag);
+        let ity = int_of(ty);
+        let mb = self.b.ins().bitcast(ity, MemFlagsData::new(), mag);
+        let sb = self.b.ins().bitcast(ity, MemFlagsData::new(), s);
+        let bit = self.ic(ty, i32::MIN);
+        let sign = self.b.ins().band(sb, bit);
+        let r = self.b.ins().bor(mb, sign);
+        self.b.ins().bitcast(ty, MemFlagsData::new(), r)
+    }
+
     /// Horner evaluation of `coeffs[0] * x^(n-1) + ... + coeffs[n-1]` with FMAs.
     fn poly(&mut self, x: Value, coeffs: &[f32]) -> Value {
         let ty = self.b.func.dfg.value_type(x);
@@ -353,7 +365,7 @@ impl<'a> Emitter<'a> {
         let two = self.fc(ty, 2.0);
         let q = self.fdiv(two, e1);
         let big = self.c_sub(1.0, q);
-        let big = self.b.ins().fcopysign(big, x);
+        let big = self.with_sign_of(big, x);
         let z = self.fmul(x, x);
         let p = self.poly(
             z,

@@ -11,6 +11,8 @@ use crate::sema::model::{Activation, Optimizer};
 
 /// Keras's `epsilon()`, the probability clip of the cross-entropies.
 const CLIP_EPS: f32 = 1e-7;
+/// `1 - epsilon`, rounded once from the exact value as the interpreter does.
+const CLIP_HI: f32 = (1.0f64 - 1e-7) as f32;
 
 /// The imported Rust helpers, as callable references inside the function.
 pub struct Imports {
@@ -20,8 +22,8 @@ pub struct Imports {
     pub log1pf: FuncRef,
 }
 
-pub struct Lower<'a, 'g> {
-    pub e: Emitter<'a>,
+pub struct Lower<'e, 'a, 'g> {
+    pub e: &'e mut Emitter<'a>,
     pub graph: &'g Graph,
     pub layout: &'g Layout,
     pub imports: Imports,
@@ -33,7 +35,7 @@ pub struct Lower<'a, 'g> {
 
 type R = Result<(), String>;
 
-impl Lower<'_, '_> {
+impl Lower<'_, '_, '_> {
     pub fn lower_all(&mut self) -> R {
         for (i, node) in self.graph.nodes.iter().enumerate() {
             self.node(node)
@@ -491,7 +493,7 @@ impl Lower<'_, '_> {
                         // (softmax(z) * sum(y) - y) / batch
                         let or = e.b.ins().iadd(po, rb);
                         let s = Self::exp_shifted_row(e, pr, or, cols);
-                        let tsum = target_sum(e, sparse, pt, r, cols);
+                        let tsum = target_sum(e, cls, pt, r, cols);
                         e.for_loop(0, cols as i64, 1, |e, j| {
                             let jb = e.b.ins().ishl_imm_s(j, 2);
                             let ex = e.ld(types::F32, or, jb);
@@ -519,14 +521,14 @@ impl Lower<'_, '_> {
                         });
                         let sv = e.b.use_var(sum);
                         let ls = call(e, logf, sv);
+                        let lse = e.fadd(m, ls);
                         let row = e.b.declare_var(types::F32);
                         e.b.def_var(row, z0);
                         e.for_loop(0, cols as i64, 1, |e, j| {
                             let jb = e.b.ins().ishl_imm_s(j, 2);
                             let tv = target_at(e, sparse, pt, r, cols, j, cls);
                             let zj = e.ld(types::F32, pr, jb);
-                            let d = e.fsub(zj, m);
-                            let l = e.fsub(d, ls);
+                            let l = e.fsub(zj, lse);
                             let term = e.fmul(tv, l);
                             let a = e.b.use_var(row);
                             let a = e.fsub(a, term);
@@ -607,7 +609,7 @@ impl Lower<'_, '_> {
                             let v = e.ld(types::F32, pr, jb);
                             let q = e.fdiv(v, s);
                             let q = e.max_c(q, CLIP_EPS);
-                            let q = e.min_c(q, 1.0 - CLIP_EPS);
+                            let q = e.min_c(q, CLIP_HI);
                             let lq = call(e, logf, q);
                             let tv = target_at(e, sparse, pt, r, cols, j, cls);
                             let term = e.fmul(tv, lq);
@@ -818,27 +820,32 @@ fn mix(e: &mut Emitter, z: Value, s: i64, k: u64) -> Value {
     e.b.ins().imul(x, kv)
 }
 
-/// Whether a probability lies strictly inside the clip range (so its gradient flows).
+/// Whether a probability lies inside the clip range (so its gradient flows).
 fn unclipped(e: &mut Emitter, q: Value) -> Value {
     let lo = e.b.ins().f32const(CLIP_EPS);
-    let hi = e.b.ins().f32const(1.0 - CLIP_EPS);
-    let a = e.b.ins().fcmp(FloatCC::GreaterThan, q, lo);
-    let b = e.b.ins().fcmp(FloatCC::LessThan, q, hi);
+    let hi = e.b.ins().f32const(CLIP_HI);
+    let a = e.b.ins().fcmp(FloatCC::GreaterThanOrEqual, q, lo);
+    let b = e.b.ins().fcmp(FloatCC::LessThanOrEqual, q, hi);
     e.b.ins().band(a, b)
 }
 
-/// The class index of row `r` of a sparse target, clamped into `[0, cols)` so a
-/// bad label can never address memory outside the row.
+/// The class index of row `r` of a sparse target, or -1 when the label is not an
+/// integer in `[0, cols)` (such a row then has no target, as in the interpreter).
+/// The index is only ever compared, never used to address memory.
 fn class_index(e: &mut Emitter, pt: Value, r: Value, cols: usize) -> Value {
     let rb = e.b.ins().ishl_imm_s(r, 2);
     let v = e.ld(types::F32, pt, rb);
     let c = e.b.ins().fcvt_to_sint_sat(types::I64, v);
+    let back = e.b.ins().fcvt_from_sint(types::F32, c);
+    let integral = e.b.ins().fcmp(FloatCC::Equal, back, v);
     let zero = e.iconst(0);
-    let top = e.iconst(cols as i64 - 1);
-    let neg = e.b.ins().icmp(IntCC::SignedLessThan, c, zero);
-    let c = e.b.ins().select(neg, zero, c);
-    let big = e.b.ins().icmp(IntCC::SignedGreaterThan, c, top);
-    e.b.ins().select(big, top, c)
+    let top = e.iconst(cols as i64);
+    let ge = e.b.ins().icmp(IntCC::SignedGreaterThanOrEqual, c, zero);
+    let lt = e.b.ins().icmp(IntCC::SignedLessThan, c, top);
+    let ok = e.b.ins().band(integral, ge);
+    let ok = e.b.ins().band(ok, lt);
+    let none = e.iconst(-1);
+    e.b.ins().select(ok, c, none)
 }
 
 /// `y[r, j]`, or for sparse targets `1.0` when `j` is the row's class and `0.0` otherwise.
@@ -867,10 +874,13 @@ fn target_at(
     }
 }
 
-/// `sum_j y[r, j]` (1 for sparse targets).
-fn target_sum(e: &mut Emitter, sparse: bool, pt: Value, r: Value, cols: usize) -> Value {
-    if sparse {
-        return e.b.ins().f32const(1.0);
+/// `sum_j y[r, j]` (for sparse targets 1, or 0 for a row without a valid class).
+fn target_sum(e: &mut Emitter, cls: Option<Value>, pt: Value, r: Value, cols: usize) -> Value {
+    if let Some(c) = cls {
+        let valid = e.b.ins().icmp_imm_s(IntCC::SignedGreaterThanOrEqual, c, 0);
+        let one = e.b.ins().f32const(1.0);
+        let zero = e.b.ins().f32const(0.0);
+        return e.b.ins().select(valid, one, zero);
     }
     let v = e.b.declare_var(types::F32);
     let z = e.b.ins().f32const(0.0);
@@ -922,11 +932,13 @@ fn pointwise_loss(
                 let lin = e.fmul_c(s, delta);
                 e.b.ins().select(small, d, lin)
             } else {
-                let sq = e.fmul(d, d);
-                let sq = e.fmul_c(sq, 0.5);
-                let lin = e.fmul_c(ad, delta);
-                let lin = e.fadd_c(lin, -0.5 * delta * delta);
-                e.b.ins().select(small, sq, lin)
+                // 0.5 q^2 + delta (|d| - q) with q = min(|d|, delta)
+                let q = e.b.ins().select(small, ad, dv);
+                let hq = e.fmul_c(q, 0.5);
+                let sq = e.fmul(hq, q);
+                let rest = e.fsub(ad, q);
+                let lin = e.fmul(dv, rest);
+                e.fadd(sq, lin)
             }
         }
         LossKind::SigmoidBinaryCrossentropy => {
@@ -947,7 +959,7 @@ fn pointwise_loss(
         }
         LossKind::BinaryCrossentropy => {
             let q = e.max_c(p, CLIP_EPS);
-            let q = e.min_c(q, 1.0 - CLIP_EPS);
+            let q = e.min_c(q, CLIP_HI);
             let one = e.b.ins().f32const(1.0);
             let omq = e.fsub(one, q);
             let omt = e.fsub(one, t);
@@ -1029,8 +1041,9 @@ pub fn activate_grad(e: &mut Emitter, act: Activation, x: Value, y: Value, dy: V
             e.sel(FloatCC::GreaterThanOrEqual, x, zero, dy, a)
         }
         Activation::Elu { alpha } => {
-            let ya = e.fadd_c(y, alpha);
-            let neg = e.fmul(dy, ya);
+            let ex = e.exp(x);
+            let d = e.fmul_c(ex, alpha);
+            let neg = e.fmul(dy, d);
             e.sel(FloatCC::GreaterThan, x, zero, dy, neg)
         }
         Activation::Sigmoid => {

@@ -10,3 +10,6 @@ mod kernels;
 mod lower;
 
 pub use jit::{clif_text, compile, Compiled};
+
+#[cfg(test)]
+mod tests;
