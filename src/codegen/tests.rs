@@ -8,13 +8,12 @@ use super::jit::Unary;
 use super::kernels::Emitter;
 use super::{clif_text, compile};
 use crate::ir::build::{add_tensor, predict, train_step};
-#[allow(unused_imports)]
 use crate::ir::graph::{Graph, LossKind, Node, Op, Role, TensorId};
 use crate::ir::init::initialize;
 use crate::ir::interp;
 use crate::ir::layout::Layout;
-use crate::ir::testing::dense_model;
-use crate::sema::model::{Activation, Loss, Optimizer};
+use crate::ir::testing::{dense, sequential};
+use crate::sema::model::{Activation, LayerKind, Loss, Optimizer};
 use cranelift_codegen::ir::Value;
 
 /// Relative error with a floor: values far below `floor` count as absolute errors.
@@ -164,12 +163,16 @@ impl G {
 /// Worst tensor-scaled error between two arenas over `ids`: each tensor's
 /// differences are measured against its largest magnitude (floored at `1e-6`), so
 /// summation-order noise in a near-zero entry of a large tensor does not count as a
-/// large relative error.
+/// large relative error. With an f64 reference run, a tensor whose f32 interpreter
+/// result is itself `noise` away from the f64 one (cancellation) is measured against
+/// `noise * 1e6` too: the JIT passes a 1e-5 bound if it is within 10x the
+/// interpreter's own rounding error.
 fn arena_error(
     g: &Graph,
     layout: &Layout,
     a: &[f32],
     b: &[f32],
+    exact: Option<&[f64]>,
     ids: &[TensorId],
 ) -> (f64, String) {
     let mut worst = (0.0, String::new());
@@ -177,10 +180,16 @@ fn arena_error(
         let Some(r) = layout.range(g, id) else {
             continue;
         };
-        let scale = b[r.clone()]
+        let mut scale = b[r.clone()]
             .iter()
             .fold(0f64, |m, &v| m.max((v as f64).abs()))
             .max(1e-6);
+        if let Some(e) = exact {
+            let noise = r
+                .clone()
+                .fold(0f64, |m, i| m.max((b[i] as f64 - e[i]).abs()));
+            scale = scale.max(noise * 1e6);
+        }
         for i in r {
             let (x, y) = (a[i] as f64, b[i] as f64);
             let err = if x == y || (x.is_nan() && y.is_nan()) {
@@ -213,7 +222,7 @@ fn jit_vs_interp(g: &Graph, arena: &[f32], x: &[f32], y: &[f32], steps: u64) -> 
         interp::run(g, &layout, &mut b, x, y, step);
     }
     let ids: Vec<TensorId> = (0..g.tensors.len()).collect();
-    arena_error(g, &layout, &a, &b, &ids)
+    arena_error(g, &layout, &a, &b, None, &ids)
 }
 
 fn random(rng: &mut StdRng, n: usize, lo: f32, hi: f32) -> Vec<f32> {
@@ -503,4 +512,165 @@ fn run_checks_buffer_sizes() {
     assert_eq!(arena[4..7], [1.0, 2.0, 3.0]);
     let text = clif_text(&g.g, &layout).expect("clif");
     assert!(text.contains("function"), "{text}");
+}
+
+/// Random targets for `loss` over `rows` samples of `classes` outputs.
+fn model_targets(rng: &mut StdRng, loss: Loss, rows: usize, classes: usize) -> Vec<f32> {
+    match loss {
+        Loss::SparseCategoricalCrossentropy => (0..rows)
+            .map(|_| rng.gen_range(0..classes) as f32)
+            .collect(),
+        Loss::CategoricalCrossentropy => {
+            let mut y = vec![0.0; rows * classes];
+            for r in 0..rows {
+                y[r * classes + rng.gen_range(0..classes)] = 1.0;
+            }
+            y
+        }
+        Loss::BinaryCrossentropy => (0..rows * classes)
+            .map(|_| f32::from(u8::from(rng.gen_bool(0.5))))
+            .collect(),
+        Loss::Mse | Loss::Mae | Loss::Huber => random(rng, rows * classes, -1.5, 1.5),
+    }
+}
+
+/// One random dense model trained for one epoch (full batches and a smaller last
+/// batch when the batch size does not divide the data) by both executors, then
+/// predicted. Returns the worst error seen, with where.
+fn random_model_error(seed: u64) -> (f64, String) {
+    let mut rng = StdRng::seed_from_u64(seed);
+    let acts = activations();
+    let losses = [
+        Loss::Mse,
+        Loss::Mae,
+        Loss::Huber,
+        Loss::BinaryCrossentropy,
+        Loss::CategoricalCrossentropy,
+        Loss::SparseCategoricalCrossentropy,
+    ];
+    let loss = losses[rng.gen_range(0..losses.len())];
+    let opts = optimizers();
+    let opt = opts[rng.gen_range(0..opts.len())];
+    let depth = rng.gen_range(1..=4);
+    let mut layers: Vec<(usize, Activation)> = (0..depth)
+        .map(|_| (rng.gen_range(1..=40), acts[rng.gen_range(0..acts.len())]))
+        .collect();
+    // The last layer: a classifier head for the cross-entropies (often with the
+    // activation the fused forms need), anything for the regressions.
+    let last = layers.len() - 1;
+    match loss {
+        Loss::CategoricalCrossentropy | Loss::SparseCategoricalCrossentropy => {
+            layers[last].0 = rng.gen_range(2..=10);
+            if rng.gen_bool(0.7) {
+                layers[last].1 = Activation::Softmax;
+            } else {
+                layers[last].1 = Activation::Sigmoid;
+            }
+        }
+        Loss::BinaryCrossentropy => {
+            layers[last].0 = rng.gen_range(1..=3);
+            layers[last].1 = Activation::Sigmoid;
+        }
+        _ => {}
+    }
+    let input = rng.gen_range(1..=20);
+    // Dropout after some hidden layers.
+    let mut kinds = vec![];
+    for (i, &(units, act)) in layers.iter().enumerate() {
+        kinds.push(dense(units, act));
+        if i < last && rng.gen_bool(0.3) {
+            kinds.push(LayerKind::Dropout {
+                rate: rng.gen_range(0.1..0.6),
+            });
+        }
+    }
+    let model = sequential(&[input], kinds, loss, opt);
+    let classes = layers[last].0;
+    let rows = rng.gen_range(1..=24);
+    let batch = rng.gen_range(1..=12);
+    let what = format!(
+        "seed {seed}: {input} -> {layers:?}, {loss:?}, {opt:?}, {rows} rows / batch {batch}"
+    );
+
+    let x = random(&mut rng, rows * input, -1.5, 1.5);
+    let y = model_targets(&mut rng, loss, rows, classes);
+    let y_per_row = y.len() / rows;
+    let full = train_step(&model, batch).unwrap_or_else(|e| panic!("{what}: {e}"));
+    let tail = rows % batch;
+    let small =
+        (tail != 0).then(|| train_step(&model, tail).unwrap_or_else(|e| panic!("{what}: {e}")));
+    let pred = predict(&model, rows).unwrap_or_else(|e| panic!("{what}: {e}"));
+    let graphs: Vec<(&Graph, Layout)> = [Some(&full), small.as_ref(), Some(&pred)]
+        .into_iter()
+        .flatten()
+        .map(|g| (g, Layout::new(g)))
+        .collect();
+    let len = graphs.iter().map(|(_, l)| l.len).max().unwrap_or(0);
+    let mut jit_arena = vec![0.0f32; len];
+    initialize(&model, &full, &graphs[0].1, &mut jit_arena, seed);
+    let mut int_arena = jit_arena.clone();
+    let compiled: Vec<_> = graphs
+        .iter()
+        .map(|(g, l)| compile(g, l).unwrap_or_else(|e| panic!("{what}: {e}")))
+        .collect();
+
+    let mut worst = (0.0, String::new());
+    let mut note = |err: (f64, String), stage: &str| {
+        if err.0 > worst.0 || err.0.is_nan() {
+            worst = (err.0, format!("{what}; {stage}: {}", err.1));
+        }
+    };
+    let mut step = 0u64;
+    for start in (0..rows).step_by(batch) {
+        let n = batch.min(rows - start);
+        let (k, (g, layout)) = if n == batch {
+            (0, &graphs[0])
+        } else {
+            (1, &graphs[1])
+        };
+        let xb = &x[start * input..(start + n) * input];
+        let yb = &y[start * y_per_row..(start + n) * y_per_row];
+        let mut exact: Vec<f64> = int_arena.iter().map(|&v| v as f64).collect();
+        let wide = |v: &[f32]| v.iter().map(|&v| v as f64).collect::<Vec<f64>>();
+        interp::run_in(g, layout, &mut exact, &wide(xb), &wide(yb), step);
+        compiled[k]
+            .run(&mut jit_arena, xb, yb, step)
+            .expect("sizes");
+        interp::run(g, layout, &mut int_arena, xb, yb, step);
+        // Everything: activations, loss, gradients, updated parameters and slots.
+        let ids: Vec<TensorId> = (0..g.tensors.len()).collect();
+        let err = arena_error(g, layout, &jit_arena, &int_arena, Some(&exact), &ids);
+        note(err, &format!("step {step}"));
+        // Continue both from the interpreter's state so errors do not compound.
+        jit_arena.copy_from_slice(&int_arena);
+        step += 1;
+    }
+    let (g, layout) = graphs.last().expect("predict graph");
+    compiled
+        .last()
+        .expect("predict")
+        .run(&mut jit_arena, &x, &[], 0)
+        .expect("sizes");
+    interp::run(g, layout, &mut int_arena, &x, &[], 0);
+    note(
+        arena_error(g, layout, &jit_arena, &int_arena, None, &[g.output]),
+        "predict",
+    );
+    worst
+}
+
+#[test]
+fn random_dense_models_agree_with_the_interpreter() {
+    let mut worst = (0.0, String::new());
+    for seed in 0..200 {
+        let err = random_model_error(seed);
+        if err.0 > worst.0 || err.0.is_nan() {
+            worst = err;
+        }
+    }
+    println!(
+        "largest JIT/interpreter difference: {:e} ({})",
+        worst.0, worst.1
+    );
+    assert!(worst.0 < 1e-5, "{:e} at {}", worst.0, worst.1);
 }
