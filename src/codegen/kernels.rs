@@ -2,6 +2,10 @@
 //! `f32x4` and `f32`, and the polynomial `exp`/`log`/`erfc` (Cranelift has no
 //! transcendental instructions).
 
+// Polynomial coefficients are kept digit for digit as published (Cephes, Numerical
+// Recipes), even where f32 cannot hold every digit.
+#![allow(clippy::excessive_precision)]
+
 use cranelift_codegen::ir::condcodes::{FloatCC, IntCC};
 use cranelift_codegen::ir::{types, InstBuilder, MemFlagsData, Type, Value};
 use cranelift_frontend::FunctionBuilder;

@@ -620,8 +620,8 @@ fn random_model_error(seed: u64) -> (f64, String) {
             worst = (err.0, format!("{what}; {stage}: {}", err.1));
         }
     };
-    let mut step = 0u64;
-    for start in (0..rows).step_by(batch) {
+    for (step, start) in (0..rows).step_by(batch).enumerate() {
+        let step = step as u64;
         let n = batch.min(rows - start);
         let (k, (g, layout)) = if n == batch {
             (0, &graphs[0])
@@ -643,7 +643,6 @@ fn random_model_error(seed: u64) -> (f64, String) {
         note(err, &format!("step {step}"));
         // Continue both from the interpreter's state so errors do not compound.
         jit_arena.copy_from_slice(&int_arena);
-        step += 1;
     }
     let (g, layout) = graphs.last().expect("predict graph");
     compiled
@@ -673,4 +672,47 @@ fn random_dense_models_agree_with_the_interpreter() {
         worst.0, worst.1
     );
     assert!(worst.0 < 1e-5, "{:e} at {}", worst.0, worst.1);
+}
+
+/// `cargo test --release --lib mnist_mlp_compile_time -- --ignored --nocapture`
+/// prints how long the MNIST-sized train step takes to compile and to run.
+#[test]
+#[ignore = "timing, not a check"]
+fn mnist_mlp_compile_time() {
+    let opt = Optimizer::Adam {
+        learning_rate: 0.001,
+        beta_1: 0.9,
+        beta_2: 0.999,
+        epsilon: 1e-7,
+    };
+    let kinds = vec![dense(128, Activation::Relu), dense(10, Activation::Softmax)];
+    let model = sequential(&[784], kinds, Loss::SparseCategoricalCrossentropy, opt);
+    let g = train_step(&model, 128).expect("graph");
+    let layout = Layout::new(&g);
+    let text = clif_text(&g, &layout).expect("clif");
+    let mut best = f64::MAX;
+    let mut compiled = None;
+    for _ in 0..5 {
+        let t = std::time::Instant::now();
+        let c = compile(&g, &layout).expect("compiles");
+        best = best.min(t.elapsed().as_secs_f64());
+        compiled = Some(c);
+    }
+    let c = compiled.expect("compiled");
+    let mut rng = StdRng::seed_from_u64(0);
+    let mut arena = vec![0.0; layout.len];
+    initialize(&model, &g, &layout, &mut arena, 0);
+    let x = random(&mut rng, 128 * 784, 0.0, 1.0);
+    let y: Vec<f32> = (0..128).map(|i| (i % 10) as f32).collect();
+    let t = std::time::Instant::now();
+    for step in 0..20 {
+        c.run(&mut arena, &x, &y, step).expect("sizes");
+    }
+    let per_step = t.elapsed().as_secs_f64() / 20.0;
+    println!(
+        "784-128-10 batch 128: {} CLIF lines, compile {:.2} ms (best of 5), step {:.3} ms",
+        text.lines().count(),
+        best * 1e3,
+        per_step * 1e3
+    );
 }
