@@ -1,1 +1,15 @@
-//! codegen stage
+//! Cranelift code generation: a whole IR `Graph` becomes one native function
+//! `extern "C" fn(arena: *mut f32, x: *const f32, y: *const f32, step: u64)`.
+//!
+//! `lower` walks the graph and emits one loop nest per node; `kernels` holds the
+//! loop and math emitters (polynomial `exp`/`log`); `jit` owns the Cranelift module
+//! and the Rust helpers the generated code calls (GEMM, `powf`, `logf`).
+
+mod jit;
+mod kernels;
+mod lower;
+
+pub use jit::{clif_text, compile, Compiled};
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,315 @@
+//! The Cranelift JIT module: ISA flags, the Rust helpers generated code calls, and
+//! the compiled train-step (or predict) function.
+
+use cranelift_codegen::ir::{types, AbiParam, InstBuilder, UserFuncName, Value};
+use cranelift_codegen::settings::{self, Configurable};
+use cranelift_codegen::Context;
+use cranelift_frontend::{FunctionBuilder, FunctionBuilderContext};
+use cranelift_jit::{JITBuilder, JITModule};
+use cranelift_module::{default_libcall_names, FuncId, Linkage, Module};
+
+use super::kernels::Emitter;
+use super::lower::{Imports, Lower};
+use crate::ir::graph::Graph;
+use crate::ir::layout::Layout;
+
+type StepFn = unsafe extern "C" fn(*mut f32, *const f32, *const f32, u64);
+
+/// `c[m, n] = a[m, k] * b[k, n]` with arbitrary element strides, overwriting `c`
+/// (row-major, contiguous).
+///
+/// # Safety
+/// Only called from generated code, with pointers to arena or data buffers that the
+/// compiler sized from the same shapes.
+unsafe extern "C" fn nnc_sgemm(
+    m: usize,
+    k: usize,
+    n: usize,
+    a: *const f32,
+    rsa: isize,
+    csa: isize,
+    b: *const f32,
+    rsb: isize,
+    csb: isize,
+    c: *mut f32,
+) {
+    // SAFETY: the caller (generated code) passes buffers of the shapes above; beta = 0
+    // means `c` is written, never read.
+    unsafe {
+        matrixmultiply::sgemm(
+            m, k, n, 1.0, a, rsa, csa, b, rsb, csb, 0.0, c, n as isize, 1,
+        )
+    }
+}
+
+extern "C" fn nnc_powf(a: f32, b: f32) -> f32 {
+    a.powf(b)
+}
+
+extern "C" fn nnc_logf(a: f32) -> f32 {
+    a.ln()
+}
+
+extern "C" fn nnc_log1pf(a: f32) -> f32 {
+    a.ln_1p()
+}
+
+fn new_module() -> Result<JITModule, String> {
+    let mut flags = settings::builder();
+    let verifier = if cfg!(debug_assertions) {
+        "true"
+    } else {
+        "false"
+    };
+    for (k, v) in [
+        ("opt_level", "speed"),
+        ("enable_verifier", verifier),
+        ("use_colocated_libcalls", "false"),
+        ("is_pic", "false"),
+    ] {
+        flags
+            .set(k, v)
+            .map_err(|e| format!("cranelift flag {k}: {e}"))?;
+    }
+    let isa = cranelift_native::builder()
+        .map_err(|e| format!("this machine is not supported by the JIT: {e}"))?
+        .finish(settings::Flags::new(flags))
+        .map_err(|e| format!("cranelift target: {e}"))?;
+    let mut jb = JITBuilder::with_isa(isa, default_libcall_names());
+    jb.symbol("nnc_sgemm", nnc_sgemm as *const u8);
+    jb.symbol("nnc_powf", nnc_powf as *const u8);
+    jb.symbol("nnc_logf", nnc_logf as *const u8);
+    jb.symbol("nnc_log1pf", nnc_log1pf as *const u8);
+    Ok(JITModule::new(jb))
+}
+
+fn import(
+    module: &mut JITModule,
+    ctx: &mut Context,
+    name: &str,
+    params: &[types::Type],
+    ret: Option<types::Type>,
+) -> Result<cranelift_codegen::ir::FuncRef, String> {
+    let mut sig = module.make_signature();
+    sig.params.extend(params.iter().map(|&t| AbiParam::new(t)));
+    sig.returns.extend(ret.map(AbiParam::new));
+    let id = module
+        .declare_function(name, Linkage::Import, &sig)
+        .map_err(|e| e.to_string())?;
+    Ok(module.declare_func_in_func(id, &mut ctx.func))
+}
+
+/// Declares a local function of `params` i64 parameters and fills it with `body`
+/// (which receives the imports and the parameter values).
+fn define(
+    module: &mut JITModule,
+    params: usize,
+    body: impl FnOnce(&mut Emitter, Imports, &[Value]) -> Result<(), String>,
+) -> Result<(Context, FuncId), String> {
+    let mut sig = module.make_signature();
+    for _ in 0..params {
+        sig.params.push(AbiParam::new(types::I64));
+    }
+    let fid = module
+        .declare_function("nnc_step", Linkage::Local, &sig)
+        .map_err(|e| e.to_string())?;
+    let mut ctx = module.make_context();
+    ctx.func.signature = sig;
+    ctx.func.name = UserFuncName::user(0, fid.as_u32());
+    let (f, i) = (types::F32, types::I64);
+    let imports = Imports {
+        sgemm: import(module, &mut ctx, "nnc_sgemm", &[i; 10], None)?,
+        powf: import(module, &mut ctx, "nnc_powf", &[f, f], Some(f))?,
+        logf: import(module, &mut ctx, "nnc_logf", &[f], Some(f))?,
+        log1pf: import(module, &mut ctx, "nnc_log1pf", &[f], Some(f))?,
+    };
+    let mut fbc = FunctionBuilderContext::new();
+    let mut b = FunctionBuilder::new(&mut ctx.func, &mut fbc);
+    let entry = b.create_block();
+    b.append_block_params_for_function_params(entry);
+    b.switch_to_block(entry);
+    b.seal_block(entry);
+    let p = b.block_params(entry).to_vec();
+    let mut e = Emitter { b };
+    body(&mut e, imports, &p)?;
+    let mut b = e.b;
+    b.ins().return_(&[]);
+    b.seal_all_blocks();
+    b.finalize(module.target_config());
+    Ok((ctx, fid))
+}
+
+/// Builds the CLIF function for `graph` (not yet compiled).
+fn build(
+    module: &mut JITModule,
+    graph: &Graph,
+    layout: &Layout,
+) -> Result<(Context, FuncId), String> {
+    if layout.offsets.len() != graph.tensors.len() {
+        return Err("the layout was made for another graph".into());
+    }
+    define(module, 4, |e, imports, p| {
+        Lower {
+            e,
+            graph,
+            layout,
+            imports,
+            arena: p[0],
+            x: p[1],
+            y: p[2],
+            step: p[3],
+        }
+        .lower_all()
+    })
+}
+
+/// Compiles and finalizes a function defined by `define`.
+fn finish(
+    mut module: JITModule,
+    mut ctx: Context,
+    fid: FuncId,
+) -> Result<(JITModule, *const u8), String> {
+    module
+        .define_function(fid, &mut ctx)
+        .map_err(|e| format!("code generation failed: {e:?}"))?;
+    module.clear_context(&mut ctx);
+    module
+        .finalize_definitions()
+        .map_err(|e| format!("code generation failed: {e}"))?;
+    let ptr = module.get_finalized_function(fid);
+    Ok((module, ptr))
+}
+
+/// A test-only function `(src: *const f32, dst: *mut f32)` applying `f` to `n`
+/// floats, for checking the math emitters directly.
+#[cfg(test)]
+pub(super) struct Unary {
+    module: Option<JITModule>,
+    func: unsafe extern "C" fn(*const f32, *mut f32),
+    n: usize,
+}
+
+#[cfg(test)]
+impl Unary {
+    pub fn new(n: usize, f: impl Fn(&mut Emitter, Value) -> Value) -> Result<Unary, String> {
+        let mut module = new_module()?;
+        let (ctx, fid) = define(&mut module, 2, |e, _, p| {
+            let (src, dst) = (p[0], p[1]);
+            e.map(n, |e, ty, i| {
+                let v = e.ld(ty, src, i);
+                let r = f(e, v);
+                e.st(r, dst, i);
+            });
+            Ok(())
+        })?;
+        let (module, ptr) = finish(module, ctx, fid)?;
+        // SAFETY: defined above with two pointer parameters.
+        let func = unsafe {
+            std::mem::transmute::<*const u8, unsafe extern "C" fn(*const f32, *mut f32)>(ptr)
+        };
+        Ok(Unary {
+            module: Some(module),
+            func,
+            n,
+        })
+    }
+
+    pub fn apply(&self, src: &[f32]) -> Vec<f32> {
+        assert_eq!(src.len(), self.n);
+        let mut out = vec![0.0; self.n];
+        // SAFETY: both buffers hold the `n` floats the code was generated for.
+        unsafe { (self.func)(src.as_ptr(), out.as_mut_ptr()) };
+        out
+    }
+}
+
+#[cfg(test)]
+impl Drop for Unary {
+    fn drop(&mut self) {
+        if let Some(m) = self.module.take() {
+            // SAFETY: `func` dies with `self`.
+            unsafe { m.free_memory() };
+        }
+    }
+}
+
+/// The Cranelift IR of `graph`'s function, before optimisation (for `nnc emit --clif`).
+pub fn clif_text(graph: &Graph, layout: &Layout) -> Result<String, String> {
+    let mut module = new_module()?;
+    let (ctx, _) = build(&mut module, graph, layout)?;
+    let text = ctx.func.display().to_string();
+    // SAFETY: nothing was compiled or handed out from this module.
+    unsafe { module.free_memory() };
+    Ok(text)
+}
+
+/// A compiled graph: owns the executable memory of its function.
+pub struct Compiled {
+    module: Option<JITModule>,
+    func: StepFn,
+    arena_len: usize,
+    x_len: usize,
+    y_len: usize,
+}
+
+/// Compiles `graph` over `layout` into one native function.
+pub fn compile(graph: &Graph, layout: &Layout) -> Result<Compiled, String> {
+    let mut module = new_module()?;
+    let (ctx, fid) = build(&mut module, graph, layout)?;
+    let (module, ptr) = finish(module, ctx, fid)?;
+    // SAFETY: the function was declared with `step_signature`, which is this type
+    // under the host's C calling convention.
+    let func = unsafe { std::mem::transmute::<*const u8, StepFn>(ptr) };
+    let len_of = |id: usize| graph.tensors.get(id).map_or(0, |t| t.len());
+    Ok(Compiled {
+        module: Some(module),
+        func,
+        arena_len: layout.len,
+        x_len: len_of(graph.input),
+        y_len: graph.target.map_or(0, len_of),
+    })
+}
+
+impl Compiled {
+    /// Runs the function.
+    ///
+    /// # Safety
+    /// `arena` must hold the layout's `len` floats, `x` the input batch and `y` the
+    /// target batch (unused by predict graphs) of the graph this was compiled from.
+    pub unsafe fn call(&self, arena: *mut f32, x: *const f32, y: *const f32, step: u64) {
+        // SAFETY: forwarded to the caller.
+        unsafe { (self.func)(arena, x, y, step) }
+    }
+
+    /// Runs the function after checking the buffer sizes.
+    pub fn run(&self, arena: &mut [f32], x: &[f32], y: &[f32], step: u64) -> Result<(), String> {
+        if arena.len() < self.arena_len || x.len() < self.x_len || y.len() < self.y_len {
+            return Err(format!(
+                "buffers too small: arena {} (needs {}), x {} (needs {}), y {} (needs {})",
+                arena.len(),
+                self.arena_len,
+                x.len(),
+                self.x_len,
+                y.len(),
+                self.y_len
+            ));
+        }
+        // SAFETY: the sizes match the shapes the code was generated for.
+        unsafe { self.call(arena.as_mut_ptr(), x.as_ptr(), y.as_ptr(), step) };
+        Ok(())
+    }
+
+    /// Floats the arena must hold.
+    pub fn arena_len(&self) -> usize {
+        self.arena_len
+    }
+}
+
+impl Drop for Compiled {
+    fn drop(&mut self) {
+        if let Some(m) = self.module.take() {
+            // SAFETY: `func` points into this module and dies with `self`.
+            unsafe { m.free_memory() };
+        }
+    }
+}

@@ -1,0 +1,718 @@
+//! The math emitters against f64, each op against the interpreter, and random dense
+//! models (train step, several updates, predict) against the interpreter.
+
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+
+use super::jit::Unary;
+use super::kernels::Emitter;
+use super::{clif_text, compile};
+use crate::ir::build::{add_tensor, predict, train_step};
+use crate::ir::graph::{Graph, LossKind, Node, Op, Role, TensorId};
+use crate::ir::init::initialize;
+use crate::ir::interp;
+use crate::ir::layout::Layout;
+use crate::ir::testing::{dense, sequential};
+use crate::sema::model::{Activation, LayerKind, Loss, Optimizer};
+use cranelift_codegen::ir::Value;
+
+/// Relative error with a floor: values far below `floor` count as absolute errors.
+fn rel(a: f64, b: f64, floor: f64) -> f64 {
+    if a == b {
+        return 0.0;
+    }
+    (a - b).abs() / a.abs().max(b.abs()).max(floor)
+}
+
+/// Runs a unary emitter over `xs` (length not a multiple of 4, so both the vector
+/// loop and the scalar tail run) and returns the worst relative error against `f`.
+fn unary_error(
+    xs: &[f32],
+    emit: fn(&mut Emitter, Value) -> Value,
+    f: fn(f64) -> f64,
+    floor: f64,
+) -> f64 {
+    let u = Unary::new(xs.len(), emit).expect("compiles");
+    let got = u.apply(xs);
+    let mut worst: f64 = 0.0;
+    for (&x, &g) in xs.iter().zip(&got) {
+        let want = f(x as f64);
+        let err = if want.is_infinite() || (want as f32).is_infinite() {
+            if g.is_infinite() && g.signum() as f64 == want.signum() {
+                0.0
+            } else {
+                f64::INFINITY
+            }
+        } else {
+            rel(g as f64, want, floor)
+        };
+        assert!(!err.is_nan(), "NaN at x = {x}: got {g}, want {want}");
+        if err > worst {
+            worst = err;
+        }
+    }
+    worst
+}
+
+fn sweep(lo: f32, hi: f32, n: usize) -> Vec<f32> {
+    (0..n)
+        .map(|i| lo + (hi - lo) * (i as f32 / (n - 1) as f32))
+        .collect()
+}
+
+#[test]
+fn exp_is_accurate_over_the_whole_f32_range() {
+    let mut xs = sweep(-110.0, 95.0, 200_003);
+    xs.extend([
+        0.0, -0.0, 88.72, 88.73, -87.33, -103.0, -104.5, 1e-30, -1e-30,
+    ]);
+    // Normal results: relative error; subnormal ones: within a few subnormal ulps.
+    let normal = unary_error(
+        &xs.iter()
+            .copied()
+            .filter(|&x| x > -87.3)
+            .collect::<Vec<_>>(),
+        |e, v| e.exp(v),
+        f64::exp,
+        0.0,
+    );
+    assert!(normal < 4e-7, "exp relative error {normal}");
+    let tiny = unary_error(
+        &xs.iter()
+            .copied()
+            .filter(|&x| x <= -87.3)
+            .collect::<Vec<_>>(),
+        |e, v| e.exp(v),
+        f64::exp,
+        f32::MIN_POSITIVE as f64 * 1e-5,
+    );
+    assert!(tiny < 1e-6 / 1e-5, "exp subnormal error {tiny}");
+    let u = Unary::new(5, |e, v| e.exp(v)).expect("compiles");
+    let r = u.apply(&[89.0, 1000.0, -1000.0, -104.0, 0.0]);
+    assert_eq!(r, vec![f32::INFINITY, f32::INFINITY, 0.0, 0.0, 1.0]);
+}
+
+#[test]
+fn log_expm1_log1p_tanh_and_erfc_are_accurate() {
+    let mut pos: Vec<f32> = (0..50_001)
+        .map(|i| 2f32.powf(-120.0 + i as f32 * 0.0048))
+        .collect();
+    pos.push(1.0);
+    let err = unary_error(&pos, |e, v| e.log(v), f64::ln, 1e-30);
+    assert!(err < 3e-7, "log {err}");
+    let small: Vec<f32> = (0..20_001)
+        .map(|i| 2f32.powf(-60.0 + i as f32 * 0.003))
+        .collect();
+    let err = unary_error(&small, |e, v| e.log1p_pos(v), f64::ln_1p, 0.0);
+    assert!(err < 1e-6, "log1p {err}");
+    let xs = sweep(-30.0, 30.0, 60_001);
+    let err = unary_error(&xs, |e, v| e.expm1(v), f64::exp_m1, 0.0);
+    assert!(err < 5e-7, "expm1 {err}");
+    let err = unary_error(&xs, |e, v| e.tanh(v), f64::tanh, 0.0);
+    assert!(err < 5e-7, "tanh {err}");
+    let err = unary_error(&xs, |e, v| e.sigmoid(v), |x| 1.0 / (1.0 + (-x).exp()), 0.0);
+    assert!(err < 5e-7, "sigmoid {err}");
+    // erfc's tail loses about |x|^2 f32 ulps in exp(-x^2 / 2), as any f32 form does.
+    let erfc = |x: f64| libm::erfc(-x / std::f64::consts::SQRT_2);
+    for (lim, tol) in [(4.0, 3e-6), (12.0, 3e-5)] {
+        let xs = sweep(-lim, lim, 24_001);
+        let err = unary_error(&xs, |e, v| e.two_phi(v), erfc, 0.0);
+        assert!(err < tol, "erfc on [-{lim}, {lim}]: {err}");
+    }
+}
+
+/// A graph under construction for single-op tests.
+struct G {
+    g: Graph,
+}
+
+impl G {
+    fn new() -> G {
+        let mut g = Graph {
+            batch: 1,
+            tensors: vec![],
+            nodes: vec![],
+            input: 0,
+            target: None,
+            output: 0,
+            loss: None,
+        };
+        g.input = add_tensor(&mut g, "x".into(), vec![1], Role::Input);
+        G { g }
+    }
+    fn param(&mut self, name: &str, shape: &[usize]) -> TensorId {
+        let role = Role::Param {
+            layer: name.into(),
+            name: "w",
+            trainable: true,
+        };
+        add_tensor(&mut self.g, name.into(), shape.to_vec(), role)
+    }
+    fn temp(&mut self, name: &str, shape: &[usize]) -> TensorId {
+        add_tensor(&mut self.g, name.into(), shape.to_vec(), Role::Temp)
+    }
+    fn node(&mut self, op: Op, inputs: &[TensorId], output: TensorId) {
+        self.g.nodes.push(Node {
+            op,
+            inputs: inputs.to_vec(),
+            output,
+        });
+    }
+}
+
+/// Worst tensor-scaled error between two arenas over `ids`: each tensor's
+/// differences are measured against its largest magnitude (floored at `1e-6`), so
+/// summation-order noise in a near-zero entry of a large tensor does not count as a
+/// large relative error. With an f64 reference run, a tensor whose f32 interpreter
+/// result is itself `noise` away from the f64 one (cancellation) is measured against
+/// `noise * 1e6` too: the JIT passes a 1e-5 bound if it is within 10x the
+/// interpreter's own rounding error.
+fn arena_error(
+    g: &Graph,
+    layout: &Layout,
+    a: &[f32],
+    b: &[f32],
+    exact: Option<&[f64]>,
+    ids: &[TensorId],
+) -> (f64, String) {
+    let mut worst = (0.0, String::new());
+    for &id in ids {
+        let Some(r) = layout.range(g, id) else {
+            continue;
+        };
+        let mut scale = b[r.clone()]
+            .iter()
+            .fold(0f64, |m, &v| m.max((v as f64).abs()))
+            .max(1e-6);
+        if let Some(e) = exact {
+            let noise = r
+                .clone()
+                .fold(0f64, |m, i| m.max((b[i] as f64 - e[i]).abs()));
+            scale = scale.max(noise * 1e6);
+        }
+        for i in r {
+            let (x, y) = (a[i] as f64, b[i] as f64);
+            let err = if x == y || (x.is_nan() && y.is_nan()) {
+                0.0
+            } else {
+                (x - y).abs() / scale
+            };
+            if err.is_nan() || err > worst.0 {
+                worst = (
+                    err,
+                    format!("{} [{}]: jit {x} interp {y}", g.tensors[id].name, i),
+                );
+                if err.is_nan() {
+                    worst.0 = f64::INFINITY;
+                }
+            }
+        }
+    }
+    worst
+}
+
+/// Runs `g` through the JIT and the interpreter from the same arena and returns the
+/// worst error over every arena tensor.
+fn jit_vs_interp(g: &Graph, arena: &[f32], x: &[f32], y: &[f32], steps: u64) -> (f64, String) {
+    let layout = Layout::new(g);
+    let compiled = compile(g, &layout).unwrap_or_else(|e| panic!("{e}"));
+    let (mut a, mut b) = (arena.to_vec(), arena.to_vec());
+    for step in 0..steps {
+        compiled.run(&mut a, x, y, step).expect("sizes");
+        interp::run(g, &layout, &mut b, x, y, step);
+    }
+    let ids: Vec<TensorId> = (0..g.tensors.len()).collect();
+    arena_error(g, &layout, &a, &b, None, &ids)
+}
+
+fn random(rng: &mut StdRng, n: usize, lo: f32, hi: f32) -> Vec<f32> {
+    (0..n).map(|_| rng.gen_range(lo..hi)).collect()
+}
+
+fn check_op(g: &G, x: &[f32], y: &[f32], seed: u64, tol: f64) {
+    let mut rng = StdRng::seed_from_u64(seed);
+    let layout = Layout::new(&g.g);
+    let arena = random(&mut rng, layout.len, -3.0, 3.0);
+    let (err, at) = jit_vs_interp(&g.g, &arena, x, y, 1);
+    assert!(err <= tol, "{:?}: error {err} at {at}", g.g.nodes[0].op);
+}
+
+#[test]
+fn matmul_with_every_transpose() {
+    for (m, k, n) in [(1, 1, 1), (3, 5, 7), (9, 4, 6), (16, 13, 8)] {
+        for ta in [false, true] {
+            for tb in [false, true] {
+                let mut g = G::new();
+                let a = g.param("a", &if ta { [k, m] } else { [m, k] });
+                let b = g.param("b", &if tb { [n, k] } else { [k, n] });
+                let o = g.temp("o", &[m, n]);
+                g.node(
+                    Op::MatMul {
+                        trans_a: ta,
+                        trans_b: tb,
+                    },
+                    &[a, b],
+                    o,
+                );
+                check_op(&g, &[0.0], &[], 1, 1e-6);
+            }
+        }
+    }
+}
+
+#[test]
+fn elementwise_ops_match_the_interpreter() {
+    for n in [1, 4, 7, 13, 32] {
+        let cols = [1, 3, 4, 5][n % 4];
+        let rows = n;
+        let mut g = G::new();
+        let x = g.param("x", &[rows, cols]);
+        let b = g.param("b", &[cols]);
+        let o = g.temp("o", &[rows, cols]);
+        g.node(Op::AddBias, &[x, b], o);
+        let s = g.temp("s", &[cols]);
+        g.node(Op::SumRows, &[o], s);
+        let a = g.temp("a", &[rows, cols]);
+        g.node(Op::Add, &[o, x], a);
+        let r = g.temp("r", &[rows * cols]);
+        g.node(Op::Reshape, &[a], r);
+        let sm = g.temp("sm", &[rows, cols]);
+        g.node(Op::Softmax, &[x], sm);
+        let sg = g.temp("sg", &[rows, cols]);
+        g.node(Op::SoftmaxGrad, &[sm, a], sg);
+        let d = g.temp("d", &[rows, cols]);
+        g.node(
+            Op::Dropout {
+                rate: 0.3,
+                seed: 77,
+            },
+            &[x],
+            d,
+        );
+        let dg = g.temp("dg", &[rows, cols]);
+        g.node(
+            Op::DropoutGrad {
+                rate: 0.5,
+                seed: 78,
+            },
+            &[a],
+            dg,
+        );
+        check_op(&g, &[0.0], &[], n as u64, 1e-6);
+    }
+}
+
+fn activations() -> Vec<Activation> {
+    vec![
+        Activation::Linear,
+        Activation::Relu,
+        Activation::LeakyRelu { alpha: 0.2 },
+        Activation::Elu { alpha: 1.3 },
+        Activation::Sigmoid,
+        Activation::Tanh,
+        Activation::Gelu,
+        Activation::Silu,
+        Activation::Softplus,
+    ]
+}
+
+#[test]
+fn activations_and_their_gradients_match_the_interpreter() {
+    for act in activations() {
+        let mut g = G::new();
+        let x = g.param("x", &[7, 5]);
+        let dy = g.param("dy", &[7, 5]);
+        let y = g.temp("y", &[7, 5]);
+        g.node(Op::Activate(act), &[x], y);
+        let dx = g.temp("dx", &[7, 5]);
+        g.node(Op::ActivateGrad(act), &[x, y, dy], dx);
+        // Wide inputs reach both tails of every activation.
+        let layout = Layout::new(&g.g);
+        let mut rng = StdRng::seed_from_u64(3);
+        let arena = random(&mut rng, layout.len, -12.0, 12.0);
+        let (err, at) = jit_vs_interp(&g.g, &arena, &[0.0], &[], 1);
+        assert!(err < 2e-6, "{act:?}: {err} at {at}");
+    }
+}
+
+fn loss_kinds() -> Vec<LossKind> {
+    vec![
+        LossKind::Mse,
+        LossKind::Mae,
+        LossKind::Huber { delta: 1.0 },
+        LossKind::SigmoidBinaryCrossentropy,
+        LossKind::BinaryCrossentropy,
+        LossKind::SoftmaxCategoricalCrossentropy,
+        LossKind::CategoricalCrossentropy,
+        LossKind::SoftmaxSparseCategoricalCrossentropy,
+        LossKind::SparseCategoricalCrossentropy,
+    ]
+}
+
+#[test]
+fn losses_and_their_gradients_match_the_interpreter() {
+    let mut rng = StdRng::seed_from_u64(11);
+    for kind in loss_kinds() {
+        for (rows, cols) in [(1, 1), (5, 3), (9, 10)] {
+            let sparse = matches!(
+                kind,
+                LossKind::SoftmaxSparseCategoricalCrossentropy
+                    | LossKind::SparseCategoricalCrossentropy
+            );
+            let probs = matches!(
+                kind,
+                LossKind::BinaryCrossentropy
+                    | LossKind::CategoricalCrossentropy
+                    | LossKind::SparseCategoricalCrossentropy
+            );
+            let mut g = G::new();
+            let p = g.param("p", &[rows, cols]);
+            let tshape = if sparse { vec![rows] } else { vec![rows, cols] };
+            let t = add_tensor(&mut g.g, "t".into(), tshape.clone(), Role::Target);
+            g.g.target = Some(t);
+            let l = g.temp("l", &[]);
+            g.node(Op::Loss(kind), &[p, t], l);
+            let dl = g.temp("dl", &[rows, cols]);
+            g.node(Op::LossGrad(kind), &[p, t], dl);
+            let layout = Layout::new(&g.g);
+            let mut arena = random(&mut rng, layout.len, -3.0, 3.0);
+            if probs {
+                // Probabilities, some clipped at 0 and 1.
+                for v in &mut arena {
+                    *v = (*v / 2.5).clamp(0.0, 1.0);
+                }
+            }
+            let y: Vec<f32> = if sparse {
+                // Valid labels plus one out of range and one fractional.
+                (0..rows)
+                    .map(|r| match r {
+                        3 => cols as f32,
+                        4 => 0.5,
+                        _ => rng.gen_range(0..cols) as f32,
+                    })
+                    .collect()
+            } else if probs || matches!(kind, LossKind::SoftmaxCategoricalCrossentropy) {
+                random(&mut rng, rows * cols, 0.0, 1.0)
+            } else {
+                random(&mut rng, rows * cols, -2.0, 2.0)
+            };
+            let (err, at) = jit_vs_interp(&g.g, &arena, &[0.0], &y, 1);
+            assert!(err < 2e-6, "{kind:?} {rows}x{cols}: {err} at {at}");
+        }
+    }
+}
+
+fn optimizers() -> Vec<Optimizer> {
+    vec![
+        Optimizer::Sgd {
+            learning_rate: 0.01,
+            momentum: 0.0,
+            nesterov: false,
+        },
+        Optimizer::Sgd {
+            learning_rate: 0.05,
+            momentum: 0.9,
+            nesterov: false,
+        },
+        Optimizer::Sgd {
+            learning_rate: 0.05,
+            momentum: 0.8,
+            nesterov: true,
+        },
+        Optimizer::Adam {
+            learning_rate: 0.001,
+            beta_1: 0.9,
+            beta_2: 0.999,
+            epsilon: 1e-7,
+        },
+        Optimizer::AdamW {
+            learning_rate: 0.002,
+            beta_1: 0.85,
+            beta_2: 0.99,
+            epsilon: 1e-7,
+            weight_decay: 0.004,
+        },
+        Optimizer::RmsProp {
+            learning_rate: 0.001,
+            rho: 0.9,
+            epsilon: 1e-7,
+        },
+    ]
+}
+
+#[test]
+fn optimizer_updates_match_the_interpreter_over_steps() {
+    for opt in optimizers() {
+        let slots = crate::ir::optim::slot_names(&opt).len();
+        let mut g = G::new();
+        let w = g.param("w", &[11]);
+        let gw = g.param("g", &[11]);
+        let mut ins = vec![w, gw];
+        for i in 0..slots {
+            ins.push(add_tensor(
+                &mut g.g,
+                format!("s{i}"),
+                vec![11],
+                Role::OptimizerSlot,
+            ));
+        }
+        g.node(Op::Update(opt), &ins, w);
+        let layout = Layout::new(&g.g);
+        let mut rng = StdRng::seed_from_u64(5);
+        let mut arena = random(&mut rng, layout.len, -1.0, 1.0);
+        // Adam and RMSprop second moments start non-negative.
+        for &s in &ins[2..] {
+            if let Some(r) = layout.range(&g.g, s) {
+                arena[r].iter_mut().for_each(|v| *v = v.abs());
+            }
+        }
+        let (err, at) = jit_vs_interp(&g.g, &arena, &[0.0], &[], 5);
+        assert!(err < 1e-6, "{opt:?}: {err} at {at}");
+    }
+}
+
+#[test]
+fn bad_graphs_are_errors_not_panics() {
+    let mut g = G::new();
+    let a = g.param("a", &[3, 4]);
+    let b = g.param("b", &[5, 2]);
+    let o = g.temp("o", &[3, 2]);
+    g.node(
+        Op::MatMul {
+            trans_a: false,
+            trans_b: false,
+        },
+        &[a, b],
+        o,
+    );
+    let layout = Layout::new(&g.g);
+    assert!(compile(&g.g, &layout).is_err());
+    let mut g = G::new();
+    let a = g.param("a", &[3]);
+    g.node(Op::Add, &[a], a);
+    assert!(compile(&g.g, &Layout::new(&g.g)).is_err());
+    let mut g = G::new();
+    let a = g.param("a", &[3]);
+    g.node(Op::Reshape, &[a, 99], a);
+    assert!(clif_text(&g.g, &Layout::new(&g.g)).is_err());
+}
+
+#[test]
+fn run_checks_buffer_sizes() {
+    let mut g = G::new();
+    let a = g.param("a", &[3]);
+    let o = g.temp("o", &[3]);
+    g.node(Op::Reshape, &[a], o);
+    let layout = Layout::new(&g.g);
+    let c = compile(&g.g, &layout).expect("compiles");
+    assert!(c.run(&mut [0.0; 2], &[0.0], &[], 0).is_err());
+    let mut arena = vec![0.0; layout.len];
+    arena[..3].copy_from_slice(&[1.0, 2.0, 3.0]);
+    c.run(&mut arena, &[0.0], &[], 0).expect("fits");
+    assert_eq!(arena[4..7], [1.0, 2.0, 3.0]);
+    let text = clif_text(&g.g, &layout).expect("clif");
+    assert!(text.contains("function"), "{text}");
+}
+
+/// Random targets for `loss` over `rows` samples of `classes` outputs.
+fn model_targets(rng: &mut StdRng, loss: Loss, rows: usize, classes: usize) -> Vec<f32> {
+    match loss {
+        Loss::SparseCategoricalCrossentropy => (0..rows)
+            .map(|_| rng.gen_range(0..classes) as f32)
+            .collect(),
+        Loss::CategoricalCrossentropy => {
+            let mut y = vec![0.0; rows * classes];
+            for r in 0..rows {
+                y[r * classes + rng.gen_range(0..classes)] = 1.0;
+            }
+            y
+        }
+        Loss::BinaryCrossentropy => (0..rows * classes)
+            .map(|_| f32::from(u8::from(rng.gen_bool(0.5))))
+            .collect(),
+        Loss::Mse | Loss::Mae | Loss::Huber => random(rng, rows * classes, -1.5, 1.5),
+    }
+}
+
+/// One random dense model trained for one epoch (full batches and a smaller last
+/// batch when the batch size does not divide the data) by both executors, then
+/// predicted. Returns the worst error seen, with where.
+fn random_model_error(seed: u64) -> (f64, String) {
+    let mut rng = StdRng::seed_from_u64(seed);
+    let acts = activations();
+    let losses = [
+        Loss::Mse,
+        Loss::Mae,
+        Loss::Huber,
+        Loss::BinaryCrossentropy,
+        Loss::CategoricalCrossentropy,
+        Loss::SparseCategoricalCrossentropy,
+    ];
+    let loss = losses[rng.gen_range(0..losses.len())];
+    let opts = optimizers();
+    let opt = opts[rng.gen_range(0..opts.len())];
+    let depth = rng.gen_range(1..=4);
+    let mut layers: Vec<(usize, Activation)> = (0..depth)
+        .map(|_| (rng.gen_range(1..=40), acts[rng.gen_range(0..acts.len())]))
+        .collect();
+    // The last layer: a classifier head for the cross-entropies (often with the
+    // activation the fused forms need), anything for the regressions.
+    let last = layers.len() - 1;
+    match loss {
+        Loss::CategoricalCrossentropy | Loss::SparseCategoricalCrossentropy => {
+            layers[last].0 = rng.gen_range(2..=10);
+            if rng.gen_bool(0.7) {
+                layers[last].1 = Activation::Softmax;
+            } else {
+                layers[last].1 = Activation::Sigmoid;
+            }
+        }
+        Loss::BinaryCrossentropy => {
+            layers[last].0 = rng.gen_range(1..=3);
+            layers[last].1 = Activation::Sigmoid;
+        }
+        _ => {}
+    }
+    let input = rng.gen_range(1..=20);
+    // Dropout after some hidden layers.
+    let mut kinds = vec![];
+    for (i, &(units, act)) in layers.iter().enumerate() {
+        kinds.push(dense(units, act));
+        if i < last && rng.gen_bool(0.3) {
+            kinds.push(LayerKind::Dropout {
+                rate: rng.gen_range(0.1..0.6),
+            });
+        }
+    }
+    let model = sequential(&[input], kinds, loss, opt);
+    let classes = layers[last].0;
+    let rows = rng.gen_range(1..=24);
+    let batch = rng.gen_range(1..=12);
+    let what = format!(
+        "seed {seed}: {input} -> {layers:?}, {loss:?}, {opt:?}, {rows} rows / batch {batch}"
+    );
+
+    let x = random(&mut rng, rows * input, -1.5, 1.5);
+    let y = model_targets(&mut rng, loss, rows, classes);
+    let y_per_row = y.len() / rows;
+    let full = train_step(&model, batch).unwrap_or_else(|e| panic!("{what}: {e}"));
+    let tail = rows % batch;
+    let small =
+        (tail != 0).then(|| train_step(&model, tail).unwrap_or_else(|e| panic!("{what}: {e}")));
+    let pred = predict(&model, rows).unwrap_or_else(|e| panic!("{what}: {e}"));
+    let graphs: Vec<(&Graph, Layout)> = [Some(&full), small.as_ref(), Some(&pred)]
+        .into_iter()
+        .flatten()
+        .map(|g| (g, Layout::new(g)))
+        .collect();
+    let len = graphs.iter().map(|(_, l)| l.len).max().unwrap_or(0);
+    let mut jit_arena = vec![0.0f32; len];
+    initialize(&model, &full, &graphs[0].1, &mut jit_arena, seed);
+    let mut int_arena = jit_arena.clone();
+    let compiled: Vec<_> = graphs
+        .iter()
+        .map(|(g, l)| compile(g, l).unwrap_or_else(|e| panic!("{what}: {e}")))
+        .collect();
+
+    let mut worst = (0.0, String::new());
+    let mut note = |err: (f64, String), stage: &str| {
+        if err.0 > worst.0 || err.0.is_nan() {
+            worst = (err.0, format!("{what}; {stage}: {}", err.1));
+        }
+    };
+    for (step, start) in (0..rows).step_by(batch).enumerate() {
+        let step = step as u64;
+        let n = batch.min(rows - start);
+        let (k, (g, layout)) = if n == batch {
+            (0, &graphs[0])
+        } else {
+            (1, &graphs[1])
+        };
+        let xb = &x[start * input..(start + n) * input];
+        let yb = &y[start * y_per_row..(start + n) * y_per_row];
+        let mut exact: Vec<f64> = int_arena.iter().map(|&v| v as f64).collect();
+        let wide = |v: &[f32]| v.iter().map(|&v| v as f64).collect::<Vec<f64>>();
+        interp::run_in(g, layout, &mut exact, &wide(xb), &wide(yb), step);
+        compiled[k]
+            .run(&mut jit_arena, xb, yb, step)
+            .expect("sizes");
+        interp::run(g, layout, &mut int_arena, xb, yb, step);
+        // Everything: activations, loss, gradients, updated parameters and slots.
+        let ids: Vec<TensorId> = (0..g.tensors.len()).collect();
+        let err = arena_error(g, layout, &jit_arena, &int_arena, Some(&exact), &ids);
+        note(err, &format!("step {step}"));
+        // Continue both from the interpreter's state so errors do not compound.
+        jit_arena.copy_from_slice(&int_arena);
+    }
+    let (g, layout) = graphs.last().expect("predict graph");
+    compiled
+        .last()
+        .expect("predict")
+        .run(&mut jit_arena, &x, &[], 0)
+        .expect("sizes");
+    interp::run(g, layout, &mut int_arena, &x, &[], 0);
+    note(
+        arena_error(g, layout, &jit_arena, &int_arena, None, &[g.output]),
+        "predict",
+    );
+    worst
+}
+
+#[test]
+fn random_dense_models_agree_with_the_interpreter() {
+    let mut worst = (0.0, String::new());
+    for seed in 0..200 {
+        let err = random_model_error(seed);
+        if err.0 > worst.0 || err.0.is_nan() {
+            worst = err;
+        }
+    }
+    println!(
+        "largest JIT/interpreter difference: {:e} ({})",
+        worst.0, worst.1
+    );
+    assert!(worst.0 < 1e-5, "{:e} at {}", worst.0, worst.1);
+}
+
+/// `cargo test --release --lib mnist_mlp_compile_time -- --ignored --nocapture`
+/// prints how long the MNIST-sized train step takes to compile and to run.
+#[test]
+#[ignore = "timing, not a check"]
+fn mnist_mlp_compile_time() {
+    let opt = Optimizer::Adam {
+        learning_rate: 0.001,
+        beta_1: 0.9,
+        beta_2: 0.999,
+        epsilon: 1e-7,
+    };
+    let kinds = vec![dense(128, Activation::Relu), dense(10, Activation::Softmax)];
+    let model = sequential(&[784], kinds, Loss::SparseCategoricalCrossentropy, opt);
+    let g = train_step(&model, 128).expect("graph");
+    let layout = Layout::new(&g);
+    let text = clif_text(&g, &layout).expect("clif");
+    let mut best = f64::MAX;
+    let mut compiled = None;
+    for _ in 0..5 {
+        let t = std::time::Instant::now();
+        let c = compile(&g, &layout).expect("compiles");
+        best = best.min(t.elapsed().as_secs_f64());
+        compiled = Some(c);
+    }
+    let c = compiled.expect("compiled");
+    let mut rng = StdRng::seed_from_u64(0);
+    let mut arena = vec![0.0; layout.len];
+    initialize(&model, &g, &layout, &mut arena, 0);
+    let x = random(&mut rng, 128 * 784, 0.0, 1.0);
+    let y: Vec<f32> = (0..128).map(|i| (i % 10) as f32).collect();
+    let t = std::time::Instant::now();
+    for step in 0..20 {
+        c.run(&mut arena, &x, &y, step).expect("sizes");
+    }
+    let per_step = t.elapsed().as_secs_f64() / 20.0;
+    println!(
+        "784-128-10 batch 128: {} CLIF lines, compile {:.2} ms (best of 5), step {:.3} ms",
+        text.lines().count(),
+        best * 1e3,
+        per_step * 1e3
+    );
+}
