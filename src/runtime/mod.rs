@@ -3,3 +3,5 @@
 pub mod checkpoint;
 pub mod data;
 pub mod metrics;
+pub mod report;
+pub mod train;

@@ -1,0 +1,165 @@
+//! How training talks to the user: one line per epoch for people (with a progress
+//! bar on a terminal), or JSON Lines for scripts.
+
+use std::io::Write;
+use std::path::Path;
+
+use indicatif::{ProgressBar, ProgressStyle};
+use serde_json::json;
+
+/// One finished epoch. Metric lists keep the order of the `metrics` setting.
+pub struct EpochReport {
+    pub epoch: usize,
+    pub epochs: usize,
+    pub loss: f64,
+    pub metrics: Vec<(String, f64)>,
+    /// Validation loss and metrics, when `validation_split` is set.
+    pub validation: Option<(f64, Vec<(String, f64)>)>,
+    pub seconds: f64,
+    pub samples_per_second: f64,
+}
+
+pub struct TestReport {
+    pub loss: f64,
+    pub metrics: Vec<(String, f64)>,
+}
+
+pub trait Reporter {
+    fn compiled(&mut self, seconds: f64);
+    fn epoch_started(&mut self, _epoch: usize, _epochs: usize, _batches: usize) {}
+    fn batch_done(&mut self, _batch: usize, _mean_loss: f64) {}
+    fn epoch_done(&mut self, report: &EpochReport);
+    fn tested(&mut self, report: &TestReport);
+    fn saved(&mut self, path: &Path);
+}
+
+/// Lines for people on stdout; the progress bar goes to stderr, only on a terminal.
+pub struct HumanReporter {
+    progress: bool,
+    bar: Option<ProgressBar>,
+}
+
+impl HumanReporter {
+    pub fn new(progress: bool) -> HumanReporter {
+        HumanReporter {
+            progress,
+            bar: None,
+        }
+    }
+}
+
+fn metric_text(prefix: &str, loss: f64, metrics: &[(String, f64)]) -> String {
+    let mut text = format!("{prefix}loss {loss:.4}");
+    for (name, value) in metrics {
+        text.push_str(&format!("  {prefix}{name} {value:.4}"));
+    }
+    text
+}
+
+impl Reporter for HumanReporter {
+    fn compiled(&mut self, seconds: f64) {
+        say(format_args!("compiled in {:.1} ms", seconds * 1e3));
+    }
+
+    fn epoch_started(&mut self, epoch: usize, epochs: usize, batches: usize) {
+        if self.progress {
+            let bar = ProgressBar::new(batches as u64);
+            let style =
+                ProgressStyle::with_template("Epoch {prefix} [{bar:30}] {pos}/{len} {msg} ({eta})")
+                    .unwrap_or_else(|_| ProgressStyle::default_bar())
+                    .progress_chars("=> ");
+            bar.set_style(style);
+            bar.set_prefix(format!("{epoch}/{epochs}"));
+            self.bar = Some(bar);
+        }
+    }
+
+    fn batch_done(&mut self, batch: usize, mean_loss: f64) {
+        if let Some(bar) = &self.bar {
+            bar.set_position(batch as u64);
+            // Formatting every batch would cost more than a small model's step.
+            if batch.is_multiple_of(16) {
+                bar.set_message(format!("loss {mean_loss:.4}"));
+            }
+        }
+    }
+
+    fn epoch_done(&mut self, r: &EpochReport) {
+        if let Some(bar) = self.bar.take() {
+            bar.finish_and_clear();
+        }
+        let mut line = format!(
+            "Epoch {}/{}  {}",
+            r.epoch,
+            r.epochs,
+            metric_text("", r.loss, &r.metrics)
+        );
+        if let Some((loss, metrics)) = &r.validation {
+            line.push_str("  ");
+            line.push_str(&metric_text("val_", *loss, metrics));
+        }
+        line.push_str(&format!(
+            "  {:.2}s  {:.0} samples/s",
+            r.seconds, r.samples_per_second
+        ));
+        say(line);
+    }
+
+    fn tested(&mut self, r: &TestReport) {
+        say(format_args!(
+            "Test  {}",
+            metric_text("", r.loss, &r.metrics)
+        ));
+    }
+
+    fn saved(&mut self, path: &Path) {
+        say(format_args!("saved weights to {}", path.display()));
+    }
+}
+
+/// JSON Lines on stdout: one object per event.
+pub struct JsonReporter;
+
+fn object(metrics: &[(String, f64)]) -> serde_json::Value {
+    serde_json::Value::Object(metrics.iter().map(|(k, v)| (k.clone(), json!(v))).collect())
+}
+
+/// Prints one line on stdout. A closed stdout (e.g. piped into `head`) must not
+/// abort training, so write errors are ignored rather than panicking as `println!` does.
+fn say(line: impl std::fmt::Display) {
+    let _ = writeln!(std::io::stdout().lock(), "{line}");
+}
+
+fn emit(value: serde_json::Value) {
+    say(value);
+}
+
+impl Reporter for JsonReporter {
+    fn compiled(&mut self, seconds: f64) {
+        emit(json!({"event": "compile", "seconds": seconds}));
+    }
+
+    fn epoch_done(&mut self, r: &EpochReport) {
+        let mut value = json!({
+            "event": "epoch",
+            "epoch": r.epoch,
+            "loss": r.loss,
+            "metrics": object(&r.metrics),
+            "seconds": r.seconds,
+            "samples_per_second": r.samples_per_second,
+        });
+        if let Some((loss, metrics)) = &r.validation {
+            value["val_loss"] = json!(loss);
+            value["val_metrics"] = object(metrics);
+        }
+        emit(value);
+    }
+
+    fn tested(&mut self, r: &TestReport) {
+        emit(json!({"event": "test", "loss": r.loss, "metrics": object(&r.metrics)}));
+    }
+
+    fn saved(&mut self, path: &Path) {
+        emit(json!({"event": "saved", "path": path.display().to_string()}));
+    }
+}

@@ -1,0 +1,329 @@
+//! The epoch loop: compile the step functions, feed batches, report progress and
+//! metrics, evaluate, save weights.
+//!
+//! The trainer owns one arena shared by every compiled function of the model: the
+//! persistent prefix (weights, optimizer slots) sits at the same offsets in the train
+//! step of the full batch, the one of the smaller last batch, and the evaluation
+//! graphs (see `ir::layout`).
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use crate::codegen::Compiled;
+use crate::ir::graph::Graph;
+use crate::ir::layout::Layout;
+use crate::ir::{build, init, interp};
+use crate::runtime::checkpoint;
+use crate::runtime::data::{self, Dataset};
+use crate::runtime::metrics::Accumulator;
+use crate::runtime::report::{EpochReport, Reporter, TestReport};
+use crate::sema::model::{Model, TrainConfig};
+
+/// Which executor runs the graphs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Engine {
+    /// Native code from Cranelift (the default).
+    Jit,
+    /// The reference interpreter: slow, for checking the JIT.
+    Interpreter,
+}
+
+/// Command-line overrides of the `train` block, and where weights come from and go.
+#[derive(Debug, Clone, Default)]
+pub struct RunOptions {
+    pub epochs: Option<usize>,
+    pub batch_size: Option<usize>,
+    pub seed: Option<u64>,
+    pub init: Option<PathBuf>,
+    pub save: Option<PathBuf>,
+    pub engine: Option<Engine>,
+}
+
+/// A graph ready to run, with the layout it was compiled for.
+struct Executable {
+    graph: Graph,
+    layout: Layout,
+    jit: Option<Compiled>,
+}
+
+impl Executable {
+    fn new(graph: Graph, engine: Engine) -> Result<Executable, String> {
+        let layout = Layout::new(&graph);
+        let jit = match engine {
+            Engine::Jit => Some(crate::codegen::compile(&graph, &layout)?),
+            Engine::Interpreter => None,
+        };
+        Ok(Executable { graph, layout, jit })
+    }
+
+    fn run(&self, arena: &mut [f32], x: &[f32], y: &[f32], step: u64) -> Result<(), String> {
+        match &self.jit {
+            Some(f) => f.run(arena, x, y, step),
+            None => {
+                interp::run(&self.graph, &self.layout, arena, x, y, step);
+                Ok(())
+            }
+        }
+    }
+
+    fn scalar(&self, arena: &[f32], id: Option<usize>) -> f32 {
+        id.and_then(|id| self.layout.offsets[id])
+            .map_or(f32::NAN, |o| arena[o])
+    }
+
+    fn slice<'a>(&self, arena: &'a [f32], id: usize) -> &'a [f32] {
+        match self.layout.range(&self.graph, id) {
+            Some(r) => &arena[r],
+            None => &[],
+        }
+    }
+}
+
+/// Compiles the graphs of one batch size on first use and keeps them.
+struct Programs<'m> {
+    model: &'m Model,
+    engine: Engine,
+    train: HashMap<usize, Executable>,
+    evaluate: HashMap<usize, Executable>,
+    compile_time: Duration,
+}
+
+impl<'m> Programs<'m> {
+    fn train_step(&mut self, batch: usize) -> Result<&Executable, String> {
+        if !self.train.contains_key(&batch) {
+            let started = Instant::now();
+            let exe = Executable::new(build::train_step(self.model, batch)?, self.engine)?;
+            self.compile_time += started.elapsed();
+            self.train.insert(batch, exe);
+        }
+        Ok(&self.train[&batch])
+    }
+
+    fn evaluate(&mut self, batch: usize) -> Result<&Executable, String> {
+        if !self.evaluate.contains_key(&batch) {
+            let started = Instant::now();
+            let exe = Executable::new(build::evaluate(self.model, batch)?, self.engine)?;
+            self.compile_time += started.elapsed();
+            self.evaluate.insert(batch, exe);
+        }
+        Ok(&self.evaluate[&batch])
+    }
+}
+
+/// What training ends with.
+pub struct Outcome {
+    pub final_loss: f32,
+    pub test: Option<TestReport>,
+}
+
+/// Trains `model` as its `train` block says (with `options` overriding), reporting
+/// each event to `reporter`. Errors are complete messages for the user.
+pub fn train(
+    model: &Model,
+    options: &RunOptions,
+    reporter: &mut dyn Reporter,
+) -> Result<Outcome, String> {
+    let mut config: TrainConfig = model
+        .train
+        .clone()
+        .ok_or("the model has no `train` block: `nnc run` needs one")?;
+    if let Some(e) = options.epochs {
+        config.epochs = e;
+    }
+    if let Some(b) = options.batch_size {
+        config.batch_size = b;
+    }
+    if let Some(s) = options.seed {
+        config.seed = s;
+    }
+    let prepared = data::prepare(model, &config)?;
+    let train_set = &prepared.train;
+    let batch = config.batch_size.min(train_set.rows).max(1);
+
+    let mut programs = Programs {
+        model,
+        engine: options.engine.unwrap_or(Engine::Jit),
+        train: HashMap::new(),
+        evaluate: HashMap::new(),
+        compile_time: Duration::ZERO,
+    };
+    // Compile every function training will need before the first step, so that the
+    // reported compile time is the whole of it and the epochs are pure training.
+    let last_batch = train_set.rows % batch;
+    programs.train_step(batch)?;
+    if last_batch != 0 {
+        programs.train_step(last_batch)?;
+    }
+    for set in [prepared.validation.as_ref(), prepared.test.as_ref()]
+        .into_iter()
+        .flatten()
+    {
+        let eval_batch = batch.min(set.rows).max(1);
+        programs.evaluate(eval_batch)?;
+        if set.rows % eval_batch != 0 {
+            programs.evaluate(set.rows % eval_batch)?;
+        }
+    }
+    reporter.compiled(programs.compile_time.as_secs_f64());
+
+    let arena_len = programs
+        .train
+        .values()
+        .chain(programs.evaluate.values())
+        .map(|e| e.layout.len)
+        .max()
+        .unwrap_or(0);
+    let mut arena = vec![0f32; arena_len];
+    let full = &programs.train[&batch];
+    init::initialize(model, &full.graph, &full.layout, &mut arena, config.seed);
+    let checkpoint_tensors = init::params(&full.graph);
+    if let Some(path) = &options.init {
+        let expected: Vec<(String, Vec<usize>)> = checkpoint_tensors
+            .iter()
+            .map(|(name, id)| (name.clone(), full.graph.tensors[*id].shape.clone()))
+            .collect();
+        let values = checkpoint::load(path, &expected)?;
+        for ((_, id), value) in checkpoint_tensors.iter().zip(values) {
+            if let Some(range) = full.layout.range(&full.graph, *id) {
+                arena[range].copy_from_slice(&value);
+            }
+        }
+    }
+
+    let x_width = train_set.feature_count;
+    let y_width = train_set.target_width;
+    let mut x_buf = vec![0f32; batch * x_width];
+    let mut y_buf = vec![0f32; batch * y_width];
+    let mut step: u64 = 0;
+    let mut final_loss = f32::NAN;
+    let batches_per_epoch = train_set.rows.div_ceil(batch);
+
+    for epoch in 1..=config.epochs {
+        let started = Instant::now();
+        let order: Vec<usize> = if config.shuffle {
+            data::shuffled_order(train_set.rows, config.seed, epoch)
+        } else {
+            (0..train_set.rows).collect()
+        };
+        reporter.epoch_started(epoch, config.epochs, batches_per_epoch);
+        let mut loss_sum = 0f64;
+        let mut metrics = accumulators(&config, model, train_set)?;
+        for (index, rows) in order.chunks(batch).enumerate() {
+            let n = rows.len();
+            let exe = &programs.train[&n];
+            let (x, y) = (&mut x_buf[..n * x_width], &mut y_buf[..n * y_width]);
+            data::gather(train_set, rows, x, y);
+            exe.run(&mut arena, x, y, step)?;
+            step += 1;
+            let loss = exe.scalar(&arena, exe.graph.loss);
+            if !loss.is_finite() {
+                return Err(format!(
+                    "the loss became {loss} in epoch {epoch}, batch {} of {batches_per_epoch}: \
+                     training diverged; try a smaller learning rate",
+                    index + 1
+                ));
+            }
+            loss_sum += f64::from(loss);
+            add_batch(&mut metrics, exe.slice(&arena, exe.graph.output), y);
+            reporter.batch_done(index + 1, loss_sum / (index + 1) as f64);
+        }
+        final_loss = (loss_sum / batches_per_epoch as f64) as f32;
+        let validation = match &prepared.validation {
+            Some(set) => Some(evaluate(&mut programs, &mut arena, set, &config, batch)?),
+            None => None,
+        };
+        let seconds = started.elapsed().as_secs_f64();
+        reporter.epoch_done(&EpochReport {
+            epoch,
+            epochs: config.epochs,
+            loss: f64::from(final_loss),
+            metrics: values(&metrics),
+            validation,
+            seconds,
+            samples_per_second: train_set.rows as f64 / seconds.max(1e-9),
+        });
+    }
+
+    let test = match &prepared.test {
+        Some(set) => {
+            let (loss, metrics) = evaluate(&mut programs, &mut arena, set, &config, batch)?;
+            let report = TestReport { loss, metrics };
+            reporter.tested(&report);
+            Some(report)
+        }
+        None => None,
+    };
+
+    if let Some(path) = &options.save {
+        let full = &programs.train[&batch];
+        let tensors: Vec<(String, Vec<usize>, &[f32])> = checkpoint_tensors
+            .iter()
+            .map(|(name, id)| {
+                (
+                    name.clone(),
+                    full.graph.tensors[*id].shape.clone(),
+                    full.slice(&arena, *id),
+                )
+            })
+            .collect();
+        checkpoint::save(path, &tensors)?;
+        reporter.saved(path);
+    }
+    Ok(Outcome { final_loss, test })
+}
+
+/// Loss and metrics of a whole data set in inference mode (dropout off), in batches.
+fn evaluate(
+    programs: &mut Programs,
+    arena: &mut [f32],
+    set: &Dataset,
+    config: &TrainConfig,
+    batch: usize,
+) -> Result<(f64, Vec<(String, f64)>), String> {
+    let batch = batch.min(set.rows).max(1);
+    let mut x_buf = vec![0f32; batch * set.feature_count];
+    let mut y_buf = vec![0f32; batch * set.target_width];
+    let mut metrics = accumulators(config, programs.model, set)?;
+    let mut loss_sum = 0f64;
+    let rows: Vec<usize> = (0..set.rows).collect();
+    for chunk in rows.chunks(batch) {
+        let n = chunk.len();
+        let exe = programs.evaluate(n)?;
+        let (x, y) = (
+            &mut x_buf[..n * set.feature_count],
+            &mut y_buf[..n * set.target_width],
+        );
+        data::gather(set, chunk, x, y);
+        exe.run(arena, x, y, 0)?;
+        // Weighted by the batch's rows: the mean over the data set, as Keras's evaluate.
+        loss_sum += f64::from(exe.scalar(arena, exe.graph.loss)) * n as f64;
+        add_batch(&mut metrics, exe.slice(arena, exe.graph.output), y);
+    }
+    Ok((loss_sum / set.rows.max(1) as f64, values(&metrics)))
+}
+
+fn accumulators(
+    config: &TrainConfig,
+    model: &Model,
+    set: &Dataset,
+) -> Result<Vec<Accumulator>, String> {
+    config
+        .metrics
+        .iter()
+        .map(|&m| Accumulator::new(m, model.output_size(), set.target_width))
+        .collect()
+}
+
+fn add_batch(metrics: &mut [Accumulator], predictions: &[f32], targets: &[f32]) {
+    for m in metrics {
+        m.add(predictions, targets);
+    }
+}
+
+fn values(metrics: &[Accumulator]) -> Vec<(String, f64)> {
+    metrics
+        .iter()
+        .map(|m| (m.name().to_string(), m.mean().unwrap_or(f64::NAN)))
+        .collect()
+}
