@@ -28,7 +28,14 @@ fn iris_trains() {
     t.metrics = vec![Metric::Accuracy];
     t.epochs = 50;
     t.batch_size = 16;
-    let out = train(&model, &RunOptions::default(), &mut JsonReporter).unwrap();
+    let out = train(
+        &model,
+        &RunOptions::default(),
+        &mut JsonReporter {
+            out: &mut std::io::stdout(),
+        },
+    )
+    .unwrap();
     let test = out.test.unwrap();
     eprintln!("{:?}", test.metrics);
     assert!(test.metrics[0].1 > 0.9);

@@ -33,15 +33,18 @@ pub trait Reporter {
     fn saved(&mut self, path: &Path);
 }
 
-/// Lines for people on stdout; the progress bar goes to stderr, only on a terminal.
-pub struct HumanReporter {
+/// Lines for people; the progress bar goes to stderr, only when `progress` is set
+/// (the caller sets it when stderr is a terminal).
+pub struct HumanReporter<'w> {
+    out: &'w mut dyn Write,
     progress: bool,
     bar: Option<ProgressBar>,
 }
 
-impl HumanReporter {
-    pub fn new(progress: bool) -> HumanReporter {
+impl<'w> HumanReporter<'w> {
+    pub fn new(out: &'w mut dyn Write, progress: bool) -> HumanReporter<'w> {
         HumanReporter {
+            out,
             progress,
             bar: None,
         }
@@ -56,9 +59,12 @@ fn metric_text(prefix: &str, loss: f64, metrics: &[(String, f64)]) -> String {
     text
 }
 
-impl Reporter for HumanReporter {
+impl Reporter for HumanReporter<'_> {
     fn compiled(&mut self, seconds: f64) {
-        say(format_args!("compiled in {:.1} ms", seconds * 1e3));
+        say(
+            self.out,
+            format_args!("compiled in {:.1} ms", seconds * 1e3),
+        );
     }
 
     fn epoch_started(&mut self, epoch: usize, epochs: usize, batches: usize) {
@@ -102,41 +108,42 @@ impl Reporter for HumanReporter {
             "  {:.2}s  {:.0} samples/s",
             r.seconds, r.samples_per_second
         ));
-        say(line);
+        say(self.out, line);
     }
 
     fn tested(&mut self, r: &TestReport) {
-        say(format_args!(
-            "Test  {}",
-            metric_text("", r.loss, &r.metrics)
-        ));
+        say(
+            self.out,
+            format_args!("Test  {}", metric_text("", r.loss, &r.metrics)),
+        );
     }
 
     fn saved(&mut self, path: &Path) {
-        say(format_args!("saved weights to {}", path.display()));
+        say(
+            self.out,
+            format_args!("saved weights to {}", path.display()),
+        );
     }
 }
 
-/// JSON Lines on stdout: one object per event.
-pub struct JsonReporter;
+/// JSON Lines: one object per event.
+pub struct JsonReporter<'w> {
+    pub out: &'w mut dyn Write,
+}
 
 fn object(metrics: &[(String, f64)]) -> serde_json::Value {
     serde_json::Value::Object(metrics.iter().map(|(k, v)| (k.clone(), json!(v))).collect())
 }
 
-/// Prints one line on stdout. A closed stdout (e.g. piped into `head`) must not
-/// abort training, so write errors are ignored rather than panicking as `println!` does.
-fn say(line: impl std::fmt::Display) {
-    let _ = writeln!(std::io::stdout().lock(), "{line}");
+/// Writes one line. A closed stdout (e.g. piped into `head`) must not abort
+/// training, so write errors are ignored rather than panicking as `println!` does.
+fn say(out: &mut dyn Write, line: impl std::fmt::Display) {
+    let _ = writeln!(out, "{line}");
 }
 
-fn emit(value: serde_json::Value) {
-    say(value);
-}
-
-impl Reporter for JsonReporter {
+impl Reporter for JsonReporter<'_> {
     fn compiled(&mut self, seconds: f64) {
-        emit(json!({"event": "compile", "seconds": seconds}));
+        say(self.out, json!({"event": "compile", "seconds": seconds}));
     }
 
     fn epoch_done(&mut self, r: &EpochReport) {
@@ -152,14 +159,20 @@ impl Reporter for JsonReporter {
             value["val_loss"] = json!(loss);
             value["val_metrics"] = object(metrics);
         }
-        emit(value);
+        say(self.out, value);
     }
 
     fn tested(&mut self, r: &TestReport) {
-        emit(json!({"event": "test", "loss": r.loss, "metrics": object(&r.metrics)}));
+        say(
+            self.out,
+            json!({"event": "test", "loss": r.loss, "metrics": object(&r.metrics)}),
+        );
     }
 
     fn saved(&mut self, path: &Path) {
-        emit(json!({"event": "saved", "path": path.display().to_string()}));
+        say(
+            self.out,
+            json!({"event": "saved", "path": path.display().to_string()}),
+        );
     }
 }
