@@ -156,9 +156,8 @@ pub struct Graph {
 /// Whether dropout keeps element `index` of the tensor at `step`: a counter-based
 /// hash, so both executors (and any thread split) draw the same mask without state.
 pub fn dropout_keep(seed: u64, step: u64, index: u64, rate: f32) -> bool {
-    let mut z = seed
-        ^ step.wrapping_mul(0x9E37_79B9_7F4A_7C15)
-        ^ index.wrapping_mul(0xD1B5_4A32_D192_ED03);
+    let mut z =
+        seed ^ step.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ index.wrapping_mul(0xD1B5_4A32_D192_ED03);
     // splitmix64 finalizer
     z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
     z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
