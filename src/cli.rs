@@ -133,6 +133,8 @@ pub fn json_outcome(o: &CheckOutcome) -> serde_json::Value {
         })
         .collect();
     let s = o.summary.as_ref();
+    // Totals of a model with errors would describe only part of it: null instead.
+    let whole = s.filter(|_| !o.has_errors());
     // u128 totals go out as strings only if they do not fit a JSON-safe u64.
     let num = |x: u128| match u64::try_from(x) {
         Ok(v) => json!(v),
@@ -151,11 +153,11 @@ pub fn json_outcome(o: &CheckOutcome) -> serde_json::Value {
             "trainable_params": r.trainable_params,
             "multiply_adds": num(r.multiply_adds),
         })).collect::<Vec<_>>()).unwrap_or_default(),
-        "total_params": s.map(|s| s.total_params),
-        "trainable_params": s.map(|s| s.trainable_params),
-        "non_trainable_params": s.map(|s| s.non_trainable_params),
-        "multiply_adds": s.map(|s| num(s.multiply_adds)),
-        "memory": s.map(|s| json!({
+        "total_params": whole.map(|s| s.total_params),
+        "trainable_params": whole.map(|s| s.trainable_params),
+        "non_trainable_params": whole.map(|s| s.non_trainable_params),
+        "multiply_adds": whole.map(|s| num(s.multiply_adds)),
+        "memory": whole.map(|s| json!({
             "batch_size": s.memory.batch_size,
             "optimizer": s.memory.optimizer,
             "parameters": num(s.memory.parameters),

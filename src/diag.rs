@@ -98,6 +98,7 @@ pub fn line_col(src: &str, offset: usize) -> (usize, usize) {
 pub fn render(diags: &[Diagnostic], file: &str, src: &str, color: bool) -> String {
     use ariadne::{CharSet, Config, IndexType, Report, ReportKind, Source};
     let mut out = String::new();
+    let source = Source::from(src);
     for d in diags {
         let kind = match d.severity {
             Severity::Error => ReportKind::Error,
@@ -115,25 +116,25 @@ pub fn render(diags: &[Diagnostic], file: &str, src: &str, color: bool) -> Strin
                     .with_index_type(IndexType::Byte),
             )
             .with_code(d.code)
-            .with_message(&d.message)
-            .with_label(ariadne::Label::new((file, clamp(&d.span))).with_message(&d.label));
-        for (i, l) in d.labels.iter().enumerate() {
-            report = report.with_label(
-                ariadne::Label::new((file, clamp(&l.span)))
-                    .with_message(&l.message)
-                    .with_order(i as i32 + 1),
-            );
+            .with_message(&d.message);
+        // ariadne starts a new snippet whenever a label lies above the previous one,
+        // so labels go in in source order.
+        let mut labels: Vec<(Span, &str)> = vec![(clamp(&d.span), &d.label)];
+        labels.extend(
+            d.labels
+                .iter()
+                .map(|l| (clamp(&l.span), l.message.as_str())),
+        );
+        labels.sort_by_key(|(s, _)| (s.start, s.end));
+        for (span, msg) in labels {
+            report = report.with_label(ariadne::Label::new((file, span)).with_message(msg));
         }
         if let Some(h) = &d.help {
             report = report.with_help(h);
         }
         let mut buf = Vec::new();
         // Writing into a Vec cannot fail; a failure would only lose this report's text.
-        if report
-            .finish()
-            .write((file, Source::from(src)), &mut buf)
-            .is_ok()
-        {
+        if report.finish().write((file, &source), &mut buf).is_ok() {
             for line in String::from_utf8_lossy(&buf).lines() {
                 out.push_str(line.trim_end());
                 out.push('\n');

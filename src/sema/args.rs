@@ -1,5 +1,8 @@
 //! Binding call arguments to parameters, and typed reading of values.
 
+// `Diagnostic` (a contract type) is large; errors are the cold path, so it is not boxed.
+#![allow(clippy::result_large_err)]
+
 use crate::diag::Diagnostic;
 use crate::sema::codes;
 use crate::sema::names;
@@ -31,6 +34,8 @@ pub fn bind<'v>(
     let mut values: Vec<(&'static str, &'v Value)> = vec![];
     let mut seen_keyword = false;
     let mut positional = 0usize;
+    // After a misplaced positional argument, "missing" errors would only repeat it.
+    let mut misplaced = false;
     let items = call
         .args
         .as_ref()
@@ -40,6 +45,7 @@ pub fn bind<'v>(
         let name = match &arg.key {
             None => {
                 if seen_keyword {
+                    misplaced = true;
                     diags.push(
                         Diagnostic::error(
                             codes::POSITIONAL,
@@ -111,7 +117,7 @@ pub fn bind<'v>(
         }
         values.push((name, &arg.value));
     }
-    for r in required {
+    for r in required.iter().filter(|_| !misplaced) {
         if !values.iter().any(|(n, _)| n == r) {
             diags.push(
                 Diagnostic::error(
@@ -217,17 +223,31 @@ pub fn name(
     let text = match &v.kind {
         ValueKind::Call(c) if c.args.is_none() => c.name.name.as_str(),
         ValueKind::Str(s) => s.as_str(),
-        _ => return Err(type_error(v, &format!("{kind} name"), param)),
+        _ => {
+            return Err(type_error(
+                v,
+                &format!("{} {kind} name", article(kind)),
+                param,
+            ))
+        }
     };
     known.iter().find(|k| **k == text).copied().ok_or_else(|| {
         Diagnostic::error(
             codes::UNKNOWN_NAME,
             format!("unknown {kind} `{text}`"),
             v.span.clone(),
-            format!("not {kind}"),
+            format!("not {} {kind}", article(kind)),
         )
         .with_help(names::suggestion(text, known))
     })
+}
+
+fn article(noun: &str) -> &'static str {
+    if noun.starts_with(['a', 'e', 'i', 'o', 'u']) {
+        "an"
+    } else {
+        "a"
+    }
 }
 
 /// An int `n` (meaning `[n, n]`) or a list `[h, w]` of positive ints.

@@ -1,5 +1,8 @@
 //! The model block: names, layer arguments, shape inference.
 
+// `Diagnostic` (a contract type) is large; errors are the cold path, so it is not boxed.
+#![allow(clippy::result_large_err)]
+
 use std::collections::HashMap;
 
 use super::args::{self, bind, Bound};
@@ -252,7 +255,7 @@ fn req<T>(
 
 fn initializer(v: &Value, param: &str) -> Result<Initializer, Diagnostic> {
     Ok(
-        match args::name(v, param, "an initializer", names::INITIALIZERS)? {
+        match args::name(v, param, "initializer", names::INITIALIZERS)? {
             "glorot_uniform" => Initializer::GlorotUniform,
             "glorot_normal" => Initializer::GlorotNormal,
             "he_uniform" => Initializer::HeUniform,
@@ -265,7 +268,7 @@ fn initializer(v: &Value, param: &str) -> Result<Initializer, Diagnostic> {
 }
 
 fn padding(v: &Value, param: &str) -> Result<Padding, Diagnostic> {
-    Ok(match args::name(v, param, "a padding", names::PADDINGS)? {
+    Ok(match args::name(v, param, "padding", names::PADDINGS)? {
         "same" => Padding::Same,
         _ => Padding::Valid,
     })
@@ -283,7 +286,7 @@ fn activation_value(v: &Value, param: &str, diags: &mut Vec<Diagnostic>) -> Opti
                             span: c.name.span.clone(),
                         },
                         param,
-                        "an activation",
+                        "activation",
                         names::ACTIVATIONS,
                     ),
                     diags,
@@ -294,7 +297,7 @@ fn activation_value(v: &Value, param: &str, diags: &mut Vec<Diagnostic>) -> Opti
         }
         _ => {
             let n = ok(
-                args::name(v, param, "an activation", names::ACTIVATIONS),
+                args::name(v, param, "activation", names::ACTIVATIONS),
                 diags,
             )?;
             Some(activation_named(n, None))

@@ -55,11 +55,12 @@ Fix: save the file as UTF-8.",
     ),
     (
         TOO_LARGE,
-        "file too large or too deeply nested",
+        "file too large, too deeply nested, or too many problems",
         "\
 nnc refuses a source file larger than 1 MiB, and brackets `(`, `[`, `{` nested
 more than 64 levels deep. Real models are a few hundred bytes with two or three
 levels of nesting; these limits keep the checker fast and safe on any input.
+After 100 problems in one file, the rest are counted but not shown.
 
 Fix: check that the right file was passed to nnc.",
     ),

@@ -23,6 +23,10 @@ use summary::Summary;
 /// A model, or a training step, larger than this is refused (E0021).
 pub const MEMORY_LIMIT_BYTES: u128 = 16 << 30;
 
+/// Diagnostics of one file beyond this many are summarized in one line: rendering
+/// each costs time in proportion to the file, and nobody reads thousands.
+pub const MAX_DIAGNOSTICS: usize = 100;
+
 #[derive(Debug, Clone, Default)]
 pub struct CheckOptions {
     /// Batch size for the memory estimate; default: the train block's, or 32.
@@ -132,6 +136,15 @@ pub fn check_source(
     };
     check_ast(&file_ast, base_dir, opts, &mut out);
     out.diagnostics.sort_by_key(|d| (d.span.start, d.span.end));
+    if out.diagnostics.len() > MAX_DIAGNOSTICS {
+        let rest = out.diagnostics.split_off(MAX_DIAGNOSTICS);
+        out.diagnostics.push(Diagnostic::error(
+            codes::TOO_LARGE,
+            format!("too many problems: {} more are not shown", rest.len()),
+            rest[0].span.clone(),
+            "the first one not shown",
+        ));
+    }
     out
 }
 
@@ -308,4 +321,178 @@ fn check_memory(s: &Summary, checked: &check::CheckedModel, d: &mut Vec<Diagnost
         );
     }
     d.push(diag);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::model::*;
+    use super::*;
+    use std::path::PathBuf;
+
+    fn check(src: &str) -> CheckOutcome {
+        check_source(
+            "t.nn",
+            src.as_bytes(),
+            Path::new("ex"),
+            &CheckOptions::default(),
+        )
+    }
+
+    fn codes_of(o: &CheckOutcome) -> Vec<&'static str> {
+        o.diagnostics.iter().map(|d| d.code).collect()
+    }
+
+    #[test]
+    fn seed_network_model_and_train_config() {
+        let src = std::fs::read_to_string("examples/seed.nn").unwrap();
+        let o = check(&src);
+        assert!(o.diagnostics.is_empty(), "{:?}", o.diagnostics);
+        let m = o.model.unwrap();
+        assert_eq!(m.input_shape, vec![3]);
+        let counts: Vec<_> = m.layers.iter().map(Layer::param_counts).collect();
+        assert_eq!(counts, vec![(20, 0), (6, 0)]);
+        let t = m.train.unwrap();
+        assert_eq!(
+            t.data,
+            DataSource::Csv {
+                path: PathBuf::from("ex/data/breast_cancer.csv"),
+                target: "benign".into(),
+                features: Some(vec![
+                    "mean_radius".into(),
+                    "mean_texture".into(),
+                    "mean_perimeter".into()
+                ]),
+                standardize: true,
+            }
+        );
+        assert_eq!(t.test, Some(TestSource::Split(0.2)));
+        assert_eq!(t.loss, Loss::BinaryCrossentropy);
+        assert_eq!(
+            t.optimizer,
+            Optimizer::Adam {
+                learning_rate: 0.001,
+                beta_1: 0.9,
+                beta_2: 0.999,
+                epsilon: 1e-7
+            }
+        );
+        assert_eq!(
+            (t.epochs, t.batch_size, t.seed, t.shuffle),
+            (30, 32, 7, true)
+        );
+        assert_eq!(t.metrics, vec![Metric::Accuracy]);
+    }
+
+    #[test]
+    fn defaults_are_filled_in() {
+        let o = check(
+            "model m {\n input x: [8, 8, 1]\n conv2d(4, 3)\n maxpool2d\n flatten\n dense(2)\n}\n\
+             train {\n data = mnist(\"m\")\n loss = mse\n optimizer = sgd\n}\n",
+        );
+        // mse with two outputs and MNIST with 64 inputs are both errors; no model then.
+        assert_eq!(codes_of(&o), vec![codes::DATA_INPUT, codes::LOSS_OUTPUT]);
+        assert!(o.model.is_none());
+        let o = check("model m {\n input x: [8, 8, 1]\n conv2d(4, 3)\n maxpool2d\n}\n");
+        let m = o.model.unwrap();
+        assert_eq!(
+            m.layers[1].kind,
+            LayerKind::MaxPool2d {
+                pool_size: [2, 2],
+                strides: [2, 2],
+                padding: Padding::Valid
+            }
+        );
+        assert_eq!(m.layers[1].output_shape, vec![3, 3, 4]);
+        assert!(matches!(
+            m.layers[0].kind,
+            LayerKind::Conv2d {
+                strides: [1, 1],
+                activation: Activation::Linear,
+                use_bias: true,
+                kernel_initializer: Initializer::GlorotUniform,
+                ..
+            }
+        ));
+    }
+
+    #[test]
+    fn all_errors_of_a_file_are_reported() {
+        let o = check(
+            "model m {\n input x: [3]\n dens(4)\n dense(4, activation = relux)\n dropout(2)\n}\n",
+        );
+        assert_eq!(
+            codes_of(&o),
+            vec![codes::UNKNOWN_LAYER, codes::UNKNOWN_NAME, codes::RANGE]
+        );
+    }
+
+    #[test]
+    fn hostile_inputs_end_in_diagnostics() {
+        let big = vec![b' '; 10 * 1024 * 1024];
+        let o = check_source("big.nn", &big, Path::new(""), &CheckOptions::default());
+        assert_eq!(codes_of(&o), vec![codes::TOO_LARGE]);
+        assert!(o.diagnostics[0].message.contains("10485760"));
+        let o = check_source(
+            "b.nn",
+            b"model \xff",
+            Path::new(""),
+            &CheckOptions::default(),
+        );
+        assert_eq!(codes_of(&o), vec![codes::NOT_UTF8]);
+        assert_eq!(codes_of(&check("")), vec![codes::ITEMS]);
+        let deep = format!(
+            "model m {{ input x: [3]\n dense({}1{}) }}",
+            "(".repeat(5000),
+            ")".repeat(5000)
+        );
+        assert_eq!(codes_of(&check(&deep)), vec![codes::TOO_LARGE]);
+        let o = check("model m {\n input x: [100000000000000000000]\n}\n");
+        assert_eq!(codes_of(&o), vec![codes::RANGE]);
+    }
+
+    #[test]
+    fn memory_refusal_names_the_byte_count() {
+        let o = check("model m {\n input x: [100000]\n dense(100000)\n}\n");
+        let d = o
+            .diagnostics
+            .iter()
+            .find(|d| d.code == codes::TOO_BIG)
+            .unwrap();
+        // (100000 * 100000 + 100000) float32 parameters.
+        assert!(
+            d.message.contains(&(4u64 * 10_000_100_000).to_string()),
+            "{}",
+            d.message
+        );
+    }
+
+    #[test]
+    fn batch_size_option_overrides_the_train_block() {
+        let src = std::fs::read_to_string("examples/mnist_mlp.nn").unwrap();
+        let opts = CheckOptions {
+            batch_size: Some(1),
+        };
+        let o = check_source("t.nn", src.as_bytes(), Path::new(""), &opts);
+        let m = o.summary.unwrap().memory;
+        assert_eq!(m.batch_size, 1);
+        // One sample: 784 inputs + 128 + 10 outputs, values and gradients, 4 bytes each.
+        assert_eq!(m.activations, (784 + 128 + 10) * 2 * 4);
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(300))]
+        /// Token soup from the language's own alphabet never panics the checker.
+        #[test]
+        fn never_panics(tokens in proptest::collection::vec(proptest::sample::select(vec![
+            "model", "m", "{", "}", "input", "x", ":", "[", "]", "(", ")", ",", "=", "3", "0",
+            "-1", "1e99", "0.5", "\"s\"", "dense", "conv2d", "maxpool2d", "reshape", "flatten",
+            "train", "data", "csv", "loss", "optimizer", "adam", "relu", "softmax", "shape",
+            "\n", " ", "#", "true", "split", "mnist", "batchnorm", "é", "\r\n",
+        ]), 0..60)) {
+            let src: String = tokens.concat();
+            let o = check(&src);
+            let _ = o.render_diagnostics(false);
+            let _ = crate::cli::json_outcome(&o);
+        }
+    }
 }

@@ -1,5 +1,8 @@
 //! The train block: settings, optimizer, data sources, and whether the loss fits.
 
+// `Diagnostic` (a contract type) is large; errors are the cold path, so it is not boxed.
+#![allow(clippy::result_large_err)]
+
 use std::path::Path;
 
 use super::args::{self, bind, Bound};
@@ -250,11 +253,7 @@ fn data_source(
                 .and_then(|v| ok(args::string(v, "folder"), d));
             let subset = match b.get("subset") {
                 None => Some(MnistSubset::Train),
-                Some(v) => ok(
-                    args::name(v, "subset", "an MNIST subset", names::SUBSETS),
-                    d,
-                )
-                .map(|s| {
+                Some(v) => ok(args::name(v, "subset", "subset", names::SUBSETS), d).map(|s| {
                     if s == "test" {
                         MnistSubset::Test
                     } else {
@@ -314,7 +313,7 @@ fn string_list(v: &Value, name: &str) -> Result<Vec<String>, Diagnostic> {
 }
 
 fn loss(v: &Value) -> Result<Loss, Diagnostic> {
-    Ok(match args::name(v, "loss", "a loss", names::LOSSES)? {
+    Ok(match args::name(v, "loss", "loss", names::LOSSES)? {
         "mse" => Loss::Mse,
         "mae" => Loss::Mae,
         "huber" => Loss::Huber,
@@ -335,7 +334,7 @@ fn metrics(v: &Value, d: &mut Vec<Diagnostic>) -> Option<Vec<Metric>> {
     let mut out = vec![];
     let mut good = true;
     for it in items {
-        match args::name(it, "metrics", "a metric", names::METRICS) {
+        match args::name(it, "metrics", "metric", names::METRICS) {
             Ok(m) => out.push(match m {
                 "accuracy" => Metric::Accuracy,
                 "mse" => Metric::Mse,
@@ -356,7 +355,7 @@ fn optimizer(v: &Value, d: &mut Vec<Diagnostic>) -> Option<Optimizer> {
         // A Keras-style string names an optimizer with its defaults.
         _ => (
             ok(
-                args::name(v, "optimizer", "an optimizer", names::OPTIMIZERS),
+                args::name(v, "optimizer", "optimizer", names::OPTIMIZERS),
                 d,
             )?,
             v.span.clone(),
@@ -513,9 +512,9 @@ fn check_data_fits(
                 codes::DATA_INPUT,
                 format!("the data gives {what}, but the model's input {input_shape} has {input} elements"),
                 v.span.clone(),
-                format!("{n} features per sample"),
+                format!("{n} per sample"),
             )
-            .with_help(format!("make the input shape hold {n} elements, e.g. `[{n}]`")),
+            .with_help(format!("make the input shape hold {n} element{}, e.g. `[{n}]`", if n == 1 { "" } else { "s" })),
         );
     }
 }

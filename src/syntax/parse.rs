@@ -1,5 +1,8 @@
 //! pest parse tree to AST, and pest errors to readable diagnostics.
 
+// `Diagnostic` (a contract type) is large; errors are the cold path, so it is not boxed.
+#![allow(clippy::result_large_err)]
+
 use pest::error::{ErrorVariant, InputLocation};
 use pest::iterators::Pair;
 use pest::Parser;
@@ -153,8 +156,8 @@ fn layer_stmt(p: Pair<Rule>) -> Stmt {
     });
     Stmt::Layer {
         name,
+        span: whole.start..call.span.end,
         call,
-        span: whole,
     }
 }
 
@@ -172,9 +175,9 @@ fn train_block(p: Pair<Rule>) -> TrainBlock {
                 let val = inner.find(|x| x.as_rule() != Rule::assign).map(value);
                 if let (Some(key), Some(value)) = (key, val) {
                     settings.push(Setting {
+                        span: sp.start..value.span.end,
                         key,
                         value,
-                        span: sp,
                     });
                 }
             }
@@ -204,10 +207,12 @@ fn call(p: Pair<Rule>) -> Call {
             .collect();
         Args { items, span: sp }
     });
+    // pest's span of an argument-less call includes the whitespace after it.
+    let end = args.as_ref().map(|a| a.span.end).unwrap_or(name.span.end);
     Call {
+        span: whole.start..end,
         name,
         args,
-        span: whole,
     }
 }
 
@@ -219,15 +224,16 @@ fn arg(p: Pair<Rule>) -> Option<Arg> {
         let key = inner.next().map(ident)?;
         let val = inner.find(|x| x.as_rule() != Rule::assign).map(value)?;
         Some(Arg {
+            span: sp.start..val.span.end,
             key: Some(key),
             value: val,
-            span: sp,
         })
     } else {
+        let val = value(q);
         Some(Arg {
+            span: sp.start..val.span.end,
             key: None,
-            value: value(q),
-            span: sp,
+            value: val,
         })
     }
 }
@@ -246,7 +252,13 @@ fn value(p: Pair<Rule>) -> Value {
                 .map(value)
                 .collect(),
         ),
-        _ => ValueKind::Call(call(p)),
+        _ => {
+            let c = call(p);
+            return Value {
+                span: c.span.clone(),
+                kind: ValueKind::Call(c),
+            };
+        }
     };
     Value { kind, span: sp }
 }
@@ -441,6 +453,19 @@ mod tests {
         let d = parse(src).unwrap_err();
         assert_eq!(d.span.start, src.find("relu").unwrap() + 4);
         assert!(d.message.contains("`)`"), "{}", d.message);
+    }
+
+    #[test]
+    fn call_spans_exclude_trailing_space() {
+        let src = "model m { input x: [1]\n flatten   # c\n relu\n}";
+        let f = parse(src).unwrap();
+        let Item::Model(m) = &f.items[0] else {
+            panic!()
+        };
+        let Stmt::Layer { span, .. } = &m.stmts[1] else {
+            panic!()
+        };
+        assert_eq!(&src[span.clone()], "flatten");
     }
 
     #[test]
