@@ -384,6 +384,37 @@ mod tests {
     }
 
     #[test]
+    fn every_example_checks_clean_with_keras_counts() {
+        // Totals as Keras's model.summary() prints them (shared/peers/keras_summaries.txt).
+        let keras = [
+            ("seed", 26u64),
+            ("mnist_mlp", 101_770),
+            ("mnist_cnn", 34_826),
+        ];
+        let mut seen = 0;
+        for entry in std::fs::read_dir("examples").unwrap() {
+            let path = entry.unwrap().path();
+            if path.extension().is_none_or(|e| e != "nn") {
+                continue;
+            }
+            let o = check_file(&path, &CheckOptions::default()).unwrap();
+            assert!(
+                o.diagnostics.is_empty(),
+                "{}: {:?}",
+                path.display(),
+                o.diagnostics
+            );
+            assert!(o.model.as_ref().unwrap().train.is_some());
+            let stem = path.file_stem().unwrap().to_string_lossy().into_owned();
+            if let Some((_, total)) = keras.iter().find(|(n, _)| *n == stem) {
+                assert_eq!(o.summary.unwrap().total_params, *total, "{stem}");
+                seen += 1;
+            }
+        }
+        assert_eq!(seen, keras.len());
+    }
+
+    #[test]
     fn defaults_are_filled_in() {
         let o = check(
             "model m {\n input x: [8, 8, 1]\n conv2d(4, 3)\n maxpool2d\n flatten\n dense(2)\n}\n\

@@ -358,6 +358,10 @@ fn syntax_error(src: &str, e: &pest::error::Error<Rule>) -> Diagnostic {
     let mut d = Diagnostic::error(codes::SYNTAX, message, sp, label);
     if src[pos..].starts_with('.') {
         d.help = Some("write a leading zero: `0.5`, not `.5`".into());
+    } else if src[pos..].starts_with('"')
+        && src[pos..].lines().next().is_some_and(|l| l.contains('\\'))
+    {
+        d.help = Some("strings allow only the escapes `\\\"` and `\\\\`".into());
     } else if src[pos..].starts_with(';') {
         d.help = Some("statements are separated by newlines; remove the `;`".into());
     }
