@@ -31,3 +31,115 @@ pub struct Diagnostic {
     /// The fix, where one exists.
     pub help: Option<String>,
 }
+
+impl Diagnostic {
+    pub fn error(
+        code: &'static str,
+        message: impl Into<String>,
+        span: Span,
+        label: impl Into<String>,
+    ) -> Self {
+        Diagnostic {
+            severity: Severity::Error,
+            code,
+            message: message.into(),
+            span,
+            label: label.into(),
+            labels: vec![],
+            help: None,
+        }
+    }
+
+    pub fn warning(
+        code: &'static str,
+        message: impl Into<String>,
+        span: Span,
+        label: impl Into<String>,
+    ) -> Self {
+        Diagnostic {
+            severity: Severity::Warning,
+            ..Diagnostic::error(code, message, span, label)
+        }
+    }
+
+    pub fn with_help(mut self, help: impl Into<String>) -> Self {
+        self.help = Some(help.into());
+        self
+    }
+
+    pub fn with_label(mut self, span: Span, message: impl Into<String>) -> Self {
+        self.labels.push(Label {
+            span,
+            message: message.into(),
+        });
+        self
+    }
+
+    pub fn is_error(&self) -> bool {
+        self.severity == Severity::Error
+    }
+}
+
+/// 1-based (line, column) of a byte offset; the column counts characters.
+pub fn line_col(src: &str, offset: usize) -> (usize, usize) {
+    let mut offset = offset.min(src.len());
+    while !src.is_char_boundary(offset) {
+        offset -= 1;
+    }
+    let before = &src[..offset];
+    let line = before.matches('\n').count() + 1;
+    let line_start = before.rfind('\n').map(|i| i + 1).unwrap_or(0);
+    (line, before[line_start..].chars().count() + 1)
+}
+
+/// Renders diagnostics as ariadne reports. `file` is the name shown to the user;
+/// `color` should be true only when writing to a terminal. Trailing spaces are
+/// trimmed so that the text is stable for golden files.
+pub fn render(diags: &[Diagnostic], file: &str, src: &str, color: bool) -> String {
+    use ariadne::{CharSet, Config, IndexType, Report, ReportKind, Source};
+    let mut out = String::new();
+    let source = Source::from(src);
+    for d in diags {
+        let kind = match d.severity {
+            Severity::Error => ReportKind::Error,
+            Severity::Warning => ReportKind::Warning,
+        };
+        let clamp = |s: &Span| {
+            let start = s.start.min(src.len());
+            start..s.end.clamp(start, src.len())
+        };
+        let mut report = Report::build(kind, (file, clamp(&d.span)))
+            .with_config(
+                Config::default()
+                    .with_color(color)
+                    .with_char_set(CharSet::Ascii)
+                    .with_index_type(IndexType::Byte),
+            )
+            .with_code(d.code)
+            .with_message(&d.message);
+        // ariadne starts a new snippet whenever a label lies above the previous one,
+        // so labels go in in source order.
+        let mut labels: Vec<(Span, &str)> = vec![(clamp(&d.span), &d.label)];
+        labels.extend(
+            d.labels
+                .iter()
+                .map(|l| (clamp(&l.span), l.message.as_str())),
+        );
+        labels.sort_by_key(|(s, _)| (s.start, s.end));
+        for (span, msg) in labels {
+            report = report.with_label(ariadne::Label::new((file, span)).with_message(msg));
+        }
+        if let Some(h) = &d.help {
+            report = report.with_help(h);
+        }
+        let mut buf = Vec::new();
+        // Writing into a Vec cannot fail; a failure would only lose this report's text.
+        if report.finish().write((file, &source), &mut buf).is_ok() {
+            for line in String::from_utf8_lossy(&buf).lines() {
+                out.push_str(line.trim_end());
+                out.push('\n');
+            }
+        }
+    }
+    out
+}

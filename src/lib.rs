@@ -5,9 +5,12 @@
 //! autodiff, reference interpreter) -> `codegen` (Cranelift JIT) -> `runtime`
 //! (data, epoch loop, checkpoints). `diag` carries errors out of every stage.
 
+pub mod cli;
 pub mod codegen;
 pub mod diag;
 pub mod ir;
 pub mod runtime;
 pub mod sema;
 pub mod syntax;
+
+pub use sema::{check_file, check_source, CheckOptions, CheckOutcome};

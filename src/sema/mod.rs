@@ -1,3 +1,529 @@
 //! Semantic checking: names, arguments, shapes, parameter counts, lints.
+//!
+//! `check_file` / `check_source` run the whole front end and return a
+//! `CheckOutcome`: every diagnostic, a summary, and the checked `Model` when
+//! there are no errors.
 
+pub mod args;
+pub mod check;
+pub mod codes;
+pub mod lint;
 pub mod model;
+pub mod names;
+pub mod summary;
+pub mod train;
+
+use std::path::Path;
+
+use crate::diag::{self, Diagnostic};
+use crate::syntax::{self, ast};
+use model::Model;
+use summary::Summary;
+
+/// A model, or a training step, larger than this is refused (E0021).
+pub const MEMORY_LIMIT_BYTES: u128 = 16 << 30;
+
+/// Diagnostics of one file beyond this many are summarized in one line: rendering
+/// each costs time in proportion to the file, and nobody reads thousands.
+pub const MAX_DIAGNOSTICS: usize = 100;
+
+#[derive(Debug, Clone, Default)]
+pub struct CheckOptions {
+    /// Batch size for the memory estimate; default: the train block's, or 32.
+    pub batch_size: Option<usize>,
+}
+
+#[derive(Debug, Clone)]
+pub struct CheckOutcome {
+    /// The file's name as shown in diagnostics (as given, never made absolute).
+    pub file: String,
+    /// The text diagnostics point into (empty when the file was refused unread).
+    pub source: String,
+    /// Present exactly when there are no errors; `train` is filled when the file has one.
+    pub model: Option<Model>,
+    /// Present when the model block could be checked at least in part.
+    pub summary: Option<Summary>,
+    /// Errors and warnings, in source order.
+    pub diagnostics: Vec<Diagnostic>,
+}
+
+impl CheckOutcome {
+    pub fn has_errors(&self) -> bool {
+        self.diagnostics.iter().any(Diagnostic::is_error)
+    }
+
+    /// The diagnostics as ariadne text.
+    pub fn render_diagnostics(&self, color: bool) -> String {
+        diag::render(&self.diagnostics, &self.file, &self.source, color)
+    }
+
+    /// Writes the diagnostics to stderr, in colour when stderr is a terminal.
+    pub fn eprint_diagnostics(&self) {
+        use std::io::{IsTerminal, Write};
+        let color = std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none();
+        let text = self.render_diagnostics(color);
+        // Nothing sensible is left to do if stderr itself is gone.
+        let _ = std::io::stderr().write_all(text.as_bytes());
+    }
+}
+
+/// Reads and checks one file. Data paths are resolved against the file's folder.
+/// An `Err` means the file could not be read at all (a usage error).
+pub fn check_file(path: &Path, opts: &CheckOptions) -> std::io::Result<CheckOutcome> {
+    let bytes = std::fs::read(path)?;
+    let base = path.parent().unwrap_or(Path::new(""));
+    Ok(check_source(
+        &path.display().to_string(),
+        &bytes,
+        base,
+        opts,
+    ))
+}
+
+/// Checks the bytes of one `.nn` file; `base_dir` is where its data paths start.
+pub fn check_source(
+    file: &str,
+    bytes: &[u8],
+    base_dir: &Path,
+    opts: &CheckOptions,
+) -> CheckOutcome {
+    let mut out = CheckOutcome {
+        file: file.to_string(),
+        source: String::new(),
+        model: None,
+        summary: None,
+        diagnostics: vec![],
+    };
+    if bytes.len() > syntax::MAX_SOURCE_BYTES {
+        out.diagnostics.push(Diagnostic::error(
+            codes::TOO_LARGE,
+            format!(
+                "the file is {} bytes; nnc reads at most {} bytes",
+                bytes.len(),
+                syntax::MAX_SOURCE_BYTES
+            ),
+            0..0,
+            "file refused",
+        ));
+        return out;
+    }
+    let src = match std::str::from_utf8(bytes) {
+        Ok(s) => s,
+        Err(e) => {
+            let at = e.valid_up_to();
+            out.source = String::from_utf8_lossy(bytes).into_owned();
+            let bad = bytes.get(at).copied().unwrap_or(0);
+            // The lossy text is identical up to `at`, where U+FFFD takes 3 bytes.
+            out.diagnostics.push(
+                Diagnostic::error(
+                    codes::NOT_UTF8,
+                    format!("the file is not UTF-8: byte 0x{bad:02X} at offset {at}"),
+                    at..at + '\u{FFFD}'.len_utf8(),
+                    "not UTF-8",
+                )
+                .with_help("save the file as UTF-8"),
+            );
+            return out;
+        }
+    };
+    out.source = src.to_string();
+    let file_ast = match syntax::parse(src) {
+        Ok(f) => f,
+        Err(d) => {
+            out.diagnostics.push(d);
+            return out;
+        }
+    };
+    check_ast(&file_ast, base_dir, opts, &mut out);
+    out.diagnostics.sort_by_key(|d| (d.span.start, d.span.end));
+    if out.diagnostics.len() > MAX_DIAGNOSTICS {
+        let rest = out.diagnostics.split_off(MAX_DIAGNOSTICS);
+        out.diagnostics.push(Diagnostic::error(
+            codes::TOO_LARGE,
+            format!("too many problems: {} more are not shown", rest.len()),
+            rest[0].span.clone(),
+            "the first one not shown",
+        ));
+    }
+    out
+}
+
+fn check_ast(file: &ast::File, base_dir: &Path, opts: &CheckOptions, out: &mut CheckOutcome) {
+    let d = &mut out.diagnostics;
+    let models: Vec<&ast::ModelBlock> = file
+        .items
+        .iter()
+        .filter_map(|i| match i {
+            ast::Item::Model(m) => Some(m),
+            _ => None,
+        })
+        .collect();
+    let trains: Vec<&ast::TrainBlock> = file
+        .items
+        .iter()
+        .filter_map(|i| match i {
+            ast::Item::Train(t) => Some(t),
+            _ => None,
+        })
+        .collect();
+    for extra in models.iter().skip(1) {
+        d.push(
+            Diagnostic::error(
+                codes::ITEMS,
+                "a file holds exactly one `model` block",
+                extra.keyword.clone(),
+                "second model",
+            )
+            .with_label(models[0].keyword.clone(), "the first model")
+            .with_help("put each model in its own file"),
+        );
+    }
+    for extra in trains.iter().skip(1) {
+        d.push(
+            Diagnostic::error(
+                codes::ITEMS,
+                "a file holds at most one `train` block",
+                extra.keyword.clone(),
+                "second train block",
+            )
+            .with_label(trains[0].keyword.clone(), "the first train block"),
+        );
+    }
+    let Some(block) = models.first() else {
+        d.push(
+            Diagnostic::error(
+                codes::ITEMS,
+                "the file has no `model` block",
+                0..0,
+                "expected a model here",
+            )
+            .with_help("start with `model NAME { input x: [n] ... }`"),
+        );
+        return;
+    };
+
+    let checked = check::check_model(block, d);
+    let (input_name, input_shape, input_span) = match &checked.input {
+        Some((n, s, sp)) => (n.clone(), s.clone(), sp.clone()),
+        None => (String::new(), vec![], block.name.span.clone()),
+    };
+    let facts = train::ModelFacts {
+        input_size: checked
+            .input
+            .as_ref()
+            .map(|(_, s, _)| s.iter().fold(1u64, |a, &x| a.saturating_mul(x as u64))),
+        input_shape: format!(
+            "[{}]",
+            input_shape
+                .iter()
+                .map(usize::to_string)
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+        output_size: checked.complete.then(|| {
+            let last = checked
+                .layers
+                .last()
+                .map(|l| &l.output_shape)
+                .unwrap_or(&input_shape);
+            last.iter().fold(1u64, |a, &x| a.saturating_mul(x as u64))
+        }),
+        output_span: checked
+            .layers
+            .last()
+            .map(|l| l.span.clone())
+            .unwrap_or(input_span),
+    };
+    if checked.complete {
+        lint::lint_model(&checked.layers, d);
+    }
+    let train = trains.first().and_then(|t| {
+        let cfg = train::check_train(t, base_dir, &facts, d)?;
+        if checked.complete {
+            if let Some(s) = t.settings.iter().find(|s| s.key.name == "loss") {
+                lint::lint_loss(&checked.layers, cfg.loss, s.value.span.clone(), d);
+            }
+        }
+        Some(cfg)
+    });
+    let batch = opts
+        .batch_size
+        .or(train.as_ref().map(|t| t.batch_size))
+        .unwrap_or(32);
+    if checked.input.is_some() {
+        let s = summary::summarize(
+            &checked.name,
+            &input_shape,
+            &checked.layers,
+            train.as_ref().map(|t| &t.optimizer),
+            batch,
+        );
+        check_memory(&s, &checked, d);
+        out.summary = Some(s);
+    }
+    if !d.iter().any(Diagnostic::is_error) {
+        out.model = Some(Model {
+            name: checked.name,
+            input_name,
+            input_shape,
+            layers: checked.layers,
+            train,
+        });
+    }
+}
+
+/// E0021: refuse models whose parameters or training step cannot fit in memory.
+fn check_memory(s: &Summary, checked: &check::CheckedModel, d: &mut Vec<Diagnostic>) {
+    let m = &s.memory;
+    let (what, bytes) = if m.parameters > MEMORY_LIMIT_BYTES {
+        ("its parameters alone take", m.parameters)
+    } else if m.total > MEMORY_LIMIT_BYTES {
+        ("one training step at batch size", m.total)
+    } else {
+        return;
+    };
+    let what = if what.ends_with("size") {
+        format!("{what} {} takes", m.batch_size)
+    } else {
+        what.to_string()
+    };
+    // Point at the layer with the most parameters, or the largest output.
+    let biggest = checked.layers.iter().zip(&s.layers).max_by_key(|(l, r)| {
+        (r.params as u128).max(
+            l.output_shape
+                .iter()
+                .fold(1u128, |a, &x| a.saturating_mul(x as u128)),
+        )
+    });
+    let mut diag = Diagnostic::error(
+        codes::TOO_BIG,
+        format!(
+            "model `{}` is too large: {what} {bytes} bytes ({}), more than the {} limit",
+            s.model,
+            summary::human_bytes(bytes),
+            summary::human_bytes(MEMORY_LIMIT_BYTES)
+        ),
+        checked.name_span.clone(),
+        "this model",
+    )
+    .with_help(
+        "use smaller layers, pooling or strides before dense layers, or a smaller batch size",
+    );
+    if let Some((l, r)) = biggest {
+        diag = diag.with_label(
+            l.span.clone(),
+            format!(
+                "`{}`: {} parameters, output {:?}",
+                l.name,
+                summary::thousands(r.params as u128),
+                l.output_shape
+            ),
+        );
+    }
+    d.push(diag);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::model::*;
+    use super::*;
+    use std::path::PathBuf;
+
+    fn check(src: &str) -> CheckOutcome {
+        check_source(
+            "t.nn",
+            src.as_bytes(),
+            Path::new("ex"),
+            &CheckOptions::default(),
+        )
+    }
+
+    fn codes_of(o: &CheckOutcome) -> Vec<&'static str> {
+        o.diagnostics.iter().map(|d| d.code).collect()
+    }
+
+    #[test]
+    fn seed_network_model_and_train_config() {
+        let src = std::fs::read_to_string("examples/seed.nn").unwrap();
+        let o = check(&src);
+        assert!(o.diagnostics.is_empty(), "{:?}", o.diagnostics);
+        let m = o.model.unwrap();
+        assert_eq!(m.input_shape, vec![3]);
+        let counts: Vec<_> = m.layers.iter().map(Layer::param_counts).collect();
+        assert_eq!(counts, vec![(20, 0), (6, 0)]);
+        let t = m.train.unwrap();
+        assert_eq!(
+            t.data,
+            DataSource::Csv {
+                path: PathBuf::from("ex/data/breast_cancer.csv"),
+                target: "benign".into(),
+                features: Some(vec![
+                    "mean_radius".into(),
+                    "mean_texture".into(),
+                    "mean_perimeter".into()
+                ]),
+                standardize: true,
+            }
+        );
+        assert_eq!(t.test, Some(TestSource::Split(0.2)));
+        assert_eq!(t.loss, Loss::BinaryCrossentropy);
+        assert_eq!(
+            t.optimizer,
+            Optimizer::Adam {
+                learning_rate: 0.001,
+                beta_1: 0.9,
+                beta_2: 0.999,
+                epsilon: 1e-7
+            }
+        );
+        assert_eq!(
+            (t.epochs, t.batch_size, t.seed, t.shuffle),
+            (30, 32, 7, true)
+        );
+        assert_eq!(t.metrics, vec![Metric::Accuracy]);
+    }
+
+    #[test]
+    fn every_example_checks_clean_with_keras_counts() {
+        // Totals as Keras's model.summary() prints them (shared/peers/keras_summaries.txt).
+        let keras = [
+            ("seed", 26u64),
+            ("mnist_mlp", 101_770),
+            ("mnist_cnn", 34_826),
+        ];
+        let mut seen = 0;
+        for entry in std::fs::read_dir("examples").unwrap() {
+            let path = entry.unwrap().path();
+            if path.extension().is_none_or(|e| e != "nn") {
+                continue;
+            }
+            let o = check_file(&path, &CheckOptions::default()).unwrap();
+            assert!(
+                o.diagnostics.is_empty(),
+                "{}: {:?}",
+                path.display(),
+                o.diagnostics
+            );
+            assert!(o.model.as_ref().unwrap().train.is_some());
+            let stem = path.file_stem().unwrap().to_string_lossy().into_owned();
+            if let Some((_, total)) = keras.iter().find(|(n, _)| *n == stem) {
+                assert_eq!(o.summary.unwrap().total_params, *total, "{stem}");
+                seen += 1;
+            }
+        }
+        assert_eq!(seen, keras.len());
+    }
+
+    #[test]
+    fn defaults_are_filled_in() {
+        let o = check(
+            "model m {\n input x: [8, 8, 1]\n conv2d(4, 3)\n maxpool2d\n flatten\n dense(2)\n}\n\
+             train {\n data = mnist(\"m\")\n loss = mse\n optimizer = sgd\n}\n",
+        );
+        // mse with two outputs and MNIST with 64 inputs are both errors; no model then.
+        assert_eq!(codes_of(&o), vec![codes::DATA_INPUT, codes::LOSS_OUTPUT]);
+        assert!(o.model.is_none());
+        let o = check("model m {\n input x: [8, 8, 1]\n conv2d(4, 3)\n maxpool2d\n}\n");
+        let m = o.model.unwrap();
+        assert_eq!(
+            m.layers[1].kind,
+            LayerKind::MaxPool2d {
+                pool_size: [2, 2],
+                strides: [2, 2],
+                padding: Padding::Valid
+            }
+        );
+        assert_eq!(m.layers[1].output_shape, vec![3, 3, 4]);
+        assert!(matches!(
+            m.layers[0].kind,
+            LayerKind::Conv2d {
+                strides: [1, 1],
+                activation: Activation::Linear,
+                use_bias: true,
+                kernel_initializer: Initializer::GlorotUniform,
+                ..
+            }
+        ));
+    }
+
+    #[test]
+    fn all_errors_of_a_file_are_reported() {
+        let o = check(
+            "model m {\n input x: [3]\n dens(4)\n dense(4, activation = relux)\n dropout(2)\n}\n",
+        );
+        assert_eq!(
+            codes_of(&o),
+            vec![codes::UNKNOWN_LAYER, codes::UNKNOWN_NAME, codes::RANGE]
+        );
+    }
+
+    #[test]
+    fn hostile_inputs_end_in_diagnostics() {
+        let big = vec![b' '; 10 * 1024 * 1024];
+        let o = check_source("big.nn", &big, Path::new(""), &CheckOptions::default());
+        assert_eq!(codes_of(&o), vec![codes::TOO_LARGE]);
+        assert!(o.diagnostics[0].message.contains("10485760"));
+        let o = check_source(
+            "b.nn",
+            b"model \xff",
+            Path::new(""),
+            &CheckOptions::default(),
+        );
+        assert_eq!(codes_of(&o), vec![codes::NOT_UTF8]);
+        assert_eq!(codes_of(&check("")), vec![codes::ITEMS]);
+        let deep = format!(
+            "model m {{ input x: [3]\n dense({}1{}) }}",
+            "(".repeat(5000),
+            ")".repeat(5000)
+        );
+        assert_eq!(codes_of(&check(&deep)), vec![codes::TOO_LARGE]);
+        let o = check("model m {\n input x: [100000000000000000000]\n}\n");
+        assert_eq!(codes_of(&o), vec![codes::RANGE]);
+    }
+
+    #[test]
+    fn memory_refusal_names_the_byte_count() {
+        let o = check("model m {\n input x: [100000]\n dense(100000)\n}\n");
+        let d = o
+            .diagnostics
+            .iter()
+            .find(|d| d.code == codes::TOO_BIG)
+            .unwrap();
+        // (100000 * 100000 + 100000) float32 parameters.
+        assert!(
+            d.message.contains(&(4u64 * 10_000_100_000).to_string()),
+            "{}",
+            d.message
+        );
+    }
+
+    #[test]
+    fn batch_size_option_overrides_the_train_block() {
+        let src = std::fs::read_to_string("examples/mnist_mlp.nn").unwrap();
+        let opts = CheckOptions {
+            batch_size: Some(1),
+        };
+        let o = check_source("t.nn", src.as_bytes(), Path::new(""), &opts);
+        let m = o.summary.unwrap().memory;
+        assert_eq!(m.batch_size, 1);
+        // One sample: 784 inputs + 128 + 10 outputs, values and gradients, 4 bytes each.
+        assert_eq!(m.activations, (784 + 128 + 10) * 2 * 4);
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(300))]
+        /// Token soup from the language's own alphabet never panics the checker.
+        #[test]
+        fn never_panics(tokens in proptest::collection::vec(proptest::sample::select(vec![
+            "model", "m", "{", "}", "input", "x", ":", "[", "]", "(", ")", ",", "=", "3", "0",
+            "-1", "1e99", "0.5", "\"s\"", "dense", "conv2d", "maxpool2d", "reshape", "flatten",
+            "train", "data", "csv", "loss", "optimizer", "adam", "relu", "softmax", "shape",
+            "\n", " ", "#", "true", "split", "mnist", "batchnorm", "é", "\r\n",
+        ]), 0..60)) {
+            let src: String = tokens.concat();
+            let o = check(&src);
+            let _ = o.render_diagnostics(false);
+            let _ = crate::cli::json_outcome(&o);
+        }
+    }
+}

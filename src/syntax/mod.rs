@@ -1,1 +1,6 @@
-//! syntax stage
+//! Syntax: `.nn` text to an AST whose every node keeps its byte span.
+
+pub mod ast;
+pub mod parse;
+
+pub use parse::{parse, MAX_NESTING, MAX_SOURCE_BYTES};

@@ -1,0 +1,198 @@
+//! The command line: argument types (clap) and the commands as library functions,
+//! so that tests run exactly what `nnc` runs, capturing its output.
+
+use std::io::Write;
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+use serde_json::json;
+
+use crate::diag::{line_col, Severity};
+use crate::sema::{self, codes, summary, CheckOptions, CheckOutcome};
+
+/// Exit codes: no errors (warnings allowed), errors in the input, usage error.
+pub const EXIT_OK: i32 = 0;
+pub const EXIT_ERRORS: i32 = 1;
+pub const EXIT_USAGE: i32 = 2;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "nnc",
+    version,
+    about = "A compiler for a small language of neural networks"
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Check .nn files and print each model's summary: shapes, parameters, cost.
+    Check(CheckArgs),
+    /// Explain an error or warning code, e.g. `nnc explain E0016`.
+    Explain {
+        /// The code, e.g. E0001 or W0002.
+        code: String,
+    },
+}
+
+#[derive(Debug, clap::Args)]
+pub struct CheckArgs {
+    /// The .nn files to check.
+    #[arg(required = true)]
+    pub files: Vec<PathBuf>,
+    /// Print one JSON document (summary and diagnostics) on stdout instead of text.
+    #[arg(long)]
+    pub json: bool,
+    /// Batch size for the memory estimate (default: the train block's, or 32).
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
+    pub batch_size: Option<u64>,
+}
+
+/// Where a command writes, and whether stderr may be coloured.
+pub struct Io<'a> {
+    pub stdout: &'a mut dyn Write,
+    pub stderr: &'a mut dyn Write,
+    pub color: bool,
+}
+
+/// Runs a parsed command line; returns the process exit code.
+pub fn run(cli: Cli, io: &mut Io) -> i32 {
+    match cli.command {
+        Command::Check(args) => check(&args, io),
+        Command::Explain { code } => explain(&code, io),
+    }
+}
+
+/// Output failures (a closed pipe) are not the input's fault; they are ignored.
+fn emit(w: &mut dyn Write, text: &str) {
+    let _ = w.write_all(text.as_bytes());
+}
+
+pub fn check(args: &CheckArgs, io: &mut Io) -> i32 {
+    let opts = CheckOptions {
+        batch_size: args.batch_size.and_then(|b| usize::try_from(b).ok()),
+    };
+    let mut worst = EXIT_OK;
+    let mut docs = vec![];
+    for path in &args.files {
+        let outcome = match sema::check_file(path, &opts) {
+            Ok(o) => o,
+            Err(e) => {
+                emit(
+                    io.stderr,
+                    &format!("error: cannot read `{}`: {e}\n", path.display()),
+                );
+                worst = worst.max(EXIT_USAGE);
+                continue;
+            }
+        };
+        if outcome.has_errors() {
+            worst = worst.max(EXIT_ERRORS);
+        }
+        if args.json {
+            docs.push(json_outcome(&outcome));
+        } else {
+            emit(io.stderr, &outcome.render_diagnostics(io.color));
+            if let (Some(s), false) = (&outcome.summary, outcome.has_errors()) {
+                emit(io.stdout, &summary::render_text(s));
+            }
+        }
+    }
+    if args.json {
+        let doc = if docs.len() == 1 {
+            docs.remove(0)
+        } else {
+            serde_json::Value::Array(docs)
+        };
+        let text = serde_json::to_string_pretty(&doc).unwrap_or_default();
+        emit(io.stdout, &format!("{text}\n"));
+    }
+    worst
+}
+
+/// The JSON document for one file: the summary's facts (null where unknown) and
+/// every diagnostic with its position.
+pub fn json_outcome(o: &CheckOutcome) -> serde_json::Value {
+    let diagnostics: Vec<_> = o
+        .diagnostics
+        .iter()
+        .map(|d| {
+            let (line, column) = line_col(&o.source, d.span.start);
+            json!({
+                "severity": match d.severity { Severity::Error => "error", Severity::Warning => "warning" },
+                "code": d.code,
+                "message": d.message,
+                "file": o.file,
+                "line": line,
+                "column": column,
+                "label": d.label,
+                "help": d.help,
+            })
+        })
+        .collect();
+    let s = o.summary.as_ref();
+    // Totals of a model with errors would describe only part of it: null instead.
+    let whole = s.filter(|_| !o.has_errors());
+    // u128 totals go out as strings only if they do not fit a JSON-safe u64.
+    let num = |x: u128| match u64::try_from(x) {
+        Ok(v) => json!(v),
+        Err(_) => json!(x.to_string()),
+    };
+    json!({
+        "file": o.file,
+        "ok": !o.has_errors(),
+        "model": s.map(|s| s.model.clone()),
+        "input_shape": s.map(|s| batch_shape(&s.input_shape)),
+        "layers": s.map(|s| s.layers.iter().map(|r| json!({
+            "name": r.name,
+            "kind": r.kind,
+            "output_shape": batch_shape(&r.output_shape),
+            "params": r.params,
+            "trainable_params": r.trainable_params,
+            "multiply_adds": num(r.multiply_adds),
+        })).collect::<Vec<_>>()).unwrap_or_default(),
+        "total_params": whole.map(|s| s.total_params),
+        "trainable_params": whole.map(|s| s.trainable_params),
+        "non_trainable_params": whole.map(|s| s.non_trainable_params),
+        "multiply_adds": whole.map(|s| num(s.multiply_adds)),
+        "memory": whole.map(|s| json!({
+            "batch_size": s.memory.batch_size,
+            "optimizer": s.memory.optimizer,
+            "parameters": num(s.memory.parameters),
+            "gradients": num(s.memory.gradients),
+            "optimizer_state": num(s.memory.optimizer_state),
+            "activations": num(s.memory.activations),
+            "total": num(s.memory.total),
+        })),
+        "diagnostics": diagnostics,
+    })
+}
+
+/// `[null, d1, d2, ...]`: the batch dimension first, as Keras's `None`.
+fn batch_shape(shape: &[usize]) -> serde_json::Value {
+    let mut v = vec![serde_json::Value::Null];
+    v.extend(shape.iter().map(|&d| json!(d)));
+    serde_json::Value::Array(v)
+}
+
+pub fn explain(code: &str, io: &mut Io) -> i32 {
+    match codes::explain(code) {
+        Some((code, title, text)) => {
+            emit(io.stdout, &format!("{code}: {title}\n\n{text}\n"));
+            EXIT_OK
+        }
+        None => {
+            let known: Vec<&str> = codes::EXPLANATIONS.iter().map(|(c, _, _)| *c).collect();
+            emit(
+                io.stderr,
+                &format!(
+                    "error: no explanation for `{code}`; known codes: {}\n",
+                    known.join(", ")
+                ),
+            );
+            EXIT_USAGE
+        }
+    }
+}

@@ -1,0 +1,317 @@
+//! Every diagnostic code nnc's front end emits, with the text `nnc explain` prints.
+
+pub const SYNTAX: &str = "E0001";
+pub const NOT_UTF8: &str = "E0002";
+pub const TOO_LARGE: &str = "E0003";
+pub const ITEMS: &str = "E0004";
+pub const INPUT: &str = "E0005";
+pub const UNKNOWN_LAYER: &str = "E0006";
+pub const UNKNOWN_NAME: &str = "E0007";
+pub const UNKNOWN_SETTING: &str = "E0008";
+pub const UNKNOWN_ARG: &str = "E0009";
+pub const DUPLICATE_ARG: &str = "E0010";
+pub const POSITIONAL: &str = "E0011";
+pub const MISSING: &str = "E0012";
+pub const TYPE: &str = "E0013";
+pub const RANGE: &str = "E0014";
+pub const DUPLICATE_NAME: &str = "E0015";
+pub const RANK: &str = "E0016";
+pub const WINDOW: &str = "E0017";
+pub const RESHAPE: &str = "E0018";
+pub const LOSS_OUTPUT: &str = "E0019";
+pub const DATA_INPUT: &str = "E0020";
+pub const TOO_BIG: &str = "E0021";
+pub const LINEAR_COLLAPSE: &str = "W0001";
+pub const VANISHING: &str = "W0002";
+pub const SOFTMAX_NOT_LAST: &str = "W0003";
+pub const LOSS_ACTIVATION: &str = "W0004";
+
+/// (code, one-line title, longer explanation with an example and the fix).
+pub const EXPLANATIONS: &[(&str, &str, &str)] = &[
+    (
+        SYNTAX,
+        "syntax error",
+        "\
+The text does not follow the grammar of a `.nn` file. The message says which
+token was expected and what was found instead; when a closing `)`, `]` or `}` is
+missing at the end of a line, the error points at the end of that line.
+
+    model m {
+        input x: [3]
+        dense(5, activation = relu      # missing `)`
+    }
+
+Fix: add the missing token. Numbers are written `128`, `0.001` or `1e-3` (not
+`.5`); strings use double quotes; statements are separated by newlines.",
+    ),
+    (
+        NOT_UTF8,
+        "file is not UTF-8",
+        "\
+A `.nn` file must be UTF-8 text (a byte-order mark and CRLF line endings are
+fine). The error names the byte offset of the first byte that is not valid UTF-8.
+
+Fix: save the file as UTF-8.",
+    ),
+    (
+        TOO_LARGE,
+        "file too large, too deeply nested, or too many problems",
+        "\
+nnc refuses a source file larger than 1 MiB, and brackets `(`, `[`, `{` nested
+more than 64 levels deep. Real models are a few hundred bytes with two or three
+levels of nesting; these limits keep the checker fast and safe on any input.
+After 100 problems in one file, the rest are counted but not shown.
+
+Fix: check that the right file was passed to nnc.",
+    ),
+    (
+        ITEMS,
+        "missing or repeated block",
+        "\
+A file holds exactly one `model` block and at most one `train` block, in any
+order.
+
+    model a { input x: [3] }
+    model b { input x: [3] }     # error: a second model block
+
+Fix: keep one model block (and at most one train block) per file.",
+    ),
+    (
+        INPUT,
+        "missing, misplaced or repeated `input`",
+        "\
+The first statement of a model is its input, `input NAME: [d1, d2, ...]`: the
+shape of one sample without the batch dimension. A model has exactly one.
+
+    model m {
+        dense(5)
+        input x: [3]      # error: input must come first
+    }
+
+Fix: move the `input` statement to the top of the model block.",
+    ),
+    (
+        UNKNOWN_LAYER,
+        "unknown layer kind",
+        "\
+The layer kinds of nnc are `dense`, `flatten`, `dropout`, `conv2d`, `maxpool2d`,
+`avgpool2d`, `batchnorm`, `reshape` and the activation layers `relu`,
+`leaky_relu`, `elu`, `sigmoid`, `tanh`, `softmax`, `gelu`, `silu`, `softplus`
+and `linear`. Keras class names such as `Dense` or `MaxPooling2D` are not
+accepted; the help names the nnc spelling.
+
+    dens(10)      # error: did you mean `dense`?",
+    ),
+    (
+        UNKNOWN_NAME,
+        "unknown name",
+        "\
+A value that must be one of a fixed set of names is not one of them: an
+activation, an initializer, a padding (`valid`, `same`), a loss, an optimizer, a
+metric, a data source (`csv`, `idx`, `mnist`) or an MNIST subset. The help names
+the nearest known name.
+
+    dense(10, activation = relux)     # error: did you mean `relu`?",
+    ),
+    (
+        UNKNOWN_SETTING,
+        "unknown train setting",
+        "\
+The settings of a `train` block are `data`, `test`, `validation_split`, `loss`,
+`optimizer`, `metrics`, `epochs`, `batch_size`, `shuffle` and `seed`.
+
+    train { epoch = 10 }      # error: did you mean `epochs`?",
+    ),
+    (
+        UNKNOWN_ARG,
+        "unknown argument",
+        "\
+A keyword argument that the layer, optimizer or data source does not take.
+
+    dense(10, activations = relu)     # error: did you mean `activation`?
+
+`nnc explain` lists no arguments; see the layer table in LANGUAGE.md.",
+    ),
+    (
+        DUPLICATE_ARG,
+        "argument or setting given twice",
+        "\
+Each argument of a call, and each setting of a `train` block, may be given once.
+A positional argument and a keyword argument for the same parameter also count
+as twice.
+
+    dense(10, units = 20)     # error: `units` is given twice",
+    ),
+    (
+        POSITIONAL,
+        "bad positional argument",
+        "\
+Positional arguments come first, then `key = value` arguments; a call takes at
+most as many positional arguments as it has parameters.
+
+    dense(activation = relu, 10)     # error: positional after keyword
+
+Fix: name the argument, or move it before the keyword arguments.",
+    ),
+    (
+        MISSING,
+        "missing required argument or setting",
+        "\
+A required argument (for example `units` of `dense`, `rate` of `dropout`,
+`filters` and `kernel_size` of `conv2d`, `target` of `csv`) or a required train
+setting (`data`, `loss`, `optimizer`) is missing.
+
+    dense(activation = relu)     # error: missing `units`",
+    ),
+    (
+        TYPE,
+        "wrong type",
+        "\
+An argument has the wrong type: for example a string where an integer is
+expected, or a float where a count is expected. Integers are accepted where a
+float is expected.
+
+    dense(\"10\")     # error: expected an integer, found a string",
+    ),
+    (
+        RANGE,
+        "value out of range",
+        "\
+A number is outside the range its parameter allows: sizes, counts and strides
+are positive, a dropout rate is in [0, 1), a split fraction in (0, 1), a learning
+rate positive. An integer literal that does not fit in 64 bits is also out of
+range.
+
+    dropout(1.5)     # error: rate must be in [0, 1)",
+    ),
+    (
+        DUPLICATE_NAME,
+        "duplicate layer name",
+        "\
+Layer names are unique within a model, and the input's name counts too. The
+secondary label shows the first use.
+
+    input x: [3]
+    x = dense(5)     # error: `x` is already the input's name",
+    ),
+    (
+        RANK,
+        "layer does not fit its input's rank",
+        "\
+Each layer needs an input of a certain rank (number of dimensions, without the
+batch): `dense` needs a vector `[n]`; `conv2d`, `maxpool2d` and `avgpool2d` need
+an image `[h, w, c]` (channels last). The secondary label shows where the shape
+came from.
+
+    input image: [28, 28, 1]
+    dense(10)     # error: dense needs a vector; add `flatten` before it
+
+Fix: add `flatten` before a dense layer, or `reshape(shape = [h, w, c])` before
+a convolution.",
+    ),
+    (
+        WINDOW,
+        "window larger than its input",
+        "\
+With `padding = valid`, a convolution kernel or pooling window cannot be larger
+than the image it slides over: the output would have no rows or columns.
+
+    input x: [4, 4, 1]
+    conv2d(8, kernel_size = 5)     # error: 5x5 kernel on a 4x4 image
+
+Fix: use a smaller kernel or window, or `padding = same`.",
+    ),
+    (
+        RESHAPE,
+        "reshape changes the element count",
+        "\
+`reshape(shape = [...])` must keep the number of elements of one sample.
+
+    input x: [784]
+    reshape(shape = [28, 28, 2])     # error: 784 elements vs 1568",
+    ),
+    (
+        LOSS_OUTPUT,
+        "loss does not fit the model's output",
+        "\
+The loss must fit the width of the last layer and of the target:
+`binary_crossentropy` needs one output unit (a sigmoid probability);
+`sparse_categorical_crossentropy` needs one unit per class (at least two; ten
+for MNIST); `categorical_crossentropy` needs one-hot targets, which no data source
+of nnc provides (use `sparse_categorical_crossentropy` with integer classes);
+`mse`, `mae` and `huber` compare with the single target column, so they need one
+output unit.",
+    ),
+    (
+        DATA_INPUT,
+        "data does not fit the input shape",
+        "\
+The number of features a data source provides must equal the number of elements
+of the model's input: the length of a csv `features` list, or 784 (28x28) for
+MNIST. The features of one sample are reshaped, row-major, to the input shape.
+
+    input x: [4]
+    data = csv(\"iris.csv\", target = \"species\", features = [\"a\", \"b\"])   # 2 != 4",
+    ),
+    (
+        TOO_BIG,
+        "model too large for memory",
+        "\
+The model's parameters, or the memory one training step needs (parameters,
+gradients, optimizer state and activations for one batch), exceed 16 GiB. The
+message gives the byte count.
+
+Fix: use smaller layers, pooling or strides before dense layers, or a smaller
+batch size.",
+    ),
+    (
+        LINEAR_COLLAPSE,
+        "two linear layers in a row",
+        "\
+Two `dense` layers with no nonlinearity between them compute one linear map:
+the first adds parameters but no expressive power.
+
+    dense(64)              # activation defaults to linear
+    dense(10)              # warning
+
+Fix: give the first one an activation, e.g. `dense(64, activation = relu)`.",
+    ),
+    (
+        VANISHING,
+        "sigmoid or tanh in a deep stack",
+        "\
+In a stack of four or more dense or conv2d layers, `sigmoid` and `tanh` in the
+hidden layers saturate and their gradients vanish, so the early layers barely
+learn.
+
+Fix: use `relu`, `gelu` or `silu` in hidden layers; keep `sigmoid` for a binary
+output.",
+    ),
+    (
+        SOFTMAX_NOT_LAST,
+        "softmax before the last layer",
+        "\
+`softmax` turns the last axis into a probability distribution; that is what an
+output layer does. In a hidden layer it squashes the signal and slows learning.
+
+Fix: use `relu` (or another activation) in hidden layers; put `softmax` last.",
+    ),
+    (
+        LOSS_ACTIVATION,
+        "loss expects probabilities",
+        "\
+The cross-entropy losses expect probabilities: `categorical_crossentropy` and
+`sparse_categorical_crossentropy` a `softmax` output, `binary_crossentropy` a
+`sigmoid` output. Without one, the loss is computed on raw outputs.
+
+Fix: end the model with `activation = softmax` (or `sigmoid` for one unit).",
+    ),
+];
+
+/// The explanation of `code` (case-insensitive), if nnc has one.
+pub fn explain(code: &str) -> Option<(&'static str, &'static str, &'static str)> {
+    EXPLANATIONS
+        .iter()
+        .find(|(c, _, _)| c.eq_ignore_ascii_case(code.trim()))
+        .copied()
+}

@@ -1,0 +1,149 @@
+//! Warnings: models that are valid but probably not what was meant.
+
+use super::codes;
+use super::model::{Activation, Layer, LayerKind, Loss};
+use crate::diag::Diagnostic;
+
+/// The activation a layer applies, if it computes one.
+fn activation_of(l: &Layer) -> Option<Activation> {
+    match &l.kind {
+        LayerKind::Dense { activation, .. } | LayerKind::Conv2d { activation, .. } => {
+            Some(*activation)
+        }
+        LayerKind::Activation(a) => Some(*a),
+        _ => None,
+    }
+}
+
+fn is_weighted(l: &Layer) -> bool {
+    matches!(l.kind, LayerKind::Dense { .. } | LayerKind::Conv2d { .. })
+}
+
+/// Layers that stay linear maps (at inference) and so cannot separate two dense layers.
+fn is_linear(l: &Layer) -> bool {
+    match &l.kind {
+        LayerKind::Dropout { .. }
+        | LayerKind::Flatten
+        | LayerKind::Reshape { .. }
+        | LayerKind::BatchNorm { .. } => true,
+        LayerKind::Activation(a) => *a == Activation::Linear,
+        _ => false,
+    }
+}
+
+/// The activation that produces the model's output, looking through shape-only layers.
+pub fn final_activation(layers: &[Layer]) -> Option<Activation> {
+    layers
+        .iter()
+        .rev()
+        .find(|l| {
+            !matches!(
+                l.kind,
+                LayerKind::Dropout { .. } | LayerKind::Flatten | LayerKind::Reshape { .. }
+            )
+        })
+        .and_then(activation_of)
+}
+
+fn act_name(a: Activation) -> &'static str {
+    match a {
+        Activation::Sigmoid => "sigmoid",
+        Activation::Tanh => "tanh",
+        _ => "softmax",
+    }
+}
+
+pub fn lint_model(layers: &[Layer], d: &mut Vec<Diagnostic>) {
+    // W0001: dense (linear) -> only linear layers -> dense.
+    for (i, l) in layers.iter().enumerate() {
+        let LayerKind::Dense {
+            activation: Activation::Linear,
+            ..
+        } = l.kind
+        else {
+            continue;
+        };
+        let next = layers[i + 1..].iter().find(|m| !is_linear(m));
+        if let Some(
+            next @ Layer {
+                kind: LayerKind::Dense { .. },
+                ..
+            },
+        ) = next
+        {
+            d.push(
+                Diagnostic::warning(
+                    codes::LINEAR_COLLAPSE,
+                    format!("`{}` and `{}` have no nonlinearity between them", l.name, next.name),
+                    next.span.clone(),
+                    "this dense layer follows a linear one",
+                )
+                .with_label(l.span.clone(), "no activation here")
+                .with_help(format!(
+                    "two linear maps collapse into one; give `{}` an activation, e.g. `activation = relu`",
+                    l.name
+                )),
+            );
+        }
+    }
+    // W0002: saturating activations in the hidden layers of a deep stack.
+    let weighted = layers.iter().filter(|l| is_weighted(l)).count();
+    if weighted >= 4 {
+        let last = layers.iter().rposition(is_weighted).unwrap_or(0);
+        for l in &layers[..last] {
+            if let Some(a @ (Activation::Sigmoid | Activation::Tanh)) = activation_of(l) {
+                d.push(
+                    Diagnostic::warning(
+                        codes::VANISHING,
+                        format!("`{}` uses {} in a hidden layer of a {weighted}-layer stack", l.name, act_name(a)),
+                        l.span.clone(),
+                        "saturating activation",
+                    )
+                    .with_help("gradients vanish through many sigmoid/tanh layers; use `relu`, `gelu` or `silu`"),
+                );
+            }
+        }
+    }
+    // W0003: softmax before the last layer.
+    for l in layers.iter().take(layers.len().saturating_sub(1)) {
+        if activation_of(l) == Some(Activation::Softmax) {
+            d.push(
+                Diagnostic::warning(
+                    codes::SOFTMAX_NOT_LAST,
+                    format!("`{}` applies softmax, but it is not the last layer", l.name),
+                    l.span.clone(),
+                    "softmax here",
+                )
+                .with_help("softmax belongs on the output layer; use `relu` in hidden layers"),
+            );
+        }
+    }
+}
+
+/// W0004: a cross-entropy loss on an output that is not a probability.
+pub fn lint_loss(
+    layers: &[Layer],
+    loss: Loss,
+    loss_span: std::ops::Range<usize>,
+    d: &mut Vec<Diagnostic>,
+) {
+    let want = match loss {
+        Loss::CategoricalCrossentropy | Loss::SparseCategoricalCrossentropy => Activation::Softmax,
+        Loss::BinaryCrossentropy => Activation::Sigmoid,
+        _ => return,
+    };
+    let Some(last) = layers.last() else { return };
+    if final_activation(layers) != Some(want) {
+        let w = act_name(want);
+        d.push(
+            Diagnostic::warning(
+                codes::LOSS_ACTIVATION,
+                format!("this loss expects {w} probabilities, but the model's output has no {w}"),
+                loss_span,
+                "this loss",
+            )
+            .with_label(last.span.clone(), "the output comes from here")
+            .with_help(format!("end the model with `activation = {w}`")),
+        );
+    }
+}
