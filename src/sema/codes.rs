@@ -236,9 +236,9 @@ Fix: use a smaller kernel or window, or `padding = same`.",
         "\
 The loss must fit the width of the last layer and of the target:
 `binary_crossentropy` needs one output unit (a sigmoid probability);
-`sparse_categorical_crossentropy` needs one unit per class (at least two; ten
-for MNIST); `categorical_crossentropy` needs one-hot targets, which no data source
-of nnc provides (use `sparse_categorical_crossentropy` with integer classes);
+`sparse_categorical_crossentropy` and `categorical_crossentropy` need one unit per
+class (at least two; ten for MNIST): the data's class numbers are used as they are
+by the first and turned into one-hot rows for the second;
 `mse`, `mae` and `huber` compare with the single target column, so they need one
 output unit.",
     ),

@@ -462,18 +462,18 @@ fn check_loss_fits(
             format!("binary_crossentropy needs one output unit, but the model outputs {out}"),
             "end the model with `dense(1, activation = sigmoid)`, or use sparse_categorical_crossentropy for several classes",
         )),
-        Loss::SparseCategoricalCrossentropy if out < 2 => Some((
-            format!("sparse_categorical_crossentropy needs one output unit per class, but the model outputs {out}"),
+        Loss::SparseCategoricalCrossentropy | Loss::CategoricalCrossentropy if out < 2 => Some((
+            format!("{} needs one output unit per class, but the model outputs {out}", loss_name(loss)),
             "for two classes with one unit, use binary_crossentropy",
         )),
-        Loss::SparseCategoricalCrossentropy if classes_known && out != 10 => Some((
-            format!("MNIST has 10 classes, but the model outputs {out} units"),
-            "end the model with `dense(10, activation = softmax)`",
-        )),
-        Loss::CategoricalCrossentropy => Some((
-            format!("categorical_crossentropy needs one-hot targets of width {out}, but the data's target is one column of class numbers"),
-            "use sparse_categorical_crossentropy, which takes integer classes",
-        )),
+        Loss::SparseCategoricalCrossentropy | Loss::CategoricalCrossentropy
+            if classes_known && out != 10 =>
+        {
+            Some((
+                format!("MNIST has 10 classes, but the model outputs {out} units"),
+                "end the model with `dense(10, activation = softmax)`",
+            ))
+        }
         Loss::Mse | Loss::Mae | Loss::Huber if out != 1 => Some((
             format!("the target is one column, but the model outputs {out} values per sample"),
             "end the model with one output unit, or use sparse_categorical_crossentropy for classes",
@@ -485,7 +485,10 @@ fn check_loss_fits(
             Diagnostic::error(codes::LOSS_OUTPUT, msg, lv.span.clone(), "this loss")
                 .with_label(
                     facts.output_span.clone(),
-                    format!("the model's output has {out} units"),
+                    format!(
+                        "the model's output has {out} unit{}",
+                        if out == 1 { "" } else { "s" }
+                    ),
                 )
                 .with_help(help),
         );
@@ -516,5 +519,16 @@ fn check_data_fits(
             )
             .with_help(format!("make the input shape hold {n} element{}, e.g. `[{n}]`", if n == 1 { "" } else { "s" })),
         );
+    }
+}
+
+fn loss_name(loss: Loss) -> &'static str {
+    match loss {
+        Loss::Mse => "mse",
+        Loss::Mae => "mae",
+        Loss::Huber => "huber",
+        Loss::BinaryCrossentropy => "binary_crossentropy",
+        Loss::CategoricalCrossentropy => "categorical_crossentropy",
+        Loss::SparseCategoricalCrossentropy => "sparse_categorical_crossentropy",
     }
 }
