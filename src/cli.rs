@@ -8,6 +8,8 @@ use clap::{Parser, Subcommand};
 use serde_json::json;
 
 use crate::diag::{line_col, Severity};
+use crate::runtime::report::{HumanReporter, JsonReporter};
+use crate::runtime::train::{train, Engine, RunOptions};
 use crate::sema::{self, codes, summary, CheckOptions, CheckOutcome};
 
 /// Exit codes: no errors (warnings allowed), errors in the input, usage error.
@@ -30,6 +32,10 @@ pub struct Cli {
 pub enum Command {
     /// Check .nn files and print each model's summary: shapes, parameters, cost.
     Check(CheckArgs),
+    /// Train the model of a .nn file as its `train` block says.
+    Run(RunArgs),
+    /// Print the train step's IR (after autodiff) or its Cranelift IR, for debugging.
+    Emit(EmitArgs),
     /// Explain an error or warning code, e.g. `nnc explain E0016`.
     Explain {
         /// The code, e.g. E0001 or W0002.
@@ -50,6 +56,56 @@ pub struct CheckArgs {
     pub batch_size: Option<u64>,
 }
 
+#[derive(Debug, clap::Args)]
+pub struct RunArgs {
+    /// The .nn file to train.
+    pub file: PathBuf,
+    /// Train this many epochs instead of the file's `epochs`.
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
+    pub epochs: Option<u64>,
+    /// Use this batch size instead of the file's `batch_size`.
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
+    pub batch_size: Option<u64>,
+    /// Use this seed (initialization, splits, shuffling, dropout) instead of the file's.
+    #[arg(long)]
+    pub seed: Option<u64>,
+    /// Start from the weights in this safetensors file instead of initializing.
+    #[arg(long, value_name = "FILE.safetensors")]
+    pub init: Option<PathBuf>,
+    /// Write the trained weights to this safetensors file (atomically).
+    #[arg(long, value_name = "FILE.safetensors")]
+    pub save: Option<PathBuf>,
+    /// Print JSON Lines (compile, epoch and test events) on stdout instead of text.
+    #[arg(long)]
+    pub json: bool,
+    /// Run every step with the reference interpreter instead of native code (slow;
+    /// for checking the compiler).
+    #[arg(long)]
+    pub interpret: bool,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct EmitArgs {
+    /// The .nn file.
+    pub file: PathBuf,
+    #[command(flatten)]
+    pub form: EmitForm,
+    /// Emit the graph for this batch size instead of the file's `batch_size`.
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
+    pub batch_size: Option<u64>,
+}
+
+#[derive(Debug, clap::Args)]
+#[group(required = true, multiple = false)]
+pub struct EmitForm {
+    /// Print the tensor IR of the train step (forward, loss, gradients, updates).
+    #[arg(long)]
+    pub ir: bool,
+    /// Print the Cranelift IR of the train step.
+    #[arg(long)]
+    pub clif: bool,
+}
+
 /// Where a command writes, and whether stderr may be coloured.
 pub struct Io<'a> {
     pub stdout: &'a mut dyn Write,
@@ -61,6 +117,8 @@ pub struct Io<'a> {
 pub fn run(cli: Cli, io: &mut Io) -> i32 {
     match cli.command {
         Command::Check(args) => check(&args, io),
+        Command::Run(args) => run_model(&args, io),
+        Command::Emit(args) => emit_ir(&args, io),
         Command::Explain { code } => explain(&code, io),
     }
 }
@@ -193,6 +251,90 @@ pub fn explain(code: &str, io: &mut Io) -> i32 {
                 ),
             );
             EXIT_USAGE
+        }
+    }
+}
+
+/// Checks a file for `run` and `emit`: prints its diagnostics, and returns its model
+/// when it has no errors, or the exit code to end with.
+fn checked_model(path: &std::path::Path, io: &mut Io) -> Result<crate::sema::model::Model, i32> {
+    let outcome = match sema::check_file(path, &CheckOptions::default()) {
+        Ok(o) => o,
+        Err(e) => {
+            emit(
+                io.stderr,
+                &format!("error: cannot read `{}`: {e}\n", path.display()),
+            );
+            return Err(EXIT_USAGE);
+        }
+    };
+    emit(io.stderr, &outcome.render_diagnostics(io.color));
+    match outcome.model {
+        Some(model) if !outcome.has_errors() => Ok(model),
+        _ => Err(EXIT_ERRORS),
+    }
+}
+
+pub fn run_model(args: &RunArgs, io: &mut Io) -> i32 {
+    let model = match checked_model(&args.file, io) {
+        Ok(m) => m,
+        Err(code) => return code,
+    };
+    let options = RunOptions {
+        epochs: args.epochs.and_then(|e| usize::try_from(e).ok()),
+        batch_size: args.batch_size.and_then(|b| usize::try_from(b).ok()),
+        seed: args.seed,
+        init: args.init.clone(),
+        save: args.save.clone(),
+        engine: Some(if args.interpret {
+            Engine::Interpreter
+        } else {
+            Engine::Jit
+        }),
+    };
+    let result = if args.json {
+        train(&model, &options, &mut JsonReporter { out: io.stdout })
+    } else {
+        train(
+            &model,
+            &options,
+            &mut HumanReporter::new(io.stdout, io.color),
+        )
+    };
+    match result {
+        Ok(_) => EXIT_OK,
+        Err(message) => {
+            emit(io.stderr, &format!("error: {message}\n"));
+            EXIT_ERRORS
+        }
+    }
+}
+
+pub fn emit_ir(args: &EmitArgs, io: &mut Io) -> i32 {
+    let model = match checked_model(&args.file, io) {
+        Ok(m) => m,
+        Err(code) => return code,
+    };
+    let batch = args
+        .batch_size
+        .and_then(|b| usize::try_from(b).ok())
+        .or(model.train.as_ref().map(|t| t.batch_size))
+        .unwrap_or(32);
+    let text = crate::ir::train_step(&model, batch).and_then(|graph| {
+        if args.form.clif {
+            crate::codegen::clif_text(&graph, &crate::ir::layout::Layout::new(&graph))
+        } else {
+            Ok(crate::ir::print::print(&graph))
+        }
+    });
+    match text {
+        Ok(text) => {
+            emit(io.stdout, &text);
+            EXIT_OK
+        }
+        Err(message) => {
+            emit(io.stderr, &format!("error: {message}\n"));
+            EXIT_ERRORS
         }
     }
 }
