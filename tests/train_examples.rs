@@ -1,0 +1,210 @@
+//! End to end: the shipped examples train through `nnc run` (the same library entry
+//! point as the binary) to the accuracy a Keras user would expect.
+
+use clap::Parser;
+use nnc::cli::{Cli, Io};
+use serde_json::Value;
+
+struct Output {
+    code: i32,
+    stdout: String,
+    stderr: String,
+}
+
+fn nnc(args: &[&str]) -> Output {
+    let mut argv = vec!["nnc"];
+    argv.extend(args);
+    let cli = Cli::try_parse_from(&argv).expect("valid flags");
+    let (mut out, mut err) = (Vec::new(), Vec::new());
+    let code = nnc::cli::run(
+        cli,
+        &mut Io {
+            stdout: &mut out,
+            stderr: &mut err,
+            color: false,
+        },
+    );
+    Output {
+        code,
+        stdout: String::from_utf8_lossy(&out).into_owned(),
+        stderr: String::from_utf8_lossy(&err).into_owned(),
+    }
+}
+
+/// Runs `nnc run --json` and returns its events.
+fn train(args: &[&str]) -> Vec<Value> {
+    let mut all = vec!["run", "--json"];
+    all.extend(args);
+    let out = nnc(&all);
+    assert_eq!(out.code, 0, "nnc {all:?} failed:\n{}", out.stderr);
+    out.stdout
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("one JSON object per line"))
+        .collect()
+}
+
+fn test_accuracy(events: &[Value]) -> f64 {
+    let test = events
+        .iter()
+        .find(|e| e["event"] == "test")
+        .expect("a test event");
+    test["metrics"]["accuracy"].as_f64().expect("accuracy")
+}
+
+#[test]
+fn json_lines_have_the_documented_events() {
+    let events = train(&["examples/iris.nn", "--epochs", "3"]);
+    assert_eq!(events[0]["event"], "compile");
+    assert!(events[0]["seconds"].as_f64().unwrap() > 0.0);
+    let epochs: Vec<&Value> = events.iter().filter(|e| e["event"] == "epoch").collect();
+    assert_eq!(epochs.len(), 3);
+    for (i, e) in epochs.iter().enumerate() {
+        assert_eq!(e["epoch"], i as u64 + 1);
+        assert!(e["loss"].as_f64().unwrap().is_finite());
+        assert!(e["metrics"]["accuracy"].as_f64().is_some());
+        assert!(e["samples_per_second"].as_f64().unwrap() > 0.0);
+    }
+    assert_eq!(events.last().unwrap()["event"], "test");
+}
+
+#[test]
+fn iris_reaches_93_percent() {
+    let acc = test_accuracy(&train(&["examples/iris.nn"]));
+    assert!(acc >= 0.93, "iris test accuracy {acc}");
+}
+
+#[test]
+fn breast_cancer_30_features_reaches_95_percent() {
+    let acc = test_accuracy(&train(&["examples/breast_cancer.nn"]));
+    assert!(acc >= 0.95, "breast_cancer test accuracy {acc}");
+}
+
+#[test]
+fn digits_reaches_95_percent() {
+    let acc = test_accuracy(&train(&["examples/digits.nn"]));
+    assert!(acc >= 0.95, "digits test accuracy {acc}");
+}
+
+#[test]
+fn seed_network_reaches_88_percent() {
+    let acc = test_accuracy(&train(&["examples/seed.nn", "--epochs", "400"]));
+    assert!(acc >= 0.88, "seed network test accuracy {acc}");
+}
+
+#[test]
+fn mnist_mlp_reaches_95_5_percent_in_two_epochs() {
+    let acc = test_accuracy(&train(&["examples/mnist_mlp.nn"]));
+    assert!(acc >= 0.955, "MNIST MLP test accuracy {acc}");
+}
+
+#[test]
+fn the_same_seed_gives_bit_identical_weights() {
+    let dir = tempfile::tempdir().unwrap();
+    let save = |name: &str, seed: &str| {
+        let path = dir.path().join(name);
+        let path_text = path.to_str().unwrap().to_string();
+        train(&[
+            "examples/digits.nn",
+            "--epochs",
+            "2",
+            "--seed",
+            seed,
+            "--save",
+            &path_text,
+        ]);
+        std::fs::read(path).unwrap()
+    };
+    let (a, b, c) = (save("a", "5"), save("b", "5"), save("c", "6"));
+    assert_eq!(a, b, "two runs with one seed differ");
+    assert_ne!(a, c, "another seed gave the same weights");
+}
+
+#[test]
+fn jit_and_interpreter_train_to_the_same_weights() {
+    let dir = tempfile::tempdir().unwrap();
+    let weights = |engine: &[&str]| {
+        let path = dir.path().join(format!("{}.safetensors", engine.len()));
+        let path_text = path.to_str().unwrap().to_string();
+        let mut args = vec!["examples/iris.nn", "--epochs", "5", "--save", &path_text];
+        args.extend(engine);
+        train(&args);
+        let bytes = std::fs::read(&path).unwrap();
+        let file = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+        let mut names = file.names();
+        names.sort();
+        assert_eq!(names.len(), 4, "kernel and bias of two layers");
+        names
+            .iter()
+            .flat_map(|name| {
+                let t = file.tensor(name).unwrap();
+                t.data()
+                    .chunks_exact(4)
+                    .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+                    .collect::<Vec<_>>()
+            })
+            .collect::<Vec<f32>>()
+    };
+    let (jit, interp) = (weights(&[]), weights(&["--interpret"]));
+    assert_eq!(jit.len(), interp.len());
+    let scale = interp.iter().fold(0f32, |m, v| m.max(v.abs()));
+    let worst = jit
+        .iter()
+        .zip(&interp)
+        .fold(0f32, |m, (a, b)| m.max((a - b).abs()));
+    assert!(
+        worst <= 1e-4 * scale,
+        "largest difference {worst} (scale {scale})"
+    );
+}
+
+#[test]
+fn saved_weights_load_back_with_init() {
+    let dir = tempfile::tempdir().unwrap();
+    let first = dir.path().join("first.safetensors");
+    let first_text = first.to_str().unwrap();
+    let events = train(&["examples/iris.nn", "--epochs", "40", "--save", first_text]);
+    let trained = test_accuracy(&events);
+    // Zero epochs is not allowed, so continue one epoch at a tiny learning rate's
+    // worth of change: the accuracy must stay that of a trained model, far above
+    // what a fresh initialization gives.
+    let resumed = train(&["examples/iris.nn", "--epochs", "1", "--init", first_text]);
+    let fresh = train(&["examples/iris.nn", "--epochs", "1"]);
+    assert!(test_accuracy(&resumed) >= trained - 0.07);
+    assert!(test_accuracy(&resumed) > test_accuracy(&fresh));
+}
+
+#[test]
+fn a_diverging_loss_stops_with_the_epoch_and_batch() {
+    let dir = tempfile::tempdir().unwrap();
+    let src = std::fs::read_to_string("examples/iris.nn").unwrap();
+    let bad = src.replace("adam(learning_rate = 0.01)", "sgd(learning_rate = 1e30)");
+    assert_ne!(src, bad, "the example's optimizer line changed");
+    std::fs::create_dir(dir.path().join("data")).unwrap();
+    std::fs::copy("examples/data/iris.csv", dir.path().join("data/iris.csv")).unwrap();
+    let path = dir.path().join("diverge.nn");
+    std::fs::write(&path, bad).unwrap();
+    let out = nnc(&["run", path.to_str().unwrap()]);
+    assert_eq!(out.code, 1);
+    assert!(out.stderr.contains("in epoch 1, batch"), "{}", out.stderr);
+    assert!(
+        out.stderr.contains("smaller learning rate"),
+        "{}",
+        out.stderr
+    );
+}
+
+#[test]
+fn a_missing_data_file_is_an_error_before_training() {
+    let dir = tempfile::tempdir().unwrap();
+    let src = std::fs::read_to_string("examples/iris.nn").unwrap();
+    let path = dir.path().join("nodata.nn");
+    std::fs::write(&path, src).unwrap();
+    let out = nnc(&["run", path.to_str().unwrap()]);
+    assert_eq!(out.code, 1);
+    assert!(out.stderr.contains("iris.csv"), "{}", out.stderr);
+    assert!(
+        out.stdout.is_empty(),
+        "trained without data: {}",
+        out.stdout
+    );
+}
