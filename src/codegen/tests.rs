@@ -693,7 +693,10 @@ fn random_dense_models_agree_with_the_interpreter() {
 
 /// Odd sizes, strides that do not divide, both paddings, channel counts that are and
 /// are not multiples of the vector width: `(h, w, c, window, strides, padding)`.
-fn windows() -> Vec<(usize, usize, usize, [usize; 2], [usize; 2], Padding)> {
+/// `(h, w, c, window, strides, padding)`.
+type Case = (usize, usize, usize, [usize; 2], [usize; 2], Padding);
+
+fn windows() -> Vec<Case> {
     use Padding::{Same, Valid};
     vec![
         (5, 7, 3, [3, 2], [2, 3], Same),
@@ -913,6 +916,77 @@ fn mnist_mlp_compile_time() {
         "784-128-10 batch 128: {} CLIF lines, compile {:.2} ms (best of 5), step {:.3} ms",
         text.lines().count(),
         best * 1e3,
+        per_step * 1e3
+    );
+}
+
+/// `cargo test --lib mnist_convnet_compile_and_step -- --ignored --nocapture`: the
+/// Keras MNIST convnet (34,826 parameters) builds, compiles, and trains one batch of
+/// 128; prints the compile time and the time of one step.
+#[test]
+#[ignore = "timing, not a check"]
+fn mnist_convnet_compile_and_step() {
+    use Padding::Valid;
+    let opt = Optimizer::Adam {
+        learning_rate: 0.001,
+        beta_1: 0.9,
+        beta_2: 0.999,
+        epsilon: 1e-7,
+    };
+    let pool = LayerKind::MaxPool2d {
+        pool_size: [2, 2],
+        strides: [2, 2],
+        padding: Valid,
+    };
+    let kinds = vec![
+        conv2d(32, [3, 3], [1, 1], Valid, Activation::Relu),
+        pool.clone(),
+        conv2d(64, [3, 3], [1, 1], Valid, Activation::Relu),
+        pool,
+        LayerKind::Flatten,
+        LayerKind::Dropout { rate: 0.5 },
+        dense(10, Activation::Softmax),
+    ];
+    let model = sequential(
+        &[28, 28, 1],
+        kinds,
+        Loss::SparseCategoricalCrossentropy,
+        opt,
+    );
+    let params: u64 = model.layers.iter().map(|l| l.param_counts().0).sum();
+    assert_eq!(params, 34_826);
+    let t = std::time::Instant::now();
+    let g = train_step(&model, 128).expect("graph");
+    let layout = Layout::new(&g);
+    let built = t.elapsed().as_secs_f64();
+    let t = std::time::Instant::now();
+    let c = compile(&g, &layout).expect("compiles");
+    let compiled = t.elapsed().as_secs_f64();
+    let mut rng = StdRng::seed_from_u64(0);
+    let mut arena = vec![0.0; layout.len];
+    initialize(&model, &g, &layout, &mut arena, 0);
+    let x = random(&mut rng, 128 * 784, 0.0, 1.0);
+    let y: Vec<f32> = (0..128).map(|i| (i % 10) as f32).collect();
+    let loss = |a: &[f32]| a[layout.range(&g, g.loss.expect("loss")).expect("arena")][0];
+    let t = std::time::Instant::now();
+    c.run(&mut arena, &x, &y, 0).expect("sizes");
+    let first = t.elapsed().as_secs_f64();
+    let l0 = loss(&arena);
+    let t = std::time::Instant::now();
+    for step in 1..6 {
+        c.run(&mut arena, &x, &y, step).expect("sizes");
+    }
+    let per_step = t.elapsed().as_secs_f64() / 5.0;
+    let l5 = loss(&arena);
+    assert!(l0.is_finite() && l5.is_finite(), "loss {l0} -> {l5}");
+    println!(
+        "MNIST convnet batch 128: {} nodes, arena {:.1} MB, graph {:.1} ms, compile {:.1} ms, \
+         first step {:.1} ms, then {:.1} ms/step; loss {l0:.4}, {l5:.4} at step 5",
+        g.nodes.len(),
+        layout.len as f64 * 4e-6,
+        built * 1e3,
+        compiled * 1e3,
+        first * 1e3,
         per_step * 1e3
     );
 }

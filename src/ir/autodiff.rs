@@ -441,7 +441,10 @@ mod tests {
     /// Odd image sizes, strides that do not divide them, both paddings, windows wider
     /// than their stride and strides wider than their window:
     /// `(h, w, c, window, strides, padding)`.
-    fn windows() -> Vec<(usize, usize, usize, [usize; 2], [usize; 2], Padding)> {
+    /// `(h, w, c, window, strides, padding)`.
+    type Case = (usize, usize, usize, [usize; 2], [usize; 2], Padding);
+
+    fn windows() -> Vec<Case> {
         use Padding::{Same, Valid};
         vec![
             (5, 7, 2, [3, 2], [2, 3], Same),

@@ -214,7 +214,7 @@ impl Window {
     /// Output height and width, or an error when the window does not fit.
     pub fn output(&self) -> Result<[usize; 2], String> {
         let mut out = [0; 2];
-        for a in 0..2 {
+        for (a, o) in out.iter_mut().enumerate() {
             let (n, k, s) = (self.input[a], self.size[a], self.strides[a]);
             if k == 0 || s == 0 {
                 return Err(format!(
@@ -222,7 +222,7 @@ impl Window {
                     self.size, self.strides
                 ));
             }
-            out[a] = match self.padding {
+            *o = match self.padding {
                 Padding::Valid if n >= k => (n - k) / s + 1,
                 Padding::Same if n > 0 => n.div_ceil(s),
                 _ => {
