@@ -44,16 +44,16 @@ impl Lower<'_, '_, '_> {
         Ok(())
     }
 
-    fn len(&self, id: TensorId) -> usize {
+    pub(super) fn len(&self, id: TensorId) -> usize {
         self.graph.tensors[id].len()
     }
 
-    fn last_dim(&self, id: TensorId) -> usize {
+    pub(super) fn last_dim(&self, id: TensorId) -> usize {
         self.graph.tensors[id].shape.last().copied().unwrap_or(1)
     }
 
     /// The base pointer of a tensor.
-    fn ptr(&mut self, id: TensorId) -> Result<Value, String> {
+    pub(super) fn ptr(&mut self, id: TensorId) -> Result<Value, String> {
         let t = self
             .graph
             .tensors
@@ -76,7 +76,7 @@ impl Lower<'_, '_, '_> {
         }
     }
 
-    fn check_inputs(&self, node: &Node, n: usize) -> R {
+    pub(super) fn check_inputs(&self, node: &Node, n: usize) -> R {
         if node.inputs.len() != n {
             return Err(format!("expects {n} inputs, got {}", node.inputs.len()));
         }
@@ -90,7 +90,7 @@ impl Lower<'_, '_, '_> {
         Ok(())
     }
 
-    fn same_len(&self, a: TensorId, b: TensorId) -> R {
+    pub(super) fn same_len(&self, a: TensorId, b: TensorId) -> R {
         if self.len(a) != self.len(b) {
             return Err(format!(
                 "`{}` has {} elements but `{}` has {}",
@@ -206,6 +206,20 @@ impl Lower<'_, '_, '_> {
                 self.loss(kind, ins[0], ins[1], out, true)
             }
             Op::Update(opt) => self.update(node, opt),
+            Op::Im2col(_)
+            | Op::Col2im(_)
+            | Op::MaxPool2dArgmax(_)
+            | Op::MaxPool2d(_)
+            | Op::MaxPool2dGrad(_)
+            | Op::AvgPool2d(_)
+            | Op::AvgPool2dGrad(_)
+            | Op::BatchMean
+            | Op::BatchVariance
+            | Op::BatchNorm { .. }
+            | Op::BatchNormGrad { .. }
+            | Op::BatchNormTrainGrad { .. }
+            | Op::BatchNormGammaGrad { .. }
+            | Op::MovingAverage { .. } => self.image_node(node),
         }
     }
 
@@ -304,7 +318,7 @@ impl Lower<'_, '_, '_> {
     }
 
     /// Emits `body(row_byte_offset)` for every row of `rows` rows of `cols` floats.
-    fn rows(&mut self, rows: usize, cols: usize, body: impl FnMut(&mut Emitter, Value)) {
+    pub(super) fn rows(&mut self, rows: usize, cols: usize, body: impl FnMut(&mut Emitter, Value)) {
         self.e
             .for_loop(0, (rows * cols * 4) as i64, (cols * 4) as i64, body);
     }

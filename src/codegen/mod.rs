@@ -5,6 +5,7 @@
 //! loop and math emitters (polynomial `exp`/`log`); `jit` owns the Cranelift module
 //! and the Rust helpers the generated code calls (GEMM, `powf`, `logf`).
 
+mod conv;
 mod jit;
 mod kernels;
 mod lower;

@@ -165,8 +165,85 @@ fn vjp(
                 out.push((ins[0], push_reshape(g, dy, shape, name)));
             }
         }
+        (Op::Im2col(win), Seed::Tensor(dy)) => {
+            if want(0) {
+                let name = d(g, 0);
+                out.push((ins[0], push(g, Op::Col2im(win), vec![dy], name)?));
+            }
+        }
+        (Op::MaxPool2d(win), Seed::Tensor(dy)) => {
+            // The argmax is piecewise constant: only `x` gets a gradient.
+            if want(0) {
+                let name = d(g, 0);
+                let op = Op::MaxPool2dGrad(win);
+                out.push((ins[0], push(g, op, vec![ins[1], dy], name)?));
+            }
+        }
+        (Op::MaxPool2dArgmax(_), Seed::Tensor(_)) => {}
+        (Op::AvgPool2d(win), Seed::Tensor(dy)) => {
+            if want(0) {
+                let name = d(g, 0);
+                out.push((ins[0], push(g, Op::AvgPool2dGrad(win), vec![dy], name)?));
+            }
+        }
+        (
+            Op::BatchNorm {
+                epsilon,
+                batch_stats,
+            },
+            Seed::Tensor(dy),
+        ) => {
+            let (x, mean, var, gamma, beta) = (ins[0], ins[1], ins[2], ins[3], ins[4]);
+            if !batch_stats && (want(1) || want(2)) {
+                return Err("batch_norm: the moving statistics have no gradient".into());
+            }
+            // The batch-statistics form of dx needs both parameter gradients.
+            let through_stats = batch_stats && want(0);
+            let dgamma = if want(3) || through_stats {
+                let name = d(g, 3);
+                let op = Op::BatchNormGammaGrad { epsilon };
+                Some(push(g, op, vec![x, mean, var, dy], name)?)
+            } else {
+                None
+            };
+            let dbeta = if want(4) || through_stats {
+                let name = d(g, 4);
+                Some(push(g, Op::SumRows, vec![dy], name)?)
+            } else {
+                None
+            };
+            if want(0) {
+                let name = d(g, 0);
+                let dx = match (dgamma, dbeta) {
+                    (Some(dg), Some(db)) if batch_stats => {
+                        let op = Op::BatchNormTrainGrad { epsilon };
+                        push(g, op, vec![x, mean, var, gamma, dy, dg, db], name)?
+                    }
+                    _ => push(g, Op::BatchNormGrad { epsilon }, vec![var, gamma, dy], name)?,
+                };
+                out.push((x, dx));
+            }
+            if let Some(dg) = dgamma.filter(|_| want(3)) {
+                out.push((gamma, dg));
+            }
+            if let Some(db) = dbeta.filter(|_| want(4)) {
+                out.push((beta, db));
+            }
+        }
+        (op @ (Op::BatchMean | Op::BatchVariance), Seed::Tensor(_)) => {
+            return Err(format!(
+                "{op:?} is differentiated through `BatchNorm {{ batch_stats: true }}` only"
+            ))
+        }
         (
             op @ (Op::SumRows
+            | Op::Col2im(_)
+            | Op::MaxPool2dGrad(_)
+            | Op::AvgPool2dGrad(_)
+            | Op::BatchNormGrad { .. }
+            | Op::BatchNormTrainGrad { .. }
+            | Op::BatchNormGammaGrad { .. }
+            | Op::MovingAverage { .. }
             | Op::ActivateGrad(_)
             | Op::SoftmaxGrad
             | Op::DropoutGrad { .. }
@@ -185,18 +262,29 @@ mod tests {
 
     use super::*;
     use crate::ir::build::add_tensor;
-    use crate::ir::graph::{LossKind, Role};
+    use crate::ir::graph::{LossKind, Role, Window};
     use crate::ir::layout::Layout;
     use crate::ir::testing::gradient_error;
-    use crate::sema::model::Activation;
+    use crate::sema::model::{Activation, Padding};
 
     /// Builds `mse(f(params), target)` over parameters of `shapes` filled with random
     /// values in `±[lo, hi]`, differentiates it, and returns the worst finite-difference
     /// error of the gradients.
     fn fd_error(
         shapes: &[Vec<usize>],
-        (lo, hi): (f64, f64),
+        range: (f64, f64),
         f: impl Fn(&mut Graph, &[TensorId]) -> TensorId,
+    ) -> f64 {
+        fd_error_with(shapes, &[], range, |g, p, _| f(g, p))
+    }
+
+    /// `fd_error` with constant (non-trainable) tensors of `consts` shapes too, filled
+    /// with values in `[0.5, 1.5]`, passed to `f` after the parameters.
+    fn fd_error_with(
+        shapes: &[Vec<usize>],
+        consts: &[Vec<usize>],
+        (lo, hi): (f64, f64),
+        f: impl Fn(&mut Graph, &[TensorId], &[TensorId]) -> TensorId,
     ) -> f64 {
         let mut g = Graph {
             batch: 1,
@@ -219,8 +307,20 @@ mod tests {
                 add_tensor(&mut g, format!("p{i}"), s.clone(), role)
             })
             .collect();
+        let constants: Vec<TensorId> = consts
+            .iter()
+            .enumerate()
+            .map(|(i, s)| {
+                let role = Role::Param {
+                    layer: format!("c{i}"),
+                    name: "c",
+                    trainable: false,
+                };
+                add_tensor(&mut g, format!("c{i}"), s.clone(), role)
+            })
+            .collect();
         g.input = add_tensor(&mut g, "x".into(), vec![1], Role::Input);
-        let out = f(&mut g, &params);
+        let out = f(&mut g, &params, &constants);
         g.output = out;
         let shape = g.tensors[out].shape.clone();
         let target = add_tensor(&mut g, "y".into(), shape, Role::Target);
@@ -242,6 +342,11 @@ mod tests {
             for v in &mut arena[layout.range(&g, p).unwrap()] {
                 let sign = if rng.gen::<bool>() { 1.0 } else { -1.0 };
                 *v = sign * rng.gen_range(lo..hi);
+            }
+        }
+        for &c in &constants {
+            for v in &mut arena[layout.range(&g, c).unwrap()] {
+                *v = rng.gen_range(0.5..1.5);
             }
         }
         let y: Vec<f64> = (0..g.tensors[target].len())
@@ -331,6 +436,101 @@ mod tests {
             push(g, Op::Activate(Activation::Sigmoid), vec![r], "y".into()).unwrap()
         });
         assert!(err < TOL, "reshape: {err}");
+    }
+
+    /// Odd image sizes, strides that do not divide them, both paddings, windows wider
+    /// than their stride and strides wider than their window:
+    /// `(h, w, c, window, strides, padding)`.
+    /// `(h, w, c, window, strides, padding)`.
+    type Case = (usize, usize, usize, [usize; 2], [usize; 2], Padding);
+
+    fn windows() -> Vec<Case> {
+        use Padding::{Same, Valid};
+        vec![
+            (5, 7, 2, [3, 2], [2, 3], Same),
+            (5, 7, 2, [3, 2], [2, 3], Valid),
+            (6, 5, 3, [3, 3], [2, 2], Valid),
+            (6, 5, 3, [3, 3], [2, 2], Same),
+            (4, 4, 1, [2, 2], [3, 1], Same),
+            (5, 5, 1, [2, 2], [3, 3], Same),
+            (3, 4, 2, [1, 1], [2, 2], Valid),
+            (4, 3, 2, [4, 3], [1, 1], Same),
+        ]
+    }
+
+    fn win(h: usize, w: usize, size: [usize; 2], strides: [usize; 2], p: Padding) -> Window {
+        Window {
+            input: [h, w],
+            size,
+            strides,
+            padding: p,
+        }
+    }
+
+    #[test]
+    fn convolution_by_im2col_and_matmul() {
+        let (b, filters) = (2, 3);
+        for (h, w, c, size, strides, padding) in windows() {
+            let wi = win(h, w, size, strides, padding);
+            let taps = size[0] * size[1] * c;
+            let shapes = [vec![b, h, w, c], vec![taps, filters]];
+            let err = fd_error(&shapes, (0.1, 1.0), |g, p| {
+                let cols = push(g, Op::Im2col(wi), vec![p[0]], "cols".into()).unwrap();
+                let mm = Op::MatMul {
+                    trans_a: false,
+                    trans_b: false,
+                };
+                push(g, mm, vec![cols, p[1]], "y".into()).unwrap()
+            });
+            assert!(err < TOL, "{wi:?}: {err}");
+        }
+    }
+
+    #[test]
+    fn max_and_average_pooling() {
+        for (h, w, c, size, strides, padding) in windows() {
+            let wi = win(h, w, size, strides, padding);
+            let err = fd_error(&[vec![2, h, w, c]], (0.1, 1.0), |g, p| {
+                let op = Op::MaxPool2dArgmax(wi);
+                let arg = push(g, op, vec![p[0]], "arg".into()).unwrap();
+                push(g, Op::MaxPool2d(wi), vec![p[0], arg], "y".into()).unwrap()
+            });
+            assert!(err < TOL, "max {wi:?}: {err}");
+            let err = fd_error(&[vec![2, h, w, c]], (0.1, 1.0), |g, p| {
+                push(g, Op::AvgPool2d(wi), vec![p[0]], "y".into()).unwrap()
+            });
+            assert!(err < TOL, "avg {wi:?}: {err}");
+        }
+    }
+
+    #[test]
+    fn batch_norm_through_the_batch_statistics_and_with_constants() {
+        // With one sample per channel the output is beta whatever x is: dx = 0.
+        for shape in [vec![5, 3], vec![2, 3, 2, 4], vec![1, 1]] {
+            let c = *shape.last().unwrap();
+            // tanh after the normalization, so the loss is not quadratic in x.
+            let shapes = [shape.clone(), vec![c], vec![c]];
+            let err = fd_error(&shapes, (0.1, 1.5), |g, p| {
+                let m = push(g, Op::BatchMean, vec![p[0]], "m".into()).unwrap();
+                let v = push(g, Op::BatchVariance, vec![p[0], m], "v".into()).unwrap();
+                let op = Op::BatchNorm {
+                    epsilon: 1e-3,
+                    batch_stats: true,
+                };
+                let y = push(g, op, vec![p[0], m, v, p[1], p[2]], "y".into()).unwrap();
+                push(g, Op::Activate(Activation::Tanh), vec![y], "t".into()).unwrap()
+            });
+            assert!(err < TOL, "batch stats {shape:?}: {err}");
+            let err = fd_error_with(&shapes, &[vec![c], vec![c]], (0.1, 1.5), |g, p, k| {
+                let op = Op::BatchNorm {
+                    epsilon: 1e-3,
+                    batch_stats: false,
+                };
+                let y = push(g, op, vec![p[0], k[0], k[1], p[1], p[2]], "y".into()).unwrap();
+                push(g, Op::Activate(Activation::Tanh), vec![y], "t".into()).unwrap()
+            });
+            assert!(err < TOL, "moving stats {shape:?}: {err}");
+        }
     }
 
     #[test]

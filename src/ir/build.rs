@@ -2,7 +2,7 @@
 //! updates) or of one predict call.
 
 use super::autodiff;
-use super::graph::{Graph, LossKind, Node, Op, Role, Tensor, TensorId};
+use super::graph::{Graph, LossKind, Node, Op, Role, Tensor, TensorId, Window};
 use super::optim::slot_names;
 use crate::sema::model::{Activation, LayerKind, Loss, Model, TrainConfig};
 
@@ -127,6 +127,9 @@ fn build(model: &Model, batch: usize, mode: Mode) -> Result<Graph, String> {
     // logits the fused losses read.
     let mut cur = g.input;
     let mut pre: Option<(Activation, TensorId)> = None;
+    // Batch normalization's (moving statistic, batch statistic, momentum) triples,
+    // updated after the gradients in training.
+    let mut moving: Vec<(TensorId, TensorId, f32)> = vec![];
     for (index, layer) in model.layers.iter().enumerate() {
         let before = cur;
         let name = &layer.name;
@@ -191,19 +194,110 @@ fn build(model: &Model, batch: usize, mode: Mode) -> Result<Graph, String> {
                 pre = None;
             }
             LayerKind::Activation(a) => (cur, pre) = activate(&mut g, cur, *a, name)?,
-            LayerKind::Conv2d { .. }
-            | LayerKind::MaxPool2d { .. }
-            | LayerKind::AvgPool2d { .. }
-            | LayerKind::BatchNorm { .. } => {
-                let what = match layer.kind {
-                    LayerKind::Conv2d { .. } => "conv2d",
-                    LayerKind::MaxPool2d { .. } => "maxpool2d",
-                    LayerKind::AvgPool2d { .. } => "avgpool2d",
-                    _ => "batchnorm",
+            LayerKind::Conv2d {
+                filters,
+                kernel_size,
+                strides,
+                padding,
+                activation,
+                use_bias,
+                ..
+            } => {
+                let (win, [oh, ow], c) = window(&g, cur, *kernel_size, *strides, *padding, name)?;
+                let params = &layer_params[index];
+                let taps = kernel_size[0] * kernel_size[1] * c;
+                let cols = if win.size == [1, 1] && win.strides == [1, 1] {
+                    // Every patch is one pixel: the image already is the matrix.
+                    push_reshape(
+                        &mut g,
+                        cur,
+                        vec![batch * oh * ow, c],
+                        format!("{name}.cols"),
+                    )
+                } else {
+                    push(&mut g, Op::Im2col(win), vec![cur], format!("{name}.cols"))?
                 };
-                return Err(format!(
-                    "layer `{name}`: {what} is not supported by nnc run yet"
-                ));
+                let kernel = push_reshape(
+                    &mut g,
+                    params[0],
+                    vec![taps, *filters],
+                    format!("{name}.kernel_matrix"),
+                );
+                let mm = Op::MatMul {
+                    trans_a: false,
+                    trans_b: false,
+                };
+                cur = push(&mut g, mm, vec![cols, kernel], format!("{name}.matmul"))?;
+                let image = vec![batch, oh, ow, *filters];
+                cur = push_reshape(&mut g, cur, image, format!("{name}.conv"));
+                if *use_bias {
+                    cur = push(
+                        &mut g,
+                        Op::AddBias,
+                        vec![cur, params[1]],
+                        format!("{name}.biased"),
+                    )?;
+                }
+                (cur, pre) = activate(&mut g, cur, *activation, name)?;
+            }
+            LayerKind::MaxPool2d {
+                pool_size,
+                strides,
+                padding,
+            } => {
+                let (win, ..) = window(&g, cur, *pool_size, *strides, *padding, name)?;
+                let argmax = push(
+                    &mut g,
+                    Op::MaxPool2dArgmax(win),
+                    vec![cur],
+                    format!("{name}.argmax"),
+                )?;
+                cur = push(
+                    &mut g,
+                    Op::MaxPool2d(win),
+                    vec![cur, argmax],
+                    format!("{name}.out"),
+                )?;
+                pre = None;
+            }
+            LayerKind::AvgPool2d {
+                pool_size,
+                strides,
+                padding,
+            } => {
+                let (win, ..) = window(&g, cur, *pool_size, *strides, *padding, name)?;
+                cur = push(&mut g, Op::AvgPool2d(win), vec![cur], format!("{name}.out"))?;
+                pre = None;
+            }
+            LayerKind::BatchNorm { momentum, epsilon } => {
+                let p = &layer_params[index];
+                let (gamma, beta, moving_mean, moving_var) = (p[0], p[1], p[2], p[3]);
+                let batch_stats = mode == Mode::Train;
+                let (mean, var) = if batch_stats {
+                    let mean = push(&mut g, Op::BatchMean, vec![cur], format!("{name}.mean"))?;
+                    let var = push(
+                        &mut g,
+                        Op::BatchVariance,
+                        vec![cur, mean],
+                        format!("{name}.variance"),
+                    )?;
+                    moving.push((moving_mean, mean, *momentum));
+                    moving.push((moving_var, var, *momentum));
+                    (mean, var)
+                } else {
+                    (moving_mean, moving_var)
+                };
+                let op = Op::BatchNorm {
+                    epsilon: *epsilon,
+                    batch_stats,
+                };
+                cur = push(
+                    &mut g,
+                    op,
+                    vec![cur, mean, var, gamma, beta],
+                    format!("{name}.out"),
+                )?;
+                pre = None;
             }
         }
         if cur != before {
@@ -241,7 +335,40 @@ fn build(model: &Model, batch: usize, mode: Mode) -> Result<Graph, String> {
             output: p,
         });
     }
+    for (avg, value, momentum) in moving {
+        g.nodes.push(Node {
+            op: Op::MovingAverage { momentum },
+            inputs: vec![avg, value],
+            output: avg,
+        });
+    }
     Ok(g)
+}
+
+/// The window of a conv/pool layer over `x`, which must be an image
+/// `[batch, h, w, c]`; returns it with its output size and `c`.
+fn window(
+    g: &Graph,
+    x: TensorId,
+    size: [usize; 2],
+    strides: [usize; 2],
+    padding: crate::sema::model::Padding,
+    layer: &str,
+) -> Result<(Window, [usize; 2], usize), String> {
+    let &[_, h, w, c] = g.tensors[x].shape.as_slice() else {
+        return Err(format!(
+            "layer `{layer}` needs an image input [height, width, channels], found shape {:?}",
+            &g.tensors[x].shape[1..]
+        ));
+    };
+    let win = Window {
+        input: [h, w],
+        size,
+        strides,
+        padding,
+    };
+    let out = win.output().map_err(|e| format!("layer `{layer}`: {e}"))?;
+    Ok((win, out, c))
 }
 
 /// Applies an activation to `x`; returns the result and, when an activation node was
@@ -331,6 +458,11 @@ pub fn output_shape(g: &Graph, op: &Op, inputs: &[TensorId]) -> Result<Vec<usize
         | Op::Loss(_)
         | Op::LossGrad(_) => 2,
         Op::ActivateGrad(_) => 3,
+        Op::MaxPool2d(_) | Op::MaxPool2dGrad(_) | Op::BatchVariance => 2,
+        Op::BatchNormGrad { .. } => 3,
+        Op::BatchNormGammaGrad { .. } => 4,
+        Op::BatchNorm { .. } => 5,
+        Op::BatchNormTrainGrad { .. } => 7,
         _ => 1,
     };
     if inputs.len() != arity {
@@ -394,7 +526,110 @@ pub fn output_shape(g: &Graph, op: &Op, inputs: &[TensorId]) -> Result<Vec<usize
             }
             Ok(if matches!(op, Op::Loss(_)) { vec![] } else { p })
         }
-        Op::Reshape | Op::Update(_) => Err(format!("{op:?} does not create a tensor of its own")),
+        Op::Im2col(win) => {
+            let (b, [oh, ow], c) = image_of(&s(0), win)?;
+            Ok(vec![b * oh * ow, win.size[0] * win.size[1] * c])
+        }
+        Op::Col2im(win) => {
+            let [oh, ow] = win.output()?;
+            let taps = win.size[0] * win.size[1];
+            match s(0).as_slice() {
+                &[rows, cols] if rows % (oh * ow) == 0 && cols % taps == 0 => Ok(vec![
+                    rows / (oh * ow),
+                    win.input[0],
+                    win.input[1],
+                    cols / taps,
+                ]),
+                other => Err(format!("col2im: {other:?} are not patches of {win:?}")),
+            }
+        }
+        Op::MaxPool2dArgmax(win) | Op::AvgPool2d(win) => {
+            let (b, [oh, ow], c) = image_of(&s(0), win)?;
+            Ok(vec![b, oh, ow, c])
+        }
+        Op::MaxPool2d(win) => {
+            let (b, [oh, ow], c) = image_of(&s(0), win)?;
+            let out = vec![b, oh, ow, c];
+            if s(1) != out {
+                return Err(format!("max_pool: argmax {:?} does not fit {out:?}", s(1)));
+            }
+            Ok(out)
+        }
+        Op::MaxPool2dGrad(win) | Op::AvgPool2dGrad(win) => {
+            let dy = s(inputs.len() - 1);
+            let [oh, ow] = win.output()?;
+            if matches!(op, Op::MaxPool2dGrad(_)) {
+                same(0, 1)?;
+            }
+            match dy.as_slice() {
+                &[b, h, w, c] if [h, w] == [oh, ow] => Ok(vec![b, win.input[0], win.input[1], c]),
+                other => Err(format!(
+                    "{op:?}: gradient {other:?} does not fit the window"
+                )),
+            }
+        }
+        Op::BatchMean => {
+            let x = s(0);
+            x.last()
+                .map(|&n| vec![n])
+                .ok_or_else(|| "batch_mean of a scalar".into())
+        }
+        Op::BatchVariance | Op::BatchNorm { .. } | Op::BatchNormGammaGrad { .. } => {
+            let x = s(0);
+            let c = vec![*x.last().ok_or("batch statistics of a scalar")?];
+            let channels = if matches!(op, Op::BatchNormGammaGrad { .. }) {
+                same(0, 3)?;
+                1..3
+            } else {
+                1..inputs.len()
+            };
+            for i in channels {
+                if s(i) != c {
+                    return Err(format!(
+                        "{op:?}: {:?} is not one value per channel {c:?}",
+                        s(i)
+                    ));
+                }
+            }
+            Ok(if matches!(op, Op::BatchNorm { .. }) {
+                x
+            } else {
+                c
+            })
+        }
+        Op::BatchNormGrad { .. } => {
+            let dy = s(2);
+            let c = vec![*dy.last().ok_or("batch_norm_grad of a scalar")?];
+            if s(0) != c || s(1) != c {
+                return Err(format!("{op:?}: {:?}, {:?} do not fit {dy:?}", s(0), s(1)));
+            }
+            Ok(dy)
+        }
+        Op::BatchNormTrainGrad { .. } => {
+            let x = s(0);
+            let c = vec![*x.last().ok_or("batch_norm_grad of a scalar")?];
+            same(0, 4)?;
+            for i in [1, 2, 3, 5, 6] {
+                if s(i) != c {
+                    return Err(format!(
+                        "{op:?}: {:?} is not one value per channel {c:?}",
+                        s(i)
+                    ));
+                }
+            }
+            Ok(x)
+        }
+        Op::Reshape | Op::Update(_) | Op::MovingAverage { .. } => {
+            Err(format!("{op:?} does not create a tensor of its own"))
+        }
+    }
+}
+
+/// `(batch, output size, channels)` of a window over an image of shape `x`.
+fn image_of(x: &[usize], win: &Window) -> Result<(usize, [usize; 2], usize), String> {
+    match *x {
+        [b, h, w, c] if [h, w] == win.input => Ok((b, win.output()?, c)),
+        _ => Err(format!("{x:?} is not an image of size {:?}", win.input)),
     }
 }
 
@@ -510,7 +745,7 @@ mod tests {
     }
 
     #[test]
-    fn unsupported_layers_and_missing_train_are_errors() {
+    fn misplaced_layers_and_missing_train_are_errors() {
         let mut model = dense_model(
             2,
             &[(1, Activation::Linear)],
@@ -522,15 +757,13 @@ mod tests {
             },
         );
         assert!(train_step(&model, 0).is_err());
-        model.layers[0].kind = LayerKind::BatchNorm {
-            momentum: 0.99,
-            epsilon: 1e-3,
+        model.layers[0].kind = LayerKind::MaxPool2d {
+            pool_size: [2, 2],
+            strides: [2, 2],
+            padding: crate::sema::model::Padding::Valid,
         };
         let err = train_step(&model, 4).unwrap_err();
-        assert!(
-            err.contains("batchnorm is not supported by nnc run yet"),
-            "{err}"
-        );
+        assert!(err.contains("needs an image input"), "{err}");
         let mut model = dense_model(
             2,
             &[(1, Activation::Linear)],

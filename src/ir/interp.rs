@@ -2,7 +2,7 @@
 //! slow, obviously-correct Rust. Every JIT result is tested against it, and it runs
 //! in `f64` too, for gradient checks by finite differences.
 
-use super::graph::{dropout_keep, Graph, Op, Role, TensorId};
+use super::graph::{dropout_keep, Graph, Op, Role, TensorId, Window};
 use super::layout::Layout;
 use super::loss::{loss, loss_grad};
 use super::math::{activate, activate_derivative, Real};
@@ -125,6 +125,165 @@ pub fn run_in<T: Real>(
                 }
                 w
             }
+            Op::Im2col(win) => {
+                let (b, c) = (shape(0)[0], last(shape(0)));
+                let taps = win.size[0] * win.size[1];
+                let mut out = vec![T::zero(); graph.tensors[node.output].len()];
+                for_each_tap(b, win, |o, t, i| {
+                    let row = (o * taps + t) * c;
+                    out[row..row + c].copy_from_slice(&ins[0][i * c..(i + 1) * c]);
+                });
+                out
+            }
+            Op::Col2im(win) => {
+                let shape = &graph.tensors[node.output].shape;
+                let (b, c) = (shape[0], last(shape));
+                let taps = win.size[0] * win.size[1];
+                let mut out = vec![T::zero(); graph.tensors[node.output].len()];
+                for_each_tap(b, win, |o, t, i| {
+                    for ci in 0..c {
+                        out[i * c + ci] += ins[0][(o * taps + t) * c + ci];
+                    }
+                });
+                out
+            }
+            Op::MaxPool2dArgmax(win) => {
+                let (b, c) = (shape(0)[0], last(shape(0)));
+                let n = graph.tensors[node.output].len();
+                let (mut best, mut arg) = (vec![T::zero(); n], vec![None; n]);
+                for_each_tap(b, win, |o, t, i| {
+                    for ci in 0..c {
+                        let v = ins[0][i * c + ci];
+                        if arg[o * c + ci].is_none() || v > best[o * c + ci] {
+                            best[o * c + ci] = v;
+                            arg[o * c + ci] = Some(t);
+                        }
+                    }
+                });
+                arg.iter()
+                    .map(|a| T::from_f64(a.unwrap_or(0) as f64))
+                    .collect()
+            }
+            Op::MaxPool2d(win) => {
+                let (b, c) = (shape(0)[0], last(shape(0)));
+                let mut out = vec![T::zero(); graph.tensors[node.output].len()];
+                for_each_tap(b, win, |o, t, i| {
+                    for ci in 0..c {
+                        if ins[1][o * c + ci].to_f64() == t as f64 {
+                            out[o * c + ci] = ins[0][i * c + ci];
+                        }
+                    }
+                });
+                out
+            }
+            Op::MaxPool2dGrad(win) => {
+                let (b, c) = (shape(1)[0], last(shape(1)));
+                let mut out = vec![T::zero(); graph.tensors[node.output].len()];
+                for_each_tap(b, win, |o, t, i| {
+                    for ci in 0..c {
+                        if ins[0][o * c + ci].to_f64() == t as f64 {
+                            out[i * c + ci] += ins[1][o * c + ci];
+                        }
+                    }
+                });
+                out
+            }
+            Op::AvgPool2d(win) => {
+                let (b, c) = (shape(0)[0], last(shape(0)));
+                let counts = tap_counts(b, win);
+                let mut out = vec![T::zero(); graph.tensors[node.output].len()];
+                for_each_tap(b, win, |o, _, i| {
+                    for ci in 0..c {
+                        out[o * c + ci] += ins[0][i * c + ci];
+                    }
+                });
+                for (o, v) in out.iter_mut().enumerate() {
+                    *v = *v / T::from_f64(counts[o / c] as f64);
+                }
+                out
+            }
+            Op::AvgPool2dGrad(win) => {
+                let (b, c) = (shape(0)[0], last(shape(0)));
+                let counts = tap_counts(b, win);
+                let mut out = vec![T::zero(); graph.tensors[node.output].len()];
+                for_each_tap(b, win, |o, _, i| {
+                    for ci in 0..c {
+                        out[i * c + ci] += ins[0][o * c + ci] / T::from_f64(counts[o] as f64);
+                    }
+                });
+                out
+            }
+            Op::BatchMean | Op::BatchVariance => {
+                let c = last(shape(0));
+                let rows = T::from_f64((ins[0].len() / c) as f64);
+                let mut out = vec![T::zero(); c];
+                for (i, &v) in ins[0].iter().enumerate() {
+                    out[i % c] += match node.op {
+                        Op::BatchMean => v,
+                        _ => (v - ins[1][i % c]) * (v - ins[1][i % c]),
+                    };
+                }
+                out.into_iter().map(|s| s / rows).collect()
+            }
+            Op::BatchNorm { epsilon, .. } => {
+                let c = last(shape(0));
+                let eps = T::from_f32(*epsilon);
+                ins[0]
+                    .iter()
+                    .enumerate()
+                    .map(|(i, &x)| {
+                        let (m, v, g, b) =
+                            (ins[1][i % c], ins[2][i % c], ins[3][i % c], ins[4][i % c]);
+                        let s = g / (v + eps).sqrt();
+                        x * s + (b - m * s)
+                    })
+                    .collect()
+            }
+            Op::BatchNormGrad { epsilon } => {
+                let c = last(shape(2));
+                let eps = T::from_f32(*epsilon);
+                ins[2]
+                    .iter()
+                    .enumerate()
+                    .map(|(i, &dy)| dy * (ins[1][i % c] / (ins[0][i % c] + eps).sqrt()))
+                    .collect()
+            }
+            Op::BatchNormTrainGrad { epsilon } => {
+                let c = last(shape(0));
+                let rows = T::from_f64((ins[0].len() / c) as f64);
+                let eps = T::from_f32(*epsilon);
+                let (x, mean, var, gamma, dy, dgamma, dbeta) = (
+                    &ins[0], &ins[1], &ins[2], &ins[3], &ins[4], &ins[5], &ins[6],
+                );
+                (0..x.len())
+                    .map(|i| {
+                        let ch = i % c;
+                        let inv = T::one() / (var[ch] + eps).sqrt();
+                        let xhat = (x[i] - mean[ch]) * inv;
+                        let centred = dy[i] - (dbeta[ch] + xhat * dgamma[ch]) / rows;
+                        gamma[ch] * inv * centred
+                    })
+                    .collect()
+            }
+            Op::BatchNormGammaGrad { epsilon } => {
+                let c = last(shape(0));
+                let eps = T::from_f32(*epsilon);
+                let mut out = vec![T::zero(); c];
+                for (i, &x) in ins[0].iter().enumerate() {
+                    let ch = i % c;
+                    let inv = T::one() / (ins[2][ch] + eps).sqrt();
+                    out[ch] += ins[3][i] * ((x - ins[1][ch]) * inv);
+                }
+                out
+            }
+            Op::MovingAverage { momentum } => {
+                let (m, rest) = (T::from_f32(*momentum), T::from_f32(1.0 - momentum));
+                ins[0]
+                    .iter()
+                    .zip(&ins[1])
+                    .map(|(&a, &v)| a * m + v * rest)
+                    .collect()
+            }
         };
         write(graph, layout, arena, node.output, &result);
     }
@@ -142,4 +301,34 @@ fn last(shape: &[usize]) -> usize {
 
 fn rows<T>(v: &[T], n: usize) -> std::slice::ChunksExact<'_, T> {
     v.chunks_exact(n)
+}
+
+/// Calls `f(out_pixel, tap, in_pixel)` for every tap of every window over `batch`
+/// images that reads the input (not the padding), in row-major order of output pixel,
+/// then tap. Pixels are flat `(n, y, x)` indices, taps `ky * kw + kx`.
+fn for_each_tap(batch: usize, win: &Window, mut f: impl FnMut(usize, usize, usize)) {
+    let ([oh, ow], [h, w]) = (win.output().unwrap_or([0, 0]), win.input);
+    let [kh, kw] = win.size;
+    for n in 0..batch {
+        for oy in 0..oh {
+            for ox in 0..ow {
+                let o = (n * oh + oy) * ow + ox;
+                for ky in 0..kh {
+                    for kx in 0..kw {
+                        if let Some([iy, ix]) = win.tap([oy, ox], [ky, kx]) {
+                            f(o, ky * kw + kx, (n * h + iy) * w + ix);
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// How many taps of each output pixel's window read the input.
+fn tap_counts(batch: usize, win: &Window) -> Vec<usize> {
+    let [oh, ow] = win.output().unwrap_or([0, 0]);
+    let mut counts = vec![0; batch * oh * ow];
+    for_each_tap(batch, win, |o, _, _| counts[o] += 1);
+    counts
 }

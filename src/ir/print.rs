@@ -3,8 +3,8 @@
 
 use std::fmt::Write;
 
-use super::graph::{Graph, LossKind, Op, Role};
-use crate::sema::model::{Activation, Optimizer};
+use super::graph::{Graph, LossKind, Op, Role, Window};
+use crate::sema::model::{Activation, Optimizer, Padding};
 
 pub fn print(g: &Graph) -> String {
     let mut s = String::new();
@@ -28,7 +28,7 @@ pub fn print(g: &Graph) -> String {
         let args: Vec<String> = node.inputs.iter().map(|i| format!("%{i}")).collect();
         let args = args.join(", ");
         let op = op_name(&node.op);
-        if let Op::Update(_) = node.op {
+        if let Op::Update(_) | Op::MovingAverage { .. } = node.op {
             let _ = writeln!(s, "  {op}({args})");
         } else {
             let _ = writeln!(
@@ -113,6 +113,17 @@ fn optimizer(o: Optimizer) -> String {
     }
 }
 
+fn window(w: &Window) -> String {
+    let padding = match w.padding {
+        Padding::Valid => "valid",
+        Padding::Same => "same",
+    };
+    format!(
+        "{{input={}x{}, size={}x{}, strides={}x{}, padding={padding}}}",
+        w.input[0], w.input[1], w.size[0], w.size[1], w.strides[0], w.strides[1]
+    )
+}
+
 fn op_name(op: &Op) -> String {
     match op {
         Op::MatMul { trans_a, trans_b } => match (trans_a, trans_b) {
@@ -134,6 +145,27 @@ fn op_name(op: &Op) -> String {
         Op::Loss(k) => format!("loss.{}", loss(*k)),
         Op::LossGrad(k) => format!("loss_grad.{}", loss(*k)),
         Op::Update(o) => format!("update.{}", optimizer(*o)),
+        Op::Im2col(w) => format!("im2col{}", window(w)),
+        Op::Col2im(w) => format!("col2im{}", window(w)),
+        Op::MaxPool2dArgmax(w) => format!("max_pool_argmax{}", window(w)),
+        Op::MaxPool2d(w) => format!("max_pool{}", window(w)),
+        Op::MaxPool2dGrad(w) => format!("max_pool_grad{}", window(w)),
+        Op::AvgPool2d(w) => format!("avg_pool{}", window(w)),
+        Op::AvgPool2dGrad(w) => format!("avg_pool_grad{}", window(w)),
+        Op::BatchMean => "batch_mean".into(),
+        Op::BatchVariance => "batch_variance".into(),
+        Op::BatchNorm {
+            epsilon,
+            batch_stats,
+        } => format!("batch_norm{{epsilon={epsilon}, batch_stats={batch_stats}}}"),
+        Op::BatchNormGrad { epsilon } => format!("batch_norm_grad{{epsilon={epsilon}}}"),
+        Op::BatchNormTrainGrad { epsilon } => {
+            format!("batch_norm_train_grad{{epsilon={epsilon}}}")
+        }
+        Op::BatchNormGammaGrad { epsilon } => {
+            format!("batch_norm_gamma_grad{{epsilon={epsilon}}}")
+        }
+        Op::MovingAverage { momentum } => format!("moving_average{{momentum={momentum}}}"),
     }
 }
 

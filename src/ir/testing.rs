@@ -3,11 +3,12 @@
 
 use std::path::PathBuf;
 
-use super::graph::{Graph, Op, TensorId};
+use super::graph::{Graph, Op, TensorId, Window};
 use super::interp::run_in;
 use super::layout::Layout;
 use crate::sema::model::{
-    Activation, DataSource, Initializer, Layer, LayerKind, Loss, Model, Optimizer, TrainConfig,
+    Activation, DataSource, Initializer, Layer, LayerKind, Loss, Model, Optimizer, Padding,
+    TrainConfig,
 };
 
 /// A sequential model over `input`-wide samples: one `dense(units, activation)` per
@@ -36,8 +37,8 @@ pub fn dense(units: usize, activation: Activation) -> LayerKind {
     }
 }
 
-/// A sequential model of the given layers (dense, flatten, reshape, dropout and
-/// activation layers; others keep their input shape), named Keras-style.
+/// A sequential model of the given layers, named Keras-style, with the output shapes
+/// sema would give them.
 pub fn sequential(
     input_shape: &[usize],
     kinds: Vec<LayerKind>,
@@ -70,6 +71,26 @@ pub fn sequential(
             LayerKind::Dense { units, .. } => vec![*units],
             LayerKind::Flatten => vec![shape.iter().product()],
             LayerKind::Reshape { shape } => shape.clone(),
+            LayerKind::Conv2d {
+                filters,
+                kernel_size,
+                strides,
+                padding,
+                ..
+            } => window_output(&shape, *kernel_size, *strides, *padding, *filters),
+            LayerKind::MaxPool2d {
+                pool_size,
+                strides,
+                padding,
+            }
+            | LayerKind::AvgPool2d {
+                pool_size,
+                strides,
+                padding,
+            } => {
+                let c = shape.last().copied().unwrap_or(0);
+                window_output(&shape, *pool_size, *strides, *padding, c)
+            }
             _ => shape.clone(),
         };
         layers.push(Layer {
@@ -106,11 +127,57 @@ pub fn sequential(
     }
 }
 
-/// Splits a train-step graph into its gradient part (every node but the `Update`s)
-/// and the `(parameter, gradient)` pairs the updates read.
+/// The `[oh, ow, channels]` of a window over an image sample `[h, w, c]` (the input
+/// unchanged when it does not fit: building the graph then reports the error).
+fn window_output(
+    shape: &[usize],
+    size: [usize; 2],
+    strides: [usize; 2],
+    padding: Padding,
+    channels: usize,
+) -> Vec<usize> {
+    let &[h, w, _] = shape else {
+        return shape.to_vec();
+    };
+    let win = Window {
+        input: [h, w],
+        size,
+        strides,
+        padding,
+    };
+    match win.output() {
+        Ok([oh, ow]) => vec![oh, ow, channels],
+        Err(_) => shape.to_vec(),
+    }
+}
+
+/// A `conv2d` layer with Keras's defaults (bias, glorot_uniform kernel, zero bias).
+pub fn conv2d(
+    filters: usize,
+    kernel_size: [usize; 2],
+    strides: [usize; 2],
+    padding: Padding,
+    activation: Activation,
+) -> LayerKind {
+    LayerKind::Conv2d {
+        filters,
+        kernel_size,
+        strides,
+        padding,
+        activation,
+        use_bias: true,
+        kernel_initializer: Initializer::GlorotUniform,
+        bias_initializer: Initializer::Zeros,
+    }
+}
+
+/// Splits a train-step graph into its gradient part (every node but the `Update`s
+/// and `MovingAverage`s) and the `(parameter, gradient)` pairs the updates read.
 pub fn without_updates(g: &Graph) -> (Graph, Vec<(TensorId, TensorId)>) {
     let mut forward = g.clone();
-    forward.nodes.retain(|n| !matches!(n.op, Op::Update(_)));
+    forward
+        .nodes
+        .retain(|n| !matches!(n.op, Op::Update(_) | Op::MovingAverage { .. }));
     let pairs = g
         .nodes
         .iter()

@@ -9,8 +9,8 @@ use super::graph::{Graph, Op};
 use super::init::initialize;
 use super::interp::{run, run_in};
 use super::layout::Layout;
-use super::testing::{dense, dense_model, gradient_error, sequential, without_updates};
-use crate::sema::model::{Activation, LayerKind, Loss, Model, Optimizer};
+use super::testing::{conv2d, dense, dense_model, gradient_error, sequential, without_updates};
+use crate::sema::model::{Activation, LayerKind, Loss, Model, Optimizer, Padding};
 
 const ADAM: Optimizer = Optimizer::Adam {
     learning_rate: 0.01,
@@ -280,4 +280,215 @@ fn evaluate_measures_the_train_loss_without_changing_weights() {
     let by_hand: f32 = -(0..batch).map(|i| probs[i * 3 + i % 3].ln()).sum::<f32>() / batch as f32;
     let measured = loss_of(&eval, &layout, &arena);
     assert!((measured - by_hand).abs() < 1e-5, "{measured} vs {by_hand}");
+}
+
+fn set_param(g: &Graph, layout: &Layout, arena: &mut [f32], name: &str, values: &[f32]) {
+    let id = g.tensors.iter().position(|t| t.name == name).unwrap();
+    let r = layout.range(g, id).unwrap();
+    assert_eq!(r.len(), values.len(), "{name}");
+    arena[r].copy_from_slice(values);
+}
+
+/// The output of a one-layer predict graph over one `[3, 3, 1]` image holding 1..9,
+/// with every kernel weight 1 and the bias 0.
+fn one_layer_on_1_to_9(kind: LayerKind) -> Vec<f32> {
+    let model = sequential(&[3, 3, 1], vec![kind], Loss::Mse, ADAM);
+    let g = predict(&model, 1).unwrap();
+    let layout = Layout::new(&g);
+    let mut arena = vec![0.0; layout.len];
+    for (id, t) in g.tensors.iter().enumerate() {
+        if t.name.ends_with(".kernel") {
+            arena[layout.range(&g, id).unwrap()].fill(1.0);
+        }
+    }
+    let x: Vec<f32> = (1..=9).map(|v| v as f32).collect();
+    run(&g, &layout, &mut arena, &x, &[], 0);
+    arena[layout.range(&g, g.output).unwrap()].to_vec()
+}
+
+#[test]
+fn conv_and_pools_by_hand_with_tf_padding() {
+    use Padding::{Same, Valid};
+    let conv = |size, strides, padding| conv2d(1, size, strides, padding, Activation::Linear);
+    let pool = |max: bool, padding| {
+        let (pool_size, strides) = ([2, 2], [2, 2]);
+        if max {
+            LayerKind::MaxPool2d {
+                pool_size,
+                strides,
+                padding,
+            }
+        } else {
+            LayerKind::AvgPool2d {
+                pool_size,
+                strides,
+                padding,
+            }
+        }
+    };
+    // 1 2 3 / 4 5 6 / 7 8 9. Same padding with a 2x2 window pads one row and column
+    // after, none before.
+    let cases: [(LayerKind, &[f32]); 8] = [
+        (conv([2, 2], [1, 1], Valid), &[12.0, 16.0, 24.0, 28.0]),
+        (
+            conv([2, 2], [1, 1], Same),
+            &[12.0, 16.0, 9.0, 24.0, 28.0, 15.0, 15.0, 17.0, 9.0],
+        ),
+        // 3x3 same, stride 2: pad one before and one after, windows start at -1 and
+        // 1, so each sees a 2x2 corner of the image.
+        (conv([3, 3], [2, 2], Same), &[12.0, 16.0, 24.0, 28.0]),
+        (conv([3, 3], [2, 2], Valid), &[45.0]),
+        (pool(true, Valid), &[5.0]),
+        (pool(true, Same), &[5.0, 6.0, 8.0, 9.0]),
+        (pool(false, Valid), &[3.0]),
+        // Averages over the elements inside the image only.
+        (pool(false, Same), &[3.0, 4.5, 7.5, 9.0]),
+    ];
+    for (kind, want) in cases {
+        let what = format!("{kind:?}");
+        assert_eq!(one_layer_on_1_to_9(kind), want, "{what}");
+    }
+}
+
+#[test]
+fn conv_models_gradients_match_finite_differences() {
+    use Activation::*;
+    use Padding::{Same, Valid};
+    let maxpool = |p, s, padding| LayerKind::MaxPool2d {
+        pool_size: p,
+        strides: s,
+        padding,
+    };
+    let avgpool = |p, s, padding| LayerKind::AvgPool2d {
+        pool_size: p,
+        strides: s,
+        padding,
+    };
+    let bn = LayerKind::BatchNorm {
+        momentum: 0.9,
+        epsilon: 1e-3,
+    };
+    let models = [
+        with_loss(
+            vec![
+                conv2d(3, [3, 2], [2, 1], Same, Tanh),
+                maxpool([2, 2], [2, 2], Same),
+                LayerKind::Flatten,
+                dense(3, Softmax),
+            ],
+            &[5, 4, 2],
+            Loss::SparseCategoricalCrossentropy,
+        ),
+        with_loss(
+            vec![
+                conv2d(2, [2, 2], [1, 1], Valid, Linear),
+                bn.clone(),
+                act(Relu),
+                avgpool([2, 3], [1, 2], Same),
+                conv2d(2, [1, 1], [1, 1], Valid, Sigmoid),
+                LayerKind::Flatten,
+                dense(1, Linear),
+            ],
+            &[4, 5, 1],
+            Loss::Mse,
+        ),
+        with_loss(
+            vec![LayerKind::Flatten, dense(4, Tanh), bn, dense(2, Sigmoid)],
+            &[2, 3],
+            Loss::BinaryCrossentropy,
+        ),
+    ];
+    for (i, model) in models.iter().enumerate() {
+        let err = model_fd_error(model, 3, i as u64);
+        assert!(err < 1e-6, "model {i}: {err}");
+    }
+}
+
+fn act(a: Activation) -> LayerKind {
+    LayerKind::Activation(a)
+}
+
+#[test]
+fn batchnorm_trains_on_batch_statistics_and_infers_with_moving_ones() {
+    let (momentum, epsilon) = (0.9f32, 1e-3f32);
+    let model = with_loss(
+        vec![
+            LayerKind::BatchNorm { momentum, epsilon },
+            dense(1, Activation::Linear),
+        ],
+        &[2],
+        Loss::Mse,
+    );
+    let batch = 4;
+    let train = train_step(&model, batch).unwrap();
+    let eval = super::build::evaluate(&model, batch).unwrap();
+    let (lt, le) = (Layout::new(&train), Layout::new(&eval));
+    let mut arena = vec![0.0f32; lt.len.max(le.len)];
+    initialize(&model, &train, &lt, &mut arena, 1);
+    set_param(&train, &lt, &mut arena, "batchnorm.gamma", &[2.0, 0.5]);
+    set_param(&train, &lt, &mut arena, "batchnorm.beta", &[1.0, -1.0]);
+    set_param(
+        &train,
+        &lt,
+        &mut arena,
+        "batchnorm.moving_mean",
+        &[0.5, -0.5],
+    );
+    set_param(
+        &train,
+        &lt,
+        &mut arena,
+        "batchnorm.moving_variance",
+        &[2.0, 3.0],
+    );
+    let x = [1.0f32, 10.0, 2.0, 20.0, 4.0, 30.0, 5.0, 60.0];
+    let y = [0.0f32; 4];
+    let column = |c: usize| -> Vec<f64> { (0..batch).map(|r| x[r * 2 + c] as f64).collect() };
+    let bn_out = |g: &Graph, l: &Layout, a: &[f32]| -> Vec<f32> {
+        let id = g
+            .tensors
+            .iter()
+            .position(|t| t.name == "batchnorm.out")
+            .unwrap();
+        a[l.range(g, id).unwrap()].to_vec()
+    };
+
+    // Evaluate: the moving statistics, weights untouched.
+    let mut e = arena.clone();
+    run(&eval, &le, &mut e, &x, &y, 0);
+    let out = bn_out(&eval, &le, &e);
+    let (mm, mv, gamma, beta) = ([0.5, -0.5], [2.0, 3.0], [2.0, 0.5], [1.0, -1.0]);
+    for (i, &o) in out.iter().enumerate() {
+        let c = i % 2;
+        let want = gamma[c] * (x[i] as f64 - mm[c]) / (mv[c] + epsilon as f64).sqrt() + beta[c];
+        assert!((o as f64 - want).abs() < 1e-5, "{o} vs {want}");
+    }
+
+    // Train: the batch statistics, then the moving ones move towards them.
+    run(&train, &lt, &mut arena, &x, &y, 0);
+    let out = bn_out(&train, &lt, &arena);
+    for c in 0..2 {
+        let col = column(c);
+        let mean = col.iter().sum::<f64>() / batch as f64;
+        let var = col.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / batch as f64;
+        for r in 0..batch {
+            let want = gamma[c] * (col[r] - mean) / (var + epsilon as f64).sqrt() + beta[c];
+            let got = out[r * 2 + c] as f64;
+            assert!((got - want).abs() < 1e-5, "{got} vs {want}");
+        }
+        let m = momentum as f64;
+        let id = |n: &str| train.tensors.iter().position(|t| t.name == n).unwrap();
+        let new_mean = arena[lt.range(&train, id("batchnorm.moving_mean")).unwrap()][c] as f64;
+        let new_var = arena[lt.range(&train, id("batchnorm.moving_variance")).unwrap()][c] as f64;
+        let want_mean = mm[c] * m + mean * (1.0 - m);
+        let want_var = mv[c] * m + var * (1.0 - m);
+        assert!(
+            (new_mean - want_mean).abs() < 1e-5,
+            "{new_mean} vs {want_mean}"
+        );
+        assert!((new_var - want_var).abs() < 1e-4, "{new_var} vs {want_var}");
+        // gamma and beta were trained.
+        let g_now = arena[lt.range(&train, id("batchnorm.gamma")).unwrap()][c] as f64;
+        assert_ne!(g_now, gamma[c]);
+    }
 }
