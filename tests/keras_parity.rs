@@ -1,0 +1,434 @@
+//! nnc against Keras 3: the same dense model, trained from the same initial weights on
+//! the same batches (file order, the last batch smaller), must end with the same
+//! weights and report the same per-epoch losses, with the reference interpreter and
+//! with the JIT.
+//!
+//! The fixtures under tests/keras_parity/ (data, initial weights, Keras's final
+//! weights and losses) were made once by tests/keras_parity/make_fixtures.py with
+//! Keras 3.15.1 on TensorFlow; this test needs no Python.
+//!
+//! Error measure, per weight tensor: `max|nnc - keras| / max(max|keras|, 1e-3)`, the
+//! largest difference relative to the tensor's largest magnitude (an elementwise
+//! relative error would blow up on weights that happen to sit near zero). A case's
+//! error is the worst over its tensors. Run with `--nocapture` to see them.
+
+use std::path::{Path, PathBuf};
+
+use nnc::codegen::compile;
+use nnc::ir::graph::Graph;
+use nnc::ir::init::params;
+use nnc::ir::interp::run;
+use nnc::ir::layout::Layout;
+use nnc::ir::testing::{dense, sequential};
+use nnc::ir::train_step;
+use nnc::runtime::checkpoint;
+use nnc::runtime::data::{self, Dataset};
+use nnc::sema::model::{Activation, DataSource, LayerKind, Loss, Model, Optimizer};
+use serde_json::Value;
+
+/// Worst allowed weight error (see the module comment). Measured: 1e-7..5e-7 for
+/// SGD, RMSprop and Adam with betas whose `1 - beta` is exact in float32; about 1e-5
+/// for Adam/AdamW with the default betas, because nnc rounds `1 - 0.999` in float32
+/// (0.00099998713) where Keras rounds it in float64 first (0.001).
+const WEIGHT_TOLERANCE: f64 = 1e-4;
+/// Worst allowed relative difference of an epoch's loss.
+const LOSS_TOLERANCE: f64 = 1e-4;
+
+fn fixtures() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/keras_parity")
+}
+
+/// One case of tests/keras_parity/CASE/spec.json, as the model nnc trains.
+struct Case {
+    model: Model,
+    train: Dataset,
+    epochs: usize,
+    batch: usize,
+    keras_losses: Vec<f64>,
+    init: PathBuf,
+    keras: PathBuf,
+}
+
+fn activation(name: &str) -> Activation {
+    match name {
+        "linear" => Activation::Linear,
+        "relu" => Activation::Relu,
+        "elu" => Activation::Elu { alpha: 1.0 },
+        "sigmoid" => Activation::Sigmoid,
+        "tanh" => Activation::Tanh,
+        "softmax" => Activation::Softmax,
+        "gelu" => Activation::Gelu,
+        "silu" => Activation::Silu,
+        "softplus" => Activation::Softplus,
+        other => panic!("unknown activation `{other}` in a spec"),
+    }
+}
+
+fn layer(spec: &Value) -> LayerKind {
+    let s = spec.as_array().expect("a layer is a list");
+    match (&s[0], s.get(1)) {
+        (Value::Number(units), Some(a)) => dense(
+            units.as_u64().expect("units") as usize,
+            activation(a.as_str().expect("activation name")),
+        ),
+        (Value::String(name), Some(alpha)) if name == "leaky_relu" => {
+            LayerKind::Activation(Activation::LeakyRelu {
+                alpha: alpha.as_f64().expect("alpha") as f32,
+            })
+        }
+        (Value::String(name), None) => LayerKind::Activation(activation(name)),
+        _ => panic!("bad layer {spec}"),
+    }
+}
+
+fn loss(name: &str) -> Loss {
+    match name {
+        "mse" => Loss::Mse,
+        "mae" => Loss::Mae,
+        "huber" => Loss::Huber,
+        "binary_crossentropy" => Loss::BinaryCrossentropy,
+        "categorical_crossentropy" => Loss::CategoricalCrossentropy,
+        "sparse_categorical_crossentropy" => Loss::SparseCategoricalCrossentropy,
+        other => panic!("unknown loss `{other}`"),
+    }
+}
+
+fn optimizer(o: &Value) -> Optimizer {
+    let f = |k: &str| o[k].as_f64().unwrap_or_else(|| panic!("optimizer `{k}`")) as f32;
+    match o["name"].as_str() {
+        Some("sgd") => Optimizer::Sgd {
+            learning_rate: f("learning_rate"),
+            momentum: f("momentum"),
+            nesterov: o["nesterov"].as_bool().expect("nesterov"),
+        },
+        Some("adam") => Optimizer::Adam {
+            learning_rate: f("learning_rate"),
+            beta_1: f("beta_1"),
+            beta_2: f("beta_2"),
+            epsilon: f("epsilon"),
+        },
+        Some("adamw") => Optimizer::AdamW {
+            learning_rate: f("learning_rate"),
+            beta_1: f("beta_1"),
+            beta_2: f("beta_2"),
+            epsilon: f("epsilon"),
+            weight_decay: f("weight_decay"),
+        },
+        Some("rmsprop") => Optimizer::RmsProp {
+            learning_rate: f("learning_rate"),
+            rho: f("rho"),
+            epsilon: f("epsilon"),
+        },
+        _ => panic!("unknown optimizer {o}"),
+    }
+}
+
+fn load_case(name: &str) -> Case {
+    let dir = fixtures().join(name);
+    let text = std::fs::read_to_string(dir.join("spec.json")).expect("spec.json");
+    let spec: Value = serde_json::from_str(&text).expect("spec.json is JSON");
+    let layers = spec["layers"].as_array().expect("layers").iter();
+    let csv = fixtures()
+        .join("data")
+        .join(spec["data"].as_str().expect("data"));
+    // The target is the last column; the rest are the features.
+    let header = std::fs::read_to_string(&csv).expect("data file");
+    let target = header
+        .lines()
+        .next()
+        .and_then(|l| l.rsplit(',').next())
+        .expect("a header row")
+        .to_string();
+    let mut model = sequential(
+        &[header
+            .lines()
+            .next()
+            .map_or(0, |l| l.split(',').count() - 1)],
+        layers.map(layer).collect(),
+        loss(spec["loss"].as_str().expect("loss")),
+        optimizer(&spec["optimizer"]),
+    );
+    let config = model.train.as_mut().expect("a train block");
+    config.data = DataSource::Csv {
+        path: csv,
+        target,
+        features: None,
+        standardize: false,
+    };
+    // nnc's own data preparation: one-hot targets for categorical_crossentropy.
+    let prepared = data::prepare(&model, model.train.as_ref().expect("train")).expect("data");
+    let n = |k: &str| spec[k].as_u64().unwrap_or_else(|| panic!("`{k}`")) as usize;
+    Case {
+        train: prepared.train,
+        epochs: n("epochs"),
+        batch: n("batch_size"),
+        keras_losses: spec["keras_epoch_losses"]
+            .as_array()
+            .expect("keras_epoch_losses")
+            .iter()
+            .map(|v| v.as_f64().expect("a loss"))
+            .collect(),
+        init: dir.join("init.safetensors"),
+        keras: dir.join("keras.safetensors"),
+        model,
+    }
+}
+
+/// The checkpoint names and shapes of a graph's parameters, in `init::params` order.
+fn param_specs(g: &Graph) -> Vec<(String, Vec<usize>)> {
+    params(g)
+        .into_iter()
+        .map(|(name, id)| (name, g.tensors[id].shape.clone()))
+        .collect()
+}
+
+/// Runs one train step of a graph on `arena`.
+type Step<'a> = Box<dyn Fn(&mut [f32], &[f32], &[f32], u64) + 'a>;
+
+/// What training ends with: the final parameters (`init::params` order) and, per
+/// epoch, each batch's mean loss with the batch's size.
+struct Trained {
+    weights: Vec<Vec<f32>>,
+    batch_losses: Vec<Vec<(f64, usize)>>,
+}
+
+impl Trained {
+    /// The batch-size-weighted mean loss of each epoch, as Keras reports it (its loss
+    /// tracker is a `Mean` with `sample_weight` = the batch's size).
+    fn epoch_losses(&self) -> Vec<f64> {
+        self.batch_losses
+            .iter()
+            .map(|e| {
+                let rows: usize = e.iter().map(|&(_, n)| n).sum();
+                e.iter().map(|&(l, n)| l * n as f64).sum::<f64>() / rows as f64
+            })
+            .collect()
+    }
+}
+
+/// Trains `case` from its initial weights, with `engine` turning each train-step
+/// graph (full batch, then the smaller last batch) into a step function.
+fn train(case: &Case, engine: &dyn Fn(&Graph, &Layout) -> Step<'static>) -> Trained {
+    let rows = case.train.rows;
+    let mut sizes = vec![case.batch];
+    if !rows.is_multiple_of(case.batch) {
+        sizes.push(rows % case.batch);
+    }
+    let graphs: Vec<(Graph, Layout)> = sizes
+        .iter()
+        .map(|&b| {
+            let g = train_step(&case.model, b).expect("a train-step graph");
+            let l = Layout::new(&g);
+            (g, l)
+        })
+        .collect();
+    let steps: Vec<Step> = graphs.iter().map(|(g, l)| engine(g, l)).collect();
+    let (g0, l0) = &graphs[0];
+    assert_ne!(
+        sizes.len(),
+        1,
+        "the fixtures must cover a smaller last batch"
+    );
+    assert_eq!(l0.persistent_len, graphs[1].1.persistent_len);
+
+    let mut arena = vec![0.0f32; graphs.iter().map(|(_, l)| l.len).max().unwrap_or(0)];
+    let specs = param_specs(g0);
+    let init = checkpoint::load(&case.init, &specs).expect("init weights");
+    for ((_, id), values) in params(g0).into_iter().zip(&init) {
+        let r = l0.range(g0, id).expect("params live in the arena");
+        arena[r].copy_from_slice(values);
+    }
+
+    let (fc, tw) = (case.train.feature_count, case.train.target_width);
+    let mut step = 0u64;
+    let mut batch_losses = vec![];
+    for _ in 0..case.epochs {
+        let mut losses = vec![];
+        for start in (0..rows).step_by(case.batch) {
+            let end = (start + case.batch).min(rows);
+            let which = usize::from(end - start != case.batch);
+            let x = &case.train.features[start * fc..end * fc];
+            let y = &case.train.targets[start * tw..end * tw];
+            steps[which](&mut arena, x, y, step);
+            step += 1;
+            let (g, l) = &graphs[which];
+            let loss = g.loss.and_then(|id| l.range(g, id)).expect("a loss tensor");
+            losses.push((f64::from(arena[loss][0]), end - start));
+        }
+        batch_losses.push(losses);
+    }
+    let weights = params(g0)
+        .into_iter()
+        .map(|(_, id)| arena[l0.range(g0, id).expect("param")].to_vec())
+        .collect();
+    Trained {
+        weights,
+        batch_losses,
+    }
+}
+
+fn interpreter(g: &Graph, l: &Layout) -> Step<'static> {
+    let (g, l) = (g.clone(), l.clone());
+    Box::new(move |arena, x, y, step| run(&g, &l, arena, x, y, step))
+}
+
+fn jit(g: &Graph, l: &Layout) -> Step<'static> {
+    let compiled = compile(g, l).expect("the graph compiles");
+    Box::new(move |arena, x, y, step| compiled.run(arena, x, y, step).expect("buffers fit"))
+}
+
+/// `max|a - b| / max(max|b|, 1e-3)`.
+fn tensor_error(a: &[f32], b: &[f32]) -> f64 {
+    assert_eq!(a.len(), b.len());
+    let diff = a
+        .iter()
+        .zip(b)
+        .map(|(&a, &b)| (f64::from(a) - f64::from(b)).abs())
+        .fold(0.0, f64::max);
+    let scale = b.iter().map(|&b| f64::from(b).abs()).fold(1e-3, f64::max);
+    diff / scale
+}
+
+/// Keras's final weights for a case, in `init::params` order, with their names.
+fn keras_weights(case: &Case) -> (Vec<String>, Vec<Vec<f32>>) {
+    let g = train_step(&case.model, case.batch).expect("graph");
+    let specs = param_specs(&g);
+    let keras = checkpoint::load(&case.keras, &specs).expect("Keras's weights");
+    (specs.into_iter().map(|(n, _)| n).collect(), keras)
+}
+
+/// The worst `tensor_error` of `ours` against `theirs`, and the tensor's name.
+fn worst_error(names: &[String], ours: &[Vec<f32>], theirs: &[Vec<f32>]) -> (f64, String) {
+    let mut worst = (0.0f64, String::new());
+    for (name, (a, b)) in names.iter().zip(ours.iter().zip(theirs)) {
+        let e = tensor_error(a, b);
+        if e >= worst.0 || e.is_nan() {
+            worst = (e, name.clone());
+        }
+    }
+    worst
+}
+
+/// The worst relative difference between two lists of epoch losses.
+fn loss_error(ours: &[f64], keras: &[f64]) -> f64 {
+    assert_eq!(ours.len(), keras.len(), "epoch counts differ");
+    ours.iter()
+        .zip(keras)
+        .map(|(a, b)| (a - b).abs() / b.abs().max(1e-6))
+        .fold(0.0, f64::max)
+}
+
+/// Trains `name` with both engines and checks both against Keras.
+fn check(name: &str) {
+    let case = load_case(name);
+    let (names, keras) = keras_weights(&case);
+    let init = checkpoint::load(
+        &case.init,
+        &param_specs(&train_step(&case.model, 1).expect("graph")),
+    )
+    .expect("init weights");
+    // The fixture must be able to tell a wrong update from a right one.
+    let moved = worst_error(&names, &init, &keras).0;
+    assert!(
+        moved > 1e-2,
+        "{name}: Keras's weights barely moved ({moved:e})"
+    );
+
+    for (engine, run) in [
+        (
+            "interpreter",
+            &interpreter as &dyn Fn(&Graph, &Layout) -> Step<'static>,
+        ),
+        ("jit", &jit),
+    ] {
+        let trained = train(&case, run);
+        let worst = worst_error(&names, &trained.weights, &keras);
+        let losses = trained.epoch_losses();
+        let loss_error = loss_error(&losses, &case.keras_losses);
+        println!(
+            "{name:32} {engine:11} worst weight error {:.2e} ({}), worst epoch loss error {:.2e}, weights moved {moved:.2e}",
+            worst.0, worst.1, loss_error
+        );
+        assert!(
+            worst.0 <= WEIGHT_TOLERANCE,
+            "{name} ({engine}): `{}` differs from Keras's by {:e} (relative)",
+            worst.1,
+            worst.0
+        );
+        assert!(
+            loss_error <= LOSS_TOLERANCE,
+            "{name} ({engine}): epoch losses {losses:?}, Keras {:?}",
+            case.keras_losses
+        );
+    }
+}
+
+/// The tolerances are tight enough to catch a slightly wrong update: the same SGD
+/// training with the learning rate 1% off ends far outside them.
+#[test]
+fn a_one_percent_learning_rate_error_is_caught() {
+    let mut case = load_case("reg_mse_sgd_tanh");
+    let config = case.model.train.as_mut().expect("train");
+    let Optimizer::Sgd { learning_rate, .. } = &mut config.optimizer else {
+        panic!("the case trains with sgd");
+    };
+    *learning_rate *= 1.01;
+    let (names, keras) = keras_weights(&case);
+    let trained = train(&case, &interpreter);
+    let (worst, _) = worst_error(&names, &trained.weights, &keras);
+    assert!(worst > 10.0 * WEIGHT_TOLERANCE, "{worst:e}");
+}
+
+/// Keras's epoch loss weights each batch by its size: the plain mean of the batch
+/// losses, which counts the smaller last batch as much as the others, is off.
+#[test]
+fn keras_weights_the_epoch_loss_by_batch_size() {
+    let case = load_case("reg_mse_sgd_tanh");
+    let trained = train(&case, &interpreter);
+    let plain: Vec<f64> = trained
+        .batch_losses
+        .iter()
+        .map(|e| e.iter().map(|&(l, _)| l).sum::<f64>() / e.len() as f64)
+        .collect();
+    assert!(loss_error(&plain, &case.keras_losses) > 10.0 * LOSS_TOLERANCE);
+    assert!(loss_error(&trained.epoch_losses(), &case.keras_losses) <= LOSS_TOLERANCE);
+}
+
+/// One test per fixture folder. (A case that disagreed with Keras because of a known
+/// difference would stay out of this list, named in a comment that says why; none does.)
+macro_rules! cases {
+    ($($name:ident),* $(,)?) => {
+        $(#[test] fn $name() { check(stringify!($name)); })*
+
+        /// Every fixture folder has a test.
+        #[test]
+        fn every_fixture_is_tested() {
+            let listed = [$(stringify!($name)),*];
+            let mut missing = vec![];
+            for entry in std::fs::read_dir(fixtures()).expect("fixtures") {
+                let entry = entry.expect("a folder entry");
+                let name = entry.file_name().to_string_lossy().into_owned();
+                if entry.path().join("spec.json").exists() && !listed.contains(&name.as_str()) {
+                    missing.push(name);
+                }
+            }
+            assert!(missing.is_empty(), "fixtures without a test: {missing:?}");
+        }
+    };
+}
+
+cases!(
+    bc_sgd_relu,
+    bc_momentum_tanh,
+    bc_nesterov_elu,
+    bc_adam_leaky_relu,
+    iris_adam_sparse_relu,
+    iris_adamw_categorical_gelu,
+    iris_rmsprop_sparse_silu,
+    iris_sgd_categorical_sigmoid,
+    reg_mse_sgd_tanh,
+    reg_mae_adam_softplus,
+    reg_huber_rmsprop_sigmoid,
+    reg_mse_adamw_gelu_silu,
+    iris_adam_exact_betas_tanh,
+);

@@ -1,0 +1,234 @@
+#!/usr/bin/env python3
+"""Makes the Keras parity fixtures that `tests/keras_parity.rs` checks nnc against.
+
+Run from the repository root with Keras 3 (TensorFlow backend) installed:
+
+    python tests/keras_parity/make_fixtures.py
+
+It writes, under tests/keras_parity/:
+  data/*.csv              small training sets (header row, target last). Every value is
+                          a multiple of 2^-10 printed exactly, so any parser gets the
+                          same float32.
+  CASE/init.safetensors   float32 `LAYER.kernel` [in, out] / `LAYER.bias` [out], drawn
+                          once with numpy (glorot uniform kernels, small random biases).
+  CASE/keras.safetensors  the weights Keras ends with after training from init.
+  CASE/spec.json          the model, loss, optimizer, epochs, batch size, data file, and
+                          Keras's per-epoch losses (`keras_epoch_losses`: Keras's `loss`
+                          history, a batch-size-weighted mean of the batch losses).
+
+Training: `model.fit(shuffle=False)`, batches in file order, the last one smaller.
+Layers are named as nnc names them (`dense`, `dense_1`, ..., `activation`, ...).
+"""
+import csv
+import json
+import os
+import struct
+import sys
+
+os.environ.setdefault("KERAS_BACKEND", "tensorflow")
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+import numpy as np
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(os.path.dirname(HERE))
+GRID = 1024.0
+
+
+def on_grid(a):
+    return np.round(np.asarray(a, dtype=np.float64) * GRID) / GRID
+
+
+def write_csv(path, header, rows):
+    with open(path, "w", newline="") as f:
+        w = csv.writer(f, lineterminator="\n")
+        w.writerow(header)
+        for r in rows:
+            w.writerow([repr(float(v)) for v in r[:-1]] + [r[-1]])
+
+
+def read_csv(path):
+    rows = list(csv.reader(open(path)))
+    return rows[0], np.array([[float(v) for v in r] for r in rows[1:]], dtype=np.float64)
+
+
+def zscore(x):
+    return (x - x.mean(axis=0)) / x.std(axis=0)
+
+
+def make_data():
+    os.makedirs(os.path.join(HERE, "data"), exist_ok=True)
+    # breast_cancer: 4 z-scored features, every 7th of the 569 rows (both classes mixed).
+    header, bc = read_csv(os.path.join(ROOT, "examples", "data", "breast_cancer.csv"))
+    cols = [header.index(c) for c in ("mean_radius", "mean_texture", "mean_smoothness", "mean_concavity")]
+    x = on_grid(zscore(bc[:, cols]))[::7][:80]
+    y = bc[::7, -1][:80].astype(int)
+    write_csv(os.path.join(HERE, "data", "breast_cancer.csv"),
+              [header[c] for c in cols] + ["benign"], [list(a) + [int(b)] for a, b in zip(x, y)])
+    # iris: 4 z-scored features, 90 rows in a fixed random order (the file is sorted by class).
+    header, ir = read_csv(os.path.join(ROOT, "examples", "data", "iris.csv"))
+    order = np.random.default_rng(1).permutation(len(ir))[:90]
+    x = on_grid(zscore(ir[:, :4]))[order]
+    y = ir[order, -1].astype(int)
+    write_csv(os.path.join(HERE, "data", "iris.csv"), header,
+              [list(a) + [int(b)] for a, b in zip(x, y)])
+    # regression: y = sin(x0) + 0.5 x1 x2 - 0.3 x2 + noise, 72 rows.
+    rng = np.random.default_rng(2)
+    x = on_grid(rng.uniform(-2, 2, size=(72, 3)))
+    y = on_grid(np.sin(x[:, 0]) + 0.5 * x[:, 1] * x[:, 2] - 0.3 * x[:, 2] + rng.normal(0, 0.1, 72))
+    write_csv(os.path.join(HERE, "data", "regression.csv"), ["x0", "x1", "x2", "y"],
+              [list(a) + [repr(float(b))] for a, b in zip(x, y)])
+
+
+# Each case: data file, layers, loss, optimizer (all hyperparameters explicit: nnc's
+# defaults where not chosen), epochs, batch size (never dividing the row count).
+# Initial weights are drawn with seed 100 + the case's index: add new cases at the end.
+SGD = dict(name="sgd", learning_rate=0.05, momentum=0.0, nesterov=False)
+ADAM = dict(name="adam", learning_rate=0.05, beta_1=0.9, beta_2=0.999, epsilon=1e-7)
+CASES = {
+    "bc_sgd_relu": dict(data="breast_cancer.csv", layers=[[8, "relu"], [1, "sigmoid"]],
+                        loss="binary_crossentropy", optimizer=SGD, epochs=3, batch_size=24),
+    "bc_momentum_tanh": dict(data="breast_cancer.csv", layers=[[6, "tanh"], [1, "sigmoid"]],
+                             loss="binary_crossentropy",
+                             optimizer=dict(SGD, momentum=0.9), epochs=3, batch_size=32),
+    "bc_nesterov_elu": dict(data="breast_cancer.csv", layers=[[8, "elu"], [5, "softplus"], [1, "sigmoid"]],
+                            loss="binary_crossentropy",
+                            optimizer=dict(SGD, momentum=0.8, nesterov=True), epochs=3, batch_size=18),
+    "bc_adam_leaky_relu": dict(data="breast_cancer.csv",
+                               layers=[[8, "linear"], ["leaky_relu", 0.3], [1, "linear"], ["sigmoid"]],
+                               loss="binary_crossentropy", optimizer=ADAM, epochs=3, batch_size=24),
+    "iris_adam_sparse_relu": dict(data="iris.csv", layers=[[8, "relu"], [3, "softmax"]],
+                                  loss="sparse_categorical_crossentropy", optimizer=ADAM,
+                                  epochs=3, batch_size=16),
+    "iris_adamw_categorical_gelu": dict(data="iris.csv", layers=[[8, "gelu"], [3, "softmax"]],
+                                        loss="categorical_crossentropy",
+                                        optimizer=dict(ADAM, name="adamw", weight_decay=0.004),
+                                        epochs=3, batch_size=16),
+    "iris_rmsprop_sparse_silu": dict(data="iris.csv", layers=[[6, "silu"], [3, "softmax"]],
+                                     loss="sparse_categorical_crossentropy",
+                                     optimizer=dict(name="rmsprop", learning_rate=0.01, rho=0.9, epsilon=1e-7),
+                                     epochs=3, batch_size=20),
+    "iris_sgd_categorical_sigmoid": dict(data="iris.csv", layers=[[7, "sigmoid"], [3, "linear"], ["softmax"]],
+                                         loss="categorical_crossentropy",
+                                         optimizer=dict(SGD, learning_rate=0.1), epochs=3, batch_size=25),
+    "reg_mse_sgd_tanh": dict(data="regression.csv", layers=[[8, "tanh"], [1, "linear"]],
+                             loss="mse", optimizer=SGD, epochs=3, batch_size=20),
+    "reg_mae_adam_softplus": dict(data="regression.csv", layers=[[8, "softplus"], [1, "linear"]],
+                                  loss="mae", optimizer=ADAM, epochs=3, batch_size=20),
+    "reg_huber_rmsprop_sigmoid": dict(data="regression.csv", layers=[[8, "sigmoid"], [1, "linear"]],
+                                      loss="huber",
+                                      optimizer=dict(name="rmsprop", learning_rate=0.01, rho=0.9, epsilon=1e-7),
+                                      epochs=3, batch_size=17),
+    "reg_mse_adamw_gelu_silu": dict(data="regression.csv", layers=[[8, "gelu"], [6, "silu"], [1, "linear"]],
+                                    loss="mse", optimizer=dict(ADAM, name="adamw", learning_rate=0.02,
+                                                               weight_decay=0.004),
+                                    epochs=4, batch_size=32),
+    # Betas whose `1 - beta` is exact in float32: nnc computes `1 - beta` in float32,
+    # Keras in Python's float64 before the cast, which for 0.999 differs by 1.3e-5.
+    "iris_adam_exact_betas_tanh": dict(data="iris.csv", layers=[[8, "tanh"], [3, "softmax"]],
+                                       loss="sparse_categorical_crossentropy",
+                                       optimizer=dict(ADAM, beta_1=0.875, beta_2=0.9990234375),
+                                       epochs=3, batch_size=16),
+}
+
+
+def write_safetensors(path, tensors):
+    header, blobs, off = {}, [], 0
+    for name, arr in tensors.items():
+        b = np.ascontiguousarray(arr, dtype="<f4").tobytes()
+        header[name] = {"dtype": "F32", "shape": list(arr.shape), "data_offsets": [off, off + len(b)]}
+        blobs.append(b)
+        off += len(b)
+    h = json.dumps(header).encode()
+    h += b" " * ((8 - len(h) % 8) % 8)
+    with open(path, "wb") as f:
+        f.write(struct.pack("<Q", len(h)))
+        f.write(h)
+        for b in blobs:
+            f.write(b)
+
+
+def named_layers(layers):
+    """(name, layer spec) in nnc's naming: `dense`, `dense_1`, ... and `activation`, ..."""
+    counts, out = {}, []
+    for spec in layers:
+        base = "dense" if isinstance(spec[0], int) else "activation"
+        n = counts.get(base, 0)
+        counts[base] = n + 1
+        out.append((base if n == 0 else f"{base}_{n}", spec))
+    return out
+
+
+def keras_layer(keras, name, spec):
+    if isinstance(spec[0], int):
+        return keras.layers.Dense(spec[0], activation=spec[1], name=name)
+    if spec[0] == "leaky_relu":
+        return keras.layers.LeakyReLU(negative_slope=spec[1], name=name)
+    return keras.layers.Activation(spec[0], name=name)
+
+
+def keras_optimizer(keras, o):
+    args = {k: v for k, v in o.items() if k != "name"}
+    cls = {"sgd": keras.optimizers.SGD, "adam": keras.optimizers.Adam,
+           "adamw": keras.optimizers.AdamW, "rmsprop": keras.optimizers.RMSprop}[o["name"]]
+    if o["name"] == "rmsprop":
+        args.update(momentum=0.0, centered=False)
+    return cls(**args)
+
+
+def make_case(keras, name, case, index):
+    folder = os.path.join(HERE, name)
+    os.makedirs(folder, exist_ok=True)
+    _, data = read_csv(os.path.join(HERE, "data", case["data"]))
+    x = data[:, :-1].astype("float32")
+    labels = data[:, -1]
+    classes = case["layers"][-1][0] if isinstance(case["layers"][-1][0], int) else case["layers"][-2][0]
+    if case["loss"] == "sparse_categorical_crossentropy":
+        y = labels.astype("int32")
+    elif case["loss"] == "categorical_crossentropy":
+        y = np.eye(classes, dtype="float32")[labels.astype(int)]
+    else:
+        y = labels.astype("float32")[:, None]
+
+    rng = np.random.default_rng(100 + index)
+    init, fan_in = {}, x.shape[1]
+    for lname, spec in named_layers(case["layers"]):
+        if isinstance(spec[0], int):
+            limit = np.sqrt(6.0 / (fan_in + spec[0]))
+            init[f"{lname}.kernel"] = rng.uniform(-limit, limit, (fan_in, spec[0])).astype("float32")
+            init[f"{lname}.bias"] = rng.uniform(-0.1, 0.1, spec[0]).astype("float32")
+            fan_in = spec[0]
+    write_safetensors(os.path.join(folder, "init.safetensors"), init)
+
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential([keras.Input((x.shape[1],))] +
+                             [keras_layer(keras, n, s) for n, s in named_layers(case["layers"])])
+    dense = [n for n, s in named_layers(case["layers"]) if isinstance(s[0], int)]
+    model.set_weights([init[f"{n}.{k}"] for n in dense for k in ("kernel", "bias")])
+    model.compile(loss=case["loss"], optimizer=keras_optimizer(keras, case["optimizer"]))
+    hist = model.fit(x, y, batch_size=case["batch_size"], epochs=case["epochs"], shuffle=False, verbose=0)
+    final = {}
+    for n in dense:
+        final[f"{n}.kernel"], final[f"{n}.bias"] = model.get_layer(n).get_weights()
+    write_safetensors(os.path.join(folder, "keras.safetensors"), final)
+
+    spec = dict(case, keras_version=keras.__version__, backend=keras.backend.backend(),
+                keras_epoch_losses=[float(v) for v in hist.history["loss"]])
+    with open(os.path.join(folder, "spec.json"), "w") as f:
+        json.dump(spec, f, indent=1)
+        f.write("\n")
+    moved = max(float(np.max(np.abs(final[k] - init[k]))) for k in init)
+    print(f"{name}: losses {spec['keras_epoch_losses']}, largest weight change {moved:.4f}")
+
+
+def main():
+    make_data()
+    import keras
+
+    for i, (name, case) in enumerate(CASES.items()):
+        if len(sys.argv) > 1 and name not in sys.argv[1:]:
+            continue
+        make_case(keras, name, case, i)
+
+
+if __name__ == "__main__":
+    main()
