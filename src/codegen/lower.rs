@@ -718,7 +718,7 @@ impl Lower<'_, '_, '_> {
                 rho,
                 epsilon,
             } => {
-                let one_m_rho = 1.0 - rho;
+                let one_m_rho = crate::ir::optim::one_minus(rho);
                 self.e.map(n, |e, ty, i| {
                     let wv = e.ld(ty, w, i);
                     let gv = e.ld(ty, g, i);
@@ -771,7 +771,10 @@ impl Lower<'_, '_, '_> {
         let d1 = e.fsub(one_f, p1);
         let alpha = e.fdiv(num, d1);
         let alpha4 = e.b.ins().splat(types::F32X4, alpha);
-        let (omb1, omb2) = (1.0 - b1, 1.0 - b2);
+        let (omb1, omb2) = (
+            crate::ir::optim::one_minus(b1),
+            crate::ir::optim::one_minus(b2),
+        );
         e.map(n, |e, ty, i| {
             let mut wv = e.ld(ty, w, i);
             if let Some(wd) = weight_decay {

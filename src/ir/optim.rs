@@ -19,7 +19,6 @@ pub fn slot_names(opt: &Optimizer) -> &'static [&'static str] {
 /// Applies one step to `w` given its gradient `g` and its `slots` (as `slot_names`
 /// lists them). `step` is Keras's `iterations`: 0 for the first update.
 pub fn update<T: Real>(opt: &Optimizer, step: u64, w: &mut [T], g: &[T], slots: &mut [Vec<T>]) {
-    let one = T::one();
     match *opt {
         Optimizer::Sgd {
             learning_rate,
@@ -70,11 +69,12 @@ pub fn update<T: Real>(opt: &Optimizer, step: u64, w: &mut [T], g: &[T], slots: 
             epsilon,
         } => {
             let lr = T::from_f32(learning_rate);
+            let one_minus_rho = T::from_f32(one_minus(rho));
             let rho = T::from_f32(rho);
             let eps = T::from_f32(epsilon);
             if let [v] = slots {
                 for i in 0..w.len() {
-                    v[i] = rho * v[i] + (one - rho) * (g[i] * g[i]);
+                    v[i] = rho * v[i] + one_minus_rho * (g[i] * g[i]);
                     w[i] = w[i] - (lr * g[i]) / (v[i] + eps).sqrt();
                 }
             }
@@ -82,15 +82,27 @@ pub fn update<T: Real>(opt: &Optimizer, step: u64, w: &mut [T], g: &[T], slots: 
     }
 }
 
+/// `1 - beta` as Keras computes it: from the decimal the user wrote, in f64, then
+/// rounded to f32. (`1 - 0.999f32` is 0.00099998713, 1.3e-5 away from Keras's 0.001.)
+/// The shortest decimal that reads back as `beta` is the one the user wrote.
+pub fn one_minus(beta: f32) -> f32 {
+    let written: f64 = beta.to_string().parse().unwrap_or(f64::from(beta));
+    (1.0 - written) as f32
+}
+
 fn adam<T: Real>(step: u64, w: &mut [T], g: &[T], slots: &mut [Vec<T>], hyper: [f32; 4]) {
+    let (omb1, omb2) = (
+        T::from_f32(one_minus(hyper[1])),
+        T::from_f32(one_minus(hyper[2])),
+    );
     let [lr, b1, b2, eps] = hyper.map(T::from_f32);
     let one = T::one();
     let t = T::from_f64((step + 1) as f64);
     let alpha = lr * (one - b2.powf(t)).sqrt() / (one - b1.powf(t));
     if let [m, v] = slots {
         for i in 0..w.len() {
-            m[i] = m[i] + (g[i] - m[i]) * (one - b1);
-            v[i] = v[i] + (g[i] * g[i] - v[i]) * (one - b2);
+            m[i] = m[i] + (g[i] - m[i]) * omb1;
+            v[i] = v[i] + (g[i] * g[i] - v[i]) * omb2;
             w[i] = w[i] - (m[i] * alpha) / (v[i].sqrt() + eps);
         }
     }
@@ -203,8 +215,8 @@ mod tests {
                         }
                         let t = (step + 1) as f32;
                         let alpha = lr * (1.0 - b2.powf(t)).sqrt() / (1.0 - b1.powf(t));
-                        *m += (g - *m) * (1.0 - b1);
-                        *v += (g * g - *v) * (1.0 - b2);
+                        *m += (g - *m) * one_minus(b1);
+                        *v += (g * g - *v) * one_minus(b2);
                         *w -= (*m * alpha) / (v.sqrt() + eps);
                     }
                     Optimizer::RmsProp {
@@ -212,7 +224,7 @@ mod tests {
                         rho,
                         epsilon: eps,
                     } => {
-                        *v = rho * *v + (1.0 - rho) * (g * g);
+                        *v = rho * *v + one_minus(rho) * (g * g);
                         *w -= (lr * g) / (*v + eps).sqrt();
                     }
                 }

@@ -207,7 +207,7 @@ pub fn train(
             (0..train_set.rows).collect()
         };
         reporter.epoch_started(epoch, config.epochs, batches_per_epoch);
-        let mut loss_sum = 0f64;
+        let (mut loss_sum, mut rows_done) = (0f64, 0usize);
         let mut metrics = accumulators(&config, model, train_set)?;
         for (index, rows) in order.chunks(batch).enumerate() {
             let n = rows.len();
@@ -224,11 +224,13 @@ pub fn train(
                     index + 1
                 ));
             }
-            loss_sum += f64::from(loss);
+            // Weighted by the batch's rows, as Keras reports an epoch's loss.
+            loss_sum += f64::from(loss) * n as f64;
+            rows_done += n;
             add_batch(&mut metrics, exe.slice(&arena, exe.graph.output), y);
-            reporter.batch_done(index + 1, loss_sum / (index + 1) as f64);
+            reporter.batch_done(index + 1, loss_sum / rows_done as f64);
         }
-        final_loss = (loss_sum / batches_per_epoch as f64) as f32;
+        final_loss = (loss_sum / rows_done.max(1) as f64) as f32;
         let validation = match &prepared.validation {
             Some(set) => Some(evaluate(&mut programs, &mut arena, set, &config, batch)?),
             None => None,
