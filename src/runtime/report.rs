@@ -51,6 +51,28 @@ impl<'w> HumanReporter<'w> {
     }
 }
 
+/// `850 ms`, `12.34 s`: an epoch of a small model takes milliseconds.
+fn duration_text(seconds: f64) -> String {
+    if seconds < 1.0 {
+        format!("{:.1} ms", seconds * 1e3)
+    } else {
+        format!("{seconds:.2} s")
+    }
+}
+
+/// `1234567` -> `1,234,567`.
+fn thousands(n: u64) -> String {
+    let digits = n.to_string();
+    let mut out = String::new();
+    for (i, c) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i).is_multiple_of(3) {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
+}
+
 fn metric_text(prefix: &str, loss: f64, metrics: &[(String, f64)]) -> String {
     let mut text = format!("{prefix}loss {loss:.4}");
     for (name, value) in metrics {
@@ -105,8 +127,9 @@ impl Reporter for HumanReporter<'_> {
             line.push_str(&metric_text("val_", *loss, metrics));
         }
         line.push_str(&format!(
-            "  {:.2}s  {:.0} samples/s",
-            r.seconds, r.samples_per_second
+            "  {}  {} samples/s",
+            duration_text(r.seconds),
+            thousands(r.samples_per_second.round() as u64)
         ));
         say(self.out, line);
     }
@@ -174,5 +197,20 @@ impl Reporter for JsonReporter<'_> {
             self.out,
             json!({"event": "saved", "path": path.display().to_string()}),
         );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn numbers_read_as_people_write_them() {
+        assert_eq!(thousands(0), "0");
+        assert_eq!(thousands(999), "999");
+        assert_eq!(thousands(1000), "1,000");
+        assert_eq!(thousands(1234567), "1,234,567");
+        assert_eq!(duration_text(0.0123), "12.3 ms");
+        assert_eq!(duration_text(2.5), "2.50 s");
     }
 }
