@@ -208,3 +208,15 @@ fn a_missing_data_file_is_an_error_before_training() {
         out.stdout
     );
 }
+
+#[test]
+fn mnist_convnet_reaches_98_percent_in_two_epochs() {
+    let acc = test_accuracy(&train(&["examples/mnist_cnn.nn"]));
+    assert!(acc >= 0.98, "MNIST convnet test accuracy {acc}");
+}
+
+#[test]
+fn lenet5_with_batchnorm_reaches_98_percent_in_two_epochs() {
+    let acc = test_accuracy(&train(&["examples/lenet5.nn"]));
+    assert!(acc >= 0.98, "LeNet-5 test accuracy {acc}");
+}
