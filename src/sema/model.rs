@@ -262,6 +262,20 @@ pub enum Loss {
     SparseCategoricalCrossentropy,
 }
 
+impl Loss {
+    /// The loss's name as written in `.nn` files.
+    pub fn keyword(self) -> &'static str {
+        match self {
+            Loss::Mse => "mse",
+            Loss::Mae => "mae",
+            Loss::Huber => "huber",
+            Loss::BinaryCrossentropy => "binary_crossentropy",
+            Loss::CategoricalCrossentropy => "categorical_crossentropy",
+            Loss::SparseCategoricalCrossentropy => "sparse_categorical_crossentropy",
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum Optimizer {
     Sgd {

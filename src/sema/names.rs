@@ -107,7 +107,7 @@ pub fn nearest(name: &str, known: &[&'static str]) -> Option<&'static str> {
 }
 
 /// Levenshtein distance, on chars.
-fn distance(a: &str, b: &str) -> usize {
+pub fn distance(a: &str, b: &str) -> usize {
     let b: Vec<char> = b.chars().collect();
     let mut prev: Vec<usize> = (0..=b.len()).collect();
     for (i, ca) in a.chars().enumerate() {

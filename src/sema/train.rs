@@ -463,7 +463,7 @@ fn check_loss_fits(
             "end the model with `dense(1, activation = sigmoid)`, or use sparse_categorical_crossentropy for several classes",
         )),
         Loss::SparseCategoricalCrossentropy | Loss::CategoricalCrossentropy if out < 2 => Some((
-            format!("{} needs one output unit per class, but the model outputs {out}", loss_name(loss)),
+            format!("{} needs one output unit per class, but the model outputs {out}", loss.keyword()),
             "for two classes with one unit, use binary_crossentropy",
         )),
         Loss::SparseCategoricalCrossentropy | Loss::CategoricalCrossentropy
@@ -519,16 +519,5 @@ fn check_data_fits(
             )
             .with_help(format!("make the input shape hold {n} element{}, e.g. `[{n}]`", if n == 1 { "" } else { "s" })),
         );
-    }
-}
-
-fn loss_name(loss: Loss) -> &'static str {
-    match loss {
-        Loss::Mse => "mse",
-        Loss::Mae => "mae",
-        Loss::Huber => "huber",
-        Loss::BinaryCrossentropy => "binary_crossentropy",
-        Loss::CategoricalCrossentropy => "categorical_crossentropy",
-        Loss::SparseCategoricalCrossentropy => "sparse_categorical_crossentropy",
     }
 }

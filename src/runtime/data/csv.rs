@@ -3,6 +3,7 @@
 use std::path::Path;
 
 use super::Dataset;
+use crate::sema::names::distance;
 
 /// A CSV file read into memory, with the line of each row for later messages.
 #[derive(Debug, Clone, PartialEq)]
@@ -164,26 +165,10 @@ fn nearest<'a>(names: &'a [String], name: &str) -> Option<&'a str> {
     let wanted = name.to_lowercase();
     names
         .iter()
-        .map(|n| (edit_distance(&n.to_lowercase(), &wanted), n))
+        .map(|n| (distance(&n.to_lowercase(), &wanted), n))
         .filter(|(d, n)| *d <= (n.chars().count().max(name.chars().count()) / 3).max(2))
         .min_by_key(|(d, _)| *d)
         .map(|(_, n)| n.as_str())
-}
-
-/// Levenshtein distance over chars.
-fn edit_distance(a: &str, b: &str) -> usize {
-    let b: Vec<char> = b.chars().collect();
-    let mut prev: Vec<usize> = (0..=b.len()).collect();
-    let mut cur = vec![0; b.len() + 1];
-    for (i, ca) in a.chars().enumerate() {
-        cur[0] = i + 1;
-        for (j, &cb) in b.iter().enumerate() {
-            let substitute = prev[j] + usize::from(ca != cb);
-            cur[j + 1] = substitute.min(prev[j + 1] + 1).min(cur[j] + 1);
-        }
-        std::mem::swap(&mut prev, &mut cur);
-    }
-    prev[b.len()]
 }
 
 fn list_columns(names: &[String]) -> String {
@@ -222,14 +207,6 @@ fn csv_reason(e: &::csv::Error) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn edit_distance_counts_single_edits() {
-        assert_eq!(edit_distance("benign", "benign"), 0);
-        assert_eq!(edit_distance("benign", "benig"), 1);
-        assert_eq!(edit_distance("benign", "bening"), 2);
-        assert_eq!(edit_distance("", "abc"), 3);
-    }
 
     #[test]
     fn nearest_ignores_far_names() {

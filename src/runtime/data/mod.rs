@@ -234,7 +234,7 @@ enum TargetRule {
 impl TargetRule {
     fn new(model: &Model, loss: Loss) -> Result<Self, String> {
         let out = model.output_size();
-        let name = loss_name(loss);
+        let name = loss.keyword();
         match loss {
             Loss::SparseCategoricalCrossentropy => Ok(Self::Sparse { classes: out }),
             Loss::CategoricalCrossentropy => Ok(Self::OneHot { classes: out }),
@@ -300,17 +300,6 @@ impl TargetRule {
                 })
             }
         }
-    }
-}
-
-fn loss_name(loss: Loss) -> &'static str {
-    match loss {
-        Loss::Mse => "mse",
-        Loss::Mae => "mae",
-        Loss::Huber => "huber",
-        Loss::BinaryCrossentropy => "binary_crossentropy",
-        Loss::CategoricalCrossentropy => "categorical_crossentropy",
-        Loss::SparseCategoricalCrossentropy => "sparse_categorical_crossentropy",
     }
 }
 
