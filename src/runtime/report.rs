@@ -24,7 +24,17 @@ pub struct TestReport {
     pub metrics: Vec<(String, f64)>,
 }
 
+/// The rows training will see, known once the data is loaded.
+pub struct DataReport {
+    pub train_rows: usize,
+    pub validation_rows: Option<usize>,
+    pub test_rows: Option<usize>,
+    pub batch_size: usize,
+    pub epochs: usize,
+}
+
 pub trait Reporter {
+    fn data_loaded(&mut self, _data: &DataReport) {}
     fn compiled(&mut self, seconds: f64);
     fn epoch_started(&mut self, _epoch: usize, _epochs: usize, _batches: usize) {}
     fn batch_done(&mut self, _batch: usize, _mean_loss: f64) {}
@@ -82,6 +92,23 @@ fn metric_text(prefix: &str, loss: f64, metrics: &[(String, f64)]) -> String {
 }
 
 impl Reporter for HumanReporter<'_> {
+    fn data_loaded(&mut self, d: &DataReport) {
+        let mut line = format!("training on {} rows", thousands(d.train_rows as u64));
+        if let Some(n) = d.validation_rows {
+            line.push_str(&format!(", validating on {}", thousands(n as u64)));
+        }
+        if let Some(n) = d.test_rows {
+            line.push_str(&format!(", testing on {}", thousands(n as u64)));
+        }
+        line.push_str(&format!(
+            "; batch size {}, {} epoch{}",
+            d.batch_size,
+            d.epochs,
+            if d.epochs == 1 { "" } else { "s" }
+        ));
+        say(self.out, line);
+    }
+
     fn compiled(&mut self, seconds: f64) {
         say(
             self.out,

@@ -17,7 +17,7 @@ use crate::ir::{build, init, interp};
 use crate::runtime::checkpoint;
 use crate::runtime::data::{self, Dataset};
 use crate::runtime::metrics::Accumulator;
-use crate::runtime::report::{EpochReport, Reporter, TestReport};
+use crate::runtime::report::{DataReport, EpochReport, Reporter, TestReport};
 use crate::sema::model::{Model, TrainConfig};
 
 /// Which executor runs the graphs.
@@ -140,6 +140,13 @@ pub fn train(
     let prepared = data::prepare(model, &config)?;
     let train_set = &prepared.train;
     let batch = config.batch_size.min(train_set.rows).max(1);
+    reporter.data_loaded(&DataReport {
+        train_rows: train_set.rows,
+        validation_rows: prepared.validation.as_ref().map(|d| d.rows),
+        test_rows: prepared.test.as_ref().map(|d| d.rows),
+        batch_size: batch,
+        epochs: config.epochs,
+    });
 
     let mut programs = Programs {
         model,
