@@ -364,7 +364,10 @@ fn a_save_killed_at_any_moment_leaves_the_old_or_the_new_file_never_a_torn_one()
         signal(&child, libc::SIGKILL);
         finish(child, TIMEOUT).expect("killed child");
         if !path.exists() {
-            assert_eq!(seen_complete, 0, "round {round}: the file vanished after existing");
+            assert_eq!(
+                seen_complete, 0,
+                "round {round}: the file vanished after existing"
+            );
             continue;
         }
         let values = checkpoint::load(&path, &shapes)
