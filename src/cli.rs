@@ -8,8 +8,9 @@ use clap::{Parser, Subcommand};
 use serde_json::json;
 
 use crate::diag::{line_col, Severity};
+use crate::runtime::interrupt;
 use crate::runtime::report::{HumanReporter, JsonReporter};
-use crate::runtime::train::{train, Engine, RunOptions};
+use crate::runtime::train::{train, Engine, Interrupted, RunOptions};
 use crate::sema::{self, codes, summary, CheckOptions, CheckOutcome};
 
 /// Exit codes: no errors (warnings allowed), errors in the input, usage error.
@@ -256,9 +257,17 @@ pub fn explain(code: &str, io: &mut Io) -> i32 {
 }
 
 /// Checks a file for `run` and `emit`: prints its diagnostics, and returns its model
-/// when it has no errors, or the exit code to end with.
-fn checked_model(path: &std::path::Path, io: &mut Io) -> Result<crate::sema::model::Model, i32> {
-    let outcome = match sema::check_file(path, &CheckOptions::default()) {
+/// when it has no errors, or the exit code to end with. `batch_size` (the flag's) is
+/// the one the memory limit is checked at, so that the flag cannot bypass it.
+fn checked_model(
+    path: &std::path::Path,
+    batch_size: Option<u64>,
+    io: &mut Io,
+) -> Result<crate::sema::model::Model, i32> {
+    let opts = CheckOptions {
+        batch_size: batch_size.and_then(|b| usize::try_from(b).ok()),
+    };
+    let outcome = match sema::check_file(path, &opts) {
         Ok(o) => o,
         Err(e) => {
             emit(
@@ -276,7 +285,7 @@ fn checked_model(path: &std::path::Path, io: &mut Io) -> Result<crate::sema::mod
 }
 
 pub fn run_model(args: &RunArgs, io: &mut Io) -> i32 {
-    let model = match checked_model(&args.file, io) {
+    let model = match checked_model(&args.file, args.batch_size, io) {
         Ok(m) => m,
         Err(code) => return code,
     };
@@ -292,6 +301,8 @@ pub fn run_model(args: &RunArgs, io: &mut Io) -> i32 {
             Engine::Jit
         }),
     };
+    // Ctrl-C from here on stops training cleanly instead of losing every epoch.
+    interrupt::install();
     let result = if args.json {
         train(&model, &options, &mut JsonReporter { out: io.stdout })
     } else {
@@ -302,7 +313,13 @@ pub fn run_model(args: &RunArgs, io: &mut Io) -> i32 {
         )
     };
     match result {
-        Ok(_) => EXIT_OK,
+        Ok(outcome) => match outcome.interrupted {
+            Some(stop) => {
+                emit(io.stderr, &interrupted_message(&stop, args.save.is_some()));
+                interrupt::EXIT_INTERRUPTED
+            }
+            None => EXIT_OK,
+        },
         Err(message) => {
             emit(io.stderr, &format!("error: {message}\n"));
             EXIT_ERRORS
@@ -310,8 +327,27 @@ pub fn run_model(args: &RunArgs, io: &mut Io) -> i32 {
     }
 }
 
+/// What Ctrl-C left behind, in one line.
+fn interrupted_message(stop: &Interrupted, save_asked: bool) -> String {
+    let at = if stop.completed < stop.epochs {
+        format!("in epoch {} of {}", stop.completed + 1, stop.epochs)
+    } else {
+        format!("after the last epoch ({})", stop.epochs)
+    };
+    let kept = match (&stop.saved, save_asked) {
+        (Some(path), _) => format!(
+            "saved the weights of epoch {} (the last complete one) to {}",
+            stop.completed,
+            path.display()
+        ),
+        (None, true) => "no epoch was complete, so no weights were saved".into(),
+        (None, false) => "the weights were not saved (no --save)".into(),
+    };
+    format!("nnc: interrupted (Ctrl-C) {at}: {kept}\n")
+}
+
 pub fn emit_ir(args: &EmitArgs, io: &mut Io) -> i32 {
-    let model = match checked_model(&args.file, io) {
+    let model = match checked_model(&args.file, args.batch_size, io) {
         Ok(m) => m,
         Err(code) => return code,
     };

@@ -71,6 +71,28 @@ pub fn save(path: &Path, tensors: &[(String, Vec<usize>, &[f32])]) -> Result<(),
     Ok(())
 }
 
+/// Checks, before any training, that `save` could write `path`: it is not a folder,
+/// and a file can be created beside it. Training for hours and then failing to save
+/// would lose the user's work.
+pub fn check_writable(path: &Path) -> Result<(), String> {
+    let file = path.display();
+    if path.is_dir() {
+        return Err(format!(
+            "{file}: is a folder; --save needs a file name, e.g. {}",
+            path.join("weights.safetensors").display()
+        ));
+    }
+    let temp = temp_path(path)?;
+    match File::create(&temp) {
+        Ok(_) => {
+            // Best effort, as in `save`: the probe is ours and empty.
+            let _ = fs::remove_file(&temp);
+            Ok(())
+        }
+        Err(e) => Err(format!("{file}: cannot write the weights there: {e}")),
+    }
+}
+
 /// Reads the tensors `expected` (name, shape) from `path`, in that order.
 ///
 /// Every missing, extra, misshapen or non-float32 tensor is named in one message.

@@ -2,6 +2,7 @@
 
 pub mod checkpoint;
 pub mod data;
+pub mod interrupt;
 pub mod metrics;
 pub mod report;
 pub mod train;

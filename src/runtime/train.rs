@@ -16,6 +16,7 @@ use crate::ir::layout::Layout;
 use crate::ir::{build, init, interp};
 use crate::runtime::checkpoint;
 use crate::runtime::data::{self, Dataset};
+use crate::runtime::interrupt;
 use crate::runtime::metrics::Accumulator;
 use crate::runtime::report::{DataReport, EpochReport, Reporter, TestReport};
 use crate::sema::model::{Model, TrainConfig};
@@ -115,6 +116,19 @@ impl<'m> Programs<'m> {
 pub struct Outcome {
     pub final_loss: f32,
     pub test: Option<TestReport>,
+    /// Set when Ctrl-C stopped training (see `runtime::interrupt`); there is no test
+    /// report then.
+    pub interrupted: Option<Interrupted>,
+}
+
+/// Where Ctrl-C stopped training.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Interrupted {
+    /// Epochs trained to their end; their last one's weights are the ones saved.
+    pub completed: usize,
+    pub epochs: usize,
+    /// Where those weights went: `None` without `save`, or when no epoch was complete.
+    pub saved: Option<PathBuf>,
 }
 
 /// Trains `model` as its `train` block says (with `options` overriding), reporting
@@ -136,6 +150,9 @@ pub fn train(
     }
     if let Some(s) = options.seed {
         config.seed = s;
+    }
+    if let Some(path) = &options.save {
+        checkpoint::check_writable(path)?;
     }
     let prepared = data::prepare(model, &config)?;
     let train_set = &prepared.train;
@@ -205,8 +222,14 @@ pub fn train(
     let mut step: u64 = 0;
     let mut final_loss = f32::NAN;
     let batches_per_epoch = train_set.rows.div_ceil(batch);
+    // With `save`, the weights at the end of the last complete epoch: what Ctrl-C saves.
+    let mut kept: Option<Vec<Vec<f32>>> = None;
+    let mut completed = 0;
 
-    for epoch in 1..=config.epochs {
+    'epochs: for epoch in 1..=config.epochs {
+        if interrupt::requested() {
+            break;
+        }
         let started = Instant::now();
         let order: Vec<usize> = if config.shuffle {
             data::shuffled_order(train_set.rows, config.seed, epoch)
@@ -236,6 +259,10 @@ pub fn train(
             rows_done += n;
             add_batch(&mut metrics, exe.slice(&arena, exe.graph.output), y);
             reporter.batch_done(index + 1, loss_sum / rows_done as f64);
+            // After the last batch the epoch is finished and reported first.
+            if interrupt::requested() && index + 1 < batches_per_epoch {
+                break 'epochs;
+            }
         }
         final_loss = (loss_sum / rows_done.max(1) as f64) as f32;
         let validation = match &prepared.validation {
@@ -252,6 +279,50 @@ pub fn train(
             seconds,
             samples_per_second: train_set.rows as f64 / seconds.max(1e-9),
         });
+        completed = epoch;
+        if options.save.is_some() {
+            let full = &programs.train[&batch];
+            kept = Some(
+                checkpoint_tensors
+                    .iter()
+                    .map(|(_, id)| full.slice(&arena, *id).to_vec())
+                    .collect(),
+            );
+        }
+    }
+
+    let full = &programs.train[&batch];
+    let shapes: Vec<Vec<usize>> = checkpoint_tensors
+        .iter()
+        .map(|(_, id)| full.graph.tensors[*id].shape.clone())
+        .collect();
+    let save = |path: &std::path::Path, values: Vec<&[f32]>| {
+        let tensors: Vec<(String, Vec<usize>, &[f32])> = checkpoint_tensors
+            .iter()
+            .zip(&shapes)
+            .zip(values)
+            .map(|(((name, _), shape), data)| (name.clone(), shape.clone(), data))
+            .collect();
+        checkpoint::save(path, &tensors)
+    };
+    if interrupt::requested() {
+        let saved = match (&options.save, &kept) {
+            (Some(path), Some(values)) => {
+                save(path, values.iter().map(Vec::as_slice).collect())?;
+                reporter.saved(path);
+                Some(path.clone())
+            }
+            _ => None,
+        };
+        return Ok(Outcome {
+            final_loss,
+            test: None,
+            interrupted: Some(Interrupted {
+                completed,
+                epochs: config.epochs,
+                saved,
+            }),
+        });
     }
 
     let test = match &prepared.test {
@@ -266,20 +337,18 @@ pub fn train(
 
     if let Some(path) = &options.save {
         let full = &programs.train[&batch];
-        let tensors: Vec<(String, Vec<usize>, &[f32])> = checkpoint_tensors
+        let values = checkpoint_tensors
             .iter()
-            .map(|(name, id)| {
-                (
-                    name.clone(),
-                    full.graph.tensors[*id].shape.clone(),
-                    full.slice(&arena, *id),
-                )
-            })
+            .map(|(_, id)| full.slice(&arena, *id))
             .collect();
-        checkpoint::save(path, &tensors)?;
+        save(path, values)?;
         reporter.saved(path);
     }
-    Ok(Outcome { final_loss, test })
+    Ok(Outcome {
+        final_loss,
+        test,
+        interrupted: None,
+    })
 }
 
 /// Loss and metrics of a whole data set in inference mode (dropout off), in batches.

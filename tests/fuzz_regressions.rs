@@ -1,0 +1,46 @@
+//! Replays every input under tests/fuzz_corpus/TARGET/ (the seed corpus of the fuzz
+//! targets and every input that once crashed one) through the same entry point the
+//! fuzz target drives (fuzz/src/harness.rs): none may panic.
+
+use std::path::Path;
+
+#[path = "../fuzz/src/harness.rs"]
+mod harness;
+
+fn replay(target: &str, entry: fn(&[u8])) {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fuzz_corpus")
+        .join(target);
+    let mut files: Vec<_> = std::fs::read_dir(&dir)
+        .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
+        .map(|e| e.expect("corpus entry").path())
+        .collect();
+    files.sort();
+    assert!(!files.is_empty(), "{}: empty corpus", dir.display());
+    for file in files {
+        let bytes = std::fs::read(&file).expect("corpus file");
+        // Name the input in the failure: the panic itself says only where it happened.
+        let ran = std::panic::catch_unwind(|| entry(&bytes));
+        assert!(ran.is_ok(), "{} panicked", file.display());
+    }
+}
+
+#[test]
+fn check_source_corpus() {
+    replay("check_source", harness::check_source);
+}
+
+#[test]
+fn csv_corpus() {
+    replay("csv", harness::csv);
+}
+
+#[test]
+fn idx_corpus() {
+    replay("idx", harness::idx);
+}
+
+#[test]
+fn safetensors_corpus() {
+    replay("safetensors", harness::safetensors);
+}
