@@ -136,7 +136,7 @@ pub fn check(args: &CheckArgs, io: &mut Io) -> i32 {
     let mut worst = EXIT_OK;
     let mut docs = vec![];
     for path in &args.files {
-        let outcome = match sema::check_file(path, &opts) {
+        let outcome = match check_path(path, &opts) {
             Ok(o) => o,
             Err(e) => {
                 emit(
@@ -169,6 +169,27 @@ pub fn check(args: &CheckArgs, io: &mut Io) -> i32 {
         emit(io.stdout, &format!("{text}\n"));
     }
     worst
+}
+
+/// `sema::check_file`, except that a device or a pipe (/dev/zero never ends) is read
+/// only one byte past the size limit, which check then refuses.
+fn check_path(path: &std::path::Path, opts: &CheckOptions) -> std::io::Result<CheckOutcome> {
+    use std::io::Read;
+    let mut file = std::fs::File::open(path)?;
+    if file.metadata()?.is_file() {
+        return sema::check_file(path, opts);
+    }
+    let mut bytes = Vec::new();
+    (&mut file)
+        .take(crate::syntax::MAX_SOURCE_BYTES as u64 + 1)
+        .read_to_end(&mut bytes)?;
+    let base = path.parent().unwrap_or(std::path::Path::new(""));
+    Ok(sema::check_source(
+        &path.display().to_string(),
+        &bytes,
+        base,
+        opts,
+    ))
 }
 
 /// The JSON document for one file: the summary's facts (null where unknown) and
@@ -267,7 +288,7 @@ fn checked_model(
     let opts = CheckOptions {
         batch_size: batch_size.and_then(|b| usize::try_from(b).ok()),
     };
-    let outcome = match sema::check_file(path, &opts) {
+    let outcome = match check_path(path, &opts) {
         Ok(o) => o,
         Err(e) => {
             emit(

@@ -23,6 +23,7 @@ fn replay(target: &str, entry: fn(&[u8])) {
         let ran = std::panic::catch_unwind(|| entry(&bytes));
         assert!(ran.is_ok(), "{} panicked", file.display());
     }
+    harness::remove_scratch();
 }
 
 #[test]

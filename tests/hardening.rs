@@ -419,3 +419,40 @@ fn nnc_run_killed_while_saving_never_leaves_a_torn_file() {
         }
     }
 }
+
+/// A `.nn` file, a CSV file and weights that never end (/dev/zero) are refused after
+/// a bounded read. Run under a 3 GB address-space limit, so that a regression fails
+/// here (an allocation failure) instead of filling the machine's memory.
+#[cfg(target_os = "linux")]
+#[test]
+fn endless_inputs_are_refused_after_a_bounded_read() {
+    let dir = tempfile::tempdir().unwrap();
+    let csv_model = std::fs::read_to_string(root().join("tests/broken_inputs/run/good.nn"))
+        .unwrap()
+        .replace("../data/good.csv", "/dev/zero");
+    std::fs::write(dir.path().join("zero.nn"), csv_model).unwrap();
+    let good = root().join("tests/broken_inputs/run/good.nn");
+    let good = good.to_str().unwrap();
+    for (args, wanted) in [
+        (&["check", "/dev/zero"][..], "E0003"),
+        (&["run", "zero.nn"], "a line is longer than 16 MiB"),
+        (
+            &["run", good, "--init", "/dev/zero"],
+            "is it the right file?",
+        ),
+    ] {
+        let child = Command::new("sh")
+            .arg("-c")
+            .arg(r#"ulimit -v 3000000; exec "$0" "$@""#)
+            .arg(NNC)
+            .args(args)
+            .current_dir(dir.path())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let ran = finish(child, TIMEOUT).expect("nnc hung on /dev/zero");
+        assert_eq!(judge(args, 1, &ran), None);
+        assert!(ran.stderr.contains(wanted), "{args:?}: {}", ran.stderr);
+    }
+}

@@ -138,6 +138,11 @@ fn scratch_dir() -> PathBuf {
     DIR.with(PathBuf::clone)
 }
 
+/// Removes this thread's scratch folder (the regression tests end with it).
+pub fn remove_scratch() {
+    let _ = std::fs::remove_dir_all(scratch_dir());
+}
+
 fn scratch(name: &str) -> PathBuf {
     scratch_dir().join(name)
 }

@@ -3,7 +3,7 @@
 use std::borrow::Cow;
 use std::collections::HashSet;
 use std::fs::{self, File};
-use std::io::Write;
+use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 
 use safetensors::tensor::{Dtype, SafeTensorError, SafeTensors, View};
@@ -98,7 +98,7 @@ pub fn check_writable(path: &Path) -> Result<(), String> {
 /// Every missing, extra, misshapen or non-float32 tensor is named in one message.
 pub fn load(path: &Path, expected: &[(String, Vec<usize>)]) -> Result<Vec<Vec<f32>>, String> {
     let file = path.display();
-    let bytes = fs::read(path).map_err(|e| format!("{file}: cannot read the weights: {e}"))?;
+    let bytes = read_bounded(path, expected)?;
     let st = SafeTensors::deserialize(&bytes)
         .map_err(|e| format!("{file}: not a valid safetensors file: {}", reason(&e)))?;
 
@@ -150,6 +150,32 @@ pub fn load(path: &Path, expected: &[(String, Vec<usize>)]) -> Result<Vec<Vec<f3
             problems.join("\n  ")
         ))
     }
+}
+
+/// Reads `path`, refusing one far larger than the weights `expected` take (a device
+/// such as /dev/zero never ends; a huge wrong file would fill the memory): at most
+/// twice their bytes plus 256 MiB, room for the largest safetensors header and more.
+fn read_bounded(path: &Path, expected: &[(String, Vec<usize>)]) -> Result<Vec<u8>, String> {
+    let file = path.display();
+    let cant = |e: std::io::Error| format!("{file}: cannot read the weights: {e}");
+    let weights: u64 = expected
+        .iter()
+        .map(|(_, shape)| shape.iter().fold(4u64, |a, &d| a.saturating_mul(d as u64)))
+        .fold(0, u64::saturating_add);
+    let limit = weights.saturating_mul(2).saturating_add(256 << 20);
+    let mut bytes = Vec::new();
+    File::open(path)
+        .map_err(cant)?
+        .take(limit.saturating_add(1))
+        .read_to_end(&mut bytes)
+        .map_err(cant)?;
+    if bytes.len() as u64 > limit {
+        return Err(format!(
+            "{file}: the file goes on past {limit} bytes, far more than the weights of this \
+             model take ({weights} bytes); is it the right file?"
+        ));
+    }
+    Ok(bytes)
 }
 
 fn reason(e: &SafeTensorError) -> String {

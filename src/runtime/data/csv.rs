@@ -1,5 +1,6 @@
 //! CSV data sources: a header row names the columns, every used cell is a number.
 
+use std::io::Read;
 use std::path::Path;
 
 use super::Dataset;
@@ -27,8 +28,11 @@ pub fn read(path: &Path, target: &str, features: Option<&[String]>) -> Result<Cs
         // Ragged rows are reported below with the line and both counts.
         .flexible(true)
         .trim(::csv::Trim::All)
-        .from_path(path)
-        .map_err(|e| format!("{file}: cannot read the data file: {}", io_reason(&e)))?;
+        .from_reader(LineLimit {
+            inner: std::fs::File::open(path)
+                .map_err(|e| format!("{file}: cannot read the data file: {e}"))?,
+            run: 0,
+        });
 
     let header = reader
         .headers()
@@ -129,6 +133,37 @@ pub fn read(path: &Path, target: &str, features: Option<&[String]>) -> Result<Cs
     })
 }
 
+/// The longest line nnc reads from a CSV file: a binary file or a device with no line
+/// ends (/dev/zero) would otherwise grow one record until memory runs out.
+const MAX_LINE_BYTES: usize = 16 << 20;
+
+/// Fails the read once a line runs past `MAX_LINE_BYTES`.
+struct LineLimit<R> {
+    inner: R,
+    /// Bytes since the last line end.
+    run: usize,
+}
+
+impl<R: Read> Read for LineLimit<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.run = match buf[..n].iter().rposition(|&b| b == b'\n') {
+            Some(end) => n - end - 1,
+            None => self.run + n,
+        };
+        if self.run > MAX_LINE_BYTES {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                format!(
+                    "a line is longer than {} MiB (is it a binary file?)",
+                    MAX_LINE_BYTES >> 20
+                ),
+            ));
+        }
+        Ok(n)
+    }
+}
+
 fn parse_cell(cell: &str, file: &str, line: u64, col: usize, name: &str) -> Result<f32, String> {
     let at = || format!("{file}: line {line}, column {} (`{name}`)", col + 1);
     if cell.is_empty() {
@@ -187,13 +222,6 @@ fn example_header(columns: usize) -> String {
     }
     s.push("label".into());
     s.join(",")
-}
-
-fn io_reason(e: &::csv::Error) -> String {
-    match e.kind() {
-        ::csv::ErrorKind::Io(io) => io.to_string(),
-        _ => csv_reason(e),
-    }
 }
 
 fn csv_reason(e: &::csv::Error) -> String {
