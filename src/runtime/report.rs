@@ -83,6 +83,15 @@ fn thousands(n: u64) -> String {
     out
 }
 
+impl Drop for HumanReporter<'_> {
+    /// Training that stops early (an error, Ctrl-C) must not leave a bar behind.
+    fn drop(&mut self) {
+        if let Some(bar) = self.bar.take() {
+            bar.finish_and_clear();
+        }
+    }
+}
+
 fn metric_text(prefix: &str, loss: f64, metrics: &[(String, f64)]) -> String {
     let mut text = format!("{prefix}loss {loss:.4}");
     for (name, value) in metrics {
