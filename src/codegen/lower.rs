@@ -248,6 +248,10 @@ impl Lower<'_, '_, '_> {
         let (rsa, csa) = if ta { (1, m) } else { (k, 1) };
         let (rsb, csb) = if tb { (1, k) } else { (n, 1) };
         let (pa, pb, pc) = (self.ptr(a)?, self.ptr(b)?, self.ptr(out)?);
+        if m * k * n <= INLINE_MAX_MACS && n <= INLINE_MAX_COLS {
+            inline_matmul(self.e, [m, k, n], (pa, rsa, csa), (pb, rsb, csb), pc);
+            return Ok(());
+        }
         let mut args = vec![];
         for v in [m, k, n] {
             args.push(self.e.iconst(v as i64));
@@ -803,6 +807,80 @@ impl Lower<'_, '_, '_> {
             e.st(nw, w, i);
         });
     }
+}
+
+/// Products up to this many multiply-adds are emitted inline: a call into the GEMM
+/// (argument checks, packing, dispatch) costs more than the whole product.
+const INLINE_MAX_MACS: usize = 1 << 13;
+/// Inline products keep one output row's chunks unrolled; wider rows go to the GEMM.
+const INLINE_MAX_COLS: usize = 64;
+/// Inner (`k`) loops up to this length are unrolled.
+const INLINE_UNROLL_K: usize = 16;
+
+/// `c[m, n] = a[m, k] * b[k, n]` as straight loops: for each row of `c`, `f32x4`
+/// chunks of the row (when `b`'s rows are contiguous) and scalars for the rest, each
+/// summed over `k` in order with `fma`. Operands are (pointer, row stride, column
+/// stride) in elements.
+fn inline_matmul(
+    e: &mut Emitter,
+    [m, k, n]: [usize; 3],
+    (pa, rsa, csa): (Value, usize, usize),
+    (pb, rsb, csb): (Value, usize, usize),
+    pc: Value,
+) {
+    let chunks: Vec<(usize, Type)> = if csb == 1 {
+        let n4 = n / 4 * 4;
+        (0..n4)
+            .step_by(4)
+            .map(|j| (j, types::F32X4))
+            .chain((n4..n).map(|j| (j, types::F32)))
+            .collect()
+    } else {
+        (0..n).map(|j| (j, types::F32)).collect()
+    };
+    e.for_loop(0, m as i64, 1, |e, i| {
+        let ia = e.b.ins().imul_imm_s(i, (rsa * 4) as i64);
+        let ar = e.b.ins().iadd(pa, ia);
+        let ic = e.b.ins().imul_imm_s(i, (n * 4) as i64);
+        let cr = e.b.ins().iadd(pc, ic);
+        for &(j, ty) in &chunks {
+            let bj = e.offset(pb, j * csb);
+            let zero = e.fc(ty, 0.0);
+            // acc += a[i, p] * b[p, j..]: one term at a constant or loop byte offset.
+            let term = |e: &mut Emitter, acc: Value, oa: Value, ob: Value| {
+                let av = e.ld(types::F32, ar, oa);
+                let av = if ty.is_vector() {
+                    e.b.ins().splat(ty, av)
+                } else {
+                    av
+                };
+                let bv = e.ld(ty, bj, ob);
+                e.b.ins().fma(av, bv, acc)
+            };
+            let acc = if k <= INLINE_UNROLL_K {
+                let mut acc = zero;
+                for p in 0..k {
+                    let oa = e.iconst((p * csa * 4) as i64);
+                    let ob = e.iconst((p * rsb * 4) as i64);
+                    acc = term(e, acc, oa, ob);
+                }
+                acc
+            } else {
+                let var = e.b.declare_var(ty);
+                e.b.def_var(var, zero);
+                e.for_loop(0, k as i64, 1, |e, p| {
+                    let oa = e.b.ins().imul_imm_s(p, (csa * 4) as i64);
+                    let ob = e.b.ins().imul_imm_s(p, (rsb * 4) as i64);
+                    let acc = e.b.use_var(var);
+                    let acc = term(e, acc, oa, ob);
+                    e.b.def_var(var, acc);
+                });
+                e.b.use_var(var)
+            };
+            let oc = e.iconst((j * 4) as i64);
+            e.st(acc, cr, oc);
+        }
+    });
 }
 
 fn mem_flags() -> cranelift_codegen::ir::MemFlagsData {
