@@ -96,10 +96,6 @@ extern "C" fn nnc_logf(a: f32) -> f32 {
     a.ln()
 }
 
-extern "C" fn nnc_log1pf(a: f32) -> f32 {
-    a.ln_1p()
-}
-
 fn new_module() -> Result<JITModule, String> {
     let mut flags = settings::builder();
     let verifier = if cfg!(debug_assertions) {
@@ -125,7 +121,6 @@ fn new_module() -> Result<JITModule, String> {
     jb.symbol("nnc_sgemm", nnc_sgemm as *const u8);
     jb.symbol("nnc_powf", nnc_powf as *const u8);
     jb.symbol("nnc_logf", nnc_logf as *const u8);
-    jb.symbol("nnc_log1pf", nnc_log1pf as *const u8);
     Ok(JITModule::new(jb))
 }
 
@@ -167,7 +162,6 @@ fn define(
         sgemm: import(module, &mut ctx, "nnc_sgemm", &[i; 10], None)?,
         powf: import(module, &mut ctx, "nnc_powf", &[f, f], Some(f))?,
         logf: import(module, &mut ctx, "nnc_logf", &[f], Some(f))?,
-        log1pf: import(module, &mut ctx, "nnc_log1pf", &[f], Some(f))?,
     };
     let mut fbc = FunctionBuilderContext::new();
     let mut b = FunctionBuilder::new(&mut ctx.func, &mut fbc);
@@ -204,6 +198,7 @@ fn build(
             x: p[1],
             y: p[2],
             step: p[3],
+            alphas: vec![],
         }
         .lower_all()
     })

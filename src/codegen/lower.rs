@@ -19,7 +19,6 @@ pub struct Imports {
     pub sgemm: FuncRef,
     pub powf: FuncRef,
     pub logf: FuncRef,
-    pub log1pf: FuncRef,
 }
 
 pub struct Lower<'e, 'a, 'g> {
@@ -31,6 +30,8 @@ pub struct Lower<'e, 'a, 'g> {
     pub x: Value,
     pub y: Value,
     pub step: Value,
+    /// Adam step sizes already computed in this function, by `(lr, b1, b2)` bits.
+    pub alphas: Vec<([u32; 3], Value)>,
 }
 
 type R = Result<(), String>;
@@ -468,7 +469,6 @@ impl Lower<'_, '_, '_> {
         }
         let (pp, pt, po) = (self.ptr(p)?, self.ptr(t)?, self.ptr(out)?);
         let logf = self.imports.logf;
-        let log1pf = self.imports.log1pf;
         match kind {
             LossKind::Mse
             | LossKind::Mae
@@ -482,7 +482,7 @@ impl Lower<'_, '_, '_> {
                     let ib = e.b.ins().ishl_imm_s(i, 2);
                     let vp = e.ld(types::F32, pp, ib);
                     let vt = e.ld(types::F32, pt, ib);
-                    let v = pointwise_loss(e, kind, vp, vt, grad, logf, log1pf);
+                    let v = pointwise_loss(e, kind, vp, vt, grad, logf);
                     if grad {
                         let g = e.fdiv_c(v, nf);
                         e.st(g, po, ib);
@@ -756,24 +756,16 @@ impl Lower<'_, '_, '_> {
         weight_decay: Option<f32>,
     ) {
         let (w, g, pm, pv) = (ptrs[0], ptrs[1], ptrs[2], ptrs[3]);
-        // alpha = lr * sqrt(1 - b2^t) / (1 - b1^t), t = step + 1, once per node.
-        let one = self.e.iconst(1);
-        let t = self.e.b.ins().iadd(self.step, one);
-        let tf = self.e.b.ins().fcvt_from_uint(types::F32, t);
-        let b1v = self.e.b.ins().f32const(b1);
-        let b2v = self.e.b.ins().f32const(b2);
-        let c1 = self.e.b.ins().call(self.imports.powf, &[b1v, tf]);
-        let p1 = self.e.b.inst_results(c1)[0];
-        let c2 = self.e.b.ins().call(self.imports.powf, &[b2v, tf]);
-        let p2 = self.e.b.inst_results(c2)[0];
+        let key = [lr, b1, b2].map(f32::to_bits);
+        let alpha = match self.alphas.iter().find(|(k, _)| *k == key) {
+            Some(&(_, a)) => a,
+            None => {
+                let a = self.adam_alpha(lr, b1, b2);
+                self.alphas.push((key, a));
+                a
+            }
+        };
         let e = &mut self.e;
-        let one_f = e.b.ins().f32const(1.0);
-        let d2 = e.fsub(one_f, p2);
-        let s2 = e.b.ins().sqrt(d2);
-        let lrv = e.b.ins().f32const(lr);
-        let num = e.fmul(lrv, s2);
-        let d1 = e.fsub(one_f, p1);
-        let alpha = e.fdiv(num, d1);
         let alpha4 = e.b.ins().splat(types::F32X4, alpha);
         let (omb1, omb2) = (
             crate::ir::optim::one_minus(b1),
@@ -806,6 +798,28 @@ impl Lower<'_, '_, '_> {
             let nw = e.fsub(wv, inc);
             e.st(nw, w, i);
         });
+    }
+
+    /// Adam's step size `lr * sqrt(1 - b2^t) / (1 - b1^t)`, `t = step + 1`, computed in
+    /// straight-line code (so it dominates every later node and is shared by them).
+    fn adam_alpha(&mut self, lr: f32, b1: f32, b2: f32) -> Value {
+        let one = self.e.iconst(1);
+        let t = self.e.b.ins().iadd(self.step, one);
+        let tf = self.e.b.ins().fcvt_from_uint(types::F32, t);
+        let b1v = self.e.b.ins().f32const(b1);
+        let b2v = self.e.b.ins().f32const(b2);
+        let c1 = self.e.b.ins().call(self.imports.powf, &[b1v, tf]);
+        let p1 = self.e.b.inst_results(c1)[0];
+        let c2 = self.e.b.ins().call(self.imports.powf, &[b2v, tf]);
+        let p2 = self.e.b.inst_results(c2)[0];
+        let e = &mut self.e;
+        let one_f = e.b.ins().f32const(1.0);
+        let d2 = e.fsub(one_f, p2);
+        let s2 = e.b.ins().sqrt(d2);
+        let lrv = e.b.ins().f32const(lr);
+        let num = e.fmul(lrv, s2);
+        let d1 = e.fsub(one_f, p1);
+        e.fdiv(num, d1)
     }
 }
 
@@ -997,7 +1011,6 @@ fn pointwise_loss(
     t: Value,
     grad: bool,
     logf: FuncRef,
-    log1pf: FuncRef,
 ) -> Value {
     let zero = e.b.ins().f32const(0.0);
     match kind {
@@ -1048,7 +1061,8 @@ fn pointwise_loss(
                 let az = e.b.ins().fabs(p);
                 let naz = e.b.ins().fneg(az);
                 let ex = e.exp(naz);
-                let l = call(e, log1pf, ex);
+                // exp(-|z|) is in (0, 1]: the inline log1p, not a call per element.
+                let l = e.log1p_pos(ex);
                 e.fadd(a, l)
             }
         }
