@@ -83,6 +83,10 @@ pub struct RunArgs {
     /// for checking the compiler).
     #[arg(long)]
     pub interpret: bool,
+    /// Threads for large matrix products (default: every core). Results are the
+    /// same from run to run for a given count.
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..=1024))]
+    pub threads: Option<u64>,
 }
 
 #[derive(Debug, clap::Args)]
@@ -310,6 +314,8 @@ pub fn run_model(args: &RunArgs, io: &mut Io) -> i32 {
         Ok(m) => m,
         Err(code) => return code,
     };
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    crate::codegen::set_threads(args.threads.map_or(cores, |t| t as usize));
     let options = RunOptions {
         epochs: args.epochs.and_then(|e| usize::try_from(e).ok()),
         batch_size: args.batch_size.and_then(|b| usize::try_from(b).ok()),

@@ -8,6 +8,8 @@ use cranelift_frontend::{FunctionBuilder, FunctionBuilderContext};
 use cranelift_jit::{JITBuilder, JITModule};
 use cranelift_module::{default_libcall_names, FuncId, Linkage, Module};
 
+use std::sync::atomic::{AtomicUsize, Ordering};
+
 use super::kernels::Emitter;
 use super::lower::{Imports, Lower};
 use crate::ir::graph::Graph;
@@ -15,13 +17,33 @@ use crate::ir::layout::Layout;
 
 type StepFn = unsafe extern "C" fn(*mut f32, *const f32, *const f32, u64);
 
+/// Threads a matrix product may use (`nnc run --threads N`); 1 runs it on the
+/// calling thread.
+static THREADS: AtomicUsize = AtomicUsize::new(1);
+
+/// Products below this many multiply-adds stay on one thread: splitting them costs
+/// more in synchronisation than it saves.
+const PARALLEL_MIN_MACS: usize = 1 << 18;
+
+/// Sets how many threads matrix products use from now on (at least 1). Results are
+/// deterministic for a given count: the product is split by output tiles, so each
+/// element is summed in the same order whatever thread computes it.
+pub fn set_threads(n: usize) {
+    THREADS.store(n.max(1), Ordering::Relaxed);
+}
+
+/// The thread count matrix products use.
+pub fn threads() -> usize {
+    THREADS.load(Ordering::Relaxed)
+}
+
 /// `c[m, n] = a[m, k] * b[k, n]` with arbitrary element strides, overwriting `c`
 /// (row-major, contiguous).
 ///
 /// # Safety
 /// Only called from generated code, with pointers to arena or data buffers that the
 /// compiler sized from the same shapes.
-unsafe extern "C" fn nnc_sgemm(
+pub(super) unsafe extern "C" fn nnc_sgemm(
     m: usize,
     k: usize,
     n: usize,
@@ -33,11 +55,35 @@ unsafe extern "C" fn nnc_sgemm(
     csb: isize,
     c: *mut f32,
 ) {
-    // SAFETY: the caller (generated code) passes buffers of the shapes above; beta = 0
-    // means `c` is written, never read.
+    let threads = threads();
+    let parallelism = if threads > 1 && m * n * k >= PARALLEL_MIN_MACS {
+        gemm::Parallelism::Rayon(threads)
+    } else {
+        gemm::Parallelism::None
+    };
+    // SAFETY: the caller (generated code) passes buffers of the shapes above;
+    // `read_dst = false` means `c` is written, never read.
     unsafe {
-        matrixmultiply::sgemm(
-            m, k, n, 1.0, a, rsa, csa, b, rsb, csb, 0.0, c, n as isize, 1,
+        gemm::gemm(
+            m,
+            n,
+            k,
+            c,
+            1,
+            n as isize,
+            false,
+            a,
+            csa,
+            rsa,
+            b,
+            csb,
+            rsb,
+            0.0,
+            1.0,
+            false,
+            false,
+            false,
+            parallelism,
         )
     }
 }
@@ -48,10 +94,6 @@ extern "C" fn nnc_powf(a: f32, b: f32) -> f32 {
 
 extern "C" fn nnc_logf(a: f32) -> f32 {
     a.ln()
-}
-
-extern "C" fn nnc_log1pf(a: f32) -> f32 {
-    a.ln_1p()
 }
 
 fn new_module() -> Result<JITModule, String> {
@@ -79,7 +121,6 @@ fn new_module() -> Result<JITModule, String> {
     jb.symbol("nnc_sgemm", nnc_sgemm as *const u8);
     jb.symbol("nnc_powf", nnc_powf as *const u8);
     jb.symbol("nnc_logf", nnc_logf as *const u8);
-    jb.symbol("nnc_log1pf", nnc_log1pf as *const u8);
     Ok(JITModule::new(jb))
 }
 
@@ -121,7 +162,6 @@ fn define(
         sgemm: import(module, &mut ctx, "nnc_sgemm", &[i; 10], None)?,
         powf: import(module, &mut ctx, "nnc_powf", &[f, f], Some(f))?,
         logf: import(module, &mut ctx, "nnc_logf", &[f], Some(f))?,
-        log1pf: import(module, &mut ctx, "nnc_log1pf", &[f], Some(f))?,
     };
     let mut fbc = FunctionBuilderContext::new();
     let mut b = FunctionBuilder::new(&mut ctx.func, &mut fbc);
@@ -158,6 +198,7 @@ fn build(
             x: p[1],
             y: p[2],
             step: p[3],
+            alphas: vec![],
         }
         .lower_all()
     })

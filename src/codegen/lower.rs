@@ -19,7 +19,6 @@ pub struct Imports {
     pub sgemm: FuncRef,
     pub powf: FuncRef,
     pub logf: FuncRef,
-    pub log1pf: FuncRef,
 }
 
 pub struct Lower<'e, 'a, 'g> {
@@ -31,6 +30,8 @@ pub struct Lower<'e, 'a, 'g> {
     pub x: Value,
     pub y: Value,
     pub step: Value,
+    /// Adam step sizes already computed in this function, by `(lr, b1, b2)` bits.
+    pub alphas: Vec<([u32; 3], Value)>,
 }
 
 type R = Result<(), String>;
@@ -248,6 +249,10 @@ impl Lower<'_, '_, '_> {
         let (rsa, csa) = if ta { (1, m) } else { (k, 1) };
         let (rsb, csb) = if tb { (1, k) } else { (n, 1) };
         let (pa, pb, pc) = (self.ptr(a)?, self.ptr(b)?, self.ptr(out)?);
+        if m * k * n <= INLINE_MAX_MACS && n <= INLINE_MAX_COLS {
+            inline_matmul(self.e, [m, k, n], (pa, rsa, csa), (pb, rsb, csb), pc);
+            return Ok(());
+        }
         let mut args = vec![];
         for v in [m, k, n] {
             args.push(self.e.iconst(v as i64));
@@ -464,7 +469,6 @@ impl Lower<'_, '_, '_> {
         }
         let (pp, pt, po) = (self.ptr(p)?, self.ptr(t)?, self.ptr(out)?);
         let logf = self.imports.logf;
-        let log1pf = self.imports.log1pf;
         match kind {
             LossKind::Mse
             | LossKind::Mae
@@ -478,7 +482,7 @@ impl Lower<'_, '_, '_> {
                     let ib = e.b.ins().ishl_imm_s(i, 2);
                     let vp = e.ld(types::F32, pp, ib);
                     let vt = e.ld(types::F32, pt, ib);
-                    let v = pointwise_loss(e, kind, vp, vt, grad, logf, log1pf);
+                    let v = pointwise_loss(e, kind, vp, vt, grad, logf);
                     if grad {
                         let g = e.fdiv_c(v, nf);
                         e.st(g, po, ib);
@@ -752,24 +756,16 @@ impl Lower<'_, '_, '_> {
         weight_decay: Option<f32>,
     ) {
         let (w, g, pm, pv) = (ptrs[0], ptrs[1], ptrs[2], ptrs[3]);
-        // alpha = lr * sqrt(1 - b2^t) / (1 - b1^t), t = step + 1, once per node.
-        let one = self.e.iconst(1);
-        let t = self.e.b.ins().iadd(self.step, one);
-        let tf = self.e.b.ins().fcvt_from_uint(types::F32, t);
-        let b1v = self.e.b.ins().f32const(b1);
-        let b2v = self.e.b.ins().f32const(b2);
-        let c1 = self.e.b.ins().call(self.imports.powf, &[b1v, tf]);
-        let p1 = self.e.b.inst_results(c1)[0];
-        let c2 = self.e.b.ins().call(self.imports.powf, &[b2v, tf]);
-        let p2 = self.e.b.inst_results(c2)[0];
+        let key = [lr, b1, b2].map(f32::to_bits);
+        let alpha = match self.alphas.iter().find(|(k, _)| *k == key) {
+            Some(&(_, a)) => a,
+            None => {
+                let a = self.adam_alpha(lr, b1, b2);
+                self.alphas.push((key, a));
+                a
+            }
+        };
         let e = &mut self.e;
-        let one_f = e.b.ins().f32const(1.0);
-        let d2 = e.fsub(one_f, p2);
-        let s2 = e.b.ins().sqrt(d2);
-        let lrv = e.b.ins().f32const(lr);
-        let num = e.fmul(lrv, s2);
-        let d1 = e.fsub(one_f, p1);
-        let alpha = e.fdiv(num, d1);
         let alpha4 = e.b.ins().splat(types::F32X4, alpha);
         let (omb1, omb2) = (
             crate::ir::optim::one_minus(b1),
@@ -803,6 +799,102 @@ impl Lower<'_, '_, '_> {
             e.st(nw, w, i);
         });
     }
+
+    /// Adam's step size `lr * sqrt(1 - b2^t) / (1 - b1^t)`, `t = step + 1`, computed in
+    /// straight-line code (so it dominates every later node and is shared by them).
+    fn adam_alpha(&mut self, lr: f32, b1: f32, b2: f32) -> Value {
+        let one = self.e.iconst(1);
+        let t = self.e.b.ins().iadd(self.step, one);
+        let tf = self.e.b.ins().fcvt_from_uint(types::F32, t);
+        let b1v = self.e.b.ins().f32const(b1);
+        let b2v = self.e.b.ins().f32const(b2);
+        let c1 = self.e.b.ins().call(self.imports.powf, &[b1v, tf]);
+        let p1 = self.e.b.inst_results(c1)[0];
+        let c2 = self.e.b.ins().call(self.imports.powf, &[b2v, tf]);
+        let p2 = self.e.b.inst_results(c2)[0];
+        let e = &mut self.e;
+        let one_f = e.b.ins().f32const(1.0);
+        let d2 = e.fsub(one_f, p2);
+        let s2 = e.b.ins().sqrt(d2);
+        let lrv = e.b.ins().f32const(lr);
+        let num = e.fmul(lrv, s2);
+        let d1 = e.fsub(one_f, p1);
+        e.fdiv(num, d1)
+    }
+}
+
+/// Products up to this many multiply-adds are emitted inline: a call into the GEMM
+/// (argument checks, packing, dispatch) costs more than the whole product.
+const INLINE_MAX_MACS: usize = 1 << 13;
+/// Inline products keep one output row's chunks unrolled; wider rows go to the GEMM.
+const INLINE_MAX_COLS: usize = 64;
+/// Inner (`k`) loops up to this length are unrolled.
+const INLINE_UNROLL_K: usize = 16;
+
+/// `c[m, n] = a[m, k] * b[k, n]` as straight loops: for each row of `c`, `f32x4`
+/// chunks of the row (when `b`'s rows are contiguous) and scalars for the rest, each
+/// summed over `k` in order with `fma`. Operands are (pointer, row stride, column
+/// stride) in elements.
+fn inline_matmul(
+    e: &mut Emitter,
+    [m, k, n]: [usize; 3],
+    (pa, rsa, csa): (Value, usize, usize),
+    (pb, rsb, csb): (Value, usize, usize),
+    pc: Value,
+) {
+    let chunks: Vec<(usize, Type)> = if csb == 1 {
+        let n4 = n / 4 * 4;
+        (0..n4)
+            .step_by(4)
+            .map(|j| (j, types::F32X4))
+            .chain((n4..n).map(|j| (j, types::F32)))
+            .collect()
+    } else {
+        (0..n).map(|j| (j, types::F32)).collect()
+    };
+    e.for_loop(0, m as i64, 1, |e, i| {
+        let ia = e.b.ins().imul_imm_s(i, (rsa * 4) as i64);
+        let ar = e.b.ins().iadd(pa, ia);
+        let ic = e.b.ins().imul_imm_s(i, (n * 4) as i64);
+        let cr = e.b.ins().iadd(pc, ic);
+        for &(j, ty) in &chunks {
+            let bj = e.offset(pb, j * csb);
+            let zero = e.fc(ty, 0.0);
+            // acc += a[i, p] * b[p, j..]: one term at a constant or loop byte offset.
+            let term = |e: &mut Emitter, acc: Value, oa: Value, ob: Value| {
+                let av = e.ld(types::F32, ar, oa);
+                let av = if ty.is_vector() {
+                    e.b.ins().splat(ty, av)
+                } else {
+                    av
+                };
+                let bv = e.ld(ty, bj, ob);
+                e.b.ins().fma(av, bv, acc)
+            };
+            let acc = if k <= INLINE_UNROLL_K {
+                let mut acc = zero;
+                for p in 0..k {
+                    let oa = e.iconst((p * csa * 4) as i64);
+                    let ob = e.iconst((p * rsb * 4) as i64);
+                    acc = term(e, acc, oa, ob);
+                }
+                acc
+            } else {
+                let var = e.b.declare_var(ty);
+                e.b.def_var(var, zero);
+                e.for_loop(0, k as i64, 1, |e, p| {
+                    let oa = e.b.ins().imul_imm_s(p, (csa * 4) as i64);
+                    let ob = e.b.ins().imul_imm_s(p, (rsb * 4) as i64);
+                    let acc = e.b.use_var(var);
+                    let acc = term(e, acc, oa, ob);
+                    e.b.def_var(var, acc);
+                });
+                e.b.use_var(var)
+            };
+            let oc = e.iconst((j * 4) as i64);
+            e.st(acc, cr, oc);
+        }
+    });
 }
 
 fn mem_flags() -> cranelift_codegen::ir::MemFlagsData {
@@ -919,7 +1011,6 @@ fn pointwise_loss(
     t: Value,
     grad: bool,
     logf: FuncRef,
-    log1pf: FuncRef,
 ) -> Value {
     let zero = e.b.ins().f32const(0.0);
     match kind {
@@ -970,7 +1061,8 @@ fn pointwise_loss(
                 let az = e.b.ins().fabs(p);
                 let naz = e.b.ins().fneg(az);
                 let ex = e.exp(naz);
-                let l = call(e, log1pf, ex);
+                // exp(-|z|) is in (0, 1]: the inline log1p, not a call per element.
+                let l = e.log1p_pos(ex);
                 e.fadd(a, l)
             }
         }

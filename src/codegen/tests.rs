@@ -239,7 +239,15 @@ fn check_op(g: &G, x: &[f32], y: &[f32], seed: u64, tol: f64) {
 
 #[test]
 fn matmul_with_every_transpose() {
-    for (m, k, n) in [(1, 1, 1), (3, 5, 7), (9, 4, 6), (16, 13, 8)] {
+    // Small products are emitted inline, (40, 30, 70) calls the GEMM.
+    for (m, k, n) in [
+        (1, 1, 1),
+        (3, 5, 7),
+        (9, 4, 6),
+        (16, 13, 8),
+        (5, 40, 9),
+        (40, 30, 70),
+    ] {
         for ta in [false, true] {
             for tb in [false, true] {
                 let mut g = G::new();
@@ -599,7 +607,9 @@ fn random_model_error(seed: u64) -> (f64, String) {
 
 /// Trains `model` for one epoch over `rows` samples `x` with targets `y` in batches of
 /// `batch` (a smaller last batch when it does not divide `rows`) with both executors,
-/// then predicts; returns the worst error seen, with where.
+/// then predicts; returns the worst error seen, with where. Runs once with every
+/// temporary in its own slot (so every intermediate is compared) and once with the
+/// planned layout training uses (temporaries sharing memory).
 fn train_both(
     model: &crate::sema::model::Model,
     x: &[f32],
@@ -608,6 +618,26 @@ fn train_both(
     batch: usize,
     seed: u64,
     what: &str,
+) -> (f64, String) {
+    let plain = train_both_in(model, x, y, rows, batch, seed, what, Layout::new);
+    let planned = train_both_in(model, x, y, rows, batch, seed, what, Layout::planned);
+    if planned.0 > plain.0 || planned.0.is_nan() {
+        (planned.0, format!("planned layout: {}", planned.1))
+    } else {
+        plain
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn train_both_in(
+    model: &crate::sema::model::Model,
+    x: &[f32],
+    y: &[f32],
+    rows: usize,
+    batch: usize,
+    seed: u64,
+    what: &str,
+    layout_of: fn(&Graph) -> Layout,
 ) -> (f64, String) {
     let input = x.len() / rows;
     let y_per_row = y.len() / rows;
@@ -620,7 +650,7 @@ fn train_both(
     let graphs: Vec<(&Graph, Layout)> = [Some(&full), small.as_ref(), Some(&pred)]
         .into_iter()
         .flatten()
-        .map(|g| (g, Layout::new(g)))
+        .map(|g| (g, layout_of(g)))
         .collect();
     let len = graphs.iter().map(|(_, l)| l.len).max().unwrap_or(0);
     let mut jit_arena = vec![0.0f32; len];
@@ -689,6 +719,38 @@ fn random_dense_models_agree_with_the_interpreter() {
         worst.0, worst.1
     );
     assert!(worst.0 < 1e-5, "{:e} at {}", worst.0, worst.1);
+}
+
+#[test]
+fn threaded_matmul_matches_the_interpreter_and_itself() {
+    let mut g = G::new();
+    let a = g.param("a", &[96, 150]);
+    let b = g.param("b", &[70, 150]);
+    let o = g.temp("o", &[96, 70]);
+    let op = Op::MatMul {
+        trans_a: false,
+        trans_b: true,
+    };
+    g.node(op, &[a, b], o);
+    let layout = Layout::new(&g.g);
+    let arena = random(&mut StdRng::seed_from_u64(3), layout.len, -1.0, 1.0);
+    let compiled = compile(&g.g, &layout).unwrap();
+    let run = |threads| {
+        super::set_threads(threads);
+        let mut a = arena.clone();
+        compiled.run(&mut a, &[0.0], &[], 0).unwrap();
+        a
+    };
+    let (one, two, again) = (run(1), run(2), run(2));
+    super::set_threads(1);
+    assert_eq!(two, again, "two threads are not deterministic");
+    let mut b = arena.clone();
+    interp::run(&g.g, &layout, &mut b, &[0.0], &[], 0);
+    let ids = [o];
+    for out in [&one, &two] {
+        let (err, at) = arena_error(&g.g, &layout, out, &b, None, &ids);
+        assert!(err <= 1e-6, "error {err} at {at}");
+    }
 }
 
 /// Odd sizes, strides that do not divide, both paddings, channel counts that are and

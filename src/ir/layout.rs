@@ -24,21 +24,41 @@ fn round_up(n: usize) -> usize {
 }
 
 impl Layout {
+    /// Persistent tensors first, in graph order; then every temporary in its own
+    /// slot, so any tensor can be inspected after a step (what tests and the
+    /// interpreter's users want).
     pub fn new(graph: &Graph) -> Layout {
+        Layout::build(graph, false)
+    }
+
+    /// The same persistent prefix as `new`, with temporaries sharing memory when
+    /// their lifetimes do not overlap (see `plan_temporaries`): the layout training
+    /// runs on. After a step only the persistent tensors and the temporaries no node
+    /// reads (the loss, the output) are guaranteed to hold their values.
+    pub fn planned(graph: &Graph) -> Layout {
+        Layout::build(graph, true)
+    }
+
+    fn build(graph: &Graph, reuse: bool) -> Layout {
         let mut offsets = vec![None; graph.tensors.len()];
         let mut next = 0;
-        let mut place = |persistent: bool, next: &mut usize| {
+        for (id, t) in graph.tensors.iter().enumerate() {
+            if t.role.is_persistent() {
+                offsets[id] = Some(next);
+                next += round_up(t.len().max(1));
+            }
+        }
+        let persistent_len = next;
+        if reuse {
+            next += plan_temporaries(graph, persistent_len, &mut offsets);
+        } else {
             for (id, t) in graph.tensors.iter().enumerate() {
-                let in_arena = !matches!(t.role, Role::Input | Role::Target);
-                if in_arena && t.role.is_persistent() == persistent {
-                    offsets[id] = Some(*next);
-                    *next += round_up(t.len().max(1));
+                if is_temporary(&t.role) {
+                    offsets[id] = Some(next);
+                    next += round_up(t.len().max(1));
                 }
             }
-        };
-        place(true, &mut next);
-        let persistent_len = next;
-        place(false, &mut next);
+        }
         Layout {
             offsets,
             persistent_len,
@@ -49,5 +69,183 @@ impl Layout {
     /// The arena range of a tensor, or `None` for the input and target.
     pub fn range(&self, graph: &Graph, id: TensorId) -> Option<std::ops::Range<usize>> {
         self.offsets[id].map(|o| o..o + graph.tensors[id].len())
+    }
+}
+
+/// In the arena but not persistent: rewritten by every step.
+fn is_temporary(role: &Role) -> bool {
+    !role.is_persistent() && !matches!(role, Role::Input | Role::Target)
+}
+
+/// Places every temporary after `base` so that two temporaries share memory only
+/// when their lifetimes do not overlap, and returns the elements the temporaries take.
+///
+/// A temporary lives from the node that writes it to the last node that reads it.
+/// One that no node reads is a result of the step (the loss, the output, or a
+/// gradient a test inspects) and lives to the end, so it can be read afterwards.
+/// A node's output never shares memory with its inputs, because both are live at
+/// that node. Placement is greedy by size (largest first), each tensor at the
+/// lowest offset clear of the live-overlapping tensors already placed; the result
+/// depends only on the graph, so every run of one graph uses the same layout.
+fn plan_temporaries(graph: &Graph, base: usize, offsets: &mut [Option<usize>]) -> usize {
+    let end = graph.nodes.len();
+    let temps: Vec<usize> = graph
+        .tensors
+        .iter()
+        .enumerate()
+        .filter(|(_, t)| is_temporary(&t.role))
+        .map(|(id, _)| id)
+        .collect();
+    // (first node, last node) of each tensor's life; unwritten ones live throughout.
+    let mut born = vec![None::<usize>; graph.tensors.len()];
+    let mut last_read = vec![None::<usize>; graph.tensors.len()];
+    for (i, node) in graph.nodes.iter().enumerate() {
+        for &t in &node.inputs {
+            if let Some(slot) = last_read.get_mut(t) {
+                *slot = Some(i);
+            }
+        }
+        if let Some(slot) = born.get_mut(node.output) {
+            slot.get_or_insert(i);
+        }
+    }
+    let life = |id: usize| -> (usize, usize) {
+        let from = born[id].unwrap_or(0);
+        let to = match last_read[id] {
+            Some(r) if born[id].is_some() => r.max(from),
+            _ => end,
+        };
+        (from, to)
+    };
+    let mut order = temps;
+    order.sort_by_key(|&id| (std::cmp::Reverse(graph.tensors[id].len()), id));
+    // (offset from base, size, first node, last node) of the placed tensors.
+    let mut placed: Vec<(usize, usize, usize, usize)> = Vec::with_capacity(order.len());
+    let mut total = 0;
+    for id in order {
+        let size = round_up(graph.tensors[id].len().max(1));
+        let (from, to) = life(id);
+        let mut busy: Vec<(usize, usize)> = placed
+            .iter()
+            .filter(|&&(_, _, f, t)| f <= to && from <= t)
+            .map(|&(o, s, _, _)| (o, s))
+            .collect();
+        busy.sort_unstable();
+        let mut at = 0;
+        for (o, s) in busy {
+            if o >= at + size {
+                break;
+            }
+            at = at.max(o + s);
+        }
+        offsets[id] = Some(base + at);
+        placed.push((at, size, from, to));
+        total = total.max(at + size);
+    }
+    total
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ir::build::train_step;
+    use crate::ir::testing::{conv2d, dense, sequential};
+    use crate::sema::model::{Activation, LayerKind, Loss, Optimizer, Padding};
+
+    fn convnet() -> crate::sema::model::Model {
+        let relu = Activation::Relu;
+        sequential(
+            &[8, 8, 1],
+            vec![
+                conv2d(4, [3, 3], [1, 1], Padding::Valid, relu),
+                conv2d(4, [3, 3], [1, 1], Padding::Same, relu),
+                LayerKind::Flatten,
+                dense(16, relu),
+                dense(3, Activation::Softmax),
+            ],
+            Loss::SparseCategoricalCrossentropy,
+            Optimizer::Adam {
+                learning_rate: 0.01,
+                beta_1: 0.9,
+                beta_2: 0.999,
+                epsilon: 1e-7,
+            },
+        )
+    }
+
+    /// Every node's index range in which `id` must keep its value: from its writer
+    /// to its last reader, or to the end when nothing reads it.
+    fn live(g: &Graph, id: usize) -> (usize, usize) {
+        let from = g.nodes.iter().position(|n| n.output == id).unwrap_or(0);
+        let to = g
+            .nodes
+            .iter()
+            .rposition(|n| n.inputs.contains(&id))
+            .unwrap_or(g.nodes.len());
+        (from, to.max(from))
+    }
+
+    #[test]
+    fn temporaries_share_memory_only_when_their_lives_are_disjoint() {
+        let g = train_step(&convnet(), 5).unwrap();
+        let l = Layout::planned(&g);
+        let ranged: Vec<(usize, std::ops::Range<usize>)> = (0..g.tensors.len())
+            .filter_map(|id| l.range(&g, id).map(|r| (id, r)))
+            .collect();
+        let mut shared = 0;
+        for (i, (a, ra)) in ranged.iter().enumerate() {
+            assert!(ra.end <= l.len);
+            for (b, rb) in &ranged[i + 1..] {
+                if ra.start < rb.end && rb.start < ra.end && !ra.is_empty() && !rb.is_empty() {
+                    let persistent = |t: usize| g.tensors[t].role.is_persistent();
+                    assert!(!persistent(*a) && !persistent(*b), "{a} and {b} overlap");
+                    let ((fa, ta), (fb, tb)) = (live(&g, *a), live(&g, *b));
+                    assert!(ta < fb || tb < fa, "{a} and {b} overlap while both live");
+                    shared += 1;
+                }
+            }
+        }
+        assert!(shared > 0, "no temporary was reused");
+        let temps: usize = (0..g.tensors.len())
+            .filter(|&id| l.offsets[id].is_some() && !g.tensors[id].role.is_persistent())
+            .map(|id| round_up(g.tensors[id].len().max(1)))
+            .sum();
+        assert!(l.len - l.persistent_len < temps);
+    }
+
+    #[test]
+    fn planned_keeps_the_persistent_prefix_of_new() {
+        for batch in [1, 4, 9] {
+            let g = train_step(&convnet(), batch).unwrap();
+            let (plain, planned) = (Layout::new(&g), Layout::planned(&g));
+            assert_eq!(plain.persistent_len, planned.persistent_len);
+            for (id, t) in g.tensors.iter().enumerate() {
+                if t.role.is_persistent() || !is_temporary(&t.role) {
+                    assert_eq!(plain.offsets[id], planned.offsets[id]);
+                }
+            }
+            assert!(planned.len < plain.len);
+        }
+    }
+
+    #[test]
+    fn the_loss_and_output_survive_the_step() {
+        let g = train_step(&convnet(), 3).unwrap();
+        let l = Layout::planned(&g);
+        for id in [g.output, g.loss.unwrap()] {
+            let r = l.range(&g, id).unwrap();
+            for (other, node) in g.nodes.iter().enumerate() {
+                let o = node.output;
+                if o == id || other < live(&g, id).0 {
+                    continue;
+                }
+                if let Some(ro) = l.range(&g, o) {
+                    assert!(
+                        ro.end <= r.start || r.end <= ro.start,
+                        "node {other} clobbers {id}"
+                    );
+                }
+            }
+        }
     }
 }

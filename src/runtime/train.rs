@@ -50,7 +50,7 @@ struct Executable {
 
 impl Executable {
     fn new(graph: Graph, engine: Engine) -> Result<Executable, String> {
-        let layout = Layout::new(&graph);
+        let layout = Layout::planned(&graph);
         let jit = match engine {
             Engine::Jit => Some(crate::codegen::compile(&graph, &layout)?),
             Engine::Interpreter => None,
