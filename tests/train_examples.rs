@@ -31,9 +31,10 @@ fn nnc(args: &[&str]) -> Output {
     }
 }
 
-/// Runs `nnc run --json` and returns its events.
+/// Runs `nnc run --json` and returns its events. One thread each: the test harness
+/// already runs tests side by side, and more threads than cores only contend.
 fn train(args: &[&str]) -> Vec<Value> {
-    let mut all = vec!["run", "--json"];
+    let mut all = vec!["run", "--json", "--threads", "1"];
     all.extend(args);
     let out = nnc(&all);
     assert_eq!(out.code, 0, "nnc {all:?} failed:\n{}", out.stderr);
