@@ -296,21 +296,40 @@ impl Lower<'_, '_, '_> {
         }
         let rows = self.len(x) / n;
         let (px, po) = (self.ptr(x)?, self.ptr(out)?);
-        // Start from zero and add rows in order, as the interpreter does.
-        self.e.map(n, |e, ty, i| {
-            let z = e.fc(ty, 0.0);
-            e.st(z, po, i);
-        });
-        self.e
-            .for_loop(0, (rows * n * 4) as i64, (n * 4) as i64, |e, r| {
+        // Start from zero and add rows in order, as the interpreter does; a group of
+        // columns at a time lives in registers so that its sums advance side by side.
+        let n4 = n / 4 * 4;
+        let chunks: Vec<(usize, Type)> = (0..n4)
+            .step_by(4)
+            .map(|j| (j, types::F32X4))
+            .chain((n4..n).map(|j| (j, types::F32)))
+            .collect();
+        for group in chunks.chunks(INLINE_ACCUMULATORS) {
+            let vars: Vec<Variable> = group
+                .iter()
+                .map(|&(_, ty)| {
+                    let var = self.e.b.declare_var(ty);
+                    let z = self.e.fc(ty, 0.0);
+                    self.e.b.def_var(var, z);
+                    var
+                })
+                .collect();
+            self.rows(rows, n, |e, r| {
                 let xr = e.b.ins().iadd(px, r);
-                e.map(n, |e, ty, i| {
-                    let acc = e.ld(ty, po, i);
-                    let v = e.ld(ty, xr, i);
+                for (&(j, ty), &var) in group.iter().zip(&vars) {
+                    let oj = e.iconst((j * 4) as i64);
+                    let v = e.ld(ty, xr, oj);
+                    let acc = e.b.use_var(var);
                     let s = e.fadd(acc, v);
-                    e.st(s, po, i);
-                });
+                    e.b.def_var(var, s);
+                }
             });
+            for (&(j, _), &var) in group.iter().zip(&vars) {
+                let oj = self.e.iconst((j * 4) as i64);
+                let acc = self.e.b.use_var(var);
+                self.e.st(acc, po, oj);
+            }
+        }
         Ok(())
     }
 
@@ -831,10 +850,17 @@ const INLINE_MAX_COLS: usize = 64;
 /// Inner (`k`) loops up to this length are unrolled.
 const INLINE_UNROLL_K: usize = 16;
 
-/// `c[m, n] = a[m, k] * b[k, n]` as straight loops: for each row of `c`, `f32x4`
-/// chunks of the row (when `b`'s rows are contiguous) and scalars for the rest, each
-/// summed over `k` in order with `fma`. Operands are (pointer, row stride, column
-/// stride) in elements.
+/// Independent accumulators an inline product keeps live at once: enough chains to
+/// hide the FMA latency, few enough to stay in the 16 vector registers with room for
+/// the operands.
+const INLINE_ACCUMULATORS: usize = 8;
+
+/// `c[m, n] = a[m, k] * b[k, n]` as straight loops. A row of `c` is split into
+/// `f32x4` chunks (when `b`'s rows are contiguous) and scalars; a block of rows times
+/// a group of chunks is held in registers while `p` runs over `k`, so the block's
+/// chains advance side by side and each load of `b` serves every row of the block.
+/// Every element is still summed over `k` in order with `fma`, as the interpreter
+/// does. Operands are (pointer, row stride, column stride) in elements.
 fn inline_matmul(
     e: &mut Emitter,
     [m, k, n]: [usize; 3],
@@ -852,49 +878,123 @@ fn inline_matmul(
     } else {
         (0..n).map(|j| (j, types::F32)).collect()
     };
-    e.for_loop(0, m as i64, 1, |e, i| {
-        let ia = e.b.ins().imul_imm_s(i, (rsa * 4) as i64);
-        let ar = e.b.ins().iadd(pa, ia);
-        let ic = e.b.ins().imul_imm_s(i, (n * 4) as i64);
-        let cr = e.b.ins().iadd(pc, ic);
-        for &(j, ty) in &chunks {
-            let bj = e.offset(pb, j * csb);
-            let zero = e.fc(ty, 0.0);
-            // acc += a[i, p] * b[p, j..]: one term at a constant or loop byte offset.
-            let term = |e: &mut Emitter, acc: Value, oa: Value, ob: Value| {
-                let av = e.ld(types::F32, ar, oa);
-                let av = if ty.is_vector() {
-                    e.b.ins().splat(ty, av)
-                } else {
-                    av
-                };
-                let bv = e.ld(ty, bj, ob);
-                e.b.ins().fma(av, bv, acc)
-            };
-            let acc = if k <= INLINE_UNROLL_K {
-                let mut acc = zero;
-                for p in 0..k {
-                    let oa = e.iconst((p * csa * 4) as i64);
-                    let ob = e.iconst((p * rsb * 4) as i64);
-                    acc = term(e, acc, oa, ob);
-                }
-                acc
-            } else {
-                let var = e.b.declare_var(ty);
-                e.b.def_var(var, zero);
-                e.for_loop(0, k as i64, 1, |e, p| {
-                    let oa = e.b.ins().imul_imm_s(p, (csa * 4) as i64);
-                    let ob = e.b.ins().imul_imm_s(p, (rsb * 4) as i64);
-                    let acc = e.b.use_var(var);
-                    let acc = term(e, acc, oa, ob);
-                    e.b.def_var(var, acc);
-                });
-                e.b.use_var(var)
-            };
-            let oc = e.iconst((j * 4) as i64);
-            e.st(acc, cr, oc);
+    for group in chunks.chunks(INLINE_ACCUMULATORS) {
+        let block = (INLINE_ACCUMULATORS / group.len()).clamp(1, m);
+        let full = m / block * block;
+        e.for_loop(0, full as i64, block as i64, |e, i| {
+            matmul_block(
+                e,
+                i,
+                block,
+                k,
+                group,
+                (pa, rsa, csa),
+                (pb, rsb, csb),
+                (pc, n),
+            );
+        });
+        if full < m {
+            let i = e.iconst(full as i64);
+            matmul_block(
+                e,
+                i,
+                m - full,
+                k,
+                group,
+                (pa, rsa, csa),
+                (pb, rsb, csb),
+                (pc, n),
+            );
         }
-    });
+    }
+}
+
+/// Rows `i .. i + rows` of `c` restricted to the column chunks `group` (see
+/// `inline_matmul`).
+#[allow(clippy::too_many_arguments)]
+fn matmul_block(
+    e: &mut Emitter,
+    i: Value,
+    rows: usize,
+    k: usize,
+    group: &[(usize, Type)],
+    (pa, rsa, csa): (Value, usize, usize),
+    (pb, rsb, csb): (Value, usize, usize),
+    (pc, n): (Value, usize),
+) {
+    let ia = e.b.ins().imul_imm_s(i, (rsa * 4) as i64);
+    let a_rows = e.b.ins().iadd(pa, ia);
+    let a_row: Vec<Value> = (0..rows).map(|r| e.offset(a_rows, r * rsa)).collect();
+    let b_col: Vec<Value> = group.iter().map(|&(j, _)| e.offset(pb, j * csb)).collect();
+    // acc[r][g] += a[i + r, p] * b[p, chunk g]: one step of `p` for the whole block.
+    let step = |e: &mut Emitter, acc: &mut [Vec<Value>], oa: Value, ob: Value| {
+        let b_chunks: Vec<Value> = group
+            .iter()
+            .zip(&b_col)
+            .map(|(&(_, ty), &bj)| e.ld(ty, bj, ob))
+            .collect();
+        for (r, row) in acc.iter_mut().enumerate() {
+            let a = e.ld(types::F32, a_row[r], oa);
+            for (g, &(_, ty)) in group.iter().enumerate() {
+                let av = if ty.is_vector() {
+                    e.b.ins().splat(ty, a)
+                } else {
+                    a
+                };
+                row[g] = e.b.ins().fma(av, b_chunks[g], row[g]);
+            }
+        }
+    };
+    let mut acc: Vec<Vec<Value>> = (0..rows)
+        .map(|_| group.iter().map(|&(_, ty)| e.fc(ty, 0.0)).collect())
+        .collect();
+    if k <= INLINE_UNROLL_K {
+        for p in 0..k {
+            let oa = e.iconst((p * csa * 4) as i64);
+            let ob = e.iconst((p * rsb * 4) as i64);
+            step(e, &mut acc, oa, ob);
+        }
+    } else {
+        let vars: Vec<Vec<Variable>> = acc
+            .iter()
+            .map(|row| {
+                row.iter()
+                    .map(|&v| {
+                        let ty = e.b.func.dfg.value_type(v);
+                        let var = e.b.declare_var(ty);
+                        e.b.def_var(var, v);
+                        var
+                    })
+                    .collect()
+            })
+            .collect();
+        e.for_loop(0, k as i64, 1, |e, p| {
+            let oa = e.b.ins().imul_imm_s(p, (csa * 4) as i64);
+            let ob = e.b.ins().imul_imm_s(p, (rsb * 4) as i64);
+            let mut now: Vec<Vec<Value>> = vars
+                .iter()
+                .map(|row| row.iter().map(|&v| e.b.use_var(v)).collect())
+                .collect();
+            step(e, &mut now, oa, ob);
+            for (row, vals) in vars.iter().zip(now) {
+                for (&var, val) in row.iter().zip(vals) {
+                    e.b.def_var(var, val);
+                }
+            }
+        });
+        acc = vars
+            .iter()
+            .map(|row| row.iter().map(|&v| e.b.use_var(v)).collect())
+            .collect();
+    }
+    let ic = e.b.ins().imul_imm_s(i, (n * 4) as i64);
+    let c_rows = e.b.ins().iadd(pc, ic);
+    for (r, row) in acc.iter().enumerate() {
+        for (g, &(j, _)) in group.iter().enumerate() {
+            let oc = e.iconst(((r * n + j) * 4) as i64);
+            e.st(row[g], c_rows, oc);
+        }
+    }
 }
 
 fn mem_flags() -> cranelift_codegen::ir::MemFlagsData {

@@ -239,11 +239,15 @@ pub fn train(
         reporter.epoch_started(epoch, config.epochs, batches_per_epoch);
         let (mut loss_sum, mut rows_done) = (0f64, 0usize);
         let mut metrics = accumulators(&config, model, train_set)?;
-        for (index, rows) in order.chunks(batch).enumerate() {
+        let mut batches = order.chunks(batch).enumerate().peekable();
+        while let Some((index, rows)) = batches.next() {
             let n = rows.len();
             let exe = &programs.train[&n];
             let (x, y) = (&mut x_buf[..n * x_width], &mut y_buf[..n * y_width]);
             data::gather(train_set, rows, x, y);
+            if let Some((_, next)) = batches.peek() {
+                data::prefetch(train_set, next);
+            }
             exe.run(&mut arena, x, y, step)?;
             step += 1;
             let loss = exe.scalar(&arena, exe.graph.loss);
