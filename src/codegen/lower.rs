@@ -495,6 +495,10 @@ impl Lower<'_, '_, '_> {
             | LossKind::SigmoidBinaryCrossentropy
             | LossKind::BinaryCrossentropy => {
                 let nf = n as f32;
+                if lanes_agree(kind) {
+                    self.pointwise_loss_f32x4(kind, (pp, pt, po), n, grad);
+                    return Ok(());
+                }
                 let acc = self.var(0.0);
                 let e = &mut self.e;
                 e.for_loop(0, n as i64, 1, |e, i| {
@@ -668,6 +672,51 @@ impl Lower<'_, '_, '_> {
             }
         }
         Ok(())
+    }
+
+    /// An elementwise loss (or its gradient) over `n` elements, four lanes at a time;
+    /// the loss sums each lane apart and adds the lanes at the end.
+    fn pointwise_loss_f32x4(
+        &mut self,
+        kind: LossKind,
+        (pp, pt, po): (Value, Value, Value),
+        n: usize,
+        grad: bool,
+    ) {
+        let nf = n as f32;
+        let logf = self.imports.logf;
+        let e = &mut self.e;
+        let sums = [types::F32X4, types::F32].map(|ty| {
+            let var = e.b.declare_var(ty);
+            let z = e.fc(ty, 0.0);
+            e.b.def_var(var, z);
+            var
+        });
+        e.map(n, |e, ty, ib| {
+            let vp = e.ld(ty, pp, ib);
+            let vt = e.ld(ty, pt, ib);
+            let v = pointwise_loss(e, kind, vp, vt, grad, logf);
+            if grad {
+                let g = e.fdiv_c(v, nf);
+                e.st(g, po, ib);
+            } else {
+                let sum = sums[usize::from(!ty.is_vector())];
+                let s = e.b.use_var(sum);
+                let s = e.fadd(s, v);
+                e.b.def_var(sum, s);
+            }
+        });
+        if !grad {
+            let v = e.b.use_var(sums[0]);
+            let lane = |e: &mut Emitter, i| e.b.ins().extractlane(v, i);
+            let (l0, l1, l2, l3) = (lane(e, 0), lane(e, 1), lane(e, 2), lane(e, 3));
+            let (a, b) = (e.fadd(l0, l1), e.fadd(l2, l3));
+            let lanes = e.fadd(a, b);
+            let tail = e.b.use_var(sums[1]);
+            let total = e.fadd(lanes, tail);
+            let mean = e.fdiv_c(total, nf);
+            e.b.ins().store(mem_flags(), mean, po, 0);
+        }
     }
 
     fn update(&mut self, node: &Node, opt: Optimizer) -> R {
@@ -1103,7 +1152,13 @@ fn target_sum(e: &mut Emitter, cls: Option<Value>, pt: Value, r: Value, cols: us
     e.b.use_var(v)
 }
 
-/// The per-element loss term (or its derivative before the `1/N`).
+/// Whether `pointwise_loss` of `kind` is written for `f32x4` lanes as well as `f32`.
+fn lanes_agree(kind: LossKind) -> bool {
+    matches!(kind, LossKind::Mse | LossKind::SigmoidBinaryCrossentropy)
+}
+
+/// One element's loss (or its gradient, before the division by the element count);
+/// on `f32x4` lanes only for the kinds `lanes_agree` names.
 fn pointwise_loss(
     e: &mut Emitter,
     kind: LossKind,
