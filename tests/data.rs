@@ -5,7 +5,7 @@
 use std::path::{Path, PathBuf};
 
 use nnc::runtime::checkpoint;
-use nnc::runtime::data::{self, csv, idx, Dataset};
+use nnc::runtime::data::{self, csv, idx, Dataset, Features};
 use nnc::runtime::metrics::Accumulator;
 use nnc::sema::model::{
     Activation, DataSource, Initializer, Layer, LayerKind, Loss, Metric, MnistSubset, Model,
@@ -100,7 +100,7 @@ fn iris_has_150_rows_4_features_3_classes() {
     classes.dedup();
     assert_eq!(classes, vec![0.0, 1.0, 2.0]);
     // The first data row of the file, read back.
-    assert_eq!(&t.data.features[..4], &[5.1, 3.5, 1.4, 0.2]);
+    assert_eq!(&t.data.features.to_f32()[..4], &[5.1, 3.5, 1.4, 0.2]);
     assert_eq!((t.lines[0], t.lines[149]), (2, 151));
 }
 
@@ -116,7 +116,7 @@ fn breast_cancer_has_569_rows_30_features() {
 fn named_features_are_read_in_the_listed_order_and_other_columns_may_be_text() {
     let features = vec!["b".to_string(), "a".to_string()];
     let t = csv::read(&broken("with_notes.csv"), "label", Some(&features)).unwrap();
-    assert_eq!(t.data.features, vec![2.0, 1.0, 4.0, 3.0, 6.0, 5.0]);
+    assert_eq!(t.data.features.to_f32(), vec![2.0, 1.0, 4.0, 3.0, 6.0, 5.0]);
     assert_eq!(t.data.targets, vec![0.0, 1.0, 1.0]);
     // Without a list, the text column `id` is a feature and must fail.
     assert_err_contains(
@@ -209,7 +209,7 @@ fn small_idx_pixels_scale_to_unit_range() {
     assert_eq!((d.rows, d.feature_count, d.target_width), (3, 4, 1));
     // make.py writes pixels 0, 20, 40, ... 220.
     let expected: Vec<f32> = (0..12).map(|i| (i * 20) as f32 / 255.0).collect();
-    assert_eq!(d.features, expected);
+    assert_eq!(d.features.to_f32(), expected);
     assert_eq!(d.targets, vec![0.0, 1.0, 2.0]);
 }
 
@@ -277,10 +277,11 @@ fn idx_errors_name_the_problem() {
 fn mnist_train_has_60000_images_of_784_pixels() {
     let d = idx::mnist(&shipped("mnist"), MnistSubset::Train).unwrap();
     assert_eq!((d.rows, d.feature_count), (60000, 784));
-    assert_eq!(d.features.len(), 60000 * 784);
-    assert!(d.features.iter().all(|&p| (0.0..=1.0).contains(&p)));
+    let features = d.features.to_f32();
+    assert_eq!(features.len(), 60000 * 784);
+    assert!(features.iter().all(|&p| (0.0..=1.0).contains(&p)));
     // Pixels are v / 255 for a byte v, so both ends of the range occur.
-    assert!(d.features.contains(&1.0) && d.features.contains(&0.0));
+    assert!(features.contains(&1.0) && features.contains(&0.0));
     let mut counts = [0usize; 10];
     for &t in &d.targets {
         counts[t as usize] += 1;
@@ -383,9 +384,10 @@ fn categorical_targets_become_one_hot_rows() {
 
 /// Every row of `part`, as (features, targets) bits, to compare sets of rows.
 fn rows_of(part: &Dataset) -> Vec<Vec<u32>> {
+    let features = part.features.to_f32();
     (0..part.rows)
         .map(|r| {
-            let f = &part.features[r * part.feature_count..(r + 1) * part.feature_count];
+            let f = &features[r * part.feature_count..(r + 1) * part.feature_count];
             let t = &part.targets[r * part.target_width..(r + 1) * part.target_width];
             f.iter().chain(t).map(|v| v.to_bits()).collect()
         })
@@ -465,6 +467,7 @@ fn standardize_uses_training_statistics_for_every_part() {
     for c in 0..fc {
         let column = |d: &Dataset| -> Vec<f64> {
             d.features
+                .to_f32()
                 .iter()
                 .skip(c)
                 .step_by(fc)
@@ -501,6 +504,7 @@ fn standardize_only_centres_a_constant_column() {
     let constant: Vec<f32> = p
         .train
         .features
+        .to_f32()
         .iter()
         .skip(1)
         .step_by(2)
@@ -508,7 +512,14 @@ fn standardize_only_centres_a_constant_column() {
         .collect();
     assert_eq!(constant, vec![0.0; 4]);
     // a: mean 3, population std sqrt(3.5).
-    let a: Vec<f32> = p.train.features.iter().step_by(2).copied().collect();
+    let a: Vec<f32> = p
+        .train
+        .features
+        .to_f32()
+        .iter()
+        .step_by(2)
+        .copied()
+        .collect();
     let s = 3.5f32.sqrt();
     let expected = [-2.0 / s, -1.0 / s, 0.0, 3.0 / s];
     for (got, want) in a.iter().zip(expected) {
@@ -554,7 +565,7 @@ fn shuffled_order_is_a_permutation_fixed_by_seed_and_epoch() {
 #[test]
 fn gather_copies_rows_into_the_front_of_the_buffers() {
     let ds = Dataset {
-        features: vec![0.0, 1.0, 10.0, 11.0, 20.0, 21.0],
+        features: Features::Values(vec![0.0, 1.0, 10.0, 11.0, 20.0, 21.0]),
         feature_count: 2,
         targets: vec![0.0, 1.0, 2.0],
         target_width: 1,

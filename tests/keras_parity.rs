@@ -239,6 +239,7 @@ fn train(case: &Case, engine: &dyn Fn(&Graph, &Layout) -> Step<'static>) -> Trai
     }
 
     let (fc, tw) = (case.train.feature_count, case.train.target_width);
+    let features = case.train.features.to_f32();
     let mut step = 0u64;
     let mut batch_losses = vec![];
     for _ in 0..case.epochs {
@@ -246,7 +247,7 @@ fn train(case: &Case, engine: &dyn Fn(&Graph, &Layout) -> Step<'static>) -> Trai
         for start in (0..rows).step_by(case.batch) {
             let end = (start + case.batch).min(rows);
             let which = usize::from(end - start != case.batch);
-            let x = &case.train.features[start * fc..end * fc];
+            let x = &features[start * fc..end * fc];
             let y = &case.train.targets[start * tw..end * tw];
             steps[which](&mut arena, x, y, step);
             step += 1;

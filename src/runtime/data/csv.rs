@@ -3,7 +3,7 @@
 use std::io::Read;
 use std::path::Path;
 
-use super::Dataset;
+use super::{Dataset, Features};
 use crate::sema::names::distance;
 
 /// A CSV file read into memory, with the line of each row for later messages.
@@ -83,6 +83,7 @@ pub fn read(path: &Path, target: &str, features: Option<&[String]>) -> Result<Cs
         target_width: 1,
         ..Dataset::default()
     };
+    let mut features = Vec::new();
     let mut lines = Vec::new();
     let mut record = ::csv::StringRecord::new();
     loop {
@@ -110,8 +111,7 @@ pub fn read(path: &Path, target: &str, features: Option<&[String]>) -> Result<Cs
             ));
         }
         for &c in &feature_cols {
-            data.features
-                .push(parse_cell(&record[c], &file, line, c, &names[c])?);
+            features.push(parse_cell(&record[c], &file, line, c, &names[c])?);
         }
         data.targets.push(parse_cell(
             &record[target_col],
@@ -126,6 +126,7 @@ pub fn read(path: &Path, target: &str, features: Option<&[String]>) -> Result<Cs
         return Err(format!("{file}: the file has a header but no data rows"));
     }
     data.rows = lines.len();
+    data.features = Features::Values(features);
     Ok(CsvTable {
         data,
         lines,

@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 
 use flate2::bufread::MultiGzDecoder;
 
-use super::Dataset;
+use super::{Dataset, Features};
 use crate::sema::model::MnistSubset;
 
 /// The most float32 data nnc loads into memory from one data source: refused before
@@ -45,7 +45,7 @@ pub fn read(images: &Path, labels: &Path) -> Result<Dataset, String> {
         ));
     }
     Ok(Dataset {
-        features: pixels.iter().map(|&p| f32::from(p) / 255.0).collect(),
+        features: Features::Pixels(pixels),
         feature_count: image_dims[1] * image_dims[2],
         targets: classes.iter().map(|&c| f32::from(c)).collect(),
         target_width: 1,

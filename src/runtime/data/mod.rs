@@ -4,13 +4,105 @@
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct Dataset {
     /// `[rows, feature_count]`; reshaped to the model's input shape by layout only.
-    pub features: Vec<f32>,
+    pub features: Features,
     pub feature_count: usize,
     /// `[rows, target_width]`. Class targets of sparse losses are class indices stored
     /// as f32 (`target_width == 1`); `categorical_crossentropy` gets one-hot rows.
     pub targets: Vec<f32>,
     pub target_width: usize,
     pub rows: usize,
+}
+
+/// Feature values as their source holds them: image bytes stay bytes (a quarter of
+/// the memory of floats) and become floats only as a batch is gathered.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Features {
+    Values(Vec<f32>),
+    /// Pixel bytes `p`, whose values are `p / 255` (in `[0, 1]`).
+    Pixels(Vec<u8>),
+}
+
+impl Default for Features {
+    fn default() -> Self {
+        Features::Values(Vec::new())
+    }
+}
+
+/// `p / 255` for every byte, computed in f32 as a division (the values Keras's
+/// `x / 255.0` gives), looked up rather than divided per pixel.
+const PIXEL_VALUES: [f32; 256] = {
+    let mut table = [0.0; 256];
+    let mut p = 0;
+    while p < 256 {
+        table[p] = p as f32 / 255.0;
+        p += 1;
+    }
+    table
+};
+
+impl Features {
+    pub fn len(&self) -> usize {
+        match self {
+            Features::Values(v) => v.len(),
+            Features::Pixels(p) => p.len(),
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The values `start .. start + out.len()` into `out`, as floats.
+    fn copy_into(&self, start: usize, out: &mut [f32]) {
+        let end = start + out.len();
+        match self {
+            Features::Values(v) => out.copy_from_slice(&v[start..end]),
+            Features::Pixels(p) => {
+                for (o, &b) in out.iter_mut().zip(&p[start..end]) {
+                    *o = PIXEL_VALUES[usize::from(b)];
+                }
+            }
+        }
+    }
+
+    /// Every value as a float (a copy).
+    pub fn to_f32(&self) -> Vec<f32> {
+        let mut out = vec![0.0; self.len()];
+        self.copy_into(0, &mut out);
+        out
+    }
+
+    /// Every value as a float, reusing the buffer when the values are floats already.
+    fn into_f32(self) -> Vec<f32> {
+        match self {
+            Features::Values(v) => v,
+            pixels => pixels.to_f32(),
+        }
+    }
+
+    /// The rows `rows` of `width` values each, in the same representation.
+    fn rows(&self, rows: &[usize], width: usize) -> Features {
+        match self {
+            Features::Values(v) => Features::Values(gather_rows(v, rows, width)),
+            Features::Pixels(p) => Features::Pixels(gather_rows(p, rows, width)),
+        }
+    }
+
+    /// Starts loading the cache line that begins row `r` of `width` values.
+    fn prefetch_row(&self, r: usize, width: usize) {
+        match self {
+            Features::Values(v) => prefetch_line(&v[r * width..]),
+            Features::Pixels(p) => prefetch_line(&p[r * width..]),
+        }
+    }
+}
+
+fn gather_rows<T: Copy>(values: &[T], rows: &[usize], width: usize) -> Vec<T> {
+    let mut out = Vec::with_capacity(rows.len() * width);
+    for &r in rows {
+        out.extend_from_slice(&values[r * width..(r + 1) * width]);
+    }
+    out
 }
 
 pub mod csv;
@@ -74,9 +166,17 @@ pub fn prepare(model: &Model, config: &TrainConfig) -> Result<Prepared, String> 
         }
     };
 
+    let validation = validation_rows.map(|rows| subset(&data, &rows));
+    // Training on every row in file order (no split): the loaded set itself, not a copy.
+    let in_order = train_rows.iter().enumerate().all(|(i, &r)| i == r);
+    let train = if in_order && train_rows.len() == data.rows {
+        data
+    } else {
+        subset(&data, &train_rows)
+    };
     let mut prepared = Prepared {
-        train: subset(&data, &train_rows),
-        validation: validation_rows.map(|rows| subset(&data, &rows)),
+        train,
+        validation,
         test,
     };
     if let DataSource::Csv {
@@ -119,33 +219,31 @@ pub fn gather(ds: &Dataset, rows: &[usize], x: &mut [f32], y: &mut [f32]) {
         "gather: batch buffers too small"
     );
     for (i, &r) in rows.iter().enumerate() {
-        x[i * fc..(i + 1) * fc].copy_from_slice(&ds.features[r * fc..(r + 1) * fc]);
+        ds.features.copy_into(r * fc, &mut x[i * fc..(i + 1) * fc]);
         y[i * tw..(i + 1) * tw].copy_from_slice(&ds.targets[r * tw..(r + 1) * tw]);
     }
 }
 
 /// Asks the CPU to start loading the samples `rows` of `ds` into its cache, so that
 /// the `gather` of the next batch, run after this batch's step, does not wait on
-/// memory: the rows of a shuffled epoch are scattered over the whole data set.
+/// memory: the rows of a shuffled epoch are scattered over the whole data set. Only
+/// a row's first cache line: the hardware prefetcher follows a long row by itself.
 pub fn prefetch(ds: &Dataset, rows: &[usize]) {
     let (fc, tw) = (ds.feature_count, ds.target_width);
     for &r in rows {
-        prefetch_slice(&ds.features[r * fc..(r + 1) * fc]);
-        prefetch_slice(&ds.targets[r * tw..(r + 1) * tw]);
+        ds.features.prefetch_row(r, fc);
+        prefetch_line(&ds.targets[r * tw..]);
     }
 }
 
-/// Prefetches the cache lines of `values` (a hint: it never faults, and does nothing
-/// on targets without the instruction).
-fn prefetch_slice(values: &[f32]) {
+/// Prefetches the cache line holding the start of `values` (a hint: it never
+/// faults, and does nothing on targets without the instruction).
+fn prefetch_line<T>(values: &[T]) {
     #[cfg(target_arch = "x86_64")]
     {
         use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
-        const LINE: usize = 64 / std::mem::size_of::<f32>();
-        for line in values.chunks(LINE) {
-            // SAFETY: SSE is part of x86_64, and a prefetch never faults.
-            unsafe { _mm_prefetch::<_MM_HINT_T0>(line.as_ptr().cast()) };
-        }
+        // SAFETY: SSE is part of x86_64, and a prefetch never faults.
+        unsafe { _mm_prefetch::<_MM_HINT_T0>(values.as_ptr().cast()) };
     }
     #[cfg(not(target_arch = "x86_64"))]
     let _ = values;
@@ -357,15 +455,13 @@ fn split_rows(
 }
 
 fn subset(data: &Dataset, rows: &[usize]) -> Dataset {
-    let mut out = Dataset {
-        features: vec![0.0; rows.len() * data.feature_count],
+    Dataset {
+        features: data.features.rows(rows, data.feature_count),
         feature_count: data.feature_count,
-        targets: vec![0.0; rows.len() * data.target_width],
+        targets: gather_rows(&data.targets, rows, data.target_width),
         target_width: data.target_width,
         rows: rows.len(),
-    };
-    gather(data, rows, &mut out.features, &mut out.targets);
-    out
+    }
 }
 
 /// Per-feature mean and the scale to divide by (the population standard deviation,
@@ -374,14 +470,15 @@ fn standardization(data: &Dataset) -> (Vec<f64>, Vec<f64>) {
     let fc = data.feature_count;
     let n = data.rows.max(1) as f64;
     let mut mean = vec![0.0f64; fc];
-    for row in data.features.chunks_exact(fc) {
+    let values = data.features.to_f32();
+    for row in values.chunks_exact(fc) {
         for (m, &v) in mean.iter_mut().zip(row) {
             *m += f64::from(v);
         }
     }
     mean.iter_mut().for_each(|m| *m /= n);
     let mut var = vec![0.0f64; fc];
-    for row in data.features.chunks_exact(fc) {
+    for row in values.chunks_exact(fc) {
         for ((s, &v), m) in var.iter_mut().zip(row).zip(&mean) {
             *s += (f64::from(v) - m).powi(2);
         }
@@ -401,11 +498,13 @@ fn standardization(data: &Dataset) -> (Vec<f64>, Vec<f64>) {
 }
 
 fn standardize(data: &mut Dataset, mean: &[f64], scale: &[f64]) {
-    for row in data.features.chunks_exact_mut(data.feature_count) {
+    let mut values = std::mem::take(&mut data.features).into_f32();
+    for row in values.chunks_exact_mut(data.feature_count) {
         for ((v, m), s) in row.iter_mut().zip(mean).zip(scale) {
             *v = ((f64::from(*v) - m) / s) as f32;
         }
     }
+    data.features = Features::Values(values);
 }
 
 /// A 64-bit mix (SplitMix64's finalizer): nearby seeds and epochs give unrelated streams.
