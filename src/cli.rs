@@ -87,6 +87,10 @@ pub struct RunArgs {
     /// same from run to run for a given count.
     #[arg(long, value_parser = clap::value_parser!(u64).range(1..=1024))]
     pub threads: Option<u64>,
+    /// After training, print the time per step of every node of the train step
+    /// (matrix products, activations, loss, optimizer updates), slowest first.
+    #[arg(long, conflicts_with = "interpret")]
+    pub profile: bool,
 }
 
 #[derive(Debug, clap::Args)]
@@ -327,6 +331,7 @@ pub fn run_model(args: &RunArgs, io: &mut Io) -> i32 {
         } else {
             Engine::Jit
         }),
+        profile: args.profile,
     };
     // Ctrl-C from here on stops training cleanly instead of losing every epoch.
     interrupt::install();

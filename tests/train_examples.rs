@@ -69,6 +69,35 @@ fn json_lines_have_the_documented_events() {
 }
 
 #[test]
+fn profile_times_every_node_of_the_train_step() {
+    let events = train(&["examples/iris.nn", "--epochs", "2", "--profile"]);
+    let profile = events
+        .iter()
+        .find(|e| e["event"] == "profile")
+        .expect("a profile event");
+    let nodes = profile["nodes"].as_array().expect("nodes");
+    // iris.nn: two dense layers, softmax cross-entropy, Adam on four tensors.
+    let labels: Vec<&str> = nodes.iter().map(|n| n["node"].as_str().unwrap()).collect();
+    assert!(labels.iter().any(|l| l.contains("= matmul(")), "{labels:?}");
+    assert_eq!(
+        labels
+            .iter()
+            .filter(|l| l.starts_with("update.adam"))
+            .count(),
+        4
+    );
+    let shares: Vec<f64> = nodes.iter().map(|n| n["share"].as_f64().unwrap()).collect();
+    assert!(
+        (shares.iter().sum::<f64>() - 1.0).abs() < 1e-6,
+        "{shares:?}"
+    );
+    assert!(
+        shares.windows(2).all(|w| w[0] >= w[1]),
+        "slowest first: {shares:?}"
+    );
+}
+
+#[test]
 fn iris_reaches_93_percent() {
     let acc = test_accuracy(&train(&["examples/iris.nn"]));
     assert!(acc >= 0.93, "iris test accuracy {acc}");

@@ -8,7 +8,10 @@ use cranelift_frontend::{FunctionBuilder, FunctionBuilderContext};
 use cranelift_jit::{JITBuilder, JITModule};
 use cranelift_module::{default_libcall_names, FuncId, Linkage, Module};
 
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
 
 use super::kernels::Emitter;
 use super::lower::{Imports, Lower};
@@ -88,6 +91,39 @@ pub(super) unsafe extern "C" fn nnc_sgemm(
     }
 }
 
+/// The node number a profiled function marks its end with.
+pub(super) const PROFILE_END: u64 = u64::MAX;
+
+/// Time per (function, node) of the profiled functions run on this thread, and the
+/// node running since the last mark.
+#[derive(Default)]
+struct Profiler {
+    running: Option<(u64, u64, Instant)>,
+    totals: HashMap<(u64, u64), Duration>,
+}
+
+thread_local! {
+    static PROFILER: RefCell<Profiler> = RefCell::default();
+}
+
+/// Numbers the profiled functions, so that their nodes' times stay apart.
+static NEXT_PROFILED: AtomicU64 = AtomicU64::new(0);
+
+/// Called by a profiled function before each node (and with `PROFILE_END` after the
+/// last): the time since the previous mark goes to the node that was running.
+extern "C" fn nnc_profile_mark(function: u64, node: u64) {
+    let now = Instant::now();
+    PROFILER.with(|p| {
+        let mut p = p.borrow_mut();
+        if let Some((f, n, started)) = p.running.take() {
+            *p.totals.entry((f, n)).or_default() += now - started;
+        }
+        if node != PROFILE_END {
+            p.running = Some((function, node, now));
+        }
+    });
+}
+
 extern "C" fn nnc_powf(a: f32, b: f32) -> f32 {
     a.powf(b)
 }
@@ -121,6 +157,7 @@ fn new_module() -> Result<JITModule, String> {
     jb.symbol("nnc_sgemm", nnc_sgemm as *const u8);
     jb.symbol("nnc_powf", nnc_powf as *const u8);
     jb.symbol("nnc_logf", nnc_logf as *const u8);
+    jb.symbol("nnc_profile_mark", nnc_profile_mark as *const u8);
     Ok(JITModule::new(jb))
 }
 
@@ -162,6 +199,7 @@ fn define(
         sgemm: import(module, &mut ctx, "nnc_sgemm", &[i; 10], None)?,
         powf: import(module, &mut ctx, "nnc_powf", &[f, f], Some(f))?,
         logf: import(module, &mut ctx, "nnc_logf", &[f], Some(f))?,
+        profile_mark: import(module, &mut ctx, "nnc_profile_mark", &[i, i], None)?,
     };
     let mut fbc = FunctionBuilderContext::new();
     let mut b = FunctionBuilder::new(&mut ctx.func, &mut fbc);
@@ -180,10 +218,12 @@ fn define(
 }
 
 /// Builds the CLIF function for `graph` (not yet compiled).
+/// With `profile`, the function marks each node's start with that function number.
 fn build(
     module: &mut JITModule,
     graph: &Graph,
     layout: &Layout,
+    profile: Option<u64>,
 ) -> Result<(Context, FuncId), String> {
     if layout.offsets.len() != graph.tensors.len() {
         return Err("the layout was made for another graph".into());
@@ -199,6 +239,7 @@ fn build(
             y: p[2],
             step: p[3],
             alphas: vec![],
+            profile,
         }
         .lower_all()
     })
@@ -277,7 +318,7 @@ impl Drop for Unary {
 /// The Cranelift IR of `graph`'s function, before optimisation (for `nnc emit --clif`).
 pub fn clif_text(graph: &Graph, layout: &Layout) -> Result<String, String> {
     let mut module = new_module()?;
-    let (ctx, _) = build(&mut module, graph, layout)?;
+    let (ctx, _) = build(&mut module, graph, layout, None)?;
     let text = ctx.func.display().to_string();
     // SAFETY: nothing was compiled or handed out from this module.
     unsafe { module.free_memory() };
@@ -291,12 +332,25 @@ pub struct Compiled {
     arena_len: usize,
     x_len: usize,
     y_len: usize,
+    /// Set when compiled by `compile_profiled`: the function's number and node count.
+    profiled: Option<(u64, usize)>,
 }
 
 /// Compiles `graph` over `layout` into one native function.
 pub fn compile(graph: &Graph, layout: &Layout) -> Result<Compiled, String> {
+    compile_with(graph, layout, None)
+}
+
+/// Like `compile`, but the function also times each of its nodes (a clock read per
+/// node, negligible next to any layer of real size); see `Compiled::node_seconds`.
+pub fn compile_profiled(graph: &Graph, layout: &Layout) -> Result<Compiled, String> {
+    let id = NEXT_PROFILED.fetch_add(1, Ordering::Relaxed);
+    compile_with(graph, layout, Some(id))
+}
+
+fn compile_with(graph: &Graph, layout: &Layout, profile: Option<u64>) -> Result<Compiled, String> {
     let mut module = new_module()?;
-    let (ctx, fid) = build(&mut module, graph, layout)?;
+    let (ctx, fid) = build(&mut module, graph, layout, profile)?;
     let (module, ptr) = finish(module, ctx, fid)?;
     // SAFETY: the function was declared with `step_signature`, which is this type
     // under the host's C calling convention.
@@ -308,6 +362,7 @@ pub fn compile(graph: &Graph, layout: &Layout) -> Result<Compiled, String> {
         arena_len: layout.len,
         x_len: len_of(graph.input),
         y_len: graph.target.map_or(0, len_of),
+        profiled: profile.map(|id| (id, graph.nodes.len())),
     })
 }
 
@@ -343,6 +398,20 @@ impl Compiled {
     /// Floats the arena must hold.
     pub fn arena_len(&self) -> usize {
         self.arena_len
+    }
+
+    /// Seconds spent in each node of the graph over every run so far on this thread;
+    /// empty unless compiled by `compile_profiled`.
+    pub fn node_seconds(&self) -> Vec<f64> {
+        let Some((id, nodes)) = self.profiled else {
+            return vec![];
+        };
+        PROFILER.with(|p| {
+            let p = p.borrow();
+            (0..nodes as u64)
+                .map(|n| p.totals.get(&(id, n)).map_or(0.0, Duration::as_secs_f64))
+                .collect()
+        })
     }
 }
 

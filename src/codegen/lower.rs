@@ -4,6 +4,7 @@ use cranelift_codegen::ir::condcodes::{FloatCC, IntCC};
 use cranelift_codegen::ir::{types, FuncRef, InstBuilder, Type, Value};
 use cranelift_frontend::Variable;
 
+use super::jit::PROFILE_END;
 use super::kernels::Emitter;
 use crate::ir::graph::{Graph, LossKind, Node, Op, Role, TensorId};
 use crate::ir::layout::Layout;
@@ -19,6 +20,7 @@ pub struct Imports {
     pub sgemm: FuncRef,
     pub powf: FuncRef,
     pub logf: FuncRef,
+    pub profile_mark: FuncRef,
 }
 
 pub struct Lower<'e, 'a, 'g> {
@@ -32,6 +34,8 @@ pub struct Lower<'e, 'a, 'g> {
     pub step: Value,
     /// Adam step sizes already computed in this function, by `(lr, b1, b2)` bits.
     pub alphas: Vec<([u32; 3], Value)>,
+    /// The function's number when each node is to be timed (`compile_profiled`).
+    pub profile: Option<u64>,
 }
 
 type R = Result<(), String>;
@@ -39,10 +43,21 @@ type R = Result<(), String>;
 impl Lower<'_, '_, '_> {
     pub fn lower_all(&mut self) -> R {
         for (i, node) in self.graph.nodes.iter().enumerate() {
+            self.profile_mark(i as u64);
             self.node(node)
                 .map_err(|m| format!("node {i} ({:?}): {m}", node.op))?;
         }
+        self.profile_mark(PROFILE_END);
         Ok(())
+    }
+
+    /// In a profiled function, a call telling the profiler that `node` starts.
+    fn profile_mark(&mut self, node: u64) {
+        if let Some(function) = self.profile {
+            let f = self.e.iconst(function as i64);
+            let n = self.e.iconst(node as i64);
+            self.e.b.ins().call(self.imports.profile_mark, &[f, n]);
+        }
     }
 
     pub(super) fn len(&self, id: TensorId) -> usize {

@@ -10,7 +10,7 @@ mod jit;
 mod kernels;
 mod lower;
 
-pub use jit::{clif_text, compile, set_threads, threads, Compiled};
+pub use jit::{clif_text, compile, compile_profiled, set_threads, threads, Compiled};
 
 #[cfg(test)]
 mod tests;

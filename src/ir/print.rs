@@ -3,7 +3,7 @@
 
 use std::fmt::Write;
 
-use super::graph::{Graph, LossKind, Op, Role, Window};
+use super::graph::{Graph, LossKind, Node, Op, Role, Window};
 use crate::sema::model::{Activation, Optimizer, Padding};
 
 pub fn print(g: &Graph) -> String {
@@ -45,6 +45,21 @@ pub fn print(g: &Graph) -> String {
     }
     s.push('\n');
     s
+}
+
+/// One node as `output = op(inputs)` with tensor names, for profiles.
+pub fn node_label(g: &Graph, node: &Node) -> String {
+    let args: Vec<&str> = node
+        .inputs
+        .iter()
+        .map(|&i| g.tensors[i].name.as_str())
+        .collect();
+    let call = format!("{}({})", op_name(&node.op), args.join(", "));
+    if let Op::Update(_) | Op::MovingAverage { .. } = node.op {
+        call
+    } else {
+        format!("{} = {call}", g.tensors[node.output].name)
+    }
 }
 
 fn shape(s: &[usize]) -> String {

@@ -41,6 +41,20 @@ pub trait Reporter {
     fn epoch_done(&mut self, report: &EpochReport);
     fn tested(&mut self, report: &TestReport);
     fn saved(&mut self, path: &Path);
+    /// `nnc run --profile`: where the training steps' time went, slowest first.
+    fn profiled(&mut self, nodes: &[NodeTime]);
+}
+
+/// One node of the train step in a profile.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NodeTime {
+    /// What the node computes and into which tensor, as `nnc emit --ir` writes it.
+    pub node: String,
+    pub shape: Vec<usize>,
+    /// Mean time per training step.
+    pub seconds_per_step: f64,
+    /// Fraction of the step's time.
+    pub share: f64,
 }
 
 /// Lines for people; the progress bar goes to stderr, only when `progress` is set
@@ -58,6 +72,15 @@ impl<'w> HumanReporter<'w> {
             progress,
             bar: None,
         }
+    }
+}
+
+/// `12.5 us`, `3.42 ms`: a node of a training step takes micro- to milliseconds.
+fn step_time_text(seconds: f64) -> String {
+    if seconds < 1e-3 {
+        format!("{:.1} us", seconds * 1e6)
+    } else {
+        format!("{:.2} ms", seconds * 1e3)
     }
 }
 
@@ -183,6 +206,24 @@ impl Reporter for HumanReporter<'_> {
             format_args!("saved weights to {}", path.display()),
         );
     }
+
+    fn profiled(&mut self, nodes: &[NodeTime]) {
+        say(self.out, format_args!("Time per training step, by node:"));
+        let width = nodes.iter().map(|n| n.node.len()).max().unwrap_or(0);
+        for n in nodes {
+            let dims: Vec<String> = n.shape.iter().map(|d| d.to_string()).collect();
+            say(
+                self.out,
+                format_args!(
+                    "  {:>10}  {:>5.1}%  {:<width$}  [{}]",
+                    step_time_text(n.seconds_per_step),
+                    n.share * 100.0,
+                    n.node,
+                    dims.join(", ")
+                ),
+            );
+        }
+    }
 }
 
 /// JSON Lines: one object per event.
@@ -226,6 +267,17 @@ impl Reporter for JsonReporter<'_> {
             self.out,
             json!({"event": "test", "loss": r.loss, "metrics": object(&r.metrics)}),
         );
+    }
+
+    fn profiled(&mut self, nodes: &[NodeTime]) {
+        let nodes: Vec<serde_json::Value> = nodes
+            .iter()
+            .map(|n| {
+                json!({"node": n.node, "shape": n.shape,
+                       "seconds_per_step": n.seconds_per_step, "share": n.share})
+            })
+            .collect();
+        say(self.out, json!({"event": "profile", "nodes": nodes}));
     }
 
     fn saved(&mut self, path: &Path) {

@@ -13,12 +13,12 @@ use std::time::{Duration, Instant};
 use crate::codegen::Compiled;
 use crate::ir::graph::Graph;
 use crate::ir::layout::Layout;
-use crate::ir::{build, init, interp};
+use crate::ir::{build, init, interp, print};
 use crate::runtime::checkpoint;
 use crate::runtime::data::{self, Dataset};
 use crate::runtime::interrupt;
 use crate::runtime::metrics::Accumulator;
-use crate::runtime::report::{DataReport, EpochReport, Reporter, TestReport};
+use crate::runtime::report::{DataReport, EpochReport, NodeTime, Reporter, TestReport};
 use crate::sema::model::{Model, TrainConfig};
 
 /// Which executor runs the graphs.
@@ -39,6 +39,8 @@ pub struct RunOptions {
     pub init: Option<PathBuf>,
     pub save: Option<PathBuf>,
     pub engine: Option<Engine>,
+    /// Time every node of the full-batch train step and report it (JIT only).
+    pub profile: bool,
 }
 
 /// A graph ready to run, with the layout it was compiled for.
@@ -49,11 +51,12 @@ struct Executable {
 }
 
 impl Executable {
-    fn new(graph: Graph, engine: Engine) -> Result<Executable, String> {
+    fn new(graph: Graph, engine: Engine, profile: bool) -> Result<Executable, String> {
         let layout = Layout::planned(&graph);
-        let jit = match engine {
-            Engine::Jit => Some(crate::codegen::compile(&graph, &layout)?),
-            Engine::Interpreter => None,
+        let jit = match (engine, profile) {
+            (Engine::Jit, false) => Some(crate::codegen::compile(&graph, &layout)?),
+            (Engine::Jit, true) => Some(crate::codegen::compile_profiled(&graph, &layout)?),
+            (Engine::Interpreter, _) => None,
         };
         Ok(Executable { graph, layout, jit })
     }
@@ -85,6 +88,8 @@ impl Executable {
 struct Programs<'m> {
     model: &'m Model,
     engine: Engine,
+    /// Compile train steps with per-node timing (`RunOptions::profile`).
+    profile: bool,
     train: HashMap<usize, Executable>,
     evaluate: HashMap<usize, Executable>,
     compile_time: Duration,
@@ -94,7 +99,11 @@ impl<'m> Programs<'m> {
     fn train_step(&mut self, batch: usize) -> Result<&Executable, String> {
         if !self.train.contains_key(&batch) {
             let started = Instant::now();
-            let exe = Executable::new(build::train_step(self.model, batch)?, self.engine)?;
+            let exe = Executable::new(
+                build::train_step(self.model, batch)?,
+                self.engine,
+                self.profile,
+            )?;
             self.compile_time += started.elapsed();
             self.train.insert(batch, exe);
         }
@@ -104,7 +113,7 @@ impl<'m> Programs<'m> {
     fn evaluate(&mut self, batch: usize) -> Result<&Executable, String> {
         if !self.evaluate.contains_key(&batch) {
             let started = Instant::now();
-            let exe = Executable::new(build::evaluate(self.model, batch)?, self.engine)?;
+            let exe = Executable::new(build::evaluate(self.model, batch)?, self.engine, false)?;
             self.compile_time += started.elapsed();
             self.evaluate.insert(batch, exe);
         }
@@ -168,6 +177,7 @@ pub fn train(
     let mut programs = Programs {
         model,
         engine: options.engine.unwrap_or(Engine::Jit),
+        profile: options.profile,
         train: HashMap::new(),
         evaluate: HashMap::new(),
         compile_time: Duration::ZERO,
@@ -220,6 +230,7 @@ pub fn train(
     let mut x_buf = vec![0f32; batch * x_width];
     let mut y_buf = vec![0f32; batch * y_width];
     let mut step: u64 = 0;
+    let mut full_batches: u64 = 0;
     let mut final_loss = f32::NAN;
     let batches_per_epoch = train_set.rows.div_ceil(batch);
     // With `save`, the weights at the end of the last complete epoch: what Ctrl-C saves.
@@ -250,6 +261,7 @@ pub fn train(
             }
             exe.run(&mut arena, x, y, step)?;
             step += 1;
+            full_batches += u64::from(n == batch);
             let loss = exe.scalar(&arena, exe.graph.loss);
             if !loss.is_finite() {
                 return Err(format!(
@@ -329,6 +341,9 @@ pub fn train(
         });
     }
 
+    if options.profile {
+        reporter.profiled(&profile(&programs.train[&batch], full_batches));
+    }
     let test = match &prepared.test {
         Some(set) => {
             let (loss, metrics) = evaluate(&mut programs, &mut arena, set, &config, batch)?;
@@ -353,6 +368,30 @@ pub fn train(
         test,
         interrupted: None,
     })
+}
+
+/// The nodes of `exe` (a profiled train step) by time per step over `steps` runs,
+/// slowest first.
+fn profile(exe: &Executable, steps: u64) -> Vec<NodeTime> {
+    let Some(jit) = &exe.jit else {
+        return vec![];
+    };
+    let seconds = jit.node_seconds();
+    let total: f64 = seconds.iter().sum();
+    let mut nodes: Vec<NodeTime> = exe
+        .graph
+        .nodes
+        .iter()
+        .zip(&seconds)
+        .map(|(node, &s)| NodeTime {
+            node: print::node_label(&exe.graph, node),
+            shape: exe.graph.tensors[node.output].shape.clone(),
+            seconds_per_step: s / steps.max(1) as f64,
+            share: s / total.max(f64::MIN_POSITIVE),
+        })
+        .collect();
+    nodes.sort_by(|a, b| b.seconds_per_step.total_cmp(&a.seconds_per_step));
+    nodes
 }
 
 /// Loss and metrics of a whole data set in inference mode (dropout off), in batches.
