@@ -97,7 +97,7 @@ impl Lower<'_, '_, '_> {
                 let row = e.b.ins().iadd(row, t);
                 let src = element(e, pi, ip, c);
                 let dst = element(e, pc, row, c);
-                e.map(c, |e, ty, i| {
+                e.map_unrolled(c, UNROLL_CHANNEL_VECTORS, |e, ty, i| {
                     if col2im {
                         let acc = e.ld(ty, src, i);
                         let v = e.ld(ty, dst, i);
@@ -118,7 +118,7 @@ impl Lower<'_, '_, '_> {
         let (px_, po) = (self.ptr(x)?, self.ptr(out)?);
         pixels(self.e, b, win, |e, px| {
             let orow = element(e, po, px.o, c);
-            e.map(c, |e, ty, i| {
+            e.map_unrolled(c, UNROLL_CHANNEL_VECTORS, |e, ty, i| {
                 let best = e.b.declare_var(ty);
                 let arg = e.b.declare_var(ty);
                 let z = e.fc(ty, 0.0);
@@ -155,7 +155,7 @@ impl Lower<'_, '_, '_> {
         pixels(self.e, b, win, |e, px| {
             let arow = element(e, pa, px.o, c);
             let orow = element(e, po, px.o, c);
-            e.map(c, |e, ty, i| {
+            e.map_unrolled(c, UNROLL_CHANNEL_VECTORS, |e, ty, i| {
                 let acc = e.b.declare_var(ty);
                 let z = e.fc(ty, 0.0);
                 e.b.def_var(acc, z);
@@ -182,7 +182,7 @@ impl Lower<'_, '_, '_> {
         pixels(self.e, b, win, |e, px| {
             let arow = element(e, pa, px.o, c);
             let drow = element(e, pd, px.o, c);
-            e.map(c, |e, ty, i| {
+            e.map_unrolled(c, UNROLL_CHANNEL_VECTORS, |e, ty, i| {
                 let a = e.ld(ty, arow, i);
                 let d = e.ld(ty, drow, i);
                 taps_of(e, win, px, |e, t, ip| {
@@ -211,7 +211,7 @@ impl Lower<'_, '_, '_> {
             let yrow = element(e, py, px.o, c);
             let count = window_count(e, win, px);
             let count4 = e.b.ins().splat(types::F32X4, count);
-            e.map(c, |e, ty, i| {
+            e.map_unrolled(c, UNROLL_CHANNEL_VECTORS, |e, ty, i| {
                 let n = if ty.is_vector() { count4 } else { count };
                 if grad {
                     let d = e.ld(ty, yrow, i);
@@ -254,7 +254,7 @@ impl Lower<'_, '_, '_> {
         let pm = mean.map(|m| self.ptr(m)).transpose()?;
         self.rows(rows, c, |e, r| {
             let xr = e.b.ins().iadd(px, r);
-            e.map(c, |e, ty, i| {
+            e.map_unrolled(c, UNROLL_CHANNEL_VECTORS, |e, ty, i| {
                 let v = e.ld(ty, xr, i);
                 let term = match pm {
                     Some(pm) => {
@@ -270,7 +270,7 @@ impl Lower<'_, '_, '_> {
             });
         });
         let rf = rows as f32;
-        self.e.map(c, |e, ty, i| {
+        self.e.map_unrolled(c, UNROLL_CHANNEL_VECTORS, |e, ty, i| {
             let s = e.ld(ty, po, i);
             let m = e.fdiv_c(s, rf);
             e.st(m, po, i);
@@ -290,7 +290,7 @@ impl Lower<'_, '_, '_> {
         self.rows(rows, c, |e, r| {
             let xr = e.b.ins().iadd(p[0], r);
             let or = e.b.ins().iadd(po, r);
-            e.map(c, |e, ty, i| {
+            e.map_unrolled(c, UNROLL_CHANNEL_VECTORS, |e, ty, i| {
                 let x = e.ld(ty, xr, i);
                 let m = e.ld(ty, p[1], i);
                 let g = e.ld(ty, p[3], i);
@@ -319,7 +319,7 @@ impl Lower<'_, '_, '_> {
         self.rows(rows, c, |e, r| {
             let dr = e.b.ins().iadd(pd, r);
             let or = e.b.ins().iadd(po, r);
-            e.map(c, |e, ty, i| {
+            e.map_unrolled(c, UNROLL_CHANNEL_VECTORS, |e, ty, i| {
                 let d = e.ld(ty, dr, i);
                 let g = e.ld(ty, pg, i);
                 let s = norm_scale(e, ty, pv, g, i, eps);
@@ -345,7 +345,7 @@ impl Lower<'_, '_, '_> {
             let xr = e.b.ins().iadd(p[0], r);
             let dr = e.b.ins().iadd(p[4], r);
             let or = e.b.ins().iadd(po, r);
-            e.map(c, |e, ty, i| {
+            e.map_unrolled(c, UNROLL_CHANNEL_VECTORS, |e, ty, i| {
                 let x = e.ld(ty, xr, i);
                 let m = e.ld(ty, p[1], i);
                 let g = e.ld(ty, p[3], i);
@@ -383,7 +383,7 @@ impl Lower<'_, '_, '_> {
         self.rows(rows, c, |e, r| {
             let xr = e.b.ins().iadd(p[0], r);
             let dr = e.b.ins().iadd(p[3], r);
-            e.map(c, |e, ty, i| {
+            e.map_unrolled(c, UNROLL_CHANNEL_VECTORS, |e, ty, i| {
                 let x = e.ld(ty, xr, i);
                 let m = e.ld(ty, p[1], i);
                 let dy = e.ld(ty, dr, i);
@@ -427,6 +427,11 @@ fn inv_std(e: &mut Emitter, ty: Type, pv: Value, i: Value, eps: f32) -> Value {
     let one = e.fc(ty, 1.0);
     norm_scale(e, ty, pv, one, i, eps)
 }
+
+/// Window axes up to this length are emitted unrolled (3x3 kernels, 2x2 pools).
+const UNROLL_WINDOW: usize = 5;
+/// A pixel's channels up to this many `f32x4` vectors are emitted unrolled.
+const UNROLL_CHANNEL_VECTORS: usize = 16;
 
 /// The address of pixel `index` (i64) of a tensor of `c` channels at `base`.
 fn element(e: &mut Emitter, base: Value, index: Value, c: usize) -> Value {
@@ -502,10 +507,10 @@ fn taps_of(
     let [h, w] = win.input;
     let pad = win.pad_before();
     let check = win.padding == Padding::Same;
-    e.for_loop(0, kh as i64, 1, |e, ky| {
+    e.repeat(kh, UNROLL_WINDOW, |e, ky| {
         let iy = coordinate(e, px.oy, win.strides[0], ky, pad[0]);
         let mut row = |e: &mut Emitter| {
-            e.for_loop(0, kw as i64, 1, |e, kx| {
+            e.repeat(kw, UNROLL_WINDOW, |e, kx| {
                 let ix = coordinate(e, px.ox, win.strides[1], kx, pad[1]);
                 let mut cell = |e: &mut Emitter| {
                     let t = e.b.ins().imul_imm_s(ky, kw as i64);

@@ -111,11 +111,43 @@ impl<'a> Emitter<'a> {
         self.b.switch_to_block(exit);
     }
 
+    /// `for i in 0..n { body(i) }`, as straight-line code (constant `i`) when `n` is
+    /// at most `unroll`: short loops inside hot loops (pooling windows, channel
+    /// chunks) cost more in loop control than in work.
+    pub fn repeat(&mut self, n: usize, unroll: usize, mut body: impl FnMut(&mut Self, Value)) {
+        if n <= unroll {
+            for k in 0..n {
+                let i = self.iconst(k as i64);
+                body(self, i);
+            }
+        } else {
+            self.for_loop(0, n as i64, 1, body);
+        }
+    }
+
     /// Calls `body(ty, byte_index)` for every element of an `n`-element map: a
     /// `f32x4` loop over the multiple-of-4 prefix, then scalar code for the rest.
-    pub fn map(&mut self, n: usize, mut body: impl FnMut(&mut Self, Type, Value)) {
+    pub fn map(&mut self, n: usize, body: impl FnMut(&mut Self, Type, Value)) {
+        self.map_unrolled(n, 0, body);
+    }
+
+    /// `map`, with the `f32x4` part as straight-line code when it has at most
+    /// `unroll` vectors.
+    pub fn map_unrolled(
+        &mut self,
+        n: usize,
+        unroll: usize,
+        mut body: impl FnMut(&mut Self, Type, Value),
+    ) {
         let n4 = n / 4 * 4;
-        self.for_loop(0, (n4 * 4) as i64, 16, |e, i| body(e, types::F32X4, i));
+        if n4 / 4 <= unroll {
+            for k in (0..n4).step_by(4) {
+                let i = self.iconst((k * 4) as i64);
+                body(self, types::F32X4, i);
+            }
+        } else {
+            self.for_loop(0, (n4 * 4) as i64, 16, |e, i| body(e, types::F32X4, i));
+        }
         for k in n4..n {
             let i = self.iconst((k * 4) as i64);
             body(self, types::F32, i);

@@ -464,7 +464,9 @@ impl Lower<'_, '_, '_> {
             let s = e.b.ins().ushr_imm_u(z, 31);
             let z = e.b.ins().bxor(z, s);
             let hi = e.b.ins().ushr_imm_u(z, 40);
-            let u = e.b.ins().fcvt_from_uint(types::F32, hi);
+            // `hi` < 2^24: the signed conversion (one instruction) is exact; x86 has
+            // no unsigned one and Cranelift emits a branchy sequence for it.
+            let u = e.b.ins().fcvt_from_sint(types::F32, hi);
             let u = e.fmul_c(u, 1.0 / (1u64 << 24) as f32);
             let rv = e.b.ins().f32const(rate);
             let keep = e.b.ins().fcmp(FloatCC::GreaterThanOrEqual, u, rv);
@@ -472,8 +474,13 @@ impl Lower<'_, '_, '_> {
             let v = e.ld(types::F32, px, ib);
             let ks = e.b.ins().f32const(keep_scale);
             let scaled = e.fdiv(v, ks);
-            let zero = e.b.ins().f32const(0.0);
-            let r = e.b.ins().select(keep, scaled, zero);
+            // `keep ? scaled : 0` as a bit mask: half the elements are dropped at
+            // random, so a branch (what a float `select` becomes) mispredicts often.
+            let keep = e.b.ins().uextend(types::I32, keep);
+            let mask = e.b.ins().ineg(keep);
+            let bits = e.b.ins().bitcast(types::I32, mem_flags(), scaled);
+            let kept = e.b.ins().band(bits, mask);
+            let r = e.b.ins().bitcast(types::F32, mem_flags(), kept);
             e.st(r, po, ib);
         });
         Ok(())
