@@ -4,7 +4,7 @@
 //! different batch sizes agree on where the weights and optimizer slots live; the
 //! input and target are read through their own pointers and have no offset.
 
-use super::graph::{Graph, Role, TensorId};
+use super::graph::{Graph, Op, Role, TensorId};
 
 /// Offsets are in f32 elements and multiples of 4, so every tensor starts on a
 /// 16-byte boundary when the arena does.
@@ -117,14 +117,37 @@ fn plan_temporaries(graph: &Graph, base: usize, offsets: &mut [Option<usize>]) -
         };
         (from, to)
     };
-    let mut order = temps;
+    // A reshape from one temporary to another only renames the elements: its output
+    // shares its input's memory (and `codegen` emits no copy). Such a chain is
+    // placed once, by its first tensor, living as long as its longest-lived member.
+    let mut group: Vec<usize> = (0..graph.tensors.len()).collect();
+    for node in &graph.nodes {
+        let (out, input) = (node.output, node.inputs.first().copied());
+        if let (Op::Reshape, Some(input)) = (&node.op, input) {
+            let temporary = |t: usize| graph.tensors.get(t).is_some_and(|t| is_temporary(&t.role));
+            if temporary(input) && temporary(out) && born[out] > born[input] {
+                group[out] = group[input];
+            }
+        }
+    }
+    let mut group_life: Vec<Option<(usize, usize)>> = vec![None; graph.tensors.len()];
+    for &id in &temps {
+        let (from, to) = life(id);
+        let g = &mut group_life[group[id]];
+        *g = Some(g.map_or((from, to), |(f, t)| (f.min(from), t.max(to))));
+    }
+    let mut order: Vec<usize> = temps
+        .iter()
+        .copied()
+        .filter(|&id| group[id] == id)
+        .collect();
     order.sort_by_key(|&id| (std::cmp::Reverse(graph.tensors[id].len()), id));
     // (offset from base, size, first node, last node) of the placed tensors.
     let mut placed: Vec<(usize, usize, usize, usize)> = Vec::with_capacity(order.len());
     let mut total = 0;
     for id in order {
         let size = round_up(graph.tensors[id].len().max(1));
-        let (from, to) = life(id);
+        let (from, to) = group_life[id].unwrap_or_else(|| life(id));
         let mut busy: Vec<(usize, usize)> = placed
             .iter()
             .filter(|&&(_, _, f, t)| f <= to && from <= t)
@@ -141,6 +164,9 @@ fn plan_temporaries(graph: &Graph, base: usize, offsets: &mut [Option<usize>]) -
         offsets[id] = Some(base + at);
         placed.push((at, size, from, to));
         total = total.max(at + size);
+    }
+    for &id in &temps {
+        offsets[id] = offsets[group[id]];
     }
     total
 }
@@ -185,6 +211,21 @@ mod tests {
         (from, to.max(from))
     }
 
+    /// Whether `a` and `b` name the same elements through a chain of reshapes.
+    fn renamed(g: &Graph, a: usize, b: usize) -> bool {
+        let source = |mut t: usize| {
+            while let Some(n) = g
+                .nodes
+                .iter()
+                .find(|n| n.output == t && matches!(n.op, Op::Reshape))
+            {
+                t = n.inputs[0];
+            }
+            t
+        };
+        source(a) == source(b)
+    }
+
     #[test]
     fn temporaries_share_memory_only_when_their_lives_are_disjoint() {
         let g = train_step(&convnet(), 5).unwrap();
@@ -192,7 +233,7 @@ mod tests {
         let ranged: Vec<(usize, std::ops::Range<usize>)> = (0..g.tensors.len())
             .filter_map(|id| l.range(&g, id).map(|r| (id, r)))
             .collect();
-        let mut shared = 0;
+        let (mut shared, mut renames) = (0, 0);
         for (i, (a, ra)) in ranged.iter().enumerate() {
             assert!(ra.end <= l.len);
             for (b, rb) in &ranged[i + 1..] {
@@ -200,12 +241,19 @@ mod tests {
                     let persistent = |t: usize| g.tensors[t].role.is_persistent();
                     assert!(!persistent(*a) && !persistent(*b), "{a} and {b} overlap");
                     let ((fa, ta), (fb, tb)) = (live(&g, *a), live(&g, *b));
-                    assert!(ta < fb || tb < fa, "{a} and {b} overlap while both live");
-                    shared += 1;
+                    if renamed(&g, *a, *b) {
+                        assert_eq!(ra, rb, "{a} and {b}: a reshape shares all of its input");
+                        renames += 1;
+                    } else {
+                        assert!(ta < fb || tb < fa, "{a} and {b} overlap while both live");
+                        shared += 1;
+                    }
                 }
             }
         }
         assert!(shared > 0, "no temporary was reused");
+        // Flatten, and the conv kernels' matrix views in the backward pass.
+        assert!(renames > 0, "no reshape shares its input's memory");
         let temps: usize = (0..g.tensors.len())
             .filter(|&id| l.offsets[id].is_some() && !g.tensors[id].role.is_persistent())
             .map(|id| round_up(g.tensors[id].len().max(1)))
