@@ -108,6 +108,22 @@ pub fn render(diags: &[Diagnostic], file: &str, src: &str, color: bool) -> Strin
             let start = s.start.min(src.len());
             start..s.end.clamp(start, src.len())
         };
+        let mut labels: Vec<(Span, &str)> = vec![(clamp(&d.span), &d.label)];
+        labels.extend(
+            d.labels
+                .iter()
+                .map(|l| (clamp(&l.span), l.message.as_str())),
+        );
+        // ariadne starts a new snippet whenever a label lies above the previous one,
+        // so labels go in in source order.
+        labels.sort_by_key(|(s, _)| (s.start, s.end));
+        if labels
+            .iter()
+            .any(|(span, _)| line_around(src, span.start).len() > MAX_QUOTED_LINE)
+        {
+            out.push_str(&render_excerpt(d, kind_name(kind), file, src, &labels));
+            continue;
+        }
         let mut report = Report::build(kind, (file, clamp(&d.span)))
             .with_config(
                 Config::default()
@@ -117,15 +133,6 @@ pub fn render(diags: &[Diagnostic], file: &str, src: &str, color: bool) -> Strin
             )
             .with_code(d.code)
             .with_message(&d.message);
-        // ariadne starts a new snippet whenever a label lies above the previous one,
-        // so labels go in in source order.
-        let mut labels: Vec<(Span, &str)> = vec![(clamp(&d.span), &d.label)];
-        labels.extend(
-            d.labels
-                .iter()
-                .map(|l| (clamp(&l.span), l.message.as_str())),
-        );
-        labels.sort_by_key(|(s, _)| (s.start, s.end));
         for (span, msg) in labels {
             report = report.with_label(ariadne::Label::new((file, span)).with_message(msg));
         }
@@ -141,5 +148,81 @@ pub fn render(diags: &[Diagnostic], file: &str, src: &str, color: bool) -> Strin
             }
         }
     }
+    out
+}
+
+/// Source lines longer than this are not quoted whole: a generated or minified file
+/// would otherwise repeat its whole line (megabytes) in every diagnostic.
+const MAX_QUOTED_LINE: usize = 240;
+/// Characters shown on each side of a span on such a line.
+const EXCERPT_CONTEXT: usize = 40;
+
+fn kind_name(kind: ariadne::ReportKind) -> &'static str {
+    match kind {
+        ariadne::ReportKind::Warning => "Warning",
+        _ => "Error",
+    }
+}
+
+/// The line of `src` holding byte `offset`, without its line break.
+fn line_around(src: &str, offset: usize) -> &str {
+    let offset = floor_char(src, offset);
+    let start = src[..offset].rfind('\n').map_or(0, |i| i + 1);
+    let end = src[offset..].find('\n').map_or(src.len(), |i| offset + i);
+    &src[start..end]
+}
+
+fn floor_char(src: &str, offset: usize) -> usize {
+    let mut offset = offset.min(src.len());
+    while !src.is_char_boundary(offset) {
+        offset -= 1;
+    }
+    offset
+}
+
+/// A diagnostic whose labels lie on an over-long line, in ariadne's layout but
+/// quoting only the part of the line around each label.
+fn render_excerpt(
+    d: &Diagnostic,
+    kind: &str,
+    file: &str,
+    src: &str,
+    labels: &[(Span, &str)],
+) -> String {
+    let (line, col) = line_col(src, d.span.start);
+    let width = line.to_string().len().max(2);
+    let gutter = " ".repeat(width + 1);
+    let mut out = format!("[{}] {kind}: {}\n", d.code, d.message);
+    out += &format!("{gutter},-[ {file}:{line}:{col} ]\n{gutter}|\n");
+    for (span, message) in labels {
+        let (line, _) = line_col(src, span.start);
+        let text = line_around(src, span.start);
+        let start = floor_char(src, span.start);
+        let line_start = src[..start].rfind('\n').map_or(0, |i| i + 1);
+        let at = start - line_start;
+        let from = floor_char(text, at.saturating_sub(EXCERPT_CONTEXT));
+        let span_end = floor_char(
+            text,
+            (span.end.max(span.start + 1) - line_start).min(text.len()),
+        );
+        let to = floor_char(text, (span_end + EXCERPT_CONTEXT).min(text.len()));
+        let (head, tail) = (
+            if from > 0 { "..." } else { "" },
+            if to < text.len() { "..." } else { "" },
+        );
+        let caret_at = head.len() + text[from..at].chars().count();
+        let carets = text[at..span_end.max(at)].chars().count().max(1);
+        out += &format!("{line:>width$} | {head}{}{tail}\n", &text[from..to]);
+        out += &format!(
+            "{gutter}| {}{} {message}\n",
+            " ".repeat(caret_at),
+            "^".repeat(carets)
+        );
+    }
+    out += &format!("{gutter}|\n");
+    if let Some(help) = &d.help {
+        out += &format!("{gutter}| Help: {help}\n");
+    }
+    out += &format!("{}'\n", "-".repeat(width + 1));
     out
 }

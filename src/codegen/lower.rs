@@ -484,9 +484,10 @@ impl Lower<'_, '_, '_> {
             // random, so a branch (what a float `select` becomes) mispredicts often.
             let keep = e.b.ins().uextend(types::I32, keep);
             let mask = e.b.ins().ineg(keep);
-            let bits = e.b.ins().bitcast(types::I32, mem_flags(), scaled);
+            let native = cranelift_codegen::ir::MemFlagsData::new();
+            let bits = e.b.ins().bitcast(types::I32, native, scaled);
             let kept = e.b.ins().band(bits, mask);
-            let r = e.b.ins().bitcast(types::F32, mem_flags(), kept);
+            let r = e.b.ins().bitcast(types::F32, native, kept);
             e.st(r, po, ib);
         });
         Ok(())
