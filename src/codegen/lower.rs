@@ -1331,7 +1331,8 @@ pub fn activate_grad(e: &mut Emitter, act: Activation, x: Value, y: Value, dy: V
         Activation::Relu => e.sel(FloatCC::GreaterThan, x, zero, dy, zero),
         Activation::LeakyRelu { alpha } => {
             let a = e.fmul_c(dy, alpha);
-            e.sel(FloatCC::GreaterThanOrEqual, x, zero, dy, a)
+            // `x > 0` as the interpreter and Keras: the slope at 0 is `alpha`.
+            e.sel(FloatCC::GreaterThan, x, zero, dy, a)
         }
         Activation::Elu { alpha } => {
             let ex = e.exp(x);

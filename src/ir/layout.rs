@@ -81,8 +81,8 @@ fn is_temporary(role: &Role) -> bool {
 /// when their lifetimes do not overlap, and returns the elements the temporaries take.
 ///
 /// A temporary lives from the node that writes it to the last node that reads it.
-/// One that no node reads is a result of the step (the loss, the output, or a
-/// gradient a test inspects) and lives to the end, so it can be read afterwards.
+/// The output, the loss, and one that no node reads (a gradient a test inspects)
+/// are results of the step and live to the end, so they can be read afterwards.
 /// A node's output never shares memory with its inputs, because both are live at
 /// that node. Placement is greedy by size (largest first), each tensor at the
 /// lowest offset clear of the live-overlapping tensors already placed; the result
@@ -111,8 +111,11 @@ fn plan_temporaries(graph: &Graph, base: usize, offsets: &mut [Option<usize>]) -
     }
     let life = |id: usize| -> (usize, usize) {
         let from = born[id].unwrap_or(0);
+        // The output and the loss are read after the step (metrics, reports) even
+        // when a node reads them too (an unfused loss reads the output).
+        let result = id == graph.output || Some(id) == graph.loss;
         let to = match last_read[id] {
-            Some(r) if born[id].is_some() => r.max(from),
+            Some(r) if born[id].is_some() && !result => r.max(from),
             _ => end,
         };
         (from, to)
