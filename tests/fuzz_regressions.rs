@@ -1,6 +1,7 @@
 //! Replays every input under tests/fuzz_corpus/TARGET/ (the seed corpus of the fuzz
 //! targets and every input that once crashed one) through the same entry point the
-//! fuzz target drives (fuzz/src/harness.rs): none may panic.
+//! fuzz target drives (fuzz/src/harness.rs): none may panic, and every seed of
+//! `jit_vs_interp` must get some values compared.
 
 use std::path::Path;
 
@@ -44,4 +45,11 @@ fn idx_corpus() {
 #[test]
 fn safetensors_corpus() {
     replay("safetensors", harness::safetensors);
+}
+
+#[test]
+fn jit_vs_interp_corpus() {
+    replay("jit_vs_interp", |bytes| {
+        assert!(harness::jit_vs_interp(bytes) > 0, "no value was compared");
+    });
 }

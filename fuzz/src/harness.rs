@@ -1,12 +1,21 @@
-//! The entry points the fuzz targets drive, one per input format of nnc. Each takes
-//! arbitrary bytes and must return (with any `Ok` or `Err`) without panicking.
+//! The entry points the fuzz targets drive, one per input format of nnc, and one
+//! that compares the JIT with the reference interpreter. Each takes arbitrary bytes
+//! and must return (with any `Ok` or `Err`) without panicking.
 //!
 //! tests/fuzz_regressions.rs includes this same file, so that `cargo test` replays
 //! every saved crash and the seed corpus through exactly what was fuzzed.
 
+use std::cell::Cell;
 use std::path::{Path, PathBuf};
 
+use nnc::codegen::{compile, Compiled};
+use nnc::ir::graph::{Graph, LossKind, Op};
+use nnc::ir::init::initialize;
+use nnc::ir::interp;
+use nnc::ir::layout::Layout;
+use nnc::ir::math::Real;
 use nnc::runtime::{checkpoint, data};
+use nnc::sema::model::{Activation, LayerKind, Loss, Model};
 use nnc::sema::summary;
 use nnc::CheckOptions;
 
@@ -145,4 +154,961 @@ pub fn remove_scratch() {
 
 fn scratch(name: &str) -> PathBuf {
     scratch_dir().join(name)
+}
+
+// ---------------------------------------------------------------------------------
+// jit_vs_interp: the compiled train step against the reference interpreter.
+
+/// Forward multiply-adds per step (the batch included) a generated model may take. A
+/// train step is about three times that, which the interpreter runs in f32 and over
+/// `Bounded` numbers (see `Pair::step`): this keeps the interpreter's share of an
+/// input within a few milliseconds (the JIT's compilation takes the rest).
+const MAX_FORWARD_MACS: usize = 1 << 15;
+
+/// Differential test of the compiler: the bytes pick a random valid model (checked by
+/// `nnc::check_source`, which must accept it), a batch size, a few batches of inputs
+/// and targets (extreme values included) and a seed; the train step then runs for a
+/// few steps (and, with batchnorm, the evaluation step once) on the JIT and on the
+/// reference interpreter from the same arena. Panics, naming the model, the tensor
+/// and both values, when they disagree by the rule of `Pair::step`. Returns how many
+/// values were compared.
+pub fn jit_vs_interp(bytes: &[u8]) -> usize {
+    let mut input = Bytes::new(bytes);
+    let case = generate(&mut input);
+    let outcome = nnc::check_source(
+        "fuzz.nn",
+        case.source.as_bytes(),
+        Path::new("/nonexistent-nnc-fuzz"),
+        &CheckOptions::default(),
+    );
+    let model = match (&outcome.model, outcome.has_errors()) {
+        (Some(model), false) => model,
+        _ => panic!(
+            "nnc refuses a generated model:\n{}\n{}",
+            case.source,
+            outcome.render_diagnostics(false)
+        ),
+    };
+    let context = format!("batch {}, model:\n{}", case.batch, case.source);
+    let build = |what, graph: Result<Graph, String>| {
+        Pair::new(
+            what,
+            graph.unwrap_or_else(|e| panic!("{e}; {context}")),
+            &context,
+        )
+    };
+    let train = build("train", nnc::ir::train_step(model, case.batch));
+    // Evaluation differs from training's forward pass in batchnorm only (dropout
+    // is off), and compiling a second graph doubles the time an input takes.
+    let batchnorm = model
+        .layers
+        .iter()
+        .any(|l| matches!(l.kind, LayerKind::BatchNorm { .. }));
+    let eval = batchnorm.then(|| build("evaluation", nnc::ir::evaluate(model, case.batch)));
+
+    let mut arena = vec![0.0; train.reference.len];
+    initialize(model, &train.graph, &train.reference, &mut arena, case.seed);
+    let mut weights = arena[..train.reference.persistent_len].to_vec();
+    let batches: Vec<(Vec<f32>, Vec<f32>)> = (0..case.steps)
+        .map(|_| batch(&mut input, model, case.batch, case.values))
+        .collect();
+    // The train steps, then evaluation (batchnorm on its moving statistics) on
+    // the first batch.
+    let evaluation = eval.as_ref().map(|e| (e, &batches[0]));
+    let runs = batches.iter().map(|b| (&train, b)).chain(evaluation);
+    let mut compared = 0;
+    for (step, (pair, (x, y))) in (0u64..).zip(runs) {
+        match pair.step(&mut weights, x, y, step) {
+            Some(values) => compared += values,
+            None => break,
+        }
+    }
+    compared
+}
+
+/// The fuzz bytes as a stream of choices. Structure comes first (a byte a choice,
+/// 0 once the bytes run out), then the data; data past the end comes from a fixed
+/// generator, so that short inputs still make full batches of ordinary values.
+struct Bytes<'a> {
+    data: &'a [u8],
+    fill: u64,
+}
+
+impl<'a> Bytes<'a> {
+    fn new(data: &'a [u8]) -> Bytes<'a> {
+        Bytes {
+            data,
+            fill: data.len() as u64,
+        }
+    }
+
+    fn next(&mut self) -> Option<u8> {
+        let (&first, rest) = self.data.split_first()?;
+        self.data = rest;
+        Some(first)
+    }
+
+    fn byte(&mut self) -> u8 {
+        self.next().unwrap_or(0)
+    }
+
+    /// `0..n`, for `n <= 256`.
+    fn below(&mut self, n: usize) -> usize {
+        usize::from(self.byte()) % n
+    }
+
+    fn wide(&mut self) -> usize {
+        usize::from(u16::from_le_bytes([self.byte(), self.byte()]))
+    }
+
+    /// True `percent` of the time, never once the bytes run out.
+    fn chance(&mut self, percent: u32) -> bool {
+        u32::from(self.byte()) * 100 >= (100 - percent) * 256
+    }
+
+    fn pick<T: Copy>(&mut self, items: &[T]) -> T {
+        items[self.below(items.len())]
+    }
+
+    /// A sample or target value: `scale` times `[-4, 4)`, or with `extremes` for
+    /// one byte value in eight one of `EXTREMES`; the generator makes ordinary ones.
+    fn value(&mut self, values: Values) -> f32 {
+        let ordinary = |b: u8| (f32::from(b) - 128.0) / 32.0 * values.scale;
+        match self.next() {
+            Some(b) if values.extremes && b >= 224 => {
+                EXTREMES[usize::from(b - 224) % EXTREMES.len()]
+            }
+            Some(b) => ordinary(b),
+            None => ordinary(self.generated()),
+        }
+    }
+
+    /// A class index or 0/1 label byte.
+    fn label(&mut self) -> usize {
+        usize::from(self.next().unwrap_or_else(|| self.generated()))
+    }
+
+    fn generated(&mut self) -> u8 {
+        (splitmix(&mut self.fill) >> 56) as u8
+    }
+}
+
+/// Values that stress overflow, underflow and signed zeros.
+const EXTREMES: [f32; 16] = [
+    0.0,
+    -0.0,
+    1e30,
+    -1e30,
+    f32::MAX,
+    -f32::MAX,
+    1e-40,
+    -1e-40,
+    f32::MIN_POSITIVE,
+    1e-30,
+    1e10,
+    -1e10,
+    1.0,
+    -1.0,
+    65504.0,
+    -3e38,
+];
+
+fn splitmix(state: &mut u64) -> u64 {
+    *state = state.wrapping_add(0x9E37_79B9_7F4A_7C15);
+    let mut z = *state;
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
+}
+
+/// What the structure bytes decode to.
+struct Case {
+    source: String,
+    batch: usize,
+    steps: u64,
+    /// The train block's seed (dropout masks) and the initializers' seed.
+    seed: u64,
+    values: Values,
+}
+
+/// What input and target values look like in one case.
+#[derive(Clone, Copy)]
+struct Values {
+    /// The magnitude of ordinary values.
+    scale: f32,
+    /// Whether some are extreme: most runs with one overflow f32 at once, so
+    /// they are the exception.
+    extremes: bool,
+}
+
+/// A `.nn` model under construction: its layer lines, the sample shape after the last
+/// one and the forward multiply-adds per sample so far.
+struct Sketch {
+    input: Vec<usize>,
+    lines: Vec<String>,
+    shape: Vec<usize>,
+    macs: usize,
+}
+
+impl Sketch {
+    fn new(input: Vec<usize>) -> Sketch {
+        Sketch {
+            shape: input.clone(),
+            input,
+            lines: vec![],
+            macs: 0,
+        }
+    }
+
+    fn push(&mut self, line: String, shape: Vec<usize>, macs: usize) {
+        self.lines.push(line);
+        self.shape = shape;
+        self.macs += macs;
+    }
+
+    /// A layer that keeps the shape (activation, dropout, batchnorm).
+    fn keep(&mut self, line: String) {
+        self.push(line, self.shape.clone(), 0);
+    }
+
+    fn size(&self) -> usize {
+        self.shape.iter().product()
+    }
+
+    /// The widest dense layer that still fits the budget and leaves room for a layer
+    /// of `next` units after it.
+    fn max_units(&self, next: usize) -> usize {
+        (MAX_FORWARD_MACS.saturating_sub(self.macs) / (self.size() + next)).max(1)
+    }
+
+    fn dense(&mut self, b: &mut Bytes, units: usize, activation: Option<String>) {
+        let mut args = vec![units.to_string()];
+        if let Some(a) = activation {
+            args.push(format!("activation = {a}"));
+        }
+        if b.chance(15) {
+            args.push("use_bias = false".into());
+        }
+        for which in ["kernel_initializer", "bias_initializer"] {
+            if b.chance(15) {
+                args.push(format!("{which} = {}", b.pick(&INITIALIZERS)));
+            }
+        }
+        let macs = self.size() * units;
+        self.push(format!("dense({})", args.join(", ")), vec![units], macs);
+    }
+}
+
+const LOSSES: [Loss; 6] = [
+    Loss::Mse,
+    Loss::Mae,
+    Loss::Huber,
+    Loss::BinaryCrossentropy,
+    Loss::CategoricalCrossentropy,
+    Loss::SparseCategoricalCrossentropy,
+];
+
+const ACTIVATIONS: [&str; 10] = [
+    "linear",
+    "relu",
+    "leaky_relu",
+    "elu",
+    "sigmoid",
+    "tanh",
+    "softmax",
+    "gelu",
+    "silu",
+    "softplus",
+];
+
+const INITIALIZERS: [&str; 7] = [
+    "glorot_uniform",
+    "glorot_normal",
+    "he_uniform",
+    "he_normal",
+    "lecun_normal",
+    "zeros",
+    "ones",
+];
+
+fn generate(b: &mut Bytes) -> Case {
+    let loss = b.pick(&LOSSES);
+    let classes = match loss {
+        Loss::CategoricalCrossentropy | Loss::SparseCategoricalCrossentropy => 2 + b.below(11),
+        _ => 1,
+    };
+    let mut s = if b.chance(35) {
+        convnet(b, classes)
+    } else {
+        dense_stack(b, classes)
+    };
+    let head = match loss {
+        Loss::BinaryCrossentropy if b.chance(85) => "sigmoid".to_string(),
+        Loss::CategoricalCrossentropy | Loss::SparseCategoricalCrossentropy if b.chance(80) => {
+            "softmax".to_string()
+        }
+        _ => activation(b),
+    };
+    // The head's activation as its own layer still fuses with the loss.
+    if b.chance(15) {
+        s.dense(b, classes, None);
+        s.keep(head);
+    } else {
+        s.dense(b, classes, Some(head));
+    }
+    let optimizer = optimizer(b);
+    let steps = 1 + b.below(3) as u64;
+    let seed = u64::from(b.byte());
+    let values = Values {
+        scale: b.pick(&[1.0, 0.1, 25.0, 0.013]),
+        extremes: b.chance(30),
+    };
+    let batch = match b.below(4) {
+        0 => 1,
+        1 | 2 => 2 + b.below(8),
+        _ => 10 + b.below(55),
+    };
+    let batch = batch.min(MAX_FORWARD_MACS / s.macs.max(1)).max(1);
+    let mut source = format!("model fuzz {{\n    input x: {:?}\n", s.input);
+    for line in &s.lines {
+        source += &format!("    {line}\n");
+    }
+    source += &format!(
+        "}}\n\ntrain {{\n    data = csv(\"unused.csv\", target = \"y\")\n    loss = {}\n    \
+         optimizer = {optimizer}\n    batch_size = {batch}\n    seed = {seed}\n}}\n",
+        loss.keyword()
+    );
+    Case {
+        source,
+        batch,
+        steps,
+        seed,
+        values,
+    }
+}
+
+/// Dense layers from 1 to a few thousand units wide, with dropout, activation,
+/// batchnorm and reshape layers between them.
+fn dense_stack(b: &mut Bytes, classes: usize) -> Sketch {
+    let mut s = if b.chance(15) {
+        let shape = vec![1 + b.below(5), 1 + b.below(8)];
+        let size = shape[0] * shape[1];
+        let mut s = Sketch::new(shape);
+        s.push("flatten".into(), vec![size], 0);
+        s
+    } else {
+        Sketch::new(vec![units(b, MAX_FORWARD_MACS / (classes + 1))])
+    };
+    for _ in 0..b.below(4) {
+        let n = units(b, s.max_units(classes));
+        let act = b.chance(80).then(|| activation(b));
+        s.dense(b, n, act);
+        if b.chance(20) {
+            s.keep(format!("dropout({})", b.pick(&DROPOUT_RATES)));
+        }
+        if b.chance(12) {
+            s.keep(activation(b));
+        }
+        if b.chance(12) {
+            s.keep(batchnorm(b));
+        }
+        if b.chance(8) {
+            let size = s.size();
+            let rows = (1..=size)
+                .filter(|d| size % d == 0)
+                .nth(b.below(4))
+                .unwrap_or(1);
+            s.push(
+                format!("reshape(shape = [{rows}, {}])", size / rows),
+                vec![rows, size / rows],
+                0,
+            );
+            s.push("flatten".into(), vec![size], 0);
+        }
+    }
+    s
+}
+
+/// A dense width at most `max`: mostly small (1 often), sometimes past the size
+/// the JIT multiplies inline, sometimes thousands wide.
+fn units(b: &mut Bytes, max: usize) -> usize {
+    let want = match b.below(8) {
+        0..=3 => 1 + b.below(16),
+        4 | 5 => 17 + b.below(64),
+        6 => 1,
+        _ => 100 + b.wide() % 3901,
+    };
+    want.clamp(1, max.max(1))
+}
+
+/// Small images through conv2d blocks (odd sizes, strides that do not divide, both
+/// paddings, batchnorm, max and average pooling), flattened into a dense head.
+fn convnet(b: &mut Bytes, classes: usize) -> Sketch {
+    let image = vec![1 + b.below(10), 1 + b.below(10), 1 + b.below(4)];
+    let mut s = if b.chance(15) {
+        let size = image.iter().product();
+        let mut s = Sketch::new(vec![size]);
+        let line = format!("reshape(shape = {image:?})");
+        s.push(line, image, 0);
+        s
+    } else {
+        Sketch::new(image)
+    };
+    for _ in 0..1 + b.below(3) {
+        let (kernel, strides, padding, [oh, ow]) = window(b, &s.shape, 4);
+        let per_filter = oh * ow * kernel[0] * kernel[1] * s.shape[2];
+        let room = MAX_FORWARD_MACS.saturating_sub(s.macs) / per_filter.max(1);
+        let filters = (1 + b.below(8)).clamp(1, room.max(1));
+        let mut args = vec![
+            filters.to_string(),
+            format!("kernel_size = {}", pair(b, kernel)),
+        ];
+        if strides != [1, 1] || b.chance(20) {
+            args.push(format!("strides = {}", pair(b, strides)));
+        }
+        if padding == "same" || b.chance(20) {
+            args.push(format!("padding = \"{padding}\""));
+        }
+        if b.chance(70) {
+            args.push(format!("activation = {}", activation(b)));
+        }
+        if b.chance(15) {
+            args.push("use_bias = false".into());
+        }
+        if b.chance(15) {
+            args.push(format!("kernel_initializer = {}", b.pick(&INITIALIZERS)));
+        }
+        let line = format!("conv2d({})", args.join(", "));
+        s.push(line, vec![oh, ow, filters], per_filter * filters);
+        if b.chance(30) {
+            s.keep(batchnorm(b));
+        }
+        if b.chance(15) {
+            s.keep(activation(b));
+        }
+        if b.chance(50) {
+            let (size, strides, padding, [oh, ow]) = window(b, &s.shape, 3);
+            let kind = if b.chance(50) {
+                "maxpool2d"
+            } else {
+                "avgpool2d"
+            };
+            let mut args = vec![format!("pool_size = {}", pair(b, size))];
+            if strides != size || b.chance(20) {
+                args.push(format!("strides = {}", pair(b, strides)));
+            }
+            if padding == "same" || b.chance(20) {
+                args.push(format!("padding = \"{padding}\""));
+            }
+            let line = format!("{kind}({})", args.join(", "));
+            s.push(line, vec![oh, ow, s.shape[2]], 0);
+        }
+    }
+    let size = s.size();
+    s.push("flatten".into(), vec![size], 0);
+    if b.chance(20) {
+        s.keep(format!("dropout({})", b.pick(&DROPOUT_RATES)));
+    }
+    if b.chance(30) {
+        let n = units(b, s.max_units(classes));
+        let act = activation(b);
+        s.dense(b, n, Some(act));
+    }
+    s
+}
+
+/// A window of up to `largest` on a side over an `[h, w, c]` image: its size,
+/// strides, padding and output size. `valid` only when the window fits.
+fn window(
+    b: &mut Bytes,
+    image: &[usize],
+    largest: usize,
+) -> ([usize; 2], [usize; 2], &'static str, [usize; 2]) {
+    let size = [1 + b.below(largest), 1 + b.below(largest)];
+    let strides = [1 + b.below(3), 1 + b.below(3)];
+    let fits = size[0] <= image[0] && size[1] <= image[1];
+    let same = !fits || b.chance(50);
+    let out = |a: usize| {
+        if same {
+            image[a].div_ceil(strides[a])
+        } else {
+            (image[a] - size[a]) / strides[a] + 1
+        }
+    };
+    let padding = if same { "same" } else { "valid" };
+    (size, strides, padding, [out(0), out(1)])
+}
+
+/// A pair argument as `n` when both are equal (sometimes), else `[a, b]`.
+fn pair(b: &mut Bytes, v: [usize; 2]) -> String {
+    if v[0] == v[1] && b.chance(60) {
+        v[0].to_string()
+    } else {
+        format!("[{}, {}]", v[0], v[1])
+    }
+}
+
+const DROPOUT_RATES: [&str; 5] = ["0.0", "0.1", "0.5", "0.9", "0.99"];
+
+/// An activation name, `leaky_relu` and `elu` sometimes with their `alpha`.
+fn activation(b: &mut Bytes) -> String {
+    let name = b.pick(&ACTIVATIONS);
+    if matches!(name, "leaky_relu" | "elu") && b.chance(50) {
+        format!("{name}(alpha = {})", b.pick(&["0.0", "0.05", "1.0", "2.5"]))
+    } else {
+        name.to_string()
+    }
+}
+
+fn batchnorm(b: &mut Bytes) -> String {
+    let mut args = vec![];
+    if b.chance(50) {
+        args.push(format!(
+            "momentum = {}",
+            b.pick(&["0.99", "0.9", "0.0", "1.0"])
+        ));
+    }
+    if b.chance(50) {
+        args.push(format!("epsilon = {}", b.pick(&["0.001", "1e-5", "0.1"])));
+    }
+    if args.is_empty() {
+        "batchnorm".into()
+    } else {
+        format!("batchnorm({})", args.join(", "))
+    }
+}
+
+/// Every optimizer with its hyperparameters, sometimes at their defaults.
+fn optimizer(b: &mut Bytes) -> String {
+    let name = b.pick(&["sgd", "adam", "adamw", "rmsprop"]);
+    if b.chance(20) {
+        return name.to_string();
+    }
+    let lr = b.pick(&["0.001", "0.01", "0.1", "1.0", "1e-5"]);
+    let eps = b.pick(&["1e-7", "1e-3", "1e-10"]);
+    let mut args = vec![format!("learning_rate = {lr}")];
+    match name {
+        "sgd" => {
+            args.push(format!("momentum = {}", b.pick(&["0.0", "0.9", "0.5"])));
+            args.push(format!("nesterov = {}", b.chance(50)));
+        }
+        "rmsprop" => {
+            args.push(format!("rho = {}", b.pick(&["0.9", "0.0", "0.99"])));
+            args.push(format!("epsilon = {eps}"));
+        }
+        _ => {
+            args.push(format!("beta_1 = {}", b.pick(&["0.9", "0.5", "0.0"])));
+            args.push(format!("beta_2 = {}", b.pick(&["0.999", "0.9", "0.5"])));
+            args.push(format!("epsilon = {eps}"));
+            if name == "adamw" {
+                let wd = b.pick(&["0.004", "0.1", "0.0"]);
+                args.push(format!("weight_decay = {wd}"));
+            }
+        }
+    }
+    format!("{name}({})", args.join(", "))
+}
+
+/// One batch of `rows` samples and targets valid for the model's loss: class indices
+/// in range, one-hot rows, 0/1 labels, or any values for the regressions.
+fn batch(b: &mut Bytes, model: &Model, rows: usize, values: Values) -> (Vec<f32>, Vec<f32>) {
+    let inputs: usize = model.input_shape.iter().product();
+    let x = (0..rows * inputs).map(|_| b.value(values)).collect();
+    let classes = model.output_size();
+    let loss = model.train.as_ref().map(|t| t.loss);
+    let y = match loss {
+        Some(Loss::SparseCategoricalCrossentropy) => {
+            (0..rows).map(|_| (b.label() % classes) as f32).collect()
+        }
+        Some(Loss::CategoricalCrossentropy) => (0..rows)
+            .flat_map(|_| {
+                let hot = b.label() % classes;
+                (0..classes).map(move |c| f32::from(u8::from(c == hot)))
+            })
+            .collect(),
+        Some(Loss::BinaryCrossentropy) => (0..rows).map(|_| (b.label() % 2) as f32).collect(),
+        _ => (0..rows * classes).map(|_| b.value(values)).collect(),
+    };
+    (x, y)
+}
+
+/// Any difference passes under this fraction of the tensor's largest magnitude: the
+/// tolerance of the JIT's unit tests.
+const TOLERANCE: f64 = 1e-5;
+
+/// A magnitude below which differences count as absolute ones: tiny and denormal values.
+const SCALE_FLOOR: f64 = 1e-6;
+
+/// How many rounding error bounds (see `Bounded`) the JIT may be off the interpreter:
+/// one for each executor, and as much again because the JIT's matrix products
+/// regroup the interpreter's sums in blocks.
+const BOUNDS: f64 = 4.0;
+
+/// Past this magnitude a step may overflow f32 in one executor and not the other:
+/// the squares and partial sums of values up to this size (over up to 1e6 terms)
+/// stay below `f32::MAX`, larger ones may not.
+const OVERFLOW_RISK: f64 = 1e16;
+
+/// One graph, compiled for the layout training uses, and its reference layout, which
+/// keeps every intermediate readable.
+struct Pair<'a> {
+    /// "train" or "evaluation", for messages.
+    what: &'static str,
+    graph: Graph,
+    reference: Layout,
+    planned: Layout,
+    compiled: Compiled,
+    context: &'a str,
+}
+
+impl<'a> Pair<'a> {
+    fn new(what: &'static str, graph: Graph, context: &'a str) -> Pair<'a> {
+        let planned = Layout::planned(&graph);
+        let compiled = compile(&graph, &planned)
+            .unwrap_or_else(|e| panic!("the JIT refuses a valid model: {e}; {context}"));
+        Pair {
+            what,
+            reference: Layout::new(&graph),
+            planned,
+            compiled,
+            graph,
+            context,
+        }
+    }
+
+    /// Runs one step from `weights` (the persistent prefix of the arena) on the JIT
+    /// and on the interpreter, and compares the output, the loss and every weight,
+    /// optimizer slot and moving statistic. `weights` then holds the interpreter's,
+    /// so that the next step starts both from the same state and differences do
+    /// not compound. Returns how many values were compared, or `None` once f32
+    /// overflowed.
+    ///
+    /// The rule. The interpreter runs the step in f32 (`R32`, the oracle) and, node
+    /// by node, over `Bounded` numbers (`B`: f64 values with a bound on how far f32
+    /// rounding can move them).
+    /// 1. If `R32` holds a non-finite value anywhere (any intermediate), f32
+    ///    overflowed: nothing is compared and the run stops.
+    /// 2. Each JIT value must be within `TOLERANCE` of the tensor's largest `|R32|`
+    ///    (floored at `SCALE_FLOOR`) plus `BOUNDS` times its error bound in `B`. On
+    ///    well-conditioned values the bound is below the tolerance; it widens only
+    ///    where rounding is amplified (cancellation, batchnorm over a nearly
+    ///    constant channel, Adam on a gradient that is only rounding noise).
+    /// 3. Where a node jumps (a ReLU derivative, an MAE sign, a probability clip, a
+    ///    max-pool argmax) and `B` finds an input within rounding of the threshold,
+    ///    the JIT may rightly have taken the other side: that node's output, and
+    ///    through it everything computed from it, gets an infinite bound.
+    /// 4. A JIT NaN or infinity where `R32` is finite fails, unless some value of
+    ///    the step (input, target, `B` intermediate) exceeds `OVERFLOW_RISK`.
+    ///
+    /// Ordinary inputs never reach rule 1 or the exception of rule 4, and rule 3
+    /// only when a value lands within rounding of a threshold.
+    fn step(&self, weights: &mut [f32], x: &[f32], y: &[f32], step: u64) -> Option<usize> {
+        let (g, n) = (&self.graph, weights.len());
+        // NaN in the temporaries: a read of one the step never wrote shows.
+        let mut jit = vec![f32::NAN; self.planned.len];
+        jit[..n].copy_from_slice(weights);
+        self.compiled
+            .run(&mut jit, x, y, step)
+            .unwrap_or_else(|e| panic!("{e}; {}", self.context));
+        let mut oracle = vec![0.0; self.reference.len];
+        oracle[..n].copy_from_slice(weights);
+        interp::run(g, &self.reference, &mut oracle, x, y, step);
+        if oracle.iter().any(|v| !v.is_finite()) {
+            return None;
+        }
+        let bounded = self.bounded(weights, x, y, step);
+        weights.copy_from_slice(&oracle[..n]);
+        let data = x.iter().chain(y).map(|&v| f64::from(v));
+        let overflow_risk = bounded
+            .iter()
+            .map(|b| b.value)
+            .chain(data)
+            .any(|v| v.is_nan() || v.abs() > OVERFLOW_RISK);
+
+        let mut compared = 0;
+        let results = (0..g.tensors.len())
+            .filter(|&id| g.tensors[id].role.is_persistent())
+            .chain([g.output])
+            .chain(g.loss);
+        for id in results {
+            let (Some(r), Some(p)) = (self.reference.range(g, id), self.planned.range(g, id))
+            else {
+                continue;
+            };
+            let want = &oracle[r.clone()];
+            let scale = want
+                .iter()
+                .fold(SCALE_FLOOR, |m, &v| m.max(f64::from(v).abs()));
+            for (i, (&got, &w)) in jit[p].iter().zip(want).enumerate() {
+                let b = bounded[r.start + i];
+                let allowed = TOLERANCE * scale + BOUNDS * b.error;
+                let ok = got == w
+                    || (!got.is_finite() && overflow_risk)
+                    || (f64::from(got) - f64::from(w)).abs() <= allowed;
+                assert!(
+                    ok,
+                    "the JIT and the interpreter disagree on `{}`[{i}] after step {step} of \
+                     the {} graph: JIT {got:e}, interpreter {w:e} (in f64 {:e}, f32 rounding \
+                     error at most {:e}); allowed difference {allowed:e}; {}",
+                    g.tensors[id].name, self.what, b.value, b.error, self.context
+                );
+                compared += usize::from(allowed.is_finite());
+            }
+        }
+        Some(compared)
+    }
+
+    /// The step over `Bounded` numbers in the reference layout, node by node, so
+    /// that a node that jumps where rounding could put an input on either side of
+    /// the threshold can mark its output unbounded (rule 3 of `step`).
+    fn bounded(&self, weights: &[f32], x: &[f32], y: &[f32], step: u64) -> Vec<Bounded> {
+        let g = &self.graph;
+        let exact =
+            |v: &[f32]| -> Vec<Bounded> { v.iter().map(|&v| Bounded::exact(v.into())).collect() };
+        let (x, y) = (exact(x), exact(y));
+        let mut arena = exact(weights);
+        arena.resize(self.reference.len, Bounded::exact(0.0));
+        let unbounded = |arena: &[Bounded], id: usize| {
+            let r = self.reference.range(g, id).unwrap_or(0..0);
+            arena[r].iter().any(|b| b.error == f64::INFINITY)
+        };
+        let mut single = Graph {
+            nodes: vec![],
+            ..g.clone()
+        };
+        for node in &g.nodes {
+            single.nodes = vec![node.clone()];
+            // Max pooling reads its argmax as an index, which carries no error.
+            let reads_index = matches!(node.op, Op::MaxPool2d(_) | Op::MaxPool2dGrad(_))
+                && node.inputs.iter().any(|&i| unbounded(&arena, i));
+            AMBIGUOUS.set(false);
+            interp::run_in(&single, &self.reference, &mut arena, &x, &y, step);
+            if reads_index || (AMBIGUOUS.get() && jumps(&node.op)) {
+                let r = self.reference.range(g, node.output).unwrap_or(0..0);
+                arena[r].iter_mut().for_each(|b| b.error = f64::INFINITY);
+            }
+        }
+        arena
+    }
+}
+
+/// Whether `op` may jump where one of its comparisons goes the other way. The rest
+/// compare only where both sides agree (a sigmoid's two stable forms, a leaky
+/// ReLU at 0) or through `max`/`min`, which `Bounded` bounds itself.
+fn jumps(op: &Op) -> bool {
+    use Activation::{Elu, LeakyRelu, Relu};
+    match op {
+        Op::Activate(_) | Op::Loss(_) => false,
+        Op::ActivateGrad(a) => matches!(a, Relu | LeakyRelu { .. } | Elu { .. }),
+        Op::LossGrad(kind) => !matches!(
+            kind,
+            LossKind::Mse
+                | LossKind::Huber { .. }
+                | LossKind::SigmoidBinaryCrossentropy
+                | LossKind::SoftmaxCategoricalCrossentropy
+                | LossKind::SoftmaxSparseCategoricalCrossentropy
+        ),
+        _ => true,
+    }
+}
+
+thread_local! {
+    /// Set by a comparison of `Bounded` numbers that rounding could decide either way.
+    static AMBIGUOUS: Cell<bool> = const { Cell::new(false) };
+}
+
+/// f32's unit roundoff: half an ulp, relative.
+const ROUNDOFF: f64 = f32::EPSILON as f64 / 2.0;
+
+/// Half the smallest f32 subnormal: the rounding of a result that underflows.
+const SUBNORMAL_ROUNDOFF: f64 = 7e-46;
+
+/// Roundoffs one exp, log, tanh, erf or powf may be off by: the JIT's polynomials
+/// stay within 8 (src/codegen/tests.rs).
+const FUNCTION_ROUNDOFFS: f64 = 16.0;
+
+/// A number as the interpreter computes it in f64 (`value`), with a bound (`error`)
+/// on how far an f32 evaluation of the same operations can land from it: half an
+/// ulp of the operands per addition and of the result per other operation (none
+/// when f32 holds the result exactly), `FUNCTION_ROUNDOFFS` per library function,
+/// and the operands' errors carried through each operation (interval arithmetic on
+/// `value ± error`). It ignores that errors may cancel, so it overestimates where
+/// one value is subtracted from itself.
+#[derive(Debug, Clone, Copy)]
+struct Bounded {
+    value: f64,
+    error: f64,
+}
+
+impl Bounded {
+    fn exact(value: f64) -> Bounded {
+        Bounded { value, error: 0.0 }
+    }
+
+    fn new(value: f64, error: f64) -> Bounded {
+        let error = if error.is_nan() { f64::INFINITY } else { error };
+        Bounded { value, error }
+    }
+
+    /// `value`, from operands off by `carried`, rounded to f32 once, which costs
+    /// half an ulp of `size` (or of the smallest subnormal) unless f32 holds
+    /// `value` exactly.
+    fn rounded(value: f64, carried: f64, size: f64) -> Bounded {
+        let rounding = if f64::from(value as f32) == value {
+            0.0
+        } else {
+            ROUNDOFF * size + SUBNORMAL_ROUNDOFF
+        };
+        Bounded::new(value, carried + rounding)
+    }
+
+    /// `picked`, one of `self` and `o` as `max` or `min` chose it: off by no more
+    /// than either when rounding could have made the other choice (both functions
+    /// are continuous), else by its own error.
+    fn either(self, o: Bounded, picked: Bounded) -> Bounded {
+        if (self.value - o.value).abs() < self.error + o.error {
+            Bounded::new(picked.value, self.error.max(o.error))
+        } else {
+            picked
+        }
+    }
+
+    /// `f(self)` for a monotonic library function: off by as much as `f` changes
+    /// over the interval the operand may lie in (not defined all over it: no
+    /// bound), plus `FUNCTION_ROUNDOFFS` of its own.
+    fn monotonic(self, f: impl Fn(f64) -> f64) -> Bounded {
+        let value = f(self.value);
+        let carried = if self.error == 0.0 {
+            0.0
+        } else {
+            let ends = [f(self.value - self.error), f(self.value + self.error)];
+            ends.iter().fold(0.0, |m: f64, e| m.max((e - value).abs()))
+        };
+        let own = FUNCTION_ROUNDOFFS * ROUNDOFF * value.abs() + SUBNORMAL_ROUNDOFF;
+        Bounded::new(value, carried + own)
+    }
+}
+
+/// `a * b` with `0 * inf = 0`: an exact operand carries no error however large.
+fn times(a: f64, b: f64) -> f64 {
+    if a == 0.0 || b == 0.0 {
+        0.0
+    } else {
+        a * b
+    }
+}
+
+impl std::ops::Add for Bounded {
+    type Output = Bounded;
+    fn add(self, o: Bounded) -> Bounded {
+        let size = self.value.abs() + o.value.abs();
+        Bounded::rounded(self.value + o.value, self.error + o.error, size)
+    }
+}
+
+impl std::ops::Sub for Bounded {
+    type Output = Bounded;
+    fn sub(self, o: Bounded) -> Bounded {
+        self + -o
+    }
+}
+
+impl std::ops::Mul for Bounded {
+    type Output = Bounded;
+    fn mul(self, o: Bounded) -> Bounded {
+        let value = self.value * o.value;
+        let carried = times(self.value.abs(), o.error)
+            + times(o.value.abs(), self.error)
+            + times(self.error, o.error);
+        Bounded::rounded(value, carried, value.abs())
+    }
+}
+
+impl std::ops::Div for Bounded {
+    type Output = Bounded;
+    fn div(self, o: Bounded) -> Bounded {
+        let value = self.value / o.value;
+        let carried = if o.error < o.value.abs() {
+            (self.error + times(value.abs(), o.error)) / (o.value.abs() - o.error)
+        } else {
+            f64::INFINITY
+        };
+        Bounded::rounded(value, carried, value.abs())
+    }
+}
+
+impl std::ops::Neg for Bounded {
+    type Output = Bounded;
+    fn neg(self) -> Bounded {
+        Bounded::new(-self.value, self.error)
+    }
+}
+
+impl std::ops::AddAssign for Bounded {
+    fn add_assign(&mut self, o: Bounded) {
+        *self = *self + o;
+    }
+}
+
+impl PartialEq for Bounded {
+    fn eq(&self, o: &Bounded) -> bool {
+        self.partial_cmp(o) == Some(std::cmp::Ordering::Equal)
+    }
+}
+
+impl PartialOrd for Bounded {
+    fn partial_cmp(&self, o: &Bounded) -> Option<std::cmp::Ordering> {
+        if (self.value - o.value).abs() < self.error + o.error {
+            AMBIGUOUS.set(true);
+        }
+        self.value.partial_cmp(&o.value)
+    }
+}
+
+impl Real for Bounded {
+    /// A constant: f32 holds it to within its own rounding.
+    fn from_f64(v: f64) -> Bounded {
+        Bounded::new(v, (v - f64::from(v as f32)).abs())
+    }
+    fn to_f64(self) -> f64 {
+        self.value
+    }
+    fn exp(self) -> Bounded {
+        self.monotonic(f64::exp)
+    }
+    fn ln(self) -> Bounded {
+        self.monotonic(f64::ln)
+    }
+    fn ln_1p(self) -> Bounded {
+        self.monotonic(f64::ln_1p)
+    }
+    fn sqrt(self) -> Bounded {
+        // Of squares and variances only, which f32 keeps non-negative.
+        self.monotonic(|x| x.max(0.0).sqrt())
+    }
+    fn tanh(self) -> Bounded {
+        self.monotonic(f64::tanh)
+    }
+    fn abs(self) -> Bounded {
+        Bounded::new(self.value.abs(), self.error)
+    }
+    fn powf(self, e: Bounded) -> Bounded {
+        // Raises exact hyperparameters to the step count; another exponent is not
+        // bounded here.
+        if e.error > 0.0 {
+            return Bounded::new(self.value.powf(e.value), f64::INFINITY);
+        }
+        self.monotonic(|x| x.powf(e.value))
+    }
+    fn erf(self) -> Bounded {
+        self.monotonic(Real::erf)
+    }
+    fn max(self, o: Bounded) -> Bounded {
+        let larger = if self.value >= o.value { self } else { o };
+        self.either(o, larger)
+    }
+    fn min(self, o: Bounded) -> Bounded {
+        let smaller = if self.value <= o.value { self } else { o };
+        self.either(o, smaller)
+    }
 }
