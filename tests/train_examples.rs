@@ -241,7 +241,8 @@ fn a_missing_data_file_is_an_error_before_training() {
 
 #[test]
 fn mnist_convnet_reaches_98_percent_in_two_epochs() {
-    let acc = test_accuracy(&train(&["examples/mnist_cnn.nn"]));
+    // The file trains 15 epochs, as the Keras example does; two are enough for 98%.
+    let acc = test_accuracy(&train(&["examples/mnist_cnn.nn", "--epochs", "2"]));
     assert!(acc >= 0.98, "MNIST convnet test accuracy {acc}");
 }
 
