@@ -16,6 +16,7 @@ use nnc::ir::layout::Layout;
 use nnc::ir::math::Real;
 use nnc::runtime::{checkpoint, data};
 use nnc::sema::model::{Activation, LayerKind, Loss, Model};
+use nnc::sema::names::{ACTIVATIONS, INITIALIZERS};
 use nnc::sema::summary;
 use nnc::CheckOptions;
 
@@ -391,7 +392,7 @@ impl Sketch {
         }
         for which in ["kernel_initializer", "bias_initializer"] {
             if b.chance(15) {
-                args.push(format!("{which} = {}", b.pick(&INITIALIZERS)));
+                args.push(format!("{which} = {}", b.pick(INITIALIZERS)));
             }
         }
         let macs = self.size() * units;
@@ -406,29 +407,6 @@ const LOSSES: [Loss; 6] = [
     Loss::BinaryCrossentropy,
     Loss::CategoricalCrossentropy,
     Loss::SparseCategoricalCrossentropy,
-];
-
-const ACTIVATIONS: [&str; 10] = [
-    "linear",
-    "relu",
-    "leaky_relu",
-    "elu",
-    "sigmoid",
-    "tanh",
-    "softmax",
-    "gelu",
-    "silu",
-    "softplus",
-];
-
-const INITIALIZERS: [&str; 7] = [
-    "glorot_uniform",
-    "glorot_normal",
-    "he_uniform",
-    "he_normal",
-    "lecun_normal",
-    "zeros",
-    "ones",
 ];
 
 fn generate(b: &mut Bytes) -> Case {
@@ -576,7 +554,7 @@ fn convnet(b: &mut Bytes, classes: usize) -> Sketch {
             args.push("use_bias = false".into());
         }
         if b.chance(15) {
-            args.push(format!("kernel_initializer = {}", b.pick(&INITIALIZERS)));
+            args.push(format!("kernel_initializer = {}", b.pick(INITIALIZERS)));
         }
         let line = format!("conv2d({})", args.join(", "));
         s.push(line, vec![oh, ow, filters], per_filter * filters);
@@ -652,7 +630,7 @@ const DROPOUT_RATES: [&str; 5] = ["0.0", "0.1", "0.5", "0.9", "0.99"];
 
 /// An activation name, `leaky_relu` and `elu` sometimes with their `alpha`.
 fn activation(b: &mut Bytes) -> String {
-    let name = b.pick(&ACTIVATIONS);
+    let name = b.pick(ACTIVATIONS);
     if matches!(name, "leaky_relu" | "elu") && b.chance(50) {
         format!("{name}(alpha = {})", b.pick(&["0.0", "0.05", "1.0", "2.5"]))
     } else {
