@@ -82,10 +82,7 @@ impl Diagnostic {
 
 /// 1-based (line, column) of a byte offset; the column counts characters.
 pub fn line_col(src: &str, offset: usize) -> (usize, usize) {
-    let mut offset = offset.min(src.len());
-    while !src.is_char_boundary(offset) {
-        offset -= 1;
-    }
+    let offset = floor_char(src, offset);
     let before = &src[..offset];
     let line = before.matches('\n').count() + 1;
     let line_start = before.rfind('\n').map(|i| i + 1).unwrap_or(0);

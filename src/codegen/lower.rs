@@ -319,13 +319,7 @@ impl Lower<'_, '_, '_> {
         let (px, po) = (self.ptr(x)?, self.ptr(out)?);
         // Start from zero and add rows in order, as the interpreter does; a group of
         // columns at a time lives in registers so that its sums advance side by side.
-        let n4 = n / 4 * 4;
-        let chunks: Vec<(usize, Type)> = (0..n4)
-            .step_by(4)
-            .map(|j| (j, types::F32X4))
-            .chain((n4..n).map(|j| (j, types::F32)))
-            .collect();
-        for group in chunks.chunks(INLINE_ACCUMULATORS) {
+        for group in row_chunks(n).chunks(INLINE_ACCUMULATORS) {
             let vars: Vec<Variable> = group
                 .iter()
                 .map(|&(_, ty)| {
@@ -947,12 +941,7 @@ fn inline_matmul(
     pc: Value,
 ) {
     let chunks: Vec<(usize, Type)> = if csb == 1 {
-        let n4 = n / 4 * 4;
-        (0..n4)
-            .step_by(4)
-            .map(|j| (j, types::F32X4))
-            .chain((n4..n).map(|j| (j, types::F32)))
-            .collect()
+        row_chunks(n)
     } else {
         (0..n).map(|j| (j, types::F32)).collect()
     };
@@ -985,6 +974,17 @@ fn inline_matmul(
             );
         }
     }
+}
+
+/// A contiguous row of `n` floats as (first column, type) chunks: `f32x4` vectors,
+/// then scalars for the rest.
+fn row_chunks(n: usize) -> Vec<(usize, Type)> {
+    let n4 = n / 4 * 4;
+    (0..n4)
+        .step_by(4)
+        .map(|j| (j, types::F32X4))
+        .chain((n4..n).map(|j| (j, types::F32)))
+        .collect()
 }
 
 /// Rows `i .. i + rows` of `c` restricted to the column chunks `group` (see
