@@ -58,6 +58,12 @@ pub(super) unsafe extern "C" fn nnc_sgemm(
     csb: isize,
     c: *mut f32,
 ) {
+    #[cfg(target_arch = "x86_64")]
+    if nnc_kernels::sgemm::supported() {
+        // SAFETY: as for this function.
+        unsafe { nnc_kernels::sgemm::sgemm(m, k, n, a, rsa, csa, b, rsb, csb, c, threads()) };
+        return;
+    }
     let threads = threads();
     let parallelism = if threads > 1 && m * n * k >= PARALLEL_MIN_MACS {
         gemm::Parallelism::Rayon(threads)

@@ -3,7 +3,9 @@
 //!
 //! `lower` walks the graph and emits one loop nest per node; `kernels` holds the
 //! loop and math emitters (polynomial `exp`/`log`); `jit` owns the Cranelift module
-//! and the Rust helpers the generated code calls (GEMM, `powf`, `logf`).
+//! and the Rust helpers the generated code calls (GEMM, `powf`, `logf`). Large
+//! products go to `nnc_kernels::sgemm` (AVX2/FMA, dense or sparse-operand paths,
+//! split over helper threads), or to the `gemm` crate where AVX2 is missing.
 
 mod conv;
 mod jit;

@@ -722,6 +722,36 @@ fn random_dense_models_agree_with_the_interpreter() {
 }
 
 #[test]
+fn matmul_of_a_mostly_zero_operand_matches_the_interpreter() {
+    // Mostly-zero left operands (image pixels) take the GEMM's sparse path.
+    for (m, k, n, ta) in [
+        (40, 100, 70, false),
+        (130, 90, 129, true),
+        (16, 784, 128, true),
+    ] {
+        let mut g = G::new();
+        let a = g.param("a", &if ta { [k, m] } else { [m, k] });
+        let b = g.param("b", &[k, n]);
+        let o = g.temp("o", &[m, n]);
+        let op = Op::MatMul {
+            trans_a: ta,
+            trans_b: false,
+        };
+        g.node(op, &[a, b], o);
+        let layout = Layout::new(&g.g);
+        let mut rng = StdRng::seed_from_u64(5);
+        let mut arena = random(&mut rng, layout.len, -1.0, 1.0);
+        for v in &mut arena[layout.range(&g.g, a).unwrap()] {
+            if rng.gen_bool(0.85) {
+                *v = 0.0;
+            }
+        }
+        let (err, at) = jit_vs_interp(&g.g, &arena, &[0.0], &[], 1);
+        assert!(err <= 1e-6, "{m}x{k}x{n}: error {err} at {at}");
+    }
+}
+
+#[test]
 fn threaded_matmul_matches_the_interpreter_and_itself() {
     let mut g = G::new();
     let a = g.param("a", &[96, 150]);

@@ -1,0 +1,11 @@
+//! The matrix-product kernels behind nnc's generated code: `sgemm` (x86-64 with
+//! AVX2 and FMA) and the helper threads that split a product (`parallel`).
+//!
+//! A crate of its own so that it is built optimized even in the dev profile (see
+//! the workspace's Cargo.toml): unoptimized SIMD intrinsics run hundreds of times
+//! slower, and `cargo test` trains real networks through these kernels.
+
+#[cfg(target_arch = "x86_64")]
+mod parallel;
+#[cfg(target_arch = "x86_64")]
+pub mod sgemm;

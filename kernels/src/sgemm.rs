@@ -1,0 +1,826 @@
+//! The single-precision matrix product behind every large product of the
+//! generated code, on x86-64 with AVX2 and FMA (256-bit vectors, which Cranelift
+//! cannot emit). Two paths:
+//!
+//! - dense: `b` packed in panels, a 6x16 register tile of `c` per kernel call;
+//! - sparse, when at most `SPARSE_MAX_DENSITY` of `a` is nonzero (image pixels,
+//!   one-hot columns): only the nonzeros of `a` are multiplied. MNIST images are
+//!   ~18% nonzero, and their products take about half the dense time.
+//!
+//! Each element of `c` is summed in increasing `k` on either path, whatever the
+//! caller's thread, so results depend only on the operands.
+
+use std::cell::RefCell;
+
+/// Rows of `a` (and of `c`) one kernel call computes.
+const MR: usize = 6;
+/// Columns of `b` (and of `c`) one kernel call computes: two 8-lane vectors.
+const NR: usize = 16;
+/// Longest `k` slice packed at once: a 16-column panel of it (16 KB) stays in L1.
+const KC: usize = 256;
+/// Columns of `b` packed at once (`KC x NC`, 2 MB, in L3).
+const NC: usize = 2048;
+
+/// A product takes the sparse path when at most this share of `a` is nonzero.
+const SPARSE_MAX_DENSITY: f64 = 0.3;
+/// Columns of `c` one sparse pass keeps in registers (eight vectors).
+const SPARSE_SLAB: usize = 64;
+/// Rows of `b` (or of `c`) one sparse pass works on: a `SPARSE_BLOCK x SPARSE_SLAB`
+/// block (16 KB) stays in L1.
+const SPARSE_BLOCK: usize = 64;
+
+/// Products of at least this many multiply-adds are split across threads.
+const PARALLEL_MIN_MACS: usize = 1 << 18;
+
+thread_local! {
+    /// Packed blocks of `b` of the products (parts) run on this thread.
+    static PACKED: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
+    /// The nonzeros of the sparse operand of a product called on this thread.
+    static SPARSE: RefCell<SparseLines> = RefCell::default();
+}
+
+/// `c`, shared by the parts of a product, which write disjoint columns of it.
+#[derive(Clone, Copy)]
+struct Output(*mut f32);
+// SAFETY: the parts of one product write disjoint elements.
+unsafe impl Send for Output {}
+unsafe impl Sync for Output {}
+
+impl Output {
+    /// The pointer (a method, so that closures capture the `Sync` wrapper).
+    fn get(self) -> *mut f32 {
+        self.0
+    }
+}
+// SAFETY: the operands are only read while a product runs.
+unsafe impl Send for Strided {}
+unsafe impl Sync for Strided {}
+
+/// Splits columns `0..n` into `parts` ranges of whole `unit`s (the last takes the
+/// remainder) and runs `work(range)` on each, in parallel.
+fn split_columns(
+    n: usize,
+    unit: usize,
+    parts: usize,
+    work: &(dyn Fn(std::ops::Range<usize>) + Sync),
+) {
+    let units = (n / unit).max(1);
+    let parts = parts.clamp(1, units);
+    crate::parallel::run_parts(parts, &|part| {
+        let begin = units * part / parts * unit;
+        let end = if part + 1 == parts {
+            n
+        } else {
+            units * (part + 1) / parts * unit
+        };
+        work(begin..end);
+    });
+}
+
+/// A strided read-only matrix.
+#[derive(Clone, Copy)]
+struct Strided {
+    ptr: *const f32,
+    rows: isize,
+    cols: isize,
+}
+
+impl Strided {
+    /// # Safety
+    /// `(i, j)` lies inside the matrix the pointer was made for.
+    unsafe fn at(self, i: usize, j: usize) -> f32 {
+        unsafe {
+            *self
+                .ptr
+                .offset(i as isize * self.rows + j as isize * self.cols)
+        }
+    }
+
+    /// Row `i`.
+    fn row(self, i: usize) -> *const f32 {
+        self.ptr.wrapping_offset(i as isize * self.rows)
+    }
+}
+
+/// Whether this machine runs the products of this module.
+pub fn supported() -> bool {
+    is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma")
+}
+
+/// `c[m, n] = a[m, k] * b[k, n]`, `a` and `b` with arbitrary element strides, `c`
+/// row-major and contiguous (overwritten, never read before written). Large
+/// products are split by columns over `threads` threads: every element is computed
+/// the same way whatever the count, so results do not depend on it.
+///
+/// # Safety
+/// `supported()`; the pointers and strides describe matrices of those shapes.
+#[allow(clippy::too_many_arguments)]
+pub unsafe fn sgemm(
+    m: usize,
+    k: usize,
+    n: usize,
+    a: *const f32,
+    rsa: isize,
+    csa: isize,
+    b: *const f32,
+    rsb: isize,
+    csb: isize,
+    c: *mut f32,
+    threads: usize,
+) {
+    let a = Strided {
+        ptr: a,
+        rows: rsa,
+        cols: csa,
+    };
+    let b = Strided {
+        ptr: b,
+        rows: rsb,
+        cols: csb,
+    };
+    let parts = if m * k * n >= PARALLEL_MIN_MACS {
+        threads
+    } else {
+        1
+    };
+    let c = Output(c);
+    SPARSE.with(|sparse| {
+        let sparse = &mut *sparse.borrow_mut();
+        // The sparse path reads rows of `b` whole and skips `0 * b`, exact only for
+        // finite `b` (`0 * inf` is NaN).
+        let sparse_ready = csb == 1
+            && n >= SPARSE_SLAB
+            && unsafe { sparse.gather(a, m, k) }
+            && unsafe { all_finite(b, k, n) };
+        if sparse_ready {
+            if let Lines::Columns = sparse.kind {
+                sparse.columns_to_rows();
+            }
+            let blocks = sparse.find_blocks();
+            let sparse = &*sparse;
+            split_columns(n, SPARSE_SLAB, parts, &|columns| {
+                PACKED.with(|packed| unsafe {
+                    sparse.rows_times(b, c.get(), n, columns, blocks, &mut packed.borrow_mut())
+                })
+            });
+        } else {
+            split_columns(n, NR, parts, &|columns| {
+                PACKED.with(|packed| unsafe {
+                    dense_columns(a, b, c.get(), m, k, n, columns, &mut packed.borrow_mut())
+                })
+            });
+        }
+    })
+}
+
+/// Columns `columns` of `c = a * b` by the packed register-tile kernel.
+#[allow(clippy::too_many_arguments)]
+unsafe fn dense_columns(
+    a: Strided,
+    b: Strided,
+    c: *mut f32,
+    m: usize,
+    k: usize,
+    n: usize,
+    columns: std::ops::Range<usize>,
+    pb: &mut Vec<f32>,
+) {
+    let (j_begin, j_end) = (columns.start, columns.end);
+    if k == 0 {
+        for i in 0..m {
+            for j in j_begin..j_end {
+                unsafe { *c.add(i * n + j) = 0.0 };
+            }
+        }
+        return;
+    }
+    // Equal k slices, so that no short last slice costs a whole pass over `c`.
+    let slices = k.div_ceil(KC);
+    let kc_max = k.div_ceil(slices);
+    let b_len = NC.min(j_end - j_begin).div_ceil(NR) * NR * kc_max;
+    if pb.len() < b_len {
+        pb.resize(b_len, 0.0);
+    }
+    for j0 in (j_begin..j_end).step_by(NC) {
+        let nc = NC.min(j_end - j0);
+        for (s, p0) in (0..k).step_by(kc_max).enumerate() {
+            let kc = kc_max.min(k - p0);
+            unsafe { pack_b(b, p0, kc, j0, nc, pb) };
+            for jr in (0..nc).step_by(NR) {
+                let panel_b = unsafe { pb.as_ptr().add(jr * kc) };
+                let cols = NR.min(nc - jr);
+                for i0 in (0..m).step_by(MR) {
+                    let rows = MR.min(m - i0);
+                    let panel_a =
+                        unsafe { a.ptr.offset(i0 as isize * a.rows + p0 as isize * a.cols) };
+                    let tile = unsafe { c.add(i0 * n + j0 + jr) };
+                    unsafe {
+                        kernel(
+                            kc,
+                            panel_a,
+                            a.rows,
+                            a.cols,
+                            panel_b,
+                            tile,
+                            n,
+                            rows,
+                            cols,
+                            s > 0,
+                        )
+                    };
+                }
+            }
+        }
+    }
+}
+
+/// Packs `b[p0.., j0..]` (`kc x nc`) as consecutive `NR`-column panels, each stored
+/// row by row, short panels padded with 0.
+unsafe fn pack_b(b: Strided, p0: usize, kc: usize, j0: usize, nc: usize, out: &mut [f32]) {
+    let mut o = 0;
+    for jr in (0..nc).step_by(NR) {
+        let cols = NR.min(nc - jr);
+        for p in 0..kc {
+            if cols == NR && b.cols == 1 {
+                let row = unsafe {
+                    b.ptr
+                        .offset((p0 + p) as isize * b.rows + (j0 + jr) as isize)
+                };
+                out[o..o + NR].copy_from_slice(unsafe { std::slice::from_raw_parts(row, NR) });
+            } else {
+                for col in 0..NR {
+                    out[o + col] = if col < cols {
+                        unsafe { b.at(p0 + p, j0 + jr + col) }
+                    } else {
+                        0.0
+                    };
+                }
+            }
+            o += NR;
+        }
+    }
+}
+
+/// One `rows x cols` (at most `MR x NR`) tile of `c` (row stride `ldc`) from a packed
+/// panel of `a` and one of `b`: written, or added to with `accumulate`.
+#[allow(clippy::too_many_arguments)]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn kernel(
+    kc: usize,
+    a: *const f32,
+    rsa: isize,
+    csa: isize,
+    pb: *const f32,
+    c: *mut f32,
+    ldc: usize,
+    rows: usize,
+    cols: usize,
+    accumulate: bool,
+) {
+    use std::arch::x86_64::*;
+    // Rows past `rows` repeat the last one (their sums are dropped), so that no
+    // read leaves `a`.
+    let row_ptr: [*const f32; MR] =
+        std::array::from_fn(|r| unsafe { a.offset(r.min(rows - 1) as isize * rsa) });
+    let mut acc = [[_mm256_setzero_ps(); 2]; MR];
+    for p in 0..kc {
+        let (b0, b1) = unsafe {
+            (
+                _mm256_loadu_ps(pb.add(p * NR)),
+                _mm256_loadu_ps(pb.add(p * NR + 8)),
+            )
+        };
+        for (r, row) in acc.iter_mut().enumerate() {
+            let av = unsafe { _mm256_broadcast_ss(&*row_ptr[r].offset(p as isize * csa)) };
+            row[0] = _mm256_fmadd_ps(av, b0, row[0]);
+            row[1] = _mm256_fmadd_ps(av, b1, row[1]);
+        }
+    }
+    if rows == MR && cols == NR {
+        for (r, row) in acc.iter().enumerate() {
+            for (h, &v) in row.iter().enumerate() {
+                let dst = unsafe { c.add(r * ldc + h * 8) };
+                let v = if accumulate {
+                    _mm256_add_ps(unsafe { _mm256_loadu_ps(dst) }, v)
+                } else {
+                    v
+                };
+                unsafe { _mm256_storeu_ps(dst, v) };
+            }
+        }
+    } else {
+        let mut tile = [0.0f32; MR * NR];
+        for (r, row) in acc.iter().enumerate() {
+            for (h, &v) in row.iter().enumerate() {
+                unsafe { _mm256_storeu_ps(tile.as_mut_ptr().add(r * NR + h * 8), v) };
+            }
+        }
+        for r in 0..rows {
+            for col in 0..cols {
+                let dst = unsafe { c.add(r * ldc + col) };
+                let v = tile[r * NR + col];
+                unsafe { *dst = if accumulate { *dst + v } else { v } };
+            }
+        }
+    }
+}
+
+/// Which lines of `a` a `SparseLines` holds.
+#[derive(Clone, Copy, Default)]
+enum Lines {
+    /// Rows (`a` has contiguous rows); a nonzero's index is its column.
+    #[default]
+    Rows,
+    /// Columns (`a` is a transposed operand); a nonzero's index is its row.
+    Columns,
+}
+
+/// The nonzero elements of `a`, line by line, each line in increasing index.
+#[derive(Default)]
+struct SparseLines {
+    kind: Lines,
+    /// Line `l`'s nonzeros are `starts[l]..starts[l + 1]` of `indices` and `values`.
+    starts: Vec<usize>,
+    indices: Vec<u32>,
+    values: Vec<f32>,
+    /// How many indices a line has room for (`k` for rows, `m` for columns).
+    line_len: usize,
+    /// Where each line's nonzeros of each `SPARSE_BLOCK` of indices start
+    /// (`blocks + 1` entries per line, the last the line's end).
+    block_starts: Vec<usize>,
+    /// Working space of `columns_to_rows`.
+    sorted_indices: Vec<u32>,
+    sorted_values: Vec<f32>,
+    next: Vec<usize>,
+}
+
+impl SparseLines {
+    /// Collects the nonzeros of `a` (`m x k`) by its contiguous lines; false, leaving
+    /// the lines unusable, when more than `SPARSE_MAX_DENSITY` of `a` is nonzero or
+    /// neither its rows nor its columns are contiguous.
+    ///
+    /// # Safety
+    /// `a` describes an `m x k` matrix.
+    unsafe fn gather(&mut self, a: Strided, m: usize, k: usize) -> bool {
+        if m * k == 0 || m.max(k) > u32::MAX as usize {
+            return false;
+        }
+        let (kind, lines, line_len, stride) = if a.cols == 1 {
+            (Lines::Rows, m, k, a.rows)
+        } else if a.rows == 1 {
+            (Lines::Columns, k, m, a.cols)
+        } else {
+            return false;
+        };
+        let max_nonzeros = (SPARSE_MAX_DENSITY * (m * k) as f64) as usize;
+        // Room for one line past the limit, and the spill of one 8-wide store.
+        let room = max_nonzeros + line_len + 8;
+        if self.indices.len() < room {
+            self.indices.resize(room, 0);
+            self.values.resize(room, 0.0);
+        }
+        self.kind = kind;
+        self.line_len = line_len;
+        self.starts.clear();
+        let mut count = 0;
+        for l in 0..lines {
+            self.starts.push(count);
+            let line = a.ptr.wrapping_offset(l as isize * stride);
+            count = unsafe { self.append_nonzeros(line, line_len, count) };
+            if count > max_nonzeros {
+                return false;
+            }
+        }
+        self.starts.push(count);
+        true
+    }
+
+    /// Appends the nonzeros of `line[..len]` (positions and values) at `count`;
+    /// returns the new count. Branch-free: each 8 elements are compressed with a
+    /// permutation chosen by their nonzero mask.
+    ///
+    /// # Safety
+    /// `line` has `len` elements; there is room for `len + 8` more nonzeros.
+    #[target_feature(enable = "avx2")]
+    unsafe fn append_nonzeros(&mut self, line: *const f32, len: usize, mut count: usize) -> usize {
+        use std::arch::x86_64::*;
+        let full = len / 8 * 8;
+        for p in (0..full).step_by(8) {
+            let v = unsafe { _mm256_loadu_ps(line.add(p)) };
+            let mask = _mm256_movemask_ps(_mm256_cmp_ps::<_CMP_NEQ_UQ>(v, _mm256_setzero_ps()));
+            let order =
+                unsafe { _mm256_loadu_si256(COMPRESS[mask as usize].as_ptr() as *const __m256i) };
+            let positions = _mm256_add_epi32(order, _mm256_set1_epi32(p as i32));
+            unsafe {
+                _mm256_storeu_ps(
+                    self.values.as_mut_ptr().add(count),
+                    _mm256_permutevar8x32_ps(v, order),
+                );
+                _mm256_storeu_si256(
+                    self.indices.as_mut_ptr().add(count) as *mut __m256i,
+                    positions,
+                );
+            }
+            count += mask.count_ones() as usize;
+        }
+        for p in full..len {
+            let v = unsafe { *line.add(p) };
+            if v != 0.0 {
+                self.indices[count] = p as u32;
+                self.values[count] = v;
+                count += 1;
+            }
+        }
+        count
+    }
+
+    /// Fills `block_starts` for blocks of `SPARSE_BLOCK` indices; returns how many
+    /// blocks a line has.
+    fn find_blocks(&mut self) -> usize {
+        let blocks = self.line_len.div_ceil(SPARSE_BLOCK);
+        self.block_starts.clear();
+        for line in self.starts.windows(2) {
+            let mut at = line[0];
+            for block in 0..blocks {
+                self.block_starts.push(at);
+                let limit = (block + 1) * SPARSE_BLOCK;
+                while at < line[1] && (self.indices[at] as usize) < limit {
+                    at += 1;
+                }
+            }
+            self.block_starts.push(line[1]);
+        }
+        blocks
+    }
+
+    /// The nonzeros of line `line` in block `block` (of `blocks` per line).
+    fn block(&self, line: usize, block: usize, blocks: usize) -> std::ops::Range<usize> {
+        let at = line * (blocks + 1) + block;
+        self.block_starts[at]..self.block_starts[at + 1]
+    }
+
+    /// `c = a * b` from the rows of `a`: row `i` of `c` sums the rows of `b` its
+    /// nonzeros select. Slabs of 64 columns are kept in registers; `k` runs in
+    /// blocks whose rows of `b` are packed (in L1), the sums waiting in `c` between
+    /// blocks (the same additions in the same order as one pass).
+    ///
+    /// # Safety
+    /// Gathered as `Lines::Rows`; `b` is `k x n` with contiguous rows, `c` `m x n`.
+    #[target_feature(enable = "avx2,fma")]
+    unsafe fn rows_times(
+        &self,
+        b: Strided,
+        c: *mut f32,
+        n: usize,
+        columns: std::ops::Range<usize>,
+        blocks: usize,
+        packed: &mut Vec<f32>,
+    ) {
+        use std::arch::x86_64::*;
+        let (m, k) = (self.starts.len() - 1, self.line_len);
+        packed.resize(SPARSE_BLOCK * SPARSE_SLAB, 0.0);
+        let (indices, values) = (self.indices.as_ptr(), self.values.as_ptr());
+        let slabs = columns.start + (columns.len() / SPARSE_SLAB * SPARSE_SLAB);
+        for j in (columns.start..slabs).step_by(SPARSE_SLAB) {
+            for block in 0..blocks {
+                let p0 = block * SPARSE_BLOCK;
+                unsafe { pack_slab(b, p0, SPARSE_BLOCK.min(k - p0), j, packed) };
+                // Row `p` of `b` is row `p - p0` of the packed block.
+                let packed = packed.as_ptr().wrapping_sub(p0 * SPARSE_SLAB);
+                for i in 0..m {
+                    let c_row = unsafe { c.add(i * n + j) };
+                    let mut acc = [_mm256_setzero_ps(); 8];
+                    if block > 0 {
+                        for (q, v) in acc.iter_mut().enumerate() {
+                            *v = unsafe { _mm256_loadu_ps(c_row.add(8 * q)) };
+                        }
+                    }
+                    for at in self.block(i, block, blocks) {
+                        // SAFETY: block bounds lie within the gathered nonzeros.
+                        let (p, x) = unsafe { (*indices.add(at), *values.add(at)) };
+                        let x = _mm256_set1_ps(x);
+                        let row = packed.wrapping_add(p as usize * SPARSE_SLAB);
+                        for (q, v) in acc.iter_mut().enumerate() {
+                            *v = _mm256_fmadd_ps(x, unsafe { _mm256_loadu_ps(row.add(8 * q)) }, *v);
+                        }
+                    }
+                    for (q, v) in acc.iter().enumerate() {
+                        unsafe { _mm256_storeu_ps(c_row.add(8 * q), *v) };
+                    }
+                }
+            }
+        }
+        // The last columns, fewer than a slab, one at a time.
+        for i in 0..m {
+            for j in slabs..columns.end {
+                let mut acc = 0.0f32;
+                for at in self.starts[i]..self.starts[i + 1] {
+                    let p = self.indices[at] as usize;
+                    acc = self.values[at].mul_add(unsafe { *b.row(p).add(j) }, acc);
+                }
+                unsafe { *c.add(i * n + j) = acc };
+            }
+        }
+    }
+
+    /// Re-sorts nonzeros gathered as `Lines::Columns` into rows (by counting),
+    /// each row in increasing column.
+    fn columns_to_rows(&mut self) {
+        let (k, m) = (self.starts.len() - 1, self.line_len);
+        let count = self.starts[k];
+        let Self {
+            starts,
+            indices,
+            values,
+            sorted_indices,
+            sorted_values,
+            next,
+            ..
+        } = self;
+        sorted_indices.resize(indices.len(), 0);
+        sorted_values.resize(values.len(), 0.0);
+        next.clear();
+        next.resize(m + 1, 0);
+        count_into_rows(
+            starts,
+            &indices[..count],
+            &values[..count],
+            next,
+            sorted_indices,
+            sorted_values,
+        );
+        std::mem::swap(indices, sorted_indices);
+        std::mem::swap(values, sorted_values);
+        std::mem::swap(starts, next);
+        self.kind = Lines::Rows;
+        self.line_len = k;
+    }
+}
+
+/// The counting sort of `columns_to_rows`: `column_starts` bound each column's
+/// nonzeros (`rows`, `values`); `row_starts` (zeroed, one entry per row plus one)
+/// becomes the rows' bounds and `columns`, `sorted_values` their nonzeros. A
+/// function of its own so that the compiler knows the slices apart.
+fn count_into_rows(
+    column_starts: &[usize],
+    rows: &[u32],
+    values: &[f32],
+    row_starts: &mut [usize],
+    columns: &mut [u32],
+    sorted_values: &mut [f32],
+) {
+    let m = row_starts.len() - 1;
+    for &i in rows {
+        row_starts[i as usize + 1] += 1;
+    }
+    for i in 0..m {
+        row_starts[i + 1] += row_starts[i];
+    }
+    // Each row's next free place: `row_starts` shifted by one, restored after.
+    for (p, bounds) in column_starts.windows(2).enumerate() {
+        for at in bounds[0]..bounds[1] {
+            let next = &mut row_starts[rows[at] as usize];
+            columns[*next] = p as u32;
+            sorted_values[*next] = values[at];
+            *next += 1;
+        }
+    }
+    row_starts.copy_within(0..m, 1);
+    row_starts[0] = 0;
+}
+
+/// Copies `b[p0..p0 + rows, j..j + SPARSE_SLAB]` into `out`, row after row:
+/// strided rows of `b` would fall into few L1 sets.
+///
+/// # Safety
+/// `b` has contiguous rows and those rows and columns.
+unsafe fn pack_slab(b: Strided, p0: usize, rows: usize, j: usize, out: &mut [f32]) {
+    for r in 0..rows {
+        let src = unsafe { std::slice::from_raw_parts(b.row(p0 + r).add(j), SPARSE_SLAB) };
+        out[r * SPARSE_SLAB..][..SPARSE_SLAB].copy_from_slice(src);
+    }
+}
+
+/// For each 8-bit mask, the positions of its set bits, lowest first.
+static COMPRESS: [[u32; 8]; 256] = {
+    let mut table = [[0u32; 8]; 256];
+    let mut mask = 0;
+    while mask < 256 {
+        let (mut bit, mut at) = (0, 0);
+        while bit < 8 {
+            if mask & (1 << bit) != 0 {
+                table[mask][at] = bit as u32;
+                at += 1;
+            }
+            bit += 1;
+        }
+        mask += 1;
+    }
+    table
+};
+
+/// Whether every element of `b` (`k x n`, rows contiguous) is finite: skipping a
+/// zero of `a` is exact only then (`0 * inf` is NaN).
+///
+/// # Safety
+/// `b` describes a `k x n` matrix with contiguous rows.
+#[target_feature(enable = "avx2")]
+unsafe fn all_finite(b: Strided, k: usize, n: usize) -> bool {
+    use std::arch::x86_64::*;
+    // The largest magnitude's bits, eight lanes at a time; inf and NaN are above
+    // every finite value.
+    let magnitude = _mm256_set1_epi32(0x7fff_ffff);
+    let mut largest = _mm256_setzero_si256();
+    let mut tail = 0u32;
+    for p in 0..k {
+        let row = unsafe { b.ptr.offset(p as isize * b.rows) };
+        let full = n / 8 * 8;
+        for j in (0..full).step_by(8) {
+            let bits = unsafe { _mm256_loadu_si256(row.add(j) as *const __m256i) };
+            largest = _mm256_max_epu32(largest, _mm256_and_si256(bits, magnitude));
+        }
+        for j in full..n {
+            tail = tail.max(unsafe { *row.add(j) }.to_bits() & 0x7fff_ffff);
+        }
+    }
+    let mut lanes = [0u32; 8];
+    unsafe { _mm256_storeu_si256(lanes.as_mut_ptr() as *mut __m256i, largest) };
+    lanes.iter().all(|&l| l < 0x7f80_0000) && tail < 0x7f80_0000
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rand::rngs::StdRng;
+    use rand::{Rng, SeedableRng};
+
+    /// `a` (`m x k`, stored transposed with `ta`) with about `density` of it nonzero.
+    fn operand(rng: &mut StdRng, len: usize, density: f64) -> Vec<f32> {
+        (0..len)
+            .map(|_| {
+                if rng.gen_bool(density) {
+                    rng.gen_range(-1.0..1.0)
+                } else {
+                    0.0
+                }
+            })
+            .collect()
+    }
+
+    /// `c = a * b` by `sgemm` with `a` and `b` stored as `ta`, `tb` say; checked
+    /// against an f64 product within the f32 rounding bound of a `k`-term sum.
+    fn check(m: usize, k: usize, n: usize, ta: bool, tb: bool, density: f64, seed: u64) {
+        let mut rng = StdRng::seed_from_u64(seed);
+        let a = operand(&mut rng, m * k, density);
+        let b = operand(&mut rng, k * n, 1.0);
+        let (rsa, csa) = if ta { (1, m as isize) } else { (k as isize, 1) };
+        let (rsb, csb) = if tb { (1, k as isize) } else { (n as isize, 1) };
+        let product = |threads| {
+            let mut c = vec![f32::NAN; m * n];
+            unsafe {
+                sgemm(
+                    m,
+                    k,
+                    n,
+                    a.as_ptr(),
+                    rsa,
+                    csa,
+                    b.as_ptr(),
+                    rsb,
+                    csb,
+                    c.as_mut_ptr(),
+                    threads,
+                );
+            }
+            c
+        };
+        let c = product(1);
+        // Split over threads (when large enough), every element is computed alike.
+        assert_eq!(c, product(3), "{m}x{k}x{n}: three threads differ from one");
+        let at = |v: &[f32], i: usize, j: usize, rs: isize, cs: isize| {
+            v[(i as isize * rs + j as isize * cs) as usize] as f64
+        };
+        for i in 0..m {
+            for j in 0..n {
+                let (mut exact, mut magnitude) = (0f64, 0f64);
+                for p in 0..k {
+                    let term = at(&a, i, p, rsa, csa) * at(&b, p, j, rsb, csb);
+                    exact += term;
+                    magnitude += term.abs();
+                }
+                let bound = (k as f64 + 1.0) * f32::EPSILON as f64 * magnitude + 1e-30;
+                let got = c[i * n + j] as f64;
+                assert!(
+                    (got - exact).abs() <= bound,
+                    "{m}x{k}x{n} ta={ta} tb={tb} density={density}: c[{i},{j}] = {got}, \
+                     exact {exact}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn products_match_an_f64_reference_on_both_paths() {
+        if !supported() {
+            return;
+        }
+        let shapes = [
+            (1, 1, 1),
+            (7, 0, 65),
+            (6, 16, 16),
+            (13, 33, 17),
+            (40, 300, 70),
+            (5, 70, 64),
+            (130, 150, 129),
+            (9, 600, 200),
+        ];
+        let mut seed = 0;
+        for (m, k, n) in shapes {
+            for ta in [false, true] {
+                for tb in [false, true] {
+                    // 1.0 takes the dense path; 0.1 the sparse one where `n` allows.
+                    for density in [1.0, 0.1, 0.0] {
+                        seed += 1;
+                        check(m, k, n, ta, tb, density, seed);
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn a_zero_times_infinity_is_still_nan() {
+        if !supported() {
+            return;
+        }
+        let (m, k, n) = (8, 10, 64);
+        let a = vec![0.0f32; m * k];
+        let mut b = vec![1.0f32; k * n];
+        b[3 * n + 5] = f32::INFINITY;
+        let mut c = vec![0.0f32; m * n];
+        unsafe {
+            sgemm(
+                m,
+                k,
+                n,
+                a.as_ptr(),
+                k as isize,
+                1,
+                b.as_ptr(),
+                n as isize,
+                1,
+                c.as_mut_ptr(),
+                1,
+            );
+        }
+        for i in 0..m {
+            for j in 0..n {
+                assert_eq!(
+                    c[i * n + j].is_nan(),
+                    j == 5,
+                    "c[{i},{j}] = {}",
+                    c[i * n + j]
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn sparse_and_dense_rows_give_the_same_sums() {
+        // One row of `a` dense enough to keep the whole product dense, or not: the
+        // rows that are sparse either way must come out equal to the bit, since both
+        // paths add in increasing `k` (the dense one in slices of at most `KC`).
+        if !supported() {
+            return;
+        }
+        let (m, k, n) = (12, 200, 64);
+        let mut rng = StdRng::seed_from_u64(9);
+        let mut a = operand(&mut rng, m * k, 0.1);
+        let b = operand(&mut rng, k * n, 1.0);
+        let product = |a: &[f32]| {
+            let mut c = vec![0.0f32; m * n];
+            unsafe {
+                sgemm(
+                    m,
+                    k,
+                    n,
+                    a.as_ptr(),
+                    k as isize,
+                    1,
+                    b.as_ptr(),
+                    n as isize,
+                    1,
+                    c.as_mut_ptr(),
+                    1,
+                );
+            }
+            c
+        };
+        let sparse = product(&a);
+        for v in &mut a[..k * 4] {
+            *v = 0.5;
+        }
+        let dense = product(&a);
+        assert_eq!(sparse[4 * n..], dense[4 * n..]);
+    }
+}
