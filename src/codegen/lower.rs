@@ -1,7 +1,9 @@
 //! IR -> CLIF: one straight sequence of loops, one per graph node.
 
 use cranelift_codegen::ir::condcodes::{FloatCC, IntCC};
-use cranelift_codegen::ir::{types, FuncRef, InstBuilder, Type, Value};
+use cranelift_codegen::ir::{
+    types, FuncRef, InstBuilder, StackSlot, StackSlotData, StackSlotKind, Type, Value,
+};
 use cranelift_frontend::Variable;
 
 use super::jit::PROFILE_END;
@@ -32,8 +34,9 @@ pub struct Lower<'e, 'a, 'g> {
     pub x: Value,
     pub y: Value,
     pub step: Value,
-    /// Adam step sizes already computed in this function, by `(lr, b1, b2)` bits.
-    pub alphas: Vec<([u32; 3], Value)>,
+    /// The stack slots of the Adam step sizes already computed in this function, by
+    /// `(lr, b1, b2)` bits.
+    pub alphas: Vec<([u32; 3], StackSlot)>,
     /// The function's number when each node is to be timed (`compile_profiled`).
     pub profile: Option<u64>,
 }
@@ -848,15 +851,24 @@ impl Lower<'_, '_, '_> {
     ) {
         let (w, g, pm, pv) = (ptrs[0], ptrs[1], ptrs[2], ptrs[3]);
         let key = [lr, b1, b2].map(f32::to_bits);
-        let alpha = match self.alphas.iter().find(|(k, _)| *k == key) {
-            Some(&(_, a)) => a,
+        let slot = match self.alphas.iter().find(|(k, _)| *k == key) {
+            Some(&(_, slot)) => slot,
             None => {
                 let a = self.adam_alpha(lr, b1, b2);
-                self.alphas.push((key, a));
-                a
+                let slot = self.e.b.create_sized_stack_slot(StackSlotData::new(
+                    StackSlotKind::ExplicitSlot,
+                    4,
+                    2,
+                ));
+                self.e.b.ins().stack_store(types::I64, a, slot, 0);
+                self.alphas.push((key, slot));
+                slot
             }
         };
+        // Loaded, not reused as a value: Cranelift would recompute a shared pure
+        // value (two square roots and a division) inside each loop that uses it.
         let e = &mut self.e;
+        let alpha = e.b.ins().stack_load(types::I64, types::F32, slot, 0);
         let alpha4 = e.b.ins().splat(types::F32X4, alpha);
         let (omb1, omb2) = (
             crate::ir::optim::one_minus(b1),
