@@ -103,8 +103,9 @@ fn train_steps(c: &mut Criterion) {
     group.finish();
 }
 
-/// One `MatMul` node `[m, k] x [k, n]` (B transposed when `tb`) as its own function.
-fn matmul(m: usize, k: usize, n: usize, tb: bool) -> (Compiled, Vec<f32>) {
+/// One `MatMul` node `[m, k] x [k, n]` (B transposed when `tb`) as its own function,
+/// with an arena where `a` is nonzero at about `density` of its places.
+fn matmul(m: usize, k: usize, n: usize, tb: bool, density: f64) -> (Compiled, Vec<f32>) {
     let t = |name: &str, shape: Vec<usize>, role: Role| Tensor {
         name: name.into(),
         shape,
@@ -137,27 +138,39 @@ fn matmul(m: usize, k: usize, n: usize, tb: bool) -> (Compiled, Vec<f32>) {
         loss: None,
     };
     let layout = Layout::new(&g);
-    let arena = (0..layout.len).map(|i| (i % 13) as f32 * 0.1).collect();
+    let mut arena: Vec<f32> = (0..layout.len)
+        .map(|i| (i % 13) as f32 * 0.1 + 0.1)
+        .collect();
+    let a = layout.range(&g, 1).expect("a is in the arena");
+    for (i, v) in arena[a].iter_mut().enumerate() {
+        // A fixed scatter of zeros (Knuth's multiplicative hash of the index).
+        if (i as u64).wrapping_mul(2_654_435_761) % 1000 >= (density * 1000.0) as u64 {
+            *v = 0.0;
+        }
+    }
     (compile(&g, &layout).expect("compiles"), arena)
 }
 
 fn matmuls(c: &mut Criterion) {
     let mut group = c.benchmark_group("matmul");
-    // The MNIST MLP's products, the seed network's (inline) and a CNN im2col product.
+    // The MNIST MLP's products (dense, and as sparse as MNIST pixels: the sparse-
+    // operand path), the seed network's (inline) and a CNN im2col product.
     let shapes = [
-        (128, 784, 128, false),
-        (784, 128, 128, false),
-        (128, 128, 10, true),
-        (32, 3, 5, false),
-        (32, 5, 1, false),
-        (128 * 11 * 11, 288, 64, false),
+        (128, 784, 128, false, 1.0),
+        (128, 784, 128, false, 0.18),
+        (784, 128, 128, false, 1.0),
+        (128, 128, 10, true, 1.0),
+        (32, 3, 5, false, 1.0),
+        (32, 5, 1, false, 1.0),
+        (128 * 11 * 11, 288, 64, false, 1.0),
     ];
     for threads in [1, 2] {
         set_threads(threads);
-        for &(m, k, n, tb) in &shapes {
-            let (f, mut arena) = matmul(m, k, n, tb);
+        for &(m, k, n, tb, density) in &shapes {
+            let (f, mut arena) = matmul(m, k, n, tb, density);
             group.throughput(Throughput::Elements((2 * m * k * n) as u64));
-            let id = BenchmarkId::new(format!("{m}x{k}x{n}"), format!("{threads}t"));
+            let name = format!("{m}x{k}x{n}{}", if density < 1.0 { "-sparse" } else { "" });
+            let id = BenchmarkId::new(name, format!("{threads}t"));
             group.bench_function(id, |b| {
                 b.iter(|| f.run(&mut arena, &[0.0], &[], 0).expect("sizes"))
             });

@@ -20,6 +20,9 @@ const NR: usize = 16;
 const KC: usize = 256;
 /// Columns of `b` packed at once (`KC x NC`, 2 MB, in L3).
 const NC: usize = 2048;
+/// Rows of `a` one pass over the packed panels of `b` covers (a multiple of `MR`):
+/// `MC x KC` of `a` (72 KB) stays in L2.
+const MC: usize = 72;
 
 /// A product takes the sparse path when at most this share of `a` is nonzero.
 const SPARSE_MAX_DENSITY: f64 = 0.3;
@@ -206,28 +209,32 @@ unsafe fn dense_columns(
         for (s, p0) in (0..k).step_by(kc_max).enumerate() {
             let kc = kc_max.min(k - p0);
             unsafe { pack_b(b, p0, kc, j0, nc, pb) };
-            for jr in (0..nc).step_by(NR) {
-                let panel_b = unsafe { pb.as_ptr().add(jr * kc) };
-                let cols = NR.min(nc - jr);
-                for i0 in (0..m).step_by(MR) {
-                    let rows = MR.min(m - i0);
-                    let panel_a =
-                        unsafe { a.ptr.offset(i0 as isize * a.rows + p0 as isize * a.cols) };
-                    let tile = unsafe { c.add(i0 * n + j0 + jr) };
-                    unsafe {
-                        kernel(
-                            kc,
-                            panel_a,
-                            a.rows,
-                            a.cols,
-                            panel_b,
-                            tile,
-                            n,
-                            rows,
-                            cols,
-                            s > 0,
-                        )
-                    };
+            // A block of rows of `a` stays in L2 while every panel of `b` meets it,
+            // so that `a` is read from memory once per `k` slice.
+            for ib in (0..m).step_by(MC) {
+                for jr in (0..nc).step_by(NR) {
+                    let panel_b = unsafe { pb.as_ptr().add(jr * kc) };
+                    let cols = NR.min(nc - jr);
+                    for i0 in (ib..m.min(ib + MC)).step_by(MR) {
+                        let rows = MR.min(m - i0);
+                        let panel_a =
+                            unsafe { a.ptr.offset(i0 as isize * a.rows + p0 as isize * a.cols) };
+                        let tile = unsafe { c.add(i0 * n + j0 + jr) };
+                        unsafe {
+                            kernel(
+                                kc,
+                                panel_a,
+                                a.rows,
+                                a.cols,
+                                panel_b,
+                                tile,
+                                n,
+                                rows,
+                                cols,
+                                s > 0,
+                            )
+                        };
+                    }
                 }
             }
         }
