@@ -5,6 +5,10 @@
 //! the workspace's Cargo.toml): unoptimized SIMD intrinsics run hundreds of times
 //! slower, and `cargo test` trains real networks through these kernels.
 
+/// Products of at least this many multiply-adds are split across threads; smaller
+/// ones cost more in synchronisation than the split saves.
+pub const PARALLEL_MIN_MACS: usize = 1 << 18;
+
 #[cfg(target_arch = "x86_64")]
 mod parallel;
 #[cfg(target_arch = "x86_64")]

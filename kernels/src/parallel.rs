@@ -1,49 +1,60 @@
 //! Helper threads for the matrix products of `nnc run --threads N`.
 //!
-//! A product is split into parts that write disjoint outputs; the calling thread
-//! runs part 0 and each helper one other part. Helpers wait by spinning for a
-//! while (a train step calls products every few microseconds, faster than a
-//! sleeping thread wakes up), then park until the next product.
+//! A product is split into parts that write disjoint outputs. The calling thread and
+//! the helpers claim parts one at a time until none is left, so a helper that is
+//! slow to start (parked, or its core taken by another process) costs nothing: the
+//! caller runs the parts itself. Idle helpers spin briefly, then park until the next
+//! product: on a machine whose cores share execution units (this project's 2-vCPU
+//! test VM behaves so), a spinning helper slows the thread doing the work.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Mutex, OnceLock};
 use std::thread::{self, Thread};
-use std::time::{Duration, Instant};
 
-/// How long an idle helper spins before it parks.
-const SPIN: Duration = Duration::from_millis(5);
-
-/// A part of a product to run: `(job, part)`. The pointer is valid while the
-/// posting thread waits in `run_parts`.
+/// The job of the product being run. The pointer is valid while the posting thread
+/// waits in `run_parts`, which is until every part has run.
 type Job = *const (dyn Fn(usize) + Sync);
 
+#[derive(Clone, Copy)]
+struct SendJob(Job);
+// SAFETY: the job is `Sync`, and only called through a claimed part (see `work`).
+unsafe impl Send for SendJob {}
+
+/// The product being run, shared by the caller and the helpers.
+struct Shared {
+    /// Bumped for each product; helpers wake up when it changes.
+    generation: AtomicU64,
+    /// `generation << 32 | next unclaimed part`: a claim made for an older product
+    /// fails, so a late helper never runs a part of the wrong job.
+    claim: AtomicU64,
+    parts: AtomicUsize,
+    done: AtomicUsize,
+    job: Mutex<Option<SendJob>>,
+}
+
+static SHARED: Shared = Shared {
+    generation: AtomicU64::new(0),
+    claim: AtomicU64::new(0),
+    parts: AtomicUsize::new(0),
+    done: AtomicUsize::new(0),
+    job: Mutex::new(None),
+};
+
 struct Helper {
-    /// Bumped for each new job; the helper runs a job once per bump.
-    posted: AtomicU64,
-    /// Bumped by the helper when it has run the posted job.
-    finished: AtomicU64,
-    job: Mutex<Option<(SendJob, usize)>>,
     sleeping: AtomicBool,
     thread: OnceLock<Thread>,
 }
 
-/// The job pointer, sent to the helper thread.
-#[derive(Clone, Copy)]
-struct SendJob(Job);
-// SAFETY: the job is `Sync` and outlives its use (see `run_parts`).
-unsafe impl Send for SendJob {}
-
-static HELPERS: OnceLock<Mutex<Vec<&'static Helper>>> = OnceLock::new();
-/// Serializes products that use helpers (tests may run products side by side).
+static HELPERS: Mutex<Vec<&'static Helper>> = Mutex::new(Vec::new());
+/// One product at a time uses the helpers (tests may run products side by side).
 static IN_USE: Mutex<()> = Mutex::new(());
-static SPAWNED: AtomicUsize = AtomicUsize::new(0);
 
-/// Runs `job(0)`, ..., `job(parts - 1)`, part 0 on this thread and the others on
+/// Runs `job(0)`, ..., `job(parts - 1)`, on this thread and up to `parts - 1`
 /// helper threads, and returns when all have run. Parts must not depend on one
-/// another's order.
+/// another or on which thread runs them.
 pub fn run_parts(parts: usize, job: &(dyn Fn(usize) + Sync)) {
     if parts <= 1 {
-        job(0);
+        (0..parts).for_each(job);
         return;
     }
     let Ok(_exclusive) = IN_USE.try_lock() else {
@@ -52,84 +63,128 @@ pub fn run_parts(parts: usize, job: &(dyn Fn(usize) + Sync)) {
         return;
     };
     let helpers = helpers(parts - 1);
-    // SAFETY of the lifetime erasure: every helper has finished with `job` before
-    // this function returns (the wait below).
+    // SAFETY of the lifetime erasure: parts run only while claimed, and this
+    // function returns only after every part has run.
     let erased: Job = unsafe { std::mem::transmute::<&(dyn Fn(usize) + Sync), Job>(job) };
-    let mut targets = Vec::with_capacity(helpers.len());
-    for (h, part) in helpers.iter().zip(1..) {
-        *h.job.lock().unwrap_or_else(|e| e.into_inner()) = Some((SendJob(erased), part));
-        let target = h.posted.fetch_add(1, Ordering::SeqCst) + 1;
+    let generation = SHARED.generation.load(Ordering::Relaxed) + 1;
+    *SHARED.job.lock().unwrap_or_else(|e| e.into_inner()) = Some(SendJob(erased));
+    SHARED.parts.store(parts, Ordering::Relaxed);
+    SHARED.done.store(0, Ordering::Relaxed);
+    SHARED.claim.store(generation << 32, Ordering::SeqCst);
+    SHARED.generation.store(generation, Ordering::SeqCst);
+    for h in &helpers {
         if h.sleeping.load(Ordering::SeqCst) {
             if let Some(t) = h.thread.get() {
                 t.unpark();
             }
         }
-        targets.push(target);
     }
-    job(0);
-    // Parts no helper could take (threads could not be spawned) run here.
-    (helpers.len() + 1..parts).for_each(job);
-    for (h, target) in helpers.iter().zip(targets) {
-        while h.finished.load(Ordering::Acquire) < target {
-            std::hint::spin_loop();
+    // SAFETY: `erased` is this call's `job`.
+    unsafe { work(generation, erased, parts) };
+    let mut wait = Backoff::default();
+    while SHARED.done.load(Ordering::Acquire) < parts {
+        wait.pause();
+    }
+}
+
+/// Claims and runs parts of product `generation` until none is left.
+///
+/// # Safety
+/// `job` is the job of that product, or the product has no unclaimed part left.
+unsafe fn work(generation: u64, job: Job, parts: usize) {
+    loop {
+        let claim = SHARED.claim.load(Ordering::Acquire);
+        let part = (claim & 0xffff_ffff) as usize;
+        if claim >> 32 != generation || part >= parts {
+            return;
+        }
+        let claimed =
+            SHARED
+                .claim
+                .compare_exchange(claim, claim + 1, Ordering::AcqRel, Ordering::Relaxed);
+        if claimed.is_ok() {
+            // SAFETY: a claimed part keeps the poster waiting, so `job` is alive.
+            unsafe { (*job)(part) };
+            SHARED.done.fetch_add(1, Ordering::Release);
         }
     }
 }
 
-/// The first `n` helpers, spawned on first use.
+/// The first `n` helpers, spawned on first use (fewer if threads cannot be made).
 fn helpers(n: usize) -> Vec<&'static Helper> {
-    let mut all = HELPERS
-        .get_or_init(|| Mutex::new(Vec::new()))
-        .lock()
-        .unwrap_or_else(|e| e.into_inner());
+    let mut all = HELPERS.lock().unwrap_or_else(|e| e.into_inner());
     while all.len() < n {
         let helper: &'static Helper = Box::leak(Box::new(Helper {
-            posted: AtomicU64::new(0),
-            finished: AtomicU64::new(0),
-            job: Mutex::new(None),
             sleeping: AtomicBool::new(false),
             thread: OnceLock::new(),
         }));
-        let spawned = thread::Builder::new()
-            .name(format!(
-                "nnc-helper-{}",
-                SPAWNED.fetch_add(1, Ordering::Relaxed)
-            ))
-            .spawn(move || serve(helper));
-        match spawned {
+        let name = format!("nnc-helper-{}", all.len() + 1);
+        match thread::Builder::new()
+            .name(name)
+            .spawn(move || serve(helper))
+        {
             Ok(handle) => {
                 let _ = helper.thread.set(handle.thread().clone());
                 all.push(helper);
             }
-            // No more threads: the products run with the helpers there are.
             Err(_) => break,
         }
     }
     all.iter().take(n).copied().collect()
 }
 
-/// A helper's loop: wait for a posted job, run its part, report.
+/// A helper's loop: wait for a new product, work on its parts.
 fn serve(helper: &'static Helper) {
-    let mut done = 0u64;
+    let mut seen = SHARED.generation.load(Ordering::Acquire);
     loop {
-        let idle_since = Instant::now();
-        while helper.posted.load(Ordering::Acquire) == done {
-            if idle_since.elapsed() < SPIN {
-                std::hint::spin_loop();
+        let mut wait = Backoff::default();
+        while SHARED.generation.load(Ordering::Acquire) == seen {
+            if wait.spinning() {
                 continue;
             }
             helper.sleeping.store(true, Ordering::SeqCst);
-            if helper.posted.load(Ordering::SeqCst) == done {
+            if SHARED.generation.load(Ordering::SeqCst) == seen {
                 thread::park();
             }
             helper.sleeping.store(false, Ordering::SeqCst);
         }
-        let posted = *helper.job.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some((SendJob(job), part)) = posted {
-            // SAFETY: the poster waits for `finished` before `job` goes away.
-            unsafe { (*job)(part) };
+        seen = SHARED.generation.load(Ordering::Acquire);
+        let job = *SHARED.job.lock().unwrap_or_else(|e| e.into_inner());
+        let parts = SHARED.parts.load(Ordering::Acquire);
+        if let Some(SendJob(job)) = job {
+            // SAFETY: `work` runs `job` only through a claim of generation `seen`;
+            // if `job` belongs to another product, every such claim fails.
+            unsafe { work(seen, job, parts) };
         }
-        done += 1;
-        helper.finished.store(done, Ordering::Release);
+    }
+}
+
+/// Spins a little, then yields the core at each pause: when the machine has more
+/// runnable threads than cores, the thread being waited for may need this one's.
+#[derive(Default)]
+struct Backoff {
+    spins: u32,
+}
+
+impl Backoff {
+    const SPINS: u32 = 1 << 10;
+
+    /// Spins once and says so, or says the spinning is over.
+    fn spinning(&mut self) -> bool {
+        let spin = self.spins < Self::SPINS;
+        if spin {
+            self.spins += 1;
+            std::hint::spin_loop();
+        }
+        spin
+    }
+
+    fn pause(&mut self) {
+        if self.spins < Self::SPINS {
+            self.spins += 1;
+            std::hint::spin_loop();
+        } else {
+            thread::yield_now();
+        }
     }
 }

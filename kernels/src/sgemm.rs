@@ -12,6 +12,8 @@
 
 use std::cell::RefCell;
 
+use crate::PARALLEL_MIN_MACS;
+
 /// Rows of `a` (and of `c`) one kernel call computes.
 const MR: usize = 6;
 /// Columns of `b` (and of `c`) one kernel call computes: two 8-lane vectors.
@@ -31,9 +33,6 @@ const SPARSE_SLAB: usize = 64;
 /// Rows of `b` (or of `c`) one sparse pass works on: a `SPARSE_BLOCK x SPARSE_SLAB`
 /// block (16 KB) stays in L1.
 const SPARSE_BLOCK: usize = 64;
-
-/// Products of at least this many multiply-adds are split across threads.
-const PARALLEL_MIN_MACS: usize = 1 << 18;
 
 thread_local! {
     /// Packed blocks of `b` of the products (parts) run on this thread.

@@ -24,13 +24,10 @@ type StepFn = unsafe extern "C" fn(*mut f32, *const f32, *const f32, u64);
 /// calling thread.
 static THREADS: AtomicUsize = AtomicUsize::new(1);
 
-/// Products below this many multiply-adds stay on one thread: splitting them costs
-/// more in synchronisation than it saves.
-const PARALLEL_MIN_MACS: usize = 1 << 18;
-
-/// Sets how many threads matrix products use from now on (at least 1). Results are
-/// deterministic for a given count: the product is split by output tiles, so each
-/// element is summed in the same order whatever thread computes it.
+/// Sets how many threads matrix products use from now on (at least 1). Products are
+/// split by output columns (`nnc_kernels`) or tiles (the `gemm` crate, on machines
+/// without AVX2), each element summed by one thread: results are deterministic for
+/// a given count, and with `nnc_kernels` do not depend on it at all.
 pub fn set_threads(n: usize) {
     THREADS.store(n.max(1), Ordering::Relaxed);
 }
@@ -65,7 +62,7 @@ pub(super) unsafe extern "C" fn nnc_sgemm(
         return;
     }
     let threads = threads();
-    let parallelism = if threads > 1 && m * n * k >= PARALLEL_MIN_MACS {
+    let parallelism = if threads > 1 && m * n * k >= nnc_kernels::PARALLEL_MIN_MACS {
         gemm::Parallelism::Rayon(threads)
     } else {
         gemm::Parallelism::None
