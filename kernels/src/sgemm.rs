@@ -754,6 +754,28 @@ mod tests {
         }
     }
 
+    /// `a * b`, both row-major, on one thread.
+    fn row_major_product(m: usize, k: usize, n: usize, a: &[f32], b: &[f32]) -> Vec<f32> {
+        let mut c = vec![0.0f32; m * n];
+        let (rsa, rsb) = (k as isize, n as isize);
+        unsafe {
+            sgemm(
+                m,
+                k,
+                n,
+                a.as_ptr(),
+                rsa,
+                1,
+                b.as_ptr(),
+                rsb,
+                1,
+                c.as_mut_ptr(),
+                1,
+            )
+        };
+        c
+    }
+
     #[test]
     fn a_zero_times_infinity_is_still_nan() {
         if !supported() {
@@ -763,22 +785,7 @@ mod tests {
         let a = vec![0.0f32; m * k];
         let mut b = vec![1.0f32; k * n];
         b[3 * n + 5] = f32::INFINITY;
-        let mut c = vec![0.0f32; m * n];
-        unsafe {
-            sgemm(
-                m,
-                k,
-                n,
-                a.as_ptr(),
-                k as isize,
-                1,
-                b.as_ptr(),
-                n as isize,
-                1,
-                c.as_mut_ptr(),
-                1,
-            );
-        }
+        let c = row_major_product(m, k, n, &a, &b);
         for i in 0..m {
             for j in 0..n {
                 assert_eq!(
@@ -803,25 +810,7 @@ mod tests {
         let mut rng = StdRng::seed_from_u64(9);
         let mut a = operand(&mut rng, m * k, 0.1);
         let b = operand(&mut rng, k * n, 1.0);
-        let product = |a: &[f32]| {
-            let mut c = vec![0.0f32; m * n];
-            unsafe {
-                sgemm(
-                    m,
-                    k,
-                    n,
-                    a.as_ptr(),
-                    k as isize,
-                    1,
-                    b.as_ptr(),
-                    n as isize,
-                    1,
-                    c.as_mut_ptr(),
-                    1,
-                );
-            }
-            c
-        };
+        let product = |a: &[f32]| row_major_product(m, k, n, a, &b);
         let sparse = product(&a);
         for v in &mut a[..k * 4] {
             *v = 0.5;
