@@ -446,13 +446,12 @@ impl SparseLines {
         let blocks = self.line_len.div_ceil(SPARSE_BLOCK);
         self.block_starts.clear();
         for line in self.starts.windows(2) {
-            let mut at = line[0];
+            let indices = &self.indices[line[0]..line[1]];
+            // Each line's indices increase: a binary search per block boundary.
             for block in 0..blocks {
-                self.block_starts.push(at);
-                let limit = (block + 1) * SPARSE_BLOCK;
-                while at < line[1] && (self.indices[at] as usize) < limit {
-                    at += 1;
-                }
+                let limit = (block * SPARSE_BLOCK) as u32;
+                self.block_starts
+                    .push(line[0] + indices.partition_point(|&p| p < limit));
             }
             self.block_starts.push(line[1]);
         }
