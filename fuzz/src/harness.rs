@@ -400,17 +400,8 @@ impl Sketch {
     }
 }
 
-const LOSSES: [Loss; 6] = [
-    Loss::Mse,
-    Loss::Mae,
-    Loss::Huber,
-    Loss::BinaryCrossentropy,
-    Loss::CategoricalCrossentropy,
-    Loss::SparseCategoricalCrossentropy,
-];
-
 fn generate(b: &mut Bytes) -> Case {
-    let loss = b.pick(&LOSSES);
+    let loss = b.pick(&Loss::ALL);
     let classes = match loss {
         Loss::CategoricalCrossentropy | Loss::SparseCategoricalCrossentropy => 2 + b.below(11),
         _ => 1,

@@ -62,7 +62,6 @@ pub fn run_parts(parts: usize, job: &(dyn Fn(usize) + Sync)) {
         (0..parts).for_each(job);
         return;
     };
-    let helpers = helpers(parts - 1);
     // SAFETY of the lifetime erasure: parts run only while claimed, and this
     // function returns only after every part has run.
     let erased: Job = unsafe { std::mem::transmute::<&(dyn Fn(usize) + Sync), Job>(job) };
@@ -72,13 +71,8 @@ pub fn run_parts(parts: usize, job: &(dyn Fn(usize) + Sync)) {
     SHARED.done.store(0, Ordering::Relaxed);
     SHARED.claim.store(generation << 32, Ordering::SeqCst);
     SHARED.generation.store(generation, Ordering::SeqCst);
-    for h in &helpers {
-        if h.sleeping.load(Ordering::SeqCst) {
-            if let Some(t) = h.thread.get() {
-                t.unpark();
-            }
-        }
-    }
+    // After posting: a helper woken before would see no new product and sleep on.
+    wake_helpers(parts - 1);
     // SAFETY: `erased` is this call's `job`.
     unsafe { work(generation, erased, parts) };
     let mut wait = Backoff::default();
@@ -110,8 +104,10 @@ unsafe fn work(generation: u64, job: Job, parts: usize) {
     }
 }
 
-/// The first `n` helpers, spawned on first use (fewer if threads cannot be made).
-fn helpers(n: usize) -> Vec<&'static Helper> {
+/// Wakes the first `n` helpers that sleep, spawning them on first use (fewer if
+/// threads cannot be made; the caller then runs their parts). No allocation after
+/// the first products.
+fn wake_helpers(n: usize) {
     let mut all = HELPERS.lock().unwrap_or_else(|e| e.into_inner());
     while all.len() < n {
         let helper: &'static Helper = Box::leak(Box::new(Helper {
@@ -130,7 +126,13 @@ fn helpers(n: usize) -> Vec<&'static Helper> {
             Err(_) => break,
         }
     }
-    all.iter().take(n).copied().collect()
+    for h in all.iter().take(n) {
+        if h.sleeping.load(Ordering::SeqCst) {
+            if let Some(t) = h.thread.get() {
+                t.unpark();
+            }
+        }
+    }
 }
 
 /// A helper's loop: wait for a new product, work on its parts.

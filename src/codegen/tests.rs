@@ -548,15 +548,7 @@ fn model_targets(rng: &mut StdRng, loss: Loss, rows: usize, classes: usize) -> V
 fn random_model_error(seed: u64) -> (f64, String) {
     let mut rng = StdRng::seed_from_u64(seed);
     let acts = activations();
-    let losses = [
-        Loss::Mse,
-        Loss::Mae,
-        Loss::Huber,
-        Loss::BinaryCrossentropy,
-        Loss::CategoricalCrossentropy,
-        Loss::SparseCategoricalCrossentropy,
-    ];
-    let loss = losses[rng.gen_range(0..losses.len())];
+    let loss = Loss::ALL[rng.gen_range(0..Loss::ALL.len())];
     let opts = optimizers();
     let opt = opts[rng.gen_range(0..opts.len())];
     let depth = rng.gen_range(1..=4);

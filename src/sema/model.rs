@@ -263,6 +263,16 @@ pub enum Loss {
 }
 
 impl Loss {
+    /// Every loss, for tests and fuzzing that try them all.
+    pub const ALL: [Loss; 6] = [
+        Loss::Mse,
+        Loss::Mae,
+        Loss::Huber,
+        Loss::BinaryCrossentropy,
+        Loss::CategoricalCrossentropy,
+        Loss::SparseCategoricalCrossentropy,
+    ];
+
     /// The loss's name as written in `.nn` files.
     pub fn keyword(self) -> &'static str {
         match self {
