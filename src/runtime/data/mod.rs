@@ -90,20 +90,16 @@ impl Features {
         self.len() == 0
     }
 
-    /// The values `start .. start + out.len()` into `out`, as floats.
-    fn copy_into(&self, start: usize, out: &mut [f32]) {
-        let end = start + out.len();
-        match self {
-            Features::Values(v) => out.copy_from_slice(&v[start..end]),
-            Features::Pixels(p) => pixels_to_f32(&p[start..end], out),
-        }
-    }
-
     /// Every value as a float (a copy).
     pub fn to_f32(&self) -> Vec<f32> {
-        let mut out = vec![0.0; self.len()];
-        self.copy_into(0, &mut out);
-        out
+        match self {
+            Features::Values(v) => v.clone(),
+            Features::Pixels(p) => {
+                let mut out = vec![0.0; p.len()];
+                pixels_to_f32(p, &mut out);
+                out
+            }
+        }
     }
 
     /// Every value as a float, reusing the buffer when the values are floats already.
@@ -144,6 +140,7 @@ pub mod idx;
 
 use rand::rngs::StdRng;
 use rand::seq::SliceRandom;
+use rand::RngCore;
 use rand::SeedableRng;
 
 use crate::sema::model::{DataSource, Loss, Model, TestSource, TrainConfig};
@@ -231,13 +228,33 @@ pub fn prepare(model: &Model, config: &TrainConfig) -> Result<Prepared, String> 
 
 /// The training rows' order in `epoch`: a permutation of `0..rows` fixed by
 /// `seed` and `epoch`, independent of the generator used for the splits.
+///
+/// A Fisher-Yates shuffle drawing each index with `uniform_below`: three times
+/// faster than rand's `shuffle`, whose range sampling cost more than a small
+/// network's whole epoch of steps (1.4 of 6 ms for 100,000 rows).
 pub fn shuffled_order(rows: usize, seed: u64, epoch: usize) -> Vec<usize> {
     const SHUFFLE_STREAM: u64 = 0x5348_5546_464c_4521;
     let mut rng =
         StdRng::seed_from_u64(splitmix64(splitmix64(seed ^ SHUFFLE_STREAM) ^ epoch as u64));
     let mut order: Vec<usize> = (0..rows).collect();
-    order.shuffle(&mut rng);
+    for i in (1..rows).rev() {
+        order.swap(i, uniform_below(&mut rng, i + 1));
+    }
     order
+}
+
+/// A uniform integer in `0..n` (`n > 0`): the high half of a 64x64-bit product,
+/// redrawn in the rare case that would favour some values (Lemire's method).
+fn uniform_below(rng: &mut StdRng, n: usize) -> usize {
+    let n = n as u64;
+    let mut product = u128::from(rng.next_u64()) * u128::from(n);
+    if (product as u64) < n {
+        let threshold = n.wrapping_neg() % n;
+        while (product as u64) < threshold {
+            product = u128::from(rng.next_u64()) * u128::from(n);
+        }
+    }
+    (product >> 64) as usize
 }
 
 /// Copies the samples `rows` of `ds` into the front of `x` (features) and `y`
@@ -252,9 +269,42 @@ pub fn gather(ds: &Dataset, rows: &[usize], x: &mut [f32], y: &mut [f32]) {
         x.len() >= rows.len() * fc && y.len() >= rows.len() * tw,
         "gather: batch buffers too small"
     );
-    for (i, &r) in rows.iter().enumerate() {
-        ds.features.copy_into(r * fc, &mut x[i * fc..(i + 1) * fc]);
-        y[i * tw..(i + 1) * tw].copy_from_slice(&ds.targets[r * tw..(r + 1) * tw]);
+    match &ds.features {
+        Features::Values(v) => copy_rows(v, rows, fc, x),
+        Features::Pixels(p) => {
+            for (i, &r) in rows.iter().enumerate() {
+                pixels_to_f32(&p[r * fc..(r + 1) * fc], &mut x[i * fc..(i + 1) * fc]);
+            }
+        }
+    }
+    copy_rows(&ds.targets, rows, tw, y);
+}
+
+/// Copies the rows `rows` of `width` values each from `values` into the front of
+/// `out`. Rows of up to eight values (csv features, class targets) are copied by
+/// code made for their width: a call to `memcpy` per row of three floats cost more
+/// than a small network's train step.
+fn copy_rows(values: &[f32], rows: &[usize], width: usize, out: &mut [f32]) {
+    fn fixed<const W: usize>(values: &[f32], rows: &[usize], out: &mut [f32]) {
+        for (o, &r) in out.chunks_exact_mut(W).zip(rows) {
+            o.copy_from_slice(&values[r * W..(r + 1) * W]);
+        }
+    }
+    match width {
+        0 => {}
+        1 => fixed::<1>(values, rows, out),
+        2 => fixed::<2>(values, rows, out),
+        3 => fixed::<3>(values, rows, out),
+        4 => fixed::<4>(values, rows, out),
+        5 => fixed::<5>(values, rows, out),
+        6 => fixed::<6>(values, rows, out),
+        7 => fixed::<7>(values, rows, out),
+        8 => fixed::<8>(values, rows, out),
+        _ => {
+            for (o, &r) in out.chunks_exact_mut(width).zip(rows) {
+                o.copy_from_slice(&values[r * width..(r + 1) * width]);
+            }
+        }
     }
 }
 
