@@ -4,7 +4,7 @@
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
-use super::jit::Unary;
+use super::jit::{compile_optimized, Unary};
 use super::kernels::Emitter;
 use super::{clif_text, compile};
 use crate::ir::build::{self, add_tensor, predict, train_step};
@@ -211,18 +211,28 @@ fn arena_error(
     worst
 }
 
-/// Runs `g` through the JIT and the interpreter from the same arena and returns the
-/// worst error over every arena tensor.
+/// Runs `g` through the JIT (compiled with and without Cranelift's optimizer) and the
+/// interpreter from the same arena and returns the worst error over every arena tensor.
 fn jit_vs_interp(g: &Graph, arena: &[f32], x: &[f32], y: &[f32], steps: u64) -> (f64, String) {
     let layout = Layout::new(g);
-    let compiled = compile(g, &layout).unwrap_or_else(|e| panic!("{e}"));
-    let (mut a, mut b) = (arena.to_vec(), arena.to_vec());
+    let mut expected = arena.to_vec();
     for step in 0..steps {
-        compiled.run(&mut a, x, y, step).expect("sizes");
-        interp::run(g, &layout, &mut b, x, y, step);
+        interp::run(g, &layout, &mut expected, x, y, step);
     }
     let ids: Vec<TensorId> = (0..g.tensors.len()).collect();
-    arena_error(g, &layout, &a, &b, None, &ids)
+    let mut worst = (0.0, String::new());
+    for optimize in [false, true] {
+        let compiled = compile_optimized(g, &layout, optimize).unwrap_or_else(|e| panic!("{e}"));
+        let mut got = arena.to_vec();
+        for step in 0..steps {
+            compiled.run(&mut got, x, y, step).expect("sizes");
+        }
+        let (err, at) = arena_error(g, &layout, &got, &expected, None, &ids);
+        if !(err <= worst.0) {
+            worst = (err, format!("{at} (optimized: {optimize})"));
+        }
+    }
+    worst
 }
 
 fn random(rng: &mut StdRng, n: usize, lo: f32, hi: f32) -> Vec<f32> {
