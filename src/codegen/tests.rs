@@ -228,7 +228,7 @@ fn jit_vs_interp(g: &Graph, arena: &[f32], x: &[f32], y: &[f32], steps: u64) -> 
             compiled.run(&mut got, x, y, step).expect("sizes");
         }
         let (err, at) = arena_error(g, &layout, &got, &expected, None, &ids);
-        if !(err <= worst.0) {
+        if err > worst.0 {
             worst = (err, format!("{at} (optimized: {optimize})"));
         }
     }
