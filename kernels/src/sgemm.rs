@@ -158,7 +158,7 @@ pub unsafe fn sgemm(
             if let Lines::Columns = sparse.kind {
                 sparse.columns_to_rows();
             }
-            let blocks = sparse.find_blocks();
+            let blocks = sparse.line_len.div_ceil(SPARSE_BLOCK);
             let sparse = &*sparse;
             split_columns(n, SPARSE_SLAB, parts, &|columns| {
                 PACKED.with(|packed| unsafe {
@@ -352,7 +352,9 @@ struct SparseLines {
     /// How many indices a line has room for (`k` for rows, `m` for columns).
     line_len: usize,
     /// Where each line's nonzeros of each `SPARSE_BLOCK` of indices start
-    /// (`blocks + 1` entries per line, the last the line's end).
+    /// (`blocks + 1` entries per line, the last the line's end), for `Lines::Rows`;
+    /// recorded as the nonzeros are collected or sorted into rows, which visit each
+    /// line's indices in increasing order.
     block_starts: Vec<usize>,
     /// Working space of `columns_to_rows`.
     sorted_indices: Vec<u32>,
@@ -388,11 +390,13 @@ impl SparseLines {
         self.kind = kind;
         self.line_len = line_len;
         self.starts.clear();
+        self.block_starts.clear();
+        let record_blocks = matches!(kind, Lines::Rows);
         let mut count = 0;
         for l in 0..lines {
             self.starts.push(count);
             let line = a.ptr.wrapping_offset(l as isize * stride);
-            count = unsafe { self.append_nonzeros(line, line_len, count) };
+            count = unsafe { self.append_nonzeros(line, line_len, count, record_blocks) };
             if count > max_nonzeros {
                 return false;
             }
@@ -403,15 +407,26 @@ impl SparseLines {
 
     /// Appends the nonzeros of `line[..len]` (positions and values) at `count`;
     /// returns the new count. Branch-free: each 8 elements are compressed with a
-    /// permutation chosen by their nonzero mask.
+    /// permutation chosen by their nonzero mask. With `record_blocks`, also appends
+    /// the line's `block_starts`.
     ///
     /// # Safety
     /// `line` has `len` elements; there is room for `len + 8` more nonzeros.
     #[target_feature(enable = "avx2")]
-    unsafe fn append_nonzeros(&mut self, line: *const f32, len: usize, mut count: usize) -> usize {
+    unsafe fn append_nonzeros(
+        &mut self,
+        line: *const f32,
+        len: usize,
+        mut count: usize,
+        record_blocks: bool,
+    ) -> usize {
         use std::arch::x86_64::*;
+        // A block starts every `SPARSE_BLOCK` positions, a multiple of 8.
         let full = len / 8 * 8;
         for p in (0..full).step_by(8) {
+            if record_blocks && p % SPARSE_BLOCK == 0 {
+                self.block_starts.push(count);
+            }
             let v = unsafe { _mm256_loadu_ps(line.add(p)) };
             let mask = _mm256_movemask_ps(_mm256_cmp_ps::<_CMP_NEQ_UQ>(v, _mm256_setzero_ps()));
             let order =
@@ -430,6 +445,9 @@ impl SparseLines {
             count += mask.count_ones() as usize;
         }
         for p in full..len {
+            if record_blocks && p % SPARSE_BLOCK == 0 {
+                self.block_starts.push(count);
+            }
             let v = unsafe { *line.add(p) };
             if v != 0.0 {
                 self.indices[count] = p as u32;
@@ -437,25 +455,10 @@ impl SparseLines {
                 count += 1;
             }
         }
-        count
-    }
-
-    /// Fills `block_starts` for blocks of `SPARSE_BLOCK` indices; returns how many
-    /// blocks a line has.
-    fn find_blocks(&mut self) -> usize {
-        let blocks = self.line_len.div_ceil(SPARSE_BLOCK);
-        self.block_starts.clear();
-        for line in self.starts.windows(2) {
-            let indices = &self.indices[line[0]..line[1]];
-            // Each line's indices increase: a binary search per block boundary.
-            for block in 0..blocks {
-                let limit = (block * SPARSE_BLOCK) as u32;
-                self.block_starts
-                    .push(line[0] + indices.partition_point(|&p| p < limit));
-            }
-            self.block_starts.push(line[1]);
+        if record_blocks {
+            self.block_starts.push(count);
         }
-        blocks
+        count
     }
 
     /// The nonzeros of line `line` in block `block` (of `blocks` per line).
@@ -540,12 +543,16 @@ impl SparseLines {
             sorted_indices,
             sorted_values,
             next,
+            block_starts,
             ..
         } = self;
         sorted_indices.resize(indices.len(), 0);
         sorted_values.resize(values.len(), 0.0);
         next.clear();
         next.resize(m + 1, 0);
+        let blocks = k.div_ceil(SPARSE_BLOCK);
+        block_starts.clear();
+        block_starts.resize(m * (blocks + 1), 0);
         count_into_rows(
             starts,
             &indices[..count],
@@ -553,6 +560,7 @@ impl SparseLines {
             next,
             sorted_indices,
             sorted_values,
+            block_starts,
         );
         std::mem::swap(indices, sorted_indices);
         std::mem::swap(values, sorted_values);
@@ -564,8 +572,9 @@ impl SparseLines {
 
 /// The counting sort of `columns_to_rows`: `column_starts` bound each column's
 /// nonzeros (`rows`, `values`); `row_starts` (zeroed, one entry per row plus one)
-/// becomes the rows' bounds and `columns`, `sorted_values` their nonzeros. A
-/// function of its own so that the compiler knows the slices apart.
+/// becomes the rows' bounds and `columns`, `sorted_values` their nonzeros, and
+/// `block_starts` (`blocks + 1` per row) each row's blocks of `SPARSE_BLOCK`
+/// columns. A function of its own so that the compiler knows the slices apart.
 fn count_into_rows(
     column_starts: &[usize],
     rows: &[u32],
@@ -573,6 +582,7 @@ fn count_into_rows(
     row_starts: &mut [usize],
     columns: &mut [u32],
     sorted_values: &mut [f32],
+    block_starts: &mut [usize],
 ) {
     let m = row_starts.len() - 1;
     for &i in rows {
@@ -581,14 +591,24 @@ fn count_into_rows(
     for i in 0..m {
         row_starts[i + 1] += row_starts[i];
     }
+    let stride = block_starts.len() / m.max(1);
     // Each row's next free place: `row_starts` shifted by one, restored after.
     for (p, bounds) in column_starts.windows(2).enumerate() {
+        if p % SPARSE_BLOCK == 0 {
+            // Where each row's nonzeros of columns `p..` begin.
+            for (i, &next) in row_starts[..m].iter().enumerate() {
+                block_starts[i * stride + p / SPARSE_BLOCK] = next;
+            }
+        }
         for at in bounds[0]..bounds[1] {
             let next = &mut row_starts[rows[at] as usize];
             columns[*next] = p as u32;
             sorted_values[*next] = values[at];
             *next += 1;
         }
+    }
+    for (i, &end) in row_starts[..m].iter().enumerate() {
+        block_starts[i * stride + stride - 1] = end;
     }
     row_starts.copy_within(0..m, 1);
     row_starts[0] = 0;
@@ -736,6 +756,7 @@ mod tests {
             (13, 33, 17),
             (40, 300, 70),
             (5, 70, 64),
+            (3, 128, 64),
             (130, 150, 129),
             (9, 600, 200),
         ];
