@@ -41,6 +41,11 @@ thread_local! {
     static SPARSE: RefCell<SparseLines> = RefCell::default();
 }
 
+/// Forgets the operands `sgemm` was told were fixed: their values may change now.
+pub fn inputs_changed() {
+    SPARSE.with(|sparse| sparse.borrow_mut().fixed = None);
+}
+
 /// `c`, shared by the parts of a product, which write disjoint columns of it.
 #[derive(Clone, Copy)]
 struct Output(*mut f32);
@@ -114,6 +119,11 @@ pub fn supported() -> bool {
 /// products are split by columns over `threads` threads: every element is computed
 /// the same way whatever the count, so results do not depend on it.
 ///
+/// `a_fixed` promises that `a` keeps its values until the next `inputs_changed` on
+/// this thread: a sparse `a` is then collected once for every product that reads the
+/// same lines (a train step's input batch, read by the first layer forward and by its
+/// weight gradient transposed).
+///
 /// # Safety
 /// `supported()`; the pointers and strides describe matrices of those shapes.
 #[allow(clippy::too_many_arguments)]
@@ -129,6 +139,7 @@ pub unsafe fn sgemm(
     csb: isize,
     c: *mut f32,
     threads: usize,
+    a_fixed: bool,
 ) {
     let a = Strided {
         ptr: a,
@@ -152,7 +163,7 @@ pub unsafe fn sgemm(
         // finite `b` (`0 * inf` is NaN).
         let sparse_ready = csb == 1
             && n >= SPARSE_SLAB
-            && unsafe { sparse.gather(a, m, k) }
+            && unsafe { sparse.gather(a, m, k, a_fixed) }
             && unsafe { all_finite(b, k, n) };
         if sparse_ready {
             if let Lines::Columns = sparse.kind {
@@ -360,6 +371,20 @@ struct SparseLines {
     sorted_indices: Vec<u32>,
     sorted_values: Vec<f32>,
     next: Vec<usize>,
+    /// Set when the lines held were collected as rows of a fixed operand (see
+    /// `sgemm`): which lines they are.
+    fixed: Option<LinesKey>,
+}
+
+/// Where a set of lines lies in memory: the first line, how many, how long, and the
+/// distance between their starts.
+#[derive(Clone, Copy, PartialEq, Eq)]
+struct LinesKey {
+    /// The address (a number: the key is shared with the helper threads).
+    first: usize,
+    lines: usize,
+    line_len: usize,
+    stride: isize,
 }
 
 impl SparseLines {
@@ -369,7 +394,7 @@ impl SparseLines {
     ///
     /// # Safety
     /// `a` describes an `m x k` matrix.
-    unsafe fn gather(&mut self, a: Strided, m: usize, k: usize) -> bool {
+    unsafe fn gather(&mut self, a: Strided, m: usize, k: usize, a_fixed: bool) -> bool {
         if m * k == 0 || m.max(k) > u32::MAX as usize {
             return false;
         }
@@ -380,6 +405,19 @@ impl SparseLines {
         } else {
             return false;
         };
+        let key = LinesKey {
+            first: a.ptr as usize,
+            lines,
+            line_len,
+            stride,
+        };
+        if a_fixed && self.fixed == Some(key) {
+            // The same lines, collected as rows (with their blocks) since `a` was
+            // last changed; as columns they are sorted into rows next.
+            self.kind = kind;
+            return true;
+        }
+        self.fixed = None;
         let max_nonzeros = (SPARSE_MAX_DENSITY * (m * k) as f64) as usize;
         // Room for one line past the limit, and the spill of one 8-wide store.
         let room = max_nonzeros + line_len + 8;
@@ -402,6 +440,9 @@ impl SparseLines {
             }
         }
         self.starts.push(count);
+        if a_fixed && record_blocks {
+            self.fixed = Some(key);
+        }
         true
     }
 
@@ -534,6 +575,8 @@ impl SparseLines {
     /// Re-sorts nonzeros gathered as `Lines::Columns` into rows (by counting),
     /// each row in increasing column.
     fn columns_to_rows(&mut self) {
+        // The lines become others.
+        self.fixed = None;
         let (k, m) = (self.starts.len() - 1, self.line_len);
         let count = self.starts[k];
         let Self {
@@ -715,6 +758,7 @@ mod tests {
                     csb,
                     c.as_mut_ptr(),
                     threads,
+                    false,
                 );
             }
             c
@@ -791,9 +835,83 @@ mod tests {
                 1,
                 c.as_mut_ptr(),
                 1,
+                false,
             )
         };
         c
+    }
+
+    #[test]
+    fn a_fixed_operand_is_collected_once_until_inputs_change() {
+        // A sparse batch `x` read as `x * w` (its rows) and `x^T * d` (its columns),
+        // as a train step does: marked fixed, the second product reuses the first's
+        // nonzeros; the results equal those of unmarked products, and new values of
+        // `x` are read after `inputs_changed`.
+        if !supported() {
+            return;
+        }
+        let (m, k, n) = (20, 150, 64);
+        let mut rng = StdRng::seed_from_u64(9);
+        let mut x = operand(&mut rng, m * k, 0.1);
+        let w = operand(&mut rng, k * n, 1.0);
+        let d = operand(&mut rng, m * n, 1.0);
+        let forward = |x: &[f32], fixed: bool| {
+            let mut c = vec![f32::NAN; m * n];
+            let (a, b) = (x.as_ptr(), w.as_ptr());
+            unsafe {
+                sgemm(
+                    m,
+                    k,
+                    n,
+                    a,
+                    k as isize,
+                    1,
+                    b,
+                    n as isize,
+                    1,
+                    c.as_mut_ptr(),
+                    1,
+                    fixed,
+                )
+            };
+            c
+        };
+        let backward = |x: &[f32], fixed: bool| {
+            let mut c = vec![f32::NAN; k * n];
+            let (a, b) = (x.as_ptr(), d.as_ptr());
+            unsafe {
+                sgemm(
+                    k,
+                    m,
+                    n,
+                    a,
+                    1,
+                    k as isize,
+                    b,
+                    n as isize,
+                    1,
+                    c.as_mut_ptr(),
+                    1,
+                    fixed,
+                )
+            };
+            c
+        };
+        let (plain_forward, plain_backward) = (forward(&x, false), backward(&x, false));
+        inputs_changed();
+        assert_eq!(forward(&x, true), plain_forward);
+        assert_eq!(forward(&x, true), plain_forward, "rows reused as rows");
+        assert_eq!(backward(&x, true), plain_backward, "rows reused as columns");
+        assert_eq!(forward(&x, true), plain_forward, "collected again");
+
+        for v in x.iter_mut() {
+            *v *= -2.0;
+        }
+        inputs_changed();
+        let changed = forward(&x, true);
+        assert_ne!(changed, plain_forward);
+        assert_eq!(changed, forward(&x, false));
+        assert_eq!(backward(&x, true), backward(&x, false));
     }
 
     #[test]

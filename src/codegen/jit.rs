@@ -38,7 +38,8 @@ pub fn threads() -> usize {
 }
 
 /// `c[m, n] = a[m, k] * b[k, n]` with arbitrary element strides, overwriting `c`
-/// (row-major, contiguous).
+/// (row-major, contiguous). `a_is_input` is 1 when `a` is the call's input batch,
+/// which no node writes: its nonzeros are then collected once per call.
 ///
 /// # Safety
 /// Only called from generated code, with pointers to arena or data buffers that the
@@ -54,13 +55,31 @@ pub(super) unsafe extern "C" fn nnc_sgemm(
     rsb: isize,
     csb: isize,
     c: *mut f32,
+    a_is_input: i64,
 ) {
     #[cfg(target_arch = "x86_64")]
     if nnc_kernels::sgemm::supported() {
-        // SAFETY: as for this function.
-        unsafe { nnc_kernels::sgemm::sgemm(m, k, n, a, rsa, csa, b, rsb, csb, c, threads()) };
+        // SAFETY: as for this function; the input batch stays the same until the
+        // next call of generated code, which says `inputs_changed`.
+        unsafe {
+            nnc_kernels::sgemm::sgemm(
+                m,
+                k,
+                n,
+                a,
+                rsa,
+                csa,
+                b,
+                rsb,
+                csb,
+                c,
+                threads(),
+                a_is_input != 0,
+            )
+        };
         return;
     }
+    let _ = a_is_input;
     let threads = threads();
     let parallelism = if threads > 1 && m * n * k >= nnc_kernels::PARALLEL_MIN_MACS {
         gemm::Parallelism::Rayon(threads)
@@ -212,7 +231,7 @@ fn define(
     ctx.func.name = UserFuncName::user(0, fid.as_u32());
     let (f, i) = (types::F32, types::I64);
     let imports = Imports {
-        sgemm: import(module, &mut ctx, "nnc_sgemm", &[i; 10], None)?,
+        sgemm: import(module, &mut ctx, "nnc_sgemm", &[i; 11], None)?,
         powf: import(module, &mut ctx, "nnc_powf", &[f, f], Some(f))?,
         logf: import(module, &mut ctx, "nnc_logf", &[f], Some(f))?,
         profile_mark: import(module, &mut ctx, "nnc_profile_mark", &[i, i], None)?,
@@ -405,6 +424,8 @@ impl Compiled {
     /// `arena` must hold the layout's `len` floats, `x` the input batch and `y` the
     /// target batch (unused by predict graphs) of the graph this was compiled from.
     pub unsafe fn call(&self, arena: *mut f32, x: *const f32, y: *const f32, step: u64) {
+        #[cfg(target_arch = "x86_64")]
+        nnc_kernels::sgemm::inputs_changed();
         // SAFETY: forwarded to the caller.
         unsafe { (self.func)(arena, x, y, step) }
     }

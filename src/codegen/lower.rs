@@ -288,6 +288,7 @@ impl Lower<'_, '_, '_> {
         args.push(self.e.iconst(rsb as i64));
         args.push(self.e.iconst(csb as i64));
         args.push(pc);
+        args.push(self.e.iconst(i64::from(a == self.graph.input)));
         self.e.b.ins().call(self.imports.sgemm, &args);
         Ok(())
     }

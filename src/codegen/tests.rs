@@ -669,6 +669,8 @@ fn train_both_in(
             worst = (err.0, format!("{what}; {stage}: {}", err.1));
         }
     };
+    // Batches are copied into the same buffers for every step, as the trainer does.
+    let (mut x_buf, mut y_buf) = (vec![0.0; batch * input], vec![0.0; batch * y_per_row]);
     for (step, start) in (0..rows).step_by(batch).enumerate() {
         let step = step as u64;
         let n = batch.min(rows - start);
@@ -677,8 +679,11 @@ fn train_both_in(
         } else {
             (1, &graphs[1])
         };
-        let xb = &x[start * input..(start + n) * input];
-        let yb = &y[start * y_per_row..(start + n) * y_per_row];
+        let xb = &mut x_buf[..n * input];
+        xb.copy_from_slice(&x[start * input..(start + n) * input]);
+        let yb = &mut y_buf[..n * y_per_row];
+        yb.copy_from_slice(&y[start * y_per_row..(start + n) * y_per_row]);
+        let (xb, yb) = (&*xb, &*yb);
         let mut exact: Vec<f64> = int_arena.iter().map(|&v| v as f64).collect();
         let wide = |v: &[f32]| v.iter().map(|&v| v as f64).collect::<Vec<f64>>();
         interp::run_in(g, layout, &mut exact, &wide(xb), &wide(yb), step);
@@ -750,6 +755,49 @@ fn matmul_of_a_mostly_zero_operand_matches_the_interpreter() {
         }
         let (err, at) = jit_vs_interp(&g.g, &arena, &[0.0], &[], 1);
         assert!(err <= 1e-6, "{m}x{k}x{n}: error {err} at {at}");
+    }
+}
+
+#[test]
+fn a_sparse_input_batch_is_read_anew_by_every_call() {
+    // The first layer's products collect the nonzeros of a mostly-zero input batch
+    // once per call (forward, then transposed for the weight gradient). Batches come
+    // in one reused buffer: every call must read the new one, in training and in
+    // prediction (which has no transposed product to reuse them).
+    let adam = Optimizer::Adam {
+        learning_rate: 0.001,
+        beta_1: 0.9,
+        beta_2: 0.999,
+        epsilon: 1e-7,
+    };
+    let loss = Loss::SparseCategoricalCrossentropy;
+    let layers = vec![dense(64, Activation::Relu), dense(10, Activation::Softmax)];
+    let model = sequential(&[200], layers, loss, adam);
+    let (rows, batch) = (48, 16);
+    let mut rng = StdRng::seed_from_u64(11);
+    let mut x = random(&mut rng, rows * 200, 0.0, 1.0);
+    for v in &mut x {
+        if rng.gen_bool(0.85) {
+            *v = 0.0;
+        }
+    }
+    let y = model_targets(&mut rng, loss, rows, 10);
+    let (err, at) = train_both(&model, &x, &y, rows, batch, 11, "sparse input");
+    assert!(err < 1e-5, "training: {err:e} at {at}");
+
+    let g = predict(&model, batch).expect("predict graph");
+    let layout = Layout::planned(&g);
+    let compiled = compile(&g, &layout).expect("compiles");
+    let mut arena = vec![0.0; layout.len];
+    initialize(&model, &g, &layout, &mut arena, 3);
+    let mut x_buf = vec![0.0; batch * 200];
+    for chunk in x.chunks(batch * 200) {
+        x_buf.copy_from_slice(chunk);
+        let mut expected = arena.clone();
+        interp::run(&g, &layout, &mut expected, &x_buf, &[], 0);
+        compiled.run(&mut arena, &x_buf, &[], 0).expect("sizes");
+        let (err, at) = arena_error(&g, &layout, &arena, &expected, None, &[g.output]);
+        assert!(err < 1e-5, "prediction: {err:e} at {at}");
     }
 }
 
