@@ -1,5 +1,6 @@
-//! The matrix-product kernels behind nnc's generated code: `sgemm` (x86-64 with
-//! AVX2 and FMA) and the helper threads that split a product (`parallel`).
+//! The kernels behind nnc's generated code (x86-64 with AVX2 and FMA): the matrix
+//! product `sgemm`, the helper threads that split a product (`parallel`), and
+//! Adam's update of large tensors (`update`).
 //!
 //! A crate of its own so that it is built optimized even in the dev profile (see
 //! the workspace's Cargo.toml): unoptimized SIMD intrinsics run hundreds of times
@@ -13,3 +14,5 @@ pub const PARALLEL_MIN_MACS: usize = 1 << 18;
 mod parallel;
 #[cfg(target_arch = "x86_64")]
 pub mod sgemm;
+#[cfg(target_arch = "x86_64")]
+pub mod update;

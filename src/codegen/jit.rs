@@ -146,6 +146,47 @@ extern "C" fn nnc_profile_mark(function: u64, node: u64) {
     });
 }
 
+/// Adam's update of `n` weights (see `nnc_kernels::update`); `has_decay` is 1 for
+/// AdamW, whose decay is `weight_decay` times `learning_rate`.
+///
+/// # Safety
+/// Only called from generated code, on machines where `vector_adam()` holds, with
+/// four distinct buffers of `n` floats.
+#[cfg(target_arch = "x86_64")]
+#[allow(clippy::too_many_arguments)]
+unsafe extern "C" fn nnc_adam(
+    w: *mut f32,
+    g: *const f32,
+    m: *mut f32,
+    v: *mut f32,
+    n: usize,
+    alpha: f32,
+    one_minus_beta_1: f32,
+    one_minus_beta_2: f32,
+    epsilon: f32,
+    weight_decay: f32,
+    learning_rate: f32,
+    has_decay: i64,
+) {
+    let constants = nnc_kernels::update::Adam {
+        alpha,
+        one_minus_beta_1,
+        one_minus_beta_2,
+        epsilon,
+        decay: (has_decay != 0).then_some((weight_decay, learning_rate)),
+    };
+    // SAFETY: as for this function.
+    unsafe { nnc_kernels::update::adam(w, g, m, v, n, constants) }
+}
+
+/// Whether generated code may call `nnc_adam`.
+fn vector_adam() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    return nnc_kernels::sgemm::supported();
+    #[cfg(not(target_arch = "x86_64"))]
+    false
+}
+
 extern "C" fn nnc_powf(a: f32, b: f32) -> f32 {
     a.powf(b)
 }
@@ -190,6 +231,8 @@ fn new_module(optimize: bool) -> Result<JITModule, String> {
         .map_err(|e| format!("cranelift target: {e}"))?;
     let mut jb = JITBuilder::with_isa(isa, default_libcall_names());
     jb.symbol("nnc_sgemm", nnc_sgemm as *const u8);
+    #[cfg(target_arch = "x86_64")]
+    jb.symbol("nnc_adam", nnc_adam as *const u8);
     jb.symbol("nnc_powf", nnc_powf as *const u8);
     jb.symbol("nnc_logf", nnc_logf as *const u8);
     jb.symbol("nnc_profile_mark", nnc_profile_mark as *const u8);
@@ -235,6 +278,12 @@ fn define(
         powf: import(module, &mut ctx, "nnc_powf", &[f, f], Some(f))?,
         logf: import(module, &mut ctx, "nnc_logf", &[f], Some(f))?,
         profile_mark: import(module, &mut ctx, "nnc_profile_mark", &[i, i], None)?,
+        adam: if vector_adam() {
+            let params = [i, i, i, i, i, f, f, f, f, f, f, i];
+            Some(import(module, &mut ctx, "nnc_adam", &params, None)?)
+        } else {
+            None
+        },
     };
     let mut fbc = FunctionBuilderContext::new();
     let mut b = FunctionBuilder::new(&mut ctx.func, &mut fbc);

@@ -23,6 +23,8 @@ pub struct Imports {
     pub powf: FuncRef,
     pub logf: FuncRef,
     pub profile_mark: FuncRef,
+    /// Adam's update eight weights at a time, where the machine has it.
+    pub adam: Option<FuncRef>,
 }
 
 pub struct Lower<'e, 'a, 'g> {
@@ -870,11 +872,22 @@ impl Lower<'_, '_, '_> {
         // value (two square roots and a division) inside each loop that uses it.
         let e = &mut self.e;
         let alpha = e.b.ins().stack_load(types::I64, types::F32, slot, 0);
-        let alpha4 = e.b.ins().splat(types::F32X4, alpha);
         let (omb1, omb2) = (
             crate::ir::optim::one_minus(b1),
             crate::ir::optim::one_minus(b2),
         );
+        if let Some(adam) = self.imports.adam.filter(|_| n >= VECTOR_ADAM_MIN_WEIGHTS) {
+            let (wd, has_decay) = (weight_decay.unwrap_or(0.0), weight_decay.is_some());
+            let n = e.iconst(n as i64);
+            let mut args = vec![w, g, pm, pv, n, alpha];
+            for c in [omb1, omb2, eps, wd, lr] {
+                args.push(e.b.ins().f32const(c));
+            }
+            args.push(e.iconst(i64::from(has_decay)));
+            e.b.ins().call(adam, &args);
+            return;
+        }
+        let alpha4 = e.b.ins().splat(types::F32X4, alpha);
         e.map(n, |e, ty, i| {
             let mut wv = e.ld(ty, w, i);
             if let Some(wd) = weight_decay {
@@ -926,6 +939,11 @@ impl Lower<'_, '_, '_> {
         e.fdiv(num, d1)
     }
 }
+
+/// Tensors of at least this many weights are updated by `nnc_adam` (eight at a time)
+/// rather than by emitted code (four at a time), whose loop costs less than the call
+/// below this.
+const VECTOR_ADAM_MIN_WEIGHTS: usize = 1024;
 
 /// Products up to this many multiply-adds are emitted inline: a call into the GEMM
 /// (argument checks, packing, dispatch) costs more than the whole product.
