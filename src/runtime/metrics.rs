@@ -45,13 +45,16 @@ impl Accumulator {
     /// Adds a batch: `predictions.len() / output_size` samples.
     pub fn add(&mut self, predictions: &[f32], targets: &[f32]) {
         let (out, tw) = (self.output_size, self.target_width);
-        for (p, t) in predictions.chunks_exact(out).zip(targets.chunks_exact(tw)) {
-            match self.metric {
-                Metric::Accuracy => {
-                    self.sum += f64::from(u8::from(correct(p, t)));
-                    self.count += 1;
-                }
-                Metric::Mse | Metric::Mae => {
+        let samples = predictions.chunks_exact(out).zip(targets.chunks_exact(tw));
+        match self.metric {
+            Metric::Accuracy => {
+                let seen = (predictions.len() / out).min(targets.len() / tw);
+                let right = samples.filter(|(p, t)| correct(p, t)).count();
+                self.sum += right as f64;
+                self.count += seen as u64;
+            }
+            Metric::Mse | Metric::Mae => {
+                for (p, t) in samples {
                     for (k, &v) in p.iter().enumerate() {
                         // A class index against several outputs is compared as one-hot.
                         let target = if tw == out {

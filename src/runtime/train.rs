@@ -236,17 +236,17 @@ pub fn train(
     // With `save`, the weights at the end of the last complete epoch: what Ctrl-C saves.
     let mut kept: Option<Vec<Vec<f32>>> = None;
     let mut completed = 0;
+    // The rows in epoch order; reshuffled in place each epoch.
+    let mut order: Vec<usize> = (0..train_set.rows).collect();
 
     'epochs: for epoch in 1..=config.epochs {
         if interrupt::requested() {
             break;
         }
         let started = Instant::now();
-        let order: Vec<usize> = if config.shuffle {
-            data::shuffled_order(train_set.rows, config.seed, epoch)
-        } else {
-            (0..train_set.rows).collect()
-        };
+        if config.shuffle {
+            data::shuffle_order(&mut order, config.seed, epoch);
+        }
         reporter.epoch_started(epoch, config.epochs, batches_per_epoch);
         let (mut loss_sum, mut rows_done) = (0f64, 0usize);
         let mut metrics = accumulators(&config, model, train_set)?;
