@@ -328,19 +328,18 @@ pub fn prefetch(ds: &Dataset, rows: &[usize]) {
 fn prefetch_lines<T>(values: &[T]) {
     const LINE: usize = 64;
     let first = values.as_ptr().cast::<u8>();
-    let start = first as usize;
-    let end = start + std::mem::size_of_val(values);
-    // One address in each 64-byte line from the one holding the first byte.
-    for line in (start - start % LINE..end).step_by(LINE) {
+    let end = first.wrapping_add(std::mem::size_of_val(values));
+    // From the start of the line holding the first byte, one address per line (a
+    // plain loop: this runs for every row of every batch).
+    let mut line = first.wrapping_sub(first as usize % LINE);
+    while line < end {
         #[cfg(target_arch = "x86_64")]
         {
             use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
-            let address = first.wrapping_add(line.saturating_sub(start));
             // SAFETY: SSE is part of x86_64, and a prefetch never faults.
-            unsafe { _mm_prefetch::<_MM_HINT_T0>(address.cast()) };
+            unsafe { _mm_prefetch::<_MM_HINT_T0>(line.cast()) };
         }
-        #[cfg(not(target_arch = "x86_64"))]
-        let _ = (first, line);
+        line = line.wrapping_add(LINE);
     }
 }
 
