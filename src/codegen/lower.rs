@@ -393,6 +393,23 @@ impl Lower<'_, '_, '_> {
         e.b.use_var(sum)
     }
 
+    /// A pointer to `softmax(z)` when the graph computes it as its output (alive
+    /// through the whole function: the trainer reads it after the step) before the
+    /// node writing `user`, so that a fused softmax loss's gradient need not compute
+    /// it again.
+    fn softmax_of(&mut self, z: TensorId, user: TensorId) -> Result<Option<Value>, String> {
+        let out = self.graph.output;
+        let nodes = &self.graph.nodes;
+        let made = nodes
+            .iter()
+            .position(|n| matches!(n.op, Op::Softmax) && n.inputs == [z] && n.output == out);
+        let used = nodes.iter().position(|n| n.output == user);
+        match (made, used) {
+            (Some(made), Some(used)) if made < used => Ok(Some(self.ptr(out)?)),
+            _ => Ok(None),
+        }
+    }
+
     fn softmax(&mut self, x: TensorId, out: TensorId) -> R {
         let cols = self.last_dim(out);
         if cols == 0 {
@@ -554,6 +571,7 @@ impl Lower<'_, '_, '_> {
             | LossKind::SoftmaxSparseCategoricalCrossentropy => {
                 let acc = self.var(0.0);
                 let rf = rows as f32;
+                let softmax = if grad { self.softmax_of(p, out)? } else { None };
                 let e = &mut self.e;
                 e.for_loop(0, rows as i64, 1, |e, r| {
                     let rb = e.b.ins().imul_imm_s(r, (cols * 4) as i64);
@@ -562,12 +580,20 @@ impl Lower<'_, '_, '_> {
                     if grad {
                         // (softmax(z) * sum(y) - y) / batch
                         let or = e.b.ins().iadd(po, rb);
-                        let s = Self::exp_shifted_row(e, pr, or, cols);
+                        // The softmax row: read where the graph computed it already
+                        // (the same operations, so the same values), else made here.
+                        let (sm_row, s) = match softmax {
+                            Some(ps) => (e.b.ins().iadd(ps, rb), None),
+                            None => (or, Some(Self::exp_shifted_row(e, pr, or, cols))),
+                        };
                         let tsum = target_sum(e, cls, pt, r, cols);
                         e.for_loop(0, cols as i64, 1, |e, j| {
                             let jb = e.b.ins().ishl_imm_s(j, 2);
-                            let ex = e.ld(types::F32, or, jb);
-                            let sm = e.fdiv(ex, s);
+                            let ex = e.ld(types::F32, sm_row, jb);
+                            let sm = match s {
+                                Some(s) => e.fdiv(ex, s),
+                                None => ex,
+                            };
                             let tv = target_at(e, sparse, pt, r, cols, j, cls);
                             let a = e.fmul(sm, tsum);
                             let d = e.fsub(a, tv);
@@ -592,19 +618,36 @@ impl Lower<'_, '_, '_> {
                         let sv = e.b.use_var(sum);
                         let ls = call(e, logf, sv);
                         let lse = e.fadd(m, ls);
-                        let row = e.b.declare_var(types::F32);
-                        e.b.def_var(row, z0);
-                        e.for_loop(0, cols as i64, 1, |e, j| {
-                            let jb = e.b.ins().ishl_imm_s(j, 2);
-                            let tv = target_at(e, sparse, pt, r, cols, j, cls);
-                            let zj = e.ld(types::F32, pr, jb);
-                            let l = e.fsub(zj, lse);
-                            let term = e.fmul(tv, l);
-                            let a = e.b.use_var(row);
-                            let a = e.fsub(a, term);
-                            e.b.def_var(row, a);
-                        });
-                        let rv = e.b.use_var(row);
+                        let rv = match cls {
+                            // One-hot: only the class's term, `0 - (z_c - lse)`, is not
+                            // zero (none for a row without a valid class).
+                            Some(c) => {
+                                let valid =
+                                    e.b.ins().icmp_imm_s(IntCC::SignedGreaterThanOrEqual, c, 0);
+                                let first = e.iconst(0);
+                                let c = e.b.ins().select(valid, c, first);
+                                let cb = e.b.ins().ishl_imm_s(c, 2);
+                                let zc = e.ld(types::F32, pr, cb);
+                                let l = e.fsub(zc, lse);
+                                let term = e.fsub(z0, l);
+                                e.b.ins().select(valid, term, z0)
+                            }
+                            None => {
+                                let row = e.b.declare_var(types::F32);
+                                e.b.def_var(row, z0);
+                                e.for_loop(0, cols as i64, 1, |e, j| {
+                                    let jb = e.b.ins().ishl_imm_s(j, 2);
+                                    let tv = target_at(e, sparse, pt, r, cols, j, cls);
+                                    let zj = e.ld(types::F32, pr, jb);
+                                    let l = e.fsub(zj, lse);
+                                    let term = e.fmul(tv, l);
+                                    let a = e.b.use_var(row);
+                                    let a = e.fsub(a, term);
+                                    e.b.def_var(row, a);
+                                });
+                                e.b.use_var(row)
+                            }
+                        };
                         let a = e.b.use_var(acc);
                         let a = e.fadd(a, rv);
                         e.b.def_var(acc, a);
