@@ -855,48 +855,16 @@ mod tests {
         let mut x = operand(&mut rng, m * k, 0.1);
         let w = operand(&mut rng, k * n, 1.0);
         let d = operand(&mut rng, m * n, 1.0);
-        let forward = |x: &[f32], fixed: bool| {
-            let mut c = vec![f32::NAN; m * n];
-            let (a, b) = (x.as_ptr(), w.as_ptr());
-            unsafe {
-                sgemm(
-                    m,
-                    k,
-                    n,
-                    a,
-                    k as isize,
-                    1,
-                    b,
-                    n as isize,
-                    1,
-                    c.as_mut_ptr(),
-                    1,
-                    fixed,
-                )
-            };
+        // `x * w` reads `x` by rows, `x^T * d` by columns: (rows, inner, strides).
+        let product = |x: &[f32], shape: (usize, usize, isize, isize), b: &[f32], fixed| {
+            let (rows, inner, rs, cs) = shape;
+            let mut c = vec![f32::NAN; rows * n];
+            let (a, b, pc) = (x.as_ptr(), b.as_ptr(), c.as_mut_ptr());
+            unsafe { sgemm(rows, inner, n, a, rs, cs, b, n as isize, 1, pc, 1, fixed) };
             c
         };
-        let backward = |x: &[f32], fixed: bool| {
-            let mut c = vec![f32::NAN; k * n];
-            let (a, b) = (x.as_ptr(), d.as_ptr());
-            unsafe {
-                sgemm(
-                    k,
-                    m,
-                    n,
-                    a,
-                    1,
-                    k as isize,
-                    b,
-                    n as isize,
-                    1,
-                    c.as_mut_ptr(),
-                    1,
-                    fixed,
-                )
-            };
-            c
-        };
+        let forward = |x: &[f32], fixed| product(x, (m, k, k as isize, 1), &w, fixed);
+        let backward = |x: &[f32], fixed| product(x, (k, m, 1, k as isize), &d, fixed);
         let (plain_forward, plain_backward) = (forward(&x, false), backward(&x, false));
         inputs_changed();
         assert_eq!(forward(&x, true), plain_forward);
