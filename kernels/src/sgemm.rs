@@ -214,7 +214,11 @@ unsafe fn dense_columns(
         return;
     }
     // Equal k slices, so that no short last slice costs a whole pass over `c`.
-    let longest = if m * n * 4 > LARGE_C_BYTES { KC_LARGE_C } else { KC };
+    let longest = if m * n * 4 > LARGE_C_BYTES {
+        KC_LARGE_C
+    } else {
+        KC
+    };
     let slices = k.div_ceil(longest);
     let kc_max = k.div_ceil(slices);
     let b_len = NC.min(j_end - j_begin).div_ceil(NR) * NR * kc_max;
