@@ -79,6 +79,7 @@ pub(super) unsafe extern "C" fn nnc_sgemm(
         };
         return;
     }
+    // The fallback product collects nothing it could keep.
     let _ = a_is_input;
     let threads = threads();
     let parallelism = if threads > 1 && m * n * k >= nnc_kernels::PARALLEL_MIN_MACS {
