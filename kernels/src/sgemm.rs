@@ -25,6 +25,7 @@ const KC: usize = 256;
 /// spilling from L1 (a convnet's 15488 x 288 x 64 product: 11.1 -> 9.2 ms; an MLP's
 /// 128 x 784 x 128 one, whose `c` stays in cache, is 10% faster at `KC`).
 const KC_LARGE_C: usize = 320;
+/// An output larger than this does not stay in L2 between `k` slices.
 const LARGE_C_BYTES: usize = 1 << 20;
 /// Columns of `b` packed at once (`KC x NC`, 2 MB, in L3).
 const NC: usize = 2048;
@@ -36,8 +37,8 @@ const MC: usize = 72;
 const SPARSE_MAX_DENSITY: f64 = 0.3;
 /// Columns of `c` one sparse pass keeps in registers (eight vectors).
 const SPARSE_SLAB: usize = 64;
-/// Rows of `b` (or of `c`) one sparse pass works on: a `SPARSE_BLOCK x SPARSE_SLAB`
-/// block (16 KB) stays in L1.
+/// Rows of `b` one sparse pass works on: a `SPARSE_BLOCK x SPARSE_SLAB` block
+/// (16 KB) stays in L1.
 const SPARSE_BLOCK: usize = 64;
 
 thread_local! {
