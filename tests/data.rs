@@ -550,6 +550,43 @@ fn a_test_source_is_loaded_and_checked_like_data() {
     assert_err_contains(data::prepare(&model(4, 3), &cfg), &["ragged.csv"]);
 }
 
+#[test]
+fn a_csv_test_source_finds_the_training_columns_by_name() {
+    let dir = tempfile::tempdir().unwrap();
+    let write = |name: &str, text: &str| {
+        let path = dir.path().join(name);
+        std::fs::write(&path, text).unwrap();
+        path
+    };
+    let train = write("a.csv", "x1,x2,y\n1,10,0\n2,30,1\n4,20,1\n");
+    // The same rows with the columns in another order.
+    let reordered = write("b.csv", "y,x2,x1\n0,10,1\n1,30,2\n1,20,4\n");
+    let mut cfg = config(csv_source(train, "y", true), Loss::BinaryCrossentropy);
+    cfg.test = Some(TestSource::Source(csv_source(reordered, "y", false)));
+    let p = data::prepare(&model(2, 1), &cfg).unwrap();
+    // Same rows, same (training) standardization, whatever the test file's order
+    // and its own `standardize`.
+    assert_eq!(p.test.as_ref(), Some(&p.train));
+
+    let other = write("c.csv", "a,b,y\n1,2,0\n");
+    cfg.test = Some(TestSource::Source(csv_source(other.clone(), "y", false)));
+    assert_err_contains(
+        data::prepare(&model(2, 1), &cfg),
+        &["c.csv", "no column `x1`, `x2`", "by name"],
+    );
+    // A test `features` list naming other columns than the training ones.
+    cfg.test = Some(TestSource::Source(DataSource::Csv {
+        path: other,
+        target: "y".into(),
+        features: Some(vec!["a".into(), "b".into()]),
+        standardize: false,
+    }));
+    assert_err_contains(
+        data::prepare(&model(2, 1), &cfg),
+        &["c.csv", "`a`, `b`", "not the training features"],
+    );
+}
+
 /// `shuffle_order` into a new buffer of `rows` rows.
 fn shuffled_order(rows: usize, seed: u64, epoch: usize) -> Vec<usize> {
     let mut order = vec![usize::MAX; rows];

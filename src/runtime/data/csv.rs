@@ -22,6 +22,32 @@ pub struct CsvTable {
 /// Only the target and feature columns are parsed, so other columns (ids, notes)
 /// may hold text. Every error names the file, and the line and column where it can.
 pub fn read(path: &Path, target: &str, features: Option<&[String]>) -> Result<CsvTable, String> {
+    let columns = match features {
+        None => Columns::AllButTarget,
+        Some(list) => Columns::Named(list),
+    };
+    read_with(path, target, columns)
+}
+
+/// Reads a source that must match data trained on (a test set, rows to predict):
+/// the columns `training` named in the training file are found by header name, in
+/// whatever order this file has them, and come out in the training order. Matching
+/// by position would silently feed one feature's values to another's weights.
+pub fn read_matching(path: &Path, target: &str, training: &[String]) -> Result<CsvTable, String> {
+    read_with(path, target, Columns::Training(training))
+}
+
+/// Which columns are the features.
+#[derive(Clone, Copy)]
+enum Columns<'a> {
+    AllButTarget,
+    /// As listed in the `.nn` file.
+    Named(&'a [String]),
+    /// The training file's feature names, matched by name.
+    Training(&'a [String]),
+}
+
+fn read_with(path: &Path, target: &str, columns: Columns) -> Result<CsvTable, String> {
     let file = path.display().to_string();
     let mut reader = ::csv::ReaderBuilder::new()
         .has_headers(true)
@@ -53,9 +79,10 @@ pub fn read(path: &Path, target: &str, features: Option<&[String]>) -> Result<Cs
     let names: Vec<String> = header.iter().map(str::to_string).collect();
 
     let target_col = find_column(&names, target, "target", &file)?;
-    let feature_cols: Vec<usize> = match features {
-        None => (0..names.len()).filter(|&c| c != target_col).collect(),
-        Some(list) => {
+    let feature_cols: Vec<usize> = match columns {
+        Columns::AllButTarget => (0..names.len()).filter(|&c| c != target_col).collect(),
+        Columns::Training(list) => training_columns(&names, list, target_col, target, &file)?,
+        Columns::Named(list) => {
             if list.is_empty() {
                 return Err(format!("{file}: the feature list is empty"));
             }
@@ -132,6 +159,42 @@ pub fn read(path: &Path, target: &str, features: Option<&[String]>) -> Result<Cs
         lines,
         feature_names: feature_cols.iter().map(|&c| names[c].clone()).collect(),
     })
+}
+
+/// The columns of `training`'s names in `names`; every missing one is named.
+fn training_columns(
+    names: &[String],
+    training: &[String],
+    target_col: usize,
+    target: &str,
+    file: &str,
+) -> Result<Vec<usize>, String> {
+    let missing: Vec<&String> = training
+        .iter()
+        .filter(|t| !names.contains(t))
+        .collect();
+    if !missing.is_empty() {
+        let list: Vec<String> = missing.iter().map(|m| format!("`{m}`")).collect();
+        return Err(format!(
+            "{file}: no column {} in the header; the model was trained on {}, and later data is \
+             matched to the training columns by name",
+            list.join(", "),
+            list_columns(training)
+        ));
+    }
+    training
+        .iter()
+        .map(|name| {
+            let c = find_column(names, name, "feature", file)?;
+            if c == target_col {
+                return Err(format!(
+                    "{file}: column `{name}` is the target `{target}` here, but a feature of the \
+                     training data"
+                ));
+            }
+            Ok(c)
+        })
+        .collect()
 }
 
 /// The longest line nnc reads from a CSV file: a binary file or a device with no line

@@ -170,8 +170,9 @@ pub struct Prepared {
 /// rows of the output width (categorical), 0/1 labels (binary) or values.
 pub fn prepare(model: &Model, config: &TrainConfig) -> Result<Prepared, String> {
     let targets = TargetRule::new(model, config.loss)?;
-    let data = load(&config.data)?;
+    let data = load(&config.data, None)?;
     check_features(model, &data.data, &config.data)?;
+    let training_columns = data.feature_names.clone();
     let data = targets.apply(data)?;
 
     let mut rng = StdRng::seed_from_u64(config.seed);
@@ -183,7 +184,7 @@ pub fn prepare(model: &Model, config: &TrainConfig) -> Result<Prepared, String> 
             (kept, Some(subset(&data, &held)))
         }
         Some(TestSource::Source(source)) => {
-            let test = load(source)?;
+            let test = load(source, training_columns.as_deref())?;
             check_features(model, &test.data, source)?;
             (all, Some(targets.apply(test)?))
         }
@@ -347,6 +348,8 @@ fn prefetch_lines<T>(values: &[T]) {
 struct Loaded {
     data: Dataset,
     origin: Origin,
+    /// A CSV file's feature columns, in the order of the features.
+    feature_names: Option<Vec<String>>,
 }
 
 enum Origin {
@@ -377,7 +380,10 @@ impl Loaded {
     }
 }
 
-fn load(source: &DataSource) -> Result<Loaded, String> {
+/// Loads `source`. `training` holds the feature columns of the CSV file trained on
+/// when `source` comes after it (a test set): a CSV source then finds those columns
+/// by name, and its own `features`, if given, must name the same columns.
+fn load(source: &DataSource, training: Option<&[String]>) -> Result<Loaded, String> {
     match source {
         DataSource::Csv {
             path,
@@ -385,7 +391,15 @@ fn load(source: &DataSource) -> Result<Loaded, String> {
             features,
             ..
         } => {
-            let table = csv::read(path, target, features.as_deref())?;
+            let table = match training {
+                None => csv::read(path, target, features.as_deref())?,
+                Some(names) => {
+                    if let Some(own) = features {
+                        same_columns(path, own, names)?;
+                    }
+                    csv::read_matching(path, target, names)?
+                }
+            };
             Ok(Loaded {
                 data: table.data,
                 origin: Origin::Csv {
@@ -393,6 +407,7 @@ fn load(source: &DataSource) -> Result<Loaded, String> {
                     target: target.clone(),
                     lines: table.lines,
                 },
+                feature_names: Some(table.feature_names),
             })
         }
         DataSource::Idx { images, labels } => Ok(Loaded {
@@ -400,6 +415,7 @@ fn load(source: &DataSource) -> Result<Loaded, String> {
             origin: Origin::Idx {
                 labels: labels.display().to_string(),
             },
+            feature_names: None,
         }),
         DataSource::Mnist { folder, subset } => {
             let (images, labels) = idx::mnist_paths(folder, *subset)?;
@@ -408,9 +424,39 @@ fn load(source: &DataSource) -> Result<Loaded, String> {
                 origin: Origin::Idx {
                     labels: labels.display().to_string(),
                 },
+                feature_names: None,
             })
         }
     }
+}
+
+/// A later source's `features` list must name the training features (in any order):
+/// the weights were trained on exactly those.
+fn same_columns(
+    path: &std::path::Path,
+    own: &[String],
+    training: &[String],
+) -> Result<(), String> {
+    let mut a: Vec<&String> = own.iter().collect();
+    let mut b: Vec<&String> = training.iter().collect();
+    a.sort();
+    b.sort();
+    if a == b {
+        return Ok(());
+    }
+    let quoted = |l: &[String]| {
+        l.iter()
+            .map(|n| format!("`{n}`"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    Err(format!(
+        "{}: its `features` ({}) are not the training features ({}); later data must hold the \
+         columns the model was trained on, which it finds by name",
+        path.display(),
+        quoted(own),
+        quoted(training)
+    ))
 }
 
 fn source_name(source: &DataSource) -> String {
