@@ -70,6 +70,9 @@ pub fn check_model(block: &ModelBlock, diags: &mut Vec<Diagnostic>) -> CheckedMo
 
     let mut current: Option<Current> = None;
     let mut seen_input = false;
+    // Errors of layers whose shapes are fine: the model is still complete, so the
+    // loss and the data are checked against it too.
+    let mut constant = vec![];
     for (i, stmt) in block.stmts.iter().enumerate() {
         match stmt {
             Stmt::Input { name, shape, span } => {
@@ -138,6 +141,9 @@ pub fn check_model(block: &ModelBlock, diags: &mut Vec<Diagnostic>) -> CheckedMo
                     from: span.clone(),
                     from_name: format!("`{layer_name}`"),
                 });
+                if shape.last() == Some(&1) && applies_softmax(&kind) {
+                    constant.push(softmax_over_one(&layer_name, span));
+                }
                 out.layers.push(Layer {
                     name: layer_name,
                     kind,
@@ -160,7 +166,36 @@ pub fn check_model(block: &ModelBlock, diags: &mut Vec<Diagnostic>) -> CheckedMo
         );
     }
     out.complete = diags.iter().filter(|d| d.is_error()).count() == errors_before;
+    diags.extend(constant);
     out
+}
+
+fn applies_softmax(kind: &LayerKind) -> bool {
+    matches!(
+        kind,
+        LayerKind::Dense {
+            activation: Activation::Softmax,
+            ..
+        } | LayerKind::Conv2d {
+            activation: Activation::Softmax,
+            ..
+        } | LayerKind::Activation(Activation::Softmax)
+    )
+}
+
+/// E0022: a softmax over an axis of one value is the constant 1, whatever its input,
+/// so nothing before it can learn (Keras trains such a model without a word).
+fn softmax_over_one(layer: &str, span: &Span) -> Diagnostic {
+    Diagnostic::error(
+        codes::SOFTMAX_ONE,
+        format!("`{layer}` applies softmax over one unit, which always outputs 1"),
+        span.clone(),
+        "softmax over a last axis of size 1",
+    )
+    .with_help(
+        "for one output (two classes with binary_crossentropy) use `activation = sigmoid`; \
+         for N classes use N units with softmax",
+    )
 }
 
 fn stmt_span(s: &Stmt) -> Span {

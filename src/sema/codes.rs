@@ -21,10 +21,12 @@ pub const RESHAPE: &str = "E0018";
 pub const LOSS_OUTPUT: &str = "E0019";
 pub const DATA_INPUT: &str = "E0020";
 pub const TOO_BIG: &str = "E0021";
+pub const SOFTMAX_ONE: &str = "E0022";
 pub const LINEAR_COLLAPSE: &str = "W0001";
 pub const VANISHING: &str = "W0002";
 pub const SOFTMAX_NOT_LAST: &str = "W0003";
 pub const LOSS_ACTIVATION: &str = "W0004";
+pub const LATER_STANDARDIZE: &str = "W0005";
 
 /// (code, one-line title, longer explanation with an example and the fix).
 pub const EXPLANATIONS: &[(&str, &str, &str)] = &[
@@ -265,6 +267,22 @@ Fix: use smaller layers, pooling or strides before dense layers, or a smaller
 batch size.",
     ),
     (
+        SOFTMAX_ONE,
+        "softmax over one unit",
+        "\
+Softmax divides each value's exponential by the sum over the last axis. Over an
+axis of one value that is `exp(x) / exp(x) = 1` for every input, so the output
+never changes and no gradient reaches the layers before it: the model trains
+nothing.
+
+    dense(1, activation = softmax)       # error: always 1
+    loss = binary_crossentropy
+
+Fix: for one output unit (two classes, `binary_crossentropy`) use
+`activation = sigmoid`; for N classes use `dense(N, activation = softmax)` with
+`sparse_categorical_crossentropy`.",
+    ),
+    (
         LINEAR_COLLAPSE,
         "two linear layers in a row",
         "\
@@ -305,6 +323,21 @@ The cross-entropy losses expect probabilities: `categorical_crossentropy` and
 `sigmoid` output. Without one, the loss is computed on raw outputs.
 
 Fix: end the model with `activation = softmax` (or `sigmoid` for one unit).",
+    ),
+    (
+        LATER_STANDARDIZE,
+        "`standardize` on a test source",
+        "\
+A test source is always transformed exactly as the training rows were: with
+`standardize = true` on `data`, its features are z-scored with the mean and
+standard deviation of the training rows; otherwise they are used as they are.
+Its own `standardize` argument would change the numbers the weights see, so it
+is ignored. Its columns are found by header name, in any order.
+
+    data = csv(\"train.csv\", target = \"y\", standardize = true)
+    test = csv(\"test.csv\", target = \"y\", standardize = false)   # warning: ignored
+
+Fix: remove `standardize` from the test source.",
     ),
 ];
 

@@ -133,7 +133,13 @@ pub fn lint_loss(
         _ => return,
     };
     let Some(last) = layers.last() else { return };
-    if final_activation(layers) != Some(want) {
+    let one_unit = last.output_shape.last() == Some(&1);
+    let last_activation = final_activation(layers);
+    // A softmax over one unit is error E0022 already.
+    if one_unit && last_activation == Some(Activation::Softmax) {
+        return;
+    }
+    if last_activation != Some(want) {
         let w = act_name(want);
         d.push(
             Diagnostic::warning(
