@@ -184,7 +184,10 @@ pub fn float(v: &Value, param: &str) -> Result<f64, Diagnostic> {
     }
 }
 
-/// A float in a range, described by `rule` when outside it.
+/// A float in a range, described by `rule` when outside it. Every such value is used
+/// as a float32, so it must also survive that conversion: not overflow, not fall
+/// below float32's normal range (`learning_rate = 1e-50` would become 0 and nothing
+/// would train), and still obey `rule` once rounded (`beta_2 = 0.9999999999` is 1).
 pub fn float_in(
     v: &Value,
     param: &str,
@@ -192,11 +195,29 @@ pub fn float_in(
     rule: &str,
 ) -> Result<f64, Diagnostic> {
     let x = float(v, param)?;
-    if ok(x) {
-        Ok(x)
-    } else {
-        Err(range_error(v, param, &format!("{rule}, found {x}")))
+    if !ok(x) {
+        return Err(range_error(v, param, &format!("{rule}, found {x}")));
     }
+    let single = x as f32;
+    // As written: `1e-50` rather than fifty digits.
+    let text = match &v.kind {
+        ValueKind::Number(t) => t.as_str(),
+        _ => "",
+    };
+    let problem = if single.is_infinite() {
+        format!("is too large for float32 (at most {:e}), found {text}", f32::MAX)
+    } else if x != 0.0 && single.abs() < f32::MIN_POSITIVE {
+        format!(
+            "is too small for float32 (the smallest normal value is {:e}), found {text}; it would \
+             become {single:e}",
+            f32::MIN_POSITIVE
+        )
+    } else if !ok(f64::from(single)) {
+        format!("{rule}, found {text}, which is {single} as a float32")
+    } else {
+        return Ok(x);
+    };
+    Err(range_error(v, param, &problem).with_help("training computes in float32"))
 }
 
 pub fn boolean(v: &Value, param: &str) -> Result<bool, Diagnostic> {

@@ -510,6 +510,66 @@ mod tests {
         assert_eq!(m.activations, (784 + 128 + 10) * 2 * 4);
     }
 
+    fn train_with(optimizer: &str, output: &str, loss: &str) -> CheckOutcome {
+        check(&format!(
+            "model m {{\n input x: [3]\n {output}\n}}\n\
+             train {{\n data = csv(\"d.csv\", target = \"y\")\n loss = {loss}\n \
+             optimizer = {optimizer}\n}}\n"
+        ))
+    }
+
+    #[test]
+    fn softmax_over_one_unit_is_an_error() {
+        let o = train_with(
+            "adam",
+            "dense(1, activation = softmax)",
+            "binary_crossentropy",
+        );
+        assert_eq!(codes_of(&o), vec![codes::SOFTMAX_ONE]);
+        assert!(o.diagnostics[0].help.as_deref().unwrap().contains("sigmoid"));
+        let o = check("model m {\n input x: [4, 1]\n softmax\n}\n");
+        assert_eq!(codes_of(&o), vec![codes::SOFTMAX_ONE]);
+        // Over two units softmax is a distribution: no error.
+        let o = check("model m {\n input x: [3]\n dense(2, activation = softmax)\n}\n");
+        assert!(o.diagnostics.is_empty(), "{:?}", o.diagnostics);
+    }
+
+    #[test]
+    fn hyperparameters_must_survive_float32() {
+        for (optimizer, found) in [
+            ("adam(learning_rate = 1e-50)", "1e-50"),
+            ("sgd(learning_rate = 1e39)", "too large for float32"),
+            ("adam(beta_2 = 0.9999999999)", "which is 1 as a float32"),
+            ("rmsprop(epsilon = 1e-40)", "1e-40"),
+        ] {
+            let o = train_with(optimizer, "dense(1, activation = sigmoid)", "mse");
+            assert_eq!(codes_of(&o), vec![codes::RANGE], "{optimizer}");
+            assert!(
+                o.diagnostics[0].message.contains(found),
+                "{}",
+                o.diagnostics[0].message
+            );
+        }
+        let o = train_with(
+            "adam(learning_rate = 1e-30)",
+            "dense(1, activation = sigmoid)",
+            "mse",
+        );
+        assert!(o.diagnostics.is_empty(), "{:?}", o.diagnostics);
+    }
+
+    #[test]
+    fn standardize_on_a_test_source_is_ignored_with_a_warning() {
+        let o = check(
+            "model m {\n input x: [3]\n dense(1)\n}\n\
+             train {\n data = csv(\"d.csv\", target = \"y\", standardize = true)\n \
+             test = csv(\"t.csv\", target = \"y\", standardize = false)\n loss = mse\n \
+             optimizer = adam\n}\n",
+        );
+        assert_eq!(codes_of(&o), vec![codes::LATER_STANDARDIZE]);
+        assert!(o.model.is_some());
+    }
+
     proptest::proptest! {
         #![proptest_config(proptest::prelude::ProptestConfig::with_cases(300))]
         /// Token soup from the language's own alphabet never panics the checker.

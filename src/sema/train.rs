@@ -226,6 +226,20 @@ fn data_source(
                 None => Some(false),
                 Some(v) => ok(args::boolean(v, "standardize"), d),
             };
+            if let (true, Some(v)) = (setting != "data", b.get("standardize")) {
+                d.push(
+                    Diagnostic::warning(
+                        codes::LATER_STANDARDIZE,
+                        "`standardize` of a test source is ignored",
+                        v.span.clone(),
+                        "ignored",
+                    )
+                    .with_help(
+                        "test rows always take the training rows' standardization (set it on \
+                         `data`); remove this argument",
+                    ),
+                );
+            }
             Some(Src::Source(DataSource::Csv {
                 path: resolve(base, path?),
                 target: target?.to_string(),
