@@ -786,6 +786,26 @@ fn a_save_into_a_missing_folder_is_an_error() {
 }
 
 #[test]
+fn loading_refuses_non_finite_weights_naming_the_tensor() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("w.safetensors");
+    for bad in [f32::NAN, f32::INFINITY, f32::NEG_INFINITY] {
+        let mut w = weights();
+        let last = w[1].2.len() - 1;
+        w[1].2[last] = bad;
+        checkpoint::save(&path, &borrowed(&w)).unwrap();
+        assert_err_contains(
+            checkpoint::load(&path, &expected(&w)),
+            &[
+                "w.safetensors",
+                &format!("tensor `{}` holds {bad} at element {last}", w[1].0),
+                "finite",
+            ],
+        );
+    }
+}
+
+#[test]
 fn loading_names_missing_extra_and_misshapen_tensors() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("w.safetensors");

@@ -124,12 +124,21 @@ pub fn load(path: &Path, expected: &[(String, Vec<usize>)]) -> Result<Vec<Vec<f3
                 view.shape()
             ));
         } else {
-            out.push(
-                view.data()
-                    .chunks_exact(4)
-                    .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-                    .collect(),
-            );
+            let values: Vec<f32> = view
+                .data()
+                .chunks_exact(4)
+                .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+                .collect();
+            // A NaN or infinite weight would poison every output it touches, and
+            // training would then blame the learning rate.
+            match values.iter().position(|v| !v.is_finite()) {
+                Some(i) => problems.push(format!(
+                    "tensor `{name}` holds {} at element {i} (of {}); weights must be finite",
+                    values[i],
+                    values.len()
+                )),
+                None => out.push(values),
+            }
         }
     }
     let mut extra: Vec<&str> = st
