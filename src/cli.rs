@@ -55,6 +55,10 @@ pub struct CheckArgs {
     /// Batch size for the memory estimate (default: the train block's, or 32).
     #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
     pub batch_size: Option<u64>,
+    /// Do not read the data files (by default their headers, and the targets of
+    /// files up to 64 MB, are checked against the model).
+    #[arg(long)]
+    pub no_data: bool,
 }
 
 #[derive(Debug, clap::Args)]
@@ -140,6 +144,7 @@ fn emit(w: &mut dyn Write, text: &str) {
 pub fn check(args: &CheckArgs, io: &mut Io) -> i32 {
     let opts = CheckOptions {
         batch_size: args.batch_size.and_then(|b| usize::try_from(b).ok()),
+        read_data: !args.no_data,
     };
     let mut worst = EXIT_OK;
     let mut docs = vec![];
@@ -295,6 +300,7 @@ fn checked_model(
 ) -> Result<crate::sema::model::Model, i32> {
     let opts = CheckOptions {
         batch_size: batch_size.and_then(|b| usize::try_from(b).ok()),
+        read_data: true,
     };
     let outcome = match check_path(path, &opts) {
         Ok(o) => o,

@@ -205,7 +205,10 @@ pub fn float_in(
         _ => "",
     };
     let problem = if single.is_infinite() {
-        format!("is too large for float32 (at most {:e}), found {text}", f32::MAX)
+        format!(
+            "is too large for float32 (at most {:e}), found {text}",
+            f32::MAX
+        )
     } else if x != 0.0 && single.abs() < f32::MIN_POSITIVE {
         format!(
             "is too small for float32 (the smallest normal value is {:e}), found {text}; it would \

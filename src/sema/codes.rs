@@ -22,11 +22,13 @@ pub const LOSS_OUTPUT: &str = "E0019";
 pub const DATA_INPUT: &str = "E0020";
 pub const TOO_BIG: &str = "E0021";
 pub const SOFTMAX_ONE: &str = "E0022";
+pub const DATA_FILE: &str = "E0023";
 pub const LINEAR_COLLAPSE: &str = "W0001";
 pub const VANISHING: &str = "W0002";
 pub const SOFTMAX_NOT_LAST: &str = "W0003";
 pub const LOSS_ACTIVATION: &str = "W0004";
 pub const LATER_STANDARDIZE: &str = "W0005";
+pub const TARGETS_NOT_READ: &str = "W0006";
 
 /// (code, one-line title, longer explanation with an example and the fix).
 pub const EXPLANATIONS: &[(&str, &str, &str)] = &[
@@ -283,6 +285,23 @@ Fix: for one output unit (two classes, `binary_crossentropy`) use
 `sparse_categorical_crossentropy`.",
     ),
     (
+        DATA_FILE,
+        "a data file does not fit the train block or the model",
+        "\
+`nnc check` reads the data files a train block names, as `nnc run` will: a
+file that is missing or unreadable, a CSV header without the target or a listed
+feature column (names are case-sensitive), a test file without a training
+feature column, image and label files that do not pair up, or targets that do
+not fit the loss: class indices at or above the number of output units, or
+binary cross-entropy targets other than 0 and 1. Targets are read only in
+files up to 64 MB (warning W0006 says when they were not).
+
+    dense(2, activation = softmax)                       # iris has 3 classes
+    data = csv(\"iris.csv\", target = \"Species\")        # the column is `species`
+
+Fix: as the message says; `nnc check --no-data` skips reading the data.",
+    ),
+    (
         LINEAR_COLLAPSE,
         "two linear layers in a row",
         "\
@@ -338,6 +357,15 @@ is ignored. Its columns are found by header name, in any order.
     test = csv(\"test.csv\", target = \"y\", standardize = false)   # warning: ignored
 
 Fix: remove `standardize` from the test source.",
+    ),
+    (
+        TARGETS_NOT_READ,
+        "targets not checked by `nnc check`",
+        "\
+`nnc check` reads the targets of data files up to 64 MB to check them against
+the loss and the model's output (class indices, 0 or 1). A larger file is only
+checked up to its header, so that `check` stays fast; `nnc run` checks every
+target as it loads the file.",
     ),
 ];
 

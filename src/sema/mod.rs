@@ -7,6 +7,7 @@
 pub mod args;
 pub mod check;
 pub mod codes;
+pub mod data;
 pub mod lint;
 pub mod model;
 pub mod names;
@@ -31,6 +32,9 @@ pub const MAX_DIAGNOSTICS: usize = 100;
 pub struct CheckOptions {
     /// Batch size for the memory estimate; default: the train block's, or 32.
     pub batch_size: Option<usize>,
+    /// Read the data files the train block names (headers, and the targets of small
+    /// files) and report what `nnc run` would refuse (`data.rs`).
+    pub read_data: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -238,7 +242,7 @@ fn check_ast(file: &ast::File, base_dir: &Path, opts: &CheckOptions, out: &mut C
         lint::lint_model(&checked.layers, d);
     }
     let train = trains.first().and_then(|t| {
-        let cfg = train::check_train(t, base_dir, &facts, d)?;
+        let cfg = train::check_train(t, base_dir, &facts, opts.read_data, d)?;
         if checked.complete {
             if let Some(s) = t.settings.iter().find(|s| s.key.name == "loss") {
                 lint::lint_loss(&checked.layers, cfg.loss, s.value.span.clone(), d);
@@ -397,7 +401,11 @@ mod tests {
             if path.extension().is_none_or(|e| e != "nn") {
                 continue;
             }
-            let o = check_file(&path, &CheckOptions::default()).unwrap();
+            let opts = CheckOptions {
+                read_data: true,
+                ..CheckOptions::default()
+            };
+            let o = check_file(&path, &opts).unwrap();
             assert!(
                 o.diagnostics.is_empty(),
                 "{}: {:?}",
@@ -502,6 +510,7 @@ mod tests {
         let src = std::fs::read_to_string("examples/mnist_mlp.nn").unwrap();
         let opts = CheckOptions {
             batch_size: Some(1),
+            ..CheckOptions::default()
         };
         let o = check_source("t.nn", src.as_bytes(), Path::new(""), &opts);
         let m = o.summary.unwrap().memory;
@@ -526,7 +535,11 @@ mod tests {
             "binary_crossentropy",
         );
         assert_eq!(codes_of(&o), vec![codes::SOFTMAX_ONE]);
-        assert!(o.diagnostics[0].help.as_deref().unwrap().contains("sigmoid"));
+        assert!(o.diagnostics[0]
+            .help
+            .as_deref()
+            .unwrap()
+            .contains("sigmoid"));
         let o = check("model m {\n input x: [4, 1]\n softmax\n}\n");
         assert_eq!(codes_of(&o), vec![codes::SOFTMAX_ONE]);
         // Over two units softmax is a distribution: no error.

@@ -47,7 +47,10 @@ enum Columns<'a> {
     Training(&'a [String]),
 }
 
-fn read_with(path: &Path, target: &str, columns: Columns) -> Result<CsvTable, String> {
+type Reader = ::csv::Reader<LineLimit<std::fs::File>>;
+
+/// Opens `path` and reads its header row, which must name the columns.
+fn open(path: &Path) -> Result<(Reader, Vec<String>), String> {
     let file = path.display().to_string();
     let mut reader = ::csv::ReaderBuilder::new()
         .has_headers(true)
@@ -76,7 +79,39 @@ fn read_with(path: &Path, target: &str, columns: Columns) -> Result<CsvTable, St
             example_header(header.len())
         ));
     }
-    let names: Vec<String> = header.iter().map(str::to_string).collect();
+    Ok((reader, header.iter().map(str::to_string).collect()))
+}
+
+/// The column names of `path`'s header row.
+pub fn header(path: &Path) -> Result<Vec<String>, String> {
+    open(path).map(|(_, names)| names)
+}
+
+/// Every value of column `target`, each with its line, parsed as `read` parses it.
+pub fn column(path: &Path, target: &str) -> Result<Vec<(u64, f32)>, String> {
+    let file = path.display().to_string();
+    let (mut reader, names) = open(path)?;
+    let c = find_column(&names, target, "target", &file)?;
+    let mut out = Vec::new();
+    for record in reader.records() {
+        let record =
+            record.map_err(|e| format!("{file}: not a CSV text file: {}", csv_reason(&e)))?;
+        let line = record.position().map_or(0, |p| p.line());
+        let cell = record.get(c).ok_or_else(|| {
+            format!(
+                "{file}: line {line}: the row has {} fields but the header has {} columns",
+                record.len(),
+                names.len()
+            )
+        })?;
+        out.push((line, parse_cell(cell, &file, line, c, target)?));
+    }
+    Ok(out)
+}
+
+fn read_with(path: &Path, target: &str, columns: Columns) -> Result<CsvTable, String> {
+    let file = path.display().to_string();
+    let (mut reader, names) = open(path)?;
 
     let target_col = find_column(&names, target, "target", &file)?;
     let feature_cols: Vec<usize> = match columns {
@@ -169,10 +204,7 @@ fn training_columns(
     target: &str,
     file: &str,
 ) -> Result<Vec<usize>, String> {
-    let missing: Vec<&String> = training
-        .iter()
-        .filter(|t| !names.contains(t))
-        .collect();
+    let missing: Vec<&String> = training.iter().filter(|t| !names.contains(t)).collect();
     if !missing.is_empty() {
         let list: Vec<String> = missing.iter().map(|m| format!("`{m}`")).collect();
         return Err(format!(
@@ -260,7 +292,7 @@ fn find_column(names: &[String], name: &str, role: &str, file: &str) -> Result<u
 }
 
 /// The closest column name when it is close enough to be a likely typo.
-fn nearest<'a>(names: &'a [String], name: &str) -> Option<&'a str> {
+pub fn nearest<'a>(names: &'a [String], name: &str) -> Option<&'a str> {
     let wanted = name.to_lowercase();
     names
         .iter()
@@ -270,7 +302,7 @@ fn nearest<'a>(names: &'a [String], name: &str) -> Option<&'a str> {
         .map(|(_, n)| n.as_str())
 }
 
-fn list_columns(names: &[String]) -> String {
+pub fn list_columns(names: &[String]) -> String {
     const SHOWN: usize = 12;
     let mut s: Vec<String> = names.iter().take(SHOWN).map(|n| format!("`{n}`")).collect();
     if names.len() > SHOWN {

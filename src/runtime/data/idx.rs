@@ -23,8 +23,8 @@ const TYPE_U8: u8 = 0x08;
 
 /// Images as features in [0, 1] (`feature_count = rows * columns`) and labels as targets.
 pub fn read(images: &Path, labels: &Path) -> Result<Dataset, String> {
-    let (image_dims, pixels) = read_u8(images, 3, "image")?;
-    let (label_dims, classes) = read_u8(labels, 1, "label")?;
+    let (image_dims, pixels) = read_u8(images, 3, "image", true)?;
+    let (label_dims, classes) = read_u8(labels, 1, "label", true)?;
     if image_dims[0] != label_dims[0] {
         return Err(format!(
             "{} holds {} images but {} holds {} labels; they must pair up one to one",
@@ -95,8 +95,30 @@ pub fn mnist(folder: &Path, subset: MnistSubset) -> Result<Dataset, String> {
     read(&images, &labels)
 }
 
-/// Reads an unsigned-byte IDX file with `ndims` dimensions: (dims, values).
-fn read_u8(path: &Path, ndims: u8, what: &str) -> Result<(Vec<usize>, Vec<u8>), String> {
+/// The dimensions of an image file (`[count, rows, columns]`), from its header alone
+/// (a raw file's length is checked against them too).
+pub fn image_dims(images: &Path) -> Result<Vec<usize>, String> {
+    read_u8(images, 3, "image", false).map(|(dims, _)| dims)
+}
+
+/// The number of labels in a label file, from its header alone.
+pub fn label_count(labels: &Path) -> Result<usize, String> {
+    read_u8(labels, 1, "label", false).map(|(dims, _)| dims[0])
+}
+
+/// Every label of a label file.
+pub fn labels(labels: &Path) -> Result<Vec<u8>, String> {
+    read_u8(labels, 1, "label", true).map(|(_, values)| values)
+}
+
+/// Reads an unsigned-byte IDX file with `ndims` dimensions: (dims, values), or only
+/// the dims (and no values) when `values` is false.
+fn read_u8(
+    path: &Path,
+    ndims: u8,
+    what: &str,
+    values: bool,
+) -> Result<(Vec<usize>, Vec<u8>), String> {
     let name = path.display().to_string();
     let file = File::open(path).map_err(|e| format!("{name}: cannot read the {what} file: {e}"))?;
     let file_len = file.metadata().map(|m| m.len()).ok();
@@ -177,6 +199,9 @@ fn read_u8(path: &Path, ndims: u8, what: &str) -> Result<(Vec<usize>, Vec<u8>), 
         if let Some(len) = file_len.filter(|&len| len < expected_len) {
             return Err(truncated(&name, len, expected_len, &shape, offsets));
         }
+    }
+    if !values {
+        return Ok((dims, Vec::new()));
     }
 
     let mut values = Vec::new();

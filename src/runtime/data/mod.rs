@@ -432,11 +432,7 @@ fn load(source: &DataSource, training: Option<&[String]>) -> Result<Loaded, Stri
 
 /// A later source's `features` list must name the training features (in any order):
 /// the weights were trained on exactly those.
-fn same_columns(
-    path: &std::path::Path,
-    own: &[String],
-    training: &[String],
-) -> Result<(), String> {
+fn same_columns(path: &std::path::Path, own: &[String], training: &[String]) -> Result<(), String> {
     let mut a: Vec<&String> = own.iter().collect();
     let mut b: Vec<&String> = training.iter().collect();
     a.sort();

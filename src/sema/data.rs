@@ -1,0 +1,365 @@
+//! What `nnc run` would refuse in the data files, found before any training: the
+//! header of a CSV or IDX file is read (cheap), and the targets of a file under
+//! `SMALL_FILE_BYTES` are read to count its classes. Each problem is a diagnostic
+//! at the `.nn` line that names the file.
+
+use super::codes;
+use super::model::{DataSource, Loss, Span};
+use super::train::ModelFacts;
+use crate::diag::Diagnostic;
+use crate::runtime::data::{csv, idx};
+use crate::syntax::ast::{Call, Value, ValueKind};
+
+/// Files up to this size have their targets read to count classes; larger ones only
+/// their header (a pass over a large file would make `check` slow).
+pub const SMALL_FILE_BYTES: u64 = 64 << 20;
+
+/// A data source with the `.nn` value that wrote it.
+pub struct Written<'a> {
+    pub source: &'a DataSource,
+    pub value: &'a Value,
+}
+
+/// Checks the training source, then the test source against it.
+pub fn check_sources(
+    data: Option<Written>,
+    test: Option<Written>,
+    loss: Option<Loss>,
+    facts: &ModelFacts,
+    d: &mut Vec<Diagnostic>,
+) {
+    let training = data.and_then(|w| inspect(&w, None, loss, facts, d));
+    if let Some(w) = test {
+        // A test source is matched to the training columns only when both are CSV.
+        let columns = training.as_ref().and_then(|t| t.as_deref());
+        inspect(&w, Some(columns), loss, facts, d);
+    }
+}
+
+/// The span of argument `name` (or the `position`th positional one) of the call
+/// `value` writes, or the whole value's.
+fn arg_span(value: &Value, name: &str, position: usize) -> Span {
+    let ValueKind::Call(Call {
+        args: Some(args), ..
+    }) = &value.kind
+    else {
+        return value.span.clone();
+    };
+    let keyed = args
+        .items
+        .iter()
+        .find(|a| a.key.as_ref().is_some_and(|k| k.name == name));
+    let positional = args.items.iter().filter(|a| a.key.is_none()).nth(position);
+    keyed
+        .or(positional)
+        .map_or(value.span.clone(), |a| a.value.span.clone())
+}
+
+fn data_error(message: String, span: Span, label: impl Into<String>) -> Diagnostic {
+    Diagnostic::error(codes::DATA_FILE, message, span, label)
+}
+
+/// Checks one source; returns, when its files could be read, its CSV feature names
+/// (`Some(None)` for an image source). `training` is `Some` for a later source: the
+/// training CSV's feature names, if it had any.
+fn inspect(
+    w: &Written,
+    training: Option<Option<&[String]>>,
+    loss: Option<Loss>,
+    facts: &ModelFacts,
+    d: &mut Vec<Diagnostic>,
+) -> Option<Option<Vec<String>>> {
+    match w.source {
+        DataSource::Csv {
+            path,
+            target,
+            features,
+            ..
+        } => {
+            let file = path.display().to_string();
+            let header = match csv::header(path) {
+                Ok(h) => h,
+                Err(e) => {
+                    d.push(data_error(e, arg_span(w.value, "path", 0), "this file"));
+                    return None;
+                }
+            };
+            let target_span = arg_span(w.value, "target", 1);
+            if !header.contains(target) {
+                let help = match csv::nearest(&header, target) {
+                    Some(n) => format!("did you mean `{n}`? (column names are case-sensitive)"),
+                    None => format!("the columns are {}", csv::list_columns(&header)),
+                };
+                d.push(
+                    data_error(
+                        format!("{file} has no column `{target}`"),
+                        target_span,
+                        "no such column",
+                    )
+                    .with_help(help),
+                );
+                return None;
+            }
+            let names = match (training, features) {
+                (Some(Some(training)), _) => {
+                    let missing: Vec<String> = training
+                        .iter()
+                        .filter(|n| !header.contains(n))
+                        .map(|n| format!("`{n}`"))
+                        .collect();
+                    if !missing.is_empty() {
+                        d.push(
+                            data_error(
+                                format!(
+                                    "{file} lacks the training feature column{} {}",
+                                    if missing.len() == 1 { "" } else { "s" },
+                                    missing.join(", ")
+                                ),
+                                w.value.span.clone(),
+                                "this source",
+                            )
+                            .with_help(
+                                "later data is matched to the training columns by header name; \
+                                 give the file every training feature column",
+                            ),
+                        );
+                        return None;
+                    }
+                    training.to_vec()
+                }
+                (_, Some(listed)) => {
+                    let mut all_found = true;
+                    for name in listed.iter().filter(|n| !header.contains(n)) {
+                        all_found = false;
+                        let mut e = data_error(
+                            format!("{file} has no column `{name}`"),
+                            arg_span(w.value, "features", 2),
+                            "in this list",
+                        );
+                        if let Some(n) = csv::nearest(&header, name) {
+                            e = e.with_help(format!("did you mean `{n}`?"));
+                        }
+                        d.push(e);
+                    }
+                    if !all_found {
+                        return None;
+                    }
+                    // Their count against the input is checked with the train block.
+                    listed.clone()
+                }
+                (_, None) => {
+                    let names: Vec<String> =
+                        header.iter().filter(|h| *h != target).cloned().collect();
+                    check_feature_count(
+                        names.len() as u64,
+                        &format!(
+                            "{} feature columns (every column but the target `{target}`)",
+                            names.len()
+                        ),
+                        w.value,
+                        facts,
+                        d,
+                    );
+                    names
+                }
+            };
+            if let Some(loss) = loss {
+                let size = std::fs::metadata(path).map_or(u64::MAX, |m| m.len());
+                check_targets(size, &file, target_span, loss, facts, d, || {
+                    csv::column(path, target).map(|c| c.into_iter().map(|(_, v)| v).collect())
+                });
+            }
+            Some(Some(names))
+        }
+        DataSource::Idx { images, labels } => {
+            let images_span = arg_span(w.value, "images", 0);
+            let labels_span = arg_span(w.value, "labels", 1);
+            inspect_idx(images, images_span, labels, labels_span, w, loss, facts, d)
+        }
+        DataSource::Mnist { folder, subset } => match idx::mnist_paths(folder, *subset) {
+            Ok((images, labels)) => {
+                let span = arg_span(w.value, "folder", 0);
+                inspect_idx(&images, span.clone(), &labels, span, w, loss, facts, d)
+            }
+            Err(e) => {
+                d.push(data_error(e, arg_span(w.value, "folder", 0), "this folder"));
+                None
+            }
+        },
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn inspect_idx(
+    images: &std::path::Path,
+    images_span: Span,
+    labels: &std::path::Path,
+    labels_span: Span,
+    w: &Written,
+    loss: Option<Loss>,
+    facts: &ModelFacts,
+    d: &mut Vec<Diagnostic>,
+) -> Option<Option<Vec<String>>> {
+    let dims = idx::image_dims(images)
+        .map_err(|e| d.push(data_error(e, images_span, "this file")))
+        .ok();
+    let count = idx::label_count(labels)
+        .map_err(|e| d.push(data_error(e, labels_span.clone(), "this file")))
+        .ok();
+    let (dims, count) = (dims?, count?);
+    if dims[0] != count {
+        d.push(data_error(
+            format!(
+                "{} holds {} images but {} holds {count} labels; they must pair up one to one",
+                images.display(),
+                dims[0],
+                labels.display()
+            ),
+            w.value.span.clone(),
+            "these files",
+        ));
+        return None;
+    }
+    // MNIST's 784 pixels are checked with the train block.
+    if !matches!(w.source, DataSource::Mnist { .. }) {
+        let pixels = (dims[1] as u64).saturating_mul(dims[2] as u64);
+        check_feature_count(
+            pixels,
+            &format!("images of {}x{} = {pixels} pixels", dims[1], dims[2]),
+            w.value,
+            facts,
+            d,
+        );
+    }
+    // MNIST's ten classes are checked with the train block (E0019).
+    let mnist_classes = matches!(w.source, DataSource::Mnist { .. })
+        && matches!(
+            loss,
+            Some(Loss::SparseCategoricalCrossentropy | Loss::CategoricalCrossentropy)
+        );
+    if let Some(loss) = loss.filter(|_| !mnist_classes) {
+        let size = std::fs::metadata(labels).map_or(u64::MAX, |m| m.len());
+        let file = labels.display().to_string();
+        check_targets(size, &file, labels_span, loss, facts, d, || {
+            idx::labels(labels).map(|l| l.into_iter().map(f32::from).collect())
+        });
+    }
+    Some(None)
+}
+
+/// E0020 when a source's feature count differs from the model's input.
+fn check_feature_count(
+    n: u64,
+    what: &str,
+    value: &Value,
+    facts: &ModelFacts,
+    d: &mut Vec<Diagnostic>,
+) {
+    let Some(input) = facts.input_size else {
+        return;
+    };
+    if n != input {
+        d.push(
+            Diagnostic::error(
+                codes::DATA_INPUT,
+                format!(
+                    "the data gives {what}, but the model's input {} has {input} elements",
+                    facts.input_shape
+                ),
+                value.span.clone(),
+                format!("{n} per sample"),
+            )
+            .with_help(format!(
+                "make the input shape hold {n} element{}, e.g. `[{n}]`",
+                if n == 1 { "" } else { "s" }
+            )),
+        );
+    }
+}
+
+/// The targets against the loss and the output: class indices below the output
+/// width for the categorical losses, 0 or 1 for binary cross-entropy. `read` reads
+/// them; it is only called for a file of at most `SMALL_FILE_BYTES`.
+fn check_targets(
+    size: u64,
+    file: &str,
+    span: Span,
+    loss: Loss,
+    facts: &ModelFacts,
+    d: &mut Vec<Diagnostic>,
+    read: impl FnOnce() -> Result<Vec<f32>, String>,
+) {
+    let categorical = matches!(
+        loss,
+        Loss::SparseCategoricalCrossentropy | Loss::CategoricalCrossentropy
+    );
+    if !categorical && loss != Loss::BinaryCrossentropy {
+        return;
+    }
+    let Some(out) = facts.output_size else {
+        return;
+    };
+    if size > SMALL_FILE_BYTES {
+        d.push(
+            Diagnostic::warning(
+                codes::TARGETS_NOT_READ,
+                format!(
+                    "the targets of {file} were not checked: the file is over {} MB",
+                    SMALL_FILE_BYTES >> 20
+                ),
+                span,
+                "not read by `nnc check`",
+            )
+            .with_help("`nnc run` checks every target as it loads the file"),
+        );
+        return;
+    }
+    let targets = match read() {
+        Ok(t) => t,
+        Err(e) => {
+            d.push(data_error(e, span, "this column"));
+            return;
+        }
+    };
+    if categorical {
+        if let Some(bad) = targets.iter().find(|v| v.fract() != 0.0 || **v < 0.0) {
+            d.push(data_error(
+                format!("{file}: the target {bad} is not a class index (0, 1, 2, ...)"),
+                span,
+                "this column",
+            ));
+            return;
+        }
+        let classes = targets.iter().fold(0.0f32, |a, &v| a.max(v)) as u64 + 1;
+        if classes > out {
+            d.push(
+                data_error(
+                    format!(
+                        "{file} holds class indices up to {}, so {classes} classes, but the \
+                         model outputs {out} unit{}",
+                        classes - 1,
+                        if out == 1 { "" } else { "s" }
+                    ),
+                    span,
+                    format!("{classes} classes"),
+                )
+                .with_label(facts.output_span.clone(), format!("{out} outputs"))
+                .with_help(format!(
+                    "end the model with `dense({classes}, activation = softmax)`"
+                )),
+            );
+        }
+    } else if let Some(bad) = targets.iter().find(|v| **v != 0.0 && **v != 1.0) {
+        d.push(
+            data_error(
+                format!("{file}: the target {bad} is not 0 or 1, as binary_crossentropy needs"),
+                span,
+                "this column",
+            )
+            .with_help(
+                "for several classes use `sparse_categorical_crossentropy` with one output unit \
+                 per class",
+            ),
+        );
+    }
+}
