@@ -163,10 +163,26 @@ fn inspect(
                     names
                 }
             };
+            // A small file is read whole, as `run` will read it: every cell it uses
+            // must be a number, every row complete.
+            let size = std::fs::metadata(path).map_or(u64::MAX, |m| m.len());
+            let mut targets = None;
+            if size <= SMALL_FILE_BYTES {
+                let table = match training {
+                    Some(Some(training)) => csv::read_matching(path, target, training),
+                    _ => csv::read(path, target, Some(&names)),
+                };
+                match table {
+                    Ok(t) => targets = Some(t.data.targets),
+                    Err(e) => {
+                        d.push(data_error(e, arg_span(w.value, "path", 0), "this file"));
+                        return None;
+                    }
+                }
+            }
             if let Some(loss) = loss {
-                let size = std::fs::metadata(path).map_or(u64::MAX, |m| m.len());
                 check_targets(size, &file, target_span, loss, facts, d, || {
-                    csv::column(path, target).map(|c| c.into_iter().map(|(_, v)| v).collect())
+                    targets.ok_or_else(|| "not read".to_string())
                 });
             }
             Some(Some(names))

@@ -87,28 +87,6 @@ pub fn header(path: &Path) -> Result<Vec<String>, String> {
     open(path).map(|(_, names)| names)
 }
 
-/// Every value of column `target`, each with its line, parsed as `read` parses it.
-pub fn column(path: &Path, target: &str) -> Result<Vec<(u64, f32)>, String> {
-    let file = path.display().to_string();
-    let (mut reader, names) = open(path)?;
-    let c = find_column(&names, target, "target", &file)?;
-    let mut out = Vec::new();
-    for record in reader.records() {
-        let record =
-            record.map_err(|e| format!("{file}: not a CSV text file: {}", csv_reason(&e)))?;
-        let line = record.position().map_or(0, |p| p.line());
-        let cell = record.get(c).ok_or_else(|| {
-            format!(
-                "{file}: line {line}: the row has {} fields but the header has {} columns",
-                record.len(),
-                names.len()
-            )
-        })?;
-        out.push((line, parse_cell(cell, &file, line, c, target)?));
-    }
-    Ok(out)
-}
-
 fn read_with(path: &Path, target: &str, columns: Columns) -> Result<CsvTable, String> {
     let file = path.display().to_string();
     let (mut reader, names) = open(path)?;
