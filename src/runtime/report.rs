@@ -212,10 +212,13 @@ impl Reporter for HumanReporter<'_> {
         let width = nodes.iter().map(|n| n.node.len()).max().unwrap_or(0);
         for n in nodes {
             let dims: Vec<String> = n.shape.iter().map(|d| d.to_string()).collect();
+            // Padded by hand: a node names its layer, which may be longer than the
+            // 65,535 characters a `format!` width allows.
+            let pad = " ".repeat(width - n.node.len());
             say(
                 self.out,
                 format_args!(
-                    "  {:>10}  {:>5.1}%  {:<width$}  [{}]",
+                    "  {:>10}  {:>5.1}%  {}{pad}  [{}]",
                     step_time_text(n.seconds_per_step),
                     n.share * 100.0,
                     n.node,

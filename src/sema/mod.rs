@@ -583,6 +583,17 @@ mod tests {
         assert!(o.model.is_some());
     }
 
+    #[test]
+    fn a_layer_name_longer_than_a_format_width_renders() {
+        let name = "n".repeat(70_000);
+        let o = check(&format!("model m {{\n input x: [3]\n {name} = dense(2)\n}}\n"));
+        assert!(o.diagnostics.is_empty(), "{:?}", o.diagnostics);
+        let text = summary::render_text(o.summary.as_ref().unwrap());
+        let row = text.lines().find(|l| l.contains(&name)).unwrap();
+        // Every row of the table is as wide as the rule above it.
+        assert_eq!(row.len(), text.lines().nth(1).unwrap().len());
+    }
+
     proptest::proptest! {
         #![proptest_config(proptest::prelude::ProptestConfig::with_cases(300))]
         /// Token soup from the language's own alphabet never panics the checker.

@@ -252,17 +252,20 @@ pub fn render_text(s: &Summary) -> String {
         line.push('\n');
         line
     };
+    // Padded by hand: `format!`'s width is at most 65,535, and a layer name may be
+    // longer.
+    let pad = |text: &str, width: usize| " ".repeat(width.saturating_sub(text.len()));
     let row = |cells: &[String; 4]| {
         format!(
-            "| {:<w0$} | {:<w1$} | {:>w2$} | {:>w3$} |\n",
+            "| {}{} | {}{} | {}{} | {}{} |\n",
             cells[0],
+            pad(&cells[0], widths[0]),
             cells[1],
+            pad(&cells[1], widths[1]),
+            pad(&cells[2], widths[2]),
             cells[2],
+            pad(&cells[3], widths[3]),
             cells[3],
-            w0 = widths[0],
-            w1 = widths[1],
-            w2 = widths[2],
-            w3 = widths[3]
         )
     };
     let mut out = format!("Model: \"{}\"\n", s.model);
