@@ -205,6 +205,45 @@ fn a_million_sample_batch_that_needs_too_much_memory_is_refused_before_training(
     }
 }
 
+#[cfg(unix)]
+#[test]
+fn a_step_larger_than_ulimit_allows_is_an_error_not_an_abort() {
+    // 400 million weights with Adam: a 6 GB step, under the 16 GB that check
+    // refuses, but not under `ulimit -v` of 3 GB.
+    let dir = tempfile::tempdir().unwrap();
+    let mut rows = String::from("a,b,y\n");
+    for i in 0..8 {
+        rows += &format!("{i},{},{}\n", i * 2, i % 2);
+    }
+    std::fs::write(dir.path().join("d.csv"), rows).unwrap();
+    std::fs::write(
+        dir.path().join("big.nn"),
+        "model big {\n input x: [2]\n dense(20000, activation = relu)\n \
+         dense(20000, activation = relu)\n dense(1, activation = sigmoid)\n}\n\
+         train {\n data = csv(\"d.csv\", target = \"y\")\n loss = binary_crossentropy\n \
+         optimizer = adam\n}\n",
+    )
+    .unwrap();
+    let child = Command::new("sh")
+        .arg("-c")
+        .arg(format!("ulimit -v 3000000 && exec '{NNC}' run big.nn"))
+        .current_dir(dir.path())
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let ran = finish(child, TIMEOUT).expect("nnc hung");
+    assert_eq!(judge(&["run"], 1, &ran), None);
+    for part in [
+        "one training step at batch size 8 needs",
+        "ulimit -v",
+        "--batch-size",
+    ] {
+        assert!(ran.stderr.contains(part), "{part:?} not in {}", ran.stderr);
+    }
+}
+
 /// The tensors nnc saves for examples/mnist_mlp.nn.
 fn mnist_mlp_tensors() -> Vec<(String, Vec<usize>)> {
     vec![

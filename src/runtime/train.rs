@@ -17,6 +17,7 @@ use crate::ir::{build, init, interp, print};
 use crate::runtime::checkpoint;
 use crate::runtime::data::{self, Dataset};
 use crate::runtime::interrupt;
+use crate::runtime::memory;
 use crate::runtime::metrics::Accumulator;
 use crate::runtime::report::{DataReport, EpochReport, NodeTime, Reporter, TestReport};
 use crate::sema::model::{Model, TrainConfig};
@@ -208,7 +209,11 @@ pub fn train(
         .map(|e| e.layout.len)
         .max()
         .unwrap_or(0);
-    let mut arena = vec![0f32; arena_len];
+    // The one large allocation: parameters, gradients, optimizer state, activations.
+    let mut arena = memory::zeroed_or_explain(
+        arena_len,
+        &format!("one training step at batch size {batch}"),
+    )?;
     let full = &programs.train[&batch];
     init::initialize(model, &full.graph, &full.layout, &mut arena, config.seed);
     let checkpoint_tensors = init::params(&full.graph);

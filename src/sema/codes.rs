@@ -263,7 +263,9 @@ MNIST. The features of one sample are reshaped, row-major, to the input shape.
         "\
 The model's parameters, or the memory one training step needs (parameters,
 gradients, optimizer state and activations for one batch), exceed 16 GiB. The
-message gives the byte count.
+message gives the byte count, and points at the layer that costs most. `nnc run`
+also refuses a step larger than what this machine allows (its memory and swap,
+its cgroup's limit, or `ulimit -v`), with the same advice, before training.
 
 Fix: use smaller layers, pooling or strides before dense layers, or a smaller
 batch size.",

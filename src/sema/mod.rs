@@ -276,55 +276,83 @@ fn check_ast(file: &ast::File, base_dir: &Path, opts: &CheckOptions, out: &mut C
     }
 }
 
-/// E0021: refuse models whose parameters or training step cannot fit in memory.
+/// E0021: refuse models whose parameters or training step cannot fit in memory. The
+/// primary label is on the layer that makes it too large, the model a secondary one.
 fn check_memory(s: &Summary, checked: &check::CheckedModel, d: &mut Vec<Diagnostic>) {
     let m = &s.memory;
-    let (what, bytes) = if m.parameters > MEMORY_LIMIT_BYTES {
-        ("its parameters alone take", m.parameters)
+    // Counts saturate at the type's maximum: such a size is "at least" that.
+    let bytes_text = |b: u128| {
+        let exact = u64::try_from(b).is_ok_and(|b| b < u64::MAX);
+        if exact {
+            format!("{b} bytes ({})", summary::human_bytes(b))
+        } else {
+            "more bytes than a 64-bit count holds".into()
+        }
+    };
+    let params_too_big = m.parameters > MEMORY_LIMIT_BYTES;
+    let what = if params_too_big {
+        format!("its parameters alone take {}", bytes_text(m.parameters))
     } else if m.total > MEMORY_LIMIT_BYTES {
-        ("one training step at batch size", m.total)
+        format!(
+            "one training step at batch size {} takes {}",
+            m.batch_size,
+            bytes_text(m.total)
+        )
     } else {
         return;
     };
-    let what = if what.ends_with("size") {
-        format!("{what} {} takes", m.batch_size)
-    } else {
-        what.to_string()
+    // The layer that costs most: by parameters when they are too many, else by the
+    // bytes it adds to a step (its weights with their gradients and optimizer
+    // state, and its output with its gradient for the batch, 4 bytes a value).
+    let per_param = (m.parameters + m.gradients + m.optimizer_state) / m.parameters.max(1);
+    let cost = |l: &model::Layer, r: &summary::Row| -> u128 {
+        let weights = u128::from(r.params);
+        if params_too_big {
+            return weights;
+        }
+        let out = l
+            .output_shape
+            .iter()
+            .fold(1u128, |a, &x| a.saturating_mul(x as u128));
+        weights
+            .saturating_mul(4 * per_param.max(1))
+            .saturating_add(out.saturating_mul(m.batch_size as u128).saturating_mul(8))
     };
-    // Point at the layer with the most parameters, or the largest output.
-    let biggest = checked.layers.iter().zip(&s.layers).max_by_key(|(l, r)| {
-        (r.params as u128).max(
-            l.output_shape
-                .iter()
-                .fold(1u128, |a, &x| a.saturating_mul(x as u128)),
-        )
-    });
-    let mut diag = Diagnostic::error(
-        codes::TOO_BIG,
-        format!(
-            "model `{}` is too large: {what} {bytes} bytes ({}), more than the {} limit",
-            s.model,
-            summary::human_bytes(bytes),
-            summary::human_bytes(MEMORY_LIMIT_BYTES)
-        ),
-        checked.name_span.clone(),
-        "this model",
-    )
-    .with_help(
-        "use smaller layers, pooling or strides before dense layers, or a smaller batch size",
+    let biggest = checked
+        .layers
+        .iter()
+        .zip(&s.layers)
+        .max_by_key(|(l, r)| cost(l, r));
+    let message = format!(
+        "model `{}` is too large: {what}, more than the {} limit",
+        s.model,
+        summary::human_bytes(MEMORY_LIMIT_BYTES)
     );
-    if let Some((l, r)) = biggest {
-        diag = diag.with_label(
-            l.span.clone(),
-            format!(
-                "`{}`: {} parameters, output {:?}",
-                l.name,
-                summary::thousands(r.params as u128),
-                l.output_shape
-            ),
-        );
-    }
-    d.push(diag);
+    let help =
+        "use smaller layers, pooling or strides before dense layers, or a smaller batch size";
+    let diag = match biggest {
+        Some((l, r)) => {
+            let params = if r.params == u64::MAX {
+                "more parameters than a 64-bit count holds".to_string()
+            } else {
+                format!("{} parameters", summary::thousands(u128::from(r.params)))
+            };
+            Diagnostic::error(
+                codes::TOO_BIG,
+                message,
+                l.span.clone(),
+                format!("`{}`: {params}, output {:?}", l.name, l.output_shape),
+            )
+            .with_label(checked.name_span.clone(), "this model")
+        }
+        None => Diagnostic::error(
+            codes::TOO_BIG,
+            message,
+            checked.name_span.clone(),
+            "this model",
+        ),
+    };
+    d.push(diag.with_help(help));
 }
 
 #[cfg(test)]
@@ -586,12 +614,32 @@ mod tests {
     #[test]
     fn a_layer_name_longer_than_a_format_width_renders() {
         let name = "n".repeat(70_000);
-        let o = check(&format!("model m {{\n input x: [3]\n {name} = dense(2)\n}}\n"));
+        let o = check(&format!(
+            "model m {{\n input x: [3]\n {name} = dense(2)\n}}\n"
+        ));
         assert!(o.diagnostics.is_empty(), "{:?}", o.diagnostics);
         let text = summary::render_text(o.summary.as_ref().unwrap());
         let row = text.lines().find(|l| l.contains(&name)).unwrap();
         // Every row of the table is as wide as the rule above it.
         assert_eq!(row.len(), text.lines().nth(1).unwrap().len());
+    }
+
+    #[test]
+    fn a_model_too_large_is_labelled_at_its_largest_layer() {
+        // The dense layer's parameter count overflows 64 bits; the conv layer before
+        // it has the largest output.
+        let o = check(
+            "model m {\n input x: [60000, 60000, 3]\n conv2d(64, 3)\n flatten\n \
+             dense(100000000)\n}\n",
+        );
+        let d = &o.diagnostics[0];
+        assert_eq!(codes_of(&o), vec![codes::TOO_BIG]);
+        assert_eq!(&o.source[d.span.clone()], "dense(100000000)");
+        assert!(!d.label.contains("18,446,744"), "{}", d.label);
+        assert!(d
+            .label
+            .contains("more parameters than a 64-bit count holds"));
+        assert_eq!(&o.source[d.labels[0].span.clone()], "m");
     }
 
     proptest::proptest! {
