@@ -38,6 +38,11 @@ fn csv_corpus() {
 }
 
 #[test]
+fn check_data_corpus() {
+    replay("check_data", harness::check_data);
+}
+
+#[test]
 fn idx_corpus() {
     replay("idx", harness::idx);
 }

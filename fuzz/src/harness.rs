@@ -87,6 +87,68 @@ pub fn idx(bytes: &[u8]) {
     );
 }
 
+/// `nnc check` with its data files against `nnc run`'s data loading: the first
+/// bytes pick a model (input width, output and loss), whether the train block lists
+/// its features, standardizes, and has a CSV test source, and where the training file
+/// ends and the test file begins; the rest are the two CSV files. Whenever `check`
+/// (reading the data) finds no error, preparing the data as `run` does must succeed:
+/// `check` must know what `run` would refuse.
+pub fn check_data(bytes: &[u8]) {
+    let Some((head, rest)) = bytes.split_first_chunk::<4>() else {
+        return;
+    };
+    let inputs = 1 + usize::from(head[0] % 6);
+    let classes = 2 + usize::from(head[1] / 4 % 3);
+    let (units, activation, loss) = [
+        (classes, "softmax", "sparse_categorical_crossentropy"),
+        (classes, "softmax", "categorical_crossentropy"),
+        (1, "sigmoid", "binary_crossentropy"),
+        (1, "linear", "mse"),
+    ][usize::from(head[1] % 4)];
+    let flags = head[2];
+    let cut = (usize::from(head[3]) * rest.len() / 255).min(rest.len());
+    let (train, test) = (scratch("train.csv"), scratch("test.csv"));
+    if std::fs::write(&train, &rest[..cut]).is_err() || std::fs::write(&test, &rest[cut..]).is_err()
+    {
+        return;
+    }
+    let names = ["a", "b", "c", "d", "e", "f"];
+    let features = if flags & 1 != 0 {
+        let listed: Vec<String> = names[..inputs].iter().map(|n| format!("\"{n}\"")).collect();
+        format!(", features = [{}]", listed.join(", "))
+    } else {
+        String::new()
+    };
+    let standardize = if flags & 2 != 0 {
+        ", standardize = true"
+    } else {
+        ""
+    };
+    let test_line = if flags & 4 != 0 {
+        "\n    test = csv(\"test.csv\", target = \"label\")"
+    } else {
+        ""
+    };
+    let text = format!(
+        "model m {{\n    input x: [{inputs}]\n    dense({units}, activation = {activation})\n}}\n\
+         train {{\n    data = csv(\"train.csv\", target = \"label\"{features}{standardize}){test_line}\n    \
+         loss = {loss}\n    optimizer = sgd\n}}\n"
+    );
+    let options = CheckOptions {
+        read_data: true,
+        ..CheckOptions::default()
+    };
+    let outcome = nnc::check_source("fuzz.nn", text.as_bytes(), &scratch_dir(), &options);
+    let _ = outcome.render_diagnostics(false);
+    let _ = nnc::cli::json_outcome(&outcome);
+    if let Some(model) = &outcome.model {
+        let config = model.train.as_ref().expect("the file has a train block");
+        if let Err(e) = data::prepare(model, config) {
+            panic!("`nnc check` passed, but run refuses the data: {e}\n{text}");
+        }
+    }
+}
+
 /// A weights file given to `--init` of a small model.
 pub fn safetensors(bytes: &[u8]) {
     let path = scratch("w.safetensors");
