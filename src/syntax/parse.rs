@@ -305,6 +305,9 @@ fn rule_words(r: Rule) -> &'static str {
     }
 }
 
+/// The words the grammar reserves (`keyword` in nn.pest).
+const KEYWORDS: [&str; 5] = ["model", "input", "train", "true", "false"];
+
 /// Closing tokens are reported at the end of the previous token, where they are missing.
 fn is_closer(r: Rule) -> bool {
     matches!(r, Rule::rparen | Rule::rbrack | Rule::rbrace | Rule::comma)
@@ -355,8 +358,62 @@ fn syntax_error(src: &str, e: &pest::error::Error<Rule>) -> Diagnostic {
         let len = token_len(src, pos);
         (pos..pos + len, format!("found {found} here"))
     };
+    let rest = &src[pos..];
+    let word = &rest[..token_len(src, pos)];
+    let line_rest = rest.lines().next().unwrap_or("");
+    // Mistakes with a message of their own, most of them Python or Keras habits.
+    if rest.starts_with('"') && !line_rest[1..].contains('"') {
+        return Diagnostic::error(
+            codes::SYNTAX,
+            "this string is never closed",
+            pos..pos + 1,
+            "the string starts here",
+        )
+        .with_help("end it with `\"` on the same line");
+    }
+    if KEYWORDS.contains(&word) && rest[word.len()..].trim_start().starts_with('=') {
+        return Diagnostic::error(
+            codes::SYNTAX,
+            format!("`{word}` is a keyword, so it cannot be a name"),
+            pos..pos + word.len(),
+            "a keyword",
+        )
+        .with_help(format!(
+            "choose another name, e.g. `{word}_layer`; the keywords are {}",
+            KEYWORDS
+                .iter()
+                .map(|k| format!("`{k}`"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ));
+    }
+    if rest
+        .chars()
+        .next()
+        .is_some_and(|c| !c.is_ascii() && c.is_alphabetic())
+    {
+        return Diagnostic::error(
+            codes::SYNTAX,
+            format!("{found} is not an ASCII letter: names are ASCII"),
+            sp,
+            "not ASCII",
+        )
+        .with_help(
+            "names use the letters a-z and A-Z, digits and `_` (text in strings may be any UTF-8)",
+        );
+    }
     let mut d = Diagnostic::error(codes::SYNTAX, message, sp, label);
-    if src[pos..].starts_with('.') {
+    let wants_value = expected.contains(&"a value");
+    if rest.starts_with('\'') {
+        d.help = Some(
+            "strings use double quotes (`\"data.csv\"`); names such as `relu` need no quotes"
+                .into(),
+        );
+    } else if rest.starts_with("//") {
+        d.help = Some("comments start with `#`".into());
+    } else if rest.starts_with('(') && wants_value {
+        d.help = Some("lists use square brackets: `[3, 3]`, not a tuple `(3, 3)`".into());
+    } else if rest.starts_with('.') {
         d.help = Some("write a leading zero: `0.5`, not `.5`".into());
     } else if src[pos..].starts_with('"')
         && src[pos..].lines().next().is_some_and(|l| l.contains('\\'))
