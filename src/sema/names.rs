@@ -72,7 +72,9 @@ const ALIASES: &[(&str, &str)] = &[
     ("batchnormalization", "batchnorm"),
     ("averagepooling2d", "avgpool2d"),
     ("maxpooling2d", "maxpool2d"),
-    ("globalaveragepooling2d", "avgpool2d"),
+    ("globalaveragepooling2d", "global_avgpool2d"),
+    ("globalmaxpooling2d", "global_maxpool2d"),
+    ("lr", "learning_rate"),
     ("categoricalcrossentropy", "categorical_crossentropy"),
     (
         "sparsecategoricalcrossentropy",
@@ -84,6 +86,55 @@ const ALIASES: &[(&str, &str)] = &[
     ("acc", "accuracy"),
 ];
 
+/// Keras names nnc does not have (lowercase, without `_`), with what to do instead.
+/// Their nearest nnc spelling would be a wrong answer (`kernel_regularizer` is not
+/// `kernel_initializer`), so none is offered. An entry whose alias above exists in
+/// nnc is never reached.
+const KERAS_ONLY: &[(&str, &str)] = &[
+    ("kernelregularizer", "nnc has no weight regularizers yet"),
+    ("biasregularizer", "nnc has no weight regularizers yet"),
+    ("activityregularizer", "nnc has no activity regularizers"),
+    ("kernelconstraint", "nnc has no weight constraints"),
+    ("biasconstraint", "nnc has no weight constraints"),
+    (
+        "inputshape",
+        "the shape of one sample is the model's first statement, e.g. `input x: [28, 28, 1]`",
+    ),
+    (
+        "inputdim",
+        "the shape of one sample is the model's first statement, e.g. `input x: [784]`",
+    ),
+    (
+        "callbacks",
+        "nnc has no callbacks yet; `epochs` (or `--epochs`) sets how long training runs",
+    ),
+    (
+        "validationdata",
+        "nnc has no `validation_data` yet; `validation_split = 0.2` holds out a fraction of the \
+         training rows and evaluates them after each epoch",
+    ),
+    (
+        "globalaveragepooling2d",
+        "nnc has no global pooling yet; `avgpool2d(pool_size = [h, w])` over the whole image, \
+         then `flatten`, computes the same",
+    ),
+    (
+        "globalmaxpooling2d",
+        "nnc has no global pooling yet; `maxpool2d(pool_size = [h, w])` over the whole image, \
+         then `flatten`, computes the same",
+    ),
+    ("classweight", "nnc has no class weights yet"),
+];
+
+/// What to write instead of a Keras name nnc does not have.
+fn keras_only(name: &str) -> Option<&'static str> {
+    let squashed = name.to_ascii_lowercase().replace('_', "");
+    KERAS_ONLY
+        .iter()
+        .find(|(from, _)| *from == squashed)
+        .map(|(_, help)| *help)
+}
+
 /// The known name nearest to `name`, if one is near enough to be a likely typo.
 pub fn nearest(name: &str, known: &[&'static str]) -> Option<&'static str> {
     let lower = name.to_ascii_lowercase();
@@ -92,6 +143,9 @@ pub fn nearest(name: &str, known: &[&'static str]) -> Option<&'static str> {
         if let Some(k) = known.iter().find(|k| *k == to) {
             return Some(k);
         }
+    }
+    if keras_only(name).is_some() {
+        return None;
     }
     known
         .iter()
@@ -106,26 +160,41 @@ pub fn nearest(name: &str, known: &[&'static str]) -> Option<&'static str> {
         .map(|(_, k)| k)
 }
 
-/// Levenshtein distance, on chars.
+/// Damerau-Levenshtein distance (optimal string alignment), on chars: a swap of two
+/// neighbours (`rleu`, `tahn`) counts as one edit, as a typo does.
 pub fn distance(a: &str, b: &str) -> usize {
+    let a: Vec<char> = a.chars().collect();
     let b: Vec<char> = b.chars().collect();
+    // Rows i - 2, i - 1 and i of the table.
+    let mut before: Vec<usize> = vec![0; b.len() + 1];
     let mut prev: Vec<usize> = (0..=b.len()).collect();
-    for (i, ca) in a.chars().enumerate() {
+    for i in 0..a.len() {
         let mut cur = vec![i + 1; b.len() + 1];
-        for (j, cb) in b.iter().enumerate() {
-            let sub = prev[j] + usize::from(ca != *cb);
+        for j in 0..b.len() {
+            let sub = prev[j] + usize::from(a[i] != b[j]);
             cur[j + 1] = sub.min(prev[j + 1] + 1).min(cur[j] + 1);
+            if i > 0 && j > 0 && a[i] == b[j - 1] && a[i - 1] == b[j] {
+                cur[j + 1] = cur[j + 1].min(before[j - 1] + 1);
+            }
         }
-        prev = cur;
+        before = std::mem::replace(&mut prev, cur);
     }
     prev[b.len()]
 }
 
-/// "did you mean `x`?" when there is a near name, else the list of known names.
+/// "did you mean `x`?" when there is a near name, what to do instead for a Keras
+/// name nnc lacks, else the list of known names.
 pub fn suggestion(name: &str, known: &[&'static str]) -> String {
-    match nearest(name, known) {
-        Some(k) => format!("did you mean `{k}`?"),
-        None => format!(
+    let lower = name.to_ascii_lowercase();
+    if lower != name {
+        if let Some(k) = known.iter().find(|k| **k == lower) {
+            return format!("names are lowercase: write `{k}`");
+        }
+    }
+    match (nearest(name, known), keras_only(name)) {
+        (Some(k), _) => format!("did you mean `{k}`?"),
+        (None, Some(help)) => help.to_string(),
+        (None, None) => format!(
             "expected one of {}",
             known
                 .iter()
@@ -156,5 +225,43 @@ mod tests {
         assert_eq!(distance("kitten", "sitting"), 3);
         assert_eq!(distance("", "abc"), 3);
         assert_eq!(distance("same", "same"), 0);
+        // A swap of neighbours is one edit.
+        assert_eq!(distance("rleu", "relu"), 1);
+        assert_eq!(distance("tahn", "tanh"), 1);
+        assert_eq!(distance("ab", "ba"), 1);
+        assert_eq!(distance("abc", "ca"), 3);
+    }
+
+    #[test]
+    fn transposed_letters_find_the_name() {
+        for typo in ["rleu", "reul", "erlu"] {
+            assert_eq!(nearest(typo, ACTIVATIONS), Some("relu"), "{typo}");
+        }
+        assert_eq!(nearest("tahn", ACTIVATIONS), Some("tanh"));
+    }
+
+    #[test]
+    fn keras_names_nnc_lacks_get_no_wrong_near_miss() {
+        let params = &["units", "activation", "use_bias", "kernel_initializer"];
+        assert_eq!(nearest("kernel_regularizer", params), None);
+        assert!(suggestion("kernel_regularizer", params).contains("no weight regularizers"));
+        assert!(suggestion("input_shape", params).contains("input x: [28, 28, 1]"));
+        assert!(suggestion("callbacks", SETTINGS).contains("no callbacks"));
+        assert!(suggestion("validation_data", SETTINGS).contains("validation_split"));
+        // Without `global_avgpool2d` in nnc, no pooling layer is offered as its name.
+        assert_eq!(nearest("GlobalAveragePooling2D", LAYERS), None);
+        assert!(suggestion("GlobalAveragePooling2D", LAYERS).contains("global pooling"));
+        assert_eq!(
+            nearest("GlobalAveragePooling2D", &["dense", "global_avgpool2d"]),
+            Some("global_avgpool2d")
+        );
+        assert_eq!(
+            suggestion("lr", &["learning_rate", "momentum"]),
+            "did you mean `learning_rate`?"
+        );
+        assert_eq!(
+            suggestion("Dense", LAYERS),
+            "names are lowercase: write `dense`"
+        );
     }
 }
