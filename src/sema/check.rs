@@ -582,10 +582,16 @@ fn infer(
     let shape = &cur.shape;
     let came_from = format!("{} gives {}", cur.from_name, show(shape));
     let rank_error = |what: &str, needs: &str, help: &str| {
+        // An anonymous layer's name is its kind: say it once.
+        let layer = if name == what {
+            format!("`{name}`")
+        } else {
+            format!("`{name}` ({what})")
+        };
         Diagnostic::error(
             codes::RANK,
             format!(
-                "`{name}` ({what}) needs {needs}, but its input has shape {}",
+                "{layer} needs {needs}, but its input has shape {}",
                 show(shape)
             ),
             call.span.clone(),

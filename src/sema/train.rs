@@ -371,14 +371,37 @@ fn metrics(v: &Value, d: &mut Vec<Diagnostic>) -> Option<Vec<Metric>> {
         return None;
     };
     let mut out = vec![];
+    let mut seen: Vec<(&str, &Value)> = vec![];
     let mut good = true;
     for it in items {
         match args::name(it, "metrics", "metric", names::METRICS) {
-            Ok(m) => out.push(match m {
-                "accuracy" => Metric::Accuracy,
-                "mse" => Metric::Mse,
-                _ => Metric::Mae,
-            }),
+            // The same metric twice would only print two equal columns.
+            Ok(m) if seen.iter().any(|(s, _)| *s == m) => {
+                let first = seen
+                    .iter()
+                    .find(|(s, _)| *s == m)
+                    .map(|(_, v)| v.span.clone());
+                let mut e = Diagnostic::error(
+                    codes::DUPLICATE_ARG,
+                    format!("metric `{m}` is listed twice"),
+                    it.span.clone(),
+                    "listed again here",
+                )
+                .with_help("list each metric once");
+                if let Some(first) = first {
+                    e = e.with_label(first, "first listed here");
+                }
+                d.push(e);
+                good = false;
+            }
+            Ok(m) => {
+                seen.push((m, it));
+                out.push(match m {
+                    "accuracy" => Metric::Accuracy,
+                    "mse" => Metric::Mse,
+                    _ => Metric::Mae,
+                });
+            }
             Err(e) => {
                 d.push(e);
                 good = false;
