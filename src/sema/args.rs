@@ -279,7 +279,23 @@ pub fn pair(v: &Value, param: &str) -> Result<[u64; 2], Diagnostic> {
     match &v.kind {
         ValueKind::List(items) => {
             if items.len() != 2 {
-                return Err(type_error(v, "an integer or a list `[h, w]`", param));
+                let n = items.len();
+                return Err(Diagnostic::error(
+                    codes::TYPE,
+                    format!(
+                        "`{param}` expects an integer or a list of two `[h, w]`, found a list of \
+                         {n} value{}",
+                        if n == 1 { "" } else { "s" }
+                    ),
+                    v.span.clone(),
+                    format!("{n} value{}", if n == 1 { "" } else { "s" }),
+                )
+                .with_help(match items.first().map(|i| &i.kind) {
+                    Some(ValueKind::Number(k)) if n == 1 => {
+                        format!("for a square window write `{param} = {k}` or `[{k}, {k}]`")
+                    }
+                    _ => format!("write e.g. `{param} = 3` or `[3, 3]`"),
+                }));
             }
             Ok([positive(&items[0], param)?, positive(&items[1], param)?])
         }
