@@ -152,10 +152,12 @@ pub fn check(args: &CheckArgs, io: &mut Io) -> i32 {
         let outcome = match check_path(path, &opts) {
             Ok(o) => o,
             Err(e) => {
-                emit(
-                    io.stderr,
-                    &format!("error: cannot read `{}`: {e}\n", path.display()),
-                );
+                let message = format!("cannot read `{}`: {e}", path.display());
+                if args.json {
+                    docs.push(json_unreadable(&path.display().to_string(), &message));
+                } else {
+                    emit(io.stderr, &format!("error: {message}\n"));
+                }
                 worst = worst.max(EXIT_USAGE);
                 continue;
             }
@@ -205,14 +207,57 @@ fn check_path(path: &std::path::Path, opts: &CheckOptions) -> std::io::Result<Ch
     ))
 }
 
+/// The JSON document of a file that could not be read: the same shape as any
+/// other file's, with one diagnostic that has no code and no position.
+fn json_unreadable(file: &str, message: &str) -> serde_json::Value {
+    let empty = CheckOutcome {
+        file: file.to_string(),
+        source: String::new(),
+        model: None,
+        summary: None,
+        diagnostics: vec![],
+    };
+    let mut doc = json_outcome(&empty);
+    doc["ok"] = json!(false);
+    doc["diagnostics"] = json!([{
+        "severity": "error",
+        "code": null,
+        "message": message,
+        "file": file,
+        "line": null,
+        "column": null,
+        "label": null,
+        "help": null,
+        "labels": [],
+    }]);
+    doc
+}
+
 /// The JSON document for one file: the summary's facts (null where unknown) and
-/// every diagnostic with its position.
+/// every diagnostic with its position. `labels` holds every label (the primary one
+/// first, then the secondary ones), each with its start and end, as rustc's JSON
+/// holds every span; `line`, `column` and `label` repeat the primary one.
 pub fn json_outcome(o: &CheckOutcome) -> serde_json::Value {
+    let label = |span: &sema::model::Span, message: &str, primary: bool| {
+        let (line, column) = line_col(&o.source, span.start);
+        let (end_line, end_column) = line_col(&o.source, span.end);
+        json!({
+            "file": o.file,
+            "line": line,
+            "column": column,
+            "end_line": end_line,
+            "end_column": end_column,
+            "message": message,
+            "primary": primary,
+        })
+    };
     let diagnostics: Vec<_> = o
         .diagnostics
         .iter()
         .map(|d| {
             let (line, column) = line_col(&o.source, d.span.start);
+            let mut labels = vec![label(&d.span, &d.label, true)];
+            labels.extend(d.labels.iter().map(|l| label(&l.span, &l.message, false)));
             json!({
                 "severity": match d.severity { Severity::Error => "error", Severity::Warning => "warning" },
                 "code": d.code,
@@ -222,6 +267,7 @@ pub fn json_outcome(o: &CheckOutcome) -> serde_json::Value {
                 "column": column,
                 "label": d.label,
                 "help": d.help,
+                "labels": labels,
             })
         })
         .collect();
