@@ -336,12 +336,14 @@ pub fn explain(code: &str, io: &mut Io) -> i32 {
     }
 }
 
-/// Checks a file for `run` and `emit`: prints its diagnostics, and returns its model
-/// when it has no errors, or the exit code to end with. `batch_size` (the flag's) is
-/// the one the memory limit is checked at, so that the flag cannot bypass it.
+/// Checks a file for `run` and `emit`: prints its diagnostics (with `json`, also as
+/// one `error` event on stdout when there are errors), and returns its model when it
+/// has no errors, or the exit code to end with. `batch_size` (the flag's) is the one
+/// the memory limit is checked at, so that the flag cannot bypass it.
 fn checked_model(
     path: &std::path::Path,
     batch_size: Option<u64>,
+    json: bool,
     io: &mut Io,
 ) -> Result<crate::sema::model::Model, i32> {
     let opts = CheckOptions {
@@ -351,14 +353,25 @@ fn checked_model(
     let outcome = match check_path(path, &opts) {
         Ok(o) => o,
         Err(e) => {
-            emit(
-                io.stderr,
-                &format!("error: cannot read `{}`: {e}\n", path.display()),
-            );
+            let message = format!("cannot read `{}`: {e}", path.display());
+            if json {
+                let event = json!({"event": "error", "message": message});
+                emit(io.stdout, &format!("{event}\n"));
+            }
+            emit(io.stderr, &format!("error: {message}\n"));
             return Err(EXIT_USAGE);
         }
     };
     emit(io.stderr, &outcome.render_diagnostics(io.color));
+    if json && outcome.has_errors() {
+        let doc = json_outcome(&outcome);
+        let event = json!({
+            "event": "error",
+            "message": format!("{} has errors", outcome.file),
+            "diagnostics": doc["diagnostics"],
+        });
+        emit(io.stdout, &format!("{event}\n"));
+    }
     match outcome.model {
         Some(model) if !outcome.has_errors() => Ok(model),
         _ => Err(EXIT_ERRORS),
@@ -366,7 +379,7 @@ fn checked_model(
 }
 
 pub fn run_model(args: &RunArgs, io: &mut Io) -> i32 {
-    let model = match checked_model(&args.file, args.batch_size, io) {
+    let model = match checked_model(&args.file, args.batch_size, args.json, io) {
         Ok(m) => m,
         Err(code) => return code,
     };
@@ -399,12 +412,27 @@ pub fn run_model(args: &RunArgs, io: &mut Io) -> i32 {
     match result {
         Ok(outcome) => match outcome.interrupted {
             Some(stop) => {
-                emit(io.stderr, &interrupted_message(&stop, args.save.is_some()));
+                let message = interrupted_message(&stop, args.save.is_some());
+                if args.json {
+                    let event = json!({
+                        "event": "interrupted",
+                        "completed_epochs": stop.completed,
+                        "epochs": stop.epochs,
+                        "saved": stop.saved.as_ref().map(|p| p.display().to_string()),
+                        "message": message,
+                    });
+                    emit(io.stdout, &format!("{event}\n"));
+                }
+                emit(io.stderr, &format!("nnc: {message}\n"));
                 interrupt::EXIT_INTERRUPTED
             }
             None => EXIT_OK,
         },
         Err(message) => {
+            if args.json {
+                let event = json!({"event": "error", "message": message});
+                emit(io.stdout, &format!("{event}\n"));
+            }
             emit(io.stderr, &format!("error: {message}\n"));
             EXIT_ERRORS
         }
@@ -427,11 +455,11 @@ fn interrupted_message(stop: &Interrupted, save_asked: bool) -> String {
         (None, true) => "no epoch was complete, so no weights were saved".into(),
         (None, false) => "the weights were not saved (no --save)".into(),
     };
-    format!("nnc: interrupted (Ctrl-C) {at}: {kept}\n")
+    format!("interrupted (Ctrl-C) {at}: {kept}")
 }
 
 pub fn emit_ir(args: &EmitArgs, io: &mut Io) -> i32 {
-    let model = match checked_model(&args.file, args.batch_size, io) {
+    let model = match checked_model(&args.file, args.batch_size, false, io) {
         Ok(m) => m,
         Err(code) => return code,
     };

@@ -244,6 +244,22 @@ fn a_step_larger_than_ulimit_allows_is_an_error_not_an_abort() {
     }
 }
 
+#[test]
+fn run_json_reports_errors_as_events_on_stdout() {
+    let dir = root().join("tests/golden");
+    for (args, wanted) in [
+        (&["run", "--json", "data_run_bad_cell.nn"][..], "E0023"),
+        (&["run", "--json", "no_such_file.nn"], "cannot read"),
+    ] {
+        let ran = nnc(&dir, args).unwrap();
+        assert!(ran.status.code() == Some(1) || ran.status.code() == Some(2));
+        let line = ran.stdout.lines().next().unwrap_or_default();
+        let event: serde_json::Value = serde_json::from_str(line).expect("a JSON event");
+        assert_eq!(event["event"], "error", "{line}");
+        assert!(line.contains(wanted), "{line}");
+    }
+}
+
 /// The tensors nnc saves for examples/mnist_mlp.nn.
 fn mnist_mlp_tensors() -> Vec<(String, Vec<usize>)> {
     vec![
@@ -314,6 +330,19 @@ fn ctrl_c_saves_the_last_complete_epoch_and_exits_130() {
         ran.stderr.contains(&expected),
         "{}\nwanted: {expected}",
         ran.stderr
+    );
+    // One message, not a `saved` line and then the interruption's: on stderr, and
+    // as one JSON event on stdout.
+    assert_eq!(ran.stderr.matches("saved").count(), 1, "{}", ran.stderr);
+    assert!(!stdout.contains(r#""event":"saved""#), "{stdout}");
+    let events: Vec<&str> = stdout
+        .lines()
+        .filter(|l| l.contains(r#""event":"interrupted""#))
+        .collect();
+    assert_eq!(events.len(), 1, "{stdout}");
+    assert!(
+        events[0].contains(&format!(r#""completed_epochs":{epochs_done}"#)),
+        "{stdout}"
     );
     let weights = checkpoint::load(&save, &mnist_mlp_tensors()).expect("the saved file loads");
 

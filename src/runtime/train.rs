@@ -329,8 +329,8 @@ pub fn train(
     if interrupt::requested() {
         let saved = match (&options.save, &kept) {
             (Some(path), Some(values)) => {
+                // The interruption's one message says where (no `saved` event).
                 save(path, values.iter().map(Vec::as_slice).collect())?;
-                reporter.saved(path);
                 Some(path.clone())
             }
             _ => None,
