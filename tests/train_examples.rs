@@ -52,6 +52,26 @@ fn test_accuracy(events: &[Value]) -> f64 {
     test["metrics"]["accuracy"].as_f64().expect("accuracy")
 }
 
+/// The README's examples table states each example's test accuracy as measured by
+/// the test below that trains it: the figure must be this run's, to 0.1%, so that
+/// the table cannot drift from what nnc does. The cell's first percentage counts.
+#[track_caller]
+fn assert_readme_states(example: &str, accuracy: f64) {
+    let readme = std::fs::read_to_string("README.md").expect("README.md");
+    let row = readme
+        .lines()
+        .find(|l| l.starts_with(&format!("| `{example}` |")))
+        .unwrap_or_else(|| panic!("README.md has no examples row for `{example}`"));
+    let cell = row.trim_end_matches('|').rsplit('|').next().unwrap_or("");
+    let documented = cell.split('%').next().unwrap_or("").trim();
+    let measured = format!("{:.1}", accuracy * 100.0);
+    assert_eq!(
+        documented, measured,
+        "README.md states {documented}% for {example}, this run measured {measured}%; \
+         update the row: {row}"
+    );
+}
+
 #[test]
 fn json_lines_have_the_documented_events() {
     let events = train(&["examples/iris.nn", "--epochs", "3"]);
@@ -101,30 +121,35 @@ fn profile_times_every_node_of_the_train_step() {
 fn iris_reaches_93_percent() {
     let acc = test_accuracy(&train(&["examples/iris.nn"]));
     assert!(acc >= 0.93, "iris test accuracy {acc}");
+    assert_readme_states("examples/iris.nn", acc);
 }
 
 #[test]
 fn breast_cancer_30_features_reaches_95_percent() {
     let acc = test_accuracy(&train(&["examples/breast_cancer.nn"]));
     assert!(acc >= 0.95, "breast_cancer test accuracy {acc}");
+    assert_readme_states("examples/breast_cancer.nn", acc);
 }
 
 #[test]
 fn digits_reaches_95_percent() {
     let acc = test_accuracy(&train(&["examples/digits.nn"]));
     assert!(acc >= 0.95, "digits test accuracy {acc}");
+    assert_readme_states("examples/digits.nn", acc);
 }
 
 #[test]
 fn seed_network_reaches_88_percent() {
     let acc = test_accuracy(&train(&["examples/seed.nn", "--epochs", "400"]));
     assert!(acc >= 0.88, "seed network test accuracy {acc}");
+    assert_readme_states("examples/seed.nn", acc);
 }
 
 #[test]
 fn mnist_mlp_reaches_95_5_percent_in_two_epochs() {
     let acc = test_accuracy(&train(&["examples/mnist_mlp.nn"]));
     assert!(acc >= 0.955, "MNIST MLP test accuracy {acc}");
+    assert_readme_states("examples/mnist_mlp.nn", acc);
 }
 
 #[test]
@@ -244,10 +269,12 @@ fn mnist_convnet_reaches_98_percent_in_two_epochs() {
     // The file trains 15 epochs, as the Keras example does; two are enough for 98%.
     let acc = test_accuracy(&train(&["examples/mnist_cnn.nn", "--epochs", "2"]));
     assert!(acc >= 0.98, "MNIST convnet test accuracy {acc}");
+    assert_readme_states("examples/mnist_cnn.nn", acc);
 }
 
 #[test]
 fn lenet5_with_batchnorm_reaches_98_percent_in_two_epochs() {
     let acc = test_accuracy(&train(&["examples/lenet5.nn"]));
     assert!(acc >= 0.98, "LeNet-5 test accuracy {acc}");
+    assert_readme_states("examples/lenet5.nn", acc);
 }
