@@ -49,18 +49,7 @@ struct Case {
 }
 
 fn activation(name: &str) -> Activation {
-    match name {
-        "linear" => Activation::Linear,
-        "relu" => Activation::Relu,
-        "elu" => Activation::Elu { alpha: 1.0 },
-        "sigmoid" => Activation::Sigmoid,
-        "tanh" => Activation::Tanh,
-        "softmax" => Activation::Softmax,
-        "gelu" => Activation::Gelu,
-        "silu" => Activation::Silu,
-        "softplus" => Activation::Softplus,
-        other => panic!("unknown activation `{other}` in a spec"),
-    }
+    Activation::named(name).unwrap_or_else(|| panic!("unknown activation `{name}` in a spec"))
 }
 
 fn layer(spec: &Value) -> LayerKind {
