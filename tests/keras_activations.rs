@@ -87,7 +87,10 @@ fn every_activation_agrees_with_keras_at_fixed_inputs() {
     let x: Vec<f32> = floats(&table["x"]).iter().map(|&v| v as f32).collect();
     let recorded = table["activations"].as_object().unwrap();
     let mut checked = vec![];
-    for &a in Activation::ALL.iter().filter(|&&a| a != Activation::Softmax) {
+    for &a in Activation::ALL
+        .iter()
+        .filter(|&&a| a != Activation::Softmax)
+    {
         let Some(entry) = recorded.get(a.name()) else {
             panic!("activations.json has no `{}`", a.name());
         };

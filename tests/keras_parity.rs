@@ -420,4 +420,5 @@ cases!(
     reg_huber_rmsprop_sigmoid,
     reg_mse_adamw_gelu_silu,
     iris_adam_exact_betas_tanh,
+    reg_mse_sgd_selu,
 );

@@ -8,6 +8,7 @@ use cranelift_codegen::ir::condcodes::FloatCC;
 use cranelift_codegen::ir::{InstBuilder, Type, Value};
 
 use super::kernels::Emitter;
+use crate::ops::activation::{SELU_SCALE, SELU_SCALE_ALPHA};
 use crate::ops::Activation;
 
 /// `f(x)` for an elementwise activation, on `f32x4` or `f32` lanes.
@@ -44,6 +45,13 @@ pub fn activate(e: &mut Emitter, act: Activation, x: Value) -> Value {
             let ex = e.exp(nax);
             let l = e.log1p_pos(ex);
             e.fadd(m, l)
+        }
+        Activation::Selu => {
+            let ex = e.exp(x);
+            let em1 = e.fadd_c(ex, -1.0);
+            let neg = e.fmul_c(em1, SELU_SCALE_ALPHA);
+            let pos = e.fmul_c(x, SELU_SCALE);
+            e.sel(FloatCC::LessThan, x, zero, neg, pos)
         }
     }
 }
@@ -99,6 +107,12 @@ pub fn activate_grad(e: &mut Emitter, act: Activation, x: Value, y: Value, dy: V
         Activation::Softplus => {
             let s = e.sigmoid(x);
             e.fmul(dy, s)
+        }
+        Activation::Selu => {
+            let ya = e.fadd_c(y, SELU_SCALE_ALPHA);
+            let neg = e.fmul(dy, ya);
+            let pos = e.fmul_c(dy, SELU_SCALE);
+            e.sel(FloatCC::LessThan, y, zero, neg, pos)
         }
     }
 }

@@ -16,14 +16,20 @@ use super::real::Real;
 pub enum Activation {
     Linear,
     Relu,
-    LeakyRelu { alpha: f32 },
-    Elu { alpha: f32 },
+    LeakyRelu {
+        alpha: f32,
+    },
+    Elu {
+        alpha: f32,
+    },
     Sigmoid,
     Tanh,
     Softmax,
     Gelu,
     Silu,
     Softplus,
+    /// Keras's `selu`: `scale * x` for `x >= 0`, `scale * alpha * (exp(x) - 1)` below.
+    Selu,
 }
 
 impl Activation {
@@ -40,6 +46,7 @@ impl Activation {
         Activation::Gelu,
         Activation::Silu,
         Activation::Softplus,
+        Activation::Selu,
     ];
 
     /// Other names Keras users write for an activation: `(alias, name)`.
@@ -58,6 +65,7 @@ impl Activation {
             Activation::Gelu => "gelu",
             Activation::Silu => "silu",
             Activation::Softplus => "softplus",
+            Activation::Selu => "selu",
         }
     }
 
@@ -91,7 +99,10 @@ impl Activation {
     /// gradients far apart: the fuzzers compare the two executors only away from it.
     pub fn derivative_jumps(self) -> bool {
         match self {
-            Activation::Relu | Activation::LeakyRelu { .. } | Activation::Elu { .. } => true,
+            Activation::Relu
+            | Activation::LeakyRelu { .. }
+            | Activation::Elu { .. }
+            | Activation::Selu => true,
             Activation::Linear
             | Activation::Sigmoid
             | Activation::Tanh
@@ -142,6 +153,14 @@ impl Activation {
             }
             Activation::Silu => x * sigmoid(x),
             Activation::Softplus => softplus(x),
+            // `exp(x) - 1`, not `expm1`: TensorFlow's kernel, whose weights users compare.
+            Activation::Selu => {
+                if x < T::zero() {
+                    T::from_f32(SELU_SCALE_ALPHA) * (x.exp() - one)
+                } else {
+                    T::from_f32(SELU_SCALE) * x
+                }
+            }
         }
     }
 
@@ -186,6 +205,14 @@ impl Activation {
                 s * (one + x * (one - s))
             }
             Activation::Softplus => sigmoid(x),
+            // From the output, as TensorFlow's gradient: `f'(0)` is `scale`.
+            Activation::Selu => {
+                if y < T::zero() {
+                    y + T::from_f32(SELU_SCALE_ALPHA)
+                } else {
+                    T::from_f32(SELU_SCALE)
+                }
+            }
         }
     }
 }
@@ -199,6 +226,11 @@ impl fmt::Display for Activation {
         }
     }
 }
+
+/// selu's `scale` and `scale * alpha` (Klambauer et al.'s constants), rounded to
+/// float32 as TensorFlow's kernel holds them.
+pub const SELU_SCALE: f32 = 1.050_701;
+pub const SELU_SCALE_ALPHA: f32 = 1.758_099_3;
 
 /// The logistic function, without overflow for large `|x|`.
 pub fn sigmoid<T: Real>(x: T) -> T {
