@@ -420,5 +420,6 @@ cases!(
     reg_huber_rmsprop_sigmoid,
     reg_mse_adamw_gelu_silu,
     iris_adam_exact_betas_tanh,
+    bc_adam_softsign,
     reg_mse_sgd_selu,
 );

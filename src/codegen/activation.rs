@@ -53,6 +53,11 @@ pub fn activate(e: &mut Emitter, act: Activation, x: Value) -> Value {
             let pos = e.fmul_c(x, SELU_SCALE);
             e.sel(FloatCC::LessThan, x, zero, neg, pos)
         }
+        Activation::Softsign => {
+            let ax = e.b.ins().fabs(x);
+            let d = e.fadd_c(ax, 1.0);
+            e.fdiv(x, d)
+        }
     }
 }
 
@@ -113,6 +118,12 @@ pub fn activate_grad(e: &mut Emitter, act: Activation, x: Value, y: Value, dy: V
             let neg = e.fmul(dy, ya);
             let pos = e.fmul_c(dy, SELU_SCALE);
             e.sel(FloatCC::LessThan, y, zero, neg, pos)
+        }
+        Activation::Softsign => {
+            let ax = e.b.ins().fabs(x);
+            let d = e.fadd_c(ax, 1.0);
+            let dd = e.fmul(d, d);
+            e.fdiv(dy, dd)
         }
     }
 }

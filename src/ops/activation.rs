@@ -30,6 +30,8 @@ pub enum Activation {
     Softplus,
     /// Keras's `selu`: `scale * x` for `x >= 0`, `scale * alpha * (exp(x) - 1)` below.
     Selu,
+    /// `x / (|x| + 1)`.
+    Softsign,
 }
 
 impl Activation {
@@ -47,6 +49,7 @@ impl Activation {
         Activation::Silu,
         Activation::Softplus,
         Activation::Selu,
+        Activation::Softsign,
     ];
 
     /// Other names Keras users write for an activation: `(alias, name)`.
@@ -66,6 +69,7 @@ impl Activation {
             Activation::Silu => "silu",
             Activation::Softplus => "softplus",
             Activation::Selu => "selu",
+            Activation::Softsign => "softsign",
         }
     }
 
@@ -109,7 +113,8 @@ impl Activation {
             | Activation::Softmax
             | Activation::Gelu
             | Activation::Silu
-            | Activation::Softplus => false,
+            | Activation::Softplus
+            | Activation::Softsign => false,
         }
     }
 
@@ -161,6 +166,7 @@ impl Activation {
                     T::from_f32(SELU_SCALE) * x
                 }
             }
+            Activation::Softsign => x / (x.abs() + one),
         }
     }
 
@@ -212,6 +218,10 @@ impl Activation {
                 } else {
                     T::from_f32(SELU_SCALE)
                 }
+            }
+            Activation::Softsign => {
+                let d = x.abs() + one;
+                one / (d * d)
             }
         }
     }
