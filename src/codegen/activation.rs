@@ -58,6 +58,10 @@ pub fn activate(e: &mut Emitter, act: Activation, x: Value) -> Value {
             let d = e.fadd_c(ax, 1.0);
             e.fdiv(x, d)
         }
+        Activation::HardSigmoid => {
+            let r = relu6(e, x);
+            e.fmul_c(r, 1.0 / 6.0)
+        }
     }
 }
 
@@ -125,5 +129,19 @@ pub fn activate_grad(e: &mut Emitter, act: Activation, x: Value, y: Value, dy: V
             let dd = e.fmul(d, d);
             e.fdiv(dy, dd)
         }
+        Activation::HardSigmoid => {
+            let r = relu6(e, x);
+            let six = e.fc(ty, 6.0);
+            let d = e.fmul_c(dy, 1.0 / 6.0);
+            let below = e.sel(FloatCC::LessThan, r, six, d, zero);
+            e.sel(FloatCC::GreaterThan, r, zero, below, zero)
+        }
     }
+}
+
+/// `min(max(x + 3, 0), 6)`, hard_sigmoid's numerator.
+fn relu6(e: &mut Emitter, x: Value) -> Value {
+    let shifted = e.fadd_c(x, 3.0);
+    let r = e.max_c(shifted, 0.0);
+    e.min_c(r, 6.0)
 }

@@ -32,6 +32,8 @@ pub enum Activation {
     Selu,
     /// `x / (|x| + 1)`.
     Softsign,
+    /// Keras 3's `hard_sigmoid`: `relu6(x + 3) / 6`.
+    HardSigmoid,
 }
 
 impl Activation {
@@ -50,6 +52,7 @@ impl Activation {
         Activation::Softplus,
         Activation::Selu,
         Activation::Softsign,
+        Activation::HardSigmoid,
     ];
 
     /// Other names Keras users write for an activation: `(alias, name)`.
@@ -70,6 +73,7 @@ impl Activation {
             Activation::Softplus => "softplus",
             Activation::Selu => "selu",
             Activation::Softsign => "softsign",
+            Activation::HardSigmoid => "hard_sigmoid",
         }
     }
 
@@ -106,7 +110,8 @@ impl Activation {
             Activation::Relu
             | Activation::LeakyRelu { .. }
             | Activation::Elu { .. }
-            | Activation::Selu => true,
+            | Activation::Selu
+            | Activation::HardSigmoid => true,
             Activation::Linear
             | Activation::Sigmoid
             | Activation::Tanh
@@ -167,6 +172,8 @@ impl Activation {
                 }
             }
             Activation::Softsign => x / (x.abs() + one),
+            // TensorFlow multiplies by float32(1/6) rather than divide by 6.
+            Activation::HardSigmoid => relu6(x + T::from_f64(3.0)) * T::from_f32(1.0 / 6.0),
         }
     }
 
@@ -223,6 +230,15 @@ impl Activation {
                 let d = x.abs() + one;
                 one / (d * d)
             }
+            // Zero at both kinks (x = -3 and 3), as TensorFlow's gradient.
+            Activation::HardSigmoid => {
+                let r = relu6(x + T::from_f64(3.0));
+                if r > T::zero() && r < T::from_f64(6.0) {
+                    T::from_f32(1.0 / 6.0)
+                } else {
+                    T::zero()
+                }
+            }
         }
     }
 }
@@ -250,6 +266,11 @@ pub fn sigmoid<T: Real>(x: T) -> T {
         let e = x.exp();
         e / (T::one() + e)
     }
+}
+
+/// `min(max(x, 0), 6)`.
+fn relu6<T: Real>(x: T) -> T {
+    x.max(T::zero()).min(T::from_f64(6.0))
 }
 
 /// `log(1 + exp(x))` without overflow.
