@@ -38,14 +38,7 @@ pub fn activate(e: &mut Emitter, act: Activation, x: Value) -> Value {
             let s = e.sigmoid(x);
             e.fmul(x, s)
         }
-        Activation::Softplus => {
-            let m = e.max_c(x, 0.0);
-            let ax = e.b.ins().fabs(x);
-            let nax = e.b.ins().fneg(ax);
-            let ex = e.exp(nax);
-            let l = e.log1p_pos(ex);
-            e.fadd(m, l)
-        }
+        Activation::Softplus => softplus(e, x),
         Activation::Selu => {
             let ex = e.exp(x);
             let em1 = e.fadd_c(ex, -1.0);
@@ -61,6 +54,11 @@ pub fn activate(e: &mut Emitter, act: Activation, x: Value) -> Value {
         Activation::HardSigmoid => {
             let r = relu6(e, x);
             e.fmul_c(r, 1.0 / 6.0)
+        }
+        Activation::Mish => {
+            let sp = softplus(e, x);
+            let t = e.tanh(sp);
+            e.fmul(x, t)
         }
     }
 }
@@ -136,6 +134,18 @@ pub fn activate_grad(e: &mut Emitter, act: Activation, x: Value, y: Value, dy: V
             let below = e.sel(FloatCC::LessThan, r, six, d, zero);
             e.sel(FloatCC::GreaterThan, r, zero, below, zero)
         }
+        Activation::Mish => {
+            // tanh(sp) + x * (1 - tanh(sp)^2) * sigmoid(x)
+            let sp = softplus(e, x);
+            let t = e.tanh(sp);
+            let tt = e.fmul(t, t);
+            let omtt = e.c_sub(1.0, tt);
+            let s = e.sigmoid(x);
+            let xs = e.fmul(x, s);
+            let slope = e.fmul(xs, omtt);
+            let d = e.fadd(t, slope);
+            e.fmul(dy, d)
+        }
     }
 }
 
@@ -144,4 +154,14 @@ fn relu6(e: &mut Emitter, x: Value) -> Value {
     let shifted = e.fadd_c(x, 3.0);
     let r = e.max_c(shifted, 0.0);
     e.min_c(r, 6.0)
+}
+
+/// `max(x, 0) + log(1 + exp(-|x|))`: `log(1 + exp(x))` without overflow.
+fn softplus(e: &mut Emitter, x: Value) -> Value {
+    let m = e.max_c(x, 0.0);
+    let ax = e.b.ins().fabs(x);
+    let nax = e.b.ins().fneg(ax);
+    let ex = e.exp(nax);
+    let l = e.log1p_pos(ex);
+    e.fadd(m, l)
 }

@@ -34,6 +34,8 @@ pub enum Activation {
     Softsign,
     /// Keras 3's `hard_sigmoid`: `relu6(x + 3) / 6`.
     HardSigmoid,
+    /// `x * tanh(softplus(x))`.
+    Mish,
 }
 
 impl Activation {
@@ -53,6 +55,7 @@ impl Activation {
         Activation::Selu,
         Activation::Softsign,
         Activation::HardSigmoid,
+        Activation::Mish,
     ];
 
     /// Other names Keras users write for an activation: `(alias, name)`.
@@ -74,6 +77,7 @@ impl Activation {
             Activation::Selu => "selu",
             Activation::Softsign => "softsign",
             Activation::HardSigmoid => "hard_sigmoid",
+            Activation::Mish => "mish",
         }
     }
 
@@ -119,7 +123,8 @@ impl Activation {
             | Activation::Gelu
             | Activation::Silu
             | Activation::Softplus
-            | Activation::Softsign => false,
+            | Activation::Softsign
+            | Activation::Mish => false,
         }
     }
 
@@ -174,6 +179,7 @@ impl Activation {
             Activation::Softsign => x / (x.abs() + one),
             // TensorFlow multiplies by float32(1/6) rather than divide by 6.
             Activation::HardSigmoid => relu6(x + T::from_f64(3.0)) * T::from_f32(1.0 / 6.0),
+            Activation::Mish => x * softplus(x).tanh(),
         }
     }
 
@@ -238,6 +244,10 @@ impl Activation {
                 } else {
                     T::zero()
                 }
+            }
+            Activation::Mish => {
+                let t = softplus(x).tanh();
+                t + x * (one - t * t) * sigmoid(x)
             }
         }
     }
