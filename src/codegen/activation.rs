@@ -60,6 +60,7 @@ pub fn activate(e: &mut Emitter, act: Activation, x: Value) -> Value {
             let t = e.tanh(sp);
             e.fmul(x, t)
         }
+        Activation::Exponential => e.exp(x),
     }
 }
 
@@ -146,6 +147,7 @@ pub fn activate_grad(e: &mut Emitter, act: Activation, x: Value, y: Value, dy: V
             let d = e.fadd(t, slope);
             e.fmul(dy, d)
         }
+        Activation::Exponential => e.fmul(dy, y),
     }
 }
 

@@ -36,6 +36,8 @@ pub enum Activation {
     HardSigmoid,
     /// `x * tanh(softplus(x))`.
     Mish,
+    /// `exp(x)`.
+    Exponential,
 }
 
 impl Activation {
@@ -56,6 +58,7 @@ impl Activation {
         Activation::Softsign,
         Activation::HardSigmoid,
         Activation::Mish,
+        Activation::Exponential,
     ];
 
     /// Other names Keras users write for an activation: `(alias, name)`.
@@ -78,6 +81,7 @@ impl Activation {
             Activation::Softsign => "softsign",
             Activation::HardSigmoid => "hard_sigmoid",
             Activation::Mish => "mish",
+            Activation::Exponential => "exponential",
         }
     }
 
@@ -124,7 +128,8 @@ impl Activation {
             | Activation::Silu
             | Activation::Softplus
             | Activation::Softsign
-            | Activation::Mish => false,
+            | Activation::Mish
+            | Activation::Exponential => false,
         }
     }
 
@@ -180,6 +185,7 @@ impl Activation {
             // TensorFlow multiplies by float32(1/6) rather than divide by 6.
             Activation::HardSigmoid => relu6(x + T::from_f64(3.0)) * T::from_f32(1.0 / 6.0),
             Activation::Mish => x * softplus(x).tanh(),
+            Activation::Exponential => x.exp(),
         }
     }
 
@@ -249,6 +255,7 @@ impl Activation {
                 let t = softplus(x).tanh();
                 t + x * (one - t * t) * sigmoid(x)
             }
+            Activation::Exponential => y,
         }
     }
 }
