@@ -420,6 +420,7 @@ cases!(
     reg_huber_rmsprop_sigmoid,
     reg_mse_adamw_gelu_silu,
     iris_adam_exact_betas_tanh,
+    iris_adamw_categorical_swish,
     reg_huber_nesterov_exponential,
     reg_mae_adam_mish,
     iris_rmsprop_sparse_hard_sigmoid,

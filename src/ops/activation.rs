@@ -62,7 +62,7 @@ impl Activation {
     ];
 
     /// Other names Keras users write for an activation: `(alias, name)`.
-    pub const ALIASES: &'static [(&'static str, &'static str)] = &[];
+    pub const ALIASES: &'static [(&'static str, &'static str)] = &[("swish", "silu")];
 
     /// The name a `.nn` file writes.
     pub fn name(self) -> &'static str {
