@@ -94,6 +94,17 @@ impl Activation {
         Self::ALL.iter().copied().find(|a| a.name() == name)
     }
 
+    /// The activation a name stands for as the `activation` of another layer
+    /// (`dense(8, activation = leaky_relu)`), with Keras's defaults for that use: its
+    /// `leaky_relu` function slopes by 0.2, while its `LeakyReLU` layer (nnc's
+    /// `leaky_relu` layer, which `named` gives) slopes by 0.3.
+    pub fn named_as_argument(name: &str) -> Option<Activation> {
+        Self::named(name).map(|a| match a {
+            Activation::LeakyRelu { .. } => Activation::LeakyRelu { alpha: 0.2 },
+            other => other,
+        })
+    }
+
     /// The `alpha` this activation takes as an argument, if any (`leaky_relu(alpha = 0.2)`).
     pub fn alpha(self) -> Option<f32> {
         match self {

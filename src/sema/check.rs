@@ -291,28 +291,33 @@ fn activation_value(v: &Value, param: &str, diags: &mut Vec<Diagnostic>) -> Opti
                     ),
                     diags,
                 )
-                .and_then(|n| activation_named(n, None));
+                .and_then(|n| activation_named(n, None, true));
             }
-            activation_call(c, diags)
+            activation_call(c, true, diags)
         }
         _ => {
             let n = ok(
                 args::name(v, param, "activation", &names::ACTIVATIONS),
                 diags,
             )?;
-            activation_named(n, None)
+            activation_named(n, None, true)
         }
     }
 }
 
-/// The activation a known name stands for, with `alpha` when given.
-fn activation_named(name: &str, alpha: Option<f32>) -> Option<Activation> {
-    let a = Activation::named(name)?;
+/// The activation a known name stands for, with `alpha` when given, as a layer of
+/// its own or as another layer's `activation` (Keras's defaults differ).
+fn activation_named(name: &str, alpha: Option<f32>, as_argument: bool) -> Option<Activation> {
+    let a = if as_argument {
+        Activation::named_as_argument(name)?
+    } else {
+        Activation::named(name)?
+    };
     Some(alpha.map_or(a, |alpha| a.with_alpha(alpha)))
 }
 
 /// A call to a known activation name, with its optional `alpha`.
-fn activation_call(c: &Call, diags: &mut Vec<Diagnostic>) -> Option<Activation> {
+fn activation_call(c: &Call, as_argument: bool, diags: &mut Vec<Diagnostic>) -> Option<Activation> {
     let name = c.name.name.as_str();
     let what = format!("`{name}`");
     let params: &[&'static str] = match Activation::named(name)?.alpha() {
@@ -327,7 +332,7 @@ fn activation_call(c: &Call, diags: &mut Vec<Diagnostic>) -> Option<Activation> 
             diags,
         )? as f32),
     };
-    activation_named(name, alpha)
+    activation_named(name, alpha, as_argument)
 }
 
 const DENSE: &[&str] = &[
@@ -483,7 +488,7 @@ fn layer_kind(call: &Call, diags: &mut Vec<Diagnostic>) -> Option<LayerKind> {
             Some(LayerKind::Reshape { shape })
         }
         _ if names::ACTIVATIONS.contains(&name) => {
-            activation_call(call, d).map(LayerKind::Activation)
+            activation_call(call, false, d).map(LayerKind::Activation)
         }
         _ => {
             d.push(
