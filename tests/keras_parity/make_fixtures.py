@@ -80,7 +80,8 @@ def make_data():
 
 
 # Each case: data file, layers, loss, optimizer (all hyperparameters explicit: nnc's
-# defaults where not chosen), epochs, batch size (never dividing the row count).
+# defaults where not chosen), epochs, batch size (never dividing the row count), and
+# optionally `init_scale`, a factor on the glorot limit of the initial kernels.
 # Initial weights are drawn with seed 100 + the case's index: add new cases at the end.
 SGD = dict(name="sgd", learning_rate=0.05, momentum=0.0, nesterov=False)
 ADAM = dict(name="adam", learning_rate=0.05, beta_1=0.9, beta_2=0.999, epsilon=1e-7)
@@ -128,6 +129,30 @@ CASES = {
                                        loss="sparse_categorical_crossentropy",
                                        optimizer=dict(ADAM, beta_1=0.875, beta_2=0.9990234375),
                                        epochs=3, batch_size=16),
+    # The activations Keras has beyond the ones above, one case each.
+    "reg_mse_sgd_selu": dict(data="regression.csv", layers=[[8, "selu"], [1, "linear"]],
+                             loss="mse", optimizer=SGD, epochs=3, batch_size=20),
+    "bc_adam_softsign": dict(data="breast_cancer.csv", layers=[[8, "softsign"], [1, "sigmoid"]],
+                             loss="binary_crossentropy", optimizer=ADAM, epochs=3, batch_size=22),
+    # Twice the usual kernels, so that many pre-activations fall outside [-3, 3],
+    # where hard_sigmoid is flat and passes no gradient.
+    "iris_rmsprop_sparse_hard_sigmoid": dict(data="iris.csv", layers=[[8, "hard_sigmoid"], [3, "softmax"]],
+                                             loss="sparse_categorical_crossentropy",
+                                             optimizer=dict(name="rmsprop", learning_rate=0.01, rho=0.9,
+                                                            epsilon=1e-7),
+                                             epochs=3, batch_size=20, init_scale=2.0),
+    "reg_mae_adam_mish": dict(data="regression.csv", layers=[[8, "linear"], ["mish"], [1, "linear"]],
+                              loss="mae", optimizer=ADAM, epochs=3, batch_size=16),
+    # Small kernels keep exp moderate (pre-activations within about [-2, 2]).
+    "reg_huber_nesterov_exponential": dict(data="regression.csv", layers=[[6, "exponential"], [1, "linear"]],
+                                           loss="huber",
+                                           optimizer=dict(SGD, learning_rate=0.02, momentum=0.8, nesterov=True),
+                                           epochs=3, batch_size=20, init_scale=0.3),
+    "iris_adamw_categorical_swish": dict(data="iris.csv", layers=[[8, "swish"], [3, "softmax"]],
+                                         loss="categorical_crossentropy",
+                                         optimizer=dict(ADAM, name="adamw", learning_rate=0.02,
+                                                        weight_decay=0.004),
+                                         epochs=3, batch_size=25),
 }
 
 
@@ -193,7 +218,7 @@ def make_case(keras, name, case, index):
     init, fan_in = {}, x.shape[1]
     for lname, spec in named_layers(case["layers"]):
         if isinstance(spec[0], int):
-            limit = np.sqrt(6.0 / (fan_in + spec[0]))
+            limit = np.sqrt(6.0 / (fan_in + spec[0])) * case.get("init_scale", 1.0)
             init[f"{lname}.kernel"] = rng.uniform(-limit, limit, (fan_in, spec[0])).astype("float32")
             init[f"{lname}.bias"] = rng.uniform(-0.1, 0.1, spec[0]).astype("float32")
             fan_in = spec[0]
