@@ -15,13 +15,18 @@ It writes, under tests/keras_parity/:
   CASE/spec.json          the model, loss, optimizer, epochs, batch size, data file, and
                           Keras's per-epoch losses (`keras_epoch_losses`: Keras's `loss`
                           history, a batch-size-weighted mean of the batch losses).
+  activations.json        for every activation Keras and nnc share (softmax aside), the
+                          value and TensorFlow's derivative at fixed float32 inputs.
 
 Training: `model.fit(shuffle=False)`, batches in file order, the last one smaller.
 Layers are named as nnc names them (`dense`, `dense_1`, ..., `activation`, ...).
+
+Arguments: names of cases (or `activations`) to write only those; none writes all.
 """
 import csv
 import json
 import os
+import re
 import struct
 import sys
 
@@ -245,14 +250,88 @@ def make_case(keras, name, case, index):
     print(f"{name}: losses {spec['keras_epoch_losses']}, largest weight change {moved:.4f}")
 
 
+# Inputs of activations.json: spread over [-6, 6], with the kinks (0, -3, 3), the
+# float32 just inside -3 and 3, and a few values that are not exact in binary.
+ACTIVATION_INPUTS = [-6, -5, -4, -3.5, -3, -3 + 2**-22, -2.5, -2, -1.5, -1, -0.5, -0.1, 0,
+                     0.1, 0.5, 1, 1.5, 2, 2.5, 3 - 2**-22, 3, 3.5, 4, 5, 6]
+# name in activations.json -> (how Keras is called, keyword arguments).
+ACTIVATIONS = {
+    "linear": ("linear", {}),
+    "relu": ("relu", {}),
+    # nnc's default slope, the one of Keras's LeakyReLU layer (the function's is 0.2).
+    "leaky_relu": ("leaky_relu", {"negative_slope": 0.3}),
+    "elu": ("elu", {}),
+    "sigmoid": ("sigmoid", {}),
+    "tanh": ("tanh", {}),
+    "gelu": ("gelu", {"approximate": False}),
+    "silu": ("silu", {}),
+    "softplus": ("softplus", {}),
+    "selu": ("selu", {}),
+    "softsign": ("softsign", {}),
+    "hard_sigmoid": ("hard_sigmoid", {}),
+    "mish": ("mish", {}),
+    "exponential": ("exponential", {}),
+    "swish": ("swish", {}),
+}
+
+
+def make_activations(keras):
+    """activations.json: f(x) and f'(x) (TensorFlow's gradient) in float32."""
+    import tensorflow as tf
+
+    x = tf.constant(np.array(ACTIVATION_INPUTS, dtype="float32"))
+
+    def value_and_grad(fn, kwargs):
+        with tf.GradientTape() as tape:
+            tape.watch(x)
+            y = fn(x, **kwargs)
+        return y, tape.gradient(y, x)
+
+    def ulps(a, b):
+        """How many float32 steps apart a and b are (same sign assumed)."""
+        ia, ib = (np.asarray(v, dtype="<f4").view("<i4").astype(np.int64) for v in (a, b))
+        return int(np.max(np.abs(ia - ib)))
+
+    out = {}
+    for name, (keras_name, kwargs) in ACTIVATIONS.items():
+        fn = keras.activations.get(keras_name)
+        # As model.fit runs it: in a tf.function, whose graph TensorFlow rewrites (it
+        # turns hard_sigmoid's `/ 6` into `* (1/6)`, which rounds differently).
+        y, dy = tf.function(lambda: value_and_grad(fn, kwargs))()
+        y, dy = y.numpy(), dy.numpy()
+        if not (np.all(np.isfinite(y)) and np.all(np.isfinite(dy))):
+            sys.exit(f"{name}: not finite")
+        ey, edy = (v.numpy() for v in value_and_grad(fn, kwargs))
+        gap = max(ulps(y, ey), ulps(dy, edy))
+        if gap:
+            print(f"{name}: run eagerly, f or f' differs by up to {gap} float32 steps")
+        out[name] = dict(keras=f"keras.activations.{fn.__name__}", **kwargs,
+                         f=[float(v) for v in y], grad=[float(v) for v in dy])
+    table = dict(
+        about="f(x) from keras.activations (called as `keras` with the keyword arguments "
+              "given) and f'(x) = TensorFlow's gradient of f at x (tf.GradientTape), both "
+              "computed in a tf.function as model.fit does, in float32; every number is the "
+              "exact float32 value, printed as a float64.",
+        keras_version=keras.__version__, tensorflow_version=tf.__version__,
+        backend=keras.backend.backend(), x=[float(v) for v in x.numpy()], activations=out)
+    # One line per list of numbers.
+    text = re.sub(r"\[\s+([^\[\]{}\"]*?)\s+\]", lambda m: "[" + " ".join(m.group(1).split()) + "]",
+                  json.dumps(table, indent=1))
+    with open(os.path.join(HERE, "activations.json"), "w") as f:
+        f.write(text + "\n")
+    print(f"activations.json: {len(out)} activations at {len(ACTIVATION_INPUTS)} inputs")
+
+
 def main():
     make_data()
     import keras
 
+    wanted = sys.argv[1:]
     for i, (name, case) in enumerate(CASES.items()):
-        if len(sys.argv) > 1 and name not in sys.argv[1:]:
-            continue
-        make_case(keras, name, case, i)
+        if not wanted or name in wanted:
+            make_case(keras, name, case, i)
+    if not wanted or "activations" in wanted:
+        make_activations(keras)
 
 
 if __name__ == "__main__":
