@@ -13,9 +13,9 @@ use nnc::ir::graph::{Graph, LossKind, Op};
 use nnc::ir::init::initialize;
 use nnc::ir::interp;
 use nnc::ir::layout::Layout;
-use nnc::ir::math::Real;
+use nnc::ops::Real;
 use nnc::runtime::{checkpoint, data};
-use nnc::sema::model::{Activation, LayerKind, Loss, Model};
+use nnc::sema::model::{LayerKind, Loss, Model};
 use nnc::sema::names::{ACTIVATIONS, INITIALIZERS};
 use nnc::sema::summary;
 use nnc::CheckOptions;
@@ -683,7 +683,7 @@ const DROPOUT_RATES: [&str; 5] = ["0.0", "0.1", "0.5", "0.9", "0.99"];
 
 /// An activation name, `leaky_relu` and `elu` sometimes with their `alpha`.
 fn activation(b: &mut Bytes) -> String {
-    let name = b.pick(ACTIVATIONS);
+    let name = b.pick(&ACTIVATIONS);
     if matches!(name, "leaky_relu" | "elu") && b.chance(50) {
         format!("{name}(alpha = {})", b.pick(&["0.0", "0.05", "1.0", "2.5"]))
     } else {
@@ -927,10 +927,9 @@ impl<'a> Pair<'a> {
 /// compare only where both sides agree (a sigmoid's two stable forms, a leaky
 /// ReLU at 0) or through `max`/`min`, which `Bounded` bounds itself.
 fn jumps(op: &Op) -> bool {
-    use Activation::{Elu, LeakyRelu, Relu};
     match op {
         Op::Activate(_) | Op::Loss(_) => false,
-        Op::ActivateGrad(a) => matches!(a, Relu | LeakyRelu { .. } | Elu { .. }),
+        Op::ActivateGrad(a) => a.derivative_jumps(),
         Op::LossGrad(kind) => !matches!(
             kind,
             LossKind::Mse

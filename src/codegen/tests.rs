@@ -320,18 +320,16 @@ fn elementwise_ops_match_the_interpreter() {
     }
 }
 
+/// Every elementwise activation, also with a non-default `alpha` where it takes one.
 fn activations() -> Vec<Activation> {
-    vec![
-        Activation::Linear,
-        Activation::Relu,
-        Activation::LeakyRelu { alpha: 0.2 },
-        Activation::Elu { alpha: 1.3 },
-        Activation::Sigmoid,
-        Activation::Tanh,
-        Activation::Gelu,
-        Activation::Silu,
-        Activation::Softplus,
-    ]
+    Activation::ALL
+        .iter()
+        .filter(|&&a| a != Activation::Softmax)
+        .flat_map(|&a| match a.alpha() {
+            Some(_) => vec![a, a.with_alpha(1.3)],
+            None => vec![a],
+        })
+        .collect()
 }
 
 #[test]

@@ -8,7 +8,6 @@ pub mod init;
 pub mod interp;
 pub mod layout;
 pub mod loss;
-pub mod math;
 pub mod optim;
 pub mod print;
 pub mod testing;

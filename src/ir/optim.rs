@@ -2,7 +2,7 @@
 //! optimizers (`keras/src/optimizers/{sgd,adam,adamw,rmsprop}.py`) operation by
 //! operation, in the same order, so float32 results match.
 
-use super::math::Real;
+use crate::ops::Real;
 use crate::sema::model::Optimizer;
 
 /// Names of the optimizer slots each trainable parameter gets, in `Update` input order.

@@ -4,7 +4,7 @@
 use std::fmt::Write;
 
 use super::graph::{Graph, LossKind, Node, Op, Role, Window};
-use crate::sema::model::{Activation, Optimizer, Padding};
+use crate::sema::model::{Optimizer, Padding};
 
 pub fn print(g: &Graph) -> String {
     let mut s = String::new();
@@ -65,21 +65,6 @@ pub fn node_label(g: &Graph, node: &Node) -> String {
 fn shape(s: &[usize]) -> String {
     let dims: Vec<String> = s.iter().map(|d| d.to_string()).collect();
     format!("[{}]", dims.join(", "))
-}
-
-fn activation(a: Activation) -> String {
-    match a {
-        Activation::Linear => "linear".into(),
-        Activation::Relu => "relu".into(),
-        Activation::LeakyRelu { alpha } => format!("leaky_relu{{alpha={alpha}}}"),
-        Activation::Elu { alpha } => format!("elu{{alpha={alpha}}}"),
-        Activation::Sigmoid => "sigmoid".into(),
-        Activation::Tanh => "tanh".into(),
-        Activation::Softmax => "softmax".into(),
-        Activation::Gelu => "gelu".into(),
-        Activation::Silu => "silu".into(),
-        Activation::Softplus => "softplus".into(),
-    }
 }
 
 fn loss(k: LossKind) -> String {
@@ -150,8 +135,8 @@ fn op_name(op: &Op) -> String {
         Op::AddBias => "add_bias".into(),
         Op::SumRows => "sum_rows".into(),
         Op::Add => "add".into(),
-        Op::Activate(a) => activation(*a),
-        Op::ActivateGrad(a) => format!("{}_grad", activation(*a)),
+        Op::Activate(a) => a.to_string(),
+        Op::ActivateGrad(a) => format!("{a}_grad"),
         Op::Softmax => "softmax".into(),
         Op::SoftmaxGrad => "softmax_grad".into(),
         Op::Dropout { rate, seed } => format!("dropout{{rate={rate}, seed={seed:#x}}}"),
@@ -189,7 +174,7 @@ mod tests {
     use super::*;
     use crate::ir::build::{predict, train_step};
     use crate::ir::testing::dense_model;
-    use crate::sema::model::Loss;
+    use crate::sema::model::{Activation, Loss};
 
     fn model() -> crate::sema::model::Model {
         let sgd = Optimizer::Sgd {

@@ -45,14 +45,6 @@ pub fn final_activation(layers: &[Layer]) -> Option<Activation> {
         .and_then(activation_of)
 }
 
-fn act_name(a: Activation) -> &'static str {
-    match a {
-        Activation::Sigmoid => "sigmoid",
-        Activation::Tanh => "tanh",
-        _ => "softmax",
-    }
-}
-
 pub fn lint_model(layers: &[Layer], d: &mut Vec<Diagnostic>) {
     // W0001: dense (linear) -> only linear layers -> dense.
     for (i, l) in layers.iter().enumerate() {
@@ -95,7 +87,7 @@ pub fn lint_model(layers: &[Layer], d: &mut Vec<Diagnostic>) {
                 d.push(
                     Diagnostic::warning(
                         codes::VANISHING,
-                        format!("`{}` uses {} in a hidden layer of a {weighted}-layer stack", l.name, act_name(a)),
+                        format!("`{}` uses {} in a hidden layer of a {weighted}-layer stack", l.name, a.name()),
                         l.span.clone(),
                         "saturating activation",
                     )
@@ -140,7 +132,7 @@ pub fn lint_loss(
         return;
     }
     if last_activation != Some(want) {
-        let w = act_name(want);
+        let w = want.name();
         d.push(
             Diagnostic::warning(
                 codes::LOSS_ACTIVATION,

@@ -451,6 +451,25 @@ mod tests {
     }
 
     #[test]
+    fn leaky_relu_slopes_as_keras_in_each_use() {
+        let o = check(
+            "model m {\n input x: [3]\n dense(2, activation = leaky_relu)\n leaky_relu\n \
+             dense(2, activation = leaky_relu(alpha = 0.1))\n}\n",
+        );
+        let m = o.model.unwrap();
+        let activation = |l: &Layer| match l.kind {
+            LayerKind::Dense { activation, .. } | LayerKind::Activation(activation) => activation,
+            _ => panic!("{:?}", l.kind),
+        };
+        let slopes: Vec<Activation> = m.layers.iter().map(activation).collect();
+        // Keras: the `leaky_relu` function 0.2, the `LeakyReLU` layer 0.3.
+        assert_eq!(
+            slopes,
+            [0.2, 0.3, 0.1].map(|alpha| Activation::LeakyRelu { alpha })
+        );
+    }
+
+    #[test]
     fn defaults_are_filled_in() {
         let o = check(
             "model m {\n input x: [8, 8, 1]\n conv2d(4, 3)\n maxpool2d\n flatten\n dense(2)\n}\n\

@@ -30,19 +30,7 @@ pub struct Layer {
     pub span: Span,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub enum Activation {
-    Linear,
-    Relu,
-    LeakyRelu { alpha: f32 },
-    Elu { alpha: f32 },
-    Sigmoid,
-    Tanh,
-    Softmax,
-    Gelu,
-    Silu,
-    Softplus,
-}
+pub use crate::ops::Activation;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Initializer {

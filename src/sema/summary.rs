@@ -3,7 +3,7 @@
 
 use serde::Serialize;
 
-use super::model::{Activation, Layer, LayerKind, Optimizer};
+use super::model::{Layer, LayerKind, Optimizer};
 
 #[derive(Debug, Clone, Serialize)]
 pub struct Row {
@@ -46,11 +46,7 @@ pub fn keras_kind(kind: &LayerKind) -> &'static str {
         LayerKind::Dense { .. } => "Dense",
         LayerKind::Flatten => "Flatten",
         LayerKind::Dropout { .. } => "Dropout",
-        LayerKind::Activation(Activation::Relu) => "ReLU",
-        LayerKind::Activation(Activation::LeakyRelu { .. }) => "LeakyReLU",
-        LayerKind::Activation(Activation::Elu { .. }) => "ELU",
-        LayerKind::Activation(Activation::Softmax) => "Softmax",
-        LayerKind::Activation(_) => "Activation",
+        LayerKind::Activation(a) => a.keras_layer(),
         LayerKind::Conv2d { .. } => "Conv2D",
         LayerKind::MaxPool2d { .. } => "MaxPooling2D",
         LayerKind::AvgPool2d { .. } => "AveragePooling2D",
@@ -310,6 +306,7 @@ pub fn render_text(s: &Summary) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::ops::Activation;
 
     #[test]
     fn counts_agree_with_the_model_contract() {
