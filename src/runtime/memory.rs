@@ -117,5 +117,5 @@ fn address_space_left() -> Option<u64> {
         .trim()
         .parse()
         .ok()?;
-    Some((limit.rlim_cur as u64).saturating_sub(used_kb.saturating_mul(1024)))
+    Some(limit.rlim_cur.saturating_sub(used_kb.saturating_mul(1024)))
 }
