@@ -124,10 +124,30 @@ pub fn check_data(bytes: &[u8]) {
     } else {
         ""
     };
+    // A test source, with its own `features` list at times: the training ones in
+    // reverse order, or a list shifted by one name.
+    let test_features = match flags >> 3 & 3 {
+        1 => {
+            let listed: Vec<String> = names[..inputs]
+                .iter()
+                .rev()
+                .map(|n| format!("\"{n}\""))
+                .collect();
+            format!(", features = [{}]", listed.join(", "))
+        }
+        2 => {
+            let listed: Vec<String> = names[1..=inputs.min(5)]
+                .iter()
+                .map(|n| format!("\"{n}\""))
+                .collect();
+            format!(", features = [{}]", listed.join(", "))
+        }
+        _ => String::new(),
+    };
     let test_line = if flags & 4 != 0 {
-        "\n    test = csv(\"test.csv\", target = \"label\")"
+        format!("\n    test = csv(\"test.csv\", target = \"label\"{test_features})")
     } else {
-        ""
+        String::new()
     };
     let text = format!(
         "model m {{\n    input x: [{inputs}]\n    dense({units}, activation = {activation})\n}}\n\

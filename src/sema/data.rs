@@ -101,6 +101,24 @@ fn inspect(
                 return None;
             }
             let names = match (training, features) {
+                (Some(Some(training)), Some(own)) if !same_set(own, training) => {
+                    d.push(
+                        data_error(
+                            format!(
+                                "the `features` of this source are not the training features \
+                                 ({})",
+                                csv::list_columns(training)
+                            ),
+                            arg_span(w.value, "features", 2),
+                            "other columns",
+                        )
+                        .with_help(
+                            "later data must hold the columns the model was trained on; remove \
+                             `features` here, they are found by name",
+                        ),
+                    );
+                    return None;
+                }
                 (Some(Some(training)), _) => {
                     let missing: Vec<String> = training
                         .iter()
@@ -203,6 +221,13 @@ fn inspect(
             }
         },
     }
+}
+
+fn same_set(a: &[String], b: &[String]) -> bool {
+    let (mut a, mut b) = (a.to_vec(), b.to_vec());
+    a.sort();
+    b.sort();
+    a == b
 }
 
 #[allow(clippy::too_many_arguments)]
