@@ -345,7 +345,7 @@ fn checked_model(
     batch_size: Option<u64>,
     json: bool,
     io: &mut Io,
-) -> Result<crate::sema::model::Model, i32> {
+) -> Result<(crate::sema::model::Model, CheckOutcome), i32> {
     let opts = CheckOptions {
         batch_size: batch_size.and_then(|b| usize::try_from(b).ok()),
         read_data: true,
@@ -372,14 +372,14 @@ fn checked_model(
         });
         emit(io.stdout, &format!("{event}\n"));
     }
-    match outcome.model {
-        Some(model) if !outcome.has_errors() => Ok(model),
+    match outcome.model.clone() {
+        Some(model) if !outcome.has_errors() => Ok((model, outcome)),
         _ => Err(EXIT_ERRORS),
     }
 }
 
 pub fn run_model(args: &RunArgs, io: &mut Io) -> i32 {
-    let model = match checked_model(&args.file, args.batch_size, args.json, io) {
+    let (model, checked) = match checked_model(&args.file, args.batch_size, args.json, io) {
         Ok(m) => m,
         Err(code) => return code,
     };
@@ -433,7 +433,23 @@ pub fn run_model(args: &RunArgs, io: &mut Io) -> i32 {
                 let event = json!({"event": "error", "message": message});
                 emit(io.stdout, &format!("{event}\n"));
             }
-            emit(io.stderr, &format!("error: {message}\n"));
+            // A data file the `.nn` names: a diagnostic at that line, as check gives.
+            let base = args.file.parent().unwrap_or(std::path::Path::new(""));
+            match sema::data::file_span(&checked.source, base, &message) {
+                Some(span) => {
+                    let d = crate::diag::Diagnostic::error(
+                        codes::DATA_FILE,
+                        message,
+                        span,
+                        "this file",
+                    );
+                    emit(
+                        io.stderr,
+                        &crate::diag::render(&[d], &checked.file, &checked.source, io.color),
+                    );
+                }
+                None => emit(io.stderr, &format!("error: {message}\n")),
+            }
             EXIT_ERRORS
         }
     }
@@ -460,7 +476,7 @@ fn interrupted_message(stop: &Interrupted, save_asked: bool) -> String {
 
 pub fn emit_ir(args: &EmitArgs, io: &mut Io) -> i32 {
     let model = match checked_model(&args.file, args.batch_size, false, io) {
-        Ok(m) => m,
+        Ok((m, _)) => m,
         Err(code) => return code,
     };
     let batch = args

@@ -260,6 +260,36 @@ fn run_json_reports_errors_as_events_on_stdout() {
     }
 }
 
+#[test]
+fn a_data_error_in_a_file_too_large_for_check_is_still_shown_at_its_line() {
+    // Over the 64 MB `check` reads whole: it reads the header (and says it did not
+    // read the targets); `run` finds the bad cell on line 3 while loading.
+    let dir = tempfile::tempdir().unwrap();
+    let mut text = String::from("a,label\n1,0\nx,1\n");
+    text.push_str(&"1,0\n".repeat(17 << 20));
+    std::fs::write(dir.path().join("big.csv"), text).unwrap();
+    std::fs::write(
+        dir.path().join("big.nn"),
+        "model m {\n input x: [1]\n dense(1, activation = sigmoid)\n}\n\
+         train {\n data = csv(\"big.csv\", target = \"label\")\n loss = binary_crossentropy\n \
+         optimizer = adam\n}\n",
+    )
+    .unwrap();
+    let ran = nnc(dir.path(), &["check", "big.nn"]).unwrap();
+    assert_eq!(judge(&["check"], 0, &ran), None);
+    assert!(ran.stderr.contains("[W0006]"), "{}", ran.stderr);
+    let ran = nnc(dir.path(), &["run", "big.nn"]).unwrap();
+    assert_eq!(judge(&["run"], 1, &ran), None);
+    for part in [
+        "[E0023]",
+        "big.csv: line 3, column 1",
+        "big.nn:6:",
+        "this file",
+    ] {
+        assert!(ran.stderr.contains(part), "{part:?} not in {}", ran.stderr);
+    }
+}
+
 /// The tensors nnc saves for examples/mnist_mlp.nn.
 fn mnist_mlp_tensors() -> Vec<(String, Vec<usize>)> {
     vec![

@@ -28,7 +28,7 @@ pub const VANISHING: &str = "W0002";
 pub const SOFTMAX_NOT_LAST: &str = "W0003";
 pub const LOSS_ACTIVATION: &str = "W0004";
 pub const LATER_STANDARDIZE: &str = "W0005";
-pub const TARGETS_NOT_READ: &str = "W0006";
+pub const NOT_READ_WHOLE: &str = "W0006";
 
 /// (code, one-line title, longer explanation with an example and the fix).
 pub const EXPLANATIONS: &[(&str, &str, &str)] = &[
@@ -295,8 +295,8 @@ file that is missing or unreadable, a CSV header without the target or a listed
 feature column (names are case-sensitive), a test file without a training
 feature column, image and label files that do not pair up, or targets that do
 not fit the loss: class indices at or above the number of output units, or
-binary cross-entropy targets other than 0 and 1. Targets are read only in
-files up to 64 MB (warning W0006 says when they were not).
+binary cross-entropy targets other than 0 and 1. Files up to 64 MB are read
+whole, every cell as `nnc run` reads it (warning W0006 says when a file was not).
 
     dense(2, activation = softmax)                       # iris has 3 classes
     data = csv(\"iris.csv\", target = \"Species\")        # the column is `species`
@@ -361,13 +361,14 @@ is ignored. Its columns are found by header name, in any order.
 Fix: remove `standardize` from the test source.",
     ),
     (
-        TARGETS_NOT_READ,
-        "targets not checked by `nnc check`",
+        NOT_READ_WHOLE,
+        "data file not read whole by `nnc check`",
         "\
-`nnc check` reads the targets of data files up to 64 MB to check them against
-the loss and the model's output (class indices, 0 or 1). A larger file is only
-checked up to its header, so that `check` stays fast; `nnc run` checks every
-target as it loads the file.",
+`nnc check` reads data files up to 64 MB whole, as `nnc run` will, to check
+every cell and the targets against the loss and the model's output (class
+indices, 0 or 1). A larger file is only checked up to its header, so that
+`check` stays fast; `nnc run` checks the whole file as it loads it, and reports
+a problem there at the line naming the file.",
     ),
 ];
 

@@ -36,6 +36,38 @@ pub fn check_sources(
     }
 }
 
+/// Where the train block of `source` names the data file an error message of
+/// `nnc run` is about (every data error starts with the file's path): the span of
+/// that path, so that an error found only while loading (in a file too large for
+/// `check` to read whole) is shown at the line naming the file too.
+pub fn file_span(source: &str, base_dir: &std::path::Path, message: &str) -> Option<Span> {
+    let file = crate::syntax::parse(source).ok()?;
+    let settings = file.items.iter().flat_map(|item| match item {
+        crate::syntax::ast::Item::Train(t) => t.settings.iter().collect::<Vec<_>>(),
+        crate::syntax::ast::Item::Model(_) => vec![],
+    });
+    for setting in settings.filter(|s| matches!(s.key.name.as_str(), "data" | "test")) {
+        let ValueKind::Call(call) = &setting.value.kind else {
+            continue;
+        };
+        let paths: &[(&str, usize)] = match call.name.name.as_str() {
+            "csv" => &[("path", 0)],
+            "idx" => &[("images", 0), ("labels", 1)],
+            "mnist" => &[("folder", 0)],
+            _ => &[],
+        };
+        for &(name, position) in paths {
+            let span = arg_span(&setting.value, name, position);
+            let written = source.get(span.clone()).unwrap_or("");
+            let path = base_dir.join(written.trim_matches('"'));
+            if message.starts_with(&path.display().to_string()) {
+                return Some(span);
+            }
+        }
+    }
+    None
+}
+
 /// The span of argument `name` (or the `position`th positional one) of the call
 /// `value` writes, or the whole value's.
 fn arg_span(value: &Value, name: &str, position: usize) -> Span {
@@ -184,24 +216,24 @@ fn inspect(
             // A small file is read whole, as `run` will read it: every cell it uses
             // must be a number, every row complete.
             let size = std::fs::metadata(path).map_or(u64::MAX, |m| m.len());
-            let mut targets = None;
-            if size <= SMALL_FILE_BYTES {
-                let table = match training {
-                    Some(Some(training)) => csv::read_matching(path, target, training),
-                    _ => csv::read(path, target, Some(&names)),
-                };
-                match table {
-                    Ok(t) => targets = Some(t.data.targets),
-                    Err(e) => {
-                        d.push(data_error(e, arg_span(w.value, "path", 0), "this file"));
-                        return None;
+            if size > SMALL_FILE_BYTES {
+                d.push(not_read(&file, arg_span(w.value, "path", 0), "its cells"));
+                return Some(Some(names));
+            }
+            let table = match training {
+                Some(Some(training)) => csv::read_matching(path, target, training),
+                _ => csv::read(path, target, Some(&names)),
+            };
+            match table {
+                Ok(t) => {
+                    if let Some(loss) = loss {
+                        check_targets(&t.data.targets, &file, target_span, loss, facts, d);
                     }
                 }
-            }
-            if let Some(loss) = loss {
-                check_targets(size, &file, target_span, loss, facts, d, || {
-                    targets.ok_or_else(|| "not read".to_string())
-                });
+                Err(e) => {
+                    d.push(data_error(e, arg_span(w.value, "path", 0), "this file"));
+                    return None;
+                }
             }
             Some(Some(names))
         }
@@ -281,11 +313,33 @@ fn inspect_idx(
     if let Some(loss) = loss.filter(|_| !mnist_classes) {
         let size = std::fs::metadata(labels).map_or(u64::MAX, |m| m.len());
         let file = labels.display().to_string();
-        check_targets(size, &file, labels_span, loss, facts, d, || {
-            idx::labels(labels).map(|l| l.into_iter().map(f32::from).collect())
-        });
+        if size > SMALL_FILE_BYTES {
+            d.push(not_read(&file, labels_span, "its labels"));
+        } else {
+            match idx::labels(labels) {
+                Ok(l) => {
+                    let targets: Vec<f32> = l.into_iter().map(f32::from).collect();
+                    check_targets(&targets, &file, labels_span, loss, facts, d);
+                }
+                Err(e) => d.push(data_error(e, labels_span, "this file")),
+            }
+        }
     }
     Some(None)
+}
+
+/// W0006: a file too large for `check` to read whole; `what` it did not check.
+fn not_read(file: &str, span: Span, what: &str) -> Diagnostic {
+    Diagnostic::warning(
+        codes::NOT_READ_WHOLE,
+        format!(
+            "{what} were not checked: {file} is over {} MB, so `nnc check` read only its header",
+            SMALL_FILE_BYTES >> 20
+        ),
+        span,
+        "header checked only",
+    )
+    .with_help("`nnc run` checks the whole file as it loads it")
 }
 
 /// E0020 when a source's feature count differs from the model's input.
@@ -319,16 +373,14 @@ fn check_feature_count(
 }
 
 /// The targets against the loss and the output: class indices below the output
-/// width for the categorical losses, 0 or 1 for binary cross-entropy. `read` reads
-/// them; it is only called for a file of at most `SMALL_FILE_BYTES`.
+/// width for the categorical losses, 0 or 1 for binary cross-entropy.
 fn check_targets(
-    size: u64,
+    targets: &[f32],
     file: &str,
     span: Span,
     loss: Loss,
     facts: &ModelFacts,
     d: &mut Vec<Diagnostic>,
-    read: impl FnOnce() -> Result<Vec<f32>, String>,
 ) {
     let categorical = matches!(
         loss,
@@ -339,28 +391,6 @@ fn check_targets(
     }
     let Some(out) = facts.output_size else {
         return;
-    };
-    if size > SMALL_FILE_BYTES {
-        d.push(
-            Diagnostic::warning(
-                codes::TARGETS_NOT_READ,
-                format!(
-                    "the targets of {file} were not checked: the file is over {} MB",
-                    SMALL_FILE_BYTES >> 20
-                ),
-                span,
-                "not read by `nnc check`",
-            )
-            .with_help("`nnc run` checks every target as it loads the file"),
-        );
-        return;
-    }
-    let targets = match read() {
-        Ok(t) => t,
-        Err(e) => {
-            d.push(data_error(e, span, "this column"));
-            return;
-        }
     };
     if categorical {
         if let Some(bad) = targets.iter().find(|v| v.fract() != 0.0 || **v < 0.0) {
