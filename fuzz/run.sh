@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Builds the fuzz targets with libFuzzer on the STABLE toolchain, then fuzzes one.
 #   fuzz/run.sh TARGET [SECONDS]
-#   TARGET: check_source, csv, idx, safetensors, jit_vs_interp
+#   TARGET: check_source, csv, idx, safetensors, check_data, jit_vs_interp
 # Corpus: fuzz/corpus/TARGET (seeded from tests/fuzz_corpus/TARGET); crashes land in
 # fuzz/artifacts/TARGET/. See README.md for what each flag does.
 set -euo pipefail
