@@ -1,7 +1,8 @@
 //! What `nnc run` would refuse in the data files, found before any training: the
-//! header of a CSV or IDX file is read (cheap), and the targets of a file under
-//! `SMALL_FILE_BYTES` are read to count its classes. Each problem is a diagnostic
-//! at the `.nn` line that names the file.
+//! header of a CSV or IDX file is read (cheap), and a file of at most
+//! `SMALL_FILE_BYTES` is read whole with the runtime's own reader, so that every
+//! cell is checked and the classes counted. Each problem is a diagnostic at the
+//! `.nn` line that names the file.
 
 use super::codes;
 use super::model::{DataSource, Loss, Span};
@@ -10,8 +11,8 @@ use crate::diag::Diagnostic;
 use crate::runtime::data::{csv, idx};
 use crate::syntax::ast::{Call, Value, ValueKind};
 
-/// Files up to this size have their targets read to count classes; larger ones only
-/// their header (a pass over a large file would make `check` slow).
+/// Files up to this size are read whole; larger ones only up to their header (a
+/// pass over a large file would make `check` slow).
 pub const SMALL_FILE_BYTES: u64 = 64 << 20;
 
 /// A data source with the `.nn` value that wrote it.
