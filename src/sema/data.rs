@@ -223,7 +223,8 @@ fn inspect(
             }
             let table = match training {
                 Some(Some(training)) => csv::read_matching(path, target, training),
-                _ => csv::read(path, target, Some(&names)),
+                // Exactly the reads `run` does (`runtime::data::load`).
+                _ => csv::read(path, target, features.as_deref()),
             };
             match table {
                 Ok(t) => {
