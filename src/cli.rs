@@ -339,16 +339,18 @@ pub fn explain(code: &str, io: &mut Io) -> i32 {
 /// Checks a file for `run` and `emit`: prints its diagnostics (with `json`, also as
 /// one `error` event on stdout when there are errors), and returns its model when it
 /// has no errors, or the exit code to end with. `batch_size` (the flag's) is the one
-/// the memory limit is checked at, so that the flag cannot bypass it.
+/// the memory limit is checked at, so that the flag cannot bypass it; `read_data`
+/// checks the data files too (`sema::data`).
 fn checked_model(
     path: &std::path::Path,
     batch_size: Option<u64>,
     json: bool,
+    read_data: bool,
     io: &mut Io,
 ) -> Result<(crate::sema::model::Model, CheckOutcome), i32> {
     let opts = CheckOptions {
         batch_size: batch_size.and_then(|b| usize::try_from(b).ok()),
-        read_data: true,
+        read_data,
     };
     let outcome = match check_path(path, &opts) {
         Ok(o) => o,
@@ -379,7 +381,7 @@ fn checked_model(
 }
 
 pub fn run_model(args: &RunArgs, io: &mut Io) -> i32 {
-    let (model, checked) = match checked_model(&args.file, args.batch_size, args.json, io) {
+    let (model, checked) = match checked_model(&args.file, args.batch_size, args.json, true, io) {
         Ok(m) => m,
         Err(code) => return code,
     };
@@ -475,7 +477,8 @@ fn interrupted_message(stop: &Interrupted, save_asked: bool) -> String {
 }
 
 pub fn emit_ir(args: &EmitArgs, io: &mut Io) -> i32 {
-    let model = match checked_model(&args.file, args.batch_size, false, io) {
+    // The IR does not depend on the data: `emit` works without the data files.
+    let model = match checked_model(&args.file, args.batch_size, false, false, io) {
         Ok((m, _)) => m,
         Err(code) => return code,
     };
