@@ -29,8 +29,10 @@ pub fn threads() -> usize {
 /// which no node writes: its nonzeros are then collected once per call.
 ///
 /// # Safety
-/// Only called from generated code, with pointers to arena or data buffers that the
-/// compiler sized from the same shapes.
+/// `a`, `b` and `c` must be valid for every element the shapes and strides reach
+/// (`c` for writes, and distinct from `a` and `b`). Generated code passes arena or
+/// batch pointers of tensors whose shapes `matmul.rs` checked to multiply, and
+/// `Compiled::run` checks that the buffers hold those tensors.
 pub(super) unsafe extern "C" fn nnc_sgemm(
     m: usize,
     k: usize,
@@ -46,8 +48,10 @@ pub(super) unsafe extern "C" fn nnc_sgemm(
 ) {
     #[cfg(target_arch = "x86_64")]
     if nnc_kernels::sgemm::supported() {
-        // SAFETY: as for this function; the input batch stays the same until the
-        // next call of generated code, which says `inputs_changed`.
+        // SAFETY: the caller guarantees the operands as `sgemm` requires them, and
+        // AVX2/FMA were detected just above. With `a_is_input`, `a` is the batch,
+        // which stays the same until the next call of generated code, and
+        // `Compiled::call` says `inputs_changed` before each.
         unsafe {
             nnc_kernels::sgemm::sgemm(
                 m,
@@ -74,7 +78,8 @@ pub(super) unsafe extern "C" fn nnc_sgemm(
     } else {
         gemm::Parallelism::None
     };
-    // SAFETY: the caller (generated code) passes buffers of the shapes above;
+    // SAFETY: the caller guarantees `a`, `b` and `c` for the shapes and strides
+    // given (`gemm` takes each column stride before its row stride);
     // `read_dst = false` means `c` is written, never read.
     unsafe {
         gemm::gemm(
@@ -158,8 +163,10 @@ pub(super) extern "C" fn nnc_profile_mark(function: u64, node: u64) {
 /// AdamW, whose decay is `weight_decay` times `learning_rate`.
 ///
 /// # Safety
-/// Only called from generated code, on machines where `vector_adam()` holds, with
-/// four distinct buffers of `n` floats.
+/// `vector_adam()` must hold, and `w`, `g`, `m` and `v` must be four distinct
+/// buffers of `n` floats. Generated code calls it only where the ABI table has it
+/// (`vector_adam()`), with an update node's weights, gradient and moments, which
+/// `optimizer.rs` checked to have one length.
 #[cfg(target_arch = "x86_64")]
 #[allow(clippy::too_many_arguments)]
 pub(super) unsafe extern "C" fn nnc_adam(
@@ -183,7 +190,8 @@ pub(super) unsafe extern "C" fn nnc_adam(
         epsilon,
         decay: (has_decay != 0).then_some((weight_decay, learning_rate)),
     };
-    // SAFETY: as for this function.
+    // SAFETY: the caller guarantees the four buffers of `n` floats, and
+    // `vector_adam()` (AVX2 and FMA) what the kernel needs of the machine.
     unsafe { nnc_kernels::update::adam(w, g, m, v, n, constants) }
 }
 

@@ -179,7 +179,8 @@ impl Unary {
             Ok(())
         })?;
         let (module, ptr) = finish(module, ctx, fid)?;
-        // SAFETY: defined above with two pointer parameters.
+        // SAFETY: defined above with two 64-bit integer parameters (the pointers)
+        // and no result, under the host's C calling convention.
         let func = unsafe {
             std::mem::transmute::<*const u8, unsafe extern "C" fn(*const f32, *mut f32)>(ptr)
         };
@@ -193,7 +194,8 @@ impl Unary {
     pub fn apply(&self, src: &[f32]) -> Vec<f32> {
         assert_eq!(src.len(), self.n);
         let mut out = vec![0.0; self.n];
-        // SAFETY: both buffers hold the `n` floats the code was generated for.
+        // SAFETY: both buffers hold the `n` floats the code reads and writes (the
+        // length asserted above, `out` made of it).
         unsafe { (self.func)(src.as_ptr(), out.as_mut_ptr()) };
         out
     }
@@ -203,7 +205,7 @@ impl Unary {
 impl Drop for Unary {
     fn drop(&mut self) {
         if let Some(m) = self.module.take() {
-            // SAFETY: `func` dies with `self`.
+            // SAFETY: nothing outside `self` holds `func`, which dies with it.
             unsafe { m.free_memory() };
         }
     }
@@ -261,8 +263,11 @@ fn compile_with(
 ) -> Result<Compiled, String> {
     let (module, ctx, fid) = build(graph, layout, profile, optimize)?;
     let (module, ptr) = finish(module, ctx, fid)?;
-    // SAFETY: the function was declared with `step_signature`, which is this type
-    // under the host's C calling convention.
+    // SAFETY: `build` declared the function with four 64-bit integer parameters
+    // (three pointers and the step) and no result, under the module's default
+    // calling convention, the host's C one: exactly `StepFn` on this 64-bit target
+    // (`new_module` refuses others). The module lives as long as `func` in
+    // `Compiled`.
     let func = unsafe { std::mem::transmute::<*const u8, StepFn>(ptr) };
     let len_of = |id: usize| graph.tensors.get(id).map_or(0, |t| t.len());
     Ok(Compiled {
@@ -284,7 +289,8 @@ impl Compiled {
     pub unsafe fn call(&self, arena: *mut f32, x: *const f32, y: *const f32, step: u64) {
         #[cfg(target_arch = "x86_64")]
         nnc_kernels::sgemm::inputs_changed();
-        // SAFETY: forwarded to the caller.
+        // SAFETY: the caller guarantees the buffers, which are all the compiled
+        // code touches besides its own stack; `func` points into `self.module`.
         unsafe { (self.func)(arena, x, y, step) }
     }
 
@@ -301,7 +307,9 @@ impl Compiled {
                 self.y_len
             ));
         }
-        // SAFETY: the sizes match the shapes the code was generated for.
+        // SAFETY: the buffers hold at least the floats the code was generated for
+        // (`arena_len` from the layout, `x_len`/`y_len` from the graph), as
+        // checked just above.
         unsafe { self.call(arena.as_mut_ptr(), x.as_ptr(), y.as_ptr(), step) };
         Ok(())
     }
