@@ -6,9 +6,9 @@
 use std::collections::HashMap;
 
 use super::args::{self, bind, Bound};
-use super::codes;
 use super::model::{Activation, Initializer, Layer, LayerKind, Padding, Span};
 use super::names;
+use crate::diag::codes;
 use crate::diag::Diagnostic;
 use crate::syntax::ast::{Call, ModelBlock, Stmt, Value, ValueKind};
 

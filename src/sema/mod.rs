@@ -6,7 +6,6 @@
 
 pub mod args;
 pub mod check;
-pub mod codes;
 pub mod lint;
 pub mod model;
 pub mod names;
@@ -15,7 +14,7 @@ pub mod train;
 
 use std::path::Path;
 
-use crate::diag::{self, Diagnostic};
+use crate::diag::{self, codes, Diagnostic};
 use crate::syntax::{self, ast};
 use model::Model;
 use summary::Summary;

@@ -6,8 +6,7 @@
 
 use std::path::PathBuf;
 
-/// A byte range in the source file, as pest reports it.
-pub type Span = std::ops::Range<usize>;
+pub use crate::diag::Span;
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct Model {
