@@ -465,7 +465,7 @@ fn optimizer_updates_match_the_interpreter_over_steps() {
     // tail of four) where the machine has it.
     for n in [11, 1500] {
         for opt in optimizers() {
-            let slots = crate::ir::optim::slot_names(&opt).len();
+            let slots = opt.slot_names().len();
             let mut g = G::new();
             let w = g.param("w", &[n]);
             let gw = g.param("g", &[n]);

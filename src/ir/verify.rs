@@ -5,7 +5,6 @@
 
 use super::graph::{Graph, Op, Role, TensorId};
 use super::layout::Layout;
-use super::optim::slot_names;
 
 impl Graph {
     /// Checks the graph against its layout: ids, arities and shapes of every node;
@@ -60,7 +59,7 @@ impl Graph {
                         return Err(format!("{}: must update a trainable weight in place", at()));
                     }
                     let slots = &node.inputs[2..];
-                    if slots.len() != slot_names(optimizer).len()
+                    if slots.len() != optimizer.slot_names().len()
                         || slots
                             .iter()
                             .any(|&s| self.tensors[s].role != Role::OptimizerSlot)

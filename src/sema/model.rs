@@ -48,6 +48,18 @@ pub enum Padding {
     Same,
 }
 
+impl Padding {
+    /// How many windows of size `k` and stride `s > 0` fit along an axis of `n`, as
+    /// Keras counts them (`None` when a `valid` window does not fit): `valid`:
+    /// `floor((n - k) / s) + 1`; `same`: `ceil(n / s)`, the input padded to fit.
+    pub fn windows(self, n: u64, k: u64, s: u64) -> Option<u64> {
+        match self {
+            Padding::Same => (n > 0).then(|| n.div_ceil(s)),
+            Padding::Valid => (k <= n).then(|| (n - k) / s + 1),
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq)]
 pub enum LayerKind {
     Dense {
@@ -298,6 +310,19 @@ pub enum Optimizer {
         rho: f32,
         epsilon: f32,
     },
+}
+
+impl Optimizer {
+    /// Names of the optimizer slots each trainable parameter gets, in `Update` input
+    /// order. Keras creates SGD's momentum variable only when `momentum != 0`.
+    pub fn slot_names(&self) -> &'static [&'static str] {
+        match self {
+            Optimizer::Sgd { momentum, .. } if *momentum != 0.0 => &["momentum"],
+            Optimizer::Sgd { .. } => &[],
+            Optimizer::Adam { .. } | Optimizer::AdamW { .. } => &["m", "v"],
+            Optimizer::RmsProp { .. } => &["velocity"],
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
