@@ -11,7 +11,6 @@
 use std::path::Path;
 
 use nnc::codegen::compile;
-use nnc::ir::build::{add_tensor, push};
 use nnc::ir::graph::{Graph, Op, Role};
 use nnc::ir::interp::run;
 use nnc::ir::layout::Layout;
@@ -25,17 +24,8 @@ fn within(got: f32, keras: f64) -> bool {
 /// `[f(x), f'(x)]` of every `x` by the interpreter and by the JIT, in that order.
 fn executors(a: Activation, x: &[f32]) -> [(&'static str, Vec<f32>, Vec<f32>); 2] {
     let n = x.len();
-    let mut g = Graph {
-        batch: n,
-        tensors: vec![],
-        nodes: vec![],
-        input: 0,
-        target: None,
-        output: 0,
-        loss: None,
-    };
-    let dy = add_tensor(
-        &mut g,
+    let mut g = Graph::new(n);
+    let dy = g.add_tensor(
         "dy".into(),
         vec![n],
         Role::Param {
@@ -44,10 +34,12 @@ fn executors(a: Activation, x: &[f32]) -> [(&'static str, Vec<f32>, Vec<f32>); 2
             trainable: false,
         },
     );
-    let input = add_tensor(&mut g, "x".into(), vec![n], Role::Input);
+    let input = g.add_tensor("x".into(), vec![n], Role::Input);
     g.input = input;
-    let y = push(&mut g, Op::Activate(a), vec![input], "y".into()).unwrap();
-    let dx = push(&mut g, Op::ActivateGrad(a), vec![input, y, dy], "dx".into()).unwrap();
+    let y = g.push(Op::Activate(a), vec![input], "y".into()).unwrap();
+    let dx = g
+        .push(Op::ActivateGrad(a), vec![input, y, dy], "dx".into())
+        .unwrap();
     g.output = y;
     let layout = Layout::new(&g);
     let fresh_arena = || {

@@ -1,6 +1,8 @@
 //! IR -> CLIF for the image ops: im2col/col2im (the convolution itself is the
-//! `MatMul` between them, see `matmul.rs`) and max and average pooling. Every loop
-//! visits elements in the interpreter's order, so sums round the same way.
+//! `MatMul` between them, see `matmul.rs`) and max and average pooling. The loops
+//! take their sizes from the graph's tensors and windows, whose agreement
+//! `Graph::verify` checked. Every loop visits elements in the interpreter's order,
+//! so sums round the same way.
 
 use cranelift_codegen::ir::condcodes::{FloatCC, IntCC};
 use cranelift_codegen::ir::{types, InstBuilder, MemFlagsData, Type, Value};
@@ -21,29 +23,12 @@ struct Pixel {
 }
 
 impl Lower<'_, '_, '_> {
-    /// `(batch, channels)` of `image`, after checking that it is `[batch, h, w,
-    /// channels]` for the window's input and each of `pooled` `[batch, oh, ow,
-    /// channels]` for its output: the loops below address every tensor by these sizes.
-    fn window_shapes(
-        &self,
-        win: &Window,
-        image: TensorId,
-        pooled: &[TensorId],
-    ) -> Result<(usize, usize), String> {
-        let [oh, ow] = win.output()?;
-        let (b, c) = match *self.shape(image) {
-            [b, h, w, c] if [h, w] == win.input => (b, c),
-            ref s => return Err(format!("{s:?} is not an image of size {:?}", win.input)),
-        };
-        for &t in pooled {
-            if self.shape(t) != [b, oh, ow, c] {
-                return Err(format!(
-                    "{:?} is not the window's output [{b}, {oh}, {ow}, {c}]",
-                    self.shape(t)
-                ));
-            }
-        }
-        Ok((b, c))
+    /// `(batch, channels)` of the image `[batch, h, w, c]` tensor `t`.
+    fn image(&self, t: TensorId) -> (usize, usize) {
+        (
+            self.shape(t).first().copied().unwrap_or(0),
+            self.last_dim(t),
+        )
     }
 
     /// Im2col (`col2im: false`, reading `image`, writing `cols`) or its adjoint
@@ -55,15 +40,8 @@ impl Lower<'_, '_, '_> {
         cols: TensorId,
         col2im: bool,
     ) -> R {
-        let (b, c) = self.window_shapes(win, image, &[])?;
+        let (b, c) = self.image(image);
         let taps = win.size[0] * win.size[1];
-        let [oh, ow] = win.output()?;
-        if self.shape(cols) != [b * oh * ow, taps * c] {
-            return Err(format!(
-                "{:?} are not the patches of {win:?}",
-                self.shape(cols)
-            ));
-        }
         if col2im || win.padding == Padding::Same {
             // Col2im accumulates; im2col leaves the padding taps at zero.
             self.zero(if col2im { image } else { cols })?;
@@ -93,7 +71,7 @@ impl Lower<'_, '_, '_> {
 
     /// The tap index of each window's maximum (the first, on ties).
     pub(super) fn argmax(&mut self, win: &Window, x: TensorId, out: TensorId) -> R {
-        let (b, c) = self.window_shapes(win, x, &[out])?;
+        let (b, c) = self.image(x);
         let (px_, po) = (self.ptr(x)?, self.ptr(out)?);
         pixels(self.e, b, win, |e, px| {
             let orow = element(e, po, px.o, c);
@@ -135,7 +113,7 @@ impl Lower<'_, '_, '_> {
         argmax: TensorId,
         out: TensorId,
     ) -> R {
-        let (b, c) = self.window_shapes(win, x, &[argmax, out])?;
+        let (b, c) = self.image(x);
         let (pxp, pa, po) = (self.ptr(x)?, self.ptr(argmax)?, self.ptr(out)?);
         pixels(self.e, b, win, |e, px| {
             let arow = element(e, pa, px.o, c);
@@ -167,7 +145,7 @@ impl Lower<'_, '_, '_> {
         dy: TensorId,
         dx: TensorId,
     ) -> R {
-        let (b, c) = self.window_shapes(win, dx, &[argmax, dy])?;
+        let (b, c) = self.image(dy);
         self.zero(dx)?;
         let (pa, pd, pdx) = (self.ptr(argmax)?, self.ptr(dy)?, self.ptr(dx)?);
         pixels(self.e, b, win, |e, px| {
@@ -193,7 +171,7 @@ impl Lower<'_, '_, '_> {
     /// Average pooling (`grad: false`, `x` to `y`) or its gradient (`grad: true`,
     /// `dy` in `y` spread over `dx` in `x`).
     pub(super) fn avg_pool(&mut self, win: &Window, x: TensorId, y: TensorId, grad: bool) -> R {
-        let (b, c) = self.window_shapes(win, x, &[y])?;
+        let (b, c) = self.image(x);
         if grad {
             self.zero(x)?;
         }

@@ -103,9 +103,8 @@ fn build(
     profile: Option<u64>,
     optimize: bool,
 ) -> Result<(JITModule, Context, FuncId), String> {
-    if layout.offsets.len() != graph.tensors.len() {
-        return Err("the layout was made for another graph".into());
-    }
+    // The generated code trusts every offset and shape: check them all first.
+    graph.verify(layout)?;
     let mut module = new_module(optimize)?;
     let (ctx, fid) = define(&mut module, 4, |e, imports, p| {
         Lower {

@@ -56,7 +56,7 @@ impl Lower<'_, '_, '_> {
     fn node(&mut self, node: &Node) -> R {
         let ins = &node.inputs;
         let out = node.output;
-        self.check_inputs(node, arity(&node.op))?;
+        self.check_inputs(node, node.op.arity())?;
         match node.op {
             Op::MatMul { trans_a, trans_b } => self.matmul(ins[0], ins[1], out, trans_a, trans_b),
             Op::AddBias => self.add_bias(ins[0], ins[1], out),
@@ -86,7 +86,7 @@ impl Lower<'_, '_, '_> {
             Op::BatchNormGrad { epsilon } => self.batch_norm_grad(ins, out, epsilon),
             Op::BatchNormTrainGrad { epsilon } => self.batch_norm_train_grad(ins, out, epsilon),
             Op::BatchNormGammaGrad { epsilon } => self.gamma_grad(ins, out, epsilon),
-            Op::MovingAverage { momentum } => self.moving_average(ins[0], ins[1], out, momentum),
+            Op::MovingAverage { momentum } => self.moving_average(ins[0], ins[1], momentum),
         }
     }
 
@@ -167,40 +167,6 @@ impl Lower<'_, '_, '_> {
             e.st(z, p, i);
         });
         Ok(())
-    }
-}
-
-/// The inputs `op` takes. Update nodes read the weights, the gradient and one tensor
-/// per optimizer slot.
-fn arity(op: &Op) -> usize {
-    match op {
-        Op::SumRows
-        | Op::Activate(_)
-        | Op::Softmax
-        | Op::Dropout { .. }
-        | Op::DropoutGrad { .. }
-        | Op::Reshape
-        | Op::Im2col(_)
-        | Op::Col2im(_)
-        | Op::MaxPool2dArgmax(_)
-        | Op::AvgPool2d(_)
-        | Op::AvgPool2dGrad(_)
-        | Op::BatchMean => 1,
-        Op::MatMul { .. }
-        | Op::AddBias
-        | Op::Add
-        | Op::SoftmaxGrad
-        | Op::Loss(_)
-        | Op::LossGrad(_)
-        | Op::MaxPool2d(_)
-        | Op::MaxPool2dGrad(_)
-        | Op::BatchVariance
-        | Op::MovingAverage { .. } => 2,
-        Op::ActivateGrad(_) | Op::BatchNormGrad { .. } => 3,
-        Op::BatchNormGammaGrad { .. } => 4,
-        Op::BatchNorm { .. } => 5,
-        Op::BatchNormTrainGrad { .. } => 7,
-        Op::Update(opt) => 2 + super::optimizer::slots(opt),
     }
 }
 

@@ -1,6 +1,7 @@
 //! IR -> CLIF for batch normalization: the batch statistics, the normalization and
-//! its gradients, and the moving averages of inference. Sums over the batch run in
-//! the interpreter's order, so they round the same way.
+//! its gradients, and the moving averages inference uses. The loops take their
+//! sizes from the graph's tensors, whose agreement `Graph::verify` checked. Sums over
+//! the batch run in the interpreter's order, so they round the same way.
 
 use cranelift_codegen::ir::{InstBuilder, Type, Value};
 
@@ -10,35 +11,9 @@ use super::lower::{Lower, R};
 use crate::ir::graph::TensorId;
 
 impl Lower<'_, '_, '_> {
-    /// The channels of `x` (its last axis), after checking that each of `per_channel`
-    /// holds one value per channel and each of `like_x` has `x`'s shape.
-    fn channels(
-        &self,
-        x: TensorId,
-        per_channel: &[TensorId],
-        like_x: &[TensorId],
-    ) -> Result<usize, String> {
-        let c = *self.shape(x).last().ok_or("batch statistics of a scalar")?;
-        if let Some(&t) = per_channel.iter().find(|&&t| self.shape(t) != [c]) {
-            return Err(format!(
-                "{:?} is not one value per channel of {:?}",
-                self.shape(t),
-                self.shape(x)
-            ));
-        }
-        if let Some(&t) = like_x.iter().find(|&&t| self.shape(t) != self.shape(x)) {
-            return Err(format!(
-                "{:?} differs from {:?}",
-                self.shape(t),
-                self.shape(x)
-            ));
-        }
-        Ok(c)
-    }
-
     /// The per-channel mean (`mean: None`) or biased variance around `mean`.
     pub(super) fn batch_stat(&mut self, x: TensorId, mean: Option<TensorId>, out: TensorId) -> R {
-        let c = self.channels(x, &[out].into_iter().chain(mean).collect::<Vec<_>>(), &[])?;
+        let c = self.len(out);
         if c == 0 {
             return Ok(());
         }
@@ -74,7 +49,7 @@ impl Lower<'_, '_, '_> {
 
     /// `y = x * s + (beta - mean * s)`, `s = gamma / sqrt(var + eps)`.
     pub(super) fn batch_norm(&mut self, ins: &[TensorId], out: TensorId, eps: f32) -> R {
-        let c = self.channels(ins[0], &ins[1..], &[out])?;
+        let c = self.last_dim(out);
         let rows = self.len(out) / c.max(1);
         let p = ins
             .iter()
@@ -102,7 +77,7 @@ impl Lower<'_, '_, '_> {
 
     /// `dx = dy * (gamma / sqrt(var + eps))`; inputs `(var, gamma, dy)`.
     pub(super) fn batch_norm_grad(&mut self, ins: &[TensorId], out: TensorId, eps: f32) -> R {
-        let c = self.channels(ins[2], &ins[..2], &[out])?;
+        let c = self.last_dim(out);
         let rows = self.len(out) / c.max(1);
         let (pv, pg, pd, po) = (
             self.ptr(ins[0])?,
@@ -127,8 +102,7 @@ impl Lower<'_, '_, '_> {
     /// `dx = gamma * inv * (dy - (dbeta + xhat * dgamma) / rows)`; inputs
     /// `(x, mean, var, gamma, dy, dgamma, dbeta)`.
     pub(super) fn batch_norm_train_grad(&mut self, ins: &[TensorId], out: TensorId, eps: f32) -> R {
-        let per_channel = [ins[1], ins[2], ins[3], ins[5], ins[6]];
-        let c = self.channels(ins[0], &per_channel, &[ins[4], out])?;
+        let c = self.last_dim(out);
         let rows = self.len(out) / c.max(1);
         let p = ins
             .iter()
@@ -164,7 +138,7 @@ impl Lower<'_, '_, '_> {
 
     /// `dgamma = sum_rows(dy * ((x - mean) * inv))`; inputs `(x, mean, var, dy)`.
     pub(super) fn gamma_grad(&mut self, ins: &[TensorId], out: TensorId, eps: f32) -> R {
-        let c = self.channels(ins[0], &[ins[1], ins[2], out], &[ins[3]])?;
+        let c = self.len(out);
         if c == 0 {
             return Ok(());
         }
@@ -195,17 +169,7 @@ impl Lower<'_, '_, '_> {
     }
 
     /// `avg = avg * momentum + value * (1 - momentum)`, in place.
-    pub(super) fn moving_average(
-        &mut self,
-        avg: TensorId,
-        value: TensorId,
-        out: TensorId,
-        momentum: f32,
-    ) -> R {
-        self.same_len(avg, value)?;
-        if out != avg {
-            return Err("a moving average updates its first input in place".into());
-        }
+    pub(super) fn moving_average(&mut self, avg: TensorId, value: TensorId, momentum: f32) -> R {
         let (pa, pv) = (self.ptr(avg)?, self.ptr(value)?);
         let rest = 1.0 - momentum;
         self.e.map(self.len(avg), |e, ty, i| {

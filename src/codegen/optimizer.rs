@@ -14,18 +14,9 @@ use crate::sema::model::Optimizer;
 /// below this.
 const VECTOR_ADAM_MIN_WEIGHTS: usize = 1024;
 
-/// The state tensors (momentum, moments) `opt` keeps per weight tensor.
-pub(super) fn slots(opt: &Optimizer) -> usize {
-    match *opt {
-        Optimizer::Sgd { momentum, .. } => usize::from(momentum != 0.0),
-        Optimizer::Adam { .. } | Optimizer::AdamW { .. } => 2,
-        Optimizer::RmsProp { .. } => 1,
-    }
-}
-
 impl Lower<'_, '_, '_> {
     /// One optimizer step on the weights `ins[0]` from the gradient `ins[1]`, with the
-    /// optimizer's slots (`slots`) after them.
+    /// optimizer's slots (`Optimizer::slot_names`) after them.
     pub(super) fn update(&mut self, ins: &[TensorId], opt: Optimizer) -> R {
         for &t in ins {
             self.same_len(t, ins[0])?;

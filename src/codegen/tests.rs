@@ -8,7 +8,7 @@ use super::abi::Helper;
 use super::jit::{compile_optimized, with_imports, Unary};
 use super::kernels::Emitter;
 use super::{clif_text, compile};
-use crate::ir::build::{self, add_tensor, predict, train_step};
+use crate::ir::build::{predict, train_step};
 use crate::ir::graph::{Graph, LossKind, Node, Op, Role, TensorId, Window};
 use crate::ir::init::initialize;
 use crate::ir::interp;
@@ -129,16 +129,8 @@ struct G {
 
 impl G {
     fn new() -> G {
-        let mut g = Graph {
-            batch: 1,
-            tensors: vec![],
-            nodes: vec![],
-            input: 0,
-            target: None,
-            output: 0,
-            loss: None,
-        };
-        g.input = add_tensor(&mut g, "x".into(), vec![1], Role::Input);
+        let mut g = Graph::new(1);
+        g.input = g.add_tensor("x".into(), vec![1], Role::Input);
         G { g }
     }
     fn param(&mut self, name: &str, shape: &[usize]) -> TensorId {
@@ -147,10 +139,10 @@ impl G {
             name: "w",
             trainable: true,
         };
-        add_tensor(&mut self.g, name.into(), shape.to_vec(), role)
+        self.g.add_tensor(name.into(), shape.to_vec(), role)
     }
     fn temp(&mut self, name: &str, shape: &[usize]) -> TensorId {
-        add_tensor(&mut self.g, name.into(), shape.to_vec(), Role::Temp)
+        self.g.add_tensor(name.into(), shape.to_vec(), Role::Temp)
     }
     fn node(&mut self, op: Op, inputs: &[TensorId], output: TensorId) {
         self.g.nodes.push(Node {
@@ -333,6 +325,17 @@ fn activations() -> Vec<Activation> {
         .collect()
 }
 
+/// The activations of random hidden layers: all but `exponential`, whose `exp` of an
+/// unbounded pre-activation overflows or, through a batchnorm of a few rows, amplifies
+/// rounding past any fixed tolerance. The tests above and the Keras parity tests
+/// cover it alone.
+fn hidden_activations() -> Vec<Activation> {
+    activations()
+        .into_iter()
+        .filter(|&a| a != Activation::Exponential)
+        .collect()
+}
+
 #[test]
 fn activations_and_their_gradients_match_the_interpreter() {
     for act in activations() {
@@ -385,7 +388,7 @@ fn losses_and_their_gradients_match_the_interpreter() {
             let mut g = G::new();
             let p = g.param("p", &[rows, cols]);
             let tshape = if sparse { vec![rows] } else { vec![rows, cols] };
-            let t = add_tensor(&mut g.g, "t".into(), tshape.clone(), Role::Target);
+            let t = g.g.add_tensor("t".into(), tshape.clone(), Role::Target);
             g.g.target = Some(t);
             let l = g.temp("l", &[]);
             g.node(Op::Loss(kind), &[p, t], l);
@@ -463,18 +466,13 @@ fn optimizer_updates_match_the_interpreter_over_steps() {
     // tail of four) where the machine has it.
     for n in [11, 1500] {
         for opt in optimizers() {
-            let slots = crate::ir::optim::slot_names(&opt).len();
+            let slots = opt.slot_names().len();
             let mut g = G::new();
             let w = g.param("w", &[n]);
             let gw = g.param("g", &[n]);
             let mut ins = vec![w, gw];
             for i in 0..slots {
-                ins.push(add_tensor(
-                    &mut g.g,
-                    format!("s{i}"),
-                    vec![n],
-                    Role::OptimizerSlot,
-                ));
+                ins.push(g.g.add_tensor(format!("s{i}"), vec![n], Role::OptimizerSlot));
             }
             g.node(Op::Update(opt), &ins, w);
             let layout = Layout::new(&g.g);
@@ -560,7 +558,7 @@ fn model_targets(rng: &mut StdRng, loss: Loss, rows: usize, classes: usize) -> V
 /// predicted. Returns the worst error seen, with where.
 fn random_model_error(seed: u64) -> (f64, String) {
     let mut rng = StdRng::seed_from_u64(seed);
-    let acts = activations();
+    let acts = hidden_activations();
     let loss = Loss::ALL[rng.gen_range(0..Loss::ALL.len())];
     let opts = optimizers();
     let opt = opts[rng.gen_range(0..opts.len())];
@@ -875,7 +873,7 @@ fn image_and_normalization_ops_match_the_interpreter() {
         let avg = g.param("avg", &[c]);
         let mut push = |op: Op, ins: &[TensorId]| -> TensorId {
             let name = format!("{op:?}");
-            build::push(&mut g.g, op, ins.to_vec(), name).expect("shapes")
+            g.g.push(op, ins.to_vec(), name).expect("shapes")
         };
         let cols = push(Op::Im2col(win), &[x]);
         push(Op::Col2im(win), &[cols]);
@@ -909,7 +907,7 @@ fn image_and_normalization_ops_match_the_interpreter() {
 /// head; trained for an epoch by both executors, then predicted.
 fn random_conv_model_error(seed: u64) -> (f64, String) {
     let mut rng = StdRng::seed_from_u64(seed);
-    let acts = activations();
+    let acts = hidden_activations();
     let losses = [
         Loss::Mse,
         Loss::CategoricalCrossentropy,
