@@ -7,11 +7,12 @@ use std::path::PathBuf;
 use clap::{Parser, Subcommand};
 use serde_json::json;
 
+use crate::diag::codes;
 use crate::diag::{line_col, Severity};
 use crate::runtime::interrupt;
 use crate::runtime::report::{HumanReporter, JsonReporter};
 use crate::runtime::train::{train, Engine, Interrupted, RunOptions};
-use crate::sema::{self, codes, summary, CheckOptions, CheckOutcome};
+use crate::sema::{self, summary, CheckOptions, CheckOutcome};
 
 /// Exit codes: no errors (warnings allowed), errors in the input, usage error.
 pub const EXIT_OK: i32 = 0;
@@ -144,12 +145,11 @@ fn emit(w: &mut dyn Write, text: &str) {
 pub fn check(args: &CheckArgs, io: &mut Io) -> i32 {
     let opts = CheckOptions {
         batch_size: args.batch_size.and_then(|b| usize::try_from(b).ok()),
-        read_data: !args.no_data,
     };
     let mut worst = EXIT_OK;
     let mut docs = vec![];
     for path in &args.files {
-        let outcome = match check_path(path, &opts) {
+        let outcome = match check_path(path, &opts, !args.no_data) {
             Ok(o) => o,
             Err(e) => {
                 let message = format!("cannot read `{}`: {e}", path.display());
@@ -187,24 +187,29 @@ pub fn check(args: &CheckArgs, io: &mut Io) -> i32 {
 }
 
 /// `sema::check_file`, except that a device or a pipe (/dev/zero never ends) is read
-/// only one byte past the size limit, which check then refuses.
-fn check_path(path: &std::path::Path, opts: &CheckOptions) -> std::io::Result<CheckOutcome> {
+/// only one byte past the size limit, which check then refuses; with `read_data`,
+/// then what `run` would refuse in the data files (`runtime::data::check`).
+fn check_path(
+    path: &std::path::Path,
+    opts: &CheckOptions,
+    read_data: bool,
+) -> std::io::Result<CheckOutcome> {
     use std::io::Read;
     let mut file = std::fs::File::open(path)?;
-    if file.metadata()?.is_file() {
-        return sema::check_file(path, opts);
+    let mut outcome = if file.metadata()?.is_file() {
+        sema::check_file(path, opts)?
+    } else {
+        let mut bytes = Vec::new();
+        (&mut file)
+            .take(crate::syntax::MAX_SOURCE_BYTES as u64 + 1)
+            .read_to_end(&mut bytes)?;
+        let base = path.parent().unwrap_or(std::path::Path::new(""));
+        sema::check_source(&path.display().to_string(), &bytes, base, opts)
+    };
+    if read_data {
+        crate::runtime::data::check::check_outcome(&mut outcome);
     }
-    let mut bytes = Vec::new();
-    (&mut file)
-        .take(crate::syntax::MAX_SOURCE_BYTES as u64 + 1)
-        .read_to_end(&mut bytes)?;
-    let base = path.parent().unwrap_or(std::path::Path::new(""));
-    Ok(sema::check_source(
-        &path.display().to_string(),
-        &bytes,
-        base,
-        opts,
-    ))
+    Ok(outcome)
 }
 
 /// The JSON document of a file that could not be read: the same shape as any
@@ -340,7 +345,7 @@ pub fn explain(code: &str, io: &mut Io) -> i32 {
 /// one `error` event on stdout when there are errors), and returns its model when it
 /// has no errors, or the exit code to end with. `batch_size` (the flag's) is the one
 /// the memory limit is checked at, so that the flag cannot bypass it; `read_data`
-/// checks the data files too (`sema::data`).
+/// checks the data files too (`runtime::data::check`).
 fn checked_model(
     path: &std::path::Path,
     batch_size: Option<u64>,
@@ -350,9 +355,8 @@ fn checked_model(
 ) -> Result<(crate::sema::model::Model, CheckOutcome), i32> {
     let opts = CheckOptions {
         batch_size: batch_size.and_then(|b| usize::try_from(b).ok()),
-        read_data,
     };
-    let outcome = match check_path(path, &opts) {
+    let outcome = match check_path(path, &opts, read_data) {
         Ok(o) => o,
         Err(e) => {
             let message = format!("cannot read `{}`: {e}", path.display());
@@ -437,7 +441,7 @@ pub fn run_model(args: &RunArgs, io: &mut Io) -> i32 {
             }
             // A data file the `.nn` names: a diagnostic at that line, as check gives.
             let base = args.file.parent().unwrap_or(std::path::Path::new(""));
-            match sema::data::file_span(&checked.source, base, &message) {
+            match crate::runtime::data::check::file_span(&checked.source, base, &message) {
                 Some(span) => {
                     let d = crate::diag::Diagnostic::error(
                         codes::DATA_FILE,
@@ -489,7 +493,8 @@ pub fn emit_ir(args: &EmitArgs, io: &mut Io) -> i32 {
         .unwrap_or(32);
     let text = crate::ir::train_step(&model, batch).and_then(|graph| {
         if args.form.clif {
-            crate::codegen::clif_text(&graph, &crate::ir::layout::Layout::new(&graph))
+            // The layout and function `nnc run` compiles for this graph.
+            crate::codegen::clif_text(&graph, &crate::ir::layout::Layout::planned(&graph))
         } else {
             Ok(crate::ir::print::print(&graph))
         }

@@ -13,6 +13,7 @@ use nnc::ir::graph::{Graph, LossKind, Op};
 use nnc::ir::init::initialize;
 use nnc::ir::interp;
 use nnc::ir::layout::Layout;
+use nnc::ops::random::{mix64, GOLDEN_GAMMA};
 use nnc::ops::Activation;
 use nnc::ops::Real;
 use nnc::runtime::{checkpoint, data};
@@ -155,11 +156,13 @@ pub fn check_data(bytes: &[u8]) {
          train {{\n    data = csv(\"train.csv\", target = \"label\"{features}{standardize}){test_line}\n    \
          loss = {loss}\n    optimizer = sgd\n}}\n"
     );
-    let options = CheckOptions {
-        read_data: true,
-        ..CheckOptions::default()
-    };
-    let outcome = nnc::check_source("fuzz.nn", text.as_bytes(), &scratch_dir(), &options);
+    let mut outcome = nnc::check_source(
+        "fuzz.nn",
+        text.as_bytes(),
+        &scratch_dir(),
+        &CheckOptions::default(),
+    );
+    data::check::check_outcome(&mut outcome);
     let _ = outcome.render_diagnostics(false);
     let _ = nnc::cli::json_outcome(&outcome);
     if let Some(model) = &outcome.model {
@@ -398,11 +401,8 @@ const EXTREMES: [f32; 16] = [
 ];
 
 fn splitmix(state: &mut u64) -> u64 {
-    *state = state.wrapping_add(0x9E37_79B9_7F4A_7C15);
-    let mut z = *state;
-    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-    z ^ (z >> 31)
+    *state = state.wrapping_add(GOLDEN_GAMMA);
+    mix64(*state)
 }
 
 /// What the structure bytes decode to.

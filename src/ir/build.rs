@@ -3,8 +3,8 @@
 
 use super::autodiff;
 use super::graph::{Graph, LossKind, Node, Op, Role, TensorId, Window};
-use super::optim::slot_names;
-use crate::sema::model::{Activation, LayerKind, Loss, Model, TrainConfig};
+use crate::ops::random::{mix64, GOLDEN_GAMMA};
+use crate::sema::model::{Activation, LayerKind, Loss, Model, Optimizer, TrainConfig};
 
 /// What a graph is built for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -39,10 +39,7 @@ pub fn predict(model: &Model, batch: usize) -> Result<Graph, String> {
 /// A per-layer dropout seed: the train seed and the layer's index, mixed so nearby
 /// seeds and layers draw unrelated masks.
 fn dropout_seed(seed: u64, layer_index: usize) -> u64 {
-    let mut z = seed.wrapping_add((layer_index as u64 + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15));
-    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-    z ^ (z >> 31)
+    mix64(seed.wrapping_add((layer_index as u64 + 1).wrapping_mul(GOLDEN_GAMMA)))
 }
 
 fn build(model: &Model, batch: usize, mode: Mode) -> Result<Graph, String> {
@@ -85,7 +82,7 @@ fn build(model: &Model, batch: usize, mode: Mode) -> Result<Graph, String> {
     let optimizer = model.train.as_ref().map(|t| t.optimizer);
     let mut slots: Vec<Vec<TensorId>> = vec![];
     for &p in &trainable {
-        let names = optimizer.as_ref().map(slot_names).unwrap_or(&[]);
+        let names = optimizer.as_ref().map_or(&[][..], Optimizer::slot_names);
         let ids = names
             .iter()
             .map(|s| {

@@ -18,6 +18,7 @@
 //!   `MovingAverage` nodes update a moving statistic).
 
 pub use super::op::{LossKind, Op, Window};
+use crate::ops::random::{mix64, GOLDEN_GAMMA};
 
 pub type TensorId = usize;
 
@@ -141,12 +142,8 @@ impl Graph {
 /// Whether dropout keeps element `index` of the tensor at `step`: a counter-based
 /// hash, so both executors (and any thread split) draw the same mask without state.
 pub fn dropout_keep(seed: u64, step: u64, index: u64, rate: f32) -> bool {
-    let mut z =
-        seed ^ step.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ index.wrapping_mul(0xD1B5_4A32_D192_ED03);
-    // splitmix64 finalizer
-    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-    z ^= z >> 31;
+    let z =
+        mix64(seed ^ step.wrapping_mul(GOLDEN_GAMMA) ^ index.wrapping_mul(0xD1B5_4A32_D192_ED03));
     // 24 high bits -> a uniform f32 in [0, 1), exactly representable.
     let u = (z >> 40) as f32 * (1.0 / (1u64 << 24) as f32);
     u >= rate

@@ -12,6 +12,7 @@ pub mod op;
 pub mod optim;
 pub mod print;
 pub mod testing;
+mod verify;
 
 pub use build::{evaluate, predict, train_step};
 

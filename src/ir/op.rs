@@ -5,7 +5,6 @@
 
 use std::fmt;
 
-use super::optim::slot_names;
 use crate::ops::Activation;
 use crate::sema::model::{Optimizer, Padding};
 
@@ -167,10 +166,9 @@ impl Window {
                     self.size, self.strides
                 ));
             }
-            *o = match self.padding {
-                Padding::Valid if n >= k => (n - k) / s + 1,
-                Padding::Same if n > 0 => n.div_ceil(s),
-                _ => {
+            *o = match self.padding.windows(n as u64, k as u64, s as u64) {
+                Some(windows) => windows as usize,
+                None => {
                     return Err(format!(
                         "window {:?} does not fit input {:?}",
                         self.size, self.input
@@ -240,7 +238,7 @@ impl Op {
             Op::BatchNorm { .. } => 5,
             Op::BatchNormTrainGrad { .. } => 7,
             // The parameter, its gradient, then the optimizer's slots.
-            Op::Update(optimizer) => 2 + slot_names(optimizer).len(),
+            Op::Update(optimizer) => 2 + optimizer.slot_names().len(),
         }
     }
 

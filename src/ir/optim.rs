@@ -5,18 +5,7 @@
 use crate::ops::Real;
 use crate::sema::model::Optimizer;
 
-/// Names of the optimizer slots each trainable parameter gets, in `Update` input order.
-/// Keras creates SGD's momentum variable only when `momentum != 0`.
-pub fn slot_names(opt: &Optimizer) -> &'static [&'static str] {
-    match opt {
-        Optimizer::Sgd { momentum, .. } if *momentum != 0.0 => &["momentum"],
-        Optimizer::Sgd { .. } => &[],
-        Optimizer::Adam { .. } | Optimizer::AdamW { .. } => &["m", "v"],
-        Optimizer::RmsProp { .. } => &["velocity"],
-    }
-}
-
-/// Applies one step to `w` given its gradient `g` and its `slots` (as `slot_names`
+/// Applies one step to `w` given its gradient `g` and its `slots` (as `Optimizer::slot_names`
 /// lists them). `step` is Keras's `iterations`: 0 for the first update.
 pub fn update<T: Real>(opt: &Optimizer, step: u64, w: &mut [T], g: &[T], slots: &mut [Vec<T>]) {
     match *opt {
@@ -135,7 +124,7 @@ mod tests {
         let w = g.add_tensor("w".into(), vec![3], param("kernel", true));
         let gw = g.add_tensor("g".into(), vec![3], param("grad", false));
         let mut inputs = vec![w, gw];
-        for s in slot_names(&opt) {
+        for s in opt.slot_names() {
             inputs.push(g.add_tensor(s.to_string(), vec![3], Role::OptimizerSlot));
         }
         g.nodes.push(Node {

@@ -6,9 +6,9 @@
 use std::collections::HashMap;
 
 use super::args::{self, bind, Bound};
-use super::codes;
 use super::model::{Activation, Initializer, Layer, LayerKind, Padding, Span};
 use super::names;
+use crate::diag::codes;
 use crate::diag::Diagnostic;
 use crate::syntax::ast::{Call, ModelBlock, Stmt, Value, ValueKind};
 
@@ -553,10 +553,7 @@ fn show(shape: &[u64]) -> String {
 
 /// Output size of a sliding window along one axis, as Keras computes it.
 fn window(n: u64, k: u64, s: u64, pad: Padding) -> Option<u64> {
-    match pad {
-        Padding::Same => Some(n.div_ceil(s)),
-        Padding::Valid => (k <= n).then(|| (n - k) / s + 1),
-    }
+    pad.windows(n, k, s)
 }
 
 /// The layer's output shape; on an error (reported here), the output shape if it

@@ -1,7 +1,7 @@
 //! Warnings: models that are valid but probably not what was meant.
 
-use super::codes;
 use super::model::{Activation, Layer, LayerKind, Loss};
+use crate::diag::codes;
 use crate::diag::Diagnostic;
 
 /// The activation a layer applies, if it computes one.

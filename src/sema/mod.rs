@@ -6,8 +6,6 @@
 
 pub mod args;
 pub mod check;
-pub mod codes;
-pub mod data;
 pub mod lint;
 pub mod model;
 pub mod names;
@@ -16,7 +14,7 @@ pub mod train;
 
 use std::path::Path;
 
-use crate::diag::{self, Diagnostic};
+use crate::diag::{self, codes, Diagnostic};
 use crate::syntax::{self, ast};
 use model::Model;
 use summary::Summary;
@@ -32,9 +30,6 @@ pub const MAX_DIAGNOSTICS: usize = 100;
 pub struct CheckOptions {
     /// Batch size for the memory estimate; default: the train block's, or 32.
     pub batch_size: Option<usize>,
-    /// Read the data files the train block names (headers, and the targets of small
-    /// files) and report what `nnc run` would refuse (`data.rs`).
-    pub read_data: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -242,7 +237,7 @@ fn check_ast(file: &ast::File, base_dir: &Path, opts: &CheckOptions, out: &mut C
         lint::lint_model(&checked.layers, d);
     }
     let train = trains.first().and_then(|t| {
-        let cfg = train::check_train(t, base_dir, &facts, opts.read_data, d)?;
+        let cfg = train::check_train(t, base_dir, &facts, d)?;
         if checked.complete {
             if let Some(s) = t.settings.iter().find(|s| s.key.name == "loss") {
                 lint::lint_loss(&checked.layers, cfg.loss, s.value.span.clone(), d);
@@ -429,11 +424,9 @@ mod tests {
             if path.extension().is_none_or(|e| e != "nn") {
                 continue;
             }
-            let opts = CheckOptions {
-                read_data: true,
-                ..CheckOptions::default()
-            };
-            let o = check_file(&path, &opts).unwrap();
+            let mut o = check_file(&path, &CheckOptions::default()).unwrap();
+            // With their data files, as `nnc check` reads them.
+            crate::runtime::data::check::check_outcome(&mut o);
             assert!(
                 o.diagnostics.is_empty(),
                 "{}: {:?}",
@@ -448,6 +441,42 @@ mod tests {
             }
         }
         assert_eq!(seen, keras.len());
+    }
+
+    #[test]
+    fn checked_shapes_follow_the_layer_shape_rule() {
+        // sema infers shapes with diagnostics; LayerKind::output_shape is the rule the
+        // IR's test models use. Every layer of every valid golden file and example must
+        // get the same shape from both.
+        let mut layers = 0;
+        for dir in ["examples", "tests/golden"] {
+            for entry in std::fs::read_dir(dir).unwrap() {
+                let path = entry.unwrap().path();
+                if path.extension().is_none_or(|e| e != "nn") {
+                    continue;
+                }
+                // Some golden files are not UTF-8 on purpose.
+                let Ok(text) = std::fs::read_to_string(&path) else {
+                    continue;
+                };
+                let o = check(&text);
+                let Some(model) = o.model.as_ref().filter(|_| !o.has_errors()) else {
+                    continue;
+                };
+                for l in &model.layers {
+                    let rule = l.kind.output_shape(&l.input_shape);
+                    assert_eq!(
+                        rule.as_ref(),
+                        Some(&l.output_shape),
+                        "{}: {}",
+                        path.display(),
+                        l.name
+                    );
+                    layers += 1;
+                }
+            }
+        }
+        assert!(layers > 50, "only {layers} layers compared");
     }
 
     #[test]
@@ -557,7 +586,6 @@ mod tests {
         let src = std::fs::read_to_string("examples/mnist_mlp.nn").unwrap();
         let opts = CheckOptions {
             batch_size: Some(1),
-            ..CheckOptions::default()
         };
         let o = check_source("t.nn", src.as_bytes(), Path::new(""), &opts);
         let m = o.summary.unwrap().memory;

@@ -115,12 +115,13 @@ fn param_counts(l: &Layer) -> (u64, u64) {
 
 /// Slots of optimizer state per trainable parameter, as Keras keeps them.
 fn optimizer_slots(o: &Optimizer) -> (&'static str, u128) {
-    match o {
-        Optimizer::Sgd { momentum, .. } => ("sgd", u128::from(*momentum != 0.0)),
-        Optimizer::Adam { .. } => ("adam", 2),
-        Optimizer::AdamW { .. } => ("adamw", 2),
-        Optimizer::RmsProp { .. } => ("rmsprop", 1),
-    }
+    let name = match o {
+        Optimizer::Sgd { .. } => "sgd",
+        Optimizer::Adam { .. } => "adam",
+        Optimizer::AdamW { .. } => "adamw",
+        Optimizer::RmsProp { .. } => "rmsprop",
+    };
+    (name, o.slot_names().len() as u128)
 }
 
 /// `optimizer`: the train block's, or `None` (then Adam is assumed, as the most common).

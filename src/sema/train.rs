@@ -6,10 +6,9 @@
 use std::path::Path;
 
 use super::args::{self, bind, Bound};
-use super::codes;
-use super::data;
 use super::model::{DataSource, Loss, Metric, MnistSubset, Optimizer, TestSource, TrainConfig};
 use super::names;
+use crate::diag::codes;
 use crate::diag::Diagnostic;
 use crate::sema::model::Span;
 use crate::syntax::ast::{Setting, TrainBlock, Value, ValueKind};
@@ -31,12 +30,12 @@ fn ok<T>(r: Result<T, Diagnostic>, d: &mut Vec<Diagnostic>) -> Option<T> {
     r.map_err(|e| d.push(e)).ok()
 }
 
-/// Checks the train block; with `read_data`, also the data files it names (`data.rs`).
+/// Checks the train block (its data files are checked later, by
+/// `runtime::data::check`, on a model without errors).
 pub fn check_train(
     block: &TrainBlock,
     base_dir: &Path,
     facts: &ModelFacts,
-    read_data: bool,
     d: &mut Vec<Diagnostic>,
 ) -> Option<TrainConfig> {
     let errors_before = d.iter().filter(|x| x.is_error()).count();
@@ -138,29 +137,6 @@ pub fn check_train(
             check_data_fits(src, v, n, &facts.input_shape, d);
         }
     }
-    if read_data {
-        fn written<'a>(
-            source: Option<&'a DataSource>,
-            value: Option<&'a Value>,
-        ) -> Option<data::Written<'a>> {
-            Some(data::Written {
-                source: source?,
-                value: value?,
-            })
-        }
-        let test_source = match &test {
-            Some(TestSource::Source(s)) => Some(s),
-            _ => None,
-        };
-        data::check_sources(
-            written(data.as_ref(), get("data")),
-            written(test_source, get("test")),
-            loss,
-            facts,
-            d,
-        );
-    }
-
     let config = TrainConfig {
         data: data?,
         test: match get("test") {

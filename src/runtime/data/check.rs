@@ -1,28 +1,97 @@
-//! What `nnc run` would refuse in the data files, found before any training: the
-//! header of a CSV or IDX file is read (cheap), and a file of at most
-//! `SMALL_FILE_BYTES` is read whole with the runtime's own reader, so that every
-//! cell is checked and the classes counted. Each problem is a diagnostic at the
-//! `.nn` line that names the file.
+//! What `nnc run` would refuse in the data files, found before any training, for
+//! `nnc check` (and for `run`, which checks first): the header of a CSV or IDX file
+//! is read (cheap), and a file of at most `SMALL_FILE_BYTES` is read whole with the
+//! same readers `run` uses, so that every cell is checked and the classes counted.
+//! Each problem is a diagnostic at the `.nn` line that names the file. It runs on a
+//! file the front end found no error in (it needs the checked model).
 
-use super::codes;
-use super::model::{DataSource, Loss, Span};
-use super::train::ModelFacts;
-use crate::diag::Diagnostic;
-use crate::runtime::data::{csv, idx};
-use crate::syntax::ast::{Call, Value, ValueKind};
+use std::path::Path;
+
+use super::{csv, idx};
+use crate::diag::{codes, Diagnostic};
+use crate::sema::model::{DataSource, Loss, Model, Span, TestSource};
+use crate::sema::CheckOutcome;
+use crate::syntax::ast::{Call, Item, Value, ValueKind};
 
 /// Files up to this size are read whole; larger ones only up to their header (a
 /// pass over a large file would make `check` slow).
 pub const SMALL_FILE_BYTES: u64 = 64 << 20;
 
 /// A data source with the `.nn` value that wrote it.
-pub struct Written<'a> {
-    pub source: &'a DataSource,
-    pub value: &'a Value,
+struct Written<'a> {
+    source: &'a DataSource,
+    value: &'a Value,
+}
+
+/// What the checks need to know about the model.
+struct ModelFacts {
+    input_size: Option<u64>,
+    input_shape: String,
+    output_size: Option<u64>,
+    /// Where the output comes from (the last layer's span).
+    output_span: Span,
+}
+
+/// Adds to `outcome` what `nnc run` would refuse in the data files its train block
+/// names. Does nothing for a file with errors or without a train block; a file with
+/// a data error no longer has a model, as for any other error.
+pub fn check_outcome(outcome: &mut CheckOutcome) {
+    let Some(model) = &outcome.model else {
+        return;
+    };
+    let Some(config) = &model.train else {
+        return;
+    };
+    let Ok(file) = crate::syntax::parse(&outcome.source) else {
+        return;
+    };
+    let settings: Vec<_> = file
+        .items
+        .iter()
+        .filter_map(|item| match item {
+            Item::Train(t) => Some(t),
+            Item::Model(_) => None,
+        })
+        .flat_map(|t| &t.settings)
+        .collect();
+    let value = |key: &str| {
+        settings
+            .iter()
+            .find(|s| s.key.name == key)
+            .map(|s| &s.value)
+    };
+    let facts = facts(model);
+    let mut d = vec![];
+    let data = value("data").map(|value| Written {
+        source: &config.data,
+        value,
+    });
+    let test = match (&config.test, value("test")) {
+        (Some(TestSource::Source(source)), Some(value)) => Some(Written { source, value }),
+        _ => None,
+    };
+    check_sources(data, test, Some(config.loss), &facts, &mut d);
+    if d.iter().any(Diagnostic::is_error) {
+        outcome.model = None;
+    }
+    outcome.diagnostics.extend(d);
+    outcome
+        .diagnostics
+        .sort_by_key(|d| (d.span.start, d.span.end));
+}
+
+fn facts(model: &Model) -> ModelFacts {
+    let dims: Vec<String> = model.input_shape.iter().map(usize::to_string).collect();
+    ModelFacts {
+        input_size: Some(model.input_size() as u64),
+        input_shape: format!("[{}]", dims.join(", ")),
+        output_size: Some(model.output_size() as u64),
+        output_span: model.layers.last().map_or(0..0, |l| l.span.clone()),
+    }
 }
 
 /// Checks the training source, then the test source against it.
-pub fn check_sources(
+fn check_sources(
     data: Option<Written>,
     test: Option<Written>,
     loss: Option<Loss>,
@@ -41,11 +110,11 @@ pub fn check_sources(
 /// `nnc run` is about (every data error starts with the file's path): the span of
 /// that path, so that an error found only while loading (in a file too large for
 /// `check` to read whole) is shown at the line naming the file too.
-pub fn file_span(source: &str, base_dir: &std::path::Path, message: &str) -> Option<Span> {
+pub fn file_span(source: &str, base_dir: &Path, message: &str) -> Option<Span> {
     let file = crate::syntax::parse(source).ok()?;
     let settings = file.items.iter().flat_map(|item| match item {
-        crate::syntax::ast::Item::Train(t) => t.settings.iter().collect::<Vec<_>>(),
-        crate::syntax::ast::Item::Model(_) => vec![],
+        Item::Train(t) => t.settings.iter().collect::<Vec<_>>(),
+        Item::Model(_) => vec![],
     });
     for setting in settings.filter(|s| matches!(s.key.name.as_str(), "data" | "test")) {
         let ValueKind::Call(call) = &setting.value.kind else {
@@ -266,9 +335,9 @@ fn same_set(a: &[String], b: &[String]) -> bool {
 
 #[allow(clippy::too_many_arguments)]
 fn inspect_idx(
-    images: &std::path::Path,
+    images: &Path,
     images_span: Span,
-    labels: &std::path::Path,
+    labels: &Path,
     labels_span: Span,
     w: &Written,
     loss: Option<Loss>,
