@@ -8,9 +8,9 @@ use clap::{Parser, Subcommand};
 use serde_json::json;
 
 use crate::diag::{line_col, Severity};
-use crate::runtime::interrupt;
 use crate::runtime::report::{HumanReporter, JsonReporter};
 use crate::runtime::train::{train, Engine, Interrupted, RunOptions};
+use crate::runtime::{interrupt, trained};
 use crate::sema::{self, codes, summary, CheckOptions, CheckOutcome};
 
 /// Exit codes: no errors (warnings allowed), errors in the input, usage error.
@@ -35,6 +35,13 @@ pub enum Command {
     Check(CheckArgs),
     /// Train the model of a .nn file as its `train` block says.
     Run(RunArgs),
+    /// Predict with trained weights: one output row per sample of a CSV, .npy, .npz
+    /// or IDX file.
+    Predict(PredictArgs),
+    /// Loss and metrics of trained weights on the test data, or on --data.
+    Evaluate(EvaluateArgs),
+    /// Export the model with trained weights for other tools (ONNX).
+    Export(ExportArgs),
     /// Print the train step's IR (after autodiff) or its Cranelift IR, for debugging.
     Emit(EmitArgs),
     /// Explain an error or warning code, e.g. `nnc explain E0016`.
@@ -94,6 +101,62 @@ pub struct RunArgs {
 }
 
 #[derive(Debug, clap::Args)]
+pub struct PredictArgs {
+    /// The .nn file of the model.
+    pub file: PathBuf,
+    /// The trained weights (`nnc run --save`).
+    #[arg(long, value_name = "FILE.safetensors")]
+    pub weights: PathBuf,
+    /// The samples: a .csv file (columns found by name; the target may be there or
+    /// not), a .npy or .npz array, or an IDX image file.
+    pub input: PathBuf,
+    /// Write the predictions here (.csv or .npy, atomically) instead of CSV on stdout.
+    #[arg(short = 'o', long = "output", value_name = "OUT")]
+    pub output: Option<PathBuf>,
+    /// Samples per forward call.
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
+    pub batch_size: Option<u64>,
+    /// Threads for large matrix products (default: every core).
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..=1024))]
+    pub threads: Option<u64>,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct EvaluateArgs {
+    /// The .nn file of the model (its train block gives the loss and metrics).
+    pub file: PathBuf,
+    /// The trained weights (`nnc run --save`).
+    #[arg(long, value_name = "FILE.safetensors")]
+    pub weights: PathBuf,
+    /// Evaluate on this data instead of the train block's `test`: a .csv file (the
+    /// train data's target and feature columns, by name), a .npz archive (arrays `x`
+    /// and `y`), or a folder holding the MNIST files (its test subset).
+    #[arg(long, value_name = "SOURCE")]
+    pub data: Option<PathBuf>,
+    /// Evaluate in batches of this size (default: the train block's, as `nnc run`).
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
+    pub batch_size: Option<u64>,
+    /// Print one JSON line instead of text.
+    #[arg(long)]
+    pub json: bool,
+    /// Threads for large matrix products (default: every core).
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..=1024))]
+    pub threads: Option<u64>,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct ExportArgs {
+    /// The .nn file of the model.
+    pub file: PathBuf,
+    /// The trained weights (`nnc run --save`).
+    #[arg(long, value_name = "FILE.safetensors")]
+    pub weights: PathBuf,
+    /// Write an ONNX model (opset 17) here, atomically.
+    #[arg(long, value_name = "OUT.onnx")]
+    pub onnx: PathBuf,
+}
+
+#[derive(Debug, clap::Args)]
 pub struct EmitArgs {
     /// The .nn file.
     pub file: PathBuf,
@@ -127,13 +190,16 @@ pub fn run(cli: Cli, io: &mut Io) -> i32 {
     match cli.command {
         Command::Check(args) => check(&args, io),
         Command::Run(args) => run_model(&args, io),
+        Command::Predict(args) => crate::cli_trained::predict(&args, io),
+        Command::Evaluate(args) => crate::cli_trained::evaluate(&args, io),
+        Command::Export(args) => crate::cli_trained::export(&args, io),
         Command::Emit(args) => emit_ir(&args, io),
         Command::Explain { code } => explain(&code, io),
     }
 }
 
 /// Output failures (a closed pipe) are not the input's fault; they are ignored.
-fn emit(w: &mut dyn Write, text: &str) {
+pub(crate) fn emit(w: &mut dyn Write, text: &str) {
     let _ = w.write_all(text.as_bytes());
 }
 
@@ -288,7 +354,7 @@ pub fn explain(code: &str, io: &mut Io) -> i32 {
 /// Checks a file for `run` and `emit`: prints its diagnostics, and returns its model
 /// when it has no errors, or the exit code to end with. `batch_size` (the flag's) is
 /// the one the memory limit is checked at, so that the flag cannot bypass it.
-fn checked_model(
+pub(crate) fn checked_model(
     path: &std::path::Path,
     batch_size: Option<u64>,
     io: &mut Io,
@@ -318,8 +384,7 @@ pub fn run_model(args: &RunArgs, io: &mut Io) -> i32 {
         Ok(m) => m,
         Err(code) => return code,
     };
-    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-    crate::codegen::set_threads(args.threads.map_or(cores, |t| t as usize));
+    set_threads(args.threads);
     let options = RunOptions {
         epochs: args.epochs.and_then(|e| usize::try_from(e).ok()),
         batch_size: args.batch_size.and_then(|b| usize::try_from(b).ok()),
@@ -332,6 +397,7 @@ pub fn run_model(args: &RunArgs, io: &mut Io) -> i32 {
             Engine::Jit
         }),
         profile: args.profile,
+        source_sha256: source_bytes(&args.file).map(|s| trained::source_hash(&s)),
     };
     // Ctrl-C from here on stops training cleanly instead of losing every epoch.
     interrupt::install();
@@ -357,6 +423,24 @@ pub fn run_model(args: &RunArgs, io: &mut Io) -> i32 {
             EXIT_ERRORS
         }
     }
+}
+
+/// `--threads N`, or every core.
+pub(crate) fn set_threads(threads: Option<u64>) {
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    crate::codegen::set_threads(threads.map_or(cores, |t| t as usize));
+}
+
+/// The bytes of a `.nn` file that `checked_model` accepted (for its hash).
+pub(crate) fn source_bytes(path: &std::path::Path) -> Option<Vec<u8>> {
+    use std::io::Read;
+    let mut bytes = Vec::new();
+    std::fs::File::open(path)
+        .ok()?
+        .take(crate::syntax::MAX_SOURCE_BYTES as u64 + 1)
+        .read_to_end(&mut bytes)
+        .ok()?;
+    Some(bytes)
 }
 
 /// What Ctrl-C left behind, in one line.

@@ -6,8 +6,10 @@
 //! (data, epoch loop, checkpoints). `diag` carries errors out of every stage.
 
 pub mod cli;
+mod cli_trained;
 pub mod codegen;
 pub mod diag;
+pub mod export;
 pub mod ir;
 pub mod runtime;
 pub mod sema;

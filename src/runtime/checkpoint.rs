@@ -1,7 +1,7 @@
 //! Weights on disk: safetensors files of float32 tensors named `LAYER.param`.
 
 use std::borrow::Cow;
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::fs::{self, File};
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
@@ -34,6 +34,16 @@ impl View for F32View<'_> {
 /// the same folder is written, flushed to disk and renamed over `path`, so `path`
 /// is always either the old file or the complete new one.
 pub fn save(path: &Path, tensors: &[(String, Vec<usize>, &[f32])]) -> Result<(), String> {
+    save_with_metadata(path, tensors, None)
+}
+
+/// `save`, with string pairs in the safetensors header's `__metadata__` (what
+/// `runtime::trained` stores: the data preparation, the source hash, the version).
+pub fn save_with_metadata(
+    path: &Path,
+    tensors: &[(String, Vec<usize>, &[f32])],
+    metadata: Option<Metadata>,
+) -> Result<(), String> {
     let file = path.display();
     let mut names = HashSet::new();
     for (name, shape, data) in tensors {
@@ -57,15 +67,22 @@ pub fn save(path: &Path, tensors: &[(String, Vec<usize>, &[f32])]) -> Result<(),
             },
         )
     });
-    let bytes = safetensors::tensor::serialize(views, &None)
+    let bytes = safetensors::tensor::serialize(views, &metadata)
         .map_err(|e| format!("{file}: cannot encode the weights: {e}"))?;
 
-    let temp = temp_path(path)?;
-    let written = write_synced(&temp, &bytes).and_then(|()| fs::rename(&temp, path));
+    write_atomically(path, &bytes).map_err(|e| format!("{file}: cannot write the weights: {e}"))
+}
+
+/// Writes `bytes` to `path` so that `path` is always either the old file or the
+/// complete new one: a temporary file beside it, flushed to disk, then renamed.
+/// Every file nnc writes (weights, predictions, ONNX models) goes through here.
+pub fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    let temp = temp_path(path).map_err(std::io::Error::other)?;
+    let written = write_synced(&temp, bytes).and_then(|()| fs::rename(&temp, path));
     if let Err(e) = written {
         // Best effort: the temporary file is ours and useless now.
         let _ = fs::remove_file(&temp);
-        return Err(format!("{file}: cannot write the weights: {e}"));
+        return Err(e);
     }
     sync_parent(path);
     Ok(())
@@ -97,10 +114,25 @@ pub fn check_writable(path: &Path) -> Result<(), String> {
 ///
 /// Every missing, extra, misshapen or non-float32 tensor is named in one message.
 pub fn load(path: &Path, expected: &[(String, Vec<usize>)]) -> Result<Vec<Vec<f32>>, String> {
+    load_with_metadata(path, expected).map(|(values, _)| values)
+}
+
+/// The string pairs of a safetensors header's `__metadata__`.
+pub type Metadata = HashMap<String, String>;
+
+/// `load`, with the header's `__metadata__` (empty when the file has none).
+pub fn load_with_metadata(
+    path: &Path,
+    expected: &[(String, Vec<usize>)],
+) -> Result<(Vec<Vec<f32>>, Metadata), String> {
     let file = path.display();
     let bytes = read_bounded(path, expected)?;
     let st = SafeTensors::deserialize(&bytes)
         .map_err(|e| format!("{file}: not a valid safetensors file: {}", reason(&e)))?;
+    let metadata = SafeTensors::read_metadata(&bytes)
+        .ok()
+        .and_then(|(_, m)| m.metadata().clone())
+        .unwrap_or_default();
 
     let wanted: HashSet<&str> = expected.iter().map(|(n, _)| n.as_str()).collect();
     let mut problems = Vec::new();
@@ -143,7 +175,7 @@ pub fn load(path: &Path, expected: &[(String, Vec<usize>)]) -> Result<Vec<Vec<f3
         problems.push(format!("tensor `{name}` is not a weight of the model"));
     }
     if problems.is_empty() {
-        Ok(out)
+        Ok((out, metadata))
     } else {
         Err(format!(
             "{file}: the weights do not fit the model:\n  {}",

@@ -4,5 +4,8 @@ pub mod checkpoint;
 pub mod data;
 pub mod interrupt;
 pub mod metrics;
+pub mod predict;
+pub mod predict_io;
 pub mod report;
 pub mod train;
+pub mod trained;

@@ -137,6 +137,7 @@ fn gather_rows<T: Copy>(values: &[T], rows: &[usize], width: usize) -> Vec<T> {
 
 pub mod csv;
 pub mod idx;
+pub mod npy;
 
 use rand::rngs::StdRng;
 use rand::seq::SliceRandom;
@@ -151,6 +152,10 @@ pub struct Prepared {
     pub train: Dataset,
     pub validation: Option<Dataset>,
     pub test: Option<Dataset>,
+    /// The csv feature columns in input order (empty for images).
+    pub feature_names: Vec<String>,
+    /// `standardize`'s per-feature (mean, scale), as applied to every set.
+    pub standardization: Option<(Vec<f64>, Vec<f64>)>,
 }
 
 /// Loads, splits, standardizes and checks the data of `config` for `model`.
@@ -172,6 +177,7 @@ pub fn prepare(model: &Model, config: &TrainConfig) -> Result<Prepared, String> 
     let targets = TargetRule::new(model, config.loss)?;
     let data = load(&config.data)?;
     check_features(model, &data.data, &config.data)?;
+    let feature_names = data.feature_names.clone();
     let data = targets.apply(data)?;
 
     let mut rng = StdRng::seed_from_u64(config.seed);
@@ -209,6 +215,8 @@ pub fn prepare(model: &Model, config: &TrainConfig) -> Result<Prepared, String> 
         train,
         validation,
         test,
+        feature_names,
+        standardization: None,
     };
     if let DataSource::Csv {
         standardize: true, ..
@@ -222,8 +230,38 @@ pub fn prepare(model: &Model, config: &TrainConfig) -> Result<Prepared, String> 
         {
             standardize(set, &mean, &scale);
         }
+        prepared.standardization = Some((mean, scale));
     }
     Ok(prepared)
+}
+
+/// Loads `source` for a trained model (`nnc evaluate --data`): checked against the
+/// model, targets made what `config.loss` reads, and standardized with the training
+/// statistics `standardization` (mean, scale) when there are any.
+pub fn prepare_source(
+    model: &Model,
+    config: &TrainConfig,
+    source: &DataSource,
+    standardization: Option<&(Vec<f64>, Vec<f64>)>,
+) -> Result<Dataset, String> {
+    let targets = TargetRule::new(model, config.loss)?;
+    let loaded = load(source)?;
+    check_features(model, &loaded.data, source)?;
+    let mut data = targets.apply(loaded)?;
+    if let Some((mean, scale)) = standardization {
+        standardize(&mut data, mean, scale);
+    }
+    Ok(data)
+}
+
+/// Standardizes raw feature rows (`values.len()` a multiple of `mean.len()`) as
+/// `standardize` did in training: in f64, rounded to f32.
+pub fn standardize_values(values: &mut [f32], mean: &[f64], scale: &[f64]) {
+    for row in values.chunks_exact_mut(mean.len().max(1)) {
+        for ((v, m), s) in row.iter_mut().zip(mean).zip(scale) {
+            *v = ((f64::from(*v) - m) / s) as f32;
+        }
+    }
 }
 
 /// Sets `order` to the training rows' order in `epoch`: a permutation of
@@ -347,6 +385,8 @@ fn prefetch_lines<T>(values: &[T]) {
 struct Loaded {
     data: Dataset,
     origin: Origin,
+    /// The csv feature columns in input order (empty for images).
+    feature_names: Vec<String>,
 }
 
 enum Origin {
@@ -387,6 +427,7 @@ fn load(source: &DataSource) -> Result<Loaded, String> {
         } => {
             let table = csv::read(path, target, features.as_deref())?;
             Ok(Loaded {
+                feature_names: table.feature_names,
                 data: table.data,
                 origin: Origin::Csv {
                     path: path.display().to_string(),
@@ -396,6 +437,7 @@ fn load(source: &DataSource) -> Result<Loaded, String> {
             })
         }
         DataSource::Idx { images, labels } => Ok(Loaded {
+            feature_names: vec![],
             data: idx::read(images, labels)?,
             origin: Origin::Idx {
                 labels: labels.display().to_string(),
@@ -404,6 +446,7 @@ fn load(source: &DataSource) -> Result<Loaded, String> {
         DataSource::Mnist { folder, subset } => {
             let (images, labels) = idx::mnist_paths(folder, *subset)?;
             Ok(Loaded {
+                feature_names: vec![],
                 data: idx::read(&images, &labels)?,
                 origin: Origin::Idx {
                     labels: labels.display().to_string(),
@@ -593,11 +636,7 @@ fn standardization(data: &Dataset) -> (Vec<f64>, Vec<f64>) {
 
 fn standardize(data: &mut Dataset, mean: &[f64], scale: &[f64]) {
     let mut values = std::mem::take(&mut data.features).into_f32();
-    for row in values.chunks_exact_mut(data.feature_count) {
-        for ((v, m), s) in row.iter_mut().zip(mean).zip(scale) {
-            *v = ((f64::from(*v) - m) / s) as f32;
-        }
-    }
+    standardize_values(&mut values, mean, scale);
     data.features = Features::Values(values);
 }
 
