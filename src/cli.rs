@@ -129,8 +129,9 @@ pub struct EvaluateArgs {
     #[arg(long, value_name = "FILE.safetensors")]
     pub weights: PathBuf,
     /// Evaluate on this data instead of the train block's `test`: a .csv file (the
-    /// train data's target and feature columns, by name), a .npz archive (arrays `x`
-    /// and `y`), or a folder holding the MNIST files (its test subset).
+    /// train data's target and feature columns, by name), a .npz archive (arrays
+    /// `x_test` and `y_test`, or `x` and `y`), or a folder holding the MNIST files
+    /// (its test subset).
     #[arg(long, value_name = "SOURCE")]
     pub data: Option<PathBuf>,
     /// Evaluate in batches of this size (default: the train block's, as `nnc run`).

@@ -229,13 +229,29 @@ fn data_source(
             features: (!prep.features.is_empty()).then(|| prep.features.clone()),
             standardize: false,
         }),
+        (Some("npz"), _) => {
+            // `np.savez("test.npz", x_test=..., y_test=...)`, as Keras's datasets, or x, y.
+            let names = npy::npz_names(path).map_err(input_error)?;
+            let pick = |split: &str, plain: &str| {
+                if names.iter().any(|n| n == split) {
+                    split.to_string()
+                } else {
+                    plain.to_string()
+                }
+            };
+            Ok(DataSource::Npz {
+                path: PathBuf::from(path),
+                x: pick("x_test", "x"),
+                y: pick("y_test", "y"),
+            })
+        }
         (Some("csv"), _) => Err(input_error(format!(
             "{}: the model was not trained on a CSV file, so which column is the target?",
             path.display()
         ))),
         _ => Err((
             format!(
-                "{}: --data takes a .csv file or a folder of MNIST files",
+                "{}: --data takes a .csv file, a .npz archive or a folder of MNIST files",
                 path.display()
             ),
             EXIT_USAGE,

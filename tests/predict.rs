@@ -308,3 +308,125 @@ fn bad_inputs_end_in_messages_and_leave_no_file() {
         ]
     );
 }
+
+/// The iris rows as arrays: features `[150, 4]` and class indices `[150]`.
+fn iris_arrays() -> (Vec<f32>, Vec<i64>) {
+    let text = std::fs::read_to_string("examples/data/iris.csv").unwrap();
+    let (mut x, mut y) = (vec![], vec![]);
+    for line in text.lines().skip(1) {
+        let cells: Vec<&str> = line.split(',').collect();
+        x.extend(cells[..4].iter().map(|c| c.parse::<f32>().unwrap()));
+        y.push(cells[4].parse::<i64>().unwrap());
+    }
+    (x, y)
+}
+
+fn npy_bytes<T: npyz::Serialize + npyz::AutoSerialize + Copy>(shape: &[u64], v: &[T]) -> Vec<u8> {
+    use npyz::WriterBuilder;
+    let mut out = vec![];
+    let mut w = npyz::WriteOptions::new()
+        .default_dtype()
+        .shape(shape)
+        .writer(&mut out)
+        .begin_nd()
+        .unwrap();
+    w.extend(v.iter().copied()).unwrap();
+    w.finish().unwrap();
+    out
+}
+
+/// The iris model reading `data`, without standardization, testing on a split.
+fn iris_nn(dir: &Path, name: &str, data: &str) -> PathBuf {
+    let text = std::fs::read_to_string("examples/iris.nn")
+        .unwrap()
+        .replace(
+            "csv(\"data/iris.csv\", target = \"species\", standardize = true)",
+            data,
+        );
+    assert!(text.contains(data));
+    let path = dir.join(name);
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+#[test]
+fn npy_and_npz_sources_train_as_the_same_csv_rows_do() {
+    let dir = tempfile::tempdir().unwrap();
+    let (x, y) = iris_arrays();
+    std::fs::write(dir.path().join("x.npy"), npy_bytes(&[150, 4], &x)).unwrap();
+    std::fs::write(dir.path().join("y.npy"), npy_bytes(&[150], &y)).unwrap();
+    // An .npz as np.savez_compressed writes it: deflated members NAME.npy.
+    let npz = dir.path().join("iris.npz");
+    let mut zip = zip::ZipWriter::new(std::fs::File::create(&npz).unwrap());
+    let deflated =
+        zip::write::FileOptions::default().compression_method(zip::CompressionMethod::Deflated);
+    for (name, bytes) in [
+        ("x_train.npy", npy_bytes(&[150, 4], &x)),
+        ("y_train.npy", npy_bytes(&[150, 1], &y)),
+    ] {
+        zip.start_file(name, deflated).unwrap();
+        std::io::Write::write_all(&mut zip, &bytes).unwrap();
+    }
+    zip.finish().unwrap();
+    let csv = std::fs::canonicalize("examples/data/iris.csv").unwrap();
+    let from_csv = iris_nn(
+        dir.path(),
+        "csv.nn",
+        &format!("csv(\"{}\", target = \"species\")", csv.display()),
+    );
+    let from_npy = iris_nn(dir.path(), "npy.nn", "npy(x = \"x.npy\", y = \"y.npy\")");
+    let from_npz = iris_nn(
+        dir.path(),
+        "npz.nn",
+        "npz(\"iris.npz\", x = \"x_train\", y = \"y_train\")",
+    );
+    let (csv_weights, reference) = train(s(&from_csv), &["--epochs", "5"], dir.path());
+    let (weights, npy_test) = train(s(&from_npy), &["--epochs", "5"], dir.path());
+    let (_, npz_test) = train(s(&from_npz), &["--epochs", "5"], dir.path());
+    assert_eq!(npy_test, reference);
+    assert_eq!(npz_test, reference);
+
+    // predict takes the .npy too: the same rows, the same predictions.
+    let x_npy = dir.path().join("x.npy");
+    let by_npy = ok(&["predict", s(&from_npy), "--weights", s(&weights), s(&x_npy)]);
+    let by_csv = ok(&[
+        "predict",
+        s(&from_csv),
+        "--weights",
+        s(&csv_weights),
+        s(&csv),
+    ]);
+    assert_eq!(by_npy.stdout, by_csv.stdout);
+
+    // Bad arrays: the file and both shapes, or the dtype, are named.
+    let fails = |nn: &Path, says: &str| {
+        let out = nnc(&["run", s(nn), "--epochs", "1"]);
+        assert_eq!(out.code, 1, "{}", out.stderr);
+        assert!(out.stderr.contains(says), "{}", out.stderr);
+    };
+    std::fs::write(
+        dir.path().join("x5.npy"),
+        npy_bytes(&[150, 5], &[0f32; 750]),
+    )
+    .unwrap();
+    let wide = iris_nn(dir.path(), "wide.nn", "npy(x = \"x5.npy\", y = \"y.npy\")");
+    fails(
+        &wide,
+        "x5.npy: the array has shape [150, 5], but the model's input `measurements` has shape [4]",
+    );
+    std::fs::write(dir.path().join("y9.npy"), npy_bytes(&[9], &[0i64; 9])).unwrap();
+    let short = iris_nn(dir.path(), "short.nn", "npy(x = \"x.npy\", y = \"y9.npy\")");
+    fails(&short, "y9.npy: the array has shape [9]");
+    std::fs::write(
+        dir.path().join("x16.npy"),
+        npy_bytes(&[150, 4], &[0u16; 600]),
+    )
+    .unwrap();
+    let ints = iris_nn(dir.path(), "u16.nn", "npy(x = \"x16.npy\", y = \"y.npy\")");
+    fails(&ints, "x16.npy: dtype `<u2` is not read by nnc");
+    let unnamed = iris_nn(dir.path(), "missing.nn", "npz(\"iris.npz\")");
+    fails(
+        &unnamed,
+        "no array named `x`; the archive holds `x_train`, `y_train`",
+    );
+}

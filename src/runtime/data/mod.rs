@@ -176,7 +176,7 @@ pub struct Prepared {
 pub fn prepare(model: &Model, config: &TrainConfig) -> Result<Prepared, String> {
     let targets = TargetRule::new(model, config.loss)?;
     let data = load(&config.data)?;
-    check_features(model, &data.data, &config.data)?;
+    check_features(model, &data, &config.data)?;
     let feature_names = data.feature_names.clone();
     let data = targets.apply(data)?;
 
@@ -190,7 +190,7 @@ pub fn prepare(model: &Model, config: &TrainConfig) -> Result<Prepared, String> 
         }
         Some(TestSource::Source(source)) => {
             let test = load(source)?;
-            check_features(model, &test.data, source)?;
+            check_features(model, &test, source)?;
             (all, Some(targets.apply(test)?))
         }
     };
@@ -246,7 +246,7 @@ pub fn prepare_source(
 ) -> Result<Dataset, String> {
     let targets = TargetRule::new(model, config.loss)?;
     let loaded = load(source)?;
-    check_features(model, &loaded.data, source)?;
+    check_features(model, &loaded, source)?;
     let mut data = targets.apply(loaded)?;
     if let Some((mean, scale)) = standardization {
         standardize(&mut data, mean, scale);
@@ -398,6 +398,11 @@ enum Origin {
     Idx {
         labels: String,
     },
+    /// NumPy arrays: `y` names the labels array; `x_shape` is the features array's.
+    Array {
+        y: String,
+        x_shape: Vec<usize>,
+    },
 }
 
 impl Loaded {
@@ -413,6 +418,7 @@ impl Loaded {
             Origin::Idx { labels } => {
                 format!("{labels}: label {} (byte offset {})", row + 1, 8 + row)
             }
+            Origin::Array { y, .. } => format!("{y}: y[{row}]"),
         }
     }
 }
@@ -443,6 +449,18 @@ fn load(source: &DataSource) -> Result<Loaded, String> {
                 labels: labels.display().to_string(),
             },
         }),
+        DataSource::Npy { x, y } => arrays(
+            npy::read_npy(x)?,
+            npy::read_npy(y)?,
+            x.display().to_string(),
+            y.display().to_string(),
+        ),
+        DataSource::Npz { path, x, y } => arrays(
+            npy::read_npz(path, x)?,
+            npy::read_npz(path, y)?,
+            format!("{}: array `{x}`", path.display()),
+            format!("{}: array `{y}`", path.display()),
+        ),
         DataSource::Mnist { folder, subset } => {
             let (images, labels) = idx::mnist_paths(folder, *subset)?;
             Ok(Loaded {
@@ -456,19 +474,69 @@ fn load(source: &DataSource) -> Result<Loaded, String> {
     }
 }
 
+/// Features and labels from two NumPy arrays; `x_what` and `y_what` name them.
+fn arrays(x: npy::Array, y: npy::Array, x_what: String, y_what: String) -> Result<Loaded, String> {
+    if x.shape.len() < 2 {
+        return Err(format!(
+            "{x_what}: the array has shape {:?}; its first axis is the sample, so it needs at \
+             least two axes",
+            x.shape
+        ));
+    }
+    let flat_y = match y.shape[..] {
+        [n] | [n, 1] => Some(n),
+        _ => None,
+    };
+    if flat_y != Some(x.shape[0]) {
+        return Err(format!(
+            "{y_what}: the array has shape {:?}, {x_what} has shape {:?}; the labels need \
+             shape [{}] (one per sample)",
+            y.shape, x.shape, x.shape[0]
+        ));
+    }
+    Ok(Loaded {
+        data: Dataset {
+            feature_count: x.shape[1..].iter().product(),
+            rows: x.shape[0],
+            features: Features::Values(x.values),
+            targets: y.values,
+            target_width: 1,
+        },
+        origin: Origin::Array {
+            y: y_what,
+            x_shape: x.shape,
+        },
+        feature_names: vec![],
+    })
+}
+
 fn source_name(source: &DataSource) -> String {
     match source {
         DataSource::Csv { path, .. } => path.display().to_string(),
         DataSource::Idx { images, .. } => images.display().to_string(),
         DataSource::Mnist { folder, .. } => folder.display().to_string(),
+        DataSource::Npy { x, .. } => x.display().to_string(),
+        DataSource::Npz { path, x, .. } => format!("{}: array `{x}`", path.display()),
     }
 }
 
-fn check_features(model: &Model, data: &Dataset, source: &DataSource) -> Result<(), String> {
+fn check_features(model: &Model, loaded: &Loaded, source: &DataSource) -> Result<(), String> {
+    let data = &loaded.data;
     if data.feature_count == model.input_size() {
         return Ok(());
     }
     let dims: Vec<String> = model.input_shape.iter().map(|d| d.to_string()).collect();
+    if let Origin::Array { x_shape, .. } = &loaded.origin {
+        return Err(format!(
+            "{}: the array has shape {x_shape:?}, but the model's input `{}` has shape [{}]; \
+             x needs shape [samples, {}] (or [samples, {}])",
+            source_name(source),
+            model.input_name,
+            dims.join(", "),
+            dims.join(", "),
+            model.input_size()
+        ));
+    }
     Err(format!(
         "{}: each sample has {} features, but the model's input `{}` has shape [{}] ({} \
          elements); the counts must agree",
