@@ -238,8 +238,9 @@ pub fn to_csv(outputs: &[f32], width: usize, classes: &[String]) -> String {
                 .enumerate()
                 .fold(0, |b, (i, &p)| if p > probs[b] { i } else { b });
             text.push_str(&classes[best]);
-            for p in &probs {
-                text.push_str(&format!(",{p}"));
+            for &p in &probs {
+                text.push(',');
+                text.push_str(&number(p));
             }
             text.push('\n');
         }
@@ -252,12 +253,22 @@ pub fn to_csv(outputs: &[f32], width: usize, classes: &[String]) -> String {
         text.push_str(&names.join(","));
         text.push('\n');
         for row in outputs.chunks_exact(width) {
-            let cells: Vec<String> = row.iter().map(|v| v.to_string()).collect();
+            let cells: Vec<String> = row.iter().map(|&v| number(v)).collect();
             text.push_str(&cells.join(","));
             text.push('\n');
         }
     }
     text
+}
+
+/// The shortest text that reads back as `v` exactly: plain for everyday sizes,
+/// scientific (`8.51901e-10`) for very small or large ones.
+fn number(v: f32) -> String {
+    if v == 0.0 || (1e-4..1e7).contains(&v.abs()) {
+        v.to_string()
+    } else {
+        format!("{v:e}")
+    }
 }
 
 #[cfg(test)]
@@ -275,5 +286,9 @@ mod tests {
         let binary = to_csv(&[0.75, 0.25], 1, &["0".into(), "1".into()]);
         assert_eq!(binary, "class,prob_0,prob_1\n1,0.25,0.75\n0,0.75,0.25\n");
         assert_eq!(to_csv(&[1.5, -2.0], 1, &[]), "output\n1.5\n-2\n");
+        assert_eq!(
+            to_csv(&[8.51901e-10, 3e9], 1, &[]),
+            "output\n8.51901e-10\n3e9\n"
+        );
     }
 }
