@@ -26,14 +26,16 @@ pub fn read_npy(path: &Path) -> Result<Array, String> {
     decode(npy, &file)
 }
 
-/// The array names of the `.npz` archive `path` (its `NAME.npy` members).
+/// The array names of the `.npz` archive `path` (its `NAME.npy` members), sorted.
 pub fn npz_names(path: &Path) -> Result<Vec<String>, String> {
     let archive = open_npz(path)?;
-    Ok(archive
+    let mut names: Vec<String> = archive
         .file_names()
         .filter_map(|n| n.strip_suffix(".npy"))
         .map(str::to_string)
-        .collect())
+        .collect();
+    names.sort();
+    Ok(names)
 }
 
 fn open_npz(path: &Path) -> Result<zip::ZipArchive<BufReader<std::fs::File>>, String> {
@@ -47,12 +49,8 @@ fn open_npz(path: &Path) -> Result<zip::ZipArchive<BufReader<std::fs::File>>, St
 /// `np.savez_compressed`).
 pub fn read_npz(path: &Path, name: &str) -> Result<Array, String> {
     let file = path.display().to_string();
+    let names: Vec<String> = npz_names(path)?.iter().map(|n| format!("`{n}`")).collect();
     let mut archive = open_npz(path)?;
-    let names: Vec<String> = archive
-        .file_names()
-        .filter_map(|n| n.strip_suffix(".npy"))
-        .map(|n| format!("`{n}`"))
-        .collect();
     let what = format!("{file}: array `{name}`");
     let member = match archive.by_name(&format!("{name}.npy")) {
         Ok(m) => m,
