@@ -128,7 +128,7 @@ fn read_csv(
         .has_headers(true)
         .flexible(true)
         .trim(::csv::Trim::All)
-        .from_reader(std::io::BufReader::new(f));
+        .from_reader(data::csv::LineLimit { inner: f, run: 0 });
     let header: Vec<String> = reader
         .headers()
         .map_err(|e| format!("{file}: not a CSV text file: {e}"))?
