@@ -229,6 +229,24 @@ fn bad_inputs_end_in_messages_and_leave_no_file() {
         "line 3, column 2 (`sepal_width`): `two` is not a finite number",
     );
 
+    // evaluate on a class the model never saw: the row and the classes it knows.
+    let unseen = write(
+        "unseen.csv",
+        "sepal_length,sepal_width,petal_length,petal_width,species\n1,2,3,4,0\n1,2,3,4,3\n",
+    );
+    fails(
+        &[
+            "evaluate",
+            "examples/iris.nn",
+            "--weights",
+            w,
+            "--data",
+            s(&unseen),
+        ],
+        1,
+        "unseen.csv: line 3, column `species`: the target 3 is not a class index in [0, 3)",
+    );
+
     // Weights of another model: every tensor that differs is named.
     let (other, _) = train("examples/seed.nn", &["--epochs", "1"], dir.path());
     fails(
@@ -304,6 +322,7 @@ fn bad_inputs_end_in_messages_and_leave_no_file() {
             "missing.csv",
             "seed.safetensors",
             "text.csv",
+            "unseen.csv",
             "wide.npy"
         ]
     );
