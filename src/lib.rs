@@ -11,6 +11,7 @@ pub mod codegen;
 pub mod diag;
 pub mod export;
 pub mod ir;
+pub mod ops;
 pub mod runtime;
 pub mod sema;
 pub mod syntax;

@@ -97,8 +97,8 @@ fn mnist_subset(dir: &Path, count: usize) -> (PathBuf, PathBuf) {
 }
 
 /// Exports `example` (trained for one epoch, on the first 2,000 MNIST images for
-/// the MNIST models) and returns check.py's verdict on its test data.
-fn check_example(python: &str, example: &str, dir: &Path) -> Value {
+/// the MNIST models) and predicts its test data: (ONNX model, input, predictions).
+fn export_example(example: &str, dir: &Path) -> [PathBuf; 3] {
     let name = Path::new(example).file_stem().unwrap().to_str().unwrap();
     let source = std::fs::read_to_string(example).unwrap();
     let examples = std::fs::canonicalize("examples").unwrap();
@@ -161,17 +161,46 @@ fn check_example(python: &str, example: &str, dir: &Path) -> Value {
         "--threads",
         "1",
     ]);
+    [onnx, input, predicted]
+}
+
+/// check.py's verdicts on `(model, input, predictions)` triples, in order.
+fn check(python: &str, triples: &[[PathBuf; 3]]) -> Vec<Value> {
     let out = Command::new(python)
         .arg("tests/onnx/check.py")
-        .args([&onnx, &input, &predicted])
+        .args(triples.iter().flatten())
         .output()
         .unwrap();
     assert!(
         out.status.success(),
-        "check.py failed on {example}:\n{}",
+        "check.py failed:\n{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    serde_json::from_slice(&out.stdout).unwrap()
+    let verdicts: Vec<Value> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(verdicts.len(), triples.len());
+    verdicts
+}
+
+/// Asserts every verdict is within `TOLERANCE`, and prints them.
+fn assert_close(names: &[String], verdicts: &[Value]) {
+    let mut report = vec![];
+    for (name, verdict) in names.iter().zip(verdicts) {
+        let diff = verdict["max_abs_diff"].as_f64().unwrap();
+        assert!(verdict["rows"].as_u64().unwrap() > 0);
+        assert!(verdict["opset"].as_i64().unwrap() >= 17);
+        report.push(format!(
+            "{name}: {} rows, largest difference {diff:e}",
+            verdict["rows"]
+        ));
+        assert!(
+            diff <= TOLERANCE,
+            "{name}: onnxruntime and nnc predict differ by {diff}"
+        );
+    }
+    eprintln!("{}", report.join("\n"));
 }
 
 #[test]
@@ -188,20 +217,102 @@ fn onnxruntime_runs_every_exported_example_to_nnc_predicts_outputs() {
         .collect();
     examples.sort();
     assert!(examples.len() >= 7, "{examples:?}");
-    let mut report = vec![];
-    for example in &examples {
-        let verdict = check_example(&python, example, dir.path());
-        let diff = verdict["max_abs_diff"].as_f64().unwrap();
-        assert!(verdict["rows"].as_u64().unwrap() > 0);
-        assert!(verdict["opset"].as_i64().unwrap() >= 17);
-        report.push(format!(
-            "{example}: {} rows, largest difference {diff:e}",
-            verdict["rows"]
-        ));
-        assert!(
-            diff <= TOLERANCE,
-            "{example}: onnxruntime and nnc predict differ by {diff}"
-        );
+    let triples: Vec<[PathBuf; 3]> = examples
+        .iter()
+        .map(|e| export_example(e, dir.path()))
+        .collect();
+    assert_close(&examples, &check(&python, &triples));
+}
+
+/// Every activation (after a dense layer), and every layer kind in one image model:
+/// strided `same` convolution, `same` average and max pooling with odd sizes,
+/// batchnorm on images (NCHW in ONNX) and on a rank-3 tensor (transposed around),
+/// reshape, flatten, dropout.
+#[test]
+fn every_activation_and_layer_kind_exports() {
+    let Some(python) = python() else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let iris = std::fs::canonicalize("examples/data/iris.csv").unwrap();
+    let mut names = vec![];
+    let mut triples = vec![];
+    for a in nnc::ops::activation::Activation::ALL {
+        let name = a.name();
+        let nn = dir.path().join(format!("{name}.nn"));
+        std::fs::write(
+            &nn,
+            format!(
+                "model act_{name} {{\n  input x: [4]\n  dense(8, activation = {name})\n  \
+                 dense(3)\n  {name}\n  softmax\n}}\ntrain {{\n  data = csv(\"{}\", target = \
+                 \"species\", standardize = true)\n  loss = sparse_categorical_crossentropy\n  \
+                 optimizer = adam\n  epochs = 2\n}}\n",
+                iris.display()
+            ),
+        )
+        .unwrap();
+        names.push(name.to_string());
+        triples.push(export_trained(&nn, &iris, dir.path()));
     }
-    eprintln!("{}", report.join("\n"));
+    let (images, labels) = mnist_subset(dir.path(), 1000);
+    let nn = dir.path().join("layers.nn");
+    std::fs::write(
+        &nn,
+        format!(
+            "model layers {{
+  input image: [28, 28, 1]
+  conv2d(4, kernel_size = 3, strides = 2, padding = \"same\", activation = gelu)
+  avgpool2d(pool_size = 3, strides = 2, padding = \"same\")
+  batchnorm
+  maxpool2d(pool_size = 2, padding = \"same\")
+  conv2d(6, kernel_size = [2, 1], activation = elu)
+  reshape(shape = [6, 12])
+  batchnorm
+  flatten
+  dropout(0.2)
+  dense(10, activation = softmax)
+}}
+train {{
+  data = idx(images = \"{}\", labels = \"{}\")
+  loss = sparse_categorical_crossentropy
+  optimizer = adam
+  batch_size = 64
+}}
+",
+            images.display(),
+            labels.display()
+        ),
+    )
+    .unwrap();
+    names.push("layers".into());
+    triples.push(export_trained(&nn, &images, dir.path()));
+    assert_close(&names, &check(&python, &triples));
+}
+
+/// Trains `nn` as its train block says, exports it and predicts `input`.
+fn export_trained(nn: &Path, input: &Path, dir: &Path) -> [PathBuf; 3] {
+    let name = nn.file_stem().unwrap().to_str().unwrap();
+    let weights = dir.join(format!("{name}.safetensors"));
+    let onnx = dir.join(format!("{name}.onnx"));
+    let predicted = dir.join(format!("{name}.npy"));
+    ok(&["run", s(nn), "--threads", "1", "--save", s(&weights)]);
+    ok(&[
+        "export",
+        s(nn),
+        "--weights",
+        s(&weights),
+        "--onnx",
+        s(&onnx),
+    ]);
+    let input = s(input);
+    ok(&[
+        "predict",
+        s(nn),
+        "--weights",
+        s(&weights),
+        input,
+        "-o",
+        s(&predicted),
+    ]);
+    [onnx, PathBuf::from(input), predicted]
 }

@@ -21,6 +21,7 @@ use super::onnx_proto::{
     TensorProto, TensorShapeProto, TypeProto, ValueInfoProto,
 };
 use crate::ir::graph::Window;
+use crate::ops::activation::{SELU_SCALE, SELU_SCALE_ALPHA};
 use crate::runtime::trained::Trained;
 use crate::sema::model::{Activation, LayerKind, Model, Padding};
 
@@ -325,7 +326,7 @@ impl<'t> Builder<'t> {
 
     /// `activation(x)`; softmax over the channels, axis 1 when `nchw`.
     fn activation(&mut self, x: &str, a: Activation, nchw: bool, layer: &str) -> String {
-        let hint = format!("{layer}.{}", activation_name(a));
+        let hint = format!("{layer}.{}", a.name());
         match a {
             Activation::Linear => x.to_string(),
             Activation::Relu => self.node("Relu", &[x], vec![], &hint),
@@ -346,6 +347,30 @@ impl<'t> Builder<'t> {
                 let s = self.node("Sigmoid", &[x], vec![], &format!("{hint}.sigmoid"));
                 self.node("Mul", &[x, &s], vec![], &hint)
             }
+            Activation::Selu => {
+                // ONNX's Selu is gamma * alpha * (exp(x) - 1) below 0: Keras's
+                // constants as nnc holds them (scale, scale * alpha).
+                let attrs = vec![
+                    float_attr("alpha", SELU_SCALE_ALPHA / SELU_SCALE),
+                    float_attr("gamma", SELU_SCALE),
+                ];
+                self.node("Selu", &[x], attrs, &hint)
+            }
+            Activation::Softsign => self.node("Softsign", &[x], vec![], &hint),
+            // relu6(x + 3) / 6 is max(0, min(1, x / 6 + 0.5)).
+            Activation::HardSigmoid => self.node(
+                "HardSigmoid",
+                &[x],
+                vec![float_attr("alpha", 1.0 / 6.0), float_attr("beta", 0.5)],
+                &hint,
+            ),
+            Activation::Mish => {
+                // Mish is an operator from opset 18 on.
+                let sp = self.node("Softplus", &[x], vec![], &format!("{hint}.softplus"));
+                let t = self.node("Tanh", &[&sp], vec![], &format!("{hint}.tanh"));
+                self.node("Mul", &[x, &t], vec![], &hint)
+            }
+            Activation::Exponential => self.node("Exp", &[x], vec![], &hint),
             Activation::Gelu => {
                 // Keras's exact gelu: x * 0.5 * (1 + erf(x / sqrt(2))); opset 17 has
                 // no Gelu operator.
@@ -360,21 +385,6 @@ impl<'t> Builder<'t> {
                 self.node("Mul", &[&times, &plus], vec![], &hint)
             }
         }
-    }
-}
-
-fn activation_name(a: Activation) -> &'static str {
-    match a {
-        Activation::Linear => "linear",
-        Activation::Relu => "relu",
-        Activation::LeakyRelu { .. } => "leaky_relu",
-        Activation::Elu { .. } => "elu",
-        Activation::Sigmoid => "sigmoid",
-        Activation::Tanh => "tanh",
-        Activation::Softmax => "softmax",
-        Activation::Gelu => "gelu",
-        Activation::Silu => "silu",
-        Activation::Softplus => "softplus",
     }
 }
 

@@ -6,7 +6,6 @@
 
 pub mod args;
 pub mod check;
-pub mod codes;
 pub mod lint;
 pub mod model;
 pub mod names;
@@ -15,7 +14,7 @@ pub mod train;
 
 use std::path::Path;
 
-use crate::diag::{self, Diagnostic};
+use crate::diag::{self, codes, Diagnostic};
 use crate::syntax::{self, ast};
 use model::Model;
 use summary::Summary;
@@ -412,6 +411,25 @@ mod tests {
             }
         }
         assert_eq!(seen, keras.len());
+    }
+
+    #[test]
+    fn leaky_relu_slopes_as_keras_in_each_use() {
+        let o = check(
+            "model m {\n input x: [3]\n dense(2, activation = leaky_relu)\n leaky_relu\n \
+             dense(2, activation = leaky_relu(alpha = 0.1))\n}\n",
+        );
+        let m = o.model.unwrap();
+        let activation = |l: &Layer| match l.kind {
+            LayerKind::Dense { activation, .. } | LayerKind::Activation(activation) => activation,
+            _ => panic!("{:?}", l.kind),
+        };
+        let slopes: Vec<Activation> = m.layers.iter().map(activation).collect();
+        // Keras: the `leaky_relu` function 0.2, the `LeakyReLU` layer 0.3.
+        assert_eq!(
+            slopes,
+            [0.2, 0.3, 0.1].map(|alpha| Activation::LeakyRelu { alpha })
+        );
     }
 
     #[test]

@@ -1,13 +1,13 @@
 """Checks an ONNX model exported by `nnc export` with the tools people deploy with.
 
-Usage: check.py MODEL.onnx INPUT NNC_OUTPUT.npy
+Usage: check.py MODEL.onnx INPUT NNC_OUTPUT.npy [MODEL.onnx INPUT NNC_OUTPUT.npy ...]
 
 INPUT is what `nnc predict` read: a CSV file (the features are the columns named in
 the model's `features` metadata, raw: the model standardizes them itself) or an IDX
 image file (gzip or raw; pixels become p / 255 in float32, as nnc reads them).
 Runs `onnx.checker.check_model(full_check=True)`, then the model in onnxruntime, and
-prints one JSON object: the rows and the largest absolute difference from nnc's
-predictions.
+prints one JSON object per model: the rows and the largest absolute difference from
+nnc's predictions.
 """
 
 import gzip
@@ -37,8 +37,7 @@ def read_csv(path, features):
     return table[:, columns].astype(np.float32)
 
 
-def main():
-    model_path, input_path, nnc_path = sys.argv[1:4]
+def check(model_path, input_path, nnc_path):
     model = onnx.load(model_path)
     onnx.checker.check_model(model, full_check=True)
     meta = {p.key: p.value for p in model.metadata_props}
@@ -55,16 +54,20 @@ def main():
     (y,) = session.run(None, {inp.name: x})
     expected = np.load(nnc_path)
     if y.shape != expected.shape:
-        raise SystemExit(f"onnxruntime gave shape {y.shape}, nnc {expected.shape}")
-    print(
-        json.dumps(
-            {
-                "rows": int(y.shape[0]),
-                "max_abs_diff": float(np.abs(y.astype(np.float64) - expected).max()),
-                "opset": int(model.opset_import[0].version),
-            }
-        )
-    )
+        raise SystemExit(f"{model_path}: onnxruntime gave shape {y.shape}, nnc {expected.shape}")
+    return {
+        "rows": int(y.shape[0]),
+        "max_abs_diff": float(np.abs(y.astype(np.float64) - expected).max()),
+        "opset": int(model.opset_import[0].version),
+    }
+
+
+def main():
+    args = sys.argv[1:]
+    if not args or len(args) % 3:
+        raise SystemExit(__doc__)
+    for i in range(0, len(args), 3):
+        print(json.dumps(check(*args[i : i + 3])))
 
 
 if __name__ == "__main__":
