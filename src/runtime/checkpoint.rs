@@ -1,7 +1,7 @@
 //! Weights on disk: safetensors files of float32 tensors named `LAYER.param`.
 
 use std::borrow::Cow;
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashSet};
 use std::fs::{self, File};
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
@@ -67,10 +67,41 @@ pub fn save_with_metadata(
             },
         )
     });
-    let bytes = safetensors::tensor::serialize(views, &metadata)
+    let mut bytes = safetensors::tensor::serialize(views, &None)
         .map_err(|e| format!("{file}: cannot encode the weights: {e}"))?;
+    if let Some(metadata) = metadata {
+        bytes = with_metadata(&bytes, &metadata)
+            .ok_or_else(|| format!("{file}: cannot encode the weights' metadata"))?;
+    }
 
     write_atomically(path, &bytes).map_err(|e| format!("{file}: cannot write the weights: {e}"))
+}
+
+/// `bytes` (a safetensors file) with `metadata` in its header. safetensors would
+/// write the pairs in a hash map's order, different from run to run; here they go
+/// in sorted, so that one seed's weights are the same bytes every time. The tensor
+/// entries and data are unchanged (their offsets count from the data's start).
+fn with_metadata(bytes: &[u8], metadata: &Metadata) -> Option<Vec<u8>> {
+    let n = usize::try_from(u64::from_le_bytes(bytes.get(..8)?.try_into().ok()?)).ok()?;
+    let header = std::str::from_utf8(bytes.get(8..8 + n)?).ok()?.trim_end();
+    let rest = header.strip_prefix('{')?.trim_start();
+    let mut text = format!(
+        "{{\"__metadata__\":{}",
+        serde_json::to_string(metadata).ok()?
+    );
+    if !rest.starts_with('}') {
+        text.push(',');
+    }
+    text.push_str(rest);
+    // The data starts 8-byte aligned, as safetensors pads it.
+    while text.len() % 8 != 0 {
+        text.push(' ');
+    }
+    let mut out = Vec::with_capacity(8 + text.len() + bytes.len() - 8 - n);
+    out.extend_from_slice(&(text.len() as u64).to_le_bytes());
+    out.extend_from_slice(text.as_bytes());
+    out.extend_from_slice(&bytes[8 + n..]);
+    Some(out)
 }
 
 /// Writes `bytes` to `path` so that `path` is always either the old file or the
@@ -117,8 +148,8 @@ pub fn load(path: &Path, expected: &[(String, Vec<usize>)]) -> Result<Vec<Vec<f3
     load_with_metadata(path, expected).map(|(values, _)| values)
 }
 
-/// The string pairs of a safetensors header's `__metadata__`.
-pub type Metadata = HashMap<String, String>;
+/// The string pairs of a safetensors header's `__metadata__`, sorted by key.
+pub type Metadata = BTreeMap<String, String>;
 
 /// `load`, with the header's `__metadata__` (empty when the file has none).
 pub fn load_with_metadata(
@@ -132,6 +163,7 @@ pub fn load_with_metadata(
     let metadata = SafeTensors::read_metadata(&bytes)
         .ok()
         .and_then(|(_, m)| m.metadata().clone())
+        .map(|m| m.into_iter().collect())
         .unwrap_or_default();
 
     let wanted: HashSet<&str> = expected.iter().map(|(n, _)| n.as_str()).collect();
@@ -260,5 +292,30 @@ fn sync_parent(path: &Path) {
     };
     if let Ok(dir) = File::open(parent) {
         let _ = dir.sync_all();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn metadata_is_written_sorted_and_read_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let kernel = [1.0f32, 2.0, 3.0, 4.0, 5.0, 6.0];
+        let tensors = [("d.kernel".to_string(), vec![2, 3], &kernel[..])];
+        let meta: Metadata = (0..20)
+            .map(|i| (format!("k{i}"), format!("v{i}")))
+            .collect();
+        let (a, b) = (dir.path().join("a"), dir.path().join("b"));
+        save_with_metadata(&a, &tensors, Some(meta.clone())).unwrap();
+        save_with_metadata(&b, &tensors, Some(meta.clone())).unwrap();
+        assert_eq!(fs::read(&a).unwrap(), fs::read(&b).unwrap());
+        let (values, read) = load_with_metadata(&a, &[("d.kernel".into(), vec![2, 3])]).unwrap();
+        assert_eq!(values, vec![kernel.to_vec()]);
+        assert_eq!(read, meta);
+        // The header stays 8-byte aligned, as safetensors writes it.
+        let bytes = fs::read(&a).unwrap();
+        assert_eq!(u64::from_le_bytes(bytes[..8].try_into().unwrap()) % 8, 0);
     }
 }

@@ -14,7 +14,6 @@
 //! | `mean`, `std` | JSON lists: `standardize`'s statistics (absent without it) |
 //! | `classes` | JSON list: class names by index (`[]` for regression) |
 
-use std::collections::HashMap;
 use std::path::Path;
 
 use sha2::{Digest, Sha256};
@@ -80,9 +79,9 @@ pub fn metadata(
     model: &Model,
     preparation: &Preparation,
     source_sha256: Option<&str>,
-) -> HashMap<String, String> {
+) -> checkpoint::Metadata {
     let json = |v: serde_json::Value| v.to_string();
-    let mut m = HashMap::new();
+    let mut m = checkpoint::Metadata::new();
     m.insert("nnc_version".into(), env!("CARGO_PKG_VERSION").to_string());
     m.insert("model".into(), model.name.clone());
     if let Some(hash) = source_sha256 {
