@@ -14,6 +14,8 @@ use crate::runtime::train::{train, Engine, Interrupted, RunOptions};
 use crate::runtime::{interrupt, trained};
 use crate::sema::{self, summary, CheckOptions, CheckOutcome};
 
+mod trained_model;
+
 /// Exit codes: no errors (warnings allowed), errors in the input, usage error.
 pub const EXIT_OK: i32 = 0;
 pub const EXIT_ERRORS: i32 = 1;
@@ -192,9 +194,9 @@ pub fn run(cli: Cli, io: &mut Io) -> i32 {
     match cli.command {
         Command::Check(args) => check(&args, io),
         Command::Run(args) => run_model(&args, io),
-        Command::Predict(args) => crate::cli_trained::predict(&args, io),
-        Command::Evaluate(args) => crate::cli_trained::evaluate(&args, io),
-        Command::Export(args) => crate::cli_trained::export(&args, io),
+        Command::Predict(args) => trained_model::predict(&args, io),
+        Command::Evaluate(args) => trained_model::evaluate(&args, io),
+        Command::Export(args) => trained_model::export(&args, io),
         Command::Emit(args) => emit_ir(&args, io),
         Command::Explain { code } => explain(&code, io),
     }
@@ -476,7 +478,8 @@ pub fn emit_ir(args: &EmitArgs, io: &mut Io) -> i32 {
         .unwrap_or(32);
     let text = crate::ir::train_step(&model, batch).and_then(|graph| {
         if args.form.clif {
-            crate::codegen::clif_text(&graph, &crate::ir::layout::Layout::new(&graph))
+            // The layout and function `nnc run` compiles for this graph.
+            crate::codegen::clif_text(&graph, &crate::ir::layout::Layout::planned(&graph))
         } else {
             Ok(crate::ir::print::print(&graph))
         }

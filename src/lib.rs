@@ -5,8 +5,9 @@
 //! autodiff, reference interpreter) -> `codegen` (Cranelift JIT) -> `runtime`
 //! (data, epoch loop, checkpoints). `diag` carries errors out of every stage.
 
+#![deny(clippy::undocumented_unsafe_blocks)]
+
 pub mod cli;
-mod cli_trained;
 pub mod codegen;
 pub mod diag;
 pub mod export;

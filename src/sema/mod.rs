@@ -414,6 +414,42 @@ mod tests {
     }
 
     #[test]
+    fn checked_shapes_follow_the_layer_shape_rule() {
+        // sema infers shapes with diagnostics; LayerKind::output_shape is the rule the
+        // IR's test models use. Every layer of every valid golden file and example must
+        // get the same shape from both.
+        let mut layers = 0;
+        for dir in ["examples", "tests/golden"] {
+            for entry in std::fs::read_dir(dir).unwrap() {
+                let path = entry.unwrap().path();
+                if path.extension().is_none_or(|e| e != "nn") {
+                    continue;
+                }
+                // Some golden files are not UTF-8 on purpose.
+                let Ok(text) = std::fs::read_to_string(&path) else {
+                    continue;
+                };
+                let o = check(&text);
+                let Some(model) = o.model.as_ref().filter(|_| !o.has_errors()) else {
+                    continue;
+                };
+                for l in &model.layers {
+                    let rule = l.kind.output_shape(&l.input_shape);
+                    assert_eq!(
+                        rule.as_ref(),
+                        Some(&l.output_shape),
+                        "{}: {}",
+                        path.display(),
+                        l.name
+                    );
+                    layers += 1;
+                }
+            }
+        }
+        assert!(layers > 50, "only {layers} layers compared");
+    }
+
+    #[test]
     fn leaky_relu_slopes_as_keras_in_each_use() {
         let o = check(
             "model m {\n input x: [3]\n dense(2, activation = leaky_relu)\n leaky_relu\n \

@@ -104,6 +104,50 @@ pub enum LayerKind {
     },
 }
 
+impl LayerKind {
+    /// The layer's shape rule: its output shape for one sample of shape `input`, or
+    /// `None` when it does not apply to that input (sema reports why, at the layer).
+    pub fn output_shape(&self, input: &[usize]) -> Option<Vec<usize>> {
+        let window = |size: [usize; 2], strides: [usize; 2], padding: Padding, channels| {
+            let &[h, w, _] = input else { return None };
+            let along = |n: usize, a: usize| {
+                (size[a] > 0 && strides[a] > 0)
+                    .then(|| padding.windows(n as u64, size[a] as u64, strides[a] as u64))
+                    .flatten()
+                    .map(|windows| windows as usize)
+            };
+            Some(vec![along(h, 0)?, along(w, 1)?, channels])
+        };
+        match self {
+            LayerKind::Dense { units, .. } => (input.len() == 1).then(|| vec![*units]),
+            LayerKind::Flatten => Some(vec![input.iter().product()]),
+            LayerKind::Dropout { .. } | LayerKind::Activation(_) | LayerKind::BatchNorm { .. } => {
+                Some(input.to_vec())
+            }
+            LayerKind::Reshape { shape } => (shape.iter().product::<usize>()
+                == input.iter().product::<usize>())
+            .then(|| shape.clone()),
+            LayerKind::Conv2d {
+                filters,
+                kernel_size,
+                strides,
+                padding,
+                ..
+            } => window(*kernel_size, *strides, *padding, *filters),
+            LayerKind::MaxPool2d {
+                pool_size,
+                strides,
+                padding,
+            }
+            | LayerKind::AvgPool2d {
+                pool_size,
+                strides,
+                padding,
+            } => window(*pool_size, *strides, *padding, *input.last()?),
+        }
+    }
+}
+
 /// One named weight tensor of a layer, in Keras's layout.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ParamSpec {
