@@ -3,7 +3,7 @@
 nnc is timed as a whole process (start, check, compile, read the images, predict,
 write the .npy), Keras as its `model.predict` call alone, with the same weights
 (nnc's, loaded into the Keras model), after one warm-up call, at Keras's default
-batch size (32) and at nnc's (256). Both use every core. Prints a markdown table
+batch size (32) and at 256. Both use every core. Prints a markdown table
 with medians of --runs and the largest difference between the two outputs.
 
 Usage (the peers' environment has Keras; see bench/compare.py):
