@@ -542,9 +542,9 @@ impl SparseLines {
     /// the line's `block_starts`.
     ///
     /// # Safety
-    /// AVX2 is available; `line` points at `len` contiguous floats. (The stores are
-    /// bounds-checked: `indices` and `values` need room for `len + 8` more nonzeros
-    /// or the call panics.)
+    /// AVX2 is available; `line` points at `len` contiguous floats. (`indices` and
+    /// `values` need room for `len + 8` more nonzeros: checked, the call panics
+    /// otherwise.)
     #[target_feature(enable = "avx2")]
     unsafe fn append_nonzeros(
         &mut self,
@@ -554,6 +554,12 @@ impl SparseLines {
         record_blocks: bool,
     ) -> usize {
         use std::arch::x86_64::*;
+        // Each 8-wide store below writes 8 places from `count`, which grows by at
+        // most 8 per store: this bounds them all.
+        assert!(
+            count + len + 8 <= self.values.len().min(self.indices.len()),
+            "no room for a line's nonzeros"
+        );
         // A block starts every `SPARSE_BLOCK` positions, a multiple of 8.
         let full = len / 8 * 8;
         for p in (0..full).step_by(8) {
@@ -568,14 +574,15 @@ impl SparseLines {
             let order = unsafe { _mm256_loadu_si256(order.as_ptr().cast()) };
             let positions = _mm256_add_epi32(order, _mm256_set1_epi32(p as i32));
             // All 8 lanes are stored; the next store starts after the nonzeros.
-            let (values, indices) = (
-                &mut self.values[count..][..8],
-                &mut self.indices[count..][..8],
-            );
-            // SAFETY: each store writes 8 elements of a slice of 8.
+            // SAFETY: `count` has grown by at most `p` in this line, so the stores
+            // end at `count + 8 <= start + p + 8 <= start + len`, inside both
+            // vectors (asserted above).
             unsafe {
-                _mm256_storeu_ps(values.as_mut_ptr(), _mm256_permutevar8x32_ps(v, order));
-                _mm256_storeu_si256(indices.as_mut_ptr().cast(), positions);
+                _mm256_storeu_ps(
+                    self.values.as_mut_ptr().add(count),
+                    _mm256_permutevar8x32_ps(v, order),
+                );
+                _mm256_storeu_si256(self.indices.as_mut_ptr().add(count).cast(), positions);
             }
             count += mask.count_ones() as usize;
         }
@@ -634,6 +641,11 @@ impl SparseLines {
         );
         let blocks = k.div_ceil(SPARSE_BLOCK);
         packed.resize(SPARSE_BLOCK * SPARSE_SLAB, 0.0);
+        let packed: &mut [[f32; SPARSE_SLAB]; SPARSE_BLOCK] = packed
+            .as_chunks_mut()
+            .0
+            .first_chunk_mut()
+            .expect("resized to one block");
         let slabs = columns.start + (columns.len() / SPARSE_SLAB * SPARSE_SLAB);
         for j in (columns.start..slabs).step_by(SPARSE_SLAB) {
             for block in 0..blocks {
@@ -655,10 +667,10 @@ impl SparseLines {
                     let (indices, values) = self.block(i, block, blocks);
                     for (&p, &x) in indices.iter().zip(values) {
                         let x = _mm256_set1_ps(x);
-                        // Row `p` of `b` is row `p - p0` of the packed block (the
-                        // block's indices are `p0..`: the slice checks it).
-                        let row =
-                            &packed[(p as usize).wrapping_sub(p0) * SPARSE_SLAB..][..SPARSE_SLAB];
+                        // Row `p` of `b` is row `p - p0` of the packed block: the
+                        // block's indices are `p0..p0 + SPARSE_BLOCK` (see
+                        // `SparseLines`); the modulo shows the compiler the bound.
+                        let row = &packed[(p as usize).wrapping_sub(p0) % SPARSE_BLOCK];
                         for (q, v) in acc.iter_mut().enumerate() {
                             // SAFETY: `8q + 8 <= SPARSE_SLAB`: inside `row`.
                             let b = unsafe { _mm256_loadu_ps(row.as_ptr().add(8 * q)) };
@@ -778,13 +790,19 @@ fn count_into_rows(
 ///
 /// # Safety
 /// Rows `p0..p0 + rows` and columns `j..j + SPARSE_SLAB` lie inside `b`, whose rows
-/// are contiguous. (`out` is indexed with bounds checks.)
-unsafe fn pack_slab(b: Strided, p0: usize, rows: usize, j: usize, out: &mut [f32]) {
-    for r in 0..rows {
+/// are contiguous. (`out` holds `SPARSE_BLOCK` rows: no more are copied.)
+unsafe fn pack_slab(
+    b: Strided,
+    p0: usize,
+    rows: usize,
+    j: usize,
+    out: &mut [[f32; SPARSE_SLAB]; SPARSE_BLOCK],
+) {
+    for (r, row) in out.iter_mut().enumerate().take(rows) {
         // SAFETY: columns `j..j + SPARSE_SLAB` of row `p0 + r`, contiguous and inside
         // `b` (this function's contract).
         let src = unsafe { std::slice::from_raw_parts(b.row(p0 + r).add(j), SPARSE_SLAB) };
-        out[r * SPARSE_SLAB..][..SPARSE_SLAB].copy_from_slice(src);
+        row.copy_from_slice(src);
     }
 }
 
