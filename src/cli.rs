@@ -7,11 +7,12 @@ use std::path::PathBuf;
 use clap::{Parser, Subcommand};
 use serde_json::json;
 
+use crate::diag::codes;
 use crate::diag::{line_col, Severity};
 use crate::runtime::interrupt;
 use crate::runtime::report::{HumanReporter, JsonReporter};
 use crate::runtime::train::{train, Engine, Interrupted, RunOptions};
-use crate::sema::{self, codes, summary, CheckOptions, CheckOutcome};
+use crate::sema::{self, summary, CheckOptions, CheckOutcome};
 
 /// Exit codes: no errors (warnings allowed), errors in the input, usage error.
 pub const EXIT_OK: i32 = 0;
@@ -390,7 +391,8 @@ pub fn emit_ir(args: &EmitArgs, io: &mut Io) -> i32 {
         .unwrap_or(32);
     let text = crate::ir::train_step(&model, batch).and_then(|graph| {
         if args.form.clif {
-            crate::codegen::clif_text(&graph, &crate::ir::layout::Layout::new(&graph))
+            // The layout and function `nnc run` compiles for this graph.
+            crate::codegen::clif_text(&graph, &crate::ir::layout::Layout::planned(&graph))
         } else {
             Ok(crate::ir::print::print(&graph))
         }

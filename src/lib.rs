@@ -5,10 +5,13 @@
 //! autodiff, reference interpreter) -> `codegen` (Cranelift JIT) -> `runtime`
 //! (data, epoch loop, checkpoints). `diag` carries errors out of every stage.
 
+#![deny(clippy::undocumented_unsafe_blocks)]
+
 pub mod cli;
 pub mod codegen;
 pub mod diag;
 pub mod ir;
+pub mod ops;
 pub mod runtime;
 pub mod sema;
 pub mod syntax;
