@@ -9,6 +9,7 @@ pub mod cli;
 pub mod codegen;
 pub mod diag;
 pub mod ir;
+pub mod lsp;
 pub mod runtime;
 pub mod sema;
 pub mod syntax;

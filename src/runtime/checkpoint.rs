@@ -60,12 +60,24 @@ pub fn save(path: &Path, tensors: &[(String, Vec<usize>, &[f32])]) -> Result<(),
     let bytes = safetensors::tensor::serialize(views, &None)
         .map_err(|e| format!("{file}: cannot encode the weights: {e}"))?;
 
-    let temp = temp_path(path)?;
-    let written = write_synced(&temp, &bytes).and_then(|()| fs::rename(&temp, path));
+    write_atomic(path, &bytes).map_err(|e| format!("{file}: cannot write the weights: {e}"))
+}
+
+/// Replaces `path` with `bytes` atomically: a temporary file in the same folder is
+/// written, flushed to disk and renamed over `path`, so `path` is always either the
+/// old file or the complete new one. An existing file's permissions are kept.
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    let temp = temp_path(path).map_err(std::io::Error::other)?;
+    let written = write_synced(&temp, bytes)
+        .and_then(|()| match fs::metadata(path) {
+            Ok(old) => fs::set_permissions(&temp, old.permissions()),
+            Err(_) => Ok(()),
+        })
+        .and_then(|()| fs::rename(&temp, path));
     if let Err(e) = written {
         // Best effort: the temporary file is ours and useless now.
         let _ = fs::remove_file(&temp);
-        return Err(format!("{file}: cannot write the weights: {e}"));
+        return Err(e);
     }
     sync_parent(path);
     Ok(())
