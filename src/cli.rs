@@ -7,11 +7,12 @@ use std::path::PathBuf;
 use clap::{Parser, Subcommand};
 use serde_json::json;
 
+use crate::diag::codes;
 use crate::diag::{line_col, Severity};
 use crate::runtime::interrupt;
 use crate::runtime::report::{HumanReporter, JsonReporter};
 use crate::runtime::train::{train, Engine, Interrupted, RunOptions};
-use crate::sema::{self, codes, summary, CheckOptions, CheckOutcome};
+use crate::sema::{self, summary, CheckOptions, CheckOutcome};
 
 /// Exit codes: no errors (warnings allowed), errors in the input, usage error.
 pub const EXIT_OK: i32 = 0;

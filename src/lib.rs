@@ -10,6 +10,7 @@ pub mod codegen;
 pub mod diag;
 pub mod ir;
 pub mod lsp;
+pub mod ops;
 pub mod runtime;
 pub mod sema;
 pub mod syntax;

@@ -508,7 +508,7 @@ pub fn completions(text: &str, offset: usize) -> Vec<lsp::CompletionItem> {
     };
     let values = |key: &str| -> Vec<lsp::CompletionItem> {
         match key {
-            "activation" => items(names::ACTIVATIONS, K::FUNCTION, "activation"),
+            "activation" => items(&names::ACTIVATIONS, K::FUNCTION, "activation"),
             "kernel_initializer" | "bias_initializer" => {
                 items(names::INITIALIZERS, K::FUNCTION, "initializer")
             }
@@ -534,10 +534,10 @@ pub fn completions(text: &str, offset: usize) -> Vec<lsp::CompletionItem> {
     };
     match stack.last() {
         Some(Frame::Model) => match key {
-            Some(_) => items(names::LAYERS, K::CLASS, "layer"),
+            Some(_) => items(&names::LAYERS, K::CLASS, "layer"),
             None if prev == Some(":") || prev == Some("input") => vec![],
             None => {
-                let mut v = items(names::LAYERS, K::CLASS, "layer");
+                let mut v = items(&names::LAYERS, K::CLASS, "layer");
                 v.extend(items(&["input"], K::KEYWORD, "the model's input"));
                 v
             }

@@ -49,18 +49,7 @@ struct Case {
 }
 
 fn activation(name: &str) -> Activation {
-    match name {
-        "linear" => Activation::Linear,
-        "relu" => Activation::Relu,
-        "elu" => Activation::Elu { alpha: 1.0 },
-        "sigmoid" => Activation::Sigmoid,
-        "tanh" => Activation::Tanh,
-        "softmax" => Activation::Softmax,
-        "gelu" => Activation::Gelu,
-        "silu" => Activation::Silu,
-        "softplus" => Activation::Softplus,
-        other => panic!("unknown activation `{other}` in a spec"),
-    }
+    Activation::named(name).unwrap_or_else(|| panic!("unknown activation `{name}` in a spec"))
 }
 
 fn layer(spec: &Value) -> LayerKind {
@@ -431,4 +420,10 @@ cases!(
     reg_huber_rmsprop_sigmoid,
     reg_mse_adamw_gelu_silu,
     iris_adam_exact_betas_tanh,
+    iris_adamw_categorical_swish,
+    reg_huber_nesterov_exponential,
+    reg_mae_adam_mish,
+    iris_rmsprop_sparse_hard_sigmoid,
+    bc_adam_softsign,
+    reg_mse_sgd_selu,
 );

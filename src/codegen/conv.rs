@@ -8,7 +8,6 @@ use cranelift_codegen::ir::{types, InstBuilder, MemFlagsData, Type, Value};
 
 use super::kernels::Emitter;
 use super::lower::Lower;
-use crate::ir::build::output_shape;
 use crate::ir::graph::{Node, Op, TensorId, Window};
 use crate::sema::model::Padding;
 
@@ -41,7 +40,11 @@ impl Lower<'_, '_, '_> {
         if out >= count || ins.iter().any(|&t| t >= count) {
             return Err("a tensor does not exist".into());
         }
-        let want = output_shape(self.graph, &node.op, ins)?;
+        let shapes: Vec<&[usize]> = ins
+            .iter()
+            .map(|&t| &self.graph.tensors[t].shape[..])
+            .collect();
+        let want = node.op.output_shape(&shapes)?;
         if want != self.graph.tensors[out].shape {
             return Err(format!(
                 "output shape {:?}, expected {want:?}",

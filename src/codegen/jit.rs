@@ -450,6 +450,8 @@ fn compile_with(
     profile: Option<u64>,
     optimize: bool,
 ) -> Result<Compiled, String> {
+    // The generated code trusts every offset and shape: check them all first.
+    graph.verify(layout)?;
     let mut module = new_module(optimize)?;
     let (ctx, fid) = build(&mut module, graph, layout, profile)?;
     let (module, ptr) = finish(module, ctx, fid)?;

@@ -6,11 +6,13 @@ use cranelift_codegen::ir::{
 };
 use cranelift_frontend::Variable;
 
+use super::activation::{activate, activate_grad};
 use super::jit::PROFILE_END;
 use super::kernels::Emitter;
 use crate::ir::graph::{Graph, LossKind, Node, Op, Role, TensorId};
 use crate::ir::layout::Layout;
-use crate::sema::model::{Activation, Optimizer};
+use crate::ops::Activation;
+use crate::sema::model::Optimizer;
 
 /// Keras's `epsilon()`, the probability clip of the cross-entropies.
 const CLIP_EPS: f32 = 1e-7;
@@ -1356,97 +1358,4 @@ fn sign(e: &mut Emitter, d: Value) -> Value {
     let one = e.b.ins().f32const(1.0);
     let s = e.b.ins().fcopysign(one, d);
     e.sel(FloatCC::Equal, d, zero, zero, s)
-}
-
-/// `f(x)` for an elementwise activation, on `f32x4` or `f32` lanes.
-pub fn activate(e: &mut Emitter, act: Activation, x: Value) -> Value {
-    let ty = e.b.func.dfg.value_type(x);
-    let zero = e.fc(ty, 0.0);
-    match act {
-        Activation::Linear | Activation::Softmax => x,
-        Activation::Relu => e.max_c(x, 0.0),
-        Activation::LeakyRelu { alpha } => {
-            let ax = e.fmul_c(x, alpha);
-            e.sel(FloatCC::GreaterThanOrEqual, x, zero, x, ax)
-        }
-        Activation::Elu { alpha } => {
-            let em1 = e.expm1(x);
-            let neg = e.fmul_c(em1, alpha);
-            e.sel(FloatCC::GreaterThan, x, zero, x, neg)
-        }
-        Activation::Sigmoid => e.sigmoid(x),
-        Activation::Tanh => e.tanh(x),
-        Activation::Gelu => {
-            let tp = e.two_phi(x);
-            let hx = e.fmul_c(x, 0.5);
-            e.fmul(hx, tp)
-        }
-        Activation::Silu => {
-            let s = e.sigmoid(x);
-            e.fmul(x, s)
-        }
-        Activation::Softplus => {
-            let m = e.max_c(x, 0.0);
-            let ax = e.b.ins().fabs(x);
-            let nax = e.b.ins().fneg(ax);
-            let ex = e.exp(nax);
-            let l = e.log1p_pos(ex);
-            e.fadd(m, l)
-        }
-    }
-}
-
-/// `dy * f'(x)` given `x`, `y = f(x)` and `dy`.
-pub fn activate_grad(e: &mut Emitter, act: Activation, x: Value, y: Value, dy: Value) -> Value {
-    let ty: Type = e.b.func.dfg.value_type(x);
-    let zero = e.fc(ty, 0.0);
-    match act {
-        Activation::Linear | Activation::Softmax => dy,
-        Activation::Relu => e.sel(FloatCC::GreaterThan, x, zero, dy, zero),
-        Activation::LeakyRelu { alpha } => {
-            let a = e.fmul_c(dy, alpha);
-            // `x > 0` as the interpreter and Keras: the slope at 0 is `alpha`.
-            e.sel(FloatCC::GreaterThan, x, zero, dy, a)
-        }
-        Activation::Elu { alpha } => {
-            let ex = e.exp(x);
-            let d = e.fmul_c(ex, alpha);
-            let neg = e.fmul(dy, d);
-            e.sel(FloatCC::GreaterThan, x, zero, dy, neg)
-        }
-        Activation::Sigmoid => {
-            let omy = e.c_sub(1.0, y);
-            let d = e.fmul(y, omy);
-            e.fmul(dy, d)
-        }
-        Activation::Tanh => {
-            let yy = e.fmul(y, y);
-            let d = e.c_sub(1.0, yy);
-            e.fmul(dy, d)
-        }
-        Activation::Gelu => {
-            // 0.5 * 2Phi(x) + x * exp(-x^2 / 2) / sqrt(2 pi)
-            let tp = e.two_phi(x);
-            let cdf = e.fmul_c(tp, 0.5);
-            let xx = e.fmul(x, x);
-            let a = e.fmul_c(xx, -0.5);
-            let ex = e.exp(a);
-            let pdf = e.fmul_c(ex, 0.398_942_3);
-            let xp = e.fmul(x, pdf);
-            let d = e.fadd(cdf, xp);
-            e.fmul(dy, d)
-        }
-        Activation::Silu => {
-            let s = e.sigmoid(x);
-            let oms = e.c_sub(1.0, s);
-            let xo = e.fmul(x, oms);
-            let t = e.fadd_c(xo, 1.0);
-            let d = e.fmul(s, t);
-            e.fmul(dy, d)
-        }
-        Activation::Softplus => {
-            let s = e.sigmoid(x);
-            e.fmul(dy, s)
-        }
-    }
 }

@@ -7,6 +7,7 @@
 //! products go to `nnc_kernels::sgemm` (AVX2/FMA, dense or sparse-operand paths,
 //! split over helper threads), or to the `gemm` crate where AVX2 is missing.
 
+mod activation;
 mod conv;
 mod jit;
 mod kernels;

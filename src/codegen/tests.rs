@@ -7,7 +7,7 @@ use rand::{Rng, SeedableRng};
 use super::jit::{compile_optimized, Unary};
 use super::kernels::Emitter;
 use super::{clif_text, compile};
-use crate::ir::build::{self, add_tensor, predict, train_step};
+use crate::ir::build::{predict, train_step};
 use crate::ir::graph::{Graph, LossKind, Node, Op, Role, TensorId, Window};
 use crate::ir::init::initialize;
 use crate::ir::interp;
@@ -128,16 +128,8 @@ struct G {
 
 impl G {
     fn new() -> G {
-        let mut g = Graph {
-            batch: 1,
-            tensors: vec![],
-            nodes: vec![],
-            input: 0,
-            target: None,
-            output: 0,
-            loss: None,
-        };
-        g.input = add_tensor(&mut g, "x".into(), vec![1], Role::Input);
+        let mut g = Graph::new(1);
+        g.input = g.add_tensor("x".into(), vec![1], Role::Input);
         G { g }
     }
     fn param(&mut self, name: &str, shape: &[usize]) -> TensorId {
@@ -146,10 +138,10 @@ impl G {
             name: "w",
             trainable: true,
         };
-        add_tensor(&mut self.g, name.into(), shape.to_vec(), role)
+        self.g.add_tensor(name.into(), shape.to_vec(), role)
     }
     fn temp(&mut self, name: &str, shape: &[usize]) -> TensorId {
-        add_tensor(&mut self.g, name.into(), shape.to_vec(), Role::Temp)
+        self.g.add_tensor(name.into(), shape.to_vec(), Role::Temp)
     }
     fn node(&mut self, op: Op, inputs: &[TensorId], output: TensorId) {
         self.g.nodes.push(Node {
@@ -320,18 +312,27 @@ fn elementwise_ops_match_the_interpreter() {
     }
 }
 
+/// Every elementwise activation, also with a non-default `alpha` where it takes one.
 fn activations() -> Vec<Activation> {
-    vec![
-        Activation::Linear,
-        Activation::Relu,
-        Activation::LeakyRelu { alpha: 0.2 },
-        Activation::Elu { alpha: 1.3 },
-        Activation::Sigmoid,
-        Activation::Tanh,
-        Activation::Gelu,
-        Activation::Silu,
-        Activation::Softplus,
-    ]
+    Activation::ALL
+        .iter()
+        .filter(|&&a| a != Activation::Softmax)
+        .flat_map(|&a| match a.alpha() {
+            Some(_) => vec![a, a.with_alpha(1.3)],
+            None => vec![a],
+        })
+        .collect()
+}
+
+/// The activations of random hidden layers: all but `exponential`, whose `exp` of an
+/// unbounded pre-activation overflows or, through a batchnorm of a few rows, amplifies
+/// rounding past any fixed tolerance. The tests above and the Keras parity tests
+/// cover it alone.
+fn hidden_activations() -> Vec<Activation> {
+    activations()
+        .into_iter()
+        .filter(|&a| a != Activation::Exponential)
+        .collect()
 }
 
 #[test]
@@ -386,7 +387,7 @@ fn losses_and_their_gradients_match_the_interpreter() {
             let mut g = G::new();
             let p = g.param("p", &[rows, cols]);
             let tshape = if sparse { vec![rows] } else { vec![rows, cols] };
-            let t = add_tensor(&mut g.g, "t".into(), tshape.clone(), Role::Target);
+            let t = g.g.add_tensor("t".into(), tshape.clone(), Role::Target);
             g.g.target = Some(t);
             let l = g.temp("l", &[]);
             g.node(Op::Loss(kind), &[p, t], l);
@@ -464,18 +465,13 @@ fn optimizer_updates_match_the_interpreter_over_steps() {
     // tail of four) where the machine has it.
     for n in [11, 1500] {
         for opt in optimizers() {
-            let slots = crate::ir::optim::slot_names(&opt).len();
+            let slots = opt.slot_names().len();
             let mut g = G::new();
             let w = g.param("w", &[n]);
             let gw = g.param("g", &[n]);
             let mut ins = vec![w, gw];
             for i in 0..slots {
-                ins.push(add_tensor(
-                    &mut g.g,
-                    format!("s{i}"),
-                    vec![n],
-                    Role::OptimizerSlot,
-                ));
+                ins.push(g.g.add_tensor(format!("s{i}"), vec![n], Role::OptimizerSlot));
             }
             g.node(Op::Update(opt), &ins, w);
             let layout = Layout::new(&g.g);
@@ -561,7 +557,7 @@ fn model_targets(rng: &mut StdRng, loss: Loss, rows: usize, classes: usize) -> V
 /// predicted. Returns the worst error seen, with where.
 fn random_model_error(seed: u64) -> (f64, String) {
     let mut rng = StdRng::seed_from_u64(seed);
-    let acts = activations();
+    let acts = hidden_activations();
     let loss = Loss::ALL[rng.gen_range(0..Loss::ALL.len())];
     let opts = optimizers();
     let opt = opts[rng.gen_range(0..opts.len())];
@@ -876,7 +872,7 @@ fn image_and_normalization_ops_match_the_interpreter() {
         let avg = g.param("avg", &[c]);
         let mut push = |op: Op, ins: &[TensorId]| -> TensorId {
             let name = format!("{op:?}");
-            build::push(&mut g.g, op, ins.to_vec(), name).expect("shapes")
+            g.g.push(op, ins.to_vec(), name).expect("shapes")
         };
         let cols = push(Op::Im2col(win), &[x]);
         push(Op::Col2im(win), &[cols]);
@@ -910,7 +906,7 @@ fn image_and_normalization_ops_match_the_interpreter() {
 /// head; trained for an epoch by both executors, then predicted.
 fn random_conv_model_error(seed: u64) -> (f64, String) {
     let mut rng = StdRng::seed_from_u64(seed);
-    let acts = activations();
+    let acts = hidden_activations();
     let losses = [
         Loss::Mse,
         Loss::CategoricalCrossentropy,

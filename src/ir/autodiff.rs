@@ -2,7 +2,6 @@
 //! (`vjp`, a single match), applied to the nodes in reverse order; a tensor read by
 //! several nodes gets the sum of their contributions (`Op::Add`).
 
-use super::build::{push, push_reshape};
 use super::graph::{Graph, Node, Op, TensorId};
 
 /// The gradient flowing into a node's output.
@@ -42,7 +41,7 @@ pub fn gradients(g: &mut Graph, loss: TensorId, wrt: &[TensorId]) -> Result<Vec<
             let total = match grads[input] {
                 Some(prev) => {
                     let name = g.tensors[d].name.clone();
-                    push(g, Op::Add, vec![prev, d], name)?
+                    g.push(Op::Add, vec![prev, d], name)?
                 }
                 None => d,
             };
@@ -76,7 +75,7 @@ fn vjp(
                 let name = d(g, 0);
                 out.push((
                     ins[0],
-                    push(g, Op::LossGrad(kind), vec![ins[0], ins[1]], name)?,
+                    g.push(Op::LossGrad(kind), vec![ins[0], ins[1]], name)?,
                 ));
             }
         }
@@ -101,7 +100,7 @@ fn vjp(
                     trans_a: op.0,
                     trans_b: op.1,
                 };
-                out.push((a, push(g, op, inputs, name)?));
+                out.push((a, g.push(op, inputs, name)?));
             }
             if want(1) {
                 let (op, inputs) = match (trans_a, trans_b) {
@@ -115,7 +114,7 @@ fn vjp(
                     trans_a: op.0,
                     trans_b: op.1,
                 };
-                out.push((b, push(g, op, inputs, name)?));
+                out.push((b, g.push(op, inputs, name)?));
             }
         }
         (Op::AddBias, Seed::Tensor(dy)) => {
@@ -124,7 +123,7 @@ fn vjp(
             }
             if want(1) {
                 let name = d(g, 1);
-                out.push((ins[1], push(g, Op::SumRows, vec![dy], name)?));
+                out.push((ins[1], g.push(Op::SumRows, vec![dy], name)?));
             }
         }
         (Op::Add, Seed::Tensor(dy)) => {
@@ -137,7 +136,7 @@ fn vjp(
                 let name = d(g, 0);
                 out.push((
                     ins[0],
-                    push(g, Op::ActivateGrad(a), vec![ins[0], node.output, dy], name)?,
+                    g.push(Op::ActivateGrad(a), vec![ins[0], node.output, dy], name)?,
                 ));
             }
         }
@@ -146,7 +145,7 @@ fn vjp(
                 let name = d(g, 0);
                 out.push((
                     ins[0],
-                    push(g, Op::SoftmaxGrad, vec![node.output, dy], name)?,
+                    g.push(Op::SoftmaxGrad, vec![node.output, dy], name)?,
                 ));
             }
         }
@@ -155,20 +154,20 @@ fn vjp(
                 let name = d(g, 0);
                 out.push((
                     ins[0],
-                    push(g, Op::DropoutGrad { rate, seed }, vec![dy], name)?,
+                    g.push(Op::DropoutGrad { rate, seed }, vec![dy], name)?,
                 ));
             }
         }
         (Op::Reshape, Seed::Tensor(dy)) => {
             if want(0) {
                 let (name, shape) = (d(g, 0), g.tensors[ins[0]].shape.clone());
-                out.push((ins[0], push_reshape(g, dy, shape, name)));
+                out.push((ins[0], g.push_reshape(dy, shape, name)));
             }
         }
         (Op::Im2col(win), Seed::Tensor(dy)) => {
             if want(0) {
                 let name = d(g, 0);
-                out.push((ins[0], push(g, Op::Col2im(win), vec![dy], name)?));
+                out.push((ins[0], g.push(Op::Col2im(win), vec![dy], name)?));
             }
         }
         (Op::MaxPool2d(win), Seed::Tensor(dy)) => {
@@ -176,14 +175,14 @@ fn vjp(
             if want(0) {
                 let name = d(g, 0);
                 let op = Op::MaxPool2dGrad(win);
-                out.push((ins[0], push(g, op, vec![ins[1], dy], name)?));
+                out.push((ins[0], g.push(op, vec![ins[1], dy], name)?));
             }
         }
         (Op::MaxPool2dArgmax(_), Seed::Tensor(_)) => {}
         (Op::AvgPool2d(win), Seed::Tensor(dy)) => {
             if want(0) {
                 let name = d(g, 0);
-                out.push((ins[0], push(g, Op::AvgPool2dGrad(win), vec![dy], name)?));
+                out.push((ins[0], g.push(Op::AvgPool2dGrad(win), vec![dy], name)?));
             }
         }
         (
@@ -202,13 +201,13 @@ fn vjp(
             let dgamma = if want(3) || through_stats {
                 let name = d(g, 3);
                 let op = Op::BatchNormGammaGrad { epsilon };
-                Some(push(g, op, vec![x, mean, var, dy], name)?)
+                Some(g.push(op, vec![x, mean, var, dy], name)?)
             } else {
                 None
             };
             let dbeta = if want(4) || through_stats {
                 let name = d(g, 4);
-                Some(push(g, Op::SumRows, vec![dy], name)?)
+                Some(g.push(Op::SumRows, vec![dy], name)?)
             } else {
                 None
             };
@@ -217,9 +216,9 @@ fn vjp(
                 let dx = match (dgamma, dbeta) {
                     (Some(dg), Some(db)) if batch_stats => {
                         let op = Op::BatchNormTrainGrad { epsilon };
-                        push(g, op, vec![x, mean, var, gamma, dy, dg, db], name)?
+                        g.push(op, vec![x, mean, var, gamma, dy, dg, db], name)?
                     }
-                    _ => push(g, Op::BatchNormGrad { epsilon }, vec![var, gamma, dy], name)?,
+                    _ => g.push(Op::BatchNormGrad { epsilon }, vec![var, gamma, dy], name)?,
                 };
                 out.push((x, dx));
             }
@@ -261,7 +260,6 @@ mod tests {
     use rand::{Rng, SeedableRng};
 
     use super::*;
-    use crate::ir::build::add_tensor;
     use crate::ir::graph::{LossKind, Role, Window};
     use crate::ir::layout::Layout;
     use crate::ir::testing::gradient_error;
@@ -286,15 +284,7 @@ mod tests {
         (lo, hi): (f64, f64),
         f: impl Fn(&mut Graph, &[TensorId], &[TensorId]) -> TensorId,
     ) -> f64 {
-        let mut g = Graph {
-            batch: 1,
-            tensors: vec![],
-            nodes: vec![],
-            input: 0,
-            target: None,
-            output: 0,
-            loss: None,
-        };
+        let mut g = Graph::new(1);
         let params: Vec<TensorId> = shapes
             .iter()
             .enumerate()
@@ -304,7 +294,7 @@ mod tests {
                     name: "w",
                     trainable: true,
                 };
-                add_tensor(&mut g, format!("p{i}"), s.clone(), role)
+                g.add_tensor(format!("p{i}"), s.clone(), role)
             })
             .collect();
         let constants: Vec<TensorId> = consts
@@ -316,21 +306,17 @@ mod tests {
                     name: "c",
                     trainable: false,
                 };
-                add_tensor(&mut g, format!("c{i}"), s.clone(), role)
+                g.add_tensor(format!("c{i}"), s.clone(), role)
             })
             .collect();
-        g.input = add_tensor(&mut g, "x".into(), vec![1], Role::Input);
+        g.input = g.add_tensor("x".into(), vec![1], Role::Input);
         let out = f(&mut g, &params, &constants);
         g.output = out;
         let shape = g.tensors[out].shape.clone();
-        let target = add_tensor(&mut g, "y".into(), shape, Role::Target);
-        let loss = push(
-            &mut g,
-            Op::Loss(LossKind::Mse),
-            vec![out, target],
-            "loss".into(),
-        )
-        .unwrap();
+        let target = g.add_tensor("y".into(), shape, Role::Target);
+        let loss = g
+            .push(Op::Loss(LossKind::Mse), vec![out, target], "loss".into())
+            .unwrap();
         g.loss = Some(loss);
         let grads = gradients(&mut g, loss, &params).unwrap();
         let pairs: Vec<_> = params.iter().copied().zip(grads).collect();
@@ -366,7 +352,7 @@ mod tests {
                 let b = if trans_b { vec![n, k] } else { vec![k, n] };
                 let err = fd_error(&[a, b], (0.1, 1.0), |g, p| {
                     let op = Op::MatMul { trans_a, trans_b };
-                    push(g, op, vec![p[0], p[1]], "ab".into()).unwrap()
+                    g.push(op, vec![p[0], p[1]], "ab".into()).unwrap()
                 });
                 assert!(err < TOL, "trans {trans_a} {trans_b}: {err}");
             }
@@ -376,7 +362,7 @@ mod tests {
     #[test]
     fn add_bias() {
         let err = fd_error(&[vec![3, 4], vec![4]], (0.1, 1.0), |g, p| {
-            push(g, Op::AddBias, vec![p[0], p[1]], "xb".into()).unwrap()
+            g.push(Op::AddBias, vec![p[0], p[1]], "xb".into()).unwrap()
         });
         assert!(err < TOL, "{err}");
     }
@@ -385,36 +371,33 @@ mod tests {
     fn add_and_accumulation_over_several_consumers() {
         // p0 feeds tanh, a matmul and both sides of an add: four contributions.
         let err = fd_error(&[vec![3, 3]], (0.1, 1.0), |g, p| {
-            let t = push(g, Op::Activate(Activation::Tanh), vec![p[0]], "t".into()).unwrap();
+            let t = g
+                .push(Op::Activate(Activation::Tanh), vec![p[0]], "t".into())
+                .unwrap();
             let mm = Op::MatMul {
                 trans_a: false,
                 trans_b: false,
             };
-            let m = push(g, mm, vec![t, p[0]], "m".into()).unwrap();
-            let s = push(g, Op::Add, vec![p[0], p[0]], "s".into()).unwrap();
-            push(g, Op::Add, vec![m, s], "out".into()).unwrap()
+            let m = g.push(mm, vec![t, p[0]], "m".into()).unwrap();
+            let s = g.push(Op::Add, vec![p[0], p[0]], "s".into()).unwrap();
+            g.push(Op::Add, vec![m, s], "out".into()).unwrap()
         });
         assert!(err < TOL, "{err}");
     }
 
     #[test]
     fn every_elementwise_activation() {
-        let all = [
-            Activation::Linear,
-            Activation::Relu,
-            Activation::LeakyRelu { alpha: 0.3 },
-            Activation::Elu { alpha: 1.0 },
-            Activation::Elu { alpha: 0.5 },
-            Activation::Sigmoid,
-            Activation::Tanh,
-            Activation::Gelu,
-            Activation::Silu,
-            Activation::Softplus,
-        ];
+        let all = Activation::ALL
+            .iter()
+            .filter(|&&a| a != Activation::Softmax)
+            .flat_map(|&a| match a.alpha() {
+                Some(_) => vec![a, a.with_alpha(0.5)],
+                None => vec![a],
+            });
         for a in all {
             // Away from 0, where relu-like activations have their kink.
             let err = fd_error(&[vec![4, 5]], (0.05, 3.0), |g, p| {
-                push(g, Op::Activate(a), vec![p[0]], "y".into()).unwrap()
+                g.push(Op::Activate(a), vec![p[0]], "y".into()).unwrap()
             });
             assert!(err < TOL, "{a:?}: {err}");
         }
@@ -423,17 +406,18 @@ mod tests {
     #[test]
     fn softmax_dropout_and_reshape() {
         let err = fd_error(&[vec![3, 4]], (0.0, 3.0), |g, p| {
-            push(g, Op::Softmax, vec![p[0]], "y".into()).unwrap()
+            g.push(Op::Softmax, vec![p[0]], "y".into()).unwrap()
         });
         assert!(err < TOL, "softmax: {err}");
         let err = fd_error(&[vec![4, 5]], (0.0, 1.0), |g, p| {
             let op = Op::Dropout { rate: 0.4, seed: 9 };
-            push(g, op, vec![p[0]], "y".into()).unwrap()
+            g.push(op, vec![p[0]], "y".into()).unwrap()
         });
         assert!(err < TOL, "dropout: {err}");
         let err = fd_error(&[vec![2, 6]], (0.0, 1.0), |g, p| {
-            let r = push_reshape(g, p[0], vec![3, 4], "r".into());
-            push(g, Op::Activate(Activation::Sigmoid), vec![r], "y".into()).unwrap()
+            let r = g.push_reshape(p[0], vec![3, 4], "r".into());
+            g.push(Op::Activate(Activation::Sigmoid), vec![r], "y".into())
+                .unwrap()
         });
         assert!(err < TOL, "reshape: {err}");
     }
@@ -475,12 +459,12 @@ mod tests {
             let taps = size[0] * size[1] * c;
             let shapes = [vec![b, h, w, c], vec![taps, filters]];
             let err = fd_error(&shapes, (0.1, 1.0), |g, p| {
-                let cols = push(g, Op::Im2col(wi), vec![p[0]], "cols".into()).unwrap();
+                let cols = g.push(Op::Im2col(wi), vec![p[0]], "cols".into()).unwrap();
                 let mm = Op::MatMul {
                     trans_a: false,
                     trans_b: false,
                 };
-                push(g, mm, vec![cols, p[1]], "y".into()).unwrap()
+                g.push(mm, vec![cols, p[1]], "y".into()).unwrap()
             });
             assert!(err < TOL, "{wi:?}: {err}");
         }
@@ -492,12 +476,13 @@ mod tests {
             let wi = win(h, w, size, strides, padding);
             let err = fd_error(&[vec![2, h, w, c]], (0.1, 1.0), |g, p| {
                 let op = Op::MaxPool2dArgmax(wi);
-                let arg = push(g, op, vec![p[0]], "arg".into()).unwrap();
-                push(g, Op::MaxPool2d(wi), vec![p[0], arg], "y".into()).unwrap()
+                let arg = g.push(op, vec![p[0]], "arg".into()).unwrap();
+                g.push(Op::MaxPool2d(wi), vec![p[0], arg], "y".into())
+                    .unwrap()
             });
             assert!(err < TOL, "max {wi:?}: {err}");
             let err = fd_error(&[vec![2, h, w, c]], (0.1, 1.0), |g, p| {
-                push(g, Op::AvgPool2d(wi), vec![p[0]], "y".into()).unwrap()
+                g.push(Op::AvgPool2d(wi), vec![p[0]], "y".into()).unwrap()
             });
             assert!(err < TOL, "avg {wi:?}: {err}");
         }
@@ -511,14 +496,19 @@ mod tests {
             // tanh after the normalization, so the loss is not quadratic in x.
             let shapes = [shape.clone(), vec![c], vec![c]];
             let err = fd_error(&shapes, (0.1, 1.5), |g, p| {
-                let m = push(g, Op::BatchMean, vec![p[0]], "m".into()).unwrap();
-                let v = push(g, Op::BatchVariance, vec![p[0], m], "v".into()).unwrap();
+                let m = g.push(Op::BatchMean, vec![p[0]], "m".into()).unwrap();
+                let v = g
+                    .push(Op::BatchVariance, vec![p[0], m], "v".into())
+                    .unwrap();
                 let op = Op::BatchNorm {
                     epsilon: 1e-3,
                     batch_stats: true,
                 };
-                let y = push(g, op, vec![p[0], m, v, p[1], p[2]], "y".into()).unwrap();
-                push(g, Op::Activate(Activation::Tanh), vec![y], "t".into()).unwrap()
+                let y = g
+                    .push(op, vec![p[0], m, v, p[1], p[2]], "y".into())
+                    .unwrap();
+                g.push(Op::Activate(Activation::Tanh), vec![y], "t".into())
+                    .unwrap()
             });
             assert!(err < TOL, "batch stats {shape:?}: {err}");
             let err = fd_error_with(&shapes, &[vec![c], vec![c]], (0.1, 1.5), |g, p, k| {
@@ -526,8 +516,11 @@ mod tests {
                     epsilon: 1e-3,
                     batch_stats: false,
                 };
-                let y = push(g, op, vec![p[0], k[0], k[1], p[1], p[2]], "y".into()).unwrap();
-                push(g, Op::Activate(Activation::Tanh), vec![y], "t".into()).unwrap()
+                let y = g
+                    .push(op, vec![p[0], k[0], k[1], p[1], p[2]], "y".into())
+                    .unwrap();
+                g.push(Op::Activate(Activation::Tanh), vec![y], "t".into())
+                    .unwrap()
             });
             assert!(err < TOL, "moving stats {shape:?}: {err}");
         }
@@ -535,27 +528,23 @@ mod tests {
 
     #[test]
     fn backward_ops_and_non_loss_roots_are_refused() {
-        let mut g = Graph {
-            batch: 1,
-            tensors: vec![],
-            nodes: vec![],
-            input: 0,
-            target: None,
-            output: 0,
-            loss: None,
-        };
+        let mut g = Graph::new(1);
         let role = Role::Param {
             layer: "p".into(),
             name: "w",
             trainable: true,
         };
-        let p = add_tensor(&mut g, "p".into(), vec![2, 3], role);
-        let s = push(&mut g, Op::SumRows, vec![p], "s".into()).unwrap();
-        let t = push(&mut g, Op::Activate(Activation::Tanh), vec![s], "t".into()).unwrap();
+        let p = g.add_tensor("p".into(), vec![2, 3], role);
+        let s = g.push(Op::SumRows, vec![p], "s".into()).unwrap();
+        let t = g
+            .push(Op::Activate(Activation::Tanh), vec![s], "t".into())
+            .unwrap();
         // `t` is not a loss: there is no unit seed to start from.
         assert!(gradients(&mut g.clone(), t, &[p]).is_err());
-        let y = add_tensor(&mut g, "y".into(), vec![3], Role::Target);
-        let loss = push(&mut g, Op::Loss(LossKind::Mse), vec![t, y], "loss".into()).unwrap();
+        let y = g.add_tensor("y".into(), vec![3], Role::Target);
+        let loss = g
+            .push(Op::Loss(LossKind::Mse), vec![t, y], "loss".into())
+            .unwrap();
         let err = gradients(&mut g, loss, &[p]).unwrap_err();
         assert!(err.contains("backward op"), "{err}");
     }

@@ -2,9 +2,9 @@
 //! updates) or of one predict call.
 
 use super::autodiff;
-use super::graph::{Graph, LossKind, Node, Op, Role, Tensor, TensorId, Window};
-use super::optim::slot_names;
-use crate::sema::model::{Activation, LayerKind, Loss, Model, TrainConfig};
+use super::graph::{Graph, LossKind, Node, Op, Role, TensorId, Window};
+use crate::ops::random::{mix64, GOLDEN_GAMMA};
+use crate::sema::model::{Activation, LayerKind, Loss, Model, Optimizer, TrainConfig};
 
 /// What a graph is built for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -39,10 +39,7 @@ pub fn predict(model: &Model, batch: usize) -> Result<Graph, String> {
 /// A per-layer dropout seed: the train seed and the layer's index, mixed so nearby
 /// seeds and layers draw unrelated masks.
 fn dropout_seed(seed: u64, layer_index: usize) -> u64 {
-    let mut z = seed.wrapping_add((layer_index as u64 + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15));
-    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-    z ^ (z >> 31)
+    mix64(seed.wrapping_add((layer_index as u64 + 1).wrapping_mul(GOLDEN_GAMMA)))
 }
 
 fn build(model: &Model, batch: usize, mode: Mode) -> Result<Graph, String> {
@@ -58,15 +55,7 @@ fn build(model: &Model, batch: usize, mode: Mode) -> Result<Graph, String> {
                 .ok_or("the model has no `train` block, so it cannot be trained")?,
         ),
     };
-    let mut g = Graph {
-        batch,
-        tensors: vec![],
-        nodes: vec![],
-        input: 0,
-        target: None,
-        output: 0,
-        loss: None,
-    };
+    let mut g = Graph::new(batch);
 
     // Persistent tensors first, identical for every batch size and for predict.
     let mut layer_params: Vec<Vec<TensorId>> = vec![];
@@ -74,8 +63,7 @@ fn build(model: &Model, batch: usize, mode: Mode) -> Result<Graph, String> {
     for layer in &model.layers {
         let mut ids = vec![];
         for spec in layer.params() {
-            let id = add_tensor(
-                &mut g,
+            let id = g.add_tensor(
                 format!("{}.{}", layer.name, spec.name),
                 spec.shape.clone(),
                 Role::Param {
@@ -94,13 +82,13 @@ fn build(model: &Model, batch: usize, mode: Mode) -> Result<Graph, String> {
     let optimizer = model.train.as_ref().map(|t| t.optimizer);
     let mut slots: Vec<Vec<TensorId>> = vec![];
     for &p in &trainable {
-        let names = optimizer.as_ref().map(slot_names).unwrap_or(&[]);
+        let names = optimizer.as_ref().map_or(&[][..], Optimizer::slot_names);
         let ids = names
             .iter()
             .map(|s| {
                 let t = &g.tensors[p];
                 let (name, shape) = (format!("{}.{s}", t.name), t.shape.clone());
-                add_tensor(&mut g, name, shape, Role::OptimizerSlot)
+                g.add_tensor(name, shape, Role::OptimizerSlot)
             })
             .collect();
         slots.push(ids);
@@ -108,7 +96,7 @@ fn build(model: &Model, batch: usize, mode: Mode) -> Result<Graph, String> {
 
     let mut input_shape = vec![batch];
     input_shape.extend(&model.input_shape);
-    g.input = add_tensor(&mut g, model.input_name.clone(), input_shape, Role::Input);
+    g.input = g.add_tensor(model.input_name.clone(), input_shape, Role::Input);
     if let Some(t) = train {
         let mut out_shape = vec![batch];
         out_shape.extend(
@@ -120,7 +108,7 @@ fn build(model: &Model, batch: usize, mode: Mode) -> Result<Graph, String> {
         if matches!(t.loss, Loss::SparseCategoricalCrossentropy) {
             out_shape.pop();
         }
-        g.target = Some(add_tensor(&mut g, "target".into(), out_shape, Role::Target));
+        g.target = Some(g.add_tensor("target".into(), out_shape, Role::Target));
     }
 
     // Forward. `pre` is the input of the activation that produced `cur`, if any: the
@@ -146,8 +134,7 @@ fn build(model: &Model, batch: usize, mode: Mode) -> Result<Graph, String> {
                     ));
                 }
                 let params = &layer_params[index];
-                cur = push(
-                    &mut g,
+                cur = g.push(
                     Op::MatMul {
                         trans_a: false,
                         trans_b: false,
@@ -156,12 +143,7 @@ fn build(model: &Model, batch: usize, mode: Mode) -> Result<Graph, String> {
                     format!("{name}.matmul"),
                 )?;
                 if *use_bias {
-                    cur = push(
-                        &mut g,
-                        Op::AddBias,
-                        vec![cur, params[1]],
-                        format!("{name}.biased"),
-                    )?;
+                    cur = g.push(Op::AddBias, vec![cur, params[1]], format!("{name}.biased"))?;
                 }
                 (cur, pre) = activate(&mut g, cur, *activation, name)?;
             }
@@ -179,7 +161,7 @@ fn build(model: &Model, batch: usize, mode: Mode) -> Result<Graph, String> {
                     ));
                 }
                 if shape != g.tensors[cur].shape {
-                    cur = push_reshape(&mut g, cur, shape, format!("{name}.out"));
+                    cur = g.push_reshape(cur, shape, format!("{name}.out"));
                 }
                 pre = None;
             }
@@ -189,7 +171,7 @@ fn build(model: &Model, batch: usize, mode: Mode) -> Result<Graph, String> {
                         rate: *rate,
                         seed: dropout_seed(t.seed, index),
                     };
-                    cur = push(&mut g, op, vec![cur], format!("{name}.out"))?;
+                    cur = g.push(op, vec![cur], format!("{name}.out"))?;
                 }
                 pre = None;
             }
@@ -208,17 +190,11 @@ fn build(model: &Model, batch: usize, mode: Mode) -> Result<Graph, String> {
                 let taps = kernel_size[0] * kernel_size[1] * c;
                 let cols = if win.size == [1, 1] && win.strides == [1, 1] {
                     // Every patch is one pixel: the image already is the matrix.
-                    push_reshape(
-                        &mut g,
-                        cur,
-                        vec![batch * oh * ow, c],
-                        format!("{name}.cols"),
-                    )
+                    g.push_reshape(cur, vec![batch * oh * ow, c], format!("{name}.cols"))
                 } else {
-                    push(&mut g, Op::Im2col(win), vec![cur], format!("{name}.cols"))?
+                    g.push(Op::Im2col(win), vec![cur], format!("{name}.cols"))?
                 };
-                let kernel = push_reshape(
-                    &mut g,
+                let kernel = g.push_reshape(
                     params[0],
                     vec![taps, *filters],
                     format!("{name}.kernel_matrix"),
@@ -227,16 +203,11 @@ fn build(model: &Model, batch: usize, mode: Mode) -> Result<Graph, String> {
                     trans_a: false,
                     trans_b: false,
                 };
-                cur = push(&mut g, mm, vec![cols, kernel], format!("{name}.matmul"))?;
+                cur = g.push(mm, vec![cols, kernel], format!("{name}.matmul"))?;
                 let image = vec![batch, oh, ow, *filters];
-                cur = push_reshape(&mut g, cur, image, format!("{name}.conv"));
+                cur = g.push_reshape(cur, image, format!("{name}.conv"));
                 if *use_bias {
-                    cur = push(
-                        &mut g,
-                        Op::AddBias,
-                        vec![cur, params[1]],
-                        format!("{name}.biased"),
-                    )?;
+                    cur = g.push(Op::AddBias, vec![cur, params[1]], format!("{name}.biased"))?;
                 }
                 (cur, pre) = activate(&mut g, cur, *activation, name)?;
             }
@@ -246,18 +217,12 @@ fn build(model: &Model, batch: usize, mode: Mode) -> Result<Graph, String> {
                 padding,
             } => {
                 let (win, ..) = window(&g, cur, *pool_size, *strides, *padding, name)?;
-                let argmax = push(
-                    &mut g,
+                let argmax = g.push(
                     Op::MaxPool2dArgmax(win),
                     vec![cur],
                     format!("{name}.argmax"),
                 )?;
-                cur = push(
-                    &mut g,
-                    Op::MaxPool2d(win),
-                    vec![cur, argmax],
-                    format!("{name}.out"),
-                )?;
+                cur = g.push(Op::MaxPool2d(win), vec![cur, argmax], format!("{name}.out"))?;
                 pre = None;
             }
             LayerKind::AvgPool2d {
@@ -266,7 +231,7 @@ fn build(model: &Model, batch: usize, mode: Mode) -> Result<Graph, String> {
                 padding,
             } => {
                 let (win, ..) = window(&g, cur, *pool_size, *strides, *padding, name)?;
-                cur = push(&mut g, Op::AvgPool2d(win), vec![cur], format!("{name}.out"))?;
+                cur = g.push(Op::AvgPool2d(win), vec![cur], format!("{name}.out"))?;
                 pre = None;
             }
             LayerKind::BatchNorm { momentum, epsilon } => {
@@ -274,9 +239,8 @@ fn build(model: &Model, batch: usize, mode: Mode) -> Result<Graph, String> {
                 let (gamma, beta, moving_mean, moving_var) = (p[0], p[1], p[2], p[3]);
                 let batch_stats = mode == Mode::Train;
                 let (mean, var) = if batch_stats {
-                    let mean = push(&mut g, Op::BatchMean, vec![cur], format!("{name}.mean"))?;
-                    let var = push(
-                        &mut g,
+                    let mean = g.push(Op::BatchMean, vec![cur], format!("{name}.mean"))?;
+                    let var = g.push(
                         Op::BatchVariance,
                         vec![cur, mean],
                         format!("{name}.variance"),
@@ -291,12 +255,7 @@ fn build(model: &Model, batch: usize, mode: Mode) -> Result<Graph, String> {
                     epsilon: *epsilon,
                     batch_stats,
                 };
-                cur = push(
-                    &mut g,
-                    op,
-                    vec![cur, mean, var, gamma, beta],
-                    format!("{name}.out"),
-                )?;
+                cur = g.push(op, vec![cur, mean, var, gamma, beta], format!("{name}.out"))?;
                 pre = None;
             }
         }
@@ -307,7 +266,7 @@ fn build(model: &Model, batch: usize, mode: Mode) -> Result<Graph, String> {
     if !matches!(g.tensors[cur].role, Role::Temp) {
         // Identity layers only: the runtime reads the output from the arena.
         let shape = g.tensors[cur].shape.clone();
-        cur = push_reshape(&mut g, cur, shape, "output".into());
+        cur = g.push_reshape(cur, shape, "output".into());
     }
     g.output = cur;
 
@@ -315,12 +274,7 @@ fn build(model: &Model, batch: usize, mode: Mode) -> Result<Graph, String> {
         return Ok(g);
     };
     let (kind, prediction) = loss_kind(t.loss, pre, g.output);
-    let loss = push(
-        &mut g,
-        Op::Loss(kind),
-        vec![prediction, target],
-        "loss".into(),
-    )?;
+    let loss = g.push(Op::Loss(kind), vec![prediction, target], "loss".into())?;
     g.loss = Some(loss);
     if mode == Mode::Evaluate {
         return Ok(g);
@@ -384,7 +338,7 @@ fn activate(
         Activation::Softmax => Op::Softmax,
         a => Op::Activate(a),
     };
-    Ok((push(g, op, vec![x], format!("{layer}.out"))?, Some((a, x))))
+    Ok((g.push(op, vec![x], format!("{layer}.out"))?, Some((a, x))))
 }
 
 /// The loss node's kind and the tensor it reads: the logits when the model ends in the
@@ -414,222 +368,6 @@ fn loss_kind(
         (Loss::SparseCategoricalCrossentropy, _) => {
             (LossKind::SparseCategoricalCrossentropy, output)
         }
-    }
-}
-
-/// Adds a tensor with no producer yet.
-pub fn add_tensor(g: &mut Graph, name: String, shape: Vec<usize>, role: Role) -> TensorId {
-    g.tensors.push(Tensor { name, shape, role });
-    g.tensors.len() - 1
-}
-
-/// Adds a node writing a new temporary whose shape follows from the op and inputs.
-/// Not for `Reshape` (see `push_reshape`) or `Update` (which writes in place).
-pub fn push(
-    g: &mut Graph,
-    op: Op,
-    inputs: Vec<TensorId>,
-    name: String,
-) -> Result<TensorId, String> {
-    let shape = output_shape(g, &op, &inputs)?;
-    let output = add_tensor(g, name, shape, Role::Temp);
-    g.nodes.push(Node { op, inputs, output });
-    Ok(output)
-}
-
-/// Adds a `Reshape` (copy) of `x` to `shape`, which holds as many elements.
-pub fn push_reshape(g: &mut Graph, x: TensorId, shape: Vec<usize>, name: String) -> TensorId {
-    let output = add_tensor(g, name, shape, Role::Temp);
-    g.nodes.push(Node {
-        op: Op::Reshape,
-        inputs: vec![x],
-        output,
-    });
-    output
-}
-
-/// The shape of an op's result, checking its inputs.
-pub fn output_shape(g: &Graph, op: &Op, inputs: &[TensorId]) -> Result<Vec<usize>, String> {
-    let arity = match op {
-        Op::MatMul { .. }
-        | Op::AddBias
-        | Op::Add
-        | Op::SoftmaxGrad
-        | Op::Loss(_)
-        | Op::LossGrad(_) => 2,
-        Op::ActivateGrad(_) => 3,
-        Op::MaxPool2d(_) | Op::MaxPool2dGrad(_) | Op::BatchVariance => 2,
-        Op::BatchNormGrad { .. } => 3,
-        Op::BatchNormGammaGrad { .. } => 4,
-        Op::BatchNorm { .. } => 5,
-        Op::BatchNormTrainGrad { .. } => 7,
-        _ => 1,
-    };
-    if inputs.len() != arity {
-        return Err(format!("{op:?} takes {arity} inputs, got {}", inputs.len()));
-    }
-    let s = |i: usize| g.tensors[inputs[i]].shape.clone();
-    let same = |a: usize, b: usize| -> Result<(), String> {
-        if s(a) == s(b) {
-            Ok(())
-        } else {
-            Err(format!("{op:?}: shapes {:?} and {:?} differ", s(a), s(b)))
-        }
-    };
-    match op {
-        Op::MatMul { trans_a, trans_b } => {
-            let (a, b) = (s(0), s(1));
-            if a.len() != 2 || b.len() != 2 {
-                return Err(format!("matmul needs matrices, got {a:?} and {b:?}"));
-            }
-            let (m, k) = if *trans_a { (a[1], a[0]) } else { (a[0], a[1]) };
-            let (k2, n) = if *trans_b { (b[1], b[0]) } else { (b[0], b[1]) };
-            if k != k2 {
-                return Err(format!("matmul: inner sizes {k} and {k2} differ"));
-            }
-            Ok(vec![m, n])
-        }
-        Op::AddBias => {
-            let (x, b) = (s(0), s(1));
-            if b.len() != 1 || x.last() != b.first() {
-                return Err(format!("add_bias: bias {b:?} does not fit {x:?}"));
-            }
-            Ok(x)
-        }
-        Op::SumRows => {
-            let x = s(0);
-            x.last()
-                .map(|&n| vec![n])
-                .ok_or_else(|| "sum_rows of a scalar".into())
-        }
-        Op::Add => same(0, 1).map(|_| s(0)),
-        Op::Activate(Activation::Softmax) | Op::ActivateGrad(Activation::Softmax) => {
-            Err("softmax is not elementwise: use the softmax ops".into())
-        }
-        Op::Activate(_) | Op::Softmax | Op::Dropout { .. } | Op::DropoutGrad { .. } => Ok(s(0)),
-        Op::ActivateGrad(_) => same(0, 1).and(same(1, 2)).map(|_| s(0)),
-        Op::SoftmaxGrad => same(0, 1).map(|_| s(0)),
-        Op::Loss(kind) | Op::LossGrad(kind) => {
-            let (p, mut t) = (s(0), s(1));
-            if matches!(
-                kind,
-                LossKind::SparseCategoricalCrossentropy
-                    | LossKind::SoftmaxSparseCategoricalCrossentropy
-            ) {
-                t.push(*p.last().unwrap_or(&0));
-            }
-            if p != t || p.is_empty() {
-                return Err(format!(
-                    "{op:?}: target {:?} does not fit prediction {p:?}",
-                    s(1)
-                ));
-            }
-            Ok(if matches!(op, Op::Loss(_)) { vec![] } else { p })
-        }
-        Op::Im2col(win) => {
-            let (b, [oh, ow], c) = image_of(&s(0), win)?;
-            Ok(vec![b * oh * ow, win.size[0] * win.size[1] * c])
-        }
-        Op::Col2im(win) => {
-            let [oh, ow] = win.output()?;
-            let taps = win.size[0] * win.size[1];
-            match s(0).as_slice() {
-                &[rows, cols] if rows % (oh * ow) == 0 && cols % taps == 0 => Ok(vec![
-                    rows / (oh * ow),
-                    win.input[0],
-                    win.input[1],
-                    cols / taps,
-                ]),
-                other => Err(format!("col2im: {other:?} are not patches of {win:?}")),
-            }
-        }
-        Op::MaxPool2dArgmax(win) | Op::AvgPool2d(win) => {
-            let (b, [oh, ow], c) = image_of(&s(0), win)?;
-            Ok(vec![b, oh, ow, c])
-        }
-        Op::MaxPool2d(win) => {
-            let (b, [oh, ow], c) = image_of(&s(0), win)?;
-            let out = vec![b, oh, ow, c];
-            if s(1) != out {
-                return Err(format!("max_pool: argmax {:?} does not fit {out:?}", s(1)));
-            }
-            Ok(out)
-        }
-        Op::MaxPool2dGrad(win) | Op::AvgPool2dGrad(win) => {
-            let dy = s(inputs.len() - 1);
-            let [oh, ow] = win.output()?;
-            if matches!(op, Op::MaxPool2dGrad(_)) {
-                same(0, 1)?;
-            }
-            match dy.as_slice() {
-                &[b, h, w, c] if [h, w] == [oh, ow] => Ok(vec![b, win.input[0], win.input[1], c]),
-                other => Err(format!(
-                    "{op:?}: gradient {other:?} does not fit the window"
-                )),
-            }
-        }
-        Op::BatchMean => {
-            let x = s(0);
-            x.last()
-                .map(|&n| vec![n])
-                .ok_or_else(|| "batch_mean of a scalar".into())
-        }
-        Op::BatchVariance | Op::BatchNorm { .. } | Op::BatchNormGammaGrad { .. } => {
-            let x = s(0);
-            let c = vec![*x.last().ok_or("batch statistics of a scalar")?];
-            let channels = if matches!(op, Op::BatchNormGammaGrad { .. }) {
-                same(0, 3)?;
-                1..3
-            } else {
-                1..inputs.len()
-            };
-            for i in channels {
-                if s(i) != c {
-                    return Err(format!(
-                        "{op:?}: {:?} is not one value per channel {c:?}",
-                        s(i)
-                    ));
-                }
-            }
-            Ok(if matches!(op, Op::BatchNorm { .. }) {
-                x
-            } else {
-                c
-            })
-        }
-        Op::BatchNormGrad { .. } => {
-            let dy = s(2);
-            let c = vec![*dy.last().ok_or("batch_norm_grad of a scalar")?];
-            if s(0) != c || s(1) != c {
-                return Err(format!("{op:?}: {:?}, {:?} do not fit {dy:?}", s(0), s(1)));
-            }
-            Ok(dy)
-        }
-        Op::BatchNormTrainGrad { .. } => {
-            let x = s(0);
-            let c = vec![*x.last().ok_or("batch_norm_grad of a scalar")?];
-            same(0, 4)?;
-            for i in [1, 2, 3, 5, 6] {
-                if s(i) != c {
-                    return Err(format!(
-                        "{op:?}: {:?} is not one value per channel {c:?}",
-                        s(i)
-                    ));
-                }
-            }
-            Ok(x)
-        }
-        Op::Reshape | Op::Update(_) | Op::MovingAverage { .. } => {
-            Err(format!("{op:?} does not create a tensor of its own"))
-        }
-    }
-}
-
-/// `(batch, output size, channels)` of a window over an image of shape `x`.
-fn image_of(x: &[usize], win: &Window) -> Result<(usize, [usize; 2], usize), String> {
-    match *x {
-        [b, h, w, c] if [h, w] == win.input => Ok((b, win.output()?, c)),
-        _ => Err(format!("{x:?} is not an image of size {:?}", win.input)),
     }
 }
 

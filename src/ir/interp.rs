@@ -5,8 +5,8 @@
 use super::graph::{dropout_keep, Graph, Op, Role, TensorId, Window};
 use super::layout::Layout;
 use super::loss::{loss, loss_grad};
-use super::math::{activate, activate_derivative, Real};
 use super::optim::update;
+use crate::ops::Real;
 
 /// Runs one step (train or predict) in `f32`, as the compiled code does. `x` and `y`
 /// hold the batch's samples and targets; `step` is the optimizer's iteration count
@@ -77,9 +77,9 @@ pub fn run_in<T: Real>(
                 out
             }
             Op::Add => ins[0].iter().zip(&ins[1]).map(|(&a, &b)| a + b).collect(),
-            Op::Activate(a) => ins[0].iter().map(|&v| activate(*a, v)).collect(),
+            Op::Activate(a) => ins[0].iter().map(|&v| a.apply(v)).collect(),
             Op::ActivateGrad(a) => (0..ins[0].len())
-                .map(|i| ins[2][i] * activate_derivative(*a, ins[0][i], ins[1][i]))
+                .map(|i| ins[2][i] * a.derivative(ins[0][i], ins[1][i]))
                 .collect(),
             Op::Softmax => rows(&ins[0], last(shape(0)))
                 .flat_map(|r| {

@@ -3,7 +3,7 @@
 //! mean over the last axis (so the whole thing is a mean over every element).
 
 use super::graph::LossKind;
-use super::math::{sigmoid, Real};
+use crate::ops::{sigmoid, Real};
 
 /// Keras's `backend.epsilon()`, the probability clip of the non-logit forms.
 const EPSILON: f64 = 1e-7;

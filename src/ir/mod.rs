@@ -8,10 +8,11 @@ pub mod init;
 pub mod interp;
 pub mod layout;
 pub mod loss;
-pub mod math;
+pub mod op;
 pub mod optim;
 pub mod print;
 pub mod testing;
+mod verify;
 
 pub use build::{evaluate, predict, train_step};
 

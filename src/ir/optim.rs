@@ -2,21 +2,10 @@
 //! optimizers (`keras/src/optimizers/{sgd,adam,adamw,rmsprop}.py`) operation by
 //! operation, in the same order, so float32 results match.
 
-use super::math::Real;
+use crate::ops::Real;
 use crate::sema::model::Optimizer;
 
-/// Names of the optimizer slots each trainable parameter gets, in `Update` input order.
-/// Keras creates SGD's momentum variable only when `momentum != 0`.
-pub fn slot_names(opt: &Optimizer) -> &'static [&'static str] {
-    match opt {
-        Optimizer::Sgd { momentum, .. } if *momentum != 0.0 => &["momentum"],
-        Optimizer::Sgd { .. } => &[],
-        Optimizer::Adam { .. } | Optimizer::AdamW { .. } => &["m", "v"],
-        Optimizer::RmsProp { .. } => &["velocity"],
-    }
-}
-
-/// Applies one step to `w` given its gradient `g` and its `slots` (as `slot_names`
+/// Applies one step to `w` given its gradient `g` and its `slots` (as `Optimizer::slot_names`
 /// lists them). `step` is Keras's `iterations`: 0 for the first update.
 pub fn update<T: Real>(opt: &Optimizer, step: u64, w: &mut [T], g: &[T], slots: &mut [Vec<T>]) {
     match *opt {
@@ -111,7 +100,6 @@ fn adam<T: Real>(step: u64, w: &mut [T], g: &[T], slots: &mut [Vec<T>], hyper: [
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::ir::build::add_tensor;
     use crate::ir::graph::{Graph, Node, Op, Role};
     use crate::ir::interp::run;
     use crate::ir::layout::Layout;
@@ -127,30 +115,17 @@ mod tests {
     /// Runs `steps` updates of one 3-element weight through the interpreter's
     /// `Update` op and returns the weights after each.
     fn interpreted(opt: Optimizer, steps: u64) -> Vec<[f32; 3]> {
-        let mut g = Graph {
-            batch: 1,
-            tensors: vec![],
-            nodes: vec![],
-            input: 0,
-            target: None,
-            output: 0,
-            loss: None,
-        };
+        let mut g = Graph::new(1);
         let param = |name: &'static str, trainable| Role::Param {
             layer: "l".into(),
             name,
             trainable,
         };
-        let w = add_tensor(&mut g, "w".into(), vec![3], param("kernel", true));
-        let gw = add_tensor(&mut g, "g".into(), vec![3], param("grad", false));
+        let w = g.add_tensor("w".into(), vec![3], param("kernel", true));
+        let gw = g.add_tensor("g".into(), vec![3], param("grad", false));
         let mut inputs = vec![w, gw];
-        for s in slot_names(&opt) {
-            inputs.push(add_tensor(
-                &mut g,
-                s.to_string(),
-                vec![3],
-                Role::OptimizerSlot,
-            ));
+        for s in opt.slot_names() {
+            inputs.push(g.add_tensor(s.to_string(), vec![3], Role::OptimizerSlot));
         }
         g.nodes.push(Node {
             op: Op::Update(opt),

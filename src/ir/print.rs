@@ -3,8 +3,7 @@
 
 use std::fmt::Write;
 
-use super::graph::{Graph, LossKind, Node, Op, Role, Window};
-use crate::sema::model::{Activation, Optimizer, Padding};
+use super::graph::{Graph, Node, Op, Role};
 
 pub fn print(g: &Graph) -> String {
     let mut s = String::new();
@@ -27,7 +26,7 @@ pub fn print(g: &Graph) -> String {
     for node in &g.nodes {
         let args: Vec<String> = node.inputs.iter().map(|i| format!("%{i}")).collect();
         let args = args.join(", ");
-        let op = op_name(&node.op);
+        let op = &node.op;
         if let Op::Update(_) | Op::MovingAverage { .. } = node.op {
             let _ = writeln!(s, "  {op}({args})");
         } else {
@@ -54,7 +53,7 @@ pub fn node_label(g: &Graph, node: &Node) -> String {
         .iter()
         .map(|&i| g.tensors[i].name.as_str())
         .collect();
-    let call = format!("{}({})", op_name(&node.op), args.join(", "));
+    let call = format!("{}({})", node.op, args.join(", "));
     if let Op::Update(_) | Op::MovingAverage { .. } = node.op {
         call
     } else {
@@ -67,129 +66,12 @@ fn shape(s: &[usize]) -> String {
     format!("[{}]", dims.join(", "))
 }
 
-fn activation(a: Activation) -> String {
-    match a {
-        Activation::Linear => "linear".into(),
-        Activation::Relu => "relu".into(),
-        Activation::LeakyRelu { alpha } => format!("leaky_relu{{alpha={alpha}}}"),
-        Activation::Elu { alpha } => format!("elu{{alpha={alpha}}}"),
-        Activation::Sigmoid => "sigmoid".into(),
-        Activation::Tanh => "tanh".into(),
-        Activation::Softmax => "softmax".into(),
-        Activation::Gelu => "gelu".into(),
-        Activation::Silu => "silu".into(),
-        Activation::Softplus => "softplus".into(),
-    }
-}
-
-fn loss(k: LossKind) -> String {
-    match k {
-        LossKind::Mse => "mse".into(),
-        LossKind::Mae => "mae".into(),
-        LossKind::Huber { delta } => format!("huber{{delta={delta}}}"),
-        LossKind::SigmoidBinaryCrossentropy => "sigmoid_binary_crossentropy".into(),
-        LossKind::BinaryCrossentropy => "binary_crossentropy".into(),
-        LossKind::SoftmaxCategoricalCrossentropy => "softmax_categorical_crossentropy".into(),
-        LossKind::CategoricalCrossentropy => "categorical_crossentropy".into(),
-        LossKind::SoftmaxSparseCategoricalCrossentropy => {
-            "softmax_sparse_categorical_crossentropy".into()
-        }
-        LossKind::SparseCategoricalCrossentropy => "sparse_categorical_crossentropy".into(),
-    }
-}
-
-fn optimizer(o: Optimizer) -> String {
-    match o {
-        Optimizer::Sgd {
-            learning_rate,
-            momentum,
-            nesterov,
-        } => format!("sgd{{lr={learning_rate}, momentum={momentum}, nesterov={nesterov}}}"),
-        Optimizer::Adam {
-            learning_rate,
-            beta_1,
-            beta_2,
-            epsilon,
-        } => format!("adam{{lr={learning_rate}, beta_1={beta_1}, beta_2={beta_2}, epsilon={epsilon:e}}}"),
-        Optimizer::AdamW {
-            learning_rate,
-            beta_1,
-            beta_2,
-            epsilon,
-            weight_decay,
-        } => format!(
-            "adamw{{lr={learning_rate}, beta_1={beta_1}, beta_2={beta_2}, epsilon={epsilon:e}, weight_decay={weight_decay}}}"
-        ),
-        Optimizer::RmsProp {
-            learning_rate,
-            rho,
-            epsilon,
-        } => format!("rmsprop{{lr={learning_rate}, rho={rho}, epsilon={epsilon:e}}}"),
-    }
-}
-
-fn window(w: &Window) -> String {
-    let padding = match w.padding {
-        Padding::Valid => "valid",
-        Padding::Same => "same",
-    };
-    format!(
-        "{{input={}x{}, size={}x{}, strides={}x{}, padding={padding}}}",
-        w.input[0], w.input[1], w.size[0], w.size[1], w.strides[0], w.strides[1]
-    )
-}
-
-fn op_name(op: &Op) -> String {
-    match op {
-        Op::MatMul { trans_a, trans_b } => match (trans_a, trans_b) {
-            (false, false) => "matmul".into(),
-            (true, false) => "matmul_tn".into(),
-            (false, true) => "matmul_nt".into(),
-            (true, true) => "matmul_tt".into(),
-        },
-        Op::AddBias => "add_bias".into(),
-        Op::SumRows => "sum_rows".into(),
-        Op::Add => "add".into(),
-        Op::Activate(a) => activation(*a),
-        Op::ActivateGrad(a) => format!("{}_grad", activation(*a)),
-        Op::Softmax => "softmax".into(),
-        Op::SoftmaxGrad => "softmax_grad".into(),
-        Op::Dropout { rate, seed } => format!("dropout{{rate={rate}, seed={seed:#x}}}"),
-        Op::DropoutGrad { rate, seed } => format!("dropout_grad{{rate={rate}, seed={seed:#x}}}"),
-        Op::Reshape => "reshape".into(),
-        Op::Loss(k) => format!("loss.{}", loss(*k)),
-        Op::LossGrad(k) => format!("loss_grad.{}", loss(*k)),
-        Op::Update(o) => format!("update.{}", optimizer(*o)),
-        Op::Im2col(w) => format!("im2col{}", window(w)),
-        Op::Col2im(w) => format!("col2im{}", window(w)),
-        Op::MaxPool2dArgmax(w) => format!("max_pool_argmax{}", window(w)),
-        Op::MaxPool2d(w) => format!("max_pool{}", window(w)),
-        Op::MaxPool2dGrad(w) => format!("max_pool_grad{}", window(w)),
-        Op::AvgPool2d(w) => format!("avg_pool{}", window(w)),
-        Op::AvgPool2dGrad(w) => format!("avg_pool_grad{}", window(w)),
-        Op::BatchMean => "batch_mean".into(),
-        Op::BatchVariance => "batch_variance".into(),
-        Op::BatchNorm {
-            epsilon,
-            batch_stats,
-        } => format!("batch_norm{{epsilon={epsilon}, batch_stats={batch_stats}}}"),
-        Op::BatchNormGrad { epsilon } => format!("batch_norm_grad{{epsilon={epsilon}}}"),
-        Op::BatchNormTrainGrad { epsilon } => {
-            format!("batch_norm_train_grad{{epsilon={epsilon}}}")
-        }
-        Op::BatchNormGammaGrad { epsilon } => {
-            format!("batch_norm_gamma_grad{{epsilon={epsilon}}}")
-        }
-        Op::MovingAverage { momentum } => format!("moving_average{{momentum={momentum}}}"),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::ir::build::{predict, train_step};
     use crate::ir::testing::dense_model;
-    use crate::sema::model::Loss;
+    use crate::sema::model::{Activation, Loss, Optimizer};
 
     fn model() -> crate::sema::model::Model {
         let sgd = Optimizer::Sgd {

@@ -3,8 +3,8 @@
 // `Diagnostic` (a contract type) is large; errors are the cold path, so it is not boxed.
 #![allow(clippy::result_large_err)]
 
+use crate::diag::codes;
 use crate::diag::Diagnostic;
-use crate::sema::codes;
 use crate::sema::names;
 use crate::syntax::ast::{is_float_text, Call, Value, ValueKind};
 

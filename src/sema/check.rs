@@ -6,9 +6,9 @@
 use std::collections::HashMap;
 
 use super::args::{self, bind, Bound};
-use super::codes;
 use super::model::{Activation, Initializer, Layer, LayerKind, Padding, Span};
 use super::names;
+use crate::diag::codes;
 use crate::diag::Diagnostic;
 use crate::syntax::ast::{Call, ModelBlock, Stmt, Value, ValueKind};
 
@@ -287,51 +287,42 @@ fn activation_value(v: &Value, param: &str, diags: &mut Vec<Diagnostic>) -> Opti
                         },
                         param,
                         "activation",
-                        names::ACTIVATIONS,
+                        &names::ACTIVATIONS,
                     ),
                     diags,
                 )
-                .map(|n| activation_named(n, None));
+                .and_then(|n| activation_named(n, None, true));
             }
-            activation_call(c, diags)
+            activation_call(c, true, diags)
         }
         _ => {
             let n = ok(
-                args::name(v, param, "activation", names::ACTIVATIONS),
+                args::name(v, param, "activation", &names::ACTIVATIONS),
                 diags,
             )?;
-            Some(activation_named(n, None))
+            activation_named(n, None, true)
         }
     }
 }
 
-fn activation_named(name: &str, alpha: Option<f32>) -> Activation {
-    match name {
-        "relu" => Activation::Relu,
-        "leaky_relu" => Activation::LeakyRelu {
-            alpha: alpha.unwrap_or(0.3),
-        },
-        "elu" => Activation::Elu {
-            alpha: alpha.unwrap_or(1.0),
-        },
-        "sigmoid" => Activation::Sigmoid,
-        "tanh" => Activation::Tanh,
-        "softmax" => Activation::Softmax,
-        "gelu" => Activation::Gelu,
-        "silu" => Activation::Silu,
-        "softplus" => Activation::Softplus,
-        _ => Activation::Linear,
-    }
+/// The activation a known name stands for, with `alpha` when given, as a layer of
+/// its own or as another layer's `activation` (Keras's defaults differ).
+fn activation_named(name: &str, alpha: Option<f32>, as_argument: bool) -> Option<Activation> {
+    let a = if as_argument {
+        Activation::named_as_argument(name)?
+    } else {
+        Activation::named(name)?
+    };
+    Some(alpha.map_or(a, |alpha| a.with_alpha(alpha)))
 }
 
 /// A call to a known activation name, with its optional `alpha`.
-fn activation_call(c: &Call, diags: &mut Vec<Diagnostic>) -> Option<Activation> {
+fn activation_call(c: &Call, as_argument: bool, diags: &mut Vec<Diagnostic>) -> Option<Activation> {
     let name = c.name.name.as_str();
     let what = format!("`{name}`");
-    let params: &[&'static str] = if matches!(name, "leaky_relu" | "elu") {
-        &["alpha"]
-    } else {
-        &[]
+    let params: &[&'static str] = match Activation::named(name)?.alpha() {
+        Some(_) => &["alpha"],
+        None => &[],
     };
     let b = bind(c, &what, params, &[], diags);
     let alpha = match b.get("alpha") {
@@ -341,7 +332,7 @@ fn activation_call(c: &Call, diags: &mut Vec<Diagnostic>) -> Option<Activation> 
             diags,
         )? as f32),
     };
-    Some(activation_named(name, alpha))
+    activation_named(name, alpha, as_argument)
 }
 
 const DENSE: &[&str] = &[
@@ -497,7 +488,7 @@ fn layer_kind(call: &Call, diags: &mut Vec<Diagnostic>) -> Option<LayerKind> {
             Some(LayerKind::Reshape { shape })
         }
         _ if names::ACTIVATIONS.contains(&name) => {
-            activation_call(call, d).map(LayerKind::Activation)
+            activation_call(call, false, d).map(LayerKind::Activation)
         }
         _ => {
             d.push(
@@ -507,7 +498,7 @@ fn layer_kind(call: &Call, diags: &mut Vec<Diagnostic>) -> Option<LayerKind> {
                     call.name.span.clone(),
                     "not a layer of nnc",
                 )
-                .with_help(names::suggestion(name, names::LAYERS)),
+                .with_help(names::suggestion(name, &names::LAYERS)),
             );
             None
         }
@@ -527,10 +518,7 @@ fn show(shape: &[u64]) -> String {
 
 /// Output size of a sliding window along one axis, as Keras computes it.
 fn window(n: u64, k: u64, s: u64, pad: Padding) -> Option<u64> {
-    match pad {
-        Padding::Same => Some(n.div_ceil(s)),
-        Padding::Valid => (k <= n).then(|| (n - k) / s + 1),
-    }
+    pad.windows(n, k, s)
 }
 
 /// The layer's output shape; on an error (reported here), the output shape if it

@@ -1,7 +1,7 @@
 //! Warnings: models that are valid but probably not what was meant.
 
-use super::codes;
 use super::model::{Activation, Layer, LayerKind, Loss};
+use crate::diag::codes;
 use crate::diag::Diagnostic;
 
 /// The activation a layer applies, if it computes one.
@@ -43,14 +43,6 @@ pub fn final_activation(layers: &[Layer]) -> Option<Activation> {
             )
         })
         .and_then(activation_of)
-}
-
-fn act_name(a: Activation) -> &'static str {
-    match a {
-        Activation::Sigmoid => "sigmoid",
-        Activation::Tanh => "tanh",
-        _ => "softmax",
-    }
 }
 
 pub fn lint_model(layers: &[Layer], d: &mut Vec<Diagnostic>) {
@@ -95,7 +87,7 @@ pub fn lint_model(layers: &[Layer], d: &mut Vec<Diagnostic>) {
                 d.push(
                     Diagnostic::warning(
                         codes::VANISHING,
-                        format!("`{}` uses {} in a hidden layer of a {weighted}-layer stack", l.name, act_name(a)),
+                        format!("`{}` uses {} in a hidden layer of a {weighted}-layer stack", l.name, a.name()),
                         l.span.clone(),
                         "saturating activation",
                     )
@@ -134,7 +126,7 @@ pub fn lint_loss(
     };
     let Some(last) = layers.last() else { return };
     if final_activation(layers) != Some(want) {
-        let w = act_name(want);
+        let w = want.name();
         d.push(
             Diagnostic::warning(
                 codes::LOSS_ACTIVATION,

@@ -6,7 +6,6 @@
 
 pub mod args;
 pub mod check;
-pub mod codes;
 pub mod lint;
 pub mod model;
 pub mod names;
@@ -15,7 +14,7 @@ pub mod train;
 
 use std::path::Path;
 
-use crate::diag::{self, Diagnostic};
+use crate::diag::{self, codes, Diagnostic};
 use crate::syntax::{self, ast};
 use model::Model;
 use summary::Summary;
@@ -412,6 +411,61 @@ mod tests {
             }
         }
         assert_eq!(seen, keras.len());
+    }
+
+    #[test]
+    fn checked_shapes_follow_the_layer_shape_rule() {
+        // sema infers shapes with diagnostics; LayerKind::output_shape is the rule the
+        // IR's test models use. Every layer of every valid golden file and example must
+        // get the same shape from both.
+        let mut layers = 0;
+        for dir in ["examples", "tests/golden"] {
+            for entry in std::fs::read_dir(dir).unwrap() {
+                let path = entry.unwrap().path();
+                if path.extension().is_none_or(|e| e != "nn") {
+                    continue;
+                }
+                // Some golden files are not UTF-8 on purpose.
+                let Ok(text) = std::fs::read_to_string(&path) else {
+                    continue;
+                };
+                let o = check(&text);
+                let Some(model) = o.model.as_ref().filter(|_| !o.has_errors()) else {
+                    continue;
+                };
+                for l in &model.layers {
+                    let rule = l.kind.output_shape(&l.input_shape);
+                    assert_eq!(
+                        rule.as_ref(),
+                        Some(&l.output_shape),
+                        "{}: {}",
+                        path.display(),
+                        l.name
+                    );
+                    layers += 1;
+                }
+            }
+        }
+        assert!(layers > 50, "only {layers} layers compared");
+    }
+
+    #[test]
+    fn leaky_relu_slopes_as_keras_in_each_use() {
+        let o = check(
+            "model m {\n input x: [3]\n dense(2, activation = leaky_relu)\n leaky_relu\n \
+             dense(2, activation = leaky_relu(alpha = 0.1))\n}\n",
+        );
+        let m = o.model.unwrap();
+        let activation = |l: &Layer| match l.kind {
+            LayerKind::Dense { activation, .. } | LayerKind::Activation(activation) => activation,
+            _ => panic!("{:?}", l.kind),
+        };
+        let slopes: Vec<Activation> = m.layers.iter().map(activation).collect();
+        // Keras: the `leaky_relu` function 0.2, the `LeakyReLU` layer 0.3.
+        assert_eq!(
+            slopes,
+            [0.2, 0.3, 0.1].map(|alpha| Activation::LeakyRelu { alpha })
+        );
     }
 
     #[test]

@@ -6,8 +6,7 @@
 
 use std::path::PathBuf;
 
-/// A byte range in the source file, as pest reports it.
-pub type Span = std::ops::Range<usize>;
+pub use crate::diag::Span;
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct Model {
@@ -30,19 +29,7 @@ pub struct Layer {
     pub span: Span,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub enum Activation {
-    Linear,
-    Relu,
-    LeakyRelu { alpha: f32 },
-    Elu { alpha: f32 },
-    Sigmoid,
-    Tanh,
-    Softmax,
-    Gelu,
-    Silu,
-    Softplus,
-}
+pub use crate::ops::Activation;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Initializer {
@@ -59,6 +46,18 @@ pub enum Initializer {
 pub enum Padding {
     Valid,
     Same,
+}
+
+impl Padding {
+    /// How many windows of size `k` and stride `s > 0` fit along an axis of `n`, as
+    /// Keras counts them (`None` when a `valid` window does not fit): `valid`:
+    /// `floor((n - k) / s) + 1`; `same`: `ceil(n / s)`, the input padded to fit.
+    pub fn windows(self, n: u64, k: u64, s: u64) -> Option<u64> {
+        match self {
+            Padding::Same => (n > 0).then(|| n.div_ceil(s)),
+            Padding::Valid => (k <= n).then(|| (n - k) / s + 1),
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -103,6 +102,50 @@ pub enum LayerKind {
     Reshape {
         shape: Vec<usize>,
     },
+}
+
+impl LayerKind {
+    /// The layer's shape rule: its output shape for one sample of shape `input`, or
+    /// `None` when it does not apply to that input (sema reports why, at the layer).
+    pub fn output_shape(&self, input: &[usize]) -> Option<Vec<usize>> {
+        let window = |size: [usize; 2], strides: [usize; 2], padding: Padding, channels| {
+            let &[h, w, _] = input else { return None };
+            let along = |n: usize, a: usize| {
+                (size[a] > 0 && strides[a] > 0)
+                    .then(|| padding.windows(n as u64, size[a] as u64, strides[a] as u64))
+                    .flatten()
+                    .map(|windows| windows as usize)
+            };
+            Some(vec![along(h, 0)?, along(w, 1)?, channels])
+        };
+        match self {
+            LayerKind::Dense { units, .. } => (input.len() == 1).then(|| vec![*units]),
+            LayerKind::Flatten => Some(vec![input.iter().product()]),
+            LayerKind::Dropout { .. } | LayerKind::Activation(_) | LayerKind::BatchNorm { .. } => {
+                Some(input.to_vec())
+            }
+            LayerKind::Reshape { shape } => (shape.iter().product::<usize>()
+                == input.iter().product::<usize>())
+            .then(|| shape.clone()),
+            LayerKind::Conv2d {
+                filters,
+                kernel_size,
+                strides,
+                padding,
+                ..
+            } => window(*kernel_size, *strides, *padding, *filters),
+            LayerKind::MaxPool2d {
+                pool_size,
+                strides,
+                padding,
+            }
+            | LayerKind::AvgPool2d {
+                pool_size,
+                strides,
+                padding,
+            } => window(*pool_size, *strides, *padding, *input.last()?),
+        }
+    }
 }
 
 /// One named weight tensor of a layer, in Keras's layout.
@@ -311,6 +354,19 @@ pub enum Optimizer {
         rho: f32,
         epsilon: f32,
     },
+}
+
+impl Optimizer {
+    /// Names of the optimizer slots each trainable parameter gets, in `Update` input
+    /// order. Keras creates SGD's momentum variable only when `momentum != 0`.
+    pub fn slot_names(&self) -> &'static [&'static str] {
+        match self {
+            Optimizer::Sgd { momentum, .. } if *momentum != 0.0 => &["momentum"],
+            Optimizer::Sgd { .. } => &[],
+            Optimizer::Adam { .. } | Optimizer::AdamW { .. } => &["m", "v"],
+            Optimizer::RmsProp { .. } => &["velocity"],
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

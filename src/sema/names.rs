@@ -1,6 +1,11 @@
 //! Known names of the language and "did you mean" suggestions.
 
-pub const LAYERS: &[&str] = &[
+use std::sync::LazyLock;
+
+use crate::ops::Activation;
+
+/// Layer kinds other than the activation layers (`relu`, ...), which `LAYERS` adds.
+const LAYER_KINDS: &[&str] = &[
     "dense",
     "flatten",
     "dropout",
@@ -9,29 +14,24 @@ pub const LAYERS: &[&str] = &[
     "avgpool2d",
     "batchnorm",
     "reshape",
-    "relu",
-    "leaky_relu",
-    "elu",
-    "sigmoid",
-    "tanh",
-    "softmax",
-    "gelu",
-    "silu",
-    "softplus",
-    "linear",
 ];
-pub const ACTIVATIONS: &[&str] = &[
-    "linear",
-    "relu",
-    "leaky_relu",
-    "elu",
-    "sigmoid",
-    "tanh",
-    "softmax",
-    "gelu",
-    "silu",
-    "softplus",
-];
+/// Every layer name: the layer kinds, then one layer per activation.
+pub static LAYERS: LazyLock<Vec<&'static str>> = LazyLock::new(|| {
+    LAYER_KINDS
+        .iter()
+        .copied()
+        .chain(ACTIVATIONS.iter().copied().filter(|&n| n != "linear"))
+        .chain(["linear"])
+        .collect()
+});
+/// Every activation name and alias, from `Activation::ALL`.
+pub static ACTIVATIONS: LazyLock<Vec<&'static str>> = LazyLock::new(|| {
+    Activation::ALL
+        .iter()
+        .map(|a| a.name())
+        .chain(Activation::ALIASES.iter().map(|(alias, _)| *alias))
+        .collect()
+});
 pub const INITIALIZERS: &[&str] = &[
     "glorot_uniform",
     "glorot_normal",
@@ -142,13 +142,13 @@ mod tests {
 
     #[test]
     fn typos_and_keras_names() {
-        assert_eq!(nearest("relux", ACTIVATIONS), Some("relu"));
-        assert_eq!(nearest("dens", LAYERS), Some("dense"));
-        assert_eq!(nearest("Dense", LAYERS), Some("dense"));
-        assert_eq!(nearest("MaxPooling2D", LAYERS), Some("maxpool2d"));
-        assert_eq!(nearest("BatchNormalization", LAYERS), Some("batchnorm"));
+        assert_eq!(nearest("relux", &ACTIVATIONS), Some("relu"));
+        assert_eq!(nearest("dens", &LAYERS), Some("dense"));
+        assert_eq!(nearest("Dense", &LAYERS), Some("dense"));
+        assert_eq!(nearest("MaxPooling2D", &LAYERS), Some("maxpool2d"));
+        assert_eq!(nearest("BatchNormalization", &LAYERS), Some("batchnorm"));
         assert_eq!(nearest("epoch", SETTINGS), Some("epochs"));
-        assert_eq!(nearest("zzzzzz", LAYERS), None);
+        assert_eq!(nearest("zzzzzz", &LAYERS), None);
     }
 
     #[test]

@@ -3,7 +3,7 @@
 
 use serde::Serialize;
 
-use super::model::{Activation, Layer, LayerKind, Optimizer};
+use super::model::{Layer, LayerKind, Optimizer};
 
 #[derive(Debug, Clone, Serialize)]
 pub struct Row {
@@ -46,11 +46,7 @@ pub fn keras_kind(kind: &LayerKind) -> &'static str {
         LayerKind::Dense { .. } => "Dense",
         LayerKind::Flatten => "Flatten",
         LayerKind::Dropout { .. } => "Dropout",
-        LayerKind::Activation(Activation::Relu) => "ReLU",
-        LayerKind::Activation(Activation::LeakyRelu { .. }) => "LeakyReLU",
-        LayerKind::Activation(Activation::Elu { .. }) => "ELU",
-        LayerKind::Activation(Activation::Softmax) => "Softmax",
-        LayerKind::Activation(_) => "Activation",
+        LayerKind::Activation(a) => a.keras_layer(),
         LayerKind::Conv2d { .. } => "Conv2D",
         LayerKind::MaxPool2d { .. } => "MaxPooling2D",
         LayerKind::AvgPool2d { .. } => "AveragePooling2D",
@@ -119,12 +115,13 @@ fn param_counts(l: &Layer) -> (u64, u64) {
 
 /// Slots of optimizer state per trainable parameter, as Keras keeps them.
 fn optimizer_slots(o: &Optimizer) -> (&'static str, u128) {
-    match o {
-        Optimizer::Sgd { momentum, .. } => ("sgd", u128::from(*momentum != 0.0)),
-        Optimizer::Adam { .. } => ("adam", 2),
-        Optimizer::AdamW { .. } => ("adamw", 2),
-        Optimizer::RmsProp { .. } => ("rmsprop", 1),
-    }
+    let name = match o {
+        Optimizer::Sgd { .. } => "sgd",
+        Optimizer::Adam { .. } => "adam",
+        Optimizer::AdamW { .. } => "adamw",
+        Optimizer::RmsProp { .. } => "rmsprop",
+    };
+    (name, o.slot_names().len() as u128)
 }
 
 /// `optimizer`: the train block's, or `None` (then Adam is assumed, as the most common).
@@ -307,6 +304,7 @@ pub fn render_text(s: &Summary) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::ops::Activation;
 
     #[test]
     fn counts_agree_with_the_model_contract() {

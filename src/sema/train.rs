@@ -6,9 +6,9 @@
 use std::path::Path;
 
 use super::args::{self, bind, Bound};
-use super::codes;
 use super::model::{DataSource, Loss, Metric, MnistSubset, Optimizer, TestSource, TrainConfig};
 use super::names;
+use crate::diag::codes;
 use crate::diag::Diagnostic;
 use crate::sema::model::Span;
 use crate::syntax::ast::{Setting, TrainBlock, Value, ValueKind};

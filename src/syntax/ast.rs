@@ -1,7 +1,7 @@
 //! The abstract syntax tree. Names stay plain identifiers here; `sema` decides
 //! what they mean, so that it can suggest the nearest known name.
 
-use crate::sema::model::Span;
+use crate::diag::Span;
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct Ident {

@@ -9,9 +9,9 @@ use pest::Parser;
 use pest_derive::Parser;
 
 use super::ast::*;
+use crate::diag::codes;
 use crate::diag::Diagnostic;
-use crate::sema::codes;
-use crate::sema::model::Span;
+use crate::diag::Span;
 
 #[derive(Parser)]
 #[grammar = "../grammar/nn.pest"]

@@ -15,13 +15,18 @@ It writes, under tests/keras_parity/:
   CASE/spec.json          the model, loss, optimizer, epochs, batch size, data file, and
                           Keras's per-epoch losses (`keras_epoch_losses`: Keras's `loss`
                           history, a batch-size-weighted mean of the batch losses).
+  activations.json        for every activation Keras and nnc share (softmax aside), the
+                          value and TensorFlow's derivative at fixed float32 inputs.
 
 Training: `model.fit(shuffle=False)`, batches in file order, the last one smaller.
 Layers are named as nnc names them (`dense`, `dense_1`, ..., `activation`, ...).
+
+Arguments: names of cases (or `activations`) to write only those; none writes all.
 """
 import csv
 import json
 import os
+import re
 import struct
 import sys
 
@@ -80,7 +85,8 @@ def make_data():
 
 
 # Each case: data file, layers, loss, optimizer (all hyperparameters explicit: nnc's
-# defaults where not chosen), epochs, batch size (never dividing the row count).
+# defaults where not chosen), epochs, batch size (never dividing the row count), and
+# optionally `init_scale`, a factor on the glorot limit of the initial kernels.
 # Initial weights are drawn with seed 100 + the case's index: add new cases at the end.
 SGD = dict(name="sgd", learning_rate=0.05, momentum=0.0, nesterov=False)
 ADAM = dict(name="adam", learning_rate=0.05, beta_1=0.9, beta_2=0.999, epsilon=1e-7)
@@ -128,6 +134,30 @@ CASES = {
                                        loss="sparse_categorical_crossentropy",
                                        optimizer=dict(ADAM, beta_1=0.875, beta_2=0.9990234375),
                                        epochs=3, batch_size=16),
+    # The activations Keras has beyond the ones above, one case each.
+    "reg_mse_sgd_selu": dict(data="regression.csv", layers=[[8, "selu"], [1, "linear"]],
+                             loss="mse", optimizer=SGD, epochs=3, batch_size=20),
+    "bc_adam_softsign": dict(data="breast_cancer.csv", layers=[[8, "softsign"], [1, "sigmoid"]],
+                             loss="binary_crossentropy", optimizer=ADAM, epochs=3, batch_size=22),
+    # Twice the usual kernels, so that many pre-activations fall outside [-3, 3],
+    # where hard_sigmoid is flat and passes no gradient.
+    "iris_rmsprop_sparse_hard_sigmoid": dict(data="iris.csv", layers=[[8, "hard_sigmoid"], [3, "softmax"]],
+                                             loss="sparse_categorical_crossentropy",
+                                             optimizer=dict(name="rmsprop", learning_rate=0.01, rho=0.9,
+                                                            epsilon=1e-7),
+                                             epochs=3, batch_size=20, init_scale=2.0),
+    "reg_mae_adam_mish": dict(data="regression.csv", layers=[[8, "linear"], ["mish"], [1, "linear"]],
+                              loss="mae", optimizer=ADAM, epochs=3, batch_size=16),
+    # Small kernels keep exp moderate (pre-activations within about [-2, 2]).
+    "reg_huber_nesterov_exponential": dict(data="regression.csv", layers=[[6, "exponential"], [1, "linear"]],
+                                           loss="huber",
+                                           optimizer=dict(SGD, learning_rate=0.02, momentum=0.8, nesterov=True),
+                                           epochs=3, batch_size=20, init_scale=0.3),
+    "iris_adamw_categorical_swish": dict(data="iris.csv", layers=[[8, "swish"], [3, "softmax"]],
+                                         loss="categorical_crossentropy",
+                                         optimizer=dict(ADAM, name="adamw", learning_rate=0.02,
+                                                        weight_decay=0.004),
+                                         epochs=3, batch_size=25),
 }
 
 
@@ -193,7 +223,7 @@ def make_case(keras, name, case, index):
     init, fan_in = {}, x.shape[1]
     for lname, spec in named_layers(case["layers"]):
         if isinstance(spec[0], int):
-            limit = np.sqrt(6.0 / (fan_in + spec[0]))
+            limit = np.sqrt(6.0 / (fan_in + spec[0])) * case.get("init_scale", 1.0)
             init[f"{lname}.kernel"] = rng.uniform(-limit, limit, (fan_in, spec[0])).astype("float32")
             init[f"{lname}.bias"] = rng.uniform(-0.1, 0.1, spec[0]).astype("float32")
             fan_in = spec[0]
@@ -220,14 +250,88 @@ def make_case(keras, name, case, index):
     print(f"{name}: losses {spec['keras_epoch_losses']}, largest weight change {moved:.4f}")
 
 
+# Inputs of activations.json: spread over [-6, 6], with the kinks (0, -3, 3), the
+# float32 just inside -3 and 3, and a few values that are not exact in binary.
+ACTIVATION_INPUTS = [-6, -5, -4, -3.5, -3, -3 + 2**-22, -2.5, -2, -1.5, -1, -0.5, -0.1, 0,
+                     0.1, 0.5, 1, 1.5, 2, 2.5, 3 - 2**-22, 3, 3.5, 4, 5, 6]
+# name in activations.json -> (how Keras is called, keyword arguments).
+ACTIVATIONS = {
+    "linear": ("linear", {}),
+    "relu": ("relu", {}),
+    # nnc's default slope, the one of Keras's LeakyReLU layer (the function's is 0.2).
+    "leaky_relu": ("leaky_relu", {"negative_slope": 0.3}),
+    "elu": ("elu", {}),
+    "sigmoid": ("sigmoid", {}),
+    "tanh": ("tanh", {}),
+    "gelu": ("gelu", {"approximate": False}),
+    "silu": ("silu", {}),
+    "softplus": ("softplus", {}),
+    "selu": ("selu", {}),
+    "softsign": ("softsign", {}),
+    "hard_sigmoid": ("hard_sigmoid", {}),
+    "mish": ("mish", {}),
+    "exponential": ("exponential", {}),
+    "swish": ("swish", {}),
+}
+
+
+def make_activations(keras):
+    """activations.json: f(x) and f'(x) (TensorFlow's gradient) in float32."""
+    import tensorflow as tf
+
+    x = tf.constant(np.array(ACTIVATION_INPUTS, dtype="float32"))
+
+    def value_and_grad(fn, kwargs):
+        with tf.GradientTape() as tape:
+            tape.watch(x)
+            y = fn(x, **kwargs)
+        return y, tape.gradient(y, x)
+
+    def ulps(a, b):
+        """How many float32 steps apart a and b are (same sign assumed)."""
+        ia, ib = (np.asarray(v, dtype="<f4").view("<i4").astype(np.int64) for v in (a, b))
+        return int(np.max(np.abs(ia - ib)))
+
+    out = {}
+    for name, (keras_name, kwargs) in ACTIVATIONS.items():
+        fn = keras.activations.get(keras_name)
+        # As model.fit runs it: in a tf.function, whose graph TensorFlow rewrites (it
+        # turns hard_sigmoid's `/ 6` into `* (1/6)`, which rounds differently).
+        y, dy = tf.function(lambda: value_and_grad(fn, kwargs))()
+        y, dy = y.numpy(), dy.numpy()
+        if not (np.all(np.isfinite(y)) and np.all(np.isfinite(dy))):
+            sys.exit(f"{name}: not finite")
+        ey, edy = (v.numpy() for v in value_and_grad(fn, kwargs))
+        gap = max(ulps(y, ey), ulps(dy, edy))
+        if gap:
+            print(f"{name}: run eagerly, f or f' differs by up to {gap} float32 steps")
+        out[name] = dict(keras=f"keras.activations.{fn.__name__}", **kwargs,
+                         f=[float(v) for v in y], grad=[float(v) for v in dy])
+    table = dict(
+        about="f(x) from keras.activations (called as `keras` with the keyword arguments "
+              "given) and f'(x) = TensorFlow's gradient of f at x (tf.GradientTape), both "
+              "computed in a tf.function as model.fit does, in float32; every number is the "
+              "exact float32 value, printed as a float64.",
+        keras_version=keras.__version__, tensorflow_version=tf.__version__,
+        backend=keras.backend.backend(), x=[float(v) for v in x.numpy()], activations=out)
+    # One line per list of numbers.
+    text = re.sub(r"\[\s+([^\[\]{}\"]*?)\s+\]", lambda m: "[" + " ".join(m.group(1).split()) + "]",
+                  json.dumps(table, indent=1))
+    with open(os.path.join(HERE, "activations.json"), "w") as f:
+        f.write(text + "\n")
+    print(f"activations.json: {len(out)} activations at {len(ACTIVATION_INPUTS)} inputs")
+
+
 def main():
     make_data()
     import keras
 
+    wanted = sys.argv[1:]
     for i, (name, case) in enumerate(CASES.items()):
-        if len(sys.argv) > 1 and name not in sys.argv[1:]:
-            continue
-        make_case(keras, name, case, i)
+        if not wanted or name in wanted:
+            make_case(keras, name, case, i)
+    if not wanted or "activations" in wanted:
+        make_activations(keras)
 
 
 if __name__ == "__main__":

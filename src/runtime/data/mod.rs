@@ -143,6 +143,7 @@ use rand::seq::SliceRandom;
 use rand::RngCore;
 use rand::SeedableRng;
 
+use crate::ops::random::{mix64, GOLDEN_GAMMA};
 use crate::sema::model::{DataSource, Loss, Model, TestSource, TrainConfig};
 
 /// The data of one `train` block, split and checked against the model.
@@ -602,11 +603,8 @@ fn standardize(data: &mut Dataset, mean: &[f64], scale: &[f64]) {
 }
 
 /// A 64-bit mix (SplitMix64's finalizer): nearby seeds and epochs give unrelated streams.
-fn splitmix64(mut z: u64) -> u64 {
-    z = z.wrapping_add(0x9E37_79B9_7F4A_7C15);
-    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-    z ^ (z >> 31)
+fn splitmix64(z: u64) -> u64 {
+    mix64(z.wrapping_add(GOLDEN_GAMMA))
 }
 
 #[cfg(test)]

@@ -95,9 +95,9 @@ Fix: move the `input` statement to the top of the model block.",
         "unknown layer kind",
         "\
 The layer kinds of nnc are `dense`, `flatten`, `dropout`, `conv2d`, `maxpool2d`,
-`avgpool2d`, `batchnorm`, `reshape` and the activation layers `relu`,
-`leaky_relu`, `elu`, `sigmoid`, `tanh`, `softmax`, `gelu`, `silu`, `softplus`
-and `linear`. Keras class names such as `Dense` or `MaxPooling2D` are not
+`avgpool2d`, `batchnorm`, `reshape`, and one layer for each activation
+(`relu`, `leaky_relu`, `tanh`, `softmax`, ...: every name that `activation =`
+accepts). Keras class names such as `Dense` or `MaxPooling2D` are not
 accepted; the help names the nnc spelling.
 
     dens(10)      # error: did you mean `dense`?",

@@ -3,7 +3,10 @@
 //! Every stage returns `Diagnostic`s as plain data; they are rendered last
 //! (ariadne for people, JSON for tools), so no stage knows how they look.
 
-use crate::sema::model::Span;
+pub mod codes;
+
+/// A byte range of the source text: where a diagnostic, a token or an AST node is.
+pub type Span = std::ops::Range<usize>;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Severity {
