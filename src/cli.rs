@@ -208,6 +208,9 @@ pub fn fmt(args: &FmtArgs, io: &mut Io) -> i32 {
         };
         let read = if stdin {
             read_limited(std::io::stdin().lock())
+        } else if path.is_file() {
+            // Whole, so that a file over the limit is refused with its true size.
+            std::fs::read(path)
         } else {
             std::fs::File::open(path).and_then(read_limited)
         };

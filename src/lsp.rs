@@ -273,6 +273,9 @@ pub fn diagnostics(uri: &lsp::Uri, text: &str, utf8: bool) -> Vec<lsp::Diagnosti
         .collect()
 }
 
+const MISSING_DATA_HELP: &str =
+    "paths are relative to the folder of the .nn file; `nnc run` reads the data";
+
 /// A warning on each path string of a data source that names nothing on disk.
 fn missing_data_files(text: &str, base: &Path) -> Vec<Diagnostic> {
     let Ok(file) = crate::syntax::parse(text) else {
@@ -303,12 +306,13 @@ fn missing_data_files(text: &str, base: &Path) -> Vec<Diagnostic> {
                 };
                 let full = base.join(p);
                 if !full.exists() {
-                    out.push(Diagnostic::warning(
+                    let warning = Diagnostic::warning(
                         "",
                         format!("`{}` does not exist", full.display()),
                         arg.value.span.clone(),
                         "no such file or folder",
-                    ).with_help("paths are relative to the folder of the .nn file; `nnc run` needs the data"));
+                    );
+                    out.push(warning.with_help(MISSING_DATA_HELP));
                 }
             }
         }
