@@ -483,7 +483,8 @@ pub fn emit_ir(args: &EmitArgs, io: &mut Io) -> i32 {
         .unwrap_or(32);
     let text = crate::ir::train_step(&model, batch).and_then(|graph| {
         if args.form.clif {
-            crate::codegen::clif_text(&graph, &crate::ir::layout::Layout::new(&graph))
+            // The layout and function `nnc run` compiles for this graph.
+            crate::codegen::clif_text(&graph, &crate::ir::layout::Layout::planned(&graph))
         } else {
             Ok(crate::ir::print::print(&graph))
         }

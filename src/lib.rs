@@ -5,6 +5,8 @@
 //! autodiff, reference interpreter) -> `codegen` (Cranelift JIT) -> `runtime`
 //! (data, epoch loop, checkpoints). `diag` carries errors out of every stage.
 
+#![deny(clippy::undocumented_unsafe_blocks)]
+
 pub mod cli;
 pub mod codegen;
 pub mod diag;

@@ -1,17 +1,16 @@
-//! IR -> CLIF for the image and normalization ops: im2col/col2im (the convolution
-//! itself is the `MatMul` between them, on the GEMM helper), max and average pooling,
-//! batch normalization and the moving averages. Every loop visits elements in the
-//! interpreter's order, so sums round the same way.
+//! IR -> CLIF for the image ops: im2col/col2im (the convolution itself is the
+//! `MatMul` between them, see `matmul.rs`) and max and average pooling. The loops
+//! take their sizes from the graph's tensors and windows, whose agreement
+//! `Graph::verify` checked. Every loop visits elements in the interpreter's order,
+//! so sums round the same way.
 
 use cranelift_codegen::ir::condcodes::{FloatCC, IntCC};
 use cranelift_codegen::ir::{types, InstBuilder, MemFlagsData, Type, Value};
 
 use super::kernels::Emitter;
-use super::lower::Lower;
-use crate::ir::graph::{Node, Op, TensorId, Window};
+use super::lower::{Lower, R};
+use crate::ir::graph::{TensorId, Window};
 use crate::sema::model::Padding;
-
-type R = Result<(), String>;
 
 /// One output pixel of a window walk: image `n`, position `(oy, ox)`, and its flat
 /// index `o = (n * oh + oy) * ow + ox` (all i64).
@@ -24,69 +23,23 @@ struct Pixel {
 }
 
 impl Lower<'_, '_, '_> {
-    /// Lowers the ops of this file; `lower` sends them here.
-    pub(super) fn image_node(&mut self, node: &Node) -> R {
-        let ins = &node.inputs;
-        let out = node.output;
-        if let Op::MovingAverage { momentum } = node.op {
-            self.check_inputs(node, 2)?;
-            self.same_len(ins[0], ins[1])?;
-            if out != ins[0] {
-                return Err("a moving average updates its first input in place".into());
-            }
-            return self.moving_average(ins[0], ins[1], momentum);
-        }
-        let count = self.graph.tensors.len();
-        if out >= count || ins.iter().any(|&t| t >= count) {
-            return Err("a tensor does not exist".into());
-        }
-        let shapes: Vec<&[usize]> = ins
-            .iter()
-            .map(|&t| &self.graph.tensors[t].shape[..])
-            .collect();
-        let want = node.op.output_shape(&shapes)?;
-        if want != self.graph.tensors[out].shape {
-            return Err(format!(
-                "output shape {:?}, expected {want:?}",
-                self.graph.tensors[out].shape
-            ));
-        }
-        match node.op {
-            Op::Im2col(win) => self.im2col(&win, ins[0], out, false),
-            Op::Col2im(win) => self.im2col(&win, out, ins[0], true),
-            Op::MaxPool2dArgmax(win) => self.argmax(&win, ins[0], out),
-            Op::MaxPool2d(win) => self.max_pool(&win, ins[0], ins[1], out),
-            Op::MaxPool2dGrad(win) => self.max_pool_grad(&win, ins[0], ins[1], out),
-            Op::AvgPool2d(win) => self.avg_pool(&win, ins[0], out, false),
-            Op::AvgPool2dGrad(win) => self.avg_pool(&win, out, ins[0], true),
-            Op::BatchMean => self.batch_stat(ins[0], None, out),
-            Op::BatchVariance => self.batch_stat(ins[0], Some(ins[1]), out),
-            Op::BatchNorm { epsilon, .. } => self.batch_norm(ins, out, epsilon),
-            Op::BatchNormGrad { epsilon } => self.batch_norm_grad(ins, out, epsilon),
-            Op::BatchNormTrainGrad { epsilon } => self.batch_norm_train_grad(ins, out, epsilon),
-            Op::BatchNormGammaGrad { epsilon } => self.gamma_grad(ins, out, epsilon),
-            ref op => Err(format!("{op:?} is not an image op")),
-        }
-    }
-
-    fn zero(&mut self, t: TensorId) -> R {
-        let p = self.ptr(t)?;
-        self.e.map(self.len(t), |e, ty, i| {
-            let z = e.fc(ty, 0.0);
-            e.st(z, p, i);
-        });
-        Ok(())
-    }
-
     /// `(batch, channels)` of the image `[batch, h, w, c]` tensor `t`.
     fn image(&self, t: TensorId) -> (usize, usize) {
-        let s = &self.graph.tensors[t].shape;
-        (s.first().copied().unwrap_or(0), self.last_dim(t))
+        (
+            self.shape(t).first().copied().unwrap_or(0),
+            self.last_dim(t),
+        )
     }
 
     /// Im2col (`col2im: false`, reading `image`, writing `cols`) or its adjoint
     /// (`col2im: true`, reading `cols`, adding into `image`).
-    fn im2col(&mut self, win: &Window, image: TensorId, cols: TensorId, col2im: bool) -> R {
+    pub(super) fn im2col(
+        &mut self,
+        win: &Window,
+        image: TensorId,
+        cols: TensorId,
+        col2im: bool,
+    ) -> R {
         let (b, c) = self.image(image);
         let taps = win.size[0] * win.size[1];
         if col2im || win.padding == Padding::Same {
@@ -116,7 +69,8 @@ impl Lower<'_, '_, '_> {
         Ok(())
     }
 
-    fn argmax(&mut self, win: &Window, x: TensorId, out: TensorId) -> R {
+    /// The tap index of each window's maximum (the first, on ties).
+    pub(super) fn argmax(&mut self, win: &Window, x: TensorId, out: TensorId) -> R {
         let (b, c) = self.image(x);
         let (px_, po) = (self.ptr(x)?, self.ptr(out)?);
         pixels(self.e, b, win, |e, px| {
@@ -152,7 +106,13 @@ impl Lower<'_, '_, '_> {
 
     /// Gathers each window's argmax element (a select per tap, as the interpreter
     /// compares every tap with the stored index).
-    fn max_pool(&mut self, win: &Window, x: TensorId, argmax: TensorId, out: TensorId) -> R {
+    pub(super) fn max_pool(
+        &mut self,
+        win: &Window,
+        x: TensorId,
+        argmax: TensorId,
+        out: TensorId,
+    ) -> R {
         let (b, c) = self.image(x);
         let (pxp, pa, po) = (self.ptr(x)?, self.ptr(argmax)?, self.ptr(out)?);
         pixels(self.e, b, win, |e, px| {
@@ -178,7 +138,13 @@ impl Lower<'_, '_, '_> {
         Ok(())
     }
 
-    fn max_pool_grad(&mut self, win: &Window, argmax: TensorId, dy: TensorId, dx: TensorId) -> R {
+    pub(super) fn max_pool_grad(
+        &mut self,
+        win: &Window,
+        argmax: TensorId,
+        dy: TensorId,
+        dx: TensorId,
+    ) -> R {
         let (b, c) = self.image(dy);
         self.zero(dx)?;
         let (pa, pd, pdx) = (self.ptr(argmax)?, self.ptr(dy)?, self.ptr(dx)?);
@@ -204,7 +170,7 @@ impl Lower<'_, '_, '_> {
 
     /// Average pooling (`grad: false`, `x` to `y`) or its gradient (`grad: true`,
     /// `dy` in `y` spread over `dx` in `x`).
-    fn avg_pool(&mut self, win: &Window, x: TensorId, y: TensorId, grad: bool) -> R {
+    pub(super) fn avg_pool(&mut self, win: &Window, x: TensorId, y: TensorId, grad: bool) -> R {
         let (b, c) = self.image(x);
         if grad {
             self.zero(x)?;
@@ -244,197 +210,12 @@ impl Lower<'_, '_, '_> {
         });
         Ok(())
     }
-
-    /// The per-channel mean (`mean: None`) or biased variance around `mean`.
-    fn batch_stat(&mut self, x: TensorId, mean: Option<TensorId>, out: TensorId) -> R {
-        let c = self.len(out);
-        if c == 0 {
-            return Ok(());
-        }
-        let rows = self.len(x) / c;
-        self.zero(out)?;
-        let (px, po) = (self.ptr(x)?, self.ptr(out)?);
-        let pm = mean.map(|m| self.ptr(m)).transpose()?;
-        self.rows(rows, c, |e, r| {
-            let xr = e.b.ins().iadd(px, r);
-            e.map_unrolled(c, UNROLL_CHANNEL_VECTORS, |e, ty, i| {
-                let v = e.ld(ty, xr, i);
-                let term = match pm {
-                    Some(pm) => {
-                        let m = e.ld(ty, pm, i);
-                        let d = e.fsub(v, m);
-                        e.fmul(d, d)
-                    }
-                    None => v,
-                };
-                let acc = e.ld(ty, po, i);
-                let s = e.fadd(acc, term);
-                e.st(s, po, i);
-            });
-        });
-        let rf = rows as f32;
-        self.e.map_unrolled(c, UNROLL_CHANNEL_VECTORS, |e, ty, i| {
-            let s = e.ld(ty, po, i);
-            let m = e.fdiv_c(s, rf);
-            e.st(m, po, i);
-        });
-        Ok(())
-    }
-
-    /// `y = x * s + (beta - mean * s)`, `s = gamma / sqrt(var + eps)`.
-    fn batch_norm(&mut self, ins: &[TensorId], out: TensorId, eps: f32) -> R {
-        let c = self.last_dim(out);
-        let rows = self.len(out) / c.max(1);
-        let p = ins
-            .iter()
-            .map(|&t| self.ptr(t))
-            .collect::<Result<Vec<_>, _>>()?;
-        let po = self.ptr(out)?;
-        self.rows(rows, c, |e, r| {
-            let xr = e.b.ins().iadd(p[0], r);
-            let or = e.b.ins().iadd(po, r);
-            e.map_unrolled(c, UNROLL_CHANNEL_VECTORS, |e, ty, i| {
-                let x = e.ld(ty, xr, i);
-                let m = e.ld(ty, p[1], i);
-                let g = e.ld(ty, p[3], i);
-                let b = e.ld(ty, p[4], i);
-                let s = norm_scale(e, ty, p[2], g, i, eps);
-                let ms = e.fmul(m, s);
-                let shift = e.fsub(b, ms);
-                let xs = e.fmul(x, s);
-                let y = e.fadd(xs, shift);
-                e.st(y, or, i);
-            });
-        });
-        Ok(())
-    }
-
-    /// `dx = dy * (gamma / sqrt(var + eps))`; inputs `(var, gamma, dy)`.
-    fn batch_norm_grad(&mut self, ins: &[TensorId], out: TensorId, eps: f32) -> R {
-        let c = self.last_dim(out);
-        let rows = self.len(out) / c.max(1);
-        let (pv, pg, pd, po) = (
-            self.ptr(ins[0])?,
-            self.ptr(ins[1])?,
-            self.ptr(ins[2])?,
-            self.ptr(out)?,
-        );
-        self.rows(rows, c, |e, r| {
-            let dr = e.b.ins().iadd(pd, r);
-            let or = e.b.ins().iadd(po, r);
-            e.map_unrolled(c, UNROLL_CHANNEL_VECTORS, |e, ty, i| {
-                let d = e.ld(ty, dr, i);
-                let g = e.ld(ty, pg, i);
-                let s = norm_scale(e, ty, pv, g, i, eps);
-                let dx = e.fmul(d, s);
-                e.st(dx, or, i);
-            });
-        });
-        Ok(())
-    }
-
-    /// `dx = gamma * inv * (dy - (dbeta + xhat * dgamma) / rows)`; inputs
-    /// `(x, mean, var, gamma, dy, dgamma, dbeta)`.
-    fn batch_norm_train_grad(&mut self, ins: &[TensorId], out: TensorId, eps: f32) -> R {
-        let c = self.last_dim(out);
-        let rows = self.len(out) / c.max(1);
-        let p = ins
-            .iter()
-            .map(|&t| self.ptr(t))
-            .collect::<Result<Vec<_>, _>>()?;
-        let po = self.ptr(out)?;
-        let rf = rows as f32;
-        self.rows(rows, c, |e, r| {
-            let xr = e.b.ins().iadd(p[0], r);
-            let dr = e.b.ins().iadd(p[4], r);
-            let or = e.b.ins().iadd(po, r);
-            e.map_unrolled(c, UNROLL_CHANNEL_VECTORS, |e, ty, i| {
-                let x = e.ld(ty, xr, i);
-                let m = e.ld(ty, p[1], i);
-                let g = e.ld(ty, p[3], i);
-                let dy = e.ld(ty, dr, i);
-                let dg = e.ld(ty, p[5], i);
-                let db = e.ld(ty, p[6], i);
-                let inv = inv_std(e, ty, p[2], i, eps);
-                let xm = e.fsub(x, m);
-                let xhat = e.fmul(xm, inv);
-                let t = e.fmul(xhat, dg);
-                let t = e.fadd(db, t);
-                let t = e.fdiv_c(t, rf);
-                let centred = e.fsub(dy, t);
-                let gi = e.fmul(g, inv);
-                let dx = e.fmul(gi, centred);
-                e.st(dx, or, i);
-            });
-        });
-        Ok(())
-    }
-
-    /// `dgamma = sum_rows(dy * ((x - mean) * inv))`; inputs `(x, mean, var, dy)`.
-    fn gamma_grad(&mut self, ins: &[TensorId], out: TensorId, eps: f32) -> R {
-        let c = self.len(out);
-        if c == 0 {
-            return Ok(());
-        }
-        let rows = self.len(ins[0]) / c;
-        self.zero(out)?;
-        let p = ins
-            .iter()
-            .map(|&t| self.ptr(t))
-            .collect::<Result<Vec<_>, _>>()?;
-        let po = self.ptr(out)?;
-        self.rows(rows, c, |e, r| {
-            let xr = e.b.ins().iadd(p[0], r);
-            let dr = e.b.ins().iadd(p[3], r);
-            e.map_unrolled(c, UNROLL_CHANNEL_VECTORS, |e, ty, i| {
-                let x = e.ld(ty, xr, i);
-                let m = e.ld(ty, p[1], i);
-                let dy = e.ld(ty, dr, i);
-                let inv = inv_std(e, ty, p[2], i, eps);
-                let xm = e.fsub(x, m);
-                let xhat = e.fmul(xm, inv);
-                let t = e.fmul(dy, xhat);
-                let acc = e.ld(ty, po, i);
-                let s = e.fadd(acc, t);
-                e.st(s, po, i);
-            });
-        });
-        Ok(())
-    }
-
-    fn moving_average(&mut self, avg: TensorId, value: TensorId, momentum: f32) -> R {
-        let (pa, pv) = (self.ptr(avg)?, self.ptr(value)?);
-        let rest = 1.0 - momentum;
-        self.e.map(self.len(avg), |e, ty, i| {
-            let a = e.ld(ty, pa, i);
-            let v = e.ld(ty, pv, i);
-            let am = e.fmul_c(a, momentum);
-            let vr = e.fmul_c(v, rest);
-            let s = e.fadd(am, vr);
-            e.st(s, pa, i);
-        });
-        Ok(())
-    }
-}
-
-/// `gamma / sqrt(var[i] + eps)`.
-fn norm_scale(e: &mut Emitter, ty: Type, pv: Value, g: Value, i: Value, eps: f32) -> Value {
-    let v = e.ld(ty, pv, i);
-    let ve = e.fadd_c(v, eps);
-    let sd = e.b.ins().sqrt(ve);
-    e.fdiv(g, sd)
-}
-
-/// `1 / sqrt(var[i] + eps)`.
-fn inv_std(e: &mut Emitter, ty: Type, pv: Value, i: Value, eps: f32) -> Value {
-    let one = e.fc(ty, 1.0);
-    norm_scale(e, ty, pv, one, i, eps)
 }
 
 /// Window axes up to this length are emitted unrolled (3x3 kernels, 2x2 pools).
 const UNROLL_WINDOW: usize = 5;
 /// A pixel's channels up to this many `f32x4` vectors are emitted unrolled.
-const UNROLL_CHANNEL_VECTORS: usize = 16;
+pub(super) const UNROLL_CHANNEL_VECTORS: usize = 16;
 
 /// The address of pixel `index` (i64) of a tensor of `c` channels at `base`.
 fn element(e: &mut Emitter, base: Value, index: Value, c: usize) -> Value {

@@ -1,5 +1,5 @@
-//! The Cranelift JIT module: ISA flags, the Rust helpers generated code calls, and
-//! the compiled train-step (or predict) function.
+//! The Cranelift JIT module: ISA flags, the declaration of the train-step (or
+//! predict) function, and the compiled function.
 
 use cranelift_codegen::ir::{types, AbiParam, InstBuilder, UserFuncName, Value};
 use cranelift_codegen::settings::{self, Configurable};
@@ -8,193 +8,14 @@ use cranelift_frontend::{FunctionBuilder, FunctionBuilderContext};
 use cranelift_jit::{JITBuilder, JITModule};
 use cranelift_module::{default_libcall_names, FuncId, Linkage, Module};
 
-use std::cell::RefCell;
-use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::time::{Duration, Instant};
-
+use super::abi::{self, Imports};
+use super::helpers;
 use super::kernels::Emitter;
-use super::lower::{Imports, Lower};
+use super::lower::Lower;
 use crate::ir::graph::Graph;
 use crate::ir::layout::Layout;
 
 type StepFn = unsafe extern "C" fn(*mut f32, *const f32, *const f32, u64);
-
-/// Threads a matrix product may use (`nnc run --threads N`); 1 runs it on the
-/// calling thread.
-static THREADS: AtomicUsize = AtomicUsize::new(1);
-
-/// Sets how many threads matrix products use from now on (at least 1). Products are
-/// split by output columns (`nnc_kernels`) or tiles (the `gemm` crate, on machines
-/// without AVX2), each element summed by one thread: results are deterministic for
-/// a given count, and with `nnc_kernels` do not depend on it at all.
-pub fn set_threads(n: usize) {
-    THREADS.store(n.max(1), Ordering::Relaxed);
-}
-
-/// The thread count matrix products use.
-pub fn threads() -> usize {
-    THREADS.load(Ordering::Relaxed)
-}
-
-/// `c[m, n] = a[m, k] * b[k, n]` with arbitrary element strides, overwriting `c`
-/// (row-major, contiguous). `a_is_input` is 1 when `a` is the call's input batch,
-/// which no node writes: its nonzeros are then collected once per call.
-///
-/// # Safety
-/// Only called from generated code, with pointers to arena or data buffers that the
-/// compiler sized from the same shapes.
-pub(super) unsafe extern "C" fn nnc_sgemm(
-    m: usize,
-    k: usize,
-    n: usize,
-    a: *const f32,
-    rsa: isize,
-    csa: isize,
-    b: *const f32,
-    rsb: isize,
-    csb: isize,
-    c: *mut f32,
-    a_is_input: i64,
-) {
-    #[cfg(target_arch = "x86_64")]
-    if nnc_kernels::sgemm::supported() {
-        // SAFETY: as for this function; the input batch stays the same until the
-        // next call of generated code, which says `inputs_changed`.
-        unsafe {
-            nnc_kernels::sgemm::sgemm(
-                m,
-                k,
-                n,
-                a,
-                rsa,
-                csa,
-                b,
-                rsb,
-                csb,
-                c,
-                threads(),
-                a_is_input != 0,
-            )
-        };
-        return;
-    }
-    // The fallback product collects nothing it could keep.
-    let _ = a_is_input;
-    let threads = threads();
-    let parallelism = if threads > 1 && m * n * k >= nnc_kernels::PARALLEL_MIN_MACS {
-        gemm::Parallelism::Rayon(threads)
-    } else {
-        gemm::Parallelism::None
-    };
-    // SAFETY: the caller (generated code) passes buffers of the shapes above;
-    // `read_dst = false` means `c` is written, never read.
-    unsafe {
-        gemm::gemm(
-            m,
-            n,
-            k,
-            c,
-            1,
-            n as isize,
-            false,
-            a,
-            csa,
-            rsa,
-            b,
-            csb,
-            rsb,
-            0.0,
-            1.0,
-            false,
-            false,
-            false,
-            parallelism,
-        )
-    }
-}
-
-/// The node number a profiled function marks its end with.
-pub(super) const PROFILE_END: u64 = u64::MAX;
-
-/// Time per (function, node) of the profiled functions run on this thread, and the
-/// node running since the last mark.
-#[derive(Default)]
-struct Profiler {
-    running: Option<(u64, u64, Instant)>,
-    totals: HashMap<(u64, u64), Duration>,
-}
-
-thread_local! {
-    static PROFILER: RefCell<Profiler> = RefCell::default();
-}
-
-/// Numbers the profiled functions, so that their nodes' times stay apart.
-static NEXT_PROFILED: AtomicU64 = AtomicU64::new(0);
-
-/// Called by a profiled function before each node (and with `PROFILE_END` after the
-/// last): the time since the previous mark goes to the node that was running.
-extern "C" fn nnc_profile_mark(function: u64, node: u64) {
-    let now = Instant::now();
-    PROFILER.with(|p| {
-        let mut p = p.borrow_mut();
-        if let Some((f, n, started)) = p.running.take() {
-            *p.totals.entry((f, n)).or_default() += now - started;
-        }
-        if node != PROFILE_END {
-            p.running = Some((function, node, now));
-        }
-    });
-}
-
-/// Adam's update of `n` weights (see `nnc_kernels::update`); `has_decay` is 1 for
-/// AdamW, whose decay is `weight_decay` times `learning_rate`.
-///
-/// # Safety
-/// Only called from generated code, on machines where `vector_adam()` holds, with
-/// four distinct buffers of `n` floats.
-#[cfg(target_arch = "x86_64")]
-#[allow(clippy::too_many_arguments)]
-unsafe extern "C" fn nnc_adam(
-    w: *mut f32,
-    g: *const f32,
-    m: *mut f32,
-    v: *mut f32,
-    n: usize,
-    alpha: f32,
-    one_minus_beta_1: f32,
-    one_minus_beta_2: f32,
-    epsilon: f32,
-    weight_decay: f32,
-    learning_rate: f32,
-    has_decay: i64,
-) {
-    let constants = nnc_kernels::update::Adam {
-        alpha,
-        one_minus_beta_1,
-        one_minus_beta_2,
-        epsilon,
-        decay: (has_decay != 0).then_some((weight_decay, learning_rate)),
-    };
-    // SAFETY: as for this function.
-    unsafe { nnc_kernels::update::adam(w, g, m, v, n, constants) }
-}
-
-/// Whether generated code may call `nnc_adam`.
-fn vector_adam() -> bool {
-    #[cfg(target_arch = "x86_64")]
-    return nnc_kernels::sgemm::supported();
-    #[cfg(not(target_arch = "x86_64"))]
-    false
-}
-
-extern "C" fn nnc_powf(a: f32, b: f32) -> f32 {
-    a.powf(b)
-}
-
-extern "C" fn nnc_logf(a: f32) -> f32 {
-    a.ln()
-}
 
 /// Arenas (in floats) from which a function gets Cranelift's optimizer.
 ///
@@ -230,30 +51,13 @@ fn new_module(optimize: bool) -> Result<JITModule, String> {
         .map_err(|e| format!("this machine is not supported by the JIT: {e}"))?
         .finish(settings::Flags::new(flags))
         .map_err(|e| format!("cranelift target: {e}"))?;
+    // Tensor offsets and loop counters are emitted as 64-bit integers.
+    if isa.pointer_type() != types::I64 {
+        return Err("the JIT needs a 64-bit machine".into());
+    }
     let mut jb = JITBuilder::with_isa(isa, default_libcall_names());
-    jb.symbol("nnc_sgemm", nnc_sgemm as *const u8);
-    #[cfg(target_arch = "x86_64")]
-    jb.symbol("nnc_adam", nnc_adam as *const u8);
-    jb.symbol("nnc_powf", nnc_powf as *const u8);
-    jb.symbol("nnc_logf", nnc_logf as *const u8);
-    jb.symbol("nnc_profile_mark", nnc_profile_mark as *const u8);
+    abi::register(&mut jb);
     Ok(JITModule::new(jb))
-}
-
-fn import(
-    module: &mut JITModule,
-    ctx: &mut Context,
-    name: &str,
-    params: &[types::Type],
-    ret: Option<types::Type>,
-) -> Result<cranelift_codegen::ir::FuncRef, String> {
-    let mut sig = module.make_signature();
-    sig.params.extend(params.iter().map(|&t| AbiParam::new(t)));
-    sig.returns.extend(ret.map(AbiParam::new));
-    let id = module
-        .declare_function(name, Linkage::Import, &sig)
-        .map_err(|e| e.to_string())?;
-    Ok(module.declare_func_in_func(id, &mut ctx.func))
 }
 
 /// Declares a local function of `params` i64 parameters and fills it with `body`
@@ -273,19 +77,7 @@ fn define(
     let mut ctx = module.make_context();
     ctx.func.signature = sig;
     ctx.func.name = UserFuncName::user(0, fid.as_u32());
-    let (f, i) = (types::F32, types::I64);
-    let imports = Imports {
-        sgemm: import(module, &mut ctx, "nnc_sgemm", &[i; 11], None)?,
-        powf: import(module, &mut ctx, "nnc_powf", &[f, f], Some(f))?,
-        logf: import(module, &mut ctx, "nnc_logf", &[f], Some(f))?,
-        profile_mark: import(module, &mut ctx, "nnc_profile_mark", &[i, i], None)?,
-        adam: if vector_adam() {
-            let params = [i, i, i, i, i, f, f, f, f, f, f, i];
-            Some(import(module, &mut ctx, "nnc_adam", &params, None)?)
-        } else {
-            None
-        },
-    };
+    let imports = Imports::declare(module, &mut ctx.func)?;
     let mut fbc = FunctionBuilderContext::new();
     let mut b = FunctionBuilder::new(&mut ctx.func, &mut fbc);
     let entry = b.create_block();
@@ -302,18 +94,19 @@ fn define(
     Ok((ctx, fid))
 }
 
-/// Builds the CLIF function for `graph` (not yet compiled).
-/// With `profile`, the function marks each node's start with that function number.
+/// A new module holding the CLIF function for `graph`, built but not yet compiled:
+/// what both `compile` and `clif_text` start from. With `profile`, the function marks
+/// each node's start with that function number.
 fn build(
-    module: &mut JITModule,
     graph: &Graph,
     layout: &Layout,
     profile: Option<u64>,
-) -> Result<(Context, FuncId), String> {
-    if layout.offsets.len() != graph.tensors.len() {
-        return Err("the layout was made for another graph".into());
-    }
-    define(module, 4, |e, imports, p| {
+    optimize: bool,
+) -> Result<(JITModule, Context, FuncId), String> {
+    // The generated code trusts every offset and shape: check them all first.
+    graph.verify(layout)?;
+    let mut module = new_module(optimize)?;
+    let (ctx, fid) = define(&mut module, 4, |e, imports, p| {
         Lower {
             e,
             graph,
@@ -327,7 +120,8 @@ fn build(
             profile,
         }
         .lower_all()
-    })
+    })?;
+    Ok((module, ctx, fid))
 }
 
 /// Compiles and finalizes a function defined by `define`.
@@ -345,6 +139,20 @@ fn finish(
         .map_err(|e| format!("code generation failed: {e}"))?;
     let ptr = module.get_finalized_function(fid);
     Ok((module, ptr))
+}
+
+/// Builds (and drops) a test-only function whose body `body` emits with the helpers
+/// imported, for checking the call-site checks of `abi`.
+#[cfg(test)]
+pub(super) fn with_imports(body: impl FnOnce(&mut Emitter, &Imports)) -> Result<(), String> {
+    let mut module = new_module(false)?;
+    define(&mut module, 0, |e, imports, _| {
+        body(e, &imports);
+        Ok(())
+    })?;
+    // SAFETY: nothing was compiled or handed out from this module.
+    unsafe { module.free_memory() };
+    Ok(())
 }
 
 /// A test-only function `(src: *const f32, dst: *mut f32)` applying `f` to `n`
@@ -370,7 +178,8 @@ impl Unary {
             Ok(())
         })?;
         let (module, ptr) = finish(module, ctx, fid)?;
-        // SAFETY: defined above with two pointer parameters.
+        // SAFETY: defined above with two 64-bit integer parameters (the pointers)
+        // and no result, under the host's C calling convention.
         let func = unsafe {
             std::mem::transmute::<*const u8, unsafe extern "C" fn(*const f32, *mut f32)>(ptr)
         };
@@ -384,7 +193,8 @@ impl Unary {
     pub fn apply(&self, src: &[f32]) -> Vec<f32> {
         assert_eq!(src.len(), self.n);
         let mut out = vec![0.0; self.n];
-        // SAFETY: both buffers hold the `n` floats the code was generated for.
+        // SAFETY: both buffers hold the `n` floats the code reads and writes (the
+        // length asserted above, `out` made of it).
         unsafe { (self.func)(src.as_ptr(), out.as_mut_ptr()) };
         out
     }
@@ -394,16 +204,16 @@ impl Unary {
 impl Drop for Unary {
     fn drop(&mut self) {
         if let Some(m) = self.module.take() {
-            // SAFETY: `func` dies with `self`.
+            // SAFETY: nothing outside `self` holds `func`, which dies with it.
             unsafe { m.free_memory() };
         }
     }
 }
 
-/// The Cranelift IR of `graph`'s function, before optimisation (for `nnc emit --clif`).
+/// The Cranelift IR of the function `compile` builds for `graph` over `layout`, before
+/// Cranelift optimizes it (for `nnc emit --clif`).
 pub fn clif_text(graph: &Graph, layout: &Layout) -> Result<String, String> {
-    let mut module = new_module(optimizes(layout))?;
-    let (ctx, _) = build(&mut module, graph, layout, None)?;
+    let (module, ctx, _) = build(graph, layout, None, optimizes(layout))?;
     let text = ctx.func.display().to_string();
     // SAFETY: nothing was compiled or handed out from this module.
     unsafe { module.free_memory() };
@@ -440,7 +250,7 @@ pub(super) fn compile_optimized(
 /// Like `compile`, but the function also times each of its nodes (a clock read per
 /// node, negligible next to any layer of real size); see `Compiled::node_seconds`.
 pub fn compile_profiled(graph: &Graph, layout: &Layout) -> Result<Compiled, String> {
-    let id = NEXT_PROFILED.fetch_add(1, Ordering::Relaxed);
+    let id = helpers::next_profiled();
     compile_with(graph, layout, Some(id), optimizes(layout))
 }
 
@@ -450,13 +260,13 @@ fn compile_with(
     profile: Option<u64>,
     optimize: bool,
 ) -> Result<Compiled, String> {
-    // The generated code trusts every offset and shape: check them all first.
-    graph.verify(layout)?;
-    let mut module = new_module(optimize)?;
-    let (ctx, fid) = build(&mut module, graph, layout, profile)?;
+    let (module, ctx, fid) = build(graph, layout, profile, optimize)?;
     let (module, ptr) = finish(module, ctx, fid)?;
-    // SAFETY: the function was declared with `step_signature`, which is this type
-    // under the host's C calling convention.
+    // SAFETY: `build` declared the function with four 64-bit integer parameters
+    // (three pointers and the step) and no result, under the module's default
+    // calling convention, the host's C one: exactly `StepFn` on this 64-bit target
+    // (`new_module` refuses others). The module lives as long as `func` in
+    // `Compiled`.
     let func = unsafe { std::mem::transmute::<*const u8, StepFn>(ptr) };
     let len_of = |id: usize| graph.tensors.get(id).map_or(0, |t| t.len());
     Ok(Compiled {
@@ -478,7 +288,8 @@ impl Compiled {
     pub unsafe fn call(&self, arena: *mut f32, x: *const f32, y: *const f32, step: u64) {
         #[cfg(target_arch = "x86_64")]
         nnc_kernels::sgemm::inputs_changed();
-        // SAFETY: forwarded to the caller.
+        // SAFETY: the caller guarantees the buffers, which are all the compiled
+        // code touches besides its own stack; `func` points into `self.module`.
         unsafe { (self.func)(arena, x, y, step) }
     }
 
@@ -495,7 +306,9 @@ impl Compiled {
                 self.y_len
             ));
         }
-        // SAFETY: the sizes match the shapes the code was generated for.
+        // SAFETY: the buffers hold at least the floats the code was generated for
+        // (`arena_len` from the layout, `x_len`/`y_len` from the graph), as
+        // checked just above.
         unsafe { self.call(arena.as_mut_ptr(), x.as_ptr(), y.as_ptr(), step) };
         Ok(())
     }
@@ -508,15 +321,10 @@ impl Compiled {
     /// Seconds spent in each node of the graph over every run so far on this thread;
     /// empty unless compiled by `compile_profiled`.
     pub fn node_seconds(&self) -> Vec<f64> {
-        let Some((id, nodes)) = self.profiled else {
-            return vec![];
-        };
-        PROFILER.with(|p| {
-            let p = p.borrow();
-            (0..nodes as u64)
-                .map(|n| p.totals.get(&(id, n)).map_or(0.0, Duration::as_secs_f64))
-                .collect()
-        })
+        match self.profiled {
+            Some((id, nodes)) => helpers::node_seconds(id, nodes),
+            None => vec![],
+        }
     }
 }
 

@@ -1,0 +1,202 @@
+//! IR -> CLIF for the `Update` nodes: one optimizer step per weight tensor (SGD with
+//! momentum and Nesterov, Adam and AdamW, RMSprop), in the interpreter's arithmetic.
+
+use cranelift_codegen::ir::{types, InstBuilder, StackSlotData, StackSlotKind, Value};
+
+use super::abi::Helper;
+use super::lower::{Lower, R};
+use crate::ir::graph::TensorId;
+use crate::ir::optim::one_minus;
+use crate::sema::model::Optimizer;
+
+/// Tensors of at least this many weights are updated by `nnc_adam` (eight at a time)
+/// rather than by emitted code (four at a time), whose loop costs less than the call
+/// below this.
+const VECTOR_ADAM_MIN_WEIGHTS: usize = 1024;
+
+impl Lower<'_, '_, '_> {
+    /// One optimizer step on the weights `ins[0]` from the gradient `ins[1]`, with the
+    /// optimizer's slots (`Optimizer::slot_names`) after them.
+    pub(super) fn update(&mut self, ins: &[TensorId], opt: Optimizer) -> R {
+        for &t in ins {
+            self.same_len(t, ins[0])?;
+        }
+        let ptrs = ins
+            .iter()
+            .map(|&t| self.ptr(t))
+            .collect::<Result<Vec<_>, _>>()?;
+        let n = self.len(ins[0]);
+        let (w, g) = (ptrs[0], ptrs[1]);
+        match opt {
+            Optimizer::Sgd {
+                learning_rate: lr,
+                momentum,
+                nesterov,
+            } => {
+                self.e.map(n, |e, ty, i| {
+                    let wv = e.ld(ty, w, i);
+                    let gv = e.ld(ty, g, i);
+                    let glr = e.fmul_c(gv, lr);
+                    let nw = if momentum != 0.0 {
+                        let m = e.ld(ty, ptrs[2], i);
+                        let mm = e.fmul_c(m, momentum);
+                        let m = e.fsub(mm, glr);
+                        e.st(m, ptrs[2], i);
+                        if nesterov {
+                            let mm = e.fmul_c(m, momentum);
+                            let step = e.fsub(mm, glr);
+                            e.fadd(wv, step)
+                        } else {
+                            e.fadd(wv, m)
+                        }
+                    } else {
+                        e.fsub(wv, glr)
+                    };
+                    e.st(nw, w, i);
+                });
+            }
+            Optimizer::Adam {
+                learning_rate,
+                beta_1,
+                beta_2,
+                epsilon,
+            } => self.adam(&ptrs, n, learning_rate, beta_1, beta_2, epsilon, None),
+            Optimizer::AdamW {
+                learning_rate,
+                beta_1,
+                beta_2,
+                epsilon,
+                weight_decay,
+            } => self.adam(
+                &ptrs,
+                n,
+                learning_rate,
+                beta_1,
+                beta_2,
+                epsilon,
+                Some(weight_decay),
+            ),
+            Optimizer::RmsProp {
+                learning_rate: lr,
+                rho,
+                epsilon,
+            } => {
+                let one_m_rho = one_minus(rho);
+                self.e.map(n, |e, ty, i| {
+                    let wv = e.ld(ty, w, i);
+                    let gv = e.ld(ty, g, i);
+                    let v = e.ld(ty, ptrs[2], i);
+                    let rv = e.fmul_c(v, rho);
+                    let g2 = e.fmul(gv, gv);
+                    let g2 = e.fmul_c(g2, one_m_rho);
+                    let v = e.fadd(rv, g2);
+                    e.st(v, ptrs[2], i);
+                    let num = e.fmul_c(gv, lr);
+                    let ve = e.fadd_c(v, epsilon);
+                    let den = e.b.ins().sqrt(ve);
+                    let inc = e.fdiv(num, den);
+                    let nw = e.fsub(wv, inc);
+                    e.st(nw, w, i);
+                });
+            }
+        }
+        Ok(())
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn adam(
+        &mut self,
+        ptrs: &[Value],
+        n: usize,
+        lr: f32,
+        b1: f32,
+        b2: f32,
+        eps: f32,
+        weight_decay: Option<f32>,
+    ) {
+        let (w, g, pm, pv) = (ptrs[0], ptrs[1], ptrs[2], ptrs[3]);
+        let key = [lr, b1, b2].map(f32::to_bits);
+        let slot = match self.alphas.iter().find(|(k, _)| *k == key) {
+            Some(&(_, slot)) => slot,
+            None => {
+                let a = self.adam_alpha(lr, b1, b2);
+                let slot = self.e.b.create_sized_stack_slot(StackSlotData::new(
+                    StackSlotKind::ExplicitSlot,
+                    4,
+                    2,
+                ));
+                self.e.b.ins().stack_store(types::I64, a, slot, 0);
+                self.alphas.push((key, slot));
+                slot
+            }
+        };
+        // Loaded, not reused as a value: Cranelift would recompute a shared pure
+        // value (two square roots and a division) inside each loop that uses it.
+        let e = &mut self.e;
+        let alpha = e.b.ins().stack_load(types::I64, types::F32, slot, 0);
+        let (omb1, omb2) = (one_minus(b1), one_minus(b2));
+        if n >= VECTOR_ADAM_MIN_WEIGHTS && self.imports.has(Helper::Adam) {
+            let (wd, has_decay) = (weight_decay.unwrap_or(0.0), weight_decay.is_some());
+            let n = e.iconst(n as i64);
+            let mut args = vec![w, g, pm, pv, n, alpha];
+            for c in [omb1, omb2, eps, wd, lr] {
+                args.push(e.b.ins().f32const(c));
+            }
+            args.push(e.iconst(i64::from(has_decay)));
+            self.imports.call(&mut e.b, Helper::Adam, &args);
+            return;
+        }
+        let alpha4 = e.b.ins().splat(types::F32X4, alpha);
+        e.map(n, |e, ty, i| {
+            let mut wv = e.ld(ty, w, i);
+            if let Some(wd) = weight_decay {
+                let d = e.fmul_c(wv, wd);
+                let d = e.fmul_c(d, lr);
+                wv = e.fsub(wv, d);
+            }
+            let gv = e.ld(ty, g, i);
+            let m = e.ld(ty, pm, i);
+            let dm = e.fsub(gv, m);
+            let dm = e.fmul_c(dm, omb1);
+            let m = e.fadd(m, dm);
+            e.st(m, pm, i);
+            let v = e.ld(ty, pv, i);
+            let g2 = e.fmul(gv, gv);
+            let dv = e.fsub(g2, v);
+            let dv = e.fmul_c(dv, omb2);
+            let v = e.fadd(v, dv);
+            e.st(v, pv, i);
+            let a = if ty.is_vector() { alpha4 } else { alpha };
+            let num = e.fmul(m, a);
+            let sv = e.b.ins().sqrt(v);
+            let den = e.fadd_c(sv, eps);
+            let inc = e.fdiv(num, den);
+            let nw = e.fsub(wv, inc);
+            e.st(nw, w, i);
+        });
+    }
+
+    /// Adam's step size `lr * sqrt(1 - b2^t) / (1 - b1^t)`, `t = step + 1`, computed in
+    /// straight-line code (so it dominates every later node and is shared by them).
+    fn adam_alpha(&mut self, lr: f32, b1: f32, b2: f32) -> Value {
+        let one = self.e.iconst(1);
+        let t = self.e.b.ins().iadd(self.step, one);
+        let tf = self.e.b.ins().fcvt_from_uint(types::F32, t);
+        let b1v = self.e.b.ins().f32const(b1);
+        let b2v = self.e.b.ins().f32const(b2);
+        let p1 = self
+            .imports
+            .call_f32(&mut self.e.b, Helper::Powf, &[b1v, tf]);
+        let p2 = self
+            .imports
+            .call_f32(&mut self.e.b, Helper::Powf, &[b2v, tf]);
+        let e = &mut self.e;
+        let one_f = e.b.ins().f32const(1.0);
+        let d2 = e.fsub(one_f, p2);
+        let s2 = e.b.ins().sqrt(d2);
+        let lrv = e.b.ins().f32const(lr);
+        let num = e.fmul(lrv, s2);
+        let d1 = e.fsub(one_f, p1);
+        e.fdiv(num, d1)
+    }
+}
