@@ -146,7 +146,7 @@ pub fn run(cli: Cli, io: &mut Io) -> i32 {
         Command::Emit(args) => emit_ir(&args, io),
         Command::Explain { code } => explain(&code, io),
         Command::Fmt(args) => fmt(&args, io),
-        Command::Lsp => crate::lsp::serve(),
+        Command::Lsp => lsp(),
     }
 }
 
@@ -195,6 +195,18 @@ pub fn check(args: &CheckArgs, io: &mut Io) -> i32 {
         emit(io.stdout, &format!("{text}\n"));
     }
     worst
+}
+
+/// `nnc lsp`: exit code 0 after the client's `shutdown` and `exit`, as the protocol
+/// asks, else 1. Call it without holding stdout's lock.
+pub fn lsp() -> i32 {
+    match crate::lsp::serve() {
+        Ok(()) => EXIT_OK,
+        Err(e) => {
+            eprintln!("error: language server: {e}");
+            EXIT_ERRORS
+        }
+    }
 }
 
 pub fn fmt(args: &FmtArgs, io: &mut Io) -> i32 {

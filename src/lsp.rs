@@ -25,21 +25,18 @@ use crate::sema::{self, names, CheckOptions};
 use crate::syntax::ast::{Item, Stmt, ValueKind};
 use crate::syntax::lex::{self, Token, TokenKind};
 
-/// Runs the server on stdin and stdout until the client says `exit`; returns the
-/// process exit code (0 after a proper shutdown, as the protocol asks). The caller
-/// must not hold stdout's lock: the server's writer thread takes it.
-pub fn serve() -> i32 {
+/// Runs the server on stdin and stdout until the client says `exit`. `Ok` after a
+/// proper shutdown; the caller must not hold stdout's lock (the server's writer
+/// thread takes it).
+pub fn serve() -> Result<(), String> {
     let (connection, threads) = Connection::stdio();
     let result = run(&connection);
     drop(connection);
     let joined = threads.join().map_err(|e| e.to_string());
     match result.and_then(|clean| joined.map(|()| clean)) {
-        Ok(true) => crate::cli::EXIT_OK,
-        Ok(false) => crate::cli::EXIT_ERRORS,
-        Err(e) => {
-            eprintln!("error: language server: {e}");
-            crate::cli::EXIT_ERRORS
-        }
+        Ok(true) => Ok(()),
+        Ok(false) => Err("the client closed the connection without `shutdown`".into()),
+        Err(e) => Err(e),
     }
 }
 
@@ -579,7 +576,7 @@ pub fn completions(text: &str, offset: usize) -> Vec<lsp::CompletionItem> {
 
 /// Where the layer or input named at `offset` is defined in the model block, when
 /// `offset` is on a use of the name (a layer's input, as graphs write them).
-pub fn definition(text: &str, offset: usize) -> Option<crate::sema::model::Span> {
+pub fn definition(text: &str, offset: usize) -> Option<crate::diag::Span> {
     let tokens: Vec<Token> = lex::lex(text)
         .into_iter()
         .filter(|t| t.kind != TokenKind::Comment)
@@ -695,7 +692,7 @@ impl<'s> LineIndex<'s> {
         lsp::Position::new(line as u32, character as u32)
     }
 
-    fn range(&self, span: &crate::sema::model::Span) -> lsp::Range {
+    fn range(&self, span: &crate::diag::Span) -> lsp::Range {
         lsp::Range::new(self.position(span.start), self.position(span.end))
     }
 

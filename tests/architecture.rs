@@ -1,6 +1,6 @@
 //! The architecture ARCHITECTURE.md describes, checked against the code:
 //! - each stage imports only the stages below it
-//!   (diag < ops < syntax < sema < ir < codegen < runtime < cli);
+//!   (diag < ops < syntax < sema < ir < codegen < runtime < lsp < cli);
 //! - no two source files import each other;
 //! - every file ARCHITECTURE.md names exists.
 //!
@@ -11,7 +11,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
 const STAGES: &[&str] = &[
-    "diag", "ops", "syntax", "sema", "ir", "codegen", "runtime", "cli",
+    "diag", "ops", "syntax", "sema", "ir", "codegen", "runtime", "lsp", "cli",
 ];
 
 fn root() -> PathBuf {
@@ -126,7 +126,10 @@ fn sources() -> Vec<Source> {
         let text = std::fs::read_to_string(f).unwrap();
         let lines: Vec<&str> = text.lines().collect();
         for pair in lines.windows(2) {
-            let declared = pair[1].trim().strip_prefix("mod ").and_then(|m| m.strip_suffix(';'));
+            let declared = pair[1]
+                .trim()
+                .strip_prefix("mod ")
+                .and_then(|m| m.strip_suffix(';'));
             if let (true, Some(name)) = (pair[0].trim() == "#[cfg(test)]", declared) {
                 let dir = if f.ends_with("mod.rs") || f.ends_with("lib.rs") {
                     f.parent().unwrap().to_path_buf()
@@ -168,13 +171,23 @@ fn stages_import_only_the_stages_below() {
     for s in sources() {
         let own = rank(&s.module[0]);
         for import in &s.imports {
-            let Some(stage) = import.first() else { continue };
+            let Some(stage) = import.first() else {
+                continue;
+            };
             if STAGES.contains(&stage.as_str()) && rank(stage) > own {
-                upward.push(format!("{} imports {}", s.file.display(), import.join("::")));
+                upward.push(format!(
+                    "{} imports {}",
+                    s.file.display(),
+                    import.join("::")
+                ));
             }
         }
     }
-    assert!(upward.is_empty(), "imports from a stage above:\n{}", upward.join("\n"));
+    assert!(
+        upward.is_empty(),
+        "imports from a stage above:\n{}",
+        upward.join("\n")
+    );
 }
 
 #[test]
@@ -209,14 +222,20 @@ fn no_two_files_import_each_other() {
     }
     pairs.sort();
     pairs.dedup();
-    assert!(pairs.is_empty(), "files that import each other:\n{}", pairs.join("\n"));
+    assert!(
+        pairs.is_empty(),
+        "files that import each other:\n{}",
+        pairs.join("\n")
+    );
 }
 
 #[test]
 fn every_file_architecture_md_names_exists() {
     let text = std::fs::read_to_string(root().join("ARCHITECTURE.md")).unwrap();
     let mut all = vec![];
-    for dir in ["src", "kernels", "tests", "benches", "fuzz", "grammar", "bench", "docs"] {
+    for dir in [
+        "src", "kernels", "tests", "benches", "fuzz", "grammar", "bench", "docs",
+    ] {
         let path = root().join(dir);
         if path.is_dir() {
             let mut stack = vec![path];
@@ -256,5 +275,8 @@ fn every_file_architecture_md_names_exists() {
         }
     }
     assert!(named >= 20, "ARCHITECTURE.md names only {named} files");
-    assert!(missing.is_empty(), "ARCHITECTURE.md names missing files: {missing:?}");
+    assert!(
+        missing.is_empty(),
+        "ARCHITECTURE.md names missing files: {missing:?}"
+    );
 }

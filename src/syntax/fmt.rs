@@ -21,7 +21,7 @@
 use super::ast::*;
 use super::lex::{self, TokenKind};
 use crate::diag::Diagnostic;
-use crate::sema::model::Span;
+use crate::diag::Span;
 
 /// Lines are filled up to this many columns (comments may run past it).
 pub const MAX_WIDTH: usize = 100;

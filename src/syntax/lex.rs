@@ -3,7 +3,7 @@
 //! comments, and completion needs the tokens of a half-written line. Any text
 //! lexes: a character that starts no token becomes an `Unknown` token.
 
-use crate::sema::model::Span;
+use crate::diag::Span;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum TokenKind {
