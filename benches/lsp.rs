@@ -3,8 +3,7 @@
 //! edits is timed from sending `didChange` to receiving its diagnostics (the whole
 //! file re-checked). Prints the median, 95th percentile and maximum.
 //!
-//! `cargo bench --bench lsp` (the server is the build's `nnc`: use `--profile
-//! release` style flags as for any bench).
+//! `cargo bench --bench lsp` (the server is the bench profile's `nnc`, optimized).
 
 #[path = "../tests/support/lsp_client.rs"]
 mod lsp_client;
