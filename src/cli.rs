@@ -52,6 +52,21 @@ pub enum Command {
         /// The code, e.g. E0001 or W0002.
         code: String,
     },
+    /// Rewrite .nn files in the one canonical layout, keeping their comments.
+    Fmt(FmtArgs),
+    /// Run the language server for editors (LSP over stdin and stdout).
+    Lsp,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct FmtArgs {
+    /// The .nn files to format; `-` reads standard input and writes standard output.
+    #[arg(required = true)]
+    pub files: Vec<PathBuf>,
+    /// Change nothing: print a diff for each file that is not formatted, and exit
+    /// with 1 if there is one.
+    #[arg(long)]
+    pub check: bool,
 }
 
 #[derive(Debug, clap::Args)]
@@ -199,6 +214,8 @@ pub fn run(cli: Cli, io: &mut Io) -> i32 {
         Command::Export(args) => trained_model::export(&args, io),
         Command::Emit(args) => emit_ir(&args, io),
         Command::Explain { code } => explain(&code, io),
+        Command::Fmt(args) => fmt(&args, io),
+        Command::Lsp => lsp(),
     }
 }
 
@@ -247,6 +264,94 @@ pub fn check(args: &CheckArgs, io: &mut Io) -> i32 {
         emit(io.stdout, &format!("{text}\n"));
     }
     worst
+}
+
+/// `nnc lsp`: exit code 0 after the client's `shutdown` and `exit`, as the protocol
+/// asks, else 1. Call it without holding stdout's lock.
+pub fn lsp() -> i32 {
+    match crate::lsp::serve() {
+        Ok(()) => EXIT_OK,
+        Err(e) => {
+            eprintln!("error: language server: {e}");
+            EXIT_ERRORS
+        }
+    }
+}
+
+pub fn fmt(args: &FmtArgs, io: &mut Io) -> i32 {
+    let mut worst = EXIT_OK;
+    for path in &args.files {
+        let stdin = path.as_os_str() == "-";
+        let name = if stdin {
+            "<stdin>".to_string()
+        } else {
+            path.display().to_string()
+        };
+        let read = if stdin {
+            read_limited(std::io::stdin().lock())
+        } else if path.is_file() {
+            // Whole, so that a file over the limit is refused with its true size.
+            std::fs::read(path)
+        } else {
+            std::fs::File::open(path).and_then(read_limited)
+        };
+        let bytes = match read {
+            Ok(b) => b,
+            Err(e) => {
+                emit(io.stderr, &format!("error: cannot read `{name}`: {e}\n"));
+                worst = worst.max(EXIT_USAGE);
+                continue;
+            }
+        };
+        let text = match std::str::from_utf8(&bytes) {
+            Ok(text) if bytes.len() <= crate::syntax::MAX_SOURCE_BYTES => text,
+            // Refused as `check` refuses it (too large, not UTF-8), with its diagnostic.
+            _ => {
+                let base = path.parent().unwrap_or(std::path::Path::new(""));
+                let o = sema::check_source(&name, &bytes, base, &CheckOptions::default());
+                emit(io.stderr, &o.render_diagnostics(io.color));
+                worst = worst.max(EXIT_ERRORS);
+                continue;
+            }
+        };
+        let formatted = match crate::syntax::fmt::format(text) {
+            Ok(f) => f,
+            Err(d) => {
+                emit(io.stderr, &crate::diag::render(&[d], &name, text, io.color));
+                worst = worst.max(EXIT_ERRORS);
+                continue;
+            }
+        };
+        if args.check {
+            if formatted != text {
+                let diff = similar::TextDiff::from_lines(text, &formatted)
+                    .unified_diff()
+                    .header(&name, &format!("{name} (formatted)"))
+                    .to_string();
+                emit(io.stdout, &diff);
+                worst = worst.max(EXIT_ERRORS);
+            }
+        } else if stdin {
+            emit(io.stdout, &formatted);
+        } else if formatted != text {
+            if let Err(e) = crate::runtime::checkpoint::write_atomically(path, formatted.as_bytes())
+            {
+                emit(io.stderr, &format!("error: cannot write `{name}`: {e}\n"));
+                worst = worst.max(EXIT_USAGE);
+            }
+        }
+    }
+    worst
+}
+
+/// Reads at most one byte more than a source may have, so that a device or a pipe
+/// that never ends (/dev/zero) is refused as too large instead of filling memory.
+fn read_limited(r: impl std::io::Read) -> std::io::Result<Vec<u8>> {
+    use std::io::Read;
+    let mut bytes = Vec::new();
+    r.take(crate::syntax::MAX_SOURCE_BYTES as u64 + 1)
+        .read_to_end(&mut bytes)?;
+    Ok(bytes)
 }
 
 /// `sema::check_file`, except that a device or a pipe (/dev/zero never ends) is read

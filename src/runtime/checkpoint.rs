@@ -105,11 +105,17 @@ fn with_metadata(bytes: &[u8], metadata: &Metadata) -> Option<Vec<u8>> {
 }
 
 /// Writes `bytes` to `path` so that `path` is always either the old file or the
-/// complete new one: a temporary file beside it, flushed to disk, then renamed.
-/// Every file nnc writes (weights, predictions, ONNX models) goes through here.
+/// complete new one: a temporary file beside it, flushed to disk, then renamed. An
+/// existing file's permissions are kept. Every file nnc writes (weights,
+/// predictions, ONNX models, formatted sources) goes through here.
 pub fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     let temp = temp_path(path).map_err(std::io::Error::other)?;
-    let written = write_synced(&temp, bytes).and_then(|()| fs::rename(&temp, path));
+    let written = write_synced(&temp, bytes)
+        .and_then(|()| match fs::metadata(path) {
+            Ok(old) => fs::set_permissions(&temp, old.permissions()),
+            Err(_) => Ok(()),
+        })
+        .and_then(|()| fs::rename(&temp, path));
     if let Err(e) = written {
         // Best effort: the temporary file is ours and useless now.
         let _ = fs::remove_file(&temp);
