@@ -9,10 +9,12 @@ use serde_json::json;
 
 use crate::diag::codes;
 use crate::diag::{line_col, Severity};
-use crate::runtime::interrupt;
 use crate::runtime::report::{HumanReporter, JsonReporter};
 use crate::runtime::train::{train, Engine, Interrupted, RunOptions};
+use crate::runtime::{interrupt, trained};
 use crate::sema::{self, summary, CheckOptions, CheckOutcome};
+
+mod trained_model;
 
 /// Exit codes: no errors (warnings allowed), errors in the input, usage error.
 pub const EXIT_OK: i32 = 0;
@@ -36,6 +38,13 @@ pub enum Command {
     Check(CheckArgs),
     /// Train the model of a .nn file as its `train` block says.
     Run(RunArgs),
+    /// Predict with trained weights: one output row per sample of a CSV, .npy, .npz
+    /// or IDX file.
+    Predict(PredictArgs),
+    /// Loss and metrics of trained weights on the test data, or on --data.
+    Evaluate(EvaluateArgs),
+    /// Export the model with trained weights for other tools (ONNX).
+    Export(ExportArgs),
     /// Print the train step's IR (after autodiff) or its Cranelift IR, for debugging.
     Emit(EmitArgs),
     /// Explain an error or warning code, e.g. `nnc explain E0016`.
@@ -43,6 +52,21 @@ pub enum Command {
         /// The code, e.g. E0001 or W0002.
         code: String,
     },
+    /// Rewrite .nn files in the one canonical layout, keeping their comments.
+    Fmt(FmtArgs),
+    /// Run the language server for editors (LSP over stdin and stdout).
+    Lsp,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct FmtArgs {
+    /// The .nn files to format; `-` reads standard input and writes standard output.
+    #[arg(required = true)]
+    pub files: Vec<PathBuf>,
+    /// Change nothing: print a diff for each file that is not formatted, and exit
+    /// with 1 if there is one.
+    #[arg(long)]
+    pub check: bool,
 }
 
 #[derive(Debug, clap::Args)]
@@ -99,6 +123,63 @@ pub struct RunArgs {
 }
 
 #[derive(Debug, clap::Args)]
+pub struct PredictArgs {
+    /// The .nn file of the model.
+    pub file: PathBuf,
+    /// The trained weights (`nnc run --save`).
+    #[arg(long, value_name = "FILE.safetensors")]
+    pub weights: PathBuf,
+    /// The samples: a .csv file (columns found by name; the target may be there or
+    /// not), a .npy or .npz array, or an IDX image file.
+    pub input: PathBuf,
+    /// Write the predictions here (.csv or .npy, atomically) instead of CSV on stdout.
+    #[arg(short = 'o', long = "output", value_name = "OUT")]
+    pub output: Option<PathBuf>,
+    /// Samples per forward call.
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
+    pub batch_size: Option<u64>,
+    /// Threads for large matrix products (default: every core).
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..=1024))]
+    pub threads: Option<u64>,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct EvaluateArgs {
+    /// The .nn file of the model (its train block gives the loss and metrics).
+    pub file: PathBuf,
+    /// The trained weights (`nnc run --save`).
+    #[arg(long, value_name = "FILE.safetensors")]
+    pub weights: PathBuf,
+    /// Evaluate on this data instead of the train block's `test`: a .csv file (the
+    /// train data's target and feature columns, by name), a .npz archive (arrays
+    /// `x_test` and `y_test`, or `x` and `y`), or a folder holding the MNIST files
+    /// (its test subset).
+    #[arg(long, value_name = "SOURCE")]
+    pub data: Option<PathBuf>,
+    /// Evaluate in batches of this size (default: the train block's, as `nnc run`).
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
+    pub batch_size: Option<u64>,
+    /// Print one JSON line instead of text.
+    #[arg(long)]
+    pub json: bool,
+    /// Threads for large matrix products (default: every core).
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..=1024))]
+    pub threads: Option<u64>,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct ExportArgs {
+    /// The .nn file of the model.
+    pub file: PathBuf,
+    /// The trained weights (`nnc run --save`).
+    #[arg(long, value_name = "FILE.safetensors")]
+    pub weights: PathBuf,
+    /// Write an ONNX model (opset 17) here, atomically.
+    #[arg(long, value_name = "OUT.onnx")]
+    pub onnx: PathBuf,
+}
+
+#[derive(Debug, clap::Args)]
 pub struct EmitArgs {
     /// The .nn file.
     pub file: PathBuf,
@@ -132,13 +213,18 @@ pub fn run(cli: Cli, io: &mut Io) -> i32 {
     match cli.command {
         Command::Check(args) => check(&args, io),
         Command::Run(args) => run_model(&args, io),
+        Command::Predict(args) => trained_model::predict(&args, io),
+        Command::Evaluate(args) => trained_model::evaluate(&args, io),
+        Command::Export(args) => trained_model::export(&args, io),
         Command::Emit(args) => emit_ir(&args, io),
         Command::Explain { code } => explain(&code, io),
+        Command::Fmt(args) => fmt(&args, io),
+        Command::Lsp => lsp(),
     }
 }
 
 /// Output failures (a closed pipe) are not the input's fault; they are ignored.
-fn emit(w: &mut dyn Write, text: &str) {
+pub(crate) fn emit(w: &mut dyn Write, text: &str) {
     let _ = w.write_all(text.as_bytes());
 }
 
@@ -184,6 +270,94 @@ pub fn check(args: &CheckArgs, io: &mut Io) -> i32 {
         emit(io.stdout, &format!("{text}\n"));
     }
     worst
+}
+
+/// `nnc lsp`: exit code 0 after the client's `shutdown` and `exit`, as the protocol
+/// asks, else 1. Call it without holding stdout's lock.
+pub fn lsp() -> i32 {
+    match crate::lsp::serve() {
+        Ok(()) => EXIT_OK,
+        Err(e) => {
+            eprintln!("error: language server: {e}");
+            EXIT_ERRORS
+        }
+    }
+}
+
+pub fn fmt(args: &FmtArgs, io: &mut Io) -> i32 {
+    let mut worst = EXIT_OK;
+    for path in &args.files {
+        let stdin = path.as_os_str() == "-";
+        let name = if stdin {
+            "<stdin>".to_string()
+        } else {
+            path.display().to_string()
+        };
+        let read = if stdin {
+            read_limited(std::io::stdin().lock())
+        } else if path.is_file() {
+            // Whole, so that a file over the limit is refused with its true size.
+            std::fs::read(path)
+        } else {
+            std::fs::File::open(path).and_then(read_limited)
+        };
+        let bytes = match read {
+            Ok(b) => b,
+            Err(e) => {
+                emit(io.stderr, &format!("error: cannot read `{name}`: {e}\n"));
+                worst = worst.max(EXIT_USAGE);
+                continue;
+            }
+        };
+        let text = match std::str::from_utf8(&bytes) {
+            Ok(text) if bytes.len() <= crate::syntax::MAX_SOURCE_BYTES => text,
+            // Refused as `check` refuses it (too large, not UTF-8), with its diagnostic.
+            _ => {
+                let base = path.parent().unwrap_or(std::path::Path::new(""));
+                let o = sema::check_source(&name, &bytes, base, &CheckOptions::default());
+                emit(io.stderr, &o.render_diagnostics(io.color));
+                worst = worst.max(EXIT_ERRORS);
+                continue;
+            }
+        };
+        let formatted = match crate::syntax::fmt::format(text) {
+            Ok(f) => f,
+            Err(d) => {
+                emit(io.stderr, &crate::diag::render(&[d], &name, text, io.color));
+                worst = worst.max(EXIT_ERRORS);
+                continue;
+            }
+        };
+        if args.check {
+            if formatted != text {
+                let diff = similar::TextDiff::from_lines(text, &formatted)
+                    .unified_diff()
+                    .header(&name, &format!("{name} (formatted)"))
+                    .to_string();
+                emit(io.stdout, &diff);
+                worst = worst.max(EXIT_ERRORS);
+            }
+        } else if stdin {
+            emit(io.stdout, &formatted);
+        } else if formatted != text {
+            if let Err(e) = crate::runtime::checkpoint::write_atomically(path, formatted.as_bytes())
+            {
+                emit(io.stderr, &format!("error: cannot write `{name}`: {e}\n"));
+                worst = worst.max(EXIT_USAGE);
+            }
+        }
+    }
+    worst
+}
+
+/// Reads at most one byte more than a source may have, so that a device or a pipe
+/// that never ends (/dev/zero) is refused as too large instead of filling memory.
+fn read_limited(r: impl std::io::Read) -> std::io::Result<Vec<u8>> {
+    use std::io::Read;
+    let mut bytes = Vec::new();
+    r.take(crate::syntax::MAX_SOURCE_BYTES as u64 + 1)
+        .read_to_end(&mut bytes)?;
+    Ok(bytes)
 }
 
 /// `sema::check_file`, except that a device or a pipe (/dev/zero never ends) is read
@@ -346,7 +520,7 @@ pub fn explain(code: &str, io: &mut Io) -> i32 {
 /// has no errors, or the exit code to end with. `batch_size` (the flag's) is the one
 /// the memory limit is checked at, so that the flag cannot bypass it; `read_data`
 /// checks the data files too (`runtime::data::check`).
-fn checked_model(
+pub(crate) fn checked_model(
     path: &std::path::Path,
     batch_size: Option<u64>,
     json: bool,
@@ -389,8 +563,7 @@ pub fn run_model(args: &RunArgs, io: &mut Io) -> i32 {
         Ok(m) => m,
         Err(code) => return code,
     };
-    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-    crate::codegen::set_threads(args.threads.map_or(cores, |t| t as usize));
+    set_threads(args.threads);
     let options = RunOptions {
         epochs: args.epochs.and_then(|e| usize::try_from(e).ok()),
         batch_size: args.batch_size.and_then(|b| usize::try_from(b).ok()),
@@ -403,6 +576,7 @@ pub fn run_model(args: &RunArgs, io: &mut Io) -> i32 {
             Engine::Jit
         }),
         profile: args.profile,
+        source_sha256: source_bytes(&args.file).map(|s| trained::source_hash(&s)),
     };
     // Ctrl-C from here on stops training cleanly instead of losing every epoch.
     interrupt::install();
@@ -459,6 +633,24 @@ pub fn run_model(args: &RunArgs, io: &mut Io) -> i32 {
             EXIT_ERRORS
         }
     }
+}
+
+/// `--threads N`, or every core.
+pub(crate) fn set_threads(threads: Option<u64>) {
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    crate::codegen::set_threads(threads.map_or(cores, |t| t as usize));
+}
+
+/// The bytes of a `.nn` file that `checked_model` accepted (for its hash).
+pub(crate) fn source_bytes(path: &std::path::Path) -> Option<Vec<u8>> {
+    use std::io::Read;
+    let mut bytes = Vec::new();
+    std::fs::File::open(path)
+        .ok()?
+        .take(crate::syntax::MAX_SOURCE_BYTES as u64 + 1)
+        .read_to_end(&mut bytes)
+        .ok()?;
+    Some(bytes)
 }
 
 /// What Ctrl-C left behind, in one line.

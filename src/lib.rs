@@ -10,7 +10,9 @@
 pub mod cli;
 pub mod codegen;
 pub mod diag;
+pub mod export;
 pub mod ir;
+pub mod lsp;
 pub mod ops;
 pub mod runtime;
 pub mod sema;

@@ -6,6 +6,10 @@ use clap::Parser;
 
 fn main() {
     let cli = nnc::cli::Cli::parse();
+    // The language server's own threads read stdin and write stdout: no locks held.
+    if let nnc::cli::Command::Lsp = cli.command {
+        std::process::exit(nnc::cli::lsp());
+    }
     let color = std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none();
     let (mut out, mut err) = (std::io::stdout().lock(), std::io::stderr().lock());
     let code = nnc::cli::run(

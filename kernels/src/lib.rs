@@ -5,6 +5,11 @@
 //! A crate of its own so that it is built optimized even in the dev profile (see
 //! the workspace's Cargo.toml): unoptimized SIMD intrinsics run hundreds of times
 //! slower, and `cargo test` trains real networks through these kernels.
+//!
+//! Every `unsafe` block says why it is sound in a `// SAFETY:` comment (where the
+//! bounds it relies on are established, which target features are checked where).
+
+#![deny(clippy::undocumented_unsafe_blocks, unsafe_op_in_unsafe_fn)]
 
 /// Products of at least this many multiply-adds are split across threads; smaller
 /// ones cost more in synchronisation than the split saves.

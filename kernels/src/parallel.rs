@@ -6,39 +6,39 @@
 //! caller runs the parts itself. Idle helpers spin briefly, then park until the next
 //! product: on a machine whose cores share execution units (this project's 2-vCPU
 //! test VM behaves so), a spinning helper slows the thread doing the work.
+//!
+//! One word, `TICKET`, publishes a product: its part count and its next unclaimed
+//! part. A part is claimed by a compare-and-swap of that word, and only a claimed
+//! part reads the job. A claim therefore never belongs to a product that is over
+//! (a finished product leaves no unclaimed part), and a claimed part keeps the
+//! product's caller, and so its job, alive until the part is counted done. A thread
+//! descheduled at any point, for as long as it likes, holds either no claim (its
+//! compare-and-swap fails, or wins a part of whichever product then runs) or a
+//! claimed part its caller waits for; it never reads a stale job or count.
 
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Mutex, OnceLock};
+use std::any::Any;
+use std::panic::{self, AssertUnwindSafe};
+use std::ptr;
+use std::sync::atomic::{AtomicBool, AtomicPtr, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Mutex, OnceLock, PoisonError};
 use std::thread::{self, Thread};
 
-/// The job of the product being run. The pointer is valid while the posting thread
-/// waits in `run_parts`, which is until every part has run.
-type Job = *const (dyn Fn(usize) + Sync);
+/// The job of a product: part `p` runs `job(p)`.
+type Job<'a> = &'a (dyn Fn(usize) + Sync);
 
-#[derive(Clone, Copy)]
-struct SendJob(Job);
-// SAFETY: the job is `Sync`, and only called through a claimed part (see `work`).
-unsafe impl Send for SendJob {}
-
-/// The product being run, shared by the caller and the helpers.
-struct Shared {
-    /// Bumped for each product; helpers wake up when it changes.
-    generation: AtomicU64,
-    /// `generation << 32 | next unclaimed part`: a claim made for an older product
-    /// fails, so a late helper never runs a part of the wrong job.
-    claim: AtomicU64,
-    parts: AtomicUsize,
-    done: AtomicUsize,
-    job: Mutex<Option<SendJob>>,
-}
-
-static SHARED: Shared = Shared {
-    generation: AtomicU64::new(0),
-    claim: AtomicU64::new(0),
-    parts: AtomicUsize::new(0),
-    done: AtomicUsize::new(0),
-    job: Mutex::new(None),
-};
+/// The product being run: `parts << 32 | next unclaimed part`. Between products
+/// every part is claimed (`next == parts`), so nothing can be claimed.
+static TICKET: AtomicU64 = AtomicU64::new(0);
+/// The job of the product being run, on its caller's stack. Written before the
+/// ticket is published; read only by a thread holding a claimed part.
+static JOB: AtomicPtr<Job<'static>> = AtomicPtr::new(ptr::null_mut());
+/// Parts of the product being run that are over (returned or panicked).
+static DONE: AtomicUsize = AtomicUsize::new(0);
+/// The first panic of a part of the product being run, resumed on its caller.
+static PANIC: Mutex<Option<Box<dyn Any + Send>>> = Mutex::new(None);
+/// Set while a product uses the helpers: one at a time (tests run products side by
+/// side, and a part may itself run a product).
+static IN_USE: AtomicBool = AtomicBool::new(false);
 
 struct Helper {
     sleeping: AtomicBool,
@@ -46,69 +46,111 @@ struct Helper {
 }
 
 static HELPERS: Mutex<Vec<&'static Helper>> = Mutex::new(Vec::new());
-/// One product at a time uses the helpers (tests may run products side by side).
-static IN_USE: Mutex<()> = Mutex::new(());
 
-/// Runs `job(0)`, ..., `job(parts - 1)`, on this thread and up to `parts - 1`
-/// helper threads, and returns when all have run. Parts must not depend on one
-/// another or on which thread runs them.
+/// Runs `job(0)`, ..., `job(parts - 1)`, each exactly once, on this thread and up to
+/// `parts - 1` helper threads, and returns when all have run. Parts must not depend
+/// on one another or on which thread runs them. If parts panic, the others still
+/// run, then the first panic is resumed here.
 pub fn run_parts(parts: usize, job: &(dyn Fn(usize) + Sync)) {
-    if parts <= 1 {
+    // The ticket counts parts in 32 bits: more (no split comes near) run here.
+    let count = u32::try_from(parts).unwrap_or(0);
+    if count <= 1 {
         (0..parts).for_each(job);
         return;
     }
-    let Ok(_exclusive) = IN_USE.try_lock() else {
+    let Some(_pool) = Pool::take() else {
         // Another product is using the helpers: run every part here.
         (0..parts).for_each(job);
         return;
     };
-    // SAFETY of the lifetime erasure: parts run only while claimed, and this
-    // function returns only after every part has run.
-    let erased: Job = unsafe { std::mem::transmute::<&(dyn Fn(usize) + Sync), Job>(job) };
-    let generation = SHARED.generation.load(Ordering::Relaxed) + 1;
-    *SHARED.job.lock().unwrap_or_else(|e| e.into_inner()) = Some(SendJob(erased));
-    SHARED.parts.store(parts, Ordering::Relaxed);
-    SHARED.done.store(0, Ordering::Relaxed);
-    SHARED.claim.store(generation << 32, Ordering::SeqCst);
-    SHARED.generation.store(generation, Ordering::SeqCst);
-    // After posting: a helper woken before would see no new product and sleep on.
+    let job: Job<'_> = job;
+    JOB.store(ptr::from_ref(&job).cast_mut().cast(), Ordering::Relaxed);
+    stress::point();
+    DONE.store(0, Ordering::Relaxed);
+    stress::point();
+    // Publishes the job and the reset count with the ticket (a release store).
+    TICKET.store(u64::from(count) << 32, Ordering::SeqCst);
+    stress::point();
+    // After publishing: a helper that checks for work before this would park.
     wake_helpers(parts - 1);
-    // SAFETY: `erased` is this call's `job`.
-    unsafe { work(generation, erased, parts) };
+    work();
+    stress::point();
     let mut wait = Backoff::default();
-    while SHARED.done.load(Ordering::Acquire) < parts {
+    while DONE.load(Ordering::Acquire) < parts {
         wait.pause();
+    }
+    // Every part is over and none is left to claim: nothing reads `job` any more.
+    JOB.store(ptr::null_mut(), Ordering::Relaxed);
+    let panicked = PANIC.lock().unwrap_or_else(PoisonError::into_inner).take();
+    if let Some(payload) = panicked {
+        panic::resume_unwind(payload);
     }
 }
 
-/// Claims and runs parts of product `generation` until none is left.
-///
-/// # Safety
-/// `job` is the job of that product, or the product has no unclaimed part left.
-unsafe fn work(generation: u64, job: Job, parts: usize) {
+/// The right to post products to the helpers, released when dropped.
+struct Pool;
+
+impl Pool {
+    fn take() -> Option<Pool> {
+        IN_USE
+            .compare_exchange(false, true, Ordering::Acquire, Ordering::Relaxed)
+            .ok()
+            .map(|_| Pool)
+    }
+}
+
+impl Drop for Pool {
+    fn drop(&mut self) {
+        IN_USE.store(false, Ordering::Release);
+    }
+}
+
+/// Whether `ticket` has a part left to claim.
+fn claimable(ticket: u64) -> bool {
+    ticket & 0xffff_ffff < ticket >> 32
+}
+
+/// Claims and runs parts of the product being run until none is left.
+fn work() {
     loop {
-        let claim = SHARED.claim.load(Ordering::Acquire);
-        let part = (claim & 0xffff_ffff) as usize;
-        if claim >> 32 != generation || part >= parts {
+        let ticket = TICKET.load(Ordering::Relaxed);
+        if !claimable(ticket) {
             return;
         }
-        let claimed =
-            SHARED
-                .claim
-                .compare_exchange(claim, claim + 1, Ordering::AcqRel, Ordering::Relaxed);
-        if claimed.is_ok() {
-            // SAFETY: a claimed part keeps the poster waiting, so `job` is alive.
-            unsafe { (*job)(part) };
-            SHARED.done.fetch_add(1, Ordering::Release);
+        stress::point();
+        // Acquire: the job and the count reset, written before the ticket.
+        let claim =
+            TICKET.compare_exchange_weak(ticket, ticket + 1, Ordering::AcqRel, Ordering::Relaxed);
+        if claim.is_ok() {
+            run_claimed((ticket & 0xffff_ffff) as usize);
         }
     }
+}
+
+/// Runs a claimed part of the product being run and counts it done, even if it
+/// panics.
+fn run_claimed(part: usize) {
+    stress::point();
+    // SAFETY: the claim made after the product's ticket was stored (a release that
+    // the claim acquired) shows this thread the product's `JOB`, a `Job` on its
+    // caller's stack. That caller returns only once `DONE` counts this part, below,
+    // and the next product's caller overwrites `JOB` after that: the `Job` is alive,
+    // and so is what it borrows, until the call below has returned.
+    let job: Job<'_> = unsafe { *JOB.load(Ordering::Relaxed) };
+    stress::point();
+    if let Err(payload) = panic::catch_unwind(AssertUnwindSafe(|| job(part))) {
+        let mut first = PANIC.lock().unwrap_or_else(PoisonError::into_inner);
+        first.get_or_insert(payload);
+    }
+    stress::point();
+    DONE.fetch_add(1, Ordering::Release);
 }
 
 /// Wakes the first `n` helpers that sleep, spawning them on first use (fewer if
 /// threads cannot be made; the caller then runs their parts). No allocation after
 /// the first products.
 fn wake_helpers(n: usize) {
-    let mut all = HELPERS.lock().unwrap_or_else(|e| e.into_inner());
+    let mut all = HELPERS.lock().unwrap_or_else(PoisonError::into_inner);
     while all.len() < n {
         let helper: &'static Helper = Box::leak(Box::new(Helper {
             sleeping: AtomicBool::new(false),
@@ -127,6 +169,8 @@ fn wake_helpers(n: usize) {
         }
     }
     for h in all.iter().take(n) {
+        // SeqCst, like the ticket's store before and the helper's side: either
+        // this sees the helper asleep, or the helper sees the ticket.
         if h.sleeping.load(Ordering::SeqCst) {
             if let Some(t) = h.thread.get() {
                 t.unpark();
@@ -135,29 +179,23 @@ fn wake_helpers(n: usize) {
     }
 }
 
-/// A helper's loop: wait for a new product, work on its parts.
+/// A helper's loop: wait for a part to claim, work on the product.
 fn serve(helper: &'static Helper) {
-    let mut seen = SHARED.generation.load(Ordering::Acquire);
     loop {
         let mut wait = Backoff::default();
-        while SHARED.generation.load(Ordering::Acquire) == seen {
+        while !claimable(TICKET.load(Ordering::Relaxed)) {
             if wait.spinning() {
                 continue;
             }
             helper.sleeping.store(true, Ordering::SeqCst);
-            if SHARED.generation.load(Ordering::SeqCst) == seen {
+            stress::point();
+            if !claimable(TICKET.load(Ordering::SeqCst)) {
                 thread::park();
             }
             helper.sleeping.store(false, Ordering::SeqCst);
         }
-        seen = SHARED.generation.load(Ordering::Acquire);
-        let job = *SHARED.job.lock().unwrap_or_else(|e| e.into_inner());
-        let parts = SHARED.parts.load(Ordering::Acquire);
-        if let Some(SendJob(job)) = job {
-            // SAFETY: `work` runs `job` only through a claim of generation `seen`;
-            // if `job` belongs to another product, every such claim fails.
-            unsafe { work(seen, job, parts) };
-        }
+        stress::point();
+        work();
     }
 }
 
@@ -188,5 +226,225 @@ impl Backoff {
         } else {
             thread::yield_now();
         }
+    }
+}
+
+/// Stalls at the steps where a thread descheduled could meet another product:
+/// nothing, except in the crate's tests while `ON` is set.
+#[cfg(not(test))]
+mod stress {
+    #[inline(always)]
+    pub fn point() {}
+}
+
+#[cfg(test)]
+mod stress {
+    use std::cell::Cell;
+    use std::hash::{BuildHasher, RandomState};
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::thread;
+    use std::time::Duration;
+
+    /// While set, each `point` yields the core now and then, and now and then
+    /// sleeps for longer than many small products take.
+    pub static ON: AtomicBool = AtomicBool::new(false);
+
+    thread_local! {
+        /// A xorshift state, seeded differently on each thread and run.
+        static STATE: Cell<u64> = Cell::new(RandomState::new().hash_one(thread::current().id()) | 1);
+    }
+
+    pub fn point() {
+        if !ON.load(Ordering::Relaxed) {
+            return;
+        }
+        let r = STATE.with(|state| {
+            let mut x = state.get();
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            state.set(x);
+            x
+        });
+        match r % 64 {
+            0 => thread::sleep(Duration::from_micros(10 + (r >> 32) % 100)),
+            1..=12 => thread::yield_now(),
+            _ => {}
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::AtomicU8;
+    use std::sync::mpsc;
+    use std::time::{Duration, Instant};
+
+    /// The pool's tests, one at a time: each needs the helpers to itself.
+    static SERIAL: Mutex<()> = Mutex::new(());
+
+    /// Runs `f` on a thread of its own and fails if it takes longer than `limit`:
+    /// a product that never returns fails the test instead of hanging it.
+    fn within<T: Send + 'static>(limit: Duration, f: impl FnOnce() -> T + Send + 'static) -> T {
+        let (send, receive) = mpsc::channel();
+        thread::spawn(move || {
+            let _ = send.send(panic::catch_unwind(AssertUnwindSafe(f)));
+        });
+        match receive.recv_timeout(limit) {
+            Ok(Ok(value)) => value,
+            Ok(Err(payload)) => panic::resume_unwind(payload),
+            Err(_) => panic!("no result after {limit:?}: a product never returned"),
+        }
+    }
+
+    /// Makes sure the helpers of a 3-part product exist and have served one.
+    fn warm_up() {
+        within(Duration::from_secs(10), || run_parts(3, &|_| {}));
+    }
+
+    /// Whether this thread is one of the pool's helpers.
+    fn on_helper() -> bool {
+        thread::current()
+            .name()
+            .is_some_and(|name| name.starts_with("nnc-helper"))
+    }
+
+    #[test]
+    fn every_part_runs_once_while_threads_stall_anywhere() {
+        let _serial = SERIAL.lock().unwrap_or_else(PoisonError::into_inner);
+        const PRODUCTS: usize = 20_000;
+        const MOST_PARTS: usize = 4;
+        let (on_helpers, errors) = within(Duration::from_secs(15), || {
+            // `runs[product * MOST_PARTS + part]` counts the runs of each part.
+            let runs: Vec<AtomicU8> = (0..PRODUCTS * MOST_PARTS)
+                .map(|_| AtomicU8::new(0))
+                .collect();
+            let on_helpers = AtomicUsize::new(0);
+            let mut errors = Vec::new();
+            stress::ON.store(true, Ordering::Relaxed);
+            for product in 0..PRODUCTS {
+                // Part counts that change from one product to the next: a stale
+                // count would let a late helper claim a part that is not there.
+                let parts = 2 + product % (MOST_PARTS - 1);
+                run_parts(parts, &|part| {
+                    runs[product * MOST_PARTS + part].fetch_add(1, Ordering::Relaxed);
+                    if on_helper() {
+                        on_helpers.fetch_add(1, Ordering::Relaxed);
+                    }
+                });
+                let ran = |part: usize| runs[product * MOST_PARTS + part].load(Ordering::Relaxed);
+                if let Some(part) = (0..parts).find(|&part| ran(part) == 0) {
+                    errors.push(format!("product {product} returned before part {part} ran"));
+                }
+            }
+            stress::ON.store(false, Ordering::Relaxed);
+            // Late runs, by helpers that woke up in a later product, show up now.
+            for product in 0..PRODUCTS {
+                let parts = 2 + product % (MOST_PARTS - 1);
+                for part in 0..MOST_PARTS {
+                    let ran = runs[product * MOST_PARTS + part].load(Ordering::Relaxed);
+                    let expected = u8::from(part < parts);
+                    if ran != expected {
+                        errors.push(format!(
+                            "product {product} of {parts} parts: part {part} ran {ran} times"
+                        ));
+                    }
+                }
+            }
+            (on_helpers.into_inner(), errors)
+        });
+        assert!(
+            errors.is_empty(),
+            "{} errors, the first: {:?}",
+            errors.len(),
+            &errors[..errors.len().min(5)]
+        );
+        // The stalls must not have left the caller alone with every part.
+        assert!(
+            on_helpers > PRODUCTS / 10,
+            "only {on_helpers} parts ran on helpers"
+        );
+    }
+
+    #[test]
+    fn a_panic_on_a_helper_reaches_the_caller() {
+        let _serial = SERIAL.lock().unwrap_or_else(PoisonError::into_inner);
+        warm_up();
+        let outcome = within(Duration::from_secs(10), || {
+            let helper_started = AtomicBool::new(false);
+            panic::catch_unwind(AssertUnwindSafe(|| {
+                run_parts(3, &|_| {
+                    if on_helper() {
+                        helper_started.store(true, Ordering::SeqCst);
+                        panic!("a part failed on a helper");
+                    }
+                    // The caller's parts wait for a helper to take one.
+                    while !helper_started.load(Ordering::SeqCst) {
+                        thread::yield_now();
+                    }
+                })
+            }))
+            .map_err(|payload| payload.downcast_ref::<&str>().map(|s| s.to_string()))
+        });
+        assert_eq!(outcome, Err(Some("a part failed on a helper".to_string())));
+        // The helper that panicked still serves: every part of the next product runs.
+        let runs: Vec<AtomicU8> = (0..3).map(|_| AtomicU8::new(0)).collect();
+        let runs = within(Duration::from_secs(10), move || {
+            run_parts(3, &|part| {
+                runs[part].fetch_add(1, Ordering::Relaxed);
+            });
+            runs.iter()
+                .map(|r| r.load(Ordering::Relaxed))
+                .collect::<Vec<_>>()
+        });
+        assert_eq!(runs, [1, 1, 1]);
+    }
+
+    #[test]
+    fn a_panic_on_the_caller_waits_for_the_helpers_parts() {
+        let _serial = SERIAL.lock().unwrap_or_else(PoisonError::into_inner);
+        warm_up();
+        // Helpers may claim every part before the caller claims one: try again then.
+        for _ in 0..20 {
+            let (panicked, started, finished) = within(Duration::from_secs(10), || {
+                let (started, finished) = (AtomicUsize::new(0), AtomicUsize::new(0));
+                let returned = AtomicBool::new(false);
+                let outcome = panic::catch_unwind(AssertUnwindSafe(|| {
+                    run_parts(3, &|_| {
+                        if on_helper() {
+                            started.fetch_add(1, Ordering::SeqCst);
+                            // Still running after the caller's part has panicked: a
+                            // caller that does not wait returns meanwhile.
+                            let deadline = Instant::now() + Duration::from_secs(1);
+                            while !returned.load(Ordering::SeqCst) && Instant::now() < deadline {
+                                thread::sleep(Duration::from_millis(1));
+                            }
+                            finished.fetch_add(1, Ordering::SeqCst);
+                        } else {
+                            while started.load(Ordering::SeqCst) == 0 {
+                                thread::yield_now();
+                            }
+                            panic!("a part failed on the caller");
+                        }
+                    })
+                }));
+                let counts = (
+                    started.load(Ordering::SeqCst),
+                    finished.load(Ordering::SeqCst),
+                );
+                returned.store(true, Ordering::SeqCst);
+                (outcome.is_err(), counts.0, counts.1)
+            });
+            if panicked {
+                assert!(started > 0);
+                assert_eq!(
+                    finished, started,
+                    "the panic came out while parts still ran"
+                );
+                return;
+            }
+        }
+        panic!("the caller never ran a part");
     }
 }

@@ -56,8 +56,12 @@ pub fn inputs_changed() {
 /// `c`, shared by the parts of a product, which write disjoint columns of it.
 #[derive(Clone, Copy)]
 struct Output(*mut f32);
-// SAFETY: the parts of one product write disjoint elements.
+// SAFETY: an `Output` only crosses threads inside `run_parts`, which returns after
+// every part, so the pointer is never used after `sgemm` returns; the parts write
+// the disjoint column ranges `split_columns` gives them and nothing reads `c`
+// meanwhile, so no element is accessed by two threads.
 unsafe impl Send for Output {}
+// SAFETY: as for `Send`: shared, the pointer is only used for disjoint writes.
 unsafe impl Sync for Output {}
 
 impl Output {
@@ -66,12 +70,10 @@ impl Output {
         self.0
     }
 }
-// SAFETY: the operands are only read while a product runs.
-unsafe impl Send for Strided {}
-unsafe impl Sync for Strided {}
 
 /// Splits columns `0..n` into `parts` ranges of whole `unit`s (the last takes the
-/// remainder) and runs `work(range)` on each, in parallel.
+/// remainder) and runs `work(range)` on each, in parallel. The ranges are disjoint,
+/// increasing and cover `0..n` exactly: the unsafe code of the parts relies on it.
 fn split_columns(
     n: usize,
     unit: usize,
@@ -99,10 +101,21 @@ struct Strided {
     cols: isize,
 }
 
+// SAFETY: a `Strided` only crosses threads inside `run_parts`, which returns before
+// `sgemm` does, and the matrices behind it are only read while a product runs
+// (`sgemm`'s callers write neither operand meanwhile).
+unsafe impl Send for Strided {}
+// SAFETY: as for `Send`: shared, the pointer is only read.
+unsafe impl Sync for Strided {}
+
 impl Strided {
+    /// Element `(i, j)`.
+    ///
     /// # Safety
     /// `(i, j)` lies inside the matrix the pointer was made for.
     unsafe fn at(self, i: usize, j: usize) -> f32 {
+        // SAFETY: the caller's promise: the element is inside the matrix, so the
+        // offset stays in its allocation and points at an initialized `f32`.
         unsafe {
             *self
                 .ptr
@@ -110,7 +123,7 @@ impl Strided {
         }
     }
 
-    /// Row `i`.
+    /// Row `i` (only an address: dereferencing it is the caller's business).
     fn row(self, i: usize) -> *const f32 {
         self.ptr.wrapping_offset(i as isize * self.rows)
     }
@@ -132,7 +145,11 @@ pub fn supported() -> bool {
 /// weight gradient transposed).
 ///
 /// # Safety
-/// `supported()`; the pointers and strides describe matrices of those shapes.
+/// For every `i < m`, `p < k` and `j < n`, `a.offset(i * rsa + p * csa)` and
+/// `b.offset(p * rsb + j * csb)` point at readable floats (each operand inside one
+/// allocation), and `c.add(i * n + j)` at a writable one; `c` overlaps neither
+/// operand, and no other thread writes the operands or touches `c` during the call.
+/// (`supported()` is required too, and checked: the call panics without it.)
 #[allow(clippy::too_many_arguments)]
 pub unsafe fn sgemm(
     m: usize,
@@ -148,6 +165,11 @@ pub unsafe fn sgemm(
     threads: usize,
     a_fixed: bool,
 ) {
+    // Everything below runs AVX2 and FMA instructions; one cached flag test.
+    assert!(
+        supported(),
+        "nnc_kernels::sgemm needs a processor with AVX2 and FMA"
+    );
     let a = Strided {
         ptr: a,
         rows: rsa,
@@ -158,7 +180,7 @@ pub unsafe fn sgemm(
         rows: rsb,
         cols: csb,
     };
-    let parts = if m * k * n >= PARALLEL_MIN_MACS {
+    let parts = if m.saturating_mul(k).saturating_mul(n) >= PARALLEL_MIN_MACS {
         threads
     } else {
         1
@@ -170,21 +192,31 @@ pub unsafe fn sgemm(
         // finite `b` (`0 * inf` is NaN).
         let sparse_ready = csb == 1
             && n >= SPARSE_SLAB
+            // SAFETY: AVX2 is checked above, and `a` is `m x k` (this function's
+            // contract).
             && unsafe { sparse.gather(a, m, k, a_fixed) }
+            // SAFETY: AVX2 is checked above; `b` is `k x n` and `csb == 1` (tested
+            // just before) makes its rows contiguous.
             && unsafe { all_finite(b, k, n) };
         if sparse_ready {
             if let Lines::Columns = sparse.kind {
                 sparse.columns_to_rows();
             }
-            let blocks = sparse.line_len.div_ceil(SPARSE_BLOCK);
             let sparse = &*sparse;
             split_columns(n, SPARSE_SLAB, parts, &|columns| {
+                // SAFETY: AVX2 and FMA are checked above; `sparse` holds the rows of
+                // `a` (`gather` succeeded, and columns were sorted into rows);
+                // `b` is `k x n` with contiguous rows (`csb == 1`), `c` is `m x n`;
+                // `split_columns` gives each part its own range within `0..n`.
                 PACKED.with(|packed| unsafe {
-                    sparse.rows_times(b, c.get(), n, columns, blocks, &mut packed.borrow_mut())
+                    sparse.rows_times(b, c.get(), m, k, n, columns, &mut packed.borrow_mut())
                 })
             });
         } else {
             split_columns(n, NR, parts, &|columns| {
+                // SAFETY: AVX2 and FMA are checked above; `a`, `b` and `c` are
+                // `m x k`, `k x n` and `m x n` (this function's contract), and
+                // `split_columns` gives each part its own range within `0..n`.
                 PACKED.with(|packed| unsafe {
                     dense_columns(a, b, c.get(), m, k, n, columns, &mut packed.borrow_mut())
                 })
@@ -194,6 +226,11 @@ pub unsafe fn sgemm(
 }
 
 /// Columns `columns` of `c = a * b` by the packed register-tile kernel.
+///
+/// # Safety
+/// AVX2 and FMA are available; `a`, `b` and `c` are `m x k`, `k x n` and `m x n`
+/// matrices as `sgemm` describes them; `columns` lies within `0..n`, and no other
+/// thread touches those columns of `c` during the call.
 #[allow(clippy::too_many_arguments)]
 unsafe fn dense_columns(
     a: Strided,
@@ -209,6 +246,8 @@ unsafe fn dense_columns(
     if k == 0 {
         for i in 0..m {
             for j in j_begin..j_end {
+                // SAFETY: `i < m` and `j < j_end <= n`: an element of `c`, in this
+                // part's columns.
                 unsafe { *c.add(i * n + j) = 0.0 };
             }
         }
@@ -230,26 +269,33 @@ unsafe fn dense_columns(
         let nc = NC.min(j_end - j0);
         for (s, p0) in (0..k).step_by(kc_max).enumerate() {
             let kc = kc_max.min(k - p0);
+            // SAFETY: rows `p0..p0 + kc` (`<= k`) and columns `j0..j0 + nc`
+            // (`<= j_end <= n`) lie inside `b`.
             unsafe { pack_b(b, p0, kc, j0, nc, pb) };
             // A block of rows of `a` stays in L2 while every panel of `b` meets it,
             // so that `a` is read from memory once per `k` slice.
             for ib in (0..m).step_by(MC) {
                 for jr in (0..nc).step_by(NR) {
-                    let panel_b = unsafe { pb.as_ptr().add(jr * kc) };
+                    // The panel `pack_b` wrote at `jr * kc`: `kc` rows of `NR`.
+                    let panel_b = &pb[jr * kc..][..kc * NR];
                     let cols = NR.min(nc - jr);
                     for i0 in (ib..m.min(ib + MC)).step_by(MR) {
                         let rows = MR.min(m - i0);
-                        let panel_a =
-                            unsafe { a.ptr.offset(i0 as isize * a.rows + p0 as isize * a.cols) };
-                        let tile = unsafe { c.add(i0 * n + j0 + jr) };
+                        // SAFETY: the tile's rows `i0..i0 + rows` (`<= m`) and
+                        // columns `j0 + jr..j0 + jr + cols` (`<= j0 + nc <= j_end`)
+                        // lie in `c` and in this part's columns; columns
+                        // `p0..p0 + kc` of those rows lie in `a`; `panel_b` holds
+                        // `kc * NR` floats; `rows >= 1` since `i0 < m`; AVX2 and FMA
+                        // are this function's promise.
                         unsafe {
                             kernel(
                                 kc,
-                                panel_a,
+                                a.ptr
+                                    .wrapping_offset(i0 as isize * a.rows + p0 as isize * a.cols),
                                 a.rows,
                                 a.cols,
-                                panel_b,
-                                tile,
+                                panel_b.as_ptr(),
+                                c.wrapping_add(i0 * n + j0 + jr),
                                 n,
                                 rows,
                                 cols,
@@ -264,21 +310,26 @@ unsafe fn dense_columns(
 }
 
 /// Packs `b[p0.., j0..]` (`kc x nc`) as consecutive `NR`-column panels, each stored
-/// row by row, short panels padded with 0.
+/// row by row, short panels padded with 0 (`out` is indexed with bounds checks).
+///
+/// # Safety
+/// Rows `p0..p0 + kc` and columns `j0..j0 + nc` lie inside `b`.
 unsafe fn pack_b(b: Strided, p0: usize, kc: usize, j0: usize, nc: usize, out: &mut [f32]) {
     let mut o = 0;
     for jr in (0..nc).step_by(NR) {
         let cols = NR.min(nc - jr);
         for p in 0..kc {
             if cols == NR && b.cols == 1 {
-                let row = unsafe {
-                    b.ptr
-                        .offset((p0 + p) as isize * b.rows + (j0 + jr) as isize)
-                };
-                out[o..o + NR].copy_from_slice(unsafe { std::slice::from_raw_parts(row, NR) });
+                // SAFETY: columns `j0 + jr..j0 + jr + NR` (`<= j0 + nc`) of row
+                // `p0 + p` lie inside `b`, and `b.cols == 1` makes them contiguous.
+                let row =
+                    unsafe { std::slice::from_raw_parts(b.row(p0 + p).wrapping_add(j0 + jr), NR) };
+                out[o..o + NR].copy_from_slice(row);
             } else {
                 for col in 0..NR {
                     out[o + col] = if col < cols {
+                        // SAFETY: `col < cols`: column `j0 + jr + col < j0 + nc` of
+                        // row `p0 + p < p0 + kc`, inside `b`.
                         unsafe { b.at(p0 + p, j0 + jr + col) }
                     } else {
                         0.0
@@ -290,8 +341,14 @@ unsafe fn pack_b(b: Strided, p0: usize, kc: usize, j0: usize, nc: usize, out: &m
     }
 }
 
-/// One `rows x cols` (at most `MR x NR`) tile of `c` (row stride `ldc`) from a packed
-/// panel of `a` and one of `b`: written, or added to with `accumulate`.
+/// One `rows x cols` (at most `MR x NR`) tile of `c` (row stride `ldc`) from a
+/// panel of `a` and a packed one of `b`: written, or added to with `accumulate`.
+///
+/// # Safety
+/// AVX2 and FMA are available; `1 <= rows <= MR`, `cols <= NR`;
+/// `a.offset(r * rsa + p * csa)` is readable for `r < rows`, `p < kc`; `pb` holds
+/// `kc * NR` floats; `c.add(r * ldc + j)` is writable for `r < rows`, `j < cols`,
+/// and no other thread touches those elements during the call.
 #[allow(clippy::too_many_arguments)]
 #[target_feature(enable = "avx2,fma")]
 unsafe fn kernel(
@@ -310,9 +367,10 @@ unsafe fn kernel(
     // Rows past `rows` repeat the last one (their sums are dropped), so that no
     // read leaves `a`.
     let row_ptr: [*const f32; MR] =
-        std::array::from_fn(|r| unsafe { a.offset(r.min(rows - 1) as isize * rsa) });
+        std::array::from_fn(|r| a.wrapping_offset(r.min(rows - 1) as isize * rsa));
     let mut acc = [[_mm256_setzero_ps(); 2]; MR];
     for p in 0..kc {
+        // SAFETY: `p < kc`: floats `p * NR..p * NR + 16` of `pb`'s `kc * NR`.
         let (b0, b1) = unsafe {
             (
                 _mm256_loadu_ps(pb.add(p * NR)),
@@ -320,6 +378,7 @@ unsafe fn kernel(
             )
         };
         for (r, row) in acc.iter_mut().enumerate() {
+            // SAFETY: element `(min(r, rows - 1), p)` of `a`, with `p < kc`.
             let av = unsafe { _mm256_broadcast_ss(&*row_ptr[r].offset(p as isize * csa)) };
             row[0] = _mm256_fmadd_ps(av, b0, row[0]);
             row[1] = _mm256_fmadd_ps(av, b1, row[1]);
@@ -328,27 +387,35 @@ unsafe fn kernel(
     if rows == MR && cols == NR {
         for (r, row) in acc.iter().enumerate() {
             for (h, &v) in row.iter().enumerate() {
-                let dst = unsafe { c.add(r * ldc + h * 8) };
-                let v = if accumulate {
-                    _mm256_add_ps(unsafe { _mm256_loadu_ps(dst) }, v)
-                } else {
-                    v
-                };
-                unsafe { _mm256_storeu_ps(dst, v) };
+                // SAFETY: `r < MR == rows`, and the 8 floats from column `h * 8`
+                // end at `16 == NR == cols`: inside the tile.
+                unsafe {
+                    let dst = c.add(r * ldc + h * 8);
+                    let v = if accumulate {
+                        _mm256_add_ps(_mm256_loadu_ps(dst), v)
+                    } else {
+                        v
+                    };
+                    _mm256_storeu_ps(dst, v);
+                }
             }
         }
     } else {
-        let mut tile = [0.0f32; MR * NR];
+        let mut tile = [[0.0f32; 8]; 2 * MR];
         for (r, row) in acc.iter().enumerate() {
             for (h, &v) in row.iter().enumerate() {
-                unsafe { _mm256_storeu_ps(tile.as_mut_ptr().add(r * NR + h * 8), v) };
+                // SAFETY: an 8-float array receives the 8 lanes.
+                unsafe { _mm256_storeu_ps(tile[2 * r + h].as_mut_ptr(), v) };
             }
         }
         for r in 0..rows {
             for col in 0..cols {
-                let dst = unsafe { c.add(r * ldc + col) };
-                let v = tile[r * NR + col];
-                unsafe { *dst = if accumulate { *dst + v } else { v } };
+                let v = tile[2 * r + col / 8][col % 8];
+                // SAFETY: `r < rows`, `col < cols`: inside the tile.
+                unsafe {
+                    let dst = c.add(r * ldc + col);
+                    *dst = if accumulate { *dst + v } else { v };
+                }
             }
         }
     }
@@ -365,6 +432,13 @@ enum Lines {
 }
 
 /// The nonzero elements of `a`, line by line, each line in increasing index.
+///
+/// What the sparse product's unchecked reads rely on, established by `gather` (and
+/// kept by `columns_to_rows`): `starts` has one entry per line plus one, increasing
+/// up to the count of nonzeros, at most `indices.len()` (== `values.len()`); every
+/// index is below `line_len`; for `Lines::Rows`, the nonzeros of block `b` of a line
+/// lie between its `block_starts` `b` and `b + 1`, and their indices in
+/// `b * SPARSE_BLOCK..(b + 1) * SPARSE_BLOCK`.
 #[derive(Default)]
 struct SparseLines {
     kind: Lines,
@@ -405,7 +479,7 @@ impl SparseLines {
     /// neither its rows nor its columns are contiguous.
     ///
     /// # Safety
-    /// `a` describes an `m x k` matrix.
+    /// AVX2 is available; `a` describes an `m x k` matrix.
     unsafe fn gather(&mut self, a: Strided, m: usize, k: usize, a_fixed: bool) -> bool {
         if m * k == 0 || m.max(k) > u32::MAX as usize {
             return false;
@@ -446,6 +520,10 @@ impl SparseLines {
         for l in 0..lines {
             self.starts.push(count);
             let line = a.ptr.wrapping_offset(l as isize * stride);
+            // SAFETY: AVX2 is this function's promise; line `l < lines` of `a` has
+            // `line_len` contiguous elements (the stride between them is 1, tested
+            // above). (`count <= max_nonzeros`, tested after every line, leaves the
+            // `line_len + 8` places that the checked stores need.)
             count = unsafe { self.append_nonzeros(line, line_len, count, record_blocks) };
             if count > max_nonzeros {
                 return false;
@@ -464,7 +542,9 @@ impl SparseLines {
     /// the line's `block_starts`.
     ///
     /// # Safety
-    /// `line` has `len` elements; there is room for `len + 8` more nonzeros.
+    /// AVX2 is available; `line` points at `len` contiguous floats. (`indices` and
+    /// `values` need room for `len + 8` more nonzeros: checked, the call panics
+    /// otherwise.)
     #[target_feature(enable = "avx2")]
     unsafe fn append_nonzeros(
         &mut self,
@@ -474,26 +554,35 @@ impl SparseLines {
         record_blocks: bool,
     ) -> usize {
         use std::arch::x86_64::*;
+        // Each 8-wide store below writes 8 places from `count`, which grows by at
+        // most 8 per store: this bounds them all.
+        assert!(
+            count + len + 8 <= self.values.len().min(self.indices.len()),
+            "no room for a line's nonzeros"
+        );
         // A block starts every `SPARSE_BLOCK` positions, a multiple of 8.
         let full = len / 8 * 8;
         for p in (0..full).step_by(8) {
             if record_blocks && p % SPARSE_BLOCK == 0 {
                 self.block_starts.push(count);
             }
+            // SAFETY: `p + 8 <= full <= len`: inside the line.
             let v = unsafe { _mm256_loadu_ps(line.add(p)) };
             let mask = _mm256_movemask_ps(_mm256_cmp_ps::<_CMP_NEQ_UQ>(v, _mm256_setzero_ps()));
-            let order =
-                unsafe { _mm256_loadu_si256(COMPRESS[mask as usize].as_ptr() as *const __m256i) };
+            let order = &COMPRESS[mask as usize];
+            // SAFETY: reads the 8 `u32` of `order`.
+            let order = unsafe { _mm256_loadu_si256(order.as_ptr().cast()) };
             let positions = _mm256_add_epi32(order, _mm256_set1_epi32(p as i32));
+            // All 8 lanes are stored; the next store starts after the nonzeros.
+            // SAFETY: `count` has grown by at most `p` in this line, so the stores
+            // end at `count + 8 <= start + p + 8 <= start + len`, inside both
+            // vectors (asserted above).
             unsafe {
                 _mm256_storeu_ps(
                     self.values.as_mut_ptr().add(count),
                     _mm256_permutevar8x32_ps(v, order),
                 );
-                _mm256_storeu_si256(
-                    self.indices.as_mut_ptr().add(count) as *mut __m256i,
-                    positions,
-                );
+                _mm256_storeu_si256(self.indices.as_mut_ptr().add(count).cast(), positions);
             }
             count += mask.count_ones() as usize;
         }
@@ -501,6 +590,7 @@ impl SparseLines {
             if record_blocks && p % SPARSE_BLOCK == 0 {
                 self.block_starts.push(count);
             }
+            // SAFETY: `p < len`: inside the line.
             let v = unsafe { *line.add(p) };
             if v != 0.0 {
                 self.indices[count] = p as u32;
@@ -514,58 +604,81 @@ impl SparseLines {
         count
     }
 
-    /// The nonzeros of line `line` in block `block` (of `blocks` per line).
-    fn block(&self, line: usize, block: usize, blocks: usize) -> std::ops::Range<usize> {
+    /// The nonzeros of line `line` in block `block` (of `blocks` per line): indices
+    /// and values.
+    fn block(&self, line: usize, block: usize, blocks: usize) -> (&[u32], &[f32]) {
         let at = line * (blocks + 1) + block;
-        self.block_starts[at]..self.block_starts[at + 1]
+        let range = self.block_starts[at]..self.block_starts[at + 1];
+        (&self.indices[range.clone()], &self.values[range])
     }
 
-    /// `c = a * b` from the rows of `a`: row `i` of `c` sums the rows of `b` its
-    /// nonzeros select. Slabs of 64 columns are kept in registers; `k` runs in
-    /// blocks whose rows of `b` are packed (in L1), the sums waiting in `c` between
-    /// blocks (the same additions in the same order as one pass).
+    /// `c = a * b` from the rows of `a` (`m x k`): row `i` of `c` sums the rows of
+    /// `b` its nonzeros select. Slabs of 64 columns are kept in registers; `k` runs
+    /// in blocks whose rows of `b` are packed (in L1), the sums waiting in `c`
+    /// between blocks (the same additions in the same order as one pass).
     ///
     /// # Safety
-    /// Gathered as `Lines::Rows`; `b` is `k x n` with contiguous rows, `c` `m x n`.
+    /// AVX2 and FMA are available; `b` is `k x n` with contiguous rows, `c` is
+    /// `m x n`; `columns` lies within `0..n`, and no other thread touches those
+    /// columns of `c` during the call. (That the lines are the `m` rows of a
+    /// `m x k` matrix is checked: the call panics otherwise.)
+    #[allow(clippy::too_many_arguments)]
     #[target_feature(enable = "avx2,fma")]
     unsafe fn rows_times(
         &self,
         b: Strided,
         c: *mut f32,
+        m: usize,
+        k: usize,
         n: usize,
         columns: std::ops::Range<usize>,
-        blocks: usize,
         packed: &mut Vec<f32>,
     ) {
         use std::arch::x86_64::*;
-        let (m, k) = (self.starts.len() - 1, self.line_len);
+        assert!(
+            matches!(self.kind, Lines::Rows) && self.starts.len() == m + 1 && self.line_len == k,
+            "the nonzeros held are not the rows of this product's left operand"
+        );
+        let blocks = k.div_ceil(SPARSE_BLOCK);
         packed.resize(SPARSE_BLOCK * SPARSE_SLAB, 0.0);
-        let (indices, values) = (self.indices.as_ptr(), self.values.as_ptr());
+        let packed: &mut [[f32; SPARSE_SLAB]; SPARSE_BLOCK] = packed
+            .as_chunks_mut()
+            .0
+            .first_chunk_mut()
+            .expect("resized to one block");
         let slabs = columns.start + (columns.len() / SPARSE_SLAB * SPARSE_SLAB);
         for j in (columns.start..slabs).step_by(SPARSE_SLAB) {
             for block in 0..blocks {
                 let p0 = block * SPARSE_BLOCK;
+                // SAFETY: rows `p0..p0 + min(SPARSE_BLOCK, k - p0)` (`<= k`) and
+                // columns `j..j + SPARSE_SLAB` (`<= slabs <= n`) lie inside `b`, whose
+                // rows are contiguous.
                 unsafe { pack_slab(b, p0, SPARSE_BLOCK.min(k - p0), j, packed) };
-                // Row `p` of `b` is row `p - p0` of the packed block.
-                let packed = packed.as_ptr().wrapping_sub(p0 * SPARSE_SLAB);
                 for i in 0..m {
-                    let c_row = unsafe { c.add(i * n + j) };
+                    let c_row = c.wrapping_add(i * n + j);
                     let mut acc = [_mm256_setzero_ps(); 8];
                     if block > 0 {
                         for (q, v) in acc.iter_mut().enumerate() {
+                            // SAFETY: `i < m`, columns `j + 8q..j + 8q + 8` within
+                            // `j..j + SPARSE_SLAB`: this part's columns of `c`.
                             *v = unsafe { _mm256_loadu_ps(c_row.add(8 * q)) };
                         }
                     }
-                    for at in self.block(i, block, blocks) {
-                        // SAFETY: block bounds lie within the gathered nonzeros.
-                        let (p, x) = unsafe { (*indices.add(at), *values.add(at)) };
+                    let (indices, values) = self.block(i, block, blocks);
+                    for (&p, &x) in indices.iter().zip(values) {
                         let x = _mm256_set1_ps(x);
-                        let row = packed.wrapping_add(p as usize * SPARSE_SLAB);
+                        // Row `p` of `b` is row `p - p0` of the packed block: the
+                        // block's indices are `p0..p0 + SPARSE_BLOCK` (see
+                        // `SparseLines`); the modulo shows the compiler the bound.
+                        let row = &packed[(p as usize).wrapping_sub(p0) % SPARSE_BLOCK];
                         for (q, v) in acc.iter_mut().enumerate() {
-                            *v = _mm256_fmadd_ps(x, unsafe { _mm256_loadu_ps(row.add(8 * q)) }, *v);
+                            // SAFETY: `8q + 8 <= SPARSE_SLAB`: inside `row`.
+                            let b = unsafe { _mm256_loadu_ps(row.as_ptr().add(8 * q)) };
+                            *v = _mm256_fmadd_ps(x, b, *v);
                         }
                     }
                     for (q, v) in acc.iter().enumerate() {
+                        // SAFETY: as for the loads above.
                         unsafe { _mm256_storeu_ps(c_row.add(8 * q), *v) };
                     }
                 }
@@ -577,8 +690,11 @@ impl SparseLines {
                 let mut acc = 0.0f32;
                 for at in self.starts[i]..self.starts[i + 1] {
                     let p = self.indices[at] as usize;
+                    // SAFETY: `p < line_len == k` (every index is, see
+                    // `SparseLines`) and `j < columns.end <= n`: inside `b`.
                     acc = self.values[at].mul_add(unsafe { *b.row(p).add(j) }, acc);
                 }
+                // SAFETY: `i < m`, `j` in this part's columns: inside `c`.
                 unsafe { *c.add(i * n + j) = acc };
             }
         }
@@ -673,11 +789,20 @@ fn count_into_rows(
 /// strided rows of `b` would fall into few L1 sets.
 ///
 /// # Safety
-/// `b` has contiguous rows and those rows and columns.
-unsafe fn pack_slab(b: Strided, p0: usize, rows: usize, j: usize, out: &mut [f32]) {
-    for r in 0..rows {
+/// Rows `p0..p0 + rows` and columns `j..j + SPARSE_SLAB` lie inside `b`, whose rows
+/// are contiguous. (`out` holds `SPARSE_BLOCK` rows: no more are copied.)
+unsafe fn pack_slab(
+    b: Strided,
+    p0: usize,
+    rows: usize,
+    j: usize,
+    out: &mut [[f32; SPARSE_SLAB]; SPARSE_BLOCK],
+) {
+    for (r, row) in out.iter_mut().enumerate().take(rows) {
+        // SAFETY: columns `j..j + SPARSE_SLAB` of row `p0 + r`, contiguous and inside
+        // `b` (this function's contract).
         let src = unsafe { std::slice::from_raw_parts(b.row(p0 + r).add(j), SPARSE_SLAB) };
-        out[r * SPARSE_SLAB..][..SPARSE_SLAB].copy_from_slice(src);
+        row.copy_from_slice(src);
     }
 }
 
@@ -703,7 +828,7 @@ static COMPRESS: [[u32; 8]; 256] = {
 /// zero of `a` is exact only then (`0 * inf` is NaN).
 ///
 /// # Safety
-/// `b` describes a `k x n` matrix with contiguous rows.
+/// AVX2 is available; `b` describes a `k x n` matrix with contiguous rows.
 #[target_feature(enable = "avx2")]
 unsafe fn all_finite(b: Strided, k: usize, n: usize) -> bool {
     use std::arch::x86_64::*;
@@ -713,18 +838,22 @@ unsafe fn all_finite(b: Strided, k: usize, n: usize) -> bool {
     let mut largest = _mm256_setzero_si256();
     let mut tail = 0u32;
     for p in 0..k {
-        let row = unsafe { b.ptr.offset(p as isize * b.rows) };
-        let full = n / 8 * 8;
-        for j in (0..full).step_by(8) {
-            let bits = unsafe { _mm256_loadu_si256(row.add(j) as *const __m256i) };
+        // SAFETY: row `p < k` of `b`, whose `n` elements are contiguous, and only
+        // read while the product runs.
+        let row = unsafe { std::slice::from_raw_parts(b.row(p), n) };
+        let (full, rest) = row.split_at(n / 8 * 8);
+        for eight in full.chunks_exact(8) {
+            // SAFETY: reads the 8 floats of `eight`.
+            let bits = unsafe { _mm256_loadu_si256(eight.as_ptr().cast()) };
             largest = _mm256_max_epu32(largest, _mm256_and_si256(bits, magnitude));
         }
-        for j in full..n {
-            tail = tail.max(unsafe { *row.add(j) }.to_bits() & 0x7fff_ffff);
+        for v in rest {
+            tail = tail.max(v.to_bits() & 0x7fff_ffff);
         }
     }
     let mut lanes = [0u32; 8];
-    unsafe { _mm256_storeu_si256(lanes.as_mut_ptr() as *mut __m256i, largest) };
+    // SAFETY: writes the 8 `u32` of `lanes`.
+    unsafe { _mm256_storeu_si256(lanes.as_mut_ptr().cast(), largest) };
     lanes.iter().all(|&l| l < 0x7f80_0000) && tail < 0x7f80_0000
 }
 
@@ -757,6 +886,8 @@ mod tests {
         let (rsb, csb) = if tb { (1, k as isize) } else { (n as isize, 1) };
         let product = |threads| {
             let mut c = vec![f32::NAN; m * n];
+            // SAFETY: `a`, `b` and `c` hold `m x k`, `k x n` and `m x n` elements
+            // in the layouts the strides describe; `supported()` was checked.
             unsafe {
                 sgemm(
                     m,
@@ -777,7 +908,13 @@ mod tests {
         };
         let c = product(1);
         // Split over threads (when large enough), every element is computed alike.
-        assert_eq!(c, product(3), "{m}x{k}x{n}: three threads differ from one");
+        for threads in [2, 3] {
+            assert_eq!(
+                c,
+                product(threads),
+                "{m}x{k}x{n}: {threads} threads differ from one"
+            );
+        }
         let at = |v: &[f32], i: usize, j: usize, rs: isize, cs: isize| {
             v[(i as isize * rs + j as isize * cs) as usize] as f64
         };
@@ -834,6 +971,9 @@ mod tests {
     fn row_major_product(m: usize, k: usize, n: usize, a: &[f32], b: &[f32]) -> Vec<f32> {
         let mut c = vec![0.0f32; m * n];
         let (rsa, rsb) = (k as isize, n as isize);
+        assert_eq!((a.len(), b.len()), (m * k, k * n));
+        // SAFETY: `a`, `b` and `c` hold `m x k`, `k x n` and `m x n` elements, row
+        // by row (asserted above); the callers checked `supported()`.
         unsafe {
             sgemm(
                 m,
@@ -872,6 +1012,8 @@ mod tests {
             let (rows, inner, rs, cs) = shape;
             let mut c = vec![f32::NAN; rows * n];
             let (a, b, pc) = (x.as_ptr(), b.as_ptr(), c.as_mut_ptr());
+            // SAFETY: `x` holds `rows x inner` elements in the layout the strides
+            // describe, `b` `inner x n` row by row, `c` `rows x n`.
             unsafe { sgemm(rows, inner, n, a, rs, cs, b, n as isize, 1, pc, 1, fixed) };
             c
         };

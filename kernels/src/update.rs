@@ -38,10 +38,26 @@ impl Adam {
 /// Updates the `n` weights `w` with gradients `g` and moments `m`, `v` in place.
 ///
 /// # Safety
-/// `crate::sgemm::supported()`; each pointer holds `n` floats, `w`, `m` and `v`
-/// distinct from each other and from `g`.
-#[target_feature(enable = "avx2,fma")]
+/// Each pointer holds `n` floats, `w`, `m` and `v` writable, and no other thread
+/// touches them during the call. (They should also be distinct buffers, or the
+/// results mix; `crate::sgemm::supported()` is required too, and checked: the call
+/// panics without it.)
 pub unsafe fn adam(w: *mut f32, g: *const f32, m: *mut f32, v: *mut f32, n: usize, h: Adam) {
+    assert!(
+        crate::sgemm::supported(),
+        "nnc_kernels::update::adam needs a processor with AVX2 and FMA"
+    );
+    // SAFETY: AVX2 and FMA are checked above; the buffers are this function's
+    // contract.
+    unsafe { adam_avx2(w, g, m, v, n, h) }
+}
+
+/// `adam` once the processor is known to have AVX2 and FMA.
+///
+/// # Safety
+/// As for `adam`, and AVX2 and FMA are available.
+#[target_feature(enable = "avx2,fma")]
+unsafe fn adam_avx2(w: *mut f32, g: *const f32, m: *mut f32, v: *mut f32, n: usize, h: Adam) {
     use std::arch::x86_64::*;
     let splat = _mm256_set1_ps;
     let (alpha, omb1, omb2, eps) = (
@@ -52,7 +68,7 @@ pub unsafe fn adam(w: *mut f32, g: *const f32, m: *mut f32, v: *mut f32, n: usiz
     );
     let full = n / 8 * 8;
     for i in (0..full).step_by(8) {
-        // SAFETY: `i + 8 <= n` for every buffer.
+        // SAFETY: `i + 8 <= full <= n`: eight floats inside each buffer of `n`.
         unsafe {
             let mut wv = _mm256_loadu_ps(w.add(i));
             if let Some((wd, lr)) = h.decay {
@@ -75,7 +91,7 @@ pub unsafe fn adam(w: *mut f32, g: *const f32, m: *mut f32, v: *mut f32, n: usiz
         }
     }
     for i in full..n {
-        // SAFETY: `i < n` for every buffer.
+        // SAFETY: `i < n`: inside each buffer of `n`.
         unsafe {
             let (nw, nm, nv) = h.one(*w.add(i), *g.add(i), *m.add(i), *v.add(i));
             (*w.add(i), *m.add(i), *v.add(i)) = (nw, nm, nv);
@@ -110,6 +126,7 @@ mod tests {
             let expected: Vec<(f32, f32, f32)> =
                 (0..n).map(|i| h.one(w[i], g[i], m[i], v[i])).collect();
             let (pw, pm, pv) = (w.as_mut_ptr(), m.as_mut_ptr(), v.as_mut_ptr());
+            // SAFETY: four distinct buffers of `n` floats.
             unsafe { adam(pw, g.as_ptr(), pm, pv, n, h) };
             for i in 0..n {
                 assert_eq!(

@@ -1,7 +1,7 @@
 //! Weights on disk: safetensors files of float32 tensors named `LAYER.param`.
 
 use std::borrow::Cow;
-use std::collections::HashSet;
+use std::collections::{BTreeMap, HashSet};
 use std::fs::{self, File};
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
@@ -34,6 +34,16 @@ impl View for F32View<'_> {
 /// the same folder is written, flushed to disk and renamed over `path`, so `path`
 /// is always either the old file or the complete new one.
 pub fn save(path: &Path, tensors: &[(String, Vec<usize>, &[f32])]) -> Result<(), String> {
+    save_with_metadata(path, tensors, None)
+}
+
+/// `save`, with string pairs in the safetensors header's `__metadata__` (what
+/// `runtime::trained` stores: the data preparation, the source hash, the version).
+pub fn save_with_metadata(
+    path: &Path,
+    tensors: &[(String, Vec<usize>, &[f32])],
+    metadata: Option<Metadata>,
+) -> Result<(), String> {
     let file = path.display();
     let mut names = HashSet::new();
     for (name, shape, data) in tensors {
@@ -57,15 +67,59 @@ pub fn save(path: &Path, tensors: &[(String, Vec<usize>, &[f32])]) -> Result<(),
             },
         )
     });
-    let bytes = safetensors::tensor::serialize(views, &None)
+    let mut bytes = safetensors::tensor::serialize(views, &None)
         .map_err(|e| format!("{file}: cannot encode the weights: {e}"))?;
+    if let Some(metadata) = metadata {
+        bytes = with_metadata(&bytes, &metadata)
+            .ok_or_else(|| format!("{file}: cannot encode the weights' metadata"))?;
+    }
 
-    let temp = temp_path(path)?;
-    let written = write_synced(&temp, &bytes).and_then(|()| fs::rename(&temp, path));
+    write_atomically(path, &bytes).map_err(|e| format!("{file}: cannot write the weights: {e}"))
+}
+
+/// `bytes` (a safetensors file) with `metadata` in its header. safetensors would
+/// write the pairs in a hash map's order, different from run to run; here they go
+/// in sorted, so that one seed's weights are the same bytes every time. The tensor
+/// entries and data are unchanged (their offsets count from the data's start).
+fn with_metadata(bytes: &[u8], metadata: &Metadata) -> Option<Vec<u8>> {
+    let n = usize::try_from(u64::from_le_bytes(bytes.get(..8)?.try_into().ok()?)).ok()?;
+    let header = std::str::from_utf8(bytes.get(8..8 + n)?).ok()?.trim_end();
+    let rest = header.strip_prefix('{')?.trim_start();
+    let mut text = format!(
+        "{{\"__metadata__\":{}",
+        serde_json::to_string(metadata).ok()?
+    );
+    if !rest.starts_with('}') {
+        text.push(',');
+    }
+    text.push_str(rest);
+    // The data starts 8-byte aligned, as safetensors pads it.
+    while text.len() % 8 != 0 {
+        text.push(' ');
+    }
+    let mut out = Vec::with_capacity(8 + text.len() + bytes.len() - 8 - n);
+    out.extend_from_slice(&(text.len() as u64).to_le_bytes());
+    out.extend_from_slice(text.as_bytes());
+    out.extend_from_slice(&bytes[8 + n..]);
+    Some(out)
+}
+
+/// Writes `bytes` to `path` so that `path` is always either the old file or the
+/// complete new one: a temporary file beside it, flushed to disk, then renamed. An
+/// existing file's permissions are kept. Every file nnc writes (weights,
+/// predictions, ONNX models, formatted sources) goes through here.
+pub fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    let temp = temp_path(path).map_err(std::io::Error::other)?;
+    let written = write_synced(&temp, bytes)
+        .and_then(|()| match fs::metadata(path) {
+            Ok(old) => fs::set_permissions(&temp, old.permissions()),
+            Err(_) => Ok(()),
+        })
+        .and_then(|()| fs::rename(&temp, path));
     if let Err(e) = written {
         // Best effort: the temporary file is ours and useless now.
         let _ = fs::remove_file(&temp);
-        return Err(format!("{file}: cannot write the weights: {e}"));
+        return Err(e);
     }
     sync_parent(path);
     Ok(())
@@ -97,10 +151,26 @@ pub fn check_writable(path: &Path) -> Result<(), String> {
 ///
 /// Every missing, extra, misshapen or non-float32 tensor is named in one message.
 pub fn load(path: &Path, expected: &[(String, Vec<usize>)]) -> Result<Vec<Vec<f32>>, String> {
+    load_with_metadata(path, expected).map(|(values, _)| values)
+}
+
+/// The string pairs of a safetensors header's `__metadata__`, sorted by key.
+pub type Metadata = BTreeMap<String, String>;
+
+/// `load`, with the header's `__metadata__` (empty when the file has none).
+pub fn load_with_metadata(
+    path: &Path,
+    expected: &[(String, Vec<usize>)],
+) -> Result<(Vec<Vec<f32>>, Metadata), String> {
     let file = path.display();
     let bytes = read_bounded(path, expected)?;
     let st = SafeTensors::deserialize(&bytes)
         .map_err(|e| format!("{file}: not a valid safetensors file: {}", reason(&e)))?;
+    let metadata = SafeTensors::read_metadata(&bytes)
+        .ok()
+        .and_then(|(_, m)| m.metadata().clone())
+        .map(|m| m.into_iter().collect())
+        .unwrap_or_default();
 
     let wanted: HashSet<&str> = expected.iter().map(|(n, _)| n.as_str()).collect();
     let mut problems = Vec::new();
@@ -152,7 +222,7 @@ pub fn load(path: &Path, expected: &[(String, Vec<usize>)]) -> Result<Vec<Vec<f3
         problems.push(format!("tensor `{name}` is not a weight of the model"));
     }
     if problems.is_empty() {
-        Ok(out)
+        Ok((out, metadata))
     } else {
         Err(format!(
             "{file}: the weights do not fit the model:\n  {}",
@@ -237,5 +307,30 @@ fn sync_parent(path: &Path) {
     };
     if let Ok(dir) = File::open(parent) {
         let _ = dir.sync_all();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn metadata_is_written_sorted_and_read_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let kernel = [1.0f32, 2.0, 3.0, 4.0, 5.0, 6.0];
+        let tensors = [("d.kernel".to_string(), vec![2, 3], &kernel[..])];
+        let meta: Metadata = (0..20)
+            .map(|i| (format!("k{i}"), format!("v{i}")))
+            .collect();
+        let (a, b) = (dir.path().join("a"), dir.path().join("b"));
+        save_with_metadata(&a, &tensors, Some(meta.clone())).unwrap();
+        save_with_metadata(&b, &tensors, Some(meta.clone())).unwrap();
+        assert_eq!(fs::read(&a).unwrap(), fs::read(&b).unwrap());
+        let (values, read) = load_with_metadata(&a, &[("d.kernel".into(), vec![2, 3])]).unwrap();
+        assert_eq!(values, vec![kernel.to_vec()]);
+        assert_eq!(read, meta);
+        // The header stays 8-byte aligned, as safetensors writes it.
+        let bytes = fs::read(&a).unwrap();
+        assert_eq!(u64::from_le_bytes(bytes[..8].try_into().unwrap()) % 8, 0);
     }
 }

@@ -5,5 +5,8 @@ pub mod data;
 pub mod interrupt;
 pub mod memory;
 pub mod metrics;
+pub mod predict;
+pub mod predict_io;
 pub mod report;
 pub mod train;
+pub mod trained;

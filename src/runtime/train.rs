@@ -20,6 +20,7 @@ use crate::runtime::interrupt;
 use crate::runtime::memory;
 use crate::runtime::metrics::Accumulator;
 use crate::runtime::report::{DataReport, EpochReport, NodeTime, Reporter, TestReport};
+use crate::runtime::trained;
 use crate::sema::model::{Model, TrainConfig};
 
 /// Which executor runs the graphs.
@@ -42,6 +43,8 @@ pub struct RunOptions {
     pub engine: Option<Engine>,
     /// Time every node of the full-batch train step and report it (JIT only).
     pub profile: bool,
+    /// SHA-256 of the `.nn` file, stored with saved weights (`runtime::trained`).
+    pub source_sha256: Option<String>,
 }
 
 /// A graph ready to run, with the layout it was compiled for.
@@ -317,6 +320,13 @@ pub fn train(
         .iter()
         .map(|(_, id)| full.graph.tensors[*id].shape.clone())
         .collect();
+    let preparation = trained::Preparation {
+        features: prepared.feature_names.clone(),
+        standardization: prepared.standardization.clone(),
+        classes: trained::classes(model, config.loss),
+        seed: Some(config.seed),
+    };
+    let metadata = trained::metadata(model, &preparation, options.source_sha256.as_deref());
     let save = |path: &std::path::Path, values: Vec<&[f32]>| {
         let tensors: Vec<(String, Vec<usize>, &[f32])> = checkpoint_tensors
             .iter()
@@ -324,7 +334,7 @@ pub fn train(
             .zip(values)
             .map(|(((name, _), shape), data)| (name.clone(), shape.clone(), data))
             .collect();
-        checkpoint::save(path, &tensors)
+        checkpoint::save_with_metadata(path, &tensors, Some(metadata.clone()))
     };
     if interrupt::requested() {
         let saved = match (&options.save, &kept) {

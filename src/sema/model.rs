@@ -287,6 +287,17 @@ pub enum DataSource {
         folder: PathBuf,
         subset: MnistSubset,
     },
+    /// NumPy `.npy` files: `x` (first axis the sample) and `y` (one value each).
+    Npy {
+        x: PathBuf,
+        y: PathBuf,
+    },
+    /// Arrays `x` and `y` of a NumPy `.npz` archive.
+    Npz {
+        path: PathBuf,
+        x: String,
+        y: String,
+    },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -52,7 +52,7 @@ pub const LOSSES: &[&str] = &[
 ];
 pub const OPTIMIZERS: &[&str] = &["sgd", "adam", "adamw", "rmsprop"];
 pub const METRICS: &[&str] = &["accuracy", "mse", "mae"];
-pub const SOURCES: &[&str] = &["csv", "idx", "mnist"];
+pub const SOURCES: &[&str] = &["csv", "idx", "mnist", "npy", "npz"];
 pub const SUBSETS: &[&str] = &["train", "test"];
 pub const SETTINGS: &[&str] = &[
     "data",

@@ -24,7 +24,7 @@ pub struct ModelFacts {
     pub output_span: Span,
 }
 
-const SOURCES_WITH_SPLIT: &[&str] = &["csv", "idx", "mnist", "split"];
+const SOURCES_WITH_SPLIT: &[&str] = &["csv", "idx", "mnist", "npy", "npz", "split"];
 
 fn ok<T>(r: Result<T, Diagnostic>, d: &mut Vec<Diagnostic>) -> Option<T> {
     r.map_err(|e| d.push(e)).ok()
@@ -281,6 +281,32 @@ fn data_source(
                 subset: subset?,
             }))
         }
+        "npy" => {
+            let b = bind(call, &what, &["x", "y"], &["x", "y"], d);
+            let x = b.get("x").and_then(|v| ok(args::string(v, "x"), d));
+            let y = b.get("y").and_then(|v| ok(args::string(v, "y"), d));
+            Some(Src::Source(DataSource::Npy {
+                x: resolve(base, x?),
+                y: resolve(base, y?),
+            }))
+        }
+        "npz" => {
+            let b = bind(call, &what, &["path", "x", "y"], &["path"], d);
+            let path = b.get("path").and_then(|v| ok(args::string(v, "path"), d));
+            let x = match b.get("x") {
+                None => Some("x"),
+                Some(v) => ok(args::string(v, "x"), d),
+            };
+            let y = match b.get("y") {
+                None => Some("y"),
+                Some(v) => ok(args::string(v, "y"), d),
+            };
+            Some(Src::Source(DataSource::Npz {
+                path: resolve(base, path?),
+                x: x?.to_string(),
+                y: y?.to_string(),
+            }))
+        }
         "split" if allow_split => {
             let b = bind(call, &what, &["fraction"], &["fraction"], d);
             let f = b
@@ -297,7 +323,8 @@ fn data_source(
                     "not a data source",
                 )
                 .with_help(
-                    "use `split` for `test`; `data` needs `csv(...)`, `idx(...)` or `mnist(...)`",
+                    "use `split` for `test`; `data` needs `csv(...)`, `idx(...)`, `mnist(...)`, \
+                     `npy(...)` or `npz(...)`",
                 ),
             );
             None

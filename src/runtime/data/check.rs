@@ -124,6 +124,8 @@ pub fn file_span(source: &str, base_dir: &Path, message: &str) -> Option<Span> {
             "csv" => &[("path", 0)],
             "idx" => &[("images", 0), ("labels", 1)],
             "mnist" => &[("folder", 0)],
+            "npy" => &[("x", 0), ("y", 1)],
+            "npz" => &[("path", 0)],
             _ => &[],
         };
         for &(name, position) in paths {
@@ -313,6 +315,9 @@ fn inspect(
             let labels_span = arg_span(w.value, "labels", 1);
             inspect_idx(images, images_span, labels, labels_span, w, loss, facts, d)
         }
+        // NumPy arrays are checked as `run` loads them (their headers are not read
+        // here yet); their features are matched by position.
+        DataSource::Npy { .. } | DataSource::Npz { .. } => Some(None),
         DataSource::Mnist { folder, subset } => match idx::mnist_paths(folder, *subset) {
             Ok((images, labels)) => {
                 let span = arg_span(w.value, "folder", 0);

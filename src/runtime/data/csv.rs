@@ -212,10 +212,10 @@ fn training_columns(
 const MAX_LINE_BYTES: usize = 16 << 20;
 
 /// Fails the read once a line runs past `MAX_LINE_BYTES`.
-struct LineLimit<R> {
-    inner: R,
+pub(crate) struct LineLimit<R> {
+    pub(crate) inner: R,
     /// Bytes since the last line end.
-    run: usize,
+    pub(crate) run: usize,
 }
 
 impl<R: Read> Read for LineLimit<R> {

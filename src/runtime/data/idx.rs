@@ -53,6 +53,21 @@ pub fn read(images: &Path, labels: &Path) -> Result<Dataset, String> {
     })
 }
 
+/// An image file alone (`nnc predict`): `(count, rows * columns, pixels)`.
+pub fn read_images(images: &Path) -> Result<(usize, usize, Vec<u8>), String> {
+    let (dims, pixels) = read_u8(images, 3, "image", true)?;
+    if dims.contains(&0) {
+        return Err(format!(
+            "{}: the file holds no pixels (its header says {} x {} x {})",
+            images.display(),
+            dims[0],
+            dims[1],
+            dims[2]
+        ));
+    }
+    Ok((dims[0], dims[1] * dims[2], pixels))
+}
+
 /// The image and label files of one MNIST subset in `folder`.
 ///
 /// Looks for the standard names (`train-images-idx3-ubyte.gz`, ...), then the same

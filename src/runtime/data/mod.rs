@@ -139,6 +139,7 @@ fn gather_rows<T: Copy>(values: &[T], rows: &[usize], width: usize) -> Vec<T> {
 pub mod check;
 pub mod csv;
 pub mod idx;
+pub mod npy;
 
 use rand::rngs::StdRng;
 use rand::seq::SliceRandom;
@@ -154,6 +155,10 @@ pub struct Prepared {
     pub train: Dataset,
     pub validation: Option<Dataset>,
     pub test: Option<Dataset>,
+    /// The csv feature columns in input order (empty for images).
+    pub feature_names: Vec<String>,
+    /// `standardize`'s per-feature (mean, scale), as applied to every set.
+    pub standardization: Option<(Vec<f64>, Vec<f64>)>,
 }
 
 /// Loads, splits, standardizes and checks the data of `config` for `model`.
@@ -174,8 +179,8 @@ pub struct Prepared {
 pub fn prepare(model: &Model, config: &TrainConfig) -> Result<Prepared, String> {
     let targets = TargetRule::new(model, config.loss)?;
     let data = load(&config.data, None)?;
-    check_features(model, &data.data, &config.data)?;
-    let training_columns = data.feature_names.clone();
+    check_features(model, &data, &config.data)?;
+    let feature_names = data.feature_names.clone();
     let data = targets.apply(data)?;
 
     let mut rng = StdRng::seed_from_u64(config.seed);
@@ -187,8 +192,8 @@ pub fn prepare(model: &Model, config: &TrainConfig) -> Result<Prepared, String> 
             (kept, Some(subset(&data, &held)))
         }
         Some(TestSource::Source(source)) => {
-            let test = load(source, training_columns.as_deref())?;
-            check_features(model, &test.data, source)?;
+            let test = load(source, csv_columns(&feature_names))?;
+            check_features(model, &test, source)?;
             (all, Some(targets.apply(test)?))
         }
     };
@@ -213,6 +218,8 @@ pub fn prepare(model: &Model, config: &TrainConfig) -> Result<Prepared, String> 
         train,
         validation,
         test,
+        feature_names,
+        standardization: None,
     };
     if let DataSource::Csv {
         standardize: true, ..
@@ -226,8 +233,39 @@ pub fn prepare(model: &Model, config: &TrainConfig) -> Result<Prepared, String> 
         {
             standardize(set, &mean, &scale);
         }
+        prepared.standardization = Some((mean, scale));
     }
     Ok(prepared)
+}
+
+/// Loads `source` for a trained model (`nnc evaluate --data`): checked against the
+/// model, targets made what `config.loss` reads, and standardized with the training
+/// statistics `standardization` (mean, scale) when there are any.
+pub fn prepare_source(
+    model: &Model,
+    config: &TrainConfig,
+    source: &DataSource,
+    standardization: Option<&(Vec<f64>, Vec<f64>)>,
+) -> Result<Dataset, String> {
+    let targets = TargetRule::new(model, config.loss)?;
+    let training = training_columns(&config.data);
+    let loaded = load(source, training.as_deref().and_then(csv_columns))?;
+    check_features(model, &loaded, source)?;
+    let mut data = targets.apply(loaded)?;
+    if let Some((mean, scale)) = standardization {
+        standardize(&mut data, mean, scale);
+    }
+    Ok(data)
+}
+
+/// Standardizes raw feature rows (`values.len()` a multiple of `mean.len()`) as
+/// `standardize` did in training: in f64, rounded to f32.
+pub fn standardize_values(values: &mut [f32], mean: &[f64], scale: &[f64]) {
+    for row in values.chunks_exact_mut(mean.len().max(1)) {
+        for ((v, m), s) in row.iter_mut().zip(mean).zip(scale) {
+            *v = ((f64::from(*v) - m) / s) as f32;
+        }
+    }
 }
 
 /// Sets `order` to the training rows' order in `epoch`: a permutation of
@@ -351,8 +389,8 @@ fn prefetch_lines<T>(values: &[T]) {
 struct Loaded {
     data: Dataset,
     origin: Origin,
-    /// A CSV file's feature columns, in the order of the features.
-    feature_names: Option<Vec<String>>,
+    /// The csv feature columns in input order (empty for images).
+    feature_names: Vec<String>,
 }
 
 enum Origin {
@@ -363,6 +401,11 @@ enum Origin {
     },
     Idx {
         labels: String,
+    },
+    /// NumPy arrays: `y` names the labels array; `x_shape` is the features array's.
+    Array {
+        y: String,
+        x_shape: Vec<usize>,
     },
 }
 
@@ -379,7 +422,30 @@ impl Loaded {
             Origin::Idx { labels } => {
                 format!("{labels}: label {} (byte offset {})", row + 1, 8 + row)
             }
+            Origin::Array { y, .. } => format!("{y}: y[{row}]"),
         }
+    }
+}
+
+/// The training CSV's feature columns, or `None` for images and arrays (whose
+/// features are matched by position).
+fn csv_columns(names: &[String]) -> Option<&[String]> {
+    (!names.is_empty()).then_some(names)
+}
+
+/// The feature columns of the training source, when it is a CSV file: its
+/// `features` list, or every column of its header but the target. `None` when the
+/// header cannot be read (later data is then matched by position).
+fn training_columns(source: &DataSource) -> Option<Vec<String>> {
+    match source {
+        DataSource::Csv {
+            features: Some(list),
+            ..
+        } => Some(list.clone()),
+        DataSource::Csv { path, target, .. } => csv::header(path)
+            .ok()
+            .map(|names| names.into_iter().filter(|n| n != target).collect()),
+        _ => None,
     }
 }
 
@@ -404,30 +470,42 @@ fn load(source: &DataSource, training: Option<&[String]>) -> Result<Loaded, Stri
                 }
             };
             Ok(Loaded {
+                feature_names: table.feature_names,
                 data: table.data,
                 origin: Origin::Csv {
                     path: path.display().to_string(),
                     target: target.clone(),
                     lines: table.lines,
                 },
-                feature_names: Some(table.feature_names),
             })
         }
         DataSource::Idx { images, labels } => Ok(Loaded {
+            feature_names: vec![],
             data: idx::read(images, labels)?,
             origin: Origin::Idx {
                 labels: labels.display().to_string(),
             },
-            feature_names: None,
         }),
+        DataSource::Npy { x, y } => arrays(
+            npy::read_npy(x)?,
+            npy::read_npy(y)?,
+            x.display().to_string(),
+            y.display().to_string(),
+        ),
+        DataSource::Npz { path, x, y } => arrays(
+            npy::read_npz(path, x)?,
+            npy::read_npz(path, y)?,
+            format!("{}: array `{x}`", path.display()),
+            format!("{}: array `{y}`", path.display()),
+        ),
         DataSource::Mnist { folder, subset } => {
             let (images, labels) = idx::mnist_paths(folder, *subset)?;
             Ok(Loaded {
+                feature_names: vec![],
                 data: idx::read(&images, &labels)?,
                 origin: Origin::Idx {
                     labels: labels.display().to_string(),
                 },
-                feature_names: None,
             })
         }
     }
@@ -458,19 +536,69 @@ fn same_columns(path: &std::path::Path, own: &[String], training: &[String]) -> 
     ))
 }
 
+/// Features and labels from two NumPy arrays; `x_what` and `y_what` name them.
+fn arrays(x: npy::Array, y: npy::Array, x_what: String, y_what: String) -> Result<Loaded, String> {
+    if x.shape.len() < 2 {
+        return Err(format!(
+            "{x_what}: the array has shape {:?}; its first axis is the sample, so it needs at \
+             least two axes",
+            x.shape
+        ));
+    }
+    let flat_y = match y.shape[..] {
+        [n] | [n, 1] => Some(n),
+        _ => None,
+    };
+    if flat_y != Some(x.shape[0]) {
+        return Err(format!(
+            "{y_what}: the array has shape {:?}, {x_what} has shape {:?}; the labels need \
+             shape [{}] (one per sample)",
+            y.shape, x.shape, x.shape[0]
+        ));
+    }
+    Ok(Loaded {
+        data: Dataset {
+            feature_count: x.shape[1..].iter().product(),
+            rows: x.shape[0],
+            features: Features::Values(x.values),
+            targets: y.values,
+            target_width: 1,
+        },
+        origin: Origin::Array {
+            y: y_what,
+            x_shape: x.shape,
+        },
+        feature_names: vec![],
+    })
+}
+
 fn source_name(source: &DataSource) -> String {
     match source {
         DataSource::Csv { path, .. } => path.display().to_string(),
         DataSource::Idx { images, .. } => images.display().to_string(),
         DataSource::Mnist { folder, .. } => folder.display().to_string(),
+        DataSource::Npy { x, .. } => x.display().to_string(),
+        DataSource::Npz { path, x, .. } => format!("{}: array `{x}`", path.display()),
     }
 }
 
-fn check_features(model: &Model, data: &Dataset, source: &DataSource) -> Result<(), String> {
+fn check_features(model: &Model, loaded: &Loaded, source: &DataSource) -> Result<(), String> {
+    let data = &loaded.data;
     if data.feature_count == model.input_size() {
         return Ok(());
     }
     let dims: Vec<String> = model.input_shape.iter().map(|d| d.to_string()).collect();
+    if let Origin::Array { x_shape, .. } = &loaded.origin {
+        return Err(format!(
+            "{}: the array has shape {x_shape:?}, but the model's input `{}` has shape [{}]; \
+             x needs shape [samples, {}] (or [samples, {}])",
+            source_name(source),
+            model.input_name,
+            dims.join(", "),
+            dims.join(", "),
+            model.input_size()
+        ));
+    }
     Err(format!(
         "{}: each sample has {} features, but the model's input `{}` has shape [{}] ({} \
          elements); the counts must agree",
@@ -638,11 +766,7 @@ fn standardization(data: &Dataset) -> (Vec<f64>, Vec<f64>) {
 
 fn standardize(data: &mut Dataset, mean: &[f64], scale: &[f64]) {
     let mut values = std::mem::take(&mut data.features).into_f32();
-    for row in values.chunks_exact_mut(data.feature_count) {
-        for ((v, m), s) in row.iter_mut().zip(mean).zip(scale) {
-            *v = ((f64::from(*v) - m) / s) as f32;
-        }
-    }
+    standardize_values(&mut values, mean, scale);
     data.features = Features::Values(values);
 }
 

@@ -1,0 +1,163 @@
+//! NumPy arrays: `.npy` files and arrays inside `.npz` archives (`np.savez`,
+//! `np.savez_compressed`), read as float32; and `.npy` output of `nnc predict`.
+
+use std::io::{BufReader, Read};
+use std::path::Path;
+
+use npyz::{DType, NpyFile, Order, TypeChar, WriterBuilder};
+
+/// A numeric array: its shape (first axis the sample) and values as float32,
+/// row-major.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Array {
+    pub shape: Vec<usize>,
+    pub values: Vec<f32>,
+}
+
+/// The most values nnc reads from one array (16 GiB of float32).
+const MAX_VALUES: u64 = 4 << 30;
+
+/// Reads the `.npy` file `path`.
+pub fn read_npy(path: &Path) -> Result<Array, String> {
+    let file = path.display().to_string();
+    let f = std::fs::File::open(path).map_err(|e| format!("{file}: cannot read: {e}"))?;
+    let npy = NpyFile::new(BufReader::new(f))
+        .map_err(|e| format!("{file}: not a NumPy .npy file: {e}"))?;
+    decode(npy, &file)
+}
+
+/// The array names of the `.npz` archive `path` (its `NAME.npy` members), sorted.
+pub fn npz_names(path: &Path) -> Result<Vec<String>, String> {
+    let archive = open_npz(path)?;
+    let mut names: Vec<String> = archive
+        .file_names()
+        .filter_map(|n| n.strip_suffix(".npy"))
+        .map(str::to_string)
+        .collect();
+    names.sort();
+    Ok(names)
+}
+
+fn open_npz(path: &Path) -> Result<zip::ZipArchive<BufReader<std::fs::File>>, String> {
+    let file = path.display();
+    let f = std::fs::File::open(path).map_err(|e| format!("{file}: cannot read: {e}"))?;
+    zip::ZipArchive::new(BufReader::new(f))
+        .map_err(|e| format!("{file}: not a NumPy .npz archive: {e}"))
+}
+
+/// Reads array `name` of the `.npz` archive `path` (`np.savez` or
+/// `np.savez_compressed`).
+pub fn read_npz(path: &Path, name: &str) -> Result<Array, String> {
+    let file = path.display().to_string();
+    let names: Vec<String> = npz_names(path)?.iter().map(|n| format!("`{n}`")).collect();
+    let mut archive = open_npz(path)?;
+    let what = format!("{file}: array `{name}`");
+    let member = match archive.by_name(&format!("{name}.npy")) {
+        Ok(m) => m,
+        Err(zip::result::ZipError::FileNotFound) => {
+            return Err(format!(
+                "{file}: no array named `{name}`; the archive holds {}",
+                if names.is_empty() {
+                    "no arrays".to_string()
+                } else {
+                    names.join(", ")
+                }
+            ))
+        }
+        Err(e) => return Err(format!("{what}: cannot read it: {e}")),
+    };
+    let npy = NpyFile::new(member).map_err(|e| format!("{what}: not a NumPy array: {e}"))?;
+    decode(npy, &what)
+}
+
+/// The values of `npy` as float32, refusing types NumPy data sets do not use for
+/// features and labels.
+fn decode<R: Read>(npy: NpyFile<R>, what: &str) -> Result<Array, String> {
+    let shape: Vec<usize> = npy.shape().iter().map(|&d| d as usize).collect();
+    if npy.order() == Order::Fortran {
+        return Err(format!(
+            "{what}: the array is in Fortran order; save it with np.ascontiguousarray first"
+        ));
+    }
+    let count = npy
+        .shape()
+        .iter()
+        .try_fold(1u64, |a, &d| a.checked_mul(d))
+        .filter(|&n| n <= MAX_VALUES)
+        .ok_or_else(|| format!("{what}: the shape {shape:?} is too large to load"))?;
+    let dtype = npy.dtype();
+    let DType::Plain(ts) = &dtype else {
+        return Err(format!(
+            "{what}: a structured array; nnc reads float32, float64, uint8, int32 or int64"
+        ));
+    };
+    let truncated = |e: std::io::Error| {
+        format!("{what}: the data ends early or is unreadable ({e}); the header promises {count} values of shape {shape:?}")
+    };
+    let values: Vec<f32> = match (ts.type_char(), ts.size_field()) {
+        (TypeChar::Float, 4) => npy.into_vec::<f32>().map_err(truncated)?,
+        (TypeChar::Float, 8) => to_f32(npy.into_vec::<f64>().map_err(truncated)?, |v| v as f32),
+        (TypeChar::Uint, 1) => to_f32(npy.into_vec::<u8>().map_err(truncated)?, f32::from),
+        (TypeChar::Int, 4) => to_f32(npy.into_vec::<i32>().map_err(truncated)?, |v| v as f32),
+        (TypeChar::Int, 8) => to_f32(npy.into_vec::<i64>().map_err(truncated)?, |v| v as f32),
+        _ => {
+            return Err(format!(
+                "{what}: dtype `{ts}` is not read by nnc; use float32, float64, uint8, int32 or \
+                 int64"
+            ))
+        }
+    };
+    if values.len() as u64 != count {
+        return Err(format!(
+            "{what}: holds {} values, the header's shape {shape:?} needs {count}",
+            values.len()
+        ));
+    }
+    if let Some(i) = values.iter().position(|v| !v.is_finite()) {
+        return Err(format!(
+            "{what}: value {i} (row-major) is {}; every value must be a finite number",
+            values[i]
+        ));
+    }
+    Ok(Array { shape, values })
+}
+
+fn to_f32<T>(v: Vec<T>, f: impl Fn(T) -> f32) -> Vec<f32> {
+    v.into_iter().map(f).collect()
+}
+
+/// The bytes of a float32 `.npy` file of `shape` holding `values`.
+pub fn encode_f32(shape: &[usize], values: &[f32]) -> Result<Vec<u8>, String> {
+    let mut out = vec![];
+    let shape: Vec<u64> = shape.iter().map(|&d| d as u64).collect();
+    let mut w = npyz::WriteOptions::new()
+        .default_dtype()
+        .shape(&shape)
+        .writer(&mut out)
+        .begin_nd()
+        .map_err(|e| format!("cannot encode the .npy array: {e}"))?;
+    w.extend(values.iter().copied())
+        .and_then(|()| w.finish())
+        .map_err(|e| format!("cannot encode the .npy array: {e}"))?;
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn float32_round_trips_and_truncation_is_refused() {
+        let values = [1.5f32, -2.0, 0.25, 7.0, 8.0, 9.0];
+        let bytes = encode_f32(&[2, 3], &values).unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("a.npy");
+        std::fs::write(&path, &bytes).unwrap();
+        let a = read_npy(&path).unwrap();
+        assert_eq!(a.shape, vec![2, 3]);
+        assert_eq!(a.values, values);
+        std::fs::write(&path, &bytes[..bytes.len() - 5]).unwrap();
+        let e = read_npy(&path).unwrap_err();
+        assert!(e.contains("ends early"), "{e}");
+    }
+}
