@@ -1020,7 +1020,6 @@ fn random_conv_models_agree_with_the_interpreter() {
     assert!(worst.0 < 1e-5, "{:e} at {}", worst.0, worst.1);
 }
 
-
 /// A helper call whose arguments differ from the helper's declared kinds is caught
 /// where the call is emitted.
 #[test]
