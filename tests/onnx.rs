@@ -11,33 +11,17 @@ use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use clap::Parser;
-use nnc::cli::{Cli, Io};
+mod common;
+use common::nnc;
 use serde_json::Value;
 
 /// onnxruntime's kernels sum in other orders than nnc's; Keras and onnxruntime with
 /// the same weights differ by up to 1.3e-6 on these models.
 const TOLERANCE: f64 = 1e-5;
 
-fn nnc(args: &[&str]) -> (i32, String) {
-    let mut argv = vec!["nnc"];
-    argv.extend(args);
-    let cli = Cli::try_parse_from(&argv).expect("valid flags");
-    let (mut out, mut err) = (Vec::new(), Vec::new());
-    let code = nnc::cli::run(
-        cli,
-        &mut Io {
-            stdout: &mut out,
-            stderr: &mut err,
-            color: false,
-        },
-    );
-    (code, String::from_utf8_lossy(&err).into_owned())
-}
-
 fn ok(args: &[&str]) {
-    let (code, stderr) = nnc(args);
-    assert_eq!(code, 0, "nnc {args:?} failed:\n{stderr}");
+    let out = nnc(args);
+    assert_eq!(out.code, 0, "nnc {args:?} failed:\n{}", out.stderr);
 }
 
 fn s(p: &Path) -> &str {

@@ -3,37 +3,11 @@
 
 use std::path::{Path, PathBuf};
 
-use clap::Parser;
-use nnc::cli::{Cli, Io};
+mod common;
+use common::{nnc, Output};
 use nnc::runtime::checkpoint;
 use nnc::runtime::data::npy;
 use serde_json::Value;
-
-struct Output {
-    code: i32,
-    stdout: String,
-    stderr: String,
-}
-
-fn nnc(args: &[&str]) -> Output {
-    let mut argv = vec!["nnc"];
-    argv.extend(args);
-    let cli = Cli::try_parse_from(&argv).expect("valid flags");
-    let (mut out, mut err) = (Vec::new(), Vec::new());
-    let code = nnc::cli::run(
-        cli,
-        &mut Io {
-            stdout: &mut out,
-            stderr: &mut err,
-            color: false,
-        },
-    );
-    Output {
-        code,
-        stdout: String::from_utf8_lossy(&out).into_owned(),
-        stderr: String::from_utf8_lossy(&err).into_owned(),
-    }
-}
 
 fn ok(args: &[&str]) -> Output {
     let out = nnc(args);

@@ -1,35 +1,9 @@
 //! End to end: the shipped examples train through `nnc run` (the same library entry
 //! point as the binary) to the accuracy a Keras user would expect.
 
-use clap::Parser;
-use nnc::cli::{Cli, Io};
+mod common;
+use common::nnc;
 use serde_json::Value;
-
-struct Output {
-    code: i32,
-    stdout: String,
-    stderr: String,
-}
-
-fn nnc(args: &[&str]) -> Output {
-    let mut argv = vec!["nnc"];
-    argv.extend(args);
-    let cli = Cli::try_parse_from(&argv).expect("valid flags");
-    let (mut out, mut err) = (Vec::new(), Vec::new());
-    let code = nnc::cli::run(
-        cli,
-        &mut Io {
-            stdout: &mut out,
-            stderr: &mut err,
-            color: false,
-        },
-    );
-    Output {
-        code,
-        stdout: String::from_utf8_lossy(&out).into_owned(),
-        stderr: String::from_utf8_lossy(&err).into_owned(),
-    }
-}
 
 /// Runs `nnc run --json` and returns its events. One thread each: the test harness
 /// already runs tests side by side, and more threads than cores only contend.
