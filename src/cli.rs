@@ -9,7 +9,7 @@ use serde_json::json;
 
 use crate::diag::codes;
 use crate::diag::{line_col, Severity};
-use crate::runtime::report::{HumanReporter, JsonReporter};
+use crate::runtime::report::{self, HumanReporter, JsonReporter};
 use crate::runtime::train::{train, Engine, Interrupted, RunOptions};
 use crate::runtime::{interrupt, trained};
 use crate::sema::{self, summary, CheckOptions, CheckOutcome};
@@ -583,12 +583,32 @@ pub fn run_model(args: &RunArgs, io: &mut Io) -> i32 {
     let result = if args.json {
         train(&model, &options, &mut JsonReporter { out: io.stdout })
     } else {
-        train(
-            &model,
-            &options,
-            &mut HumanReporter::new(io.stdout, io.color),
-        )
+        let warnings = report::Source {
+            err: &mut *io.stderr,
+            file: checked.file.clone(),
+            text: checked.source.clone(),
+            color: io.color,
+        };
+        let mut reporter = HumanReporter::new(io.stdout, io.color).with_warnings(warnings);
+        train(&model, &options, &mut reporter)
     };
+    if let Ok(Some(nan)) = result.as_ref().map(|o| &o.not_finite) {
+        let d = nan.diagnostic(&model);
+        if args.json {
+            let event = json!({
+                "event": "error",
+                "message": d.message,
+                "code": d.code,
+                "line": line_col(&checked.source, d.span.start).0,
+            });
+            emit(io.stdout, &format!("{event}\n"));
+        }
+        emit(
+            io.stderr,
+            &crate::diag::render(&[d], &checked.file, &checked.source, io.color),
+        );
+        return EXIT_ERRORS;
+    }
     match result {
         Ok(outcome) => match outcome.interrupted {
             Some(stop) => {

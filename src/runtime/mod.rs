@@ -5,6 +5,7 @@ pub mod data;
 pub mod interrupt;
 pub mod memory;
 pub mod metrics;
+pub mod nan_trace;
 pub mod predict;
 pub mod predict_io;
 pub mod report;

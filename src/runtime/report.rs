@@ -4,8 +4,11 @@
 use std::io::Write;
 use std::path::Path;
 
-use indicatif::{ProgressBar, ProgressStyle};
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressState, ProgressStyle};
 use serde_json::json;
+
+use crate::diag::{self, Diagnostic};
+use crate::runtime::metrics::Accumulator;
 
 /// One finished epoch. Metric lists keep the order of the `metrics` setting.
 pub struct EpochReport {
@@ -37,7 +40,18 @@ pub trait Reporter {
     fn data_loaded(&mut self, _data: &DataReport) {}
     fn compiled(&mut self, seconds: f64);
     fn epoch_started(&mut self, _epoch: usize, _epochs: usize, _batches: usize) {}
-    fn batch_done(&mut self, _batch: usize, _mean_loss: f64) {}
+    /// After each step: `rows` trained on so far in the epoch, the mean loss over
+    /// them, and the metrics' running values (read them only when showing them).
+    fn batch_done(
+        &mut self,
+        _batch: usize,
+        _rows: usize,
+        _mean_loss: f64,
+        _metrics: &[Accumulator],
+    ) {
+    }
+    /// A warning found while training (the loss diverging).
+    fn warned(&mut self, _warning: &Diagnostic) {}
     fn epoch_done(&mut self, report: &EpochReport);
     fn tested(&mut self, report: &TestReport);
     fn saved(&mut self, path: &Path);
@@ -57,22 +71,65 @@ pub struct NodeTime {
     pub share: f64,
 }
 
-/// Lines for people; the progress bar goes to stderr, only when `progress` is set
-/// (the caller sets it when stderr is a terminal).
+/// Lines for people, one per epoch; the progress bar goes to stderr, only when
+/// `progress` is set (the caller sets it when stderr is a terminal).
 pub struct HumanReporter<'w> {
     out: &'w mut dyn Write,
-    progress: bool,
+    /// Where the bar is drawn: stderr, or none.
+    bar_target: Option<fn() -> ProgressDrawTarget>,
     bar: Option<ProgressBar>,
+    /// Rows per epoch: the bar counts samples.
+    rows: usize,
+    warnings: Option<Source<'w>>,
+}
+
+/// Where warnings are rendered, and the `.nn` file they point into.
+pub struct Source<'w> {
+    pub err: &'w mut dyn Write,
+    pub file: String,
+    pub text: String,
+    pub color: bool,
 }
 
 impl<'w> HumanReporter<'w> {
     pub fn new(out: &'w mut dyn Write, progress: bool) -> HumanReporter<'w> {
         HumanReporter {
             out,
-            progress,
+            bar_target: progress.then_some(ProgressDrawTarget::stderr as fn() -> _),
             bar: None,
+            rows: 0,
+            warnings: None,
         }
     }
+
+    /// Renders warnings as diagnostics into `source.text` (without it they are plain
+    /// lines on the output).
+    pub fn with_warnings(mut self, source: Source<'w>) -> HumanReporter<'w> {
+        self.warnings = Some(source);
+        self
+    }
+}
+
+/// `eta 13 s`, `eta 4 min`: what is left of the epoch at the current rate.
+fn eta_text(seconds: u64) -> String {
+    if seconds < 100 {
+        format!("eta {seconds} s")
+    } else {
+        format!("eta {} min", seconds.div_ceil(60))
+    }
+}
+
+/// The bar: samples done, running loss and metrics (the message), speed, time left.
+fn bar_style() -> ProgressStyle {
+    ProgressStyle::with_template("Epoch {prefix} [{bar:25}] {pos}/{len}  {msg}  {rate}  {left}")
+        .unwrap_or_else(|_| ProgressStyle::default_bar())
+        .with_key("rate", |s: &ProgressState, w: &mut dyn std::fmt::Write| {
+            let _ = write!(w, "{} samples/s", thousands(s.per_sec().round() as u64));
+        })
+        .with_key("left", |s: &ProgressState, w: &mut dyn std::fmt::Write| {
+            let _ = write!(w, "{}", eta_text(s.eta().as_secs()));
+        })
+        .progress_chars("=> ")
 }
 
 /// `12.5 us`, `3.42 ms`: a node of a training step takes micro- to milliseconds.
@@ -125,6 +182,7 @@ fn metric_text(prefix: &str, loss: f64, metrics: &[(String, f64)]) -> String {
 
 impl Reporter for HumanReporter<'_> {
     fn data_loaded(&mut self, d: &DataReport) {
+        self.rows = d.train_rows;
         let mut line = format!("training on {} rows", thousands(d.train_rows as u64));
         if let Some(n) = d.validation_rows {
             line.push_str(&format!(", validating on {}", thousands(n as u64)));
@@ -148,27 +206,39 @@ impl Reporter for HumanReporter<'_> {
         );
     }
 
-    fn epoch_started(&mut self, epoch: usize, epochs: usize, batches: usize) {
-        if self.progress {
-            let bar = ProgressBar::new(batches as u64);
-            let style =
-                ProgressStyle::with_template("Epoch {prefix} [{bar:30}] {pos}/{len} {msg} ({eta})")
-                    .unwrap_or_else(|_| ProgressStyle::default_bar())
-                    .progress_chars("=> ");
-            bar.set_style(style);
+    fn epoch_started(&mut self, epoch: usize, epochs: usize, _batches: usize) {
+        if let Some(target) = self.bar_target {
+            let bar = ProgressBar::with_draw_target(Some(self.rows as u64), target());
+            bar.set_style(bar_style());
             bar.set_prefix(format!("{epoch}/{epochs}"));
             self.bar = Some(bar);
         }
     }
 
-    fn batch_done(&mut self, batch: usize, mean_loss: f64) {
+    fn batch_done(&mut self, batch: usize, rows: usize, mean_loss: f64, metrics: &[Accumulator]) {
         if let Some(bar) = &self.bar {
-            bar.set_position(batch as u64);
             // Formatting every batch would cost more than a small model's step.
-            if batch.is_multiple_of(16) {
-                bar.set_message(format!("loss {mean_loss:.4}"));
+            if batch == 1 || batch.is_multiple_of(16) {
+                let running: Vec<(String, f64)> = metrics
+                    .iter()
+                    .map(|m| (m.name().to_string(), m.mean().unwrap_or(f64::NAN)))
+                    .collect();
+                bar.set_message(metric_text("", mean_loss, &running));
             }
+            bar.set_position(rows as u64);
         }
+    }
+
+    fn warned(&mut self, warning: &Diagnostic) {
+        let text = match &mut self.warnings {
+            Some(s) => {
+                let text = diag::render(std::slice::from_ref(warning), &s.file, &s.text, s.color);
+                let _ = s.err.write_all(text.as_bytes());
+                return;
+            }
+            None => format!("warning[{}]: {}", warning.code, warning.message),
+        };
+        say(self.out, text);
     }
 
     fn epoch_done(&mut self, r: &EpochReport) {
@@ -247,6 +317,13 @@ fn say(out: &mut dyn Write, line: impl std::fmt::Display) {
 impl Reporter for JsonReporter<'_> {
     fn compiled(&mut self, seconds: f64) {
         say(self.out, json!({"event": "compile", "seconds": seconds}));
+    }
+
+    fn warned(&mut self, d: &Diagnostic) {
+        say(
+            self.out,
+            json!({"event": "warning", "code": d.code, "message": d.message, "help": d.help}),
+        );
     }
 
     fn epoch_done(&mut self, r: &EpochReport) {
