@@ -75,8 +75,8 @@ pub struct NodeTime {
 /// `progress` is set (the caller sets it when stderr is a terminal).
 pub struct HumanReporter<'w> {
     out: &'w mut dyn Write,
-    /// Where the bar is drawn: stderr, or none.
-    bar_target: Option<fn() -> ProgressDrawTarget>,
+    /// Where each epoch's bar is drawn (stderr), or no bar.
+    bar_target: Option<Box<dyn Fn() -> ProgressDrawTarget + 'w>>,
     bar: Option<ProgressBar>,
     /// Rows per epoch: the bar counts samples.
     rows: usize,
@@ -95,11 +95,21 @@ impl<'w> HumanReporter<'w> {
     pub fn new(out: &'w mut dyn Write, progress: bool) -> HumanReporter<'w> {
         HumanReporter {
             out,
-            bar_target: progress.then_some(ProgressDrawTarget::stderr as fn() -> _),
+            bar_target: None,
             bar: None,
             rows: 0,
             warnings: None,
         }
+        .with_bar(progress.then_some(ProgressDrawTarget::stderr))
+    }
+
+    /// Draws each epoch's bar on the target `target` makes (none with `None`).
+    pub fn with_bar(
+        mut self,
+        target: Option<impl Fn() -> ProgressDrawTarget + 'w>,
+    ) -> HumanReporter<'w> {
+        self.bar_target = target.map(|t| Box::new(t) as Box<dyn Fn() -> ProgressDrawTarget>);
+        self
     }
 
     /// Renders warnings as diagnostics into `source.text` (without it they are plain
@@ -207,7 +217,7 @@ impl Reporter for HumanReporter<'_> {
     }
 
     fn epoch_started(&mut self, epoch: usize, epochs: usize, _batches: usize) {
-        if let Some(target) = self.bar_target {
+        if let Some(target) = &self.bar_target {
             let bar = ProgressBar::with_draw_target(Some(self.rows as u64), target());
             bar.set_style(bar_style());
             bar.set_prefix(format!("{epoch}/{epochs}"));
@@ -371,6 +381,79 @@ impl Reporter for JsonReporter<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    use crate::sema::model::Metric;
+    use indicatif::InMemoryTerm;
+
+    #[test]
+    fn the_bar_shows_samples_running_metrics_speed_and_a_labelled_eta() {
+        let term = InMemoryTerm::new(4, 200);
+        let mut out = Vec::new();
+        let screen = term.clone();
+        let mut r = HumanReporter::new(&mut out, false).with_bar(Some(move || {
+            ProgressDrawTarget::term_like(Box::new(screen.clone()))
+        }));
+        r.data_loaded(&DataReport {
+            train_rows: 100,
+            validation_rows: Some(20),
+            test_rows: None,
+            batch_size: 10,
+            epochs: 2,
+        });
+        r.epoch_started(1, 2, 10);
+        let mut accuracy = Accumulator::new(Metric::Accuracy, 1, 1).unwrap();
+        accuracy.add(&[0.9, 0.2, 0.7, 0.6], &[1.0, 0.0, 0.0, 1.0]);
+        for batch in 1..=4 {
+            r.batch_done(batch, batch * 10, 0.25, std::slice::from_ref(&accuracy));
+        }
+        let bar = term.contents();
+        assert!(bar.starts_with("Epoch 1/2 ["), "{bar}");
+        assert!(
+            bar.contains("] 40/100  loss 0.2500  accuracy 0.7500  "),
+            "{bar}"
+        );
+        let speed = bar.split("  ").find(|f| f.ends_with(" samples/s"));
+        let speed = speed.and_then(|f| {
+            f.trim_end_matches(" samples/s")
+                .replace(',', "")
+                .parse::<u64>()
+                .ok()
+        });
+        assert!(speed.is_some(), "{bar}");
+        let eta = bar.rsplit("  ").next().unwrap_or("");
+        let words: Vec<&str> = eta.split(' ').collect();
+        assert!(
+            words.len() == 3
+                && words[0] == "eta"
+                && words[1].parse::<u64>().is_ok()
+                && ["s", "min"].contains(&words[2]),
+            "{bar}"
+        );
+        r.epoch_done(&EpochReport {
+            epoch: 1,
+            epochs: 2,
+            loss: 0.25,
+            metrics: vec![("accuracy".into(), 0.75)],
+            validation: Some((0.5, vec![("accuracy".into(), 0.5)])),
+            seconds: 0.5,
+            samples_per_second: 200.0,
+        });
+        // The bar gives way to the epoch's one line, validation included.
+        assert_eq!(term.contents(), "");
+        drop(r);
+        assert_eq!(
+            String::from_utf8(out).unwrap().lines().last(),
+            Some("Epoch 1/2  loss 0.2500  accuracy 0.7500  val_loss 0.5000  val_accuracy 0.5000  500.0 ms  200 samples/s")
+        );
+    }
+
+    #[test]
+    fn eta_is_labelled_in_seconds_then_minutes() {
+        assert_eq!(eta_text(0), "eta 0 s");
+        assert_eq!(eta_text(13), "eta 13 s");
+        assert_eq!(eta_text(99), "eta 99 s");
+        assert_eq!(eta_text(150), "eta 3 min");
+    }
 
     #[test]
     fn numbers_read_as_people_write_them() {
