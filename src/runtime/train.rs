@@ -20,6 +20,7 @@ use crate::runtime::interrupt;
 use crate::runtime::memory;
 use crate::runtime::metrics::Accumulator;
 use crate::runtime::nan_trace::{self, NanReport};
+use crate::runtime::plot::Curves;
 use crate::runtime::report::{DataReport, EpochReport, NodeTime, Reporter, TestReport};
 use crate::runtime::trained;
 use crate::sema::model::{Model, TrainConfig};
@@ -136,6 +137,8 @@ pub struct Outcome {
     /// Set when a step made the loss or a weight NaN or infinite: training stopped
     /// there, nothing was saved or tested.
     pub not_finite: Option<NanReport>,
+    /// Every complete epoch's loss and metrics (`nnc run --plot`).
+    pub curves: Curves,
 }
 
 /// Where Ctrl-C stopped training.
@@ -254,6 +257,7 @@ pub fn train(
     let persistent = programs.train[&batch].layout.persistent_len;
     let mut epoch_start = vec![0f32; persistent];
     let mut divergence = Divergence::default();
+    let mut curves = Curves::default();
 
     'epochs: for epoch in 1..=config.epochs {
         if interrupt::requested() {
@@ -322,7 +326,7 @@ pub fn train(
             None => None,
         };
         let seconds = started.elapsed().as_secs_f64();
-        reporter.epoch_done(&EpochReport {
+        let report = EpochReport {
             epoch,
             epochs: config.epochs,
             loss: f64::from(final_loss),
@@ -330,7 +334,9 @@ pub fn train(
             validation,
             seconds,
             samples_per_second: train_set.rows as f64 / seconds.max(1e-9),
-        });
+        };
+        reporter.epoch_done(&report);
+        curves.push_report(&report);
         if let Some(warning) = divergence.epoch_loss(final_loss, epoch, &config) {
             reporter.warned(&warning);
         }
@@ -385,6 +391,7 @@ pub fn train(
                 saved,
             }),
             not_finite: None,
+            curves,
         });
     }
 
@@ -415,6 +422,7 @@ pub fn train(
         test,
         interrupted: None,
         not_finite: None,
+        curves,
     })
 }
 
@@ -504,6 +512,7 @@ impl Outcome {
             test: None,
             interrupted: None,
             not_finite: Some(report),
+            curves: Curves::default(),
         }
     }
 }
