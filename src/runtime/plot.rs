@@ -16,8 +16,11 @@ use crate::runtime::report::EpochReport;
 pub struct Curves {
     /// The epoch numbers, from 1.
     pub epochs: Vec<u64>,
-    pub series: Vec<(String, Vec<f64>)>,
+    pub series: Vec<Series>,
 }
+
+/// A name and its value per epoch.
+pub type Series = (String, Vec<f64>);
 
 impl Curves {
     /// Adds one epoch's values.
@@ -167,8 +170,8 @@ impl Curves {
 
     /// The quantities to draw, one panel each: `loss` first, then the metrics, each
     /// with its training and validation series (either may be missing).
-    fn panels(&self) -> Vec<(String, Vec<&(String, Vec<f64>)>)> {
-        let mut panels: Vec<(String, Vec<&(String, Vec<f64>)>)> = vec![];
+    fn panels(&self) -> Vec<(String, Vec<&Series>)> {
+        let mut panels: Vec<(String, Vec<&Series>)> = vec![];
         for s in &self.series {
             let base = s.0.strip_prefix("val_").unwrap_or(&s.0).to_string();
             match panels.iter_mut().find(|(b, _)| *b == base) {

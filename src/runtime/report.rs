@@ -3,6 +3,7 @@
 
 use std::io::Write;
 use std::path::Path;
+use std::time::Duration;
 
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressState, ProgressStyle};
 use serde_json::json;
@@ -78,6 +79,8 @@ pub struct HumanReporter<'w> {
     /// Where each epoch's bar is drawn (stderr), or no bar.
     bar_target: Option<Box<dyn Fn() -> ProgressDrawTarget + 'w>>,
     bar: Option<ProgressBar>,
+    /// When the bar's loss and metrics were last formatted.
+    shown: Option<std::time::Instant>,
     /// Rows per epoch: the bar counts samples.
     rows: usize,
     warnings: Option<Source<'w>>,
@@ -97,6 +100,7 @@ impl<'w> HumanReporter<'w> {
             out,
             bar_target: None,
             bar: None,
+            shown: None,
             rows: 0,
             warnings: None,
         }
@@ -227,8 +231,15 @@ impl Reporter for HumanReporter<'_> {
 
     fn batch_done(&mut self, batch: usize, rows: usize, mean_loss: f64, metrics: &[Accumulator]) {
         if let Some(bar) = &self.bar {
-            // Formatting every batch would cost more than a small model's step.
-            if batch == 1 || batch.is_multiple_of(16) {
+            // Formatting every batch would cost more than a small model's step:
+            // the running values are refreshed ten times a second.
+            let now = std::time::Instant::now();
+            if batch == 1
+                || self
+                    .shown
+                    .is_none_or(|t| now - t >= Duration::from_millis(100))
+            {
+                self.shown = Some(now);
                 let running: Vec<(String, f64)> = metrics
                     .iter()
                     .map(|m| (m.name().to_string(), m.mean().unwrap_or(f64::NAN)))

@@ -545,8 +545,15 @@ impl Replay<'_> {
         arena[..persistent].copy_from_slice(self.start);
         let (xw, yw) = (self.set.feature_count, self.set.target_width);
         let batches = self.set.rows.div_ceil(self.batch);
-        // The batch, weights and step of the step before the current one.
-        let mut previous: Option<(Vec<f32>, Vec<f32>, Vec<f32>, u64, usize)> = None;
+        // The step before the current one: its weights, batch, counter and rows.
+        struct Step {
+            before: Vec<f32>,
+            x: Vec<f32>,
+            y: Vec<f32>,
+            step: u64,
+            rows: usize,
+        }
+        let mut previous: Option<Step> = None;
         for (index, rows) in self.order.chunks(self.batch).enumerate().take(last + 1) {
             let n = rows.len();
             let exe = &programs.train[&n];
@@ -557,12 +564,18 @@ impl Replay<'_> {
             exe.run(&mut arena, &x, &y, step)?;
             let loss = exe.scalar(&arena, exe.graph.loss);
             if loss.is_finite() && nan_trace::all_finite(&arena[..persistent]) {
-                previous = Some((before, x, y, step, n));
+                previous = Some(Step {
+                    before,
+                    x,
+                    y,
+                    step,
+                    rows: n,
+                });
                 continue;
             }
-            let previous_gradient_norm = previous.map(|(w, px, py, ps, pn)| {
-                let exe = &programs.train[&pn];
-                nan_trace::rerun(&exe.graph, &w, &px, &py, ps, None).gradient_norm
+            let previous_gradient_norm = previous.map(|p| {
+                let exe = &programs.train[&p.rows];
+                nan_trace::rerun(&exe.graph, &p.before, &p.x, &p.y, p.step, None).gradient_norm
             });
             let rerun = nan_trace::rerun(&exe.graph, &before, &x, &y, step, previous_gradient_norm);
             return Ok(NanReport {
