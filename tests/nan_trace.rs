@@ -13,7 +13,13 @@ const EXP: &str = "tests/golden/nan_exp_overflow.nn";
 fn json_gets_the_error_event_with_its_code_and_line_and_nothing_is_saved() {
     let dir = tempfile::tempdir().unwrap();
     let weights = dir.path().join("w.safetensors");
-    let out = nnc(&["run", REGRESSION, "--json", "--save", weights.to_str().unwrap()]);
+    let out = nnc(&[
+        "run",
+        REGRESSION,
+        "--json",
+        "--save",
+        weights.to_str().unwrap(),
+    ]);
     assert_eq!(out.code, 1, "{}", out.stderr);
     let last = out.stdout.lines().last().unwrap();
     let event: serde_json::Value = serde_json::from_str(last).unwrap();
@@ -21,7 +27,10 @@ fn json_gets_the_error_event_with_its_code_and_line_and_nothing_is_saved() {
     assert_eq!(event["code"], "E0024");
     // `loss = mse` is line 11 of the file.
     assert_eq!(event["line"], 11);
-    assert!(event["message"].as_str().unwrap().contains("epoch 1, batch 8 of 18"));
+    assert!(event["message"]
+        .as_str()
+        .unwrap()
+        .contains("epoch 1, batch 8 of 18"));
     assert!(out.stderr.contains("[E0024] Error"), "{}", out.stderr);
     assert!(!weights.exists());
 }
@@ -32,7 +41,11 @@ fn the_interpreter_finds_the_same_first_value() {
     let interpreted = nnc(&["run", EXP, "--interpret"]);
     assert_eq!(jit.code, 1);
     assert_eq!(interpreted.code, 1);
-    assert!(jit.stderr.contains("forward pass of layer `dense`"), "{}", jit.stderr);
+    assert!(
+        jit.stderr.contains("forward pass of layer `dense`"),
+        "{}",
+        jit.stderr
+    );
     assert_eq!(jit.stderr, interpreted.stderr);
 }
 

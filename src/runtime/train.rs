@@ -541,7 +541,7 @@ impl Replay<'_> {
         epoch: usize,
     ) -> Result<NanReport, String> {
         let persistent = self.start.len();
-        let mut arena = vec![0f32; arena_len];
+        let mut arena = memory::zeroed_or_explain(arena_len, "replaying the failing epoch")?;
         arena[..persistent].copy_from_slice(self.start);
         let (xw, yw) = (self.set.feature_count, self.set.target_width);
         let batches = self.set.rows.div_ceil(self.batch);
@@ -573,11 +573,16 @@ impl Replay<'_> {
                 });
                 continue;
             }
-            let previous_gradient_norm = previous.map(|p| {
-                let exe = &programs.train[&p.rows];
-                nan_trace::rerun(&exe.graph, &p.before, &p.x, &p.y, p.step, None).gradient_norm
-            });
-            let rerun = nan_trace::rerun(&exe.graph, &before, &x, &y, step, previous_gradient_norm);
+            let previous_gradient_norm = match previous {
+                Some(p) => {
+                    let exe = &programs.train[&p.rows];
+                    let rerun = nan_trace::rerun(&exe.graph, &p.before, &p.x, &p.y, p.step, None)?;
+                    Some(rerun.gradient_norm)
+                }
+                None => None,
+            };
+            let rerun =
+                nan_trace::rerun(&exe.graph, &before, &x, &y, step, previous_gradient_norm)?;
             return Ok(NanReport {
                 epoch,
                 batch: index + 1,
