@@ -423,3 +423,70 @@ fn npy_and_npz_sources_train_as_the_same_csv_rows_do() {
         "no array named `x`; the archive holds `x_train`, `y_train`",
     );
 }
+
+/// Iris with its species as words, in a folder of its own with a copy of
+/// `examples/iris.nn` reading it; `units` output units.
+fn iris_with_names(dir: &Path, units: usize) -> PathBuf {
+    let names = ["setosa", "versicolor", "virginica"];
+    let text = std::fs::read_to_string("examples/data/iris.csv").unwrap();
+    let mut lines = text.lines();
+    let mut out = format!("{}\n", lines.next().unwrap());
+    for line in lines {
+        let (features, class) = line.rsplit_once(',').unwrap();
+        let class: usize = class.parse().unwrap();
+        out.push_str(&format!("{features},{}\n", names[class]));
+    }
+    std::fs::create_dir_all(dir.join("data")).unwrap();
+    std::fs::write(dir.join("data/iris.csv"), out).unwrap();
+    let model = std::fs::read_to_string("examples/iris.nn")
+        .unwrap()
+        .replace(
+            "dense(3, activation = softmax)",
+            &format!("dense({units}, activation = softmax)"),
+        );
+    let path = dir.join("iris.nn");
+    std::fs::write(&path, model).unwrap();
+    path
+}
+
+#[test]
+fn class_words_travel_with_the_weights_into_predictions() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = iris_with_names(dir.path(), 3);
+    let (weights, test) = train(s(&model), &["--epochs", "20"], dir.path());
+    assert!(
+        test["metrics"]["accuracy"].as_f64().unwrap() > 0.8,
+        "{test}"
+    );
+    let out = ok(&[
+        "predict",
+        s(&model),
+        "--weights",
+        s(&weights),
+        s(&dir.path().join("data/iris.csv")),
+    ]);
+    let (header, rows) = csv_rows(&out.stdout);
+    assert_eq!(
+        header,
+        ["class", "prob_setosa", "prob_versicolor", "prob_virginica"]
+    );
+    // The file lists 50 of each species in order; most predictions name them.
+    let right = rows
+        .iter()
+        .enumerate()
+        .filter(|(i, r)| r[0] == ["setosa", "versicolor", "virginica"][i / 50])
+        .count();
+    assert!(right > 120, "{right} of 150 rows predicted right");
+
+    // `check` counts the classes a column of words names against the output.
+    let two = tempfile::tempdir().unwrap();
+    let model = iris_with_names(two.path(), 2);
+    let out = nnc(&["check", s(&model)]);
+    assert_eq!(out.code, 1, "{}", out.stderr);
+    assert!(
+        out.stderr
+            .contains("names 3 classes (`setosa`, `versicolor`, `virginica`)"),
+        "{}",
+        out.stderr
+    );
+}

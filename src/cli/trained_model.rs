@@ -171,13 +171,25 @@ fn run_evaluate(
     let (set, train_rows) = match (&args.data, &config.test) {
         (Some(path), _) => {
             let source = data_source(path, &config.data, prep)?;
-            let set = data::prepare_source(model, &config, &source, prep.standardization.as_ref())
-                .map_err(input_error)?;
+            let set = data::prepare_source(
+                model,
+                &config,
+                &source,
+                prep.standardization.as_ref(),
+                &prep.classes,
+            )
+            .map_err(input_error)?;
             (set, None)
         }
         (None, Some(TestSource::Source(source))) => {
-            let set = data::prepare_source(model, &config, source, prep.standardization.as_ref())
-                .map_err(input_error)?;
+            let set = data::prepare_source(
+                model,
+                &config,
+                source,
+                prep.standardization.as_ref(),
+                &prep.classes,
+            )
+            .map_err(input_error)?;
             (set, None)
         }
         (None, Some(TestSource::Split(_))) => {

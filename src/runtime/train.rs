@@ -332,7 +332,10 @@ pub fn train(
     let preparation = trained::Preparation {
         features: prepared.feature_names.clone(),
         standardization: prepared.standardization.clone(),
-        classes: trained::classes(model, config.loss),
+        classes: prepared
+            .class_names
+            .clone()
+            .unwrap_or_else(|| trained::classes(model, config.loss)),
         seed: Some(config.seed),
     };
     let metadata = trained::metadata(model, &preparation, options.source_sha256.as_deref());

@@ -298,11 +298,17 @@ fn inspect(
                 _ => csv::read(path, target, features.as_deref()),
             };
             match table {
-                Ok(t) => {
-                    if let Some(loss) = loss {
-                        check_targets(&t.data.targets, &file, target_span, loss, facts, d);
+                Ok(t) => match (loss, &t.class_names) {
+                    // The training file's words are the classes; a later file's words
+                    // are numbered by them when `run` reads it.
+                    (Some(loss), Some(words)) if training.is_none() => {
+                        check_class_words(words, &file, target_span, loss, facts, d)
                     }
-                }
+                    (Some(loss), None) => {
+                        check_targets(&t.data.targets, &file, target_span, loss, facts, d)
+                    }
+                    _ => {}
+                },
                 Err(e) => {
                     d.push(data_error(e, arg_span(w.value, "path", 0), "this file"));
                     return None;
@@ -445,6 +451,77 @@ fn check_feature_count(
                 if n == 1 { "" } else { "s" }
             )),
         );
+    }
+}
+
+/// A target column of class words against the loss and the output: one output unit
+/// per class (two classes for binary cross-entropy), and no regression loss.
+fn check_class_words(
+    words: &[String],
+    file: &str,
+    span: Span,
+    loss: Loss,
+    facts: &ModelFacts,
+    d: &mut Vec<Diagnostic>,
+) {
+    let n = words.len() as u64;
+    let shown: Vec<String> = words.iter().take(8).map(|w| format!("`{w}`")).collect();
+    let more = if words.len() > 8 { ", ..." } else { "" };
+    let names = format!("{}{more}", shown.join(", "));
+    let plural = if n == 1 { "" } else { "es" };
+    match loss {
+        Loss::Mse | Loss::Mae | Loss::Huber => d.push(
+            data_error(
+                format!(
+                    "{file}: the target column holds words ({names}), but `{}` compares the \
+                     output with numbers",
+                    loss.keyword()
+                ),
+                span,
+                "a column of class names",
+            )
+            .with_help(format!(
+                "for {n} classes use `sparse_categorical_crossentropy` and end the model with \
+                 `dense({n}, activation = softmax)`"
+            )),
+        ),
+        Loss::BinaryCrossentropy if n != 2 => d.push(
+            data_error(
+                format!(
+                    "{file}: the target column names {n} class{plural} ({names}); \
+                     binary_crossentropy needs exactly two"
+                ),
+                span,
+                format!("{n} class{plural}"),
+            )
+            .with_help(format!(
+                "for {n} classes use `sparse_categorical_crossentropy` and end the model with \
+                 `dense({n}, activation = softmax)`"
+            )),
+        ),
+        Loss::BinaryCrossentropy => {}
+        Loss::SparseCategoricalCrossentropy | Loss::CategoricalCrossentropy => {
+            let Some(out) = facts.output_size else {
+                return;
+            };
+            if n != out {
+                d.push(
+                    data_error(
+                        format!(
+                            "{file}: the target column names {n} class{plural} ({names}), but \
+                             the model outputs {out} unit{}",
+                            if out == 1 { "" } else { "s" }
+                        ),
+                        span,
+                        format!("{n} class{plural}"),
+                    )
+                    .with_label(facts.output_span.clone(), format!("{out} outputs"))
+                    .with_help(format!(
+                        "end the model with `dense({n}, activation = softmax)`"
+                    )),
+                );
+            }
+        }
     }
 }
 
