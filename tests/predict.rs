@@ -391,11 +391,14 @@ fn npy_and_npz_sources_train_as_the_same_csv_rows_do() {
     ]);
     assert_eq!(by_npy.stdout, by_csv.stdout);
 
-    // Bad arrays: the file and both shapes, or the dtype, are named.
+    // Bad arrays: the file and both shapes, or the dtype, are named, by `check` as
+    // by `run` (which checks the data the same way before it trains).
     let fails = |nn: &Path, says: &str| {
-        let out = nnc(&["run", s(nn), "--epochs", "1"]);
-        assert_eq!(out.code, 1, "{}", out.stderr);
-        assert!(out.stderr.contains(says), "{}", out.stderr);
+        for args in [vec!["check", s(nn)], vec!["run", s(nn), "--epochs", "1"]] {
+            let out = nnc(&args);
+            assert_eq!(out.code, 1, "{}", out.stderr);
+            assert!(out.stderr.contains(says), "{args:?}: {}", out.stderr);
+        }
     };
     std::fs::write(
         dir.path().join("x5.npy"),
@@ -405,7 +408,7 @@ fn npy_and_npz_sources_train_as_the_same_csv_rows_do() {
     let wide = iris_nn(dir.path(), "wide.nn", "npy(x = \"x5.npy\", y = \"y.npy\")");
     fails(
         &wide,
-        "x5.npy: the array has shape [150, 5], but the model's input `measurements` has shape [4]",
+        "the data gives samples of shape [5] (5 values), but the model's input",
     );
     std::fs::write(dir.path().join("y9.npy"), npy_bytes(&[9], &[0i64; 9])).unwrap();
     let short = iris_nn(dir.path(), "short.nn", "npy(x = \"x.npy\", y = \"y9.npy\")");
@@ -417,6 +420,11 @@ fn npy_and_npz_sources_train_as_the_same_csv_rows_do() {
     .unwrap();
     let ints = iris_nn(dir.path(), "u16.nn", "npy(x = \"x16.npy\", y = \"y.npy\")");
     fails(&ints, "x16.npy: dtype `<u2` is not read by nnc");
+    let mut big = y.clone();
+    big[7] = 5;
+    std::fs::write(dir.path().join("y5.npy"), npy_bytes(&[150], &big)).unwrap();
+    let five = iris_nn(dir.path(), "five.nn", "npy(x = \"x.npy\", y = \"y5.npy\")");
+    fails(&five, "y5.npy holds class indices up to 5, so 6 classes");
     let unnamed = iris_nn(dir.path(), "missing.nn", "npz(\"iris.npz\")");
     fails(
         &unnamed,
