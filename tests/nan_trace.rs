@@ -67,3 +67,51 @@ fn the_divergence_warning_is_a_json_event() {
     let warned = position(&|e| e["event"] == "warning");
     assert_eq!(position(&|e| e["epoch"] == 1) + 1, warned);
 }
+
+#[test]
+fn a_weight_that_becomes_infinite_under_a_finite_loss_is_found_at_the_epoch_end() {
+    // One sample x = 3e38 and a kernel of 1e-38: the prediction 3 and the loss 9 are
+    // finite, the kernel's gradient (3e38 * 6) is not, so the update makes it -inf.
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("big.csv"), "x,y\n3e38,0\n").unwrap();
+    let nn = dir.path().join("big.nn");
+    std::fs::write(
+        &nn,
+        "model m {\n    input x: [1]\n    dense(1)\n}\n\ntrain {\n    \
+         data = csv(\"big.csv\", target = \"y\")\n    loss = mse\n    \
+         optimizer = sgd(learning_rate = 0.1)\n    epochs = 1\n    batch_size = 1\n}\n",
+    )
+    .unwrap();
+    let init = dir.path().join("init.safetensors");
+    let (kernel, bias) = ([1e-38f32], [0f32]);
+    nnc::runtime::checkpoint::save(
+        &init,
+        &[
+            ("dense.kernel".into(), vec![1, 1], &kernel[..]),
+            ("dense.bias".into(), vec![1], &bias[..]),
+        ],
+    )
+    .unwrap();
+    let out = nnc(&[
+        "run",
+        nn.to_str().unwrap(),
+        "--init",
+        init.to_str().unwrap(),
+    ]);
+    assert_eq!(out.code, 1, "{}", out.stderr);
+    assert!(
+        out.stderr.contains(
+            "a weight became NaN or infinite in epoch 1, batch 1 of 1; the first inf \
+             appears in the backward pass of layer `dense`"
+        ),
+        "{}",
+        out.stderr
+    );
+    assert!(
+        out.stderr.contains("`d(dense.kernel)` became inf here"),
+        "{}",
+        out.stderr
+    );
+    // The layer's line.
+    assert!(out.stderr.contains(" 3 |     dense(1)"), "{}", out.stderr);
+}

@@ -394,6 +394,68 @@ mod tests {
         assert!(all_finite(&[f32::MAX; 19]));
     }
 
+    use crate::ir::build;
+    use crate::ir::testing::dense_model;
+    use crate::sema::model::{Loss, Optimizer};
+
+    /// One linear unit, weights set by name, re-run on one sample.
+    fn rerun_one(x: f32, kernel: f32, previous_norm: Option<f64>) -> Rerun {
+        let sgd = Optimizer::Sgd {
+            learning_rate: 0.1,
+            momentum: 0.0,
+            nesterov: false,
+        };
+        let model = dense_model(1, &[(1, Activation::Linear)], Loss::Mse, sgd);
+        let graph = build::train_step(&model, 1).unwrap();
+        let layout = Layout::new(&graph);
+        let mut persistent = vec![0f32; layout.persistent_len];
+        let id = graph.tensors.iter().position(|t| t.name == "dense.kernel");
+        let range = layout.range(&graph, id.unwrap()).unwrap();
+        persistent[range].fill(kernel);
+        rerun(&graph, &persistent, &[x], &[0.0], 0, previous_norm).unwrap()
+    }
+
+    #[test]
+    fn a_gradient_that_overflows_is_found_in_the_backward_pass_of_its_layer() {
+        // Forward: 3e38 * 1e-38 = 3 and a loss of 9, finite; backward: the kernel's
+        // gradient 3e38 * 2 * 3 is not.
+        let r = rerun_one(3e38, 1e-38, None);
+        let f = r.finding.unwrap();
+        assert_eq!(
+            f.origin,
+            Origin::Layer {
+                index: 0,
+                pass: Pass::Backward
+            }
+        );
+        assert!(!f.update);
+        assert_eq!(f.tensor, "d(dense.kernel)");
+        assert_eq!(f.value, f32::INFINITY);
+        assert!(matches!(f.cause, Cause::Overflow { largest } if largest == 3e38));
+        assert!(r.gradient_norm.is_infinite());
+        // After a huge gradient at the step before, the same value is put down to it.
+        let r = rerun_one(3e38, 1e-38, Some(1e12));
+        let cause = r.finding.unwrap().cause;
+        assert_eq!(cause, Cause::ExplodingGradient { norm: 1e12 });
+    }
+
+    #[test]
+    fn a_finite_step_has_no_finding_and_its_gradient_norm() {
+        // p = 2 * 0.5 = 1, target 0: d(loss)/dp = 2, d(kernel) = 2 * 2 = 4 and
+        // d(bias) = 2, so the norm is sqrt(16 + 4).
+        let r = rerun_one(2.0, 0.5, None);
+        assert_eq!(r.finding, None);
+        assert!(
+            (r.gradient_norm - 20f64.sqrt()).abs() < 1e-6,
+            "{}",
+            r.gradient_norm
+        );
+        assert_eq!(
+            r.largest_gradient.map(|(w, _)| w).as_deref(),
+            Some("dense.kernel")
+        );
+    }
+
     #[test]
     fn numbers_are_short_at_every_scale() {
         assert_eq!(number(f64::INFINITY), "inf");
