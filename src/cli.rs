@@ -620,6 +620,14 @@ pub fn run_model(args: &RunArgs, io: &mut Io) -> i32 {
         let mut reporter = HumanReporter::new(io.stdout, io.color).with_warnings(warnings);
         train(&model, &options, &mut reporter)
     };
+    // The epochs before a NaN or Ctrl-C are drawn too; none, nothing is drawn.
+    let drawn = result.as_ref().ok().filter(|o| !o.curves.epochs.is_empty());
+    if let (Some(path), Some(outcome)) = (&args.plot, drawn) {
+        if let Err(message) = outcome.curves.write_svg(path) {
+            emit(io.stderr, &format!("error: {message}\n"));
+            return EXIT_ERRORS;
+        }
+    }
     if let Ok(Some(nan)) = result.as_ref().map(|o| &o.not_finite) {
         let d = nan.diagnostic(&model);
         if args.json {
@@ -636,14 +644,6 @@ pub fn run_model(args: &RunArgs, io: &mut Io) -> i32 {
             &crate::diag::render(&[d], &checked.file, &checked.source, io.color),
         );
         return EXIT_ERRORS;
-    }
-    // Ctrl-C before the first epoch's end leaves nothing to draw.
-    let drawn = result.as_ref().ok().filter(|o| !o.curves.epochs.is_empty());
-    if let (Some(path), Some(outcome)) = (&args.plot, drawn) {
-        if let Err(message) = outcome.curves.write_svg(path) {
-            emit(io.stderr, &format!("error: {message}\n"));
-            return EXIT_ERRORS;
-        }
     }
     match result {
         Ok(outcome) => match outcome.interrupted {

@@ -156,3 +156,35 @@ fn bad_logs_and_outputs_are_clear_errors() {
         out.stdout
     );
 }
+
+#[test]
+fn a_run_stopped_by_a_nan_draws_the_epochs_before_it() {
+    // Full-batch SGD with momentum on unscaled targets: the loss grows every epoch
+    // and becomes infinite in the eighth.
+    let dir = tempfile::tempdir().unwrap();
+    let data = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden/data/breast_cancer.csv");
+    let nn = dir.path().join("diverging.nn");
+    std::fs::write(
+        &nn,
+        format!(
+            "model m {{\n    input x: [3]\n    area = dense(1)\n}}\n\ntrain {{\n    \
+             data = csv(\"{}\", target = \"mean_area\", features = [\"mean_radius\", \"mean_texture\", \"mean_perimeter\"])\n    \
+             loss = mse\n    optimizer = sgd(learning_rate = 0.01, momentum = 0.9)\n    epochs = 40\n    batch_size = 569\n}}\n",
+            data.display()
+        ),
+    )
+    .unwrap();
+    let svg = dir.path().join("curves.svg");
+    let out = nnc(&["run", nn.to_str().unwrap(), "--plot", svg.to_str().unwrap()]);
+    assert_eq!(out.code, 1, "{}", out.stderr);
+    let warned = out
+        .stderr
+        .find("[W0007] Warning")
+        .expect("a divergence warning");
+    let failed = out
+        .stderr
+        .find("[E0024] Error: the loss became inf in epoch 8, batch 1 of 1");
+    assert!(failed.is_some_and(|f| warned < f), "{}", out.stderr);
+    assert_eq!(out.stdout.matches("\nEpoch ").count(), 7, "{}", out.stdout);
+    assert_eq!(curves(&svg), vec![(BLUE.to_string(), 7)]);
+}

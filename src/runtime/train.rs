@@ -302,7 +302,7 @@ pub fn train(
                     first_step,
                 };
                 let report = replay.locate(&programs, arena.len(), index, epoch)?;
-                return Ok(Outcome::not_finite(report));
+                return Ok(Outcome::not_finite(report, curves));
             }
             divergence.batch_loss(loss);
             // Weighted by the batch's rows, as Keras reports an epoch's loss.
@@ -326,7 +326,7 @@ pub fn train(
                 first_step,
             };
             let report = replay.locate(&programs, arena.len(), batches_per_epoch - 1, epoch)?;
-            return Ok(Outcome::not_finite(report));
+            return Ok(Outcome::not_finite(report, curves));
         }
 
         let validation = match &prepared.validation {
@@ -517,13 +517,14 @@ fn values(metrics: &[Accumulator]) -> Vec<(String, f64)> {
 }
 
 impl Outcome {
-    fn not_finite(report: NanReport) -> Outcome {
+    /// Training stopped by a non-finite value; `curves` holds the epochs before.
+    fn not_finite(report: NanReport, curves: Curves) -> Outcome {
         Outcome {
             final_loss: report.loss,
             test: None,
             interrupted: None,
             not_finite: Some(report),
-            curves: Curves::default(),
+            curves,
         }
     }
 }
