@@ -346,7 +346,10 @@ impl NanReport {
                     .into(),
             ),
             Cause::ExplodingGradient { norm } => (
-                format!("an exploding gradient (norm {})", number(*norm)),
+                format!(
+                    "an exploding gradient (norm {}): training diverged",
+                    number(*norm)
+                ),
                 format!(
                     "{norms}: use a smaller learning rate, scale the features and targets \
                      (`standardize = true`), or clip the gradients"
