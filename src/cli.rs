@@ -748,7 +748,15 @@ fn interrupted_message(stop: &Interrupted, save_asked: bool) -> String {
 
 /// `nnc plot LOG -o OUT.svg`.
 pub fn plot(args: &PlotArgs, io: &mut Io) -> i32 {
-    let curves = match crate::runtime::plot::Curves::read(&args.log) {
+    let text = match std::fs::read_to_string(&args.log) {
+        Ok(text) => text,
+        Err(e) => {
+            let message = format!("cannot read `{}`: {e}", args.log.display());
+            emit(io.stderr, &format!("error: {message}\n"));
+            return EXIT_USAGE;
+        }
+    };
+    let curves = match crate::runtime::plot::Curves::parse(&args.log, &text) {
         Ok(c) => c,
         Err(message) => {
             emit(io.stderr, &format!("error: {message}\n"));

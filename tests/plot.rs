@@ -92,40 +92,47 @@ fn plot_reads_a_json_log_and_a_keras_csv_log() {
 fn bad_logs_and_outputs_are_clear_errors() {
     let dir = tempfile::tempdir().unwrap();
     let svg = dir.path().join("out.svg");
+    // An unreadable log is a usage error, as an unreadable `.nn` file is.
+    let missing = dir.path().join("missing.jsonl");
+    let out = nnc(&[
+        "plot",
+        missing.to_str().unwrap(),
+        "-o",
+        svg.to_str().unwrap(),
+    ]);
+    assert_eq!(out.code, 2, "{}", out.stderr);
+    assert!(out.stderr.contains("cannot read"), "{}", out.stderr);
     let cases = [
-        ("missing.jsonl", None, "cannot read"),
         (
             "notjson.jsonl",
-            Some("{\"event\": \"epoch\"\nnot json\n"),
+            "{\"event\": \"epoch\"\nnot json\n",
             "line 1: not a JSON object",
         ),
         (
             "noepochs.jsonl",
-            Some("{\"event\": \"compile\", \"seconds\": 0.1}\n"),
+            "{\"event\": \"compile\", \"seconds\": 0.1}\n",
             "no `epoch` events",
         ),
         (
             "noloss.jsonl",
-            Some("{\"event\": \"epoch\", \"epoch\": 1}\n"),
+            "{\"event\": \"epoch\", \"epoch\": 1}\n",
             "no `loss` number",
         ),
         (
             "noepoch.csv",
-            Some("loss,val_loss\n0.5,0.6\n"),
+            "loss,val_loss\n0.5,0.6\n",
             "no `epoch` column",
         ),
         (
             "badcell.csv",
-            Some("epoch,loss\n0,0.5\n1,lots\n"),
+            "epoch,loss\n0,0.5\n1,lots\n",
             "row 3, column `loss`: `lots` is not a number",
         ),
-        ("empty.csv", Some("epoch,loss\n"), "no epochs"),
+        ("empty.csv", "epoch,loss\n", "no epochs"),
     ];
     for (name, content, expected) in cases {
         let log = dir.path().join(name);
-        if let Some(text) = content {
-            std::fs::write(&log, text).unwrap();
-        }
+        std::fs::write(&log, content).unwrap();
         let out = nnc(&["plot", log.to_str().unwrap(), "-o", svg.to_str().unwrap()]);
         assert_eq!(out.code, 1, "{name}: {}", out.stderr);
         assert!(out.stderr.contains(expected), "{name}: {}", out.stderr);

@@ -153,17 +153,16 @@ impl Curves {
         Ok(curves)
     }
 
-    /// Reads a log: CSV when the file's name ends in `.csv`, else JSON Lines.
-    pub fn read(path: &Path) -> Result<Curves, String> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|e| format!("cannot read `{}`: {e}", path.display()))?;
+    /// Parses the log `text` read from `path`: CSV when the file's name ends in
+    /// `.csv`, else JSON Lines.
+    pub fn parse(path: &Path, text: &str) -> Result<Curves, String> {
         let csv = path
             .extension()
             .is_some_and(|e| e.eq_ignore_ascii_case("csv"));
         let curves = if csv {
-            Curves::from_csv(&text)
+            Curves::from_csv(text)
         } else {
-            Curves::from_jsonl(&text)
+            Curves::from_jsonl(text)
         };
         curves.map_err(|e| format!("`{}`: {e}", path.display()))
     }

@@ -277,7 +277,13 @@ pub fn train(
         }
         reporter.epoch_started(epoch, config.epochs, batches_per_epoch);
         epoch_start.copy_from_slice(&arena[..persistent]);
-        let first_step = step;
+        let replay = Replay {
+            set: train_set,
+            order: &order,
+            batch,
+            start: &epoch_start,
+            first_step: step,
+        };
         let (mut loss_sum, mut rows_done) = (0f64, 0usize);
         let mut metrics = accumulators(&config, model, train_set)?;
         let mut batches = order.chunks(batch).enumerate().peekable();
@@ -294,13 +300,6 @@ pub fn train(
             full_batches += u64::from(n == batch);
             let loss = exe.scalar(&arena, exe.graph.loss);
             if !loss.is_finite() {
-                let replay = Replay {
-                    set: train_set,
-                    order: &order,
-                    batch,
-                    start: &epoch_start,
-                    first_step,
-                };
                 let report = replay.locate(&programs, arena.len(), index, epoch)?;
                 return Ok(Outcome::not_finite(report, curves));
             }
@@ -318,13 +317,6 @@ pub fn train(
         final_loss = (loss_sum / rows_done.max(1) as f64) as f32;
         if !nan_trace::all_finite(&arena[..persistent]) {
             // A weight went bad while the loss stayed finite: find the step.
-            let replay = Replay {
-                set: train_set,
-                order: &order,
-                batch,
-                start: &epoch_start,
-                first_step,
-            };
             let report = replay.locate(&programs, arena.len(), batches_per_epoch - 1, epoch)?;
             return Ok(Outcome::not_finite(report, curves));
         }
