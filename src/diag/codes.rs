@@ -315,8 +315,8 @@ the weights before it, and reports the first value that was not finite: the
 layer (or the loss) that computed it, the forward or backward pass or the
 optimizer update, the tensor, the epoch and batch, and the likely cause:
 
-- overflow in exp: an `exponential` (or elu, selu, softplus, mish) activation
-  read an input above 88.7, usually unscaled features;
+- overflow in exp: an `exponential` activation read an input above 88.7,
+  usually from unscaled features;
 - an exploding gradient, with the gradient's norm: the weights grew step after
   step (a learning rate too large for unscaled features or targets);
 - overflow: finite values whose result is beyond float32's 3.4e38.

@@ -26,7 +26,7 @@ const EXPLODING_NORM: f64 = 1e6;
 /// Why a node's output is not finite, judged from its (finite) inputs.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Cause {
-    /// An exp (in an activation or its gradient) of an input above 88.7.
+    /// The `exponential` activation (or its gradient) of an input above 88.7.
     ExpOverflow { largest: f32 },
     /// The gradient grew without bound: its global norm at the step (or the step
     /// before, when this step's is not finite).
@@ -199,18 +199,12 @@ fn max(values: &[f32]) -> f32 {
 /// The likely cause of a non-finite output of `op` from the finite `inputs`, given
 /// the gradient norms of this step and the one before.
 fn cause(op: &Op, inputs: &[&[f32]], norm: Option<f64>, previous_norm: Option<f64>) -> Cause {
-    let uses_exp = |a: &Activation| {
-        matches!(
-            a,
-            Activation::Exponential
-                | Activation::Elu { .. }
-                | Activation::Selu
-                | Activation::Softplus
-                | Activation::Mish
-        )
-    };
     let specific = match op {
-        Op::Activate(a) | Op::ActivateGrad(a) if uses_exp(a) && max(inputs[0]) > EXP_LIMIT => {
+        // The other activations built on exp (elu, selu, softplus, mish) only take
+        // it of non-positive values.
+        Op::Activate(Activation::Exponential) | Op::ActivateGrad(Activation::Exponential)
+            if max(inputs[0]) > EXP_LIMIT =>
+        {
             Some(Cause::ExpOverflow {
                 largest: max(inputs[0]),
             })
