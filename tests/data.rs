@@ -61,6 +61,7 @@ fn config(data: DataSource, loss: Loss) -> TrainConfig {
         data,
         test: None,
         validation_split: None,
+        validation_data: None,
         loss,
         optimizer: Optimizer::Sgd {
             learning_rate: 0.01,
@@ -72,6 +73,7 @@ fn config(data: DataSource, loss: Loss) -> TrainConfig {
         batch_size: 32,
         shuffle: true,
         seed: 7,
+        callbacks: vec![],
     }
 }
 

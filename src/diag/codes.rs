@@ -23,6 +23,9 @@ pub const DATA_INPUT: &str = "E0020";
 pub const TOO_BIG: &str = "E0021";
 pub const SOFTMAX_ONE: &str = "E0022";
 pub const DATA_FILE: &str = "E0023";
+pub const UNKNOWN_MONITOR: &str = "E0030";
+pub const NO_VALIDATION: &str = "E0031";
+pub const VALIDATION_TWICE: &str = "E0032";
 pub const LINEAR_COLLAPSE: &str = "W0001";
 pub const VANISHING: &str = "W0002";
 pub const SOFTMAX_NOT_LAST: &str = "W0003";
@@ -302,6 +305,47 @@ whole, every cell as `nnc run` reads it (warning W0006 says when a file was not)
     data = csv(\"iris.csv\", target = \"Species\")        # the column is `species`
 
 Fix: as the message says; `nnc check --no-data` skips reading the data.",
+    ),
+    (
+        UNKNOWN_MONITOR,
+        "a callback monitors a value the run does not log",
+        "\
+`early_stopping`, `reduce_lr_on_plateau` and `model_checkpoint` watch one value
+that `nnc run` logs after every epoch: `loss`, each metric of the `metrics`
+setting, and, with validation data, `val_loss` and `val_` plus each metric. A
+metric that is not in `metrics` is not computed, so it cannot be watched.
+
+    metrics   = [accuracy]
+    callbacks = [early_stopping(monitor = val_acuracy)]     # `val_accuracy`
+
+Fix: monitor a logged name (the help lists them), or add the metric to `metrics`.",
+    ),
+    (
+        NO_VALIDATION,
+        "a callback monitors a validation value without validation data",
+        "\
+Names starting with `val_` are computed on validation data after every epoch,
+and the train block has none. `early_stopping`, `reduce_lr_on_plateau` and
+`model_checkpoint(..., save_best_only = true)` monitor `val_loss` unless told
+otherwise, as in Keras.
+
+    callbacks = [early_stopping(patience = 3)]     # no validation data
+
+Fix: add `validation_data = csv(...)` (any data source) or `validation_split = 0.2`
+to the train block, or monitor a training value (`monitor = loss`).",
+    ),
+    (
+        VALIDATION_TWICE,
+        "both `validation_data` and `validation_split`",
+        "\
+A run validates on one set: `validation_split` holds out a fraction of the
+training rows, `validation_data` names a separate source. Keras silently ignores
+`validation_split` when both are given; nnc asks which one is meant.
+
+    validation_split = 0.2
+    validation_data  = csv(\"val.csv\", target = \"y\")
+
+Fix: remove one of the two settings.",
     ),
     (
         LINEAR_COLLAPSE,

@@ -92,6 +92,7 @@ pub fn sequential(
             },
             test: None,
             validation_split: None,
+            validation_data: None,
             loss,
             optimizer,
             metrics: vec![],
@@ -99,6 +100,7 @@ pub fn sequential(
             batch_size: 32,
             shuffle: false,
             seed: 0,
+            callbacks: vec![],
         }),
     }
 }

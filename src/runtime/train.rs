@@ -14,12 +14,14 @@ use crate::codegen::Compiled;
 use crate::ir::graph::Graph;
 use crate::ir::layout::Layout;
 use crate::ir::{build, init, interp, print};
+use crate::runtime::callbacks::{Callbacks, Event, Logs, Trainee};
 use crate::runtime::checkpoint;
 use crate::runtime::data::{self, Dataset};
 use crate::runtime::interrupt;
 use crate::runtime::memory;
 use crate::runtime::metrics::Accumulator;
 use crate::runtime::report::{DataReport, EpochReport, NodeTime, Reporter, TestReport};
+use crate::runtime::resume;
 use crate::runtime::trained;
 use crate::sema::model::{Model, TrainConfig};
 
@@ -40,6 +42,10 @@ pub struct RunOptions {
     pub seed: Option<u64>,
     pub init: Option<PathBuf>,
     pub save: Option<PathBuf>,
+    /// Write a resume checkpoint here after every epoch (`runtime::resume`).
+    pub checkpoint: Option<PathBuf>,
+    /// Continue the run this resume checkpoint holds.
+    pub resume: Option<PathBuf>,
     pub engine: Option<Engine>,
     /// Time every node of the full-batch train step and report it (JIT only).
     pub profile: bool,
@@ -142,6 +148,45 @@ pub struct Interrupted {
     pub epochs: usize,
     /// Where those weights went: `None` without `save`, or when no epoch was complete.
     pub saved: Option<PathBuf>,
+    /// The resume checkpoint of that epoch, when `--checkpoint` wrote one.
+    pub checkpoint: Option<PathBuf>,
+}
+
+/// Writes the weights (in `init::params` order) as `--save` does.
+type SaveFn<'a> = dyn Fn(&std::path::Path, Vec<&[f32]>) -> Result<(), String> + 'a;
+
+/// The weights of a model in its arena, for callbacks.
+struct ArenaWeights<'a> {
+    arena: &'a mut [f32],
+    exe: &'a Executable,
+    params: &'a [(String, usize)],
+    save: &'a SaveFn<'a>,
+}
+
+impl Trainee for ArenaWeights<'_> {
+    fn weights(&self) -> Vec<Vec<f32>> {
+        self.params
+            .iter()
+            .map(|(_, id)| self.exe.slice(self.arena, *id).to_vec())
+            .collect()
+    }
+
+    fn set_weights(&mut self, weights: &[Vec<f32>]) {
+        for ((_, id), value) in self.params.iter().zip(weights) {
+            if let Some(range) = self.exe.layout.range(&self.exe.graph, *id) {
+                self.arena[range].copy_from_slice(value);
+            }
+        }
+    }
+
+    fn save(&self, path: &std::path::Path) -> Result<(), String> {
+        let values = self
+            .params
+            .iter()
+            .map(|(_, id)| self.exe.slice(self.arena, *id))
+            .collect();
+        (self.save)(path, values)
+    }
 }
 
 /// Trains `model` as its `train` block says (with `options` overriding), reporting
@@ -164,8 +209,36 @@ pub fn train(
     if let Some(s) = options.seed {
         config.seed = s;
     }
+    if let Some(path) = &options.resume {
+        // The rows' order, the dropout masks and the steps depend on both.
+        let (seed, batch) = resume::settings(path, options.source_sha256.as_deref())?;
+        for (flag, given, saved) in [
+            ("--seed", options.seed, seed),
+            (
+                "--batch-size",
+                options.batch_size.map(|b| b as u64),
+                batch as u64,
+            ),
+        ] {
+            if given.is_some_and(|g| g != saved) {
+                return Err(format!(
+                    "{}: the run was checkpointed with {flag} {saved}; resume it with the same \
+                     value (or without {flag})",
+                    path.display()
+                ));
+            }
+        }
+        (config.seed, config.batch_size) = (seed, batch);
+    }
+    let mut callbacks = Callbacks::new(&config.callbacks);
     if let Some(path) = &options.save {
-        checkpoint::check_writable(path)?;
+        checkpoint::check_writable(path, "--save")?;
+    }
+    if let Some(path) = &options.checkpoint {
+        checkpoint::check_writable(path, "--checkpoint")?;
+    }
+    for path in callbacks.paths() {
+        checkpoint::check_writable(path, "a callback")?;
     }
     let prepared = data::prepare(model, &config)?;
     let train_set = &prepared.train;
@@ -220,10 +293,15 @@ pub fn train(
     let full = &programs.train[&batch];
     init::initialize(model, &full.graph, &full.layout, &mut arena, config.seed);
     let checkpoint_tensors = init::params(&full.graph);
+    let shapes: Vec<Vec<usize>> = checkpoint_tensors
+        .iter()
+        .map(|(_, id)| full.graph.tensors[*id].shape.clone())
+        .collect();
     if let Some(path) = &options.init {
         let expected: Vec<(String, Vec<usize>)> = checkpoint_tensors
             .iter()
-            .map(|(name, id)| (name.clone(), full.graph.tensors[*id].shape.clone()))
+            .map(|(name, _)| name.clone())
+            .zip(shapes.iter().cloned())
             .collect();
         let values = checkpoint::load(path, &expected)?;
         for ((_, id), value) in checkpoint_tensors.iter().zip(values) {
@@ -232,6 +310,40 @@ pub fn train(
             }
         }
     }
+    let persistent_len = full.layout.persistent_len;
+    let identity = resume::Identity {
+        source_sha256: options.source_sha256.clone(),
+        layout: full
+            .graph
+            .tensors
+            .iter()
+            .filter(|t| t.role.is_persistent())
+            .map(|t| (t.name.clone(), t.shape.clone()))
+            .collect(),
+        persistent_len,
+        params: checkpoint_tensors
+            .iter()
+            .map(|(name, _)| name.clone())
+            .zip(shapes.iter().cloned())
+            .collect(),
+    };
+
+    let preparation = trained::Preparation {
+        features: prepared.feature_names.clone(),
+        standardization: prepared.standardization.clone(),
+        classes: trained::classes(model, config.loss),
+        seed: Some(config.seed),
+    };
+    let metadata = trained::metadata(model, &preparation, options.source_sha256.as_deref());
+    let save = |path: &std::path::Path, values: Vec<&[f32]>| {
+        let tensors: Vec<(String, Vec<usize>, &[f32])> = checkpoint_tensors
+            .iter()
+            .zip(&shapes)
+            .zip(values)
+            .map(|(((name, _), shape), data)| (name.clone(), shape.clone(), data))
+            .collect();
+        checkpoint::save_with_metadata(path, &tensors, Some(metadata.clone()))
+    };
 
     let x_width = train_set.feature_count;
     let y_width = train_set.target_width;
@@ -241,14 +353,38 @@ pub fn train(
     let mut full_batches: u64 = 0;
     let mut final_loss = f32::NAN;
     let batches_per_epoch = train_set.rows.div_ceil(batch);
-    // With `save`, the weights at the end of the last complete epoch: what Ctrl-C saves.
-    let mut kept: Option<Vec<Vec<f32>>> = None;
     let mut completed = 0;
+    // Set when a callback ended training before `config.epochs`.
+    let mut stopped = false;
+    if let Some(path) = &options.resume {
+        let (snapshot, kept) = resume::load(path, &identity)?;
+        arena[..persistent_len].copy_from_slice(&snapshot.persistent);
+        callbacks.restore(&snapshot.callbacks, kept)?;
+        (step, completed, stopped, final_loss) = (
+            snapshot.step,
+            snapshot.epoch,
+            snapshot.stopped,
+            snapshot.loss,
+        );
+        reporter.resumed(completed, path);
+    }
+    let weights_of = |arena: &[f32], programs: &Programs| -> Vec<Vec<f32>> {
+        let full = &programs.train[&batch];
+        checkpoint_tensors
+            .iter()
+            .map(|(_, id)| full.slice(arena, *id).to_vec())
+            .collect()
+    };
+    // The weights at the end of the last complete epoch: what Ctrl-C saves and what
+    // `terminate_on_nan` keeps.
+    let mut kept = weights_of(&arena, &programs);
+    let mut learning_rate = config.optimizer.learning_rate();
+    let mut events = vec![];
     // The rows in epoch order; reshuffled in place each epoch.
     let mut order: Vec<usize> = (0..train_set.rows).collect();
 
-    'epochs: for epoch in 1..=config.epochs {
-        if interrupt::requested() {
+    'epochs: for epoch in completed + 1..=config.epochs {
+        if interrupt::requested() || stopped {
             break;
         }
         let started = Instant::now();
@@ -272,11 +408,39 @@ pub fn train(
             full_batches += u64::from(n == batch);
             let loss = exe.scalar(&arena, exe.graph.loss);
             if !loss.is_finite() {
-                return Err(format!(
-                    "the loss became {loss} in epoch {epoch}, batch {} of {batches_per_epoch}: \
-                     training diverged; try a smaller learning rate",
+                let at = format!(
+                    "the loss became {loss} in epoch {epoch}, batch {} of {batches_per_epoch}",
                     index + 1
-                ));
+                );
+                if !callbacks.terminates_on_nan() {
+                    return Err(format!(
+                        "{at}: training diverged; try a smaller learning rate"
+                    ));
+                }
+                // Keras would keep the non-finite weights; the last good ones are
+                // what anyone would evaluate or save.
+                let exe = &programs.train[&batch];
+                ArenaWeights {
+                    arena: &mut arena,
+                    exe,
+                    params: &checkpoint_tensors,
+                    save: &save,
+                }
+                .set_weights(&kept);
+                let kept_from = match completed {
+                    0 => "the initial weights".to_string(),
+                    n => format!("the weights of epoch {n}"),
+                };
+                reporter.callback(&Event {
+                    callback: "terminate_on_nan",
+                    epoch,
+                    message: format!("{at}; training stopped, keeping {kept_from}"),
+                    fields: vec![
+                        ("batch", (index + 1).into()),
+                        ("kept_epoch", completed.into()),
+                    ],
+                });
+                break 'epochs;
             }
             // Weighted by the batch's rows, as Keras reports an epoch's loss.
             loss_sum += f64::from(loss) * n as f64;
@@ -294,7 +458,7 @@ pub fn train(
             None => None,
         };
         let seconds = started.elapsed().as_secs_f64();
-        reporter.epoch_done(&EpochReport {
+        let report = EpochReport {
             epoch,
             epochs: config.epochs,
             loss: f64::from(final_loss),
@@ -302,48 +466,51 @@ pub fn train(
             validation,
             seconds,
             samples_per_second: train_set.rows as f64 / seconds.max(1e-9),
-        });
+        };
+        reporter.epoch_done(&report);
+        let full = &programs.train[&batch];
+        let mut weights = ArenaWeights {
+            arena: &mut arena,
+            exe: full,
+            params: &checkpoint_tensors,
+            save: &save,
+        };
+        stopped = callbacks.epoch_end(
+            epoch,
+            &logs(&report),
+            &mut weights,
+            &mut learning_rate,
+            &mut events,
+        )?;
+        for event in events.drain(..) {
+            reporter.callback(&event);
+        }
         completed = epoch;
-        if options.save.is_some() {
-            let full = &programs.train[&batch];
-            kept = Some(
-                checkpoint_tensors
-                    .iter()
-                    .map(|(_, id)| full.slice(&arena, *id).to_vec())
-                    .collect(),
-            );
+        kept = weights.weights();
+        if let Some(path) = &options.checkpoint {
+            let (json, best) = callbacks.state();
+            let snapshot = resume::Snapshot {
+                epoch,
+                step,
+                stopped,
+                seed: config.seed,
+                batch_size: config.batch_size,
+                loss: final_loss,
+                persistent: arena[..persistent_len].to_vec(),
+                callbacks: json,
+            };
+            resume::save(path, &identity, &snapshot, &best)?;
         }
     }
 
-    let full = &programs.train[&batch];
-    let shapes: Vec<Vec<usize>> = checkpoint_tensors
-        .iter()
-        .map(|(_, id)| full.graph.tensors[*id].shape.clone())
-        .collect();
-    let preparation = trained::Preparation {
-        features: prepared.feature_names.clone(),
-        standardization: prepared.standardization.clone(),
-        classes: trained::classes(model, config.loss),
-        seed: Some(config.seed),
-    };
-    let metadata = trained::metadata(model, &preparation, options.source_sha256.as_deref());
-    let save = |path: &std::path::Path, values: Vec<&[f32]>| {
-        let tensors: Vec<(String, Vec<usize>, &[f32])> = checkpoint_tensors
-            .iter()
-            .zip(&shapes)
-            .zip(values)
-            .map(|(((name, _), shape), data)| (name.clone(), shape.clone(), data))
-            .collect();
-        checkpoint::save_with_metadata(path, &tensors, Some(metadata.clone()))
-    };
     if interrupt::requested() {
-        let saved = match (&options.save, &kept) {
-            (Some(path), Some(values)) => {
+        let saved = match (&options.save, completed) {
+            (Some(_), 0) | (None, _) => None,
+            (Some(path), _) => {
                 // The interruption's one message says where (no `saved` event).
-                save(path, values.iter().map(Vec::as_slice).collect())?;
+                save(path, kept.iter().map(Vec::as_slice).collect())?;
                 Some(path.clone())
             }
-            _ => None,
         };
         return Ok(Outcome {
             final_loss,
@@ -352,10 +519,25 @@ pub fn train(
                 completed,
                 epochs: config.epochs,
                 saved,
+                checkpoint: options.checkpoint.clone().filter(|_| completed > 0),
             }),
         });
     }
 
+    let full = &programs.train[&batch];
+    callbacks.train_end(
+        completed,
+        &mut ArenaWeights {
+            arena: &mut arena,
+            exe: full,
+            params: &checkpoint_tensors,
+            save: &save,
+        },
+        &mut events,
+    );
+    for event in events.drain(..) {
+        reporter.callback(&event);
+    }
     if options.profile {
         reporter.profiled(&profile(&programs.train[&batch], full_batches));
     }
@@ -370,12 +552,13 @@ pub fn train(
     };
 
     if let Some(path) = &options.save {
-        let full = &programs.train[&batch];
-        let values = checkpoint_tensors
-            .iter()
-            .map(|(_, id)| full.slice(&arena, *id))
-            .collect();
-        save(path, values)?;
+        save(
+            path,
+            weights_of(&arena, &programs)
+                .iter()
+                .map(Vec::as_slice)
+                .collect(),
+        )?;
         reporter.saved(path);
     }
     Ok(Outcome {
@@ -383,6 +566,17 @@ pub fn train(
         test,
         interrupted: None,
     })
+}
+
+/// An epoch's values under Keras's names: `loss`, the metrics, `val_loss`, `val_...`.
+fn logs(report: &EpochReport) -> Logs {
+    let mut logs = vec![("loss".to_string(), report.loss)];
+    logs.extend(report.metrics.iter().cloned());
+    if let Some((loss, metrics)) = &report.validation {
+        logs.push(("val_loss".into(), *loss));
+        logs.extend(metrics.iter().map(|(k, v)| (format!("val_{k}"), *v)));
+    }
+    logs
 }
 
 /// The nodes of `exe` (a profiled train step) by time per step over `steps` runs,

@@ -253,6 +253,9 @@ pub struct TrainConfig {
     pub data: DataSource,
     pub test: Option<TestSource>,
     pub validation_split: Option<f64>,
+    /// A separate validation set (`validation_data`), matched to the training
+    /// features by name as `test` is; excludes `validation_split`.
+    pub validation_data: Option<DataSource>,
     pub loss: Loss,
     pub optimizer: Optimizer,
     pub metrics: Vec<Metric>,
@@ -260,6 +263,46 @@ pub struct TrainConfig {
     pub batch_size: usize,
     pub shuffle: bool,
     pub seed: u64,
+    /// What runs after each batch and epoch (`runtime::callbacks`), in order.
+    pub callbacks: Vec<Callback>,
+}
+
+/// One entry of the `callbacks` setting, checked: a monitored name is one the run
+/// logs, and its direction is resolved.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Callback {
+    EarlyStopping {
+        monitor: Monitor,
+        patience: u64,
+        min_delta: f64,
+        restore_best_weights: bool,
+        start_from_epoch: u64,
+    },
+    ReduceLrOnPlateau {
+        monitor: Monitor,
+        factor: f64,
+        patience: u64,
+        min_delta: f64,
+        cooldown: u64,
+        min_lr: f64,
+    },
+    ModelCheckpoint {
+        path: PathBuf,
+        monitor: Monitor,
+        save_best_only: bool,
+    },
+    TerminateOnNan,
+    CsvLogger {
+        path: PathBuf,
+    },
+}
+
+/// A logged quantity (`loss`, `accuracy`, `val_loss`, ...) and which way is better.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Monitor {
+    pub name: String,
+    /// `mode = min`, or `auto` on a loss or error; otherwise larger is better.
+    pub minimize: bool,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -368,6 +411,16 @@ pub enum Optimizer {
 }
 
 impl Optimizer {
+    /// The learning rate the file sets.
+    pub fn learning_rate(&self) -> f32 {
+        match self {
+            Optimizer::Sgd { learning_rate, .. }
+            | Optimizer::Adam { learning_rate, .. }
+            | Optimizer::AdamW { learning_rate, .. }
+            | Optimizer::RmsProp { learning_rate, .. } => *learning_rate,
+        }
+    }
+
     /// Names of the optimizer slots each trainable parameter gets, in `Update` input
     /// order. Keras creates SGD's momentum variable only when `momentum != 0`.
     pub fn slot_names(&self) -> &'static [&'static str] {
@@ -385,4 +438,24 @@ pub enum Metric {
     Accuracy,
     Mse,
     Mae,
+}
+
+impl Metric {
+    /// The metric's name as written in `.nn` files and logs.
+    pub fn keyword(self) -> &'static str {
+        match self {
+            Metric::Accuracy => "accuracy",
+            Metric::Mse => "mse",
+            Metric::Mae => "mae",
+        }
+    }
+
+    /// Whether a smaller value is better (Keras's metric `_direction`), for a
+    /// callback's `mode = auto`.
+    pub fn lower_is_better(self) -> bool {
+        match self {
+            Metric::Accuracy => false,
+            Metric::Mse | Metric::Mae => true,
+        }
+    }
 }

@@ -58,6 +58,7 @@ pub const SETTINGS: &[&str] = &[
     "data",
     "test",
     "validation_split",
+    "validation_data",
     "loss",
     "optimizer",
     "metrics",
@@ -65,7 +66,16 @@ pub const SETTINGS: &[&str] = &[
     "batch_size",
     "shuffle",
     "seed",
+    "callbacks",
 ];
+pub const CALLBACKS: &[&str] = &[
+    "early_stopping",
+    "reduce_lr_on_plateau",
+    "model_checkpoint",
+    "terminate_on_nan",
+    "csv_logger",
+];
+pub const MODES: &[&str] = &["auto", "min", "max"];
 
 /// Keras spellings that are too far from the nnc name for edit distance to find.
 const ALIASES: &[(&str, &str)] = &[
@@ -103,15 +113,6 @@ const KERAS_ONLY: &[(&str, &str)] = &[
     (
         "inputdim",
         "the shape of one sample is the model's first statement, e.g. `input x: [784]`",
-    ),
-    (
-        "callbacks",
-        "nnc has no callbacks yet; `epochs` (or `--epochs`) sets how long training runs",
-    ),
-    (
-        "validationdata",
-        "nnc has no `validation_data` yet; `validation_split = 0.2` holds out a fraction of the \
-         training rows and evaluates them after each epoch",
     ),
     (
         "globalaveragepooling2d",
@@ -246,8 +247,11 @@ mod tests {
         assert_eq!(nearest("kernel_regularizer", params), None);
         assert!(suggestion("kernel_regularizer", params).contains("no weight regularizers"));
         assert!(suggestion("input_shape", params).contains("input x: [28, 28, 1]"));
-        assert!(suggestion("callbacks", SETTINGS).contains("no callbacks"));
-        assert!(suggestion("validation_data", SETTINGS).contains("validation_split"));
+        assert_eq!(nearest("EarlyStopping", CALLBACKS), Some("early_stopping"));
+        assert_eq!(
+            nearest("ReduceLROnPlateau", CALLBACKS),
+            Some("reduce_lr_on_plateau")
+        );
         // Without `global_avgpool2d` in nnc, no pooling layer is offered as its name.
         assert_eq!(nearest("GlobalAveragePooling2D", &LAYERS), None);
         assert!(suggestion("GlobalAveragePooling2D", &LAYERS).contains("global pooling"));

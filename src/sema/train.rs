@@ -6,6 +6,7 @@
 use std::path::Path;
 
 use super::args::{self, bind, Bound};
+use super::callbacks::{self, Logged};
 use super::model::{DataSource, Loss, Metric, MnistSubset, Optimizer, TestSource, TrainConfig};
 use super::names;
 use crate::diag::codes;
@@ -98,11 +99,40 @@ pub fn check_train(
         None => Some(None),
         Some(v) => ok(fraction(v, "validation_split"), d).map(Some),
     };
+    let validation_data = match get("validation_data") {
+        None => Some(None),
+        Some(v) => validation_source(v, base_dir, d).map(Some),
+    };
+    if let (Some(split), Some(data)) = (
+        seen.iter().find(|s| s.key.name == "validation_split"),
+        seen.iter().find(|s| s.key.name == "validation_data"),
+    ) {
+        d.push(
+            Diagnostic::error(
+                codes::VALIDATION_TWICE,
+                "`validation_data` and `validation_split` both set the validation rows",
+                data.key.span.clone(),
+                "a separate validation set",
+            )
+            .with_label(split.key.span.clone(), "rows held out of `data`")
+            .with_help("keep one of the two settings"),
+        );
+    }
     let loss = get("loss").and_then(|v| ok(loss(v), d));
     let optimizer = get("optimizer").and_then(|v| optimizer(v, d));
     let metrics = match get("metrics") {
         None => Some(vec![]),
         Some(v) => metrics(v, d),
+    };
+    let callbacks = match get("callbacks") {
+        None => Some(vec![]),
+        Some(v) => {
+            let logged = metrics.as_deref().map(|metrics| Logged {
+                metrics,
+                validation: get("validation_split").is_some() || get("validation_data").is_some(),
+            });
+            callbacks::callbacks(v, logged.as_ref(), base_dir, d)
+        }
     };
     let epochs = opt_usize(get("epochs"), "epochs", 1, d);
     let batch_size = opt_usize(get("batch_size"), "batch_size", 32, d);
@@ -132,6 +162,10 @@ pub fn check_train(
             }),
             get("test"),
         ),
+        (
+            validation_data.as_ref().and_then(Option::as_ref),
+            get("validation_data"),
+        ),
     ] {
         if let (Some(src), Some(v), Some(n)) = (src, v, facts.input_size) {
             check_data_fits(src, v, n, &facts.input_shape, d);
@@ -144,6 +178,7 @@ pub fn check_train(
             Some(_) => Some(test?),
         },
         validation_split: validation_split?,
+        validation_data: validation_data?,
         loss: loss?,
         optimizer: optimizer?,
         metrics: metrics?,
@@ -151,8 +186,32 @@ pub fn check_train(
         batch_size: batch_size?,
         shuffle: shuffle?,
         seed: seed?,
+        callbacks: callbacks?,
     };
     (d.iter().filter(|x| x.is_error()).count() == errors_before).then_some(config)
+}
+
+/// `validation_data`: any data source but `split` (that is `validation_split`).
+fn validation_source(v: &Value, base: &Path, d: &mut Vec<Diagnostic>) -> Option<DataSource> {
+    if let ValueKind::Call(call) = &v.kind {
+        if call.name.name == "split" {
+            d.push(
+                Diagnostic::error(
+                    codes::TYPE,
+                    "`validation_data` takes a data source; a fraction of `data` is \
+                     `validation_split`",
+                    v.span.clone(),
+                    "not a data source",
+                )
+                .with_help("write `validation_split = 0.2` instead"),
+            );
+            return None;
+        }
+    }
+    match data_source(v, "validation_data", false, base, d)? {
+        Src::Source(s) => Some(s),
+        Src::Split(_) => None,
+    }
 }
 
 fn opt_usize(
@@ -231,13 +290,16 @@ fn data_source(
                 d.push(
                     Diagnostic::warning(
                         codes::LATER_STANDARDIZE,
-                        "`standardize` of a test source is ignored",
+                        format!(
+                            "`standardize` of a {} source is ignored",
+                            setting.replace('_', " ")
+                        ),
                         v.span.clone(),
                         "ignored",
                     )
                     .with_help(
-                        "test rows always take the training rows' standardization (set it on \
-                         `data`); remove this argument",
+                        "test and validation rows always take the training rows' \
+                         standardization (set it on `data`); remove this argument",
                     ),
                 );
             }
