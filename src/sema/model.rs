@@ -368,6 +368,16 @@ pub enum Optimizer {
 }
 
 impl Optimizer {
+    /// The learning rate the first step uses (a schedule's initial value).
+    pub fn learning_rate(&self) -> f32 {
+        match *self {
+            Optimizer::Sgd { learning_rate, .. }
+            | Optimizer::Adam { learning_rate, .. }
+            | Optimizer::AdamW { learning_rate, .. }
+            | Optimizer::RmsProp { learning_rate, .. } => learning_rate,
+        }
+    }
+
     /// Names of the optimizer slots each trainable parameter gets, in `Update` input
     /// order. Keras creates SGD's momentum variable only when `momentum != 0`.
     pub fn slot_names(&self) -> &'static [&'static str] {
