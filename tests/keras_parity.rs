@@ -16,7 +16,7 @@ use std::path::{Path, PathBuf};
 
 use nnc::codegen::compile;
 use nnc::ir::graph::Graph;
-use nnc::ir::init::params;
+use nnc::ir::init::{initialize, params};
 use nnc::ir::interp::run;
 use nnc::ir::layout::Layout;
 use nnc::ir::testing::{dense, sequential};
@@ -220,6 +220,8 @@ fn train(case: &Case, engine: &dyn Fn(&Graph, &Layout) -> Step<'static>) -> Trai
     assert_eq!(l0.persistent_len, graphs[1].1.persistent_len);
 
     let mut arena = vec![0.0f32; graphs.iter().map(|(_, l)| l.len).max().unwrap_or(0)];
+    // As `nnc run`: the optimizer's state and learning rate, then the given weights.
+    initialize(&case.model, g0, l0, &mut arena, 0);
     let specs = param_specs(g0);
     let init = checkpoint::load(&case.init, &specs).expect("init weights");
     for ((_, id), values) in params(g0).into_iter().zip(&init) {

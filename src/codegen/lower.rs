@@ -23,8 +23,8 @@ pub struct Lower<'e, 'a, 'g> {
     pub y: Value,
     pub step: Value,
     /// The stack slots of the Adam step sizes already computed in this function, by
-    /// `(lr, b1, b2)` bits.
-    pub alphas: Vec<([u32; 3], StackSlot)>,
+    /// `(b1, b2)` bits.
+    pub alphas: Vec<([u32; 2], StackSlot)>,
     /// The function's number when each node is to be timed (`compile_profiled`).
     pub profile: Option<u64>,
 }

@@ -15,11 +15,16 @@ use crate::sema::model::Optimizer;
 const VECTOR_ADAM_MIN_WEIGHTS: usize = 1024;
 
 impl Lower<'_, '_, '_> {
-    /// One optimizer step on the weights `ins[0]` from the gradient `ins[1]`, with the
+    /// One optimizer step on the weights `ins[0]` from the gradient `ins[1]` and the
+    /// learning rate `ins[2]` (a scalar in the arena, read once per node), with the
     /// optimizer's slots (`Optimizer::slot_names`) after them.
     pub(super) fn update(&mut self, ins: &[TensorId], opt: Optimizer) -> R {
-        for &t in ins {
+        let (tensors, slots) = ins.split_at(3);
+        for &t in [tensors[1]].iter().chain(slots) {
             self.same_len(t, ins[0])?;
+        }
+        if self.len(ins[2]) != 1 {
+            return Err("the learning rate is not a scalar".into());
         }
         let ptrs = ins
             .iter()
@@ -27,21 +32,24 @@ impl Lower<'_, '_, '_> {
             .collect::<Result<Vec<_>, _>>()?;
         let n = self.len(ins[0]);
         let (w, g) = (ptrs[0], ptrs[1]);
+        let zero = self.e.iconst(0);
+        let lr = self.e.ld(types::F32, ptrs[2], zero);
+        let lr4 = self.e.b.ins().splat(types::F32X4, lr);
+        let lr_of = move |ty: types::Type| if ty.is_vector() { lr4 } else { lr };
+        let slot = |k: usize| ptrs[3 + k];
         match opt {
             Optimizer::Sgd {
-                learning_rate: lr,
-                momentum,
-                nesterov,
+                momentum, nesterov, ..
             } => {
                 self.e.map(n, |e, ty, i| {
                     let wv = e.ld(ty, w, i);
                     let gv = e.ld(ty, g, i);
-                    let glr = e.fmul_c(gv, lr);
+                    let glr = e.fmul(gv, lr_of(ty));
                     let nw = if momentum != 0.0 {
-                        let m = e.ld(ty, ptrs[2], i);
+                        let m = e.ld(ty, slot(0), i);
                         let mm = e.fmul_c(m, momentum);
                         let m = e.fsub(mm, glr);
-                        e.st(m, ptrs[2], i);
+                        e.st(m, slot(0), i);
                         if nesterov {
                             let mm = e.fmul_c(m, momentum);
                             let step = e.fsub(mm, glr);
@@ -56,42 +64,30 @@ impl Lower<'_, '_, '_> {
                 });
             }
             Optimizer::Adam {
-                learning_rate,
                 beta_1,
                 beta_2,
                 epsilon,
-            } => self.adam(&ptrs, n, learning_rate, beta_1, beta_2, epsilon, None),
+                ..
+            } => self.adam(&ptrs, n, lr, beta_1, beta_2, epsilon, None),
             Optimizer::AdamW {
-                learning_rate,
                 beta_1,
                 beta_2,
                 epsilon,
                 weight_decay,
-            } => self.adam(
-                &ptrs,
-                n,
-                learning_rate,
-                beta_1,
-                beta_2,
-                epsilon,
-                Some(weight_decay),
-            ),
-            Optimizer::RmsProp {
-                learning_rate: lr,
-                rho,
-                epsilon,
-            } => {
+                ..
+            } => self.adam(&ptrs, n, lr, beta_1, beta_2, epsilon, Some(weight_decay)),
+            Optimizer::RmsProp { rho, epsilon, .. } => {
                 let one_m_rho = one_minus(rho);
                 self.e.map(n, |e, ty, i| {
                     let wv = e.ld(ty, w, i);
                     let gv = e.ld(ty, g, i);
-                    let v = e.ld(ty, ptrs[2], i);
+                    let v = e.ld(ty, slot(0), i);
                     let rv = e.fmul_c(v, rho);
                     let g2 = e.fmul(gv, gv);
                     let g2 = e.fmul_c(g2, one_m_rho);
                     let v = e.fadd(rv, g2);
-                    e.st(v, ptrs[2], i);
-                    let num = e.fmul_c(gv, lr);
+                    e.st(v, slot(0), i);
+                    let num = e.fmul(gv, lr_of(ty));
                     let ve = e.fadd_c(v, epsilon);
                     let den = e.b.ins().sqrt(ve);
                     let inc = e.fdiv(num, den);
@@ -108,14 +104,16 @@ impl Lower<'_, '_, '_> {
         &mut self,
         ptrs: &[Value],
         n: usize,
-        lr: f32,
+        lr: Value,
         b1: f32,
         b2: f32,
         eps: f32,
         weight_decay: Option<f32>,
     ) {
-        let (w, g, pm, pv) = (ptrs[0], ptrs[1], ptrs[2], ptrs[3]);
-        let key = [lr, b1, b2].map(f32::to_bits);
+        let (w, g, pm, pv) = (ptrs[0], ptrs[1], ptrs[3], ptrs[4]);
+        // Every `Update` reads the same learning rate, which no node writes after the
+        // first update: one step size serves every update with these betas.
+        let key = [b1, b2].map(f32::to_bits);
         let slot = match self.alphas.iter().find(|(k, _)| *k == key) {
             Some(&(_, slot)) => slot,
             None => {
@@ -139,19 +137,21 @@ impl Lower<'_, '_, '_> {
             let (wd, has_decay) = (weight_decay.unwrap_or(0.0), weight_decay.is_some());
             let n = e.iconst(n as i64);
             let mut args = vec![w, g, pm, pv, n, alpha];
-            for c in [omb1, omb2, eps, wd, lr] {
+            for c in [omb1, omb2, eps, wd] {
                 args.push(e.b.ins().f32const(c));
             }
+            args.push(lr);
             args.push(e.iconst(i64::from(has_decay)));
             self.imports.call(&mut e.b, Helper::Adam, &args);
             return;
         }
+        let lr4 = e.b.ins().splat(types::F32X4, lr);
         let alpha4 = e.b.ins().splat(types::F32X4, alpha);
         e.map(n, |e, ty, i| {
             let mut wv = e.ld(ty, w, i);
             if let Some(wd) = weight_decay {
                 let d = e.fmul_c(wv, wd);
-                let d = e.fmul_c(d, lr);
+                let d = e.fmul(d, if ty.is_vector() { lr4 } else { lr });
                 wv = e.fsub(wv, d);
             }
             let gv = e.ld(ty, g, i);
@@ -178,7 +178,7 @@ impl Lower<'_, '_, '_> {
 
     /// Adam's step size `lr * sqrt(1 - b2^t) / (1 - b1^t)`, `t = step + 1`, computed in
     /// straight-line code (so it dominates every later node and is shared by them).
-    fn adam_alpha(&mut self, lr: f32, b1: f32, b2: f32) -> Value {
+    fn adam_alpha(&mut self, lr: Value, b1: f32, b2: f32) -> Value {
         let one = self.e.iconst(1);
         let t = self.e.b.ins().iadd(self.step, one);
         let tf = self.e.b.ins().fcvt_from_uint(types::F32, t);
@@ -194,8 +194,7 @@ impl Lower<'_, '_, '_> {
         let one_f = e.b.ins().f32const(1.0);
         let d2 = e.fsub(one_f, p2);
         let s2 = e.b.ins().sqrt(d2);
-        let lrv = e.b.ins().f32const(lr);
-        let num = e.fmul(lrv, s2);
+        let num = e.fmul(lr, s2);
         let d1 = e.fsub(one_f, p1);
         e.fdiv(num, d1)
     }

@@ -13,6 +13,7 @@ use crate::ir::graph::{Graph, LossKind, Node, Op, Role, TensorId, Window};
 use crate::ir::init::initialize;
 use crate::ir::interp;
 use crate::ir::layout::Layout;
+use crate::ir::optim::set_learning_rate;
 use crate::ir::testing::{conv2d, dense, sequential};
 use crate::sema::model::{Activation, LayerKind, Loss, Optimizer, Padding};
 use cranelift_codegen::ir::Value;
@@ -470,7 +471,9 @@ fn optimizer_updates_match_the_interpreter_over_steps() {
             let mut g = G::new();
             let w = g.param("w", &[n]);
             let gw = g.param("g", &[n]);
-            let mut ins = vec![w, gw];
+            let lr = g.g.add_tensor("lr".into(), vec![], Role::OptimizerSlot);
+            g.g.learning_rate = Some(lr);
+            let mut ins = vec![w, gw, lr];
             for i in 0..slots {
                 ins.push(g.g.add_tensor(format!("s{i}"), vec![n], Role::OptimizerSlot));
             }
@@ -478,8 +481,9 @@ fn optimizer_updates_match_the_interpreter_over_steps() {
             let layout = Layout::new(&g.g);
             let mut rng = StdRng::seed_from_u64(5);
             let mut arena = random(&mut rng, layout.len, -1.0, 1.0);
+            set_learning_rate(&g.g, &layout, &mut arena, opt.learning_rate()).unwrap();
             // Adam and RMSprop second moments start non-negative.
-            for &s in &ins[2..] {
+            for &s in &ins[3..] {
                 if let Some(r) = layout.range(&g.g, s) {
                     arena[r].iter_mut().for_each(|v| *v = v.abs());
                 }

@@ -93,6 +93,14 @@ fn build(model: &Model, batch: usize, mode: Mode) -> Result<Graph, String> {
             .collect();
         slots.push(ids);
     }
+    // After the slots, so the weights and slots keep their offsets.
+    if optimizer.is_some() {
+        g.learning_rate = Some(g.add_tensor(
+            "optimizer.learning_rate".into(),
+            vec![],
+            Role::OptimizerSlot,
+        ));
+    }
 
     let mut input_shape = vec![batch];
     input_shape.extend(&model.input_shape);
@@ -280,8 +288,11 @@ fn build(model: &Model, batch: usize, mode: Mode) -> Result<Graph, String> {
         return Ok(g);
     }
     let grads = autodiff::gradients(&mut g, loss, &trainable)?;
+    let lr = g
+        .learning_rate
+        .ok_or("a train step needs the learning rate's tensor")?;
     for ((&p, gp), s) in trainable.iter().zip(grads).zip(slots) {
-        let mut inputs = vec![p, gp];
+        let mut inputs = vec![p, gp, lr];
         inputs.extend(s);
         g.nodes.push(Node {
             op: Op::Update(t.optimizer),
@@ -399,13 +410,14 @@ mod tests {
             predict(&model, 1).unwrap(),
         ];
         let layouts: Vec<Layout> = graphs.iter().map(Layout::new).collect();
-        // 2 layers x (kernel, bias), each with two Adam slots.
+        // 2 layers x (kernel, bias), each with two Adam slots, and the learning rate.
         let persistent = |g: &Graph| g.tensors.iter().filter(|t| t.role.is_persistent()).count();
-        assert_eq!(persistent(&graphs[0]), 12);
+        assert_eq!(persistent(&graphs[0]), 13);
         for (g, l) in graphs.iter().zip(&layouts).skip(1) {
-            assert_eq!(persistent(g), 12);
+            assert_eq!(persistent(g), 13);
+            assert_eq!(g.learning_rate, graphs[0].learning_rate);
             assert_eq!(l.persistent_len, layouts[0].persistent_len);
-            for id in 0..12 {
+            for id in 0..13 {
                 assert_eq!(g.tensors[id], graphs[0].tensors[id]);
                 assert_eq!(l.offsets[id], layouts[0].offsets[id]);
             }

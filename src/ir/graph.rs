@@ -15,7 +15,8 @@
 //!   persistent part of the arena at the same offsets.
 //! - Every temporary tensor is written by exactly one node, except `Update` nodes,
 //!   which update their parameter and optimizer-slot inputs in place (as
-//!   `MovingAverage` nodes update a moving statistic).
+//!   `MovingAverage` nodes update a moving statistic, and a `LearningRate` node the
+//!   learning rate).
 
 pub use super::op::{LossKind, Op, Window};
 use crate::ops::random::{mix64, GOLDEN_GAMMA};
@@ -86,6 +87,10 @@ pub struct Graph {
     pub output: TensorId,
     /// The scalar mean loss; `None` in predict graphs.
     pub loss: Option<TensorId>,
+    /// The persistent scalar every `Update` reads its learning rate from; `None` when
+    /// the model has no optimizer. The runtime sets it (`ir::optim::set_learning_rate`),
+    /// or a `LearningRate` node computes it from the step when it is a schedule.
+    pub learning_rate: Option<TensorId>,
 }
 
 impl Graph {
@@ -100,6 +105,7 @@ impl Graph {
             target: None,
             output: 0,
             loss: None,
+            learning_rate: None,
         }
     }
 

@@ -118,9 +118,9 @@ pub fn run_in<T: Real>(
             Op::LossGrad(kind) => loss_grad(*kind, &ins[0], &ins[1], last(shape(0))),
             Op::Update(opt) => {
                 let mut w = ins[0].clone();
-                let mut slots = ins[2..].to_vec();
-                update(opt, step, &mut w, &ins[1], &mut slots);
-                for (&id, values) in node.inputs[2..].iter().zip(&slots) {
+                let mut slots = ins[3..].to_vec();
+                update(opt, step, ins[2][0], &mut w, &ins[1], &mut slots);
+                for (&id, values) in node.inputs[3..].iter().zip(&slots) {
                     write(graph, layout, arena, id, values);
                 }
                 w

@@ -68,9 +68,11 @@ pub enum Op {
     /// The gradient of the mean batch loss with respect to `prediction` (the logits for
     /// the fused kinds); inputs `(prediction, target)`.
     LossGrad(LossKind),
-    /// Updates `inputs[0]` (a parameter) in place from `inputs[1]` (its gradient) and
-    /// the optimizer slots `inputs[2..]`, with Keras 3's arithmetic. Reads the step
-    /// counter (Keras's `iterations`, 0 for the first step). `output == inputs[0]`.
+    /// Updates `inputs[0]` (a parameter) in place from `inputs[1]` (its gradient), the
+    /// learning rate `inputs[2]` (the graph's persistent scalar; the optimizer's own
+    /// `learning_rate` is only its initial value) and the optimizer slots
+    /// `inputs[3..]`, with Keras 3's arithmetic. Reads the step counter (Keras's
+    /// `iterations`, 0 for the first step). `output == inputs[0]`.
     /// Slots: sgd with momentum: `[velocity]`; adam/adamw: `[m, v]`; rmsprop: `[avg_sq]`.
     Update(Optimizer),
     /// Image patches as matrix rows, so a convolution is one `MatMul` with the kernel
@@ -237,8 +239,8 @@ impl Op {
             Op::BatchNormGammaGrad { .. } => 4,
             Op::BatchNorm { .. } => 5,
             Op::BatchNormTrainGrad { .. } => 7,
-            // The parameter, its gradient, then the optimizer's slots.
-            Op::Update(optimizer) => 2 + optimizer.slot_names().len(),
+            // The parameter, its gradient, the learning rate, then the optimizer's slots.
+            Op::Update(optimizer) => 3 + optimizer.slot_names().len(),
         }
     }
 

@@ -2,19 +2,27 @@
 //! optimizers (`keras/src/optimizers/{sgd,adam,adamw,rmsprop}.py`) operation by
 //! operation, in the same order, so float32 results match.
 
+use super::graph::Graph;
+use super::layout::Layout;
 use crate::ops::Real;
 use crate::sema::model::Optimizer;
 
-/// Applies one step to `w` given its gradient `g` and its `slots` (as `Optimizer::slot_names`
-/// lists them). `step` is Keras's `iterations`: 0 for the first update.
-pub fn update<T: Real>(opt: &Optimizer, step: u64, w: &mut [T], g: &[T], slots: &mut [Vec<T>]) {
+/// Applies one step to `w` given its gradient `g`, the learning rate `lr` and its
+/// `slots` (as `Optimizer::slot_names` lists them). `step` is Keras's `iterations`:
+/// 0 for the first update. The optimizer's own `learning_rate` is not read: it is the
+/// learning rate's initial value, and the caller passes the current one.
+pub fn update<T: Real>(
+    opt: &Optimizer,
+    step: u64,
+    lr: T,
+    w: &mut [T],
+    g: &[T],
+    slots: &mut [Vec<T>],
+) {
     match *opt {
         Optimizer::Sgd {
-            learning_rate,
-            momentum,
-            nesterov,
+            momentum, nesterov, ..
         } => {
-            let lr = T::from_f32(learning_rate);
             if let [m] = slots {
                 let mu = T::from_f32(momentum);
                 for i in 0..w.len() {
@@ -32,32 +40,26 @@ pub fn update<T: Real>(opt: &Optimizer, step: u64, w: &mut [T], g: &[T], slots: 
             }
         }
         Optimizer::Adam {
-            learning_rate,
             beta_1,
             beta_2,
             epsilon,
-        } => adam(step, w, g, slots, [learning_rate, beta_1, beta_2, epsilon]),
+            ..
+        } => adam(step, lr, w, g, slots, [beta_1, beta_2, epsilon]),
         Optimizer::AdamW {
-            learning_rate,
             beta_1,
             beta_2,
             epsilon,
             weight_decay,
+            ..
         } => {
             // Keras's `_apply_weight_decay` runs before the Adam step.
-            let lr = T::from_f32(learning_rate);
             let wd = T::from_f32(weight_decay);
             for wi in w.iter_mut() {
                 *wi = *wi - *wi * wd * lr;
             }
-            adam(step, w, g, slots, [learning_rate, beta_1, beta_2, epsilon]);
+            adam(step, lr, w, g, slots, [beta_1, beta_2, epsilon]);
         }
-        Optimizer::RmsProp {
-            learning_rate,
-            rho,
-            epsilon,
-        } => {
-            let lr = T::from_f32(learning_rate);
+        Optimizer::RmsProp { rho, epsilon, .. } => {
             let one_minus_rho = T::from_f32(one_minus(rho));
             let rho = T::from_f32(rho);
             let eps = T::from_f32(epsilon);
@@ -71,6 +73,34 @@ pub fn update<T: Real>(opt: &Optimizer, step: u64, w: &mut [T], g: &[T], slots: 
     }
 }
 
+/// The learning rate of the graph's next step (with a schedule, the one its last step
+/// used), read from the arena; `None` for a graph without an optimizer.
+pub fn learning_rate(graph: &Graph, layout: &Layout, arena: &[f32]) -> Option<f32> {
+    let range = layout.range(graph, graph.learning_rate?)?;
+    arena.get(range.start).copied()
+}
+
+/// Sets the learning rate every later step uses (what Keras's
+/// `optimizer.learning_rate = lr` does, e.g. for `reduce_lr_on_plateau`). Refused for
+/// a rate that is not a positive finite number.
+pub fn set_learning_rate(
+    graph: &Graph,
+    layout: &Layout,
+    arena: &mut [f32],
+    lr: f32,
+) -> Result<(), String> {
+    if !(lr.is_finite() && lr > 0.0) {
+        return Err(format!("a learning rate must be positive, not {lr}"));
+    }
+    let slot = graph
+        .learning_rate
+        .and_then(|id| layout.range(graph, id))
+        .and_then(|r| arena.get_mut(r.start))
+        .ok_or("this graph has no learning rate")?;
+    *slot = lr;
+    Ok(())
+}
+
 /// `1 - beta` as Keras computes it: from the decimal the user wrote, in f64, then
 /// rounded to f32. (`1 - 0.999f32` is 0.00099998713, 1.3e-5 away from Keras's 0.001.)
 /// The shortest decimal that reads back as `beta` is the one the user wrote.
@@ -79,12 +109,12 @@ pub fn one_minus(beta: f32) -> f32 {
     (1.0 - written) as f32
 }
 
-fn adam<T: Real>(step: u64, w: &mut [T], g: &[T], slots: &mut [Vec<T>], hyper: [f32; 4]) {
+fn adam<T: Real>(step: u64, lr: T, w: &mut [T], g: &[T], slots: &mut [Vec<T>], hyper: [f32; 3]) {
     let (omb1, omb2) = (
+        T::from_f32(one_minus(hyper[0])),
         T::from_f32(one_minus(hyper[1])),
-        T::from_f32(one_minus(hyper[2])),
     );
-    let [lr, b1, b2, eps] = hyper.map(T::from_f32);
+    let [b1, b2, eps] = hyper.map(T::from_f32);
     let one = T::one();
     let t = T::from_f64((step + 1) as f64);
     let alpha = lr * (one - b2.powf(t)).sqrt() / (one - b1.powf(t));
@@ -100,7 +130,7 @@ fn adam<T: Real>(step: u64, w: &mut [T], g: &[T], slots: &mut [Vec<T>], hyper: [
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::ir::graph::{Graph, Node, Op, Role};
+    use crate::ir::graph::{Node, Op, Role};
     use crate::ir::interp::run;
     use crate::ir::layout::Layout;
 
@@ -123,7 +153,9 @@ mod tests {
         };
         let w = g.add_tensor("w".into(), vec![3], param("kernel", true));
         let gw = g.add_tensor("g".into(), vec![3], param("grad", false));
-        let mut inputs = vec![w, gw];
+        let lr = g.add_tensor("lr".into(), vec![], Role::OptimizerSlot);
+        g.learning_rate = Some(lr);
+        let mut inputs = vec![w, gw, lr];
         for s in opt.slot_names() {
             inputs.push(g.add_tensor(s.to_string(), vec![3], Role::OptimizerSlot));
         }
@@ -135,6 +167,7 @@ mod tests {
         let layout = Layout::new(&g);
         let mut arena = vec![0.0f32; layout.len];
         arena[layout.range(&g, w).unwrap()].copy_from_slice(&W0);
+        set_learning_rate(&g, &layout, &mut arena, opt.learning_rate()).unwrap();
         let mut out = vec![];
         for step in 0..steps {
             arena[layout.range(&g, gw).unwrap()].copy_from_slice(&grad(step));

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use crate::codegen::Compiled;
 use crate::ir::graph::Graph;
 use crate::ir::layout::Layout;
-use crate::ir::{build, init, interp, print};
+use crate::ir::{build, init, interp, optim, print};
 use crate::runtime::callbacks::{Callbacks, Event, Logs, Trainee};
 use crate::runtime::checkpoint;
 use crate::runtime::data::{self, Dataset};
@@ -378,7 +378,6 @@ pub fn train(
     // The weights at the end of the last complete epoch: what Ctrl-C saves and what
     // `terminate_on_nan` keeps.
     let mut kept = weights_of(&arena, &programs);
-    let mut learning_rate = config.optimizer.learning_rate();
     let mut events = vec![];
     // The rows in epoch order; reshuffled in place each epoch.
     let mut order: Vec<usize> = (0..train_set.rows).collect();
@@ -469,6 +468,9 @@ pub fn train(
         };
         reporter.epoch_done(&report);
         let full = &programs.train[&batch];
+        // The rate lives in the arena: every step reads it (`ir::optim`).
+        let rate = optim::learning_rate(&full.graph, &full.layout, &arena);
+        let mut learning_rate = rate.unwrap_or(f32::NAN);
         let mut weights = ArenaWeights {
             arena: &mut arena,
             exe: full,
@@ -482,11 +484,14 @@ pub fn train(
             &mut learning_rate,
             &mut events,
         )?;
+        kept = weights.weights();
+        if rate.is_some_and(|r| r != learning_rate) {
+            optim::set_learning_rate(&full.graph, &full.layout, &mut arena, learning_rate)?;
+        }
         for event in events.drain(..) {
             reporter.callback(&event);
         }
         completed = epoch;
-        kept = weights.weights();
         if let Some(path) = &options.checkpoint {
             let (json, best) = callbacks.state();
             let snapshot = resume::Snapshot {

@@ -411,13 +411,13 @@ pub enum Optimizer {
 }
 
 impl Optimizer {
-    /// The learning rate the file sets.
+    /// The learning rate the first step uses (a schedule's initial value).
     pub fn learning_rate(&self) -> f32 {
-        match self {
+        match *self {
             Optimizer::Sgd { learning_rate, .. }
             | Optimizer::Adam { learning_rate, .. }
             | Optimizer::AdamW { learning_rate, .. }
-            | Optimizer::RmsProp { learning_rate, .. } => *learning_rate,
+            | Optimizer::RmsProp { learning_rate, .. } => learning_rate,
         }
     }
 
