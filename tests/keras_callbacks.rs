@@ -39,7 +39,10 @@ fn run(case: &str) -> Run {
     let source = std::fs::read_to_string(root.join(case).join("model.nn")).unwrap();
     let parity = root.join("../keras_parity/data/");
     let source = source
-        .replace("\"../../keras_parity/data/", &format!("\"{}", parity.display()))
+        .replace(
+            "\"../../keras_parity/data/",
+            &format!("\"{}", parity.display()),
+        )
         .replace("\"../data/", &format!("\"{}/data/", root.display()));
     let nn = dir.path().join("model.nn");
     std::fs::write(&nn, source).unwrap();
@@ -108,7 +111,8 @@ fn check_common(case: &str, run: &Run, keras: &Value) -> f64 {
             .collect()
     };
     let ours = checkpoint::load(&run.weights, &shapes).unwrap();
-    let theirs = checkpoint::load(&fixtures().join(case).join("keras.safetensors"), &shapes).unwrap();
+    let theirs =
+        checkpoint::load(&fixtures().join(case).join("keras.safetensors"), &shapes).unwrap();
     for (a, b) in ours.iter().zip(&theirs) {
         let scale = b.iter().fold(1e-3f64, |m, v| m.max(f64::from(v.abs())));
         let diff = a

@@ -204,3 +204,57 @@ pub fn load(path: &Path, identity: &Identity) -> Result<(Snapshot, Kept), String
     };
     Ok((snapshot, kept_weights))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn identity(tensors: &[(&str, usize)]) -> Identity {
+        let layout: Vec<(String, Vec<usize>)> = tensors
+            .iter()
+            .map(|(n, len)| (n.to_string(), vec![*len]))
+            .collect();
+        Identity {
+            source_sha256: None,
+            persistent_len: tensors.iter().map(|(_, len)| len).sum(),
+            params: layout.clone(),
+            layout,
+        }
+    }
+
+    #[test]
+    fn a_checkpoint_reads_back_only_into_its_model() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("ck");
+        let ours = identity(&[("dense.kernel", 2), ("dense.bias", 1)]);
+        let snapshot = Snapshot {
+            epoch: 3,
+            step: 12,
+            stopped: false,
+            seed: 7,
+            batch_size: 4,
+            loss: f32::NAN,
+            persistent: vec![1.0, 2.0, 3.0],
+            callbacks: "[]".into(),
+        };
+        let best = vec![vec![5.0, 6.0], vec![7.0]];
+        save(&path, &ours, &snapshot, &[(1, &best)]).unwrap();
+        let (read, kept) = load(&path, &ours).unwrap();
+        // NaN == NaN only bit for bit: compare the loss's bits.
+        assert_eq!(read.loss.to_bits(), snapshot.loss.to_bits());
+        assert_eq!(
+            (read.epoch, read.step, read.persistent.clone()),
+            (3, 12, snapshot.persistent.clone())
+        );
+        assert_eq!(kept, vec![(1, best)]);
+        assert_eq!(settings(&path, None).unwrap(), (7, 4));
+
+        let other = identity(&[("dense.kernel", 2), ("dense_1.bias", 1)]);
+        let err = load(&path, &other).unwrap_err();
+        assert!(
+            err.contains("written for another model")
+                && err.contains("`dense.bias` where this run has `dense_1.bias`"),
+            "{err}"
+        );
+    }
+}
