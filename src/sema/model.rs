@@ -175,7 +175,11 @@ impl Layer {
                 bias_initializer,
                 ..
             } => {
-                let inputs = self.input_shape.iter().product();
+                // Saturating: the summary counts a layer sema is about to refuse as too big.
+                let inputs = self
+                    .input_shape
+                    .iter()
+                    .fold(1, |a: usize, &d| a.saturating_mul(d));
                 let mut v = vec![p("kernel", vec![inputs, *units], true, *kernel_initializer)];
                 if *use_bias {
                     v.push(p("bias", vec![*units], true, *bias_initializer));
@@ -215,8 +219,9 @@ impl Layer {
         }
     }
 
-    /// (trainable, non-trainable) parameter counts. Saturating: sema has already
-    /// refused models whose counts overflow.
+    /// (trainable, non-trainable) parameter counts, saturating at `u64::MAX` (the
+    /// summary shows them for layers sema then refuses as too big); the one count
+    /// every stage and the summary use.
     pub fn param_counts(&self) -> (u64, u64) {
         let mut counts = (0u64, 0u64);
         for spec in self.params() {
