@@ -138,3 +138,24 @@ fn model_checkpoint_keeps_the_epoch_early_stopping_restores() {
     assert!(stop["epoch"].as_u64() > last_save["epoch"].as_u64());
     assert!(weights(&saved) == weights(&dir.path().join("best.safetensors")));
 }
+
+#[test]
+fn files_callbacks_cannot_write_are_refused_before_training() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dir.path().join("logs")).unwrap();
+    let nn = dir.path().join("r.nn");
+    std::fs::write(&nn, diverging("csv_logger(\"logs\")")).unwrap();
+    let out = nnc(&["run", nn.to_str().unwrap()]);
+    assert_eq!(out.code, 1, "{}", out.stderr);
+    assert!(!out.stdout.contains("Epoch"), "{}", out.stdout);
+    let folder = dir.path().join("logs");
+    assert!(
+        out.stderr.contains(&format!(
+            "{}: is a folder; csv_logger needs a file name in it, e.g. {}",
+            folder.display(),
+            folder.join("log.csv").display()
+        )),
+        "{}",
+        out.stderr
+    );
+}

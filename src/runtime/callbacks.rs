@@ -325,12 +325,16 @@ impl Callbacks {
         Ok(())
     }
 
-    /// The paths callbacks write, to check before training that they can.
-    pub fn paths(&self) -> Vec<&PathBuf> {
+    /// The files callbacks write, with the callback's name and a typical file
+    /// name, to check before training that they can be written.
+    pub fn paths(&self) -> Vec<(&'static str, &'static str, &PathBuf)> {
         self.items
             .iter()
             .filter_map(|(c, _)| match c {
-                Callback::ModelCheckpoint { path, .. } | Callback::CsvLogger { path } => Some(path),
+                Callback::ModelCheckpoint { path, .. } => {
+                    Some(("model_checkpoint", "best.safetensors", path))
+                }
+                Callback::CsvLogger { path } => Some(("csv_logger", "log.csv", path)),
                 _ => None,
             })
             .collect()

@@ -128,13 +128,13 @@ pub fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
 /// Checks, before any training, that `path` could be written: it is not a folder,
 /// and a file can be created beside it. Training for hours and then failing to save
 /// would lose the user's work. `what` names the setting or flag that asks for it
-/// (`--save`).
-pub fn check_writable(path: &Path, what: &str) -> Result<(), String> {
+/// (`--save`), and `example` a file name to suggest.
+pub fn check_writable(path: &Path, what: &str, example: &str) -> Result<(), String> {
     let file = path.display();
     if path.is_dir() {
         return Err(format!(
-            "{file}: is a folder; {what} needs a file name, e.g. {}",
-            path.join("weights.safetensors").display()
+            "{file}: is a folder; {what} needs a file name in it, e.g. {}",
+            path.join(example).display()
         ));
     }
     let temp = temp_path(path)?;

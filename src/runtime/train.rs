@@ -241,13 +241,13 @@ pub fn train(
     }
     let mut callbacks = Callbacks::new(&config.callbacks);
     if let Some(path) = &options.save {
-        checkpoint::check_writable(path, "--save")?;
+        checkpoint::check_writable(path, "--save", "weights.safetensors")?;
     }
     if let Some(path) = &options.checkpoint {
-        checkpoint::check_writable(path, "--checkpoint")?;
+        checkpoint::check_writable(path, "--checkpoint", "run.checkpoint")?;
     }
-    for path in callbacks.paths() {
-        checkpoint::check_writable(path, "a callback")?;
+    for (callback, example, path) in callbacks.paths() {
+        checkpoint::check_writable(path, callback, example)?;
     }
     let prepared = data::prepare(model, &config)?;
     let train_set = &prepared.train;
