@@ -6,12 +6,14 @@
 use std::path::Path;
 
 use super::args::{self, bind, Bound};
-use super::model::{DataSource, Loss, Metric, MnistSubset, Optimizer, TestSource, TrainConfig};
+use super::model::{
+    Clip, DataSource, Loss, Metric, MnistSubset, Optimizer, Schedule, TestSource, TrainConfig,
+};
 use super::names;
 use crate::diag::codes;
 use crate::diag::Diagnostic;
 use crate::sema::model::Span;
-use crate::syntax::ast::{Setting, TrainBlock, Value, ValueKind};
+use crate::syntax::ast::{Call, Setting, TrainBlock, Value, ValueKind};
 
 /// What the train block needs to know about the model to check the loss and data.
 pub struct ModelFacts {
@@ -100,6 +102,10 @@ pub fn check_train(
     };
     let loss = get("loss").and_then(|v| ok(loss(v), d));
     let optimizer = get("optimizer").and_then(|v| optimizer(v, d));
+    let (optimizer, schedule, clip) = match optimizer {
+        Some((o, s, c)) => (Some(o), Some(s), Some(c)),
+        None => (None, None, None),
+    };
     let metrics = match get("metrics") {
         None => Some(vec![]),
         Some(v) => metrics(v, d),
@@ -146,6 +152,8 @@ pub fn check_train(
         validation_split: validation_split?,
         loss: loss?,
         optimizer: optimizer?,
+        schedule: schedule?,
+        clip: clip?,
         metrics: metrics?,
         epochs: epochs?,
         batch_size: batch_size?,
@@ -414,7 +422,10 @@ fn metrics(v: &Value, d: &mut Vec<Diagnostic>) -> Option<Vec<Metric>> {
     good.then_some(out)
 }
 
-fn optimizer(v: &Value, d: &mut Vec<Diagnostic>) -> Option<Optimizer> {
+/// The optimizer with its learning-rate schedule and gradient clipping, if any.
+type OptimizerSetting = (Optimizer, Option<Schedule>, Option<Clip>);
+
+fn optimizer(v: &Value, d: &mut Vec<Diagnostic>) -> Option<OptimizerSetting> {
     let (name, span) = match &v.kind {
         ValueKind::Call(call) => (call.name.name.as_str(), call.name.span.clone()),
         // A Keras-style string names an optimizer with its defaults.
@@ -439,16 +450,41 @@ fn optimizer(v: &Value, d: &mut Vec<Diagnostic>) -> Option<Optimizer> {
         return None;
     }
     let params: &[&'static str] = match name {
-        "sgd" => &["learning_rate", "momentum", "nesterov"],
-        "adam" => &["learning_rate", "beta_1", "beta_2", "epsilon"],
+        "sgd" => &[
+            "learning_rate",
+            "momentum",
+            "nesterov",
+            "clipnorm",
+            "clipvalue",
+            "global_clipnorm",
+        ],
+        "adam" => &[
+            "learning_rate",
+            "beta_1",
+            "beta_2",
+            "epsilon",
+            "clipnorm",
+            "clipvalue",
+            "global_clipnorm",
+        ],
         "adamw" => &[
             "learning_rate",
             "beta_1",
             "beta_2",
             "epsilon",
             "weight_decay",
+            "clipnorm",
+            "clipvalue",
+            "global_clipnorm",
         ],
-        _ => &["learning_rate", "rho", "epsilon"],
+        _ => &[
+            "learning_rate",
+            "rho",
+            "epsilon",
+            "clipnorm",
+            "clipvalue",
+            "global_clipnorm",
+        ],
     };
     let b = match &v.kind {
         ValueKind::Call(call) => bind(call, &format!("`{name}`"), params, &[], d),
@@ -464,7 +500,17 @@ fn optimizer(v: &Value, d: &mut Vec<Diagnostic>) -> Option<Optimizer> {
     let positive: fn(f64) -> bool = |x| x > 0.0;
     let unit: fn(f64) -> bool = |x| (0.0..1.0).contains(&x);
     let lr_default = if name == "sgd" { 0.01 } else { 0.001 };
-    let lr = num("learning_rate", lr_default, positive, "must be positive", d);
+    let (lr, schedule) = match b.get("learning_rate").map(|v| (v, &v.kind)) {
+        Some((v, ValueKind::Call(call))) => {
+            let s = schedule(call, v, d);
+            (s.as_ref().map(Schedule::initial), s.map(Some))
+        }
+        _ => (
+            num("learning_rate", lr_default, positive, "must be positive", d),
+            Some(None),
+        ),
+    };
+    let clip = clipping(&b, d);
     let opt = match name {
         "sgd" => {
             let momentum = num("momentum", 0.0, unit, "must be in [0, 1)", d);
@@ -510,7 +556,268 @@ fn optimizer(v: &Value, d: &mut Vec<Diagnostic>) -> Option<Optimizer> {
             }
         }
     };
-    Some(opt)
+    Some((opt, schedule?, clip?))
+}
+
+/// The optimizer's clipping argument: at most one of the three, as Keras allows.
+fn clipping(b: &Bound, d: &mut Vec<Diagnostic>) -> Option<Option<Clip>> {
+    let given: Vec<(&str, &Value)> = ["clipnorm", "global_clipnorm", "clipvalue"]
+        .into_iter()
+        .filter_map(|k| b.get(k).map(|v| (k, v)))
+        .collect();
+    if let [(first, fv), (second, sv), ..] = given.as_slice() {
+        d.push(
+            Diagnostic::error(
+                codes::CLIP_CONFLICT,
+                format!("`{first}` and `{second}` are both given"),
+                sv.span.clone(),
+                "a second kind of clipping",
+            )
+            .with_label(fv.span.clone(), "first given here")
+            .with_help(
+                "clip gradients one way: keep one of `clipnorm`, `global_clipnorm` and `clipvalue`",
+            ),
+        );
+        return None;
+    }
+    let Some(&(key, v)) = given.first() else {
+        return Some(None);
+    };
+    let x = ok(args::float_in(v, key, |x| x > 0.0, "must be positive"), d)? as f32;
+    Some(Some(match key {
+        "clipnorm" => Clip::Norm(x),
+        "global_clipnorm" => Clip::GlobalNorm(x),
+        _ => Clip::Value(x),
+    }))
+}
+
+/// A learning-rate schedule given as an optimizer's `learning_rate`.
+fn schedule(call: &Call, v: &Value, d: &mut Vec<Diagnostic>) -> Option<Schedule> {
+    let name = call.name.name.as_str();
+    let params: &[&'static str] = match name {
+        "exponential_decay" | "inverse_time_decay" => &[
+            "initial_learning_rate",
+            "decay_steps",
+            "decay_rate",
+            "staircase",
+        ],
+        "polynomial_decay" => &[
+            "initial_learning_rate",
+            "decay_steps",
+            "end_learning_rate",
+            "power",
+            "cycle",
+        ],
+        "cosine_decay" => &[
+            "initial_learning_rate",
+            "decay_steps",
+            "alpha",
+            "warmup_target",
+            "warmup_steps",
+        ],
+        "piecewise_constant_decay" => &["boundaries", "values"],
+        _ => {
+            d.push(
+                Diagnostic::error(
+                    codes::UNKNOWN_NAME,
+                    format!("unknown learning-rate schedule `{name}`"),
+                    call.name.span.clone(),
+                    "not a schedule",
+                )
+                .with_help(names::suggestion(name, names::SCHEDULES)),
+            );
+            return None;
+        }
+    };
+    let required: &[&'static str] = match name {
+        "piecewise_constant_decay" => &["boundaries", "values"],
+        "exponential_decay" | "inverse_time_decay" => {
+            &["initial_learning_rate", "decay_steps", "decay_rate"]
+        }
+        _ => &["initial_learning_rate", "decay_steps"],
+    };
+    let b = bind(call, &format!("`{name}`"), params, required, d);
+    let positive: fn(f64) -> bool = |x| x > 0.0;
+    let num = |key: &str,
+               default: Option<f64>,
+               valid: fn(f64) -> bool,
+               rule: &str,
+               d: &mut Vec<Diagnostic>| {
+        match b.get(key) {
+            None => default.map(|x| x as f32),
+            Some(v) => ok(args::float_in(v, key, valid, rule), d).map(|x| x as f32),
+        }
+    };
+    let flag = |key: &str, d: &mut Vec<Diagnostic>| match b.get(key) {
+        None => Some(false),
+        Some(v) => ok(args::boolean(v, key), d),
+    };
+    let initial = |d: &mut Vec<Diagnostic>| {
+        num(
+            "initial_learning_rate",
+            None,
+            positive,
+            "must be positive",
+            d,
+        )
+    };
+    let steps = |d: &mut Vec<Diagnostic>| num("decay_steps", None, positive, "must be positive", d);
+    Some(match name {
+        "exponential_decay" | "inverse_time_decay" => {
+            let (initial, decay_steps) = (initial(d), steps(d));
+            let decay_rate = num("decay_rate", None, |x| x >= 0.0, "must be >= 0", d);
+            let staircase = flag("staircase", d);
+            let (initial, decay_steps, decay_rate, staircase) =
+                (initial?, decay_steps?, decay_rate?, staircase?);
+            if name == "exponential_decay" {
+                Schedule::ExponentialDecay {
+                    initial,
+                    decay_steps,
+                    decay_rate,
+                    staircase,
+                }
+            } else {
+                Schedule::InverseTimeDecay {
+                    initial,
+                    decay_steps,
+                    decay_rate,
+                    staircase,
+                }
+            }
+        }
+        "polynomial_decay" => {
+            let (initial, decay_steps) = (initial(d), steps(d));
+            let end = num(
+                "end_learning_rate",
+                Some(0.0001),
+                |x| x >= 0.0,
+                "must be >= 0",
+                d,
+            );
+            let power = num("power", Some(1.0), positive, "must be positive", d);
+            let cycle = flag("cycle", d);
+            Schedule::PolynomialDecay {
+                initial: initial?,
+                decay_steps: decay_steps?,
+                end: end?,
+                power: power?,
+                cycle: cycle?,
+            }
+        }
+        "cosine_decay" => {
+            let (initial, decay_steps) = (initial(d), steps(d));
+            let alpha = num(
+                "alpha",
+                Some(0.0),
+                |x| (0.0..=1.0).contains(&x),
+                "must be in [0, 1]",
+                d,
+            );
+            let warmup_target = match b.get("warmup_target") {
+                None => Some(None),
+                Some(v) => ok(
+                    args::float_in(v, "warmup_target", positive, "must be positive"),
+                    d,
+                )
+                .map(|x| Some(x as f32)),
+            };
+            let warmup_steps = num("warmup_steps", Some(0.0), |x| x >= 0.0, "must be >= 0", d);
+            if let (Some(Some(_)), Some(0.0)) = (warmup_target, warmup_steps) {
+                d.push(
+                    Diagnostic::error(
+                        codes::RANGE,
+                        "`warmup_target` needs `warmup_steps` greater than 0",
+                        v.span.clone(),
+                        "a warmup of no steps",
+                    )
+                    .with_help("add e.g. `warmup_steps = 1000`, or remove `warmup_target`"),
+                );
+                return None;
+            }
+            Schedule::CosineDecay {
+                initial: initial?,
+                decay_steps: decay_steps?,
+                alpha: alpha?,
+                warmup_target: warmup_target?,
+                warmup_steps: warmup_steps?,
+            }
+        }
+        _ => {
+            let boundaries = b.get("boundaries").and_then(|v| ok(step_list(v), d));
+            let values = b
+                .get("values")
+                .and_then(|v| ok(number_list(v, "values", |x| x > 0.0, "must be positive"), d));
+            let (boundaries, values) = (boundaries?, values?);
+            if boundaries.len() + 1 != values.len() {
+                let (bv, vv) = (b.get("boundaries")?, b.get("values")?);
+                d.push(
+                    Diagnostic::error(
+                        codes::SCHEDULE_LENGTHS,
+                        format!(
+                            "`piecewise_constant_decay` needs one more value than boundaries, \
+                             found {} boundaries and {} values",
+                            boundaries.len(),
+                            values.len()
+                        ),
+                        vv.span.clone(),
+                        format!("{} values", values.len()),
+                    )
+                    .with_label(bv.span.clone(), format!("{} boundaries", boundaries.len()))
+                    .with_help(format!(
+                        "give {} values: one up to the first boundary, one after each boundary",
+                        boundaries.len() + 1
+                    )),
+                );
+                return None;
+            }
+            Schedule::PiecewiseConstantDecay { boundaries, values }
+        }
+    })
+}
+
+/// A non-empty, strictly increasing list of step numbers.
+fn step_list(v: &Value) -> Result<Vec<u64>, Diagnostic> {
+    let ValueKind::List(items) = &v.kind else {
+        return Err(args::type_error(v, "a list of step numbers", "boundaries"));
+    };
+    let mut out: Vec<u64> = vec![];
+    for it in items {
+        let n = args::int(it, "boundaries")?;
+        let n = u64::try_from(n)
+            .map_err(|_| args::range_error(it, "boundaries", "must not be negative"))?;
+        if out.last().is_some_and(|&last| n <= last) {
+            return Err(args::range_error(
+                it,
+                "boundaries",
+                "must be strictly increasing",
+            ));
+        }
+        out.push(n);
+    }
+    if out.is_empty() {
+        return Err(args::range_error(
+            v,
+            "boundaries",
+            "must hold at least one step",
+        ));
+    }
+    Ok(out)
+}
+
+/// A list of numbers, each obeying `valid`.
+fn number_list(
+    v: &Value,
+    name: &str,
+    valid: fn(f64) -> bool,
+    rule: &str,
+) -> Result<Vec<f32>, Diagnostic> {
+    let ValueKind::List(items) = &v.kind else {
+        return Err(args::type_error(v, "a list of numbers", name));
+    };
+    items
+        .iter()
+        .map(|it| args::float_in(it, name, valid, rule).map(|x| x as f32))
+        .collect()
 }
 
 fn check_loss_fits(

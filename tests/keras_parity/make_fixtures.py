@@ -158,6 +158,73 @@ CASES = {
                                          optimizer=dict(ADAM, name="adamw", learning_rate=0.02,
                                                         weight_decay=0.004),
                                          epochs=3, batch_size=25),
+    # Learning-rate schedules (an optimizer's `learning_rate` given as a dict naming the
+    # schedule, as nnc's `learning_rate = exponential_decay(...)`) and gradient clipping.
+    "reg_sgd_exponential_decay": dict(data="regression.csv", layers=[[8, "tanh"], [1, "linear"]],
+                                      loss="mse",
+                                      optimizer=dict(SGD, learning_rate=dict(
+                                          schedule="exponential_decay", initial_learning_rate=0.1,
+                                          decay_steps=3, decay_rate=0.5, staircase=False)),
+                                      epochs=3, batch_size=20),
+    "bc_adam_exponential_staircase": dict(data="breast_cancer.csv", layers=[[8, "relu"], [1, "sigmoid"]],
+                                          loss="binary_crossentropy",
+                                          optimizer=dict(ADAM, learning_rate=dict(
+                                              schedule="exponential_decay", initial_learning_rate=0.05,
+                                              decay_steps=4, decay_rate=0.3, staircase=True)),
+                                          epochs=3, batch_size=24),
+    "iris_sgd_cosine_warmup": dict(data="iris.csv", layers=[[8, "relu"], [3, "softmax"]],
+                                   loss="sparse_categorical_crossentropy",
+                                   optimizer=dict(SGD, momentum=0.9, learning_rate=dict(
+                                       schedule="cosine_decay", initial_learning_rate=0.01,
+                                       decay_steps=10, alpha=0.1, warmup_target=0.2, warmup_steps=4)),
+                                   epochs=3, batch_size=16),
+    "reg_adam_cosine_decay": dict(data="regression.csv", layers=[[8, "gelu"], [1, "linear"]],
+                                  loss="mse",
+                                  optimizer=dict(ADAM, learning_rate=dict(
+                                      schedule="cosine_decay", initial_learning_rate=0.05,
+                                      decay_steps=9, alpha=0.2)),
+                                  epochs=3, batch_size=20),
+    "bc_momentum_piecewise": dict(data="breast_cancer.csv", layers=[[6, "tanh"], [1, "sigmoid"]],
+                                  loss="binary_crossentropy",
+                                  optimizer=dict(SGD, momentum=0.9, learning_rate=dict(
+                                      schedule="piecewise_constant_decay", boundaries=[3, 7],
+                                      values=[0.1, 0.05, 0.01])),
+                                  epochs=3, batch_size=24),
+    "iris_rmsprop_inverse_time": dict(data="iris.csv", layers=[[6, "silu"], [3, "softmax"]],
+                                      loss="sparse_categorical_crossentropy",
+                                      optimizer=dict(name="rmsprop", rho=0.9, epsilon=1e-7, learning_rate=dict(
+                                          schedule="inverse_time_decay", initial_learning_rate=0.02,
+                                          decay_steps=2, decay_rate=0.7, staircase=True)),
+                                      epochs=3, batch_size=20),
+    "reg_sgd_polynomial": dict(data="regression.csv", layers=[[8, "tanh"], [1, "linear"]],
+                               loss="huber",
+                               optimizer=dict(SGD, learning_rate=dict(
+                                   schedule="polynomial_decay", initial_learning_rate=0.2,
+                                   decay_steps=7, end_learning_rate=0.01, power=2.0, cycle=False)),
+                               epochs=3, batch_size=20),
+    "iris_adamw_polynomial_cycle": dict(data="iris.csv", layers=[[8, "tanh"], [3, "softmax"]],
+                                        loss="categorical_crossentropy",
+                                        optimizer=dict(ADAM, name="adamw", weight_decay=0.004, learning_rate=dict(
+                                            schedule="polynomial_decay", initial_learning_rate=0.05,
+                                            decay_steps=4, end_learning_rate=0.005, power=0.5, cycle=True)),
+                                        epochs=3, batch_size=16),
+    "reg_sgd_clipnorm": dict(data="regression.csv", layers=[[8, "tanh"], [1, "linear"]],
+                             loss="mse", optimizer=dict(SGD, learning_rate=0.1, clipnorm=0.3),
+                             epochs=3, batch_size=20),
+    "iris_adam_global_clipnorm": dict(data="iris.csv", layers=[[8, "relu"], [3, "softmax"]],
+                                      loss="sparse_categorical_crossentropy",
+                                      optimizer=dict(ADAM, global_clipnorm=0.2), epochs=3, batch_size=16),
+    "bc_momentum_clipvalue": dict(data="breast_cancer.csv", layers=[[8, "elu"], [1, "sigmoid"]],
+                                  loss="binary_crossentropy",
+                                  optimizer=dict(SGD, momentum=0.9, clipvalue=0.02), epochs=3, batch_size=24),
+}
+
+SCHEDULES = {
+    "exponential_decay": "ExponentialDecay",
+    "cosine_decay": "CosineDecay",
+    "piecewise_constant_decay": "PiecewiseConstantDecay",
+    "inverse_time_decay": "InverseTimeDecay",
+    "polynomial_decay": "PolynomialDecay",
 }
 
 
@@ -198,6 +265,10 @@ def keras_layer(keras, name, spec):
 
 def keras_optimizer(keras, o):
     args = {k: v for k, v in o.items() if k != "name"}
+    lr = args.get("learning_rate")
+    if isinstance(lr, dict):
+        kwargs = {k: v for k, v in lr.items() if k != "schedule"}
+        args["learning_rate"] = getattr(keras.optimizers.schedules, SCHEDULES[lr["schedule"]])(**kwargs)
     cls = {"sgd": keras.optimizers.SGD, "adam": keras.optimizers.Adam,
            "adamw": keras.optimizers.AdamW, "rmsprop": keras.optimizers.RMSprop}[o["name"]]
     if o["name"] == "rmsprop":
