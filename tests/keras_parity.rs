@@ -525,3 +525,59 @@ cases!(
     iris_adam_global_clipnorm,
     bc_momentum_clipvalue,
 );
+
+/// Each metric against Keras's value on the fixed predictions of metrics.json, fed in
+/// the same batches.
+#[test]
+fn metrics_equal_keras() {
+    use nnc::runtime::metrics::Accumulator;
+    use nnc::sema::model::Metric;
+    let text = std::fs::read_to_string(fixtures().join("metrics.json")).expect("metrics.json");
+    let table: Value = serde_json::from_str(&text).expect("metrics.json is JSON");
+    let floats = |v: &Value| -> Vec<f32> {
+        v.as_array()
+            .expect("a list")
+            .iter()
+            .map(|x| x.as_f64().expect("a number") as f32)
+            .collect()
+    };
+    let mut checked = 0;
+    for case in table["cases"].as_array().expect("cases") {
+        let outputs = case["outputs"].as_u64().expect("outputs") as usize;
+        let batch = case["batch"].as_u64().expect("batch") as usize;
+        let (predictions, targets) = (floats(&case["predictions"]), floats(&case["targets"]));
+        let width = targets.len() / (predictions.len() / outputs);
+        for (name, keras) in case["keras"].as_object().expect("values") {
+            let metric = match name.as_str() {
+                "precision" => Metric::Precision,
+                "recall" => Metric::Recall,
+                "auc" => Metric::Auc,
+                top => Metric::TopKAccuracy {
+                    k: top["top_".len()..].parse().expect("top_K"),
+                },
+            };
+            let mut acc = Accumulator::new(metric, outputs, width).expect("metric");
+            for (p, t) in predictions
+                .chunks(batch * outputs)
+                .zip(targets.chunks(batch * width))
+            {
+                acc.add(p, t);
+            }
+            let (ours, keras) = (
+                acc.mean().expect("a value"),
+                keras.as_f64().expect("a value"),
+            );
+            println!(
+                "{:16} {name:10} nnc {ours:.9} keras {keras:.9}",
+                case["name"]
+            );
+            assert!(
+                (ours - keras).abs() <= 1e-6 * keras.abs().max(1.0),
+                "{} {name}: nnc {ours}, Keras {keras}",
+                case["name"]
+            );
+            checked += 1;
+        }
+    }
+    assert_eq!(checked, 15, "every metric of every case");
+}

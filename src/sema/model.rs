@@ -464,4 +464,15 @@ pub enum Metric {
     Accuracy,
     Mse,
     Mae,
+    /// Keras's `Precision()`: every output a yes/no decision at 0.5.
+    Precision,
+    /// Keras's `Recall()`, likewise.
+    Recall,
+    /// Keras's `AUC()`: the ROC curve at 200 thresholds, interpolated.
+    Auc,
+    /// Keras's `top_k_categorical_accuracy` (one-hot targets) and
+    /// `sparse_top_k_categorical_accuracy` (class indices).
+    TopKAccuracy {
+        k: usize,
+    },
 }

@@ -58,7 +58,15 @@ pub const SCHEDULES: &[&str] = &[
     "inverse_time_decay",
     "polynomial_decay",
 ];
-pub const METRICS: &[&str] = &["accuracy", "mse", "mae"];
+pub const METRICS: &[&str] = &[
+    "accuracy",
+    "mse",
+    "mae",
+    "precision",
+    "recall",
+    "auc",
+    "top_k_accuracy",
+];
 pub const SOURCES: &[&str] = &["csv", "idx", "mnist", "npy", "npz"];
 pub const SUBSETS: &[&str] = &["train", "test"];
 pub const SETTINGS: &[&str] = &[

@@ -108,7 +108,7 @@ pub fn check_train(
     };
     let metrics = match get("metrics") {
         None => Some(vec![]),
-        Some(v) => metrics(v, d),
+        Some(v) => metrics(v, facts.output_size, d),
     };
     let epochs = opt_usize(get("epochs"), "epochs", 1, d);
     let batch_size = opt_usize(get("batch_size"), "batch_size", 32, d);
@@ -373,7 +373,7 @@ fn loss(v: &Value) -> Result<Loss, Diagnostic> {
     })
 }
 
-fn metrics(v: &Value, d: &mut Vec<Diagnostic>) -> Option<Vec<Metric>> {
+fn metrics(v: &Value, outputs: Option<u64>, d: &mut Vec<Diagnostic>) -> Option<Vec<Metric>> {
     let ValueKind::List(items) = &v.kind else {
         d.push(
             args::type_error(v, "a list of metrics", "metrics")
@@ -385,7 +385,21 @@ fn metrics(v: &Value, d: &mut Vec<Diagnostic>) -> Option<Vec<Metric>> {
     let mut seen: Vec<(&str, &Value)> = vec![];
     let mut good = true;
     for it in items {
-        match args::name(it, "metrics", "metric", names::METRICS) {
+        // `top_k_accuracy(k = 3)` is the one metric with an argument.
+        let named = match &it.kind {
+            ValueKind::Call(call) if call.args.is_some() => match call.name.name.as_str() {
+                "top_k_accuracy" => Ok("top_k_accuracy"),
+                other => Err(Diagnostic::error(
+                    codes::TYPE,
+                    format!("metric `{other}` takes no arguments"),
+                    it.span.clone(),
+                    "arguments given here",
+                )
+                .with_help(format!("write `{other}`"))),
+            },
+            _ => args::name(it, "metrics", "metric", names::METRICS),
+        };
+        match named {
             // The same metric twice would only print two equal columns.
             Ok(m) if seen.iter().any(|(s, _)| *s == m) => {
                 let first = seen
@@ -410,7 +424,17 @@ fn metrics(v: &Value, d: &mut Vec<Diagnostic>) -> Option<Vec<Metric>> {
                 out.push(match m {
                     "accuracy" => Metric::Accuracy,
                     "mse" => Metric::Mse,
-                    _ => Metric::Mae,
+                    "mae" => Metric::Mae,
+                    "precision" => Metric::Precision,
+                    "recall" => Metric::Recall,
+                    "auc" => Metric::Auc,
+                    _ => match top_k(it, outputs, d) {
+                        Some(k) => Metric::TopKAccuracy { k },
+                        None => {
+                            good = false;
+                            continue;
+                        }
+                    },
                 });
             }
             Err(e) => {
@@ -420,6 +444,37 @@ fn metrics(v: &Value, d: &mut Vec<Diagnostic>) -> Option<Vec<Metric>> {
         }
     }
     good.then_some(out)
+}
+
+/// The `k` of `top_k_accuracy` (5 unless given): at least 1, at most the model's
+/// output units, the classes it ranks.
+fn top_k(v: &Value, outputs: Option<u64>, d: &mut Vec<Diagnostic>) -> Option<usize> {
+    let k = match &v.kind {
+        ValueKind::Call(call) if call.args.is_some() => {
+            let b = bind(call, "`top_k_accuracy`", &["k"], &[], d);
+            match b.get("k") {
+                None => 5,
+                Some(kv) => ok(args::positive(kv, "k"), d)?,
+            }
+        }
+        _ => 5,
+    };
+    if let Some(out) = outputs.filter(|&out| k > out) {
+        d.push(
+            Diagnostic::error(
+                codes::RANGE,
+                format!("`top_k_accuracy` with k = {k} ranks more classes than the model's {out} outputs"),
+                v.span.clone(),
+                format!("k = {k}"),
+            )
+            .with_help(format!(
+                "choose k below {out} (`top_k_accuracy(k = {})`); with k = {out} every sample counts as right",
+                out.saturating_sub(1).max(1)
+            )),
+        );
+        return None;
+    }
+    usize::try_from(k).ok()
 }
 
 /// The optimizer with its learning-rate schedule and gradient clipping, if any.

@@ -21,7 +21,11 @@ It writes, under tests/keras_parity/:
 Training: `model.fit(shuffle=False)`, batches in file order, the last one smaller.
 Layers are named as nnc names them (`dense`, `dense_1`, ..., `activation`, ...).
 
-Arguments: names of cases (or `activations`) to write only those; none writes all.
+  metrics.json            Keras's precision, recall, AUC and top-k accuracy on fixed
+                          predictions and targets.
+
+Arguments: names of cases (or `activations`, `metrics`) to write only those; none
+writes all.
 """
 import csv
 import json
@@ -393,6 +397,65 @@ def make_activations(keras):
     print(f"activations.json: {len(out)} activations at {len(ACTIVATION_INPUTS)} inputs")
 
 
+def make_metrics(keras):
+    """metrics.json: Keras's precision, recall, AUC and top-k accuracy on fixed
+    predictions, fed in batches (the metrics stream over an epoch's batches)."""
+    rng = np.random.default_rng(7)
+    f32 = lambda a: np.asarray(a, dtype="float32")
+    cases = []
+    # One sigmoid output: probabilities, with values on the 0.5 threshold, at 0 and 1,
+    # and on AUC thresholds i / 199.
+    p = rng.uniform(0, 1, 60)
+    p[:6] = [0.5, 0.0, 1.0, 1 / 199, 100 / 199, 0.5]
+    y = (rng.uniform(0, 1, 60) < 0.3 + 0.5 * p).astype("float32")
+    cases.append(dict(name="binary", outputs=1, predictions=f32(p)[:, None], targets=f32(y)[:, None],
+                      one_hot=False))
+    # Softmax over 6 classes with class indices, some rows with ties.
+    logits = rng.normal(0, 1.5, (45, 6))
+    probs = np.exp(logits) / np.exp(logits).sum(axis=1, keepdims=True)
+    probs[:3] = [[0.25, 0.25, 0.25, 0.25, 0.0, 0.0], [0.1, 0.3, 0.3, 0.1, 0.1, 0.1],
+                 [1 / 6] * 6]
+    labels = rng.integers(0, 6, 45)
+    labels[:3] = [3, 2, 5]
+    cases.append(dict(name="softmax_sparse", outputs=6, predictions=f32(probs),
+                      targets=f32(labels)[:, None], one_hot=False))
+    cases.append(dict(name="softmax_one_hot", outputs=6, predictions=f32(probs),
+                      targets=np.eye(6, dtype="float32")[labels], one_hot=True))
+    out = []
+    for c in cases:
+        pred, targ = c["predictions"], c["targets"]
+        one_hot = targ if (c["one_hot"] or c["outputs"] == 1) else np.eye(c["outputs"], dtype="float32")[
+            targ[:, 0].astype(int)]
+        metrics = {"precision": keras.metrics.Precision(), "recall": keras.metrics.Recall(),
+                   "auc": keras.metrics.AUC()}
+        if c["outputs"] > 1:
+            for k in (1, 3, 5):
+                metrics[f"top_{k}"] = (keras.metrics.TopKCategoricalAccuracy(k=k) if c["one_hot"]
+                                       else keras.metrics.SparseTopKCategoricalAccuracy(k=k))
+        values = {}
+        for name, m in metrics.items():
+            for lo in range(0, len(pred), 16):
+                hi = lo + 16
+                truth = targ[lo:hi] if name.startswith("top_") else one_hot[lo:hi]
+                if name.startswith("top_") and not c["one_hot"]:
+                    truth = truth[:, 0].astype("int32")
+                m.update_state(truth, pred[lo:hi])
+            values[name] = float(m.result())
+        out.append(dict(name=c["name"], outputs=c["outputs"], batch=16,
+                        predictions=[float(v) for v in pred.reshape(-1)],
+                        targets=[float(v) for v in targ.reshape(-1)], keras=values))
+    table = dict(about="Keras metrics (default arguments but k) updated batch by batch (16 rows) on "
+                       "these float32 predictions; sparse targets are class indices, given to "
+                       "precision, recall and auc as one-hot rows.",
+                 keras_version=keras.__version__, backend=keras.backend.backend(), cases=out)
+    text = re.sub(r"\[\s+([^\[\]{}\"]*?)\s+\]", lambda m: "[" + " ".join(m.group(1).split()) + "]",
+                  json.dumps(table, indent=1))
+    with open(os.path.join(HERE, "metrics.json"), "w") as f:
+        f.write(text + "\n")
+    for c in out:
+        print(f"metrics.json {c['name']}: {c['keras']}")
+
+
 def main():
     make_data()
     import keras
@@ -403,6 +466,8 @@ def main():
             make_case(keras, name, case, i)
     if not wanted or "activations" in wanted:
         make_activations(keras)
+    if not wanted or "metrics" in wanted:
+        make_metrics(keras)
 
 
 if __name__ == "__main__":
