@@ -68,6 +68,8 @@ fn config(data: DataSource, loss: Loss) -> TrainConfig {
             momentum: 0.0,
             nesterov: false,
         },
+        schedule: None,
+        clip: None,
         metrics: vec![],
         epochs: 1,
         batch_size: 32,

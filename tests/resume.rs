@@ -1,6 +1,7 @@
 //! `nnc run --checkpoint` and `--resume`: a run of N epochs and a run of K epochs
 //! resumed to N end with the same bits (weights, logs, saved best weights), with
-//! dropout, Adam, validation and early stopping active, also across a Ctrl-C; and a
+//! dropout, Adam, a learning-rate schedule or reduce_lr_on_plateau, validation and
+//! early stopping active, also across a Ctrl-C; and a
 //! checkpoint that does not belong to the run is a clear error.
 
 mod common;
@@ -13,6 +14,11 @@ use common::nnc;
 /// Adam's moments (functions of the step), shuffling (of the epoch), the validation
 /// split, and callbacks that remember the best epoch and its weights.
 fn source(data: &Path, epochs: usize, callbacks: &str) -> String {
+    scheduled(data, epochs, "0.01", callbacks)
+}
+
+/// `source` with `rate` as Adam's learning rate (a number or a schedule).
+fn scheduled(data: &Path, epochs: usize, rate: &str, callbacks: &str) -> String {
     format!(
         r#"model iris {{
     input x: [4]
@@ -26,7 +32,7 @@ train {{
     test             = split(0.2)
     validation_split = 0.2
     loss             = sparse_categorical_crossentropy
-    optimizer        = adam(learning_rate = 0.01)
+    optimizer        = adam(learning_rate = {rate})
     metrics          = [accuracy]
     epochs           = {epochs}
     batch_size       = 16
@@ -89,9 +95,35 @@ fn bytes(path: PathBuf) -> Vec<u8> {
 
 #[test]
 fn resumed_runs_end_with_the_same_bits() {
-    let text = source(&iris(), 100, CALLBACKS);
+    // A learning-rate schedule (a function of the step count).
+    let rate = "exponential_decay(0.02, decay_steps = 30, decay_rate = 0.8)";
+    resumes_exactly(
+        &scheduled(&iris(), 100, rate, CALLBACKS),
+        &["w.safetensors", "log.csv", "best.safetensors"],
+    );
+}
+
+#[test]
+fn a_rate_lowered_by_reduce_lr_on_plateau_resumes() {
+    let callbacks = "reduce_lr_on_plateau(factor = 0.5, patience = 1, cooldown = 1), \
+                     early_stopping(patience = 6, restore_best_weights = true), \
+                     csv_logger(\"log.csv\")";
+    let text = source(&iris(), 100, callbacks);
+    let events = resumes_exactly(&text, &["w.safetensors", "log.csv"]);
+    let lowered = events
+        .iter()
+        .filter(|e| e["callback"] == "reduce_lr_on_plateau")
+        .count();
+    assert!(lowered >= 2, "the rate was lowered {lowered} times");
+}
+
+/// Runs `text` whole, then stopped after 5 epochs and resumed, then stopped after
+/// the epoch early stopping stops at and resumed: the epochs, the callbacks' acts
+/// and the files `compared` must be the same.
+/// Returns the whole run's events.
+fn resumes_exactly(text: &str, compared: &[&str]) -> Vec<serde_json::Value> {
     let whole = tempfile::tempdir().unwrap();
-    let full = run_in(whole.path(), &text, &["--save", "@w.safetensors"]);
+    let full = run_in(whole.path(), text, &["--save", "@w.safetensors"]);
     let full_events = events(&full, whole.path());
     let stopped = full_events
         .iter()
@@ -107,12 +139,12 @@ fn resumed_runs_end_with_the_same_bits() {
         let epochs = k.to_string();
         let first = run_in(
             parts.path(),
-            &text,
+            text,
             &["--epochs", &epochs, "--checkpoint", "@ck"],
         );
         let second = run_in(
             parts.path(),
-            &text,
+            text,
             &["--resume", "@ck", "--save", "@w.safetensors"],
         );
         assert!(second.contains(r#""event":"resumed""#), "{second}");
@@ -137,13 +169,14 @@ fn resumed_runs_end_with_the_same_bits() {
         joined.extend(epochs(&second));
         assert_eq!(joined, epochs(&full_events), "resumed after epoch {k}");
         assert_eq!(acts_after(&second), acts_after(&full_events));
-        for file in ["w.safetensors", "log.csv", "best.safetensors"] {
+        for file in compared {
             assert!(
                 bytes(parts.path().join(file)) == bytes(whole.path().join(file)),
                 "{file} differs after resuming from epoch {k}"
             );
         }
     }
+    full_events
 }
 
 #[cfg(unix)]

@@ -87,6 +87,11 @@ impl Lower<'_, '_, '_> {
             Op::BatchNormTrainGrad { epsilon } => self.batch_norm_train_grad(ins, out, epsilon),
             Op::BatchNormGammaGrad { epsilon } => self.gamma_grad(ins, out, epsilon),
             Op::MovingAverage { momentum } => self.moving_average(ins[0], ins[1], momentum),
+            Op::LearningRate(ref schedule) => self.learning_rate(schedule, ins[0]),
+            Op::ClipNorm { clipnorm } => self.clip_norm(ins[0], out, clipnorm),
+            Op::ClipValue { limit } => self.clip_value(ins[0], out, limit),
+            Op::GlobalClipScale { clipnorm, .. } => self.global_clip_scale(ins, out, clipnorm),
+            Op::Scale => self.scale(ins[0], ins[1], out),
         }
     }
 

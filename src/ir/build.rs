@@ -4,7 +4,7 @@
 use super::autodiff;
 use super::graph::{Graph, LossKind, Node, Op, Role, TensorId, Window};
 use crate::ops::random::{mix64, GOLDEN_GAMMA};
-use crate::sema::model::{Activation, LayerKind, Loss, Model, Optimizer, TrainConfig};
+use crate::sema::model::{Activation, Clip, LayerKind, Loss, Model, Optimizer, TrainConfig};
 
 /// What a graph is built for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -288,9 +288,17 @@ fn build(model: &Model, batch: usize, mode: Mode) -> Result<Graph, String> {
         return Ok(g);
     }
     let grads = autodiff::gradients(&mut g, loss, &trainable)?;
+    let grads = clip(&mut g, grads, t.clip)?;
     let lr = g
         .learning_rate
         .ok_or("a train step needs the learning rate's tensor")?;
+    if let Some(schedule) = &t.schedule {
+        g.nodes.push(Node {
+            op: Op::LearningRate(schedule.clone()),
+            inputs: vec![lr],
+            output: lr,
+        });
+    }
     for ((&p, gp), s) in trainable.iter().zip(grads).zip(slots) {
         let mut inputs = vec![p, gp, lr];
         inputs.extend(s);
@@ -308,6 +316,34 @@ fn build(model: &Model, batch: usize, mode: Mode) -> Result<Graph, String> {
         });
     }
     Ok(g)
+}
+
+/// The gradients `grads` after the optimizer's clipping, as Keras 3 clips them before
+/// any update.
+fn clip(g: &mut Graph, grads: Vec<TensorId>, clip: Option<Clip>) -> Result<Vec<TensorId>, String> {
+    let name = |g: &Graph, d: TensorId| format!("clipped({})", g.tensors[d].name);
+    match clip {
+        None => Ok(grads),
+        Some(Clip::Norm(clipnorm)) => grads
+            .into_iter()
+            .map(|d| g.push(Op::ClipNorm { clipnorm }, vec![d], name(g, d)))
+            .collect(),
+        Some(Clip::Value(limit)) => grads
+            .into_iter()
+            .map(|d| g.push(Op::ClipValue { limit }, vec![d], name(g, d)))
+            .collect(),
+        Some(Clip::GlobalNorm(clipnorm)) => {
+            let op = Op::GlobalClipScale {
+                clipnorm,
+                count: grads.len(),
+            };
+            let scale = g.push(op, grads.clone(), "global_clip_scale".into())?;
+            grads
+                .into_iter()
+                .map(|d| g.push(Op::Scale, vec![d, scale], name(g, d)))
+                .collect()
+        }
+    }
 }
 
 /// The window of a conv/pool layer over `x`, which must be an image

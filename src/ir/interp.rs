@@ -5,7 +5,7 @@
 use super::graph::{dropout_keep, Graph, Op, Role, TensorId, Window};
 use super::layout::Layout;
 use super::loss::{loss, loss_grad};
-use super::optim::update;
+use super::optim::{clip_norm, global_clip_scale, scheduled_rate, update};
 use crate::ops::Real;
 
 /// Runs one step (train or predict) in `f32`, as the compiled code does. `x` and `y`
@@ -276,6 +276,14 @@ pub fn run_in<T: Real>(
                 }
                 out
             }
+            Op::LearningRate(schedule) => vec![T::from_f32(scheduled_rate(schedule, step))],
+            Op::ClipNorm { clipnorm } => clip_norm(&ins[0], *clipnorm),
+            Op::ClipValue { limit } => {
+                let (lo, hi) = (T::from_f32(-limit), T::from_f32(*limit));
+                ins[0].iter().map(|&v| v.max(lo).min(hi)).collect()
+            }
+            Op::GlobalClipScale { clipnorm, .. } => vec![global_clip_scale(&ins, *clipnorm)],
+            Op::Scale => ins[0].iter().map(|&v| v * ins[1][0]).collect(),
             Op::MovingAverage { momentum } => {
                 let (m, rest) = (T::from_f32(*momentum), T::from_f32(1.0 - momentum));
                 ins[0]

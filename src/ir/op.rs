@@ -6,7 +6,7 @@
 use std::fmt;
 
 use crate::ops::Activation;
-use crate::sema::model::{Optimizer, Padding};
+use crate::sema::model::{Optimizer, Padding, Schedule};
 
 /// How a loss reads its prediction. The `*Logits` forms are fused with the model's
 /// final sigmoid/softmax in the numerically stable form (as Keras does when a
@@ -139,6 +139,21 @@ pub enum Op {
     /// `avg = avg * momentum + value * (1 - momentum)`, as Keras's batch normalization
     /// does in training. Inputs `(avg, value)`, same shapes; `output == inputs[0]`.
     MovingAverage { momentum: f32 },
+    /// Sets the learning rate `inputs[0]` (the graph's persistent scalar) in place to
+    /// the schedule's value at this step (`optim::scheduled_rate`), before the
+    /// `Update`s read it. `output == inputs[0]`.
+    LearningRate(Schedule),
+    /// Keras's `clip_by_norm` of one gradient: `g * clipnorm / max(norm, clipnorm)`
+    /// with `norm` its L2 norm (0 for a zero gradient). Inputs `(g)`.
+    ClipNorm { clipnorm: f32 },
+    /// Each element clipped to `[-limit, limit]`. Inputs `(g)`.
+    ClipValue { limit: f32 },
+    /// The scale of Keras's `clip_by_global_norm` over `count` gradients: with `n` the
+    /// L2 norm of all their elements, `clipnorm * min(1 / n, 1 / clipnorm) + (n - n)`
+    /// (NaN when `n` is not finite). Inputs: the gradients; output a scalar `[]`.
+    GlobalClipScale { clipnorm: f32, count: usize },
+    /// `x * s` for a scalar `s`. Inputs `(x, s)`.
+    Scale,
 }
 
 /// A 2-D sliding window (a convolution kernel or a pooling window) over channels-last
@@ -224,7 +239,11 @@ impl Op {
             | Op::MaxPool2dArgmax(_)
             | Op::AvgPool2d(_)
             | Op::AvgPool2dGrad(_)
-            | Op::BatchMean => 1,
+            | Op::BatchMean
+            | Op::LearningRate(_)
+            | Op::ClipNorm { .. }
+            | Op::ClipValue { .. } => 1,
+            Op::GlobalClipScale { count, .. } => *count,
             Op::MatMul { .. }
             | Op::AddBias
             | Op::Add
@@ -234,7 +253,8 @@ impl Op {
             | Op::MaxPool2d(_)
             | Op::MaxPool2dGrad(_)
             | Op::BatchVariance
-            | Op::MovingAverage { .. } => 2,
+            | Op::MovingAverage { .. }
+            | Op::Scale => 2,
             Op::ActivateGrad(_) | Op::BatchNormGrad { .. } => 3,
             Op::BatchNormGammaGrad { .. } => 4,
             Op::BatchNorm { .. } => 5,
@@ -416,7 +436,15 @@ impl Op {
                 }
                 Ok(x)
             }
-            Op::Reshape | Op::Update(_) | Op::MovingAverage { .. } => {
+            Op::ClipNorm { .. } | Op::ClipValue { .. } => Ok(s(0)),
+            Op::GlobalClipScale { .. } => Ok(vec![]),
+            Op::Scale => {
+                if inputs[1].iter().product::<usize>() != 1 {
+                    return Err(format!("scale: {:?} is not a scalar", s(1)));
+                }
+                Ok(s(0))
+            }
+            Op::Reshape | Op::Update(_) | Op::MovingAverage { .. } | Op::LearningRate(_) => {
                 Err(format!("{self:?} does not create a tensor of its own"))
             }
         }
@@ -533,6 +561,13 @@ impl fmt::Display for Op {
                 format!("batch_norm_gamma_grad{{epsilon={epsilon}}}")
             }
             Op::MovingAverage { momentum } => format!("moving_average{{momentum={momentum}}}"),
+            Op::LearningRate(schedule) => format!("learning_rate{{{schedule:?}}}"),
+            Op::ClipNorm { clipnorm } => format!("clip_norm{{clipnorm={clipnorm}}}"),
+            Op::ClipValue { limit } => format!("clip_value{{limit={limit}}}"),
+            Op::GlobalClipScale { clipnorm, .. } => {
+                format!("global_clip_scale{{clipnorm={clipnorm}}}")
+            }
+            Op::Scale => "scale".into(),
         })
     }
 }

@@ -2,10 +2,10 @@
 //! optimizers (`keras/src/optimizers/{sgd,adam,adamw,rmsprop}.py`) operation by
 //! operation, in the same order, so float32 results match.
 
-use super::graph::Graph;
+use super::graph::{Graph, Op};
 use super::layout::Layout;
 use crate::ops::Real;
-use crate::sema::model::Optimizer;
+use crate::sema::model::{Optimizer, Schedule};
 
 /// Applies one step to `w` given its gradient `g`, the learning rate `lr` and its
 /// `slots` (as `Optimizer::slot_names` lists them). `step` is Keras's `iterations`:
@@ -73,6 +73,116 @@ pub fn update<T: Real>(
     }
 }
 
+/// A schedule's learning rate at `step` (Keras's `iterations`, 0 for the first
+/// update), in float32 in the order of operations of Keras 3's
+/// `keras/src/optimizers/schedules/learning_rate_schedule.py`.
+pub fn scheduled_rate(schedule: &Schedule, step: u64) -> f32 {
+    let t = step as f32;
+    match *schedule {
+        Schedule::ExponentialDecay {
+            initial,
+            decay_steps,
+            decay_rate,
+            staircase,
+        } => {
+            let p = t / decay_steps;
+            let p = if staircase { p.floor() } else { p };
+            initial * decay_rate.powf(p)
+        }
+        Schedule::InverseTimeDecay {
+            initial,
+            decay_steps,
+            decay_rate,
+            staircase,
+        } => {
+            let p = t / decay_steps;
+            let p = if staircase { p.floor() } else { p };
+            initial / (1.0 + decay_rate * p)
+        }
+        Schedule::PolynomialDecay {
+            initial,
+            decay_steps,
+            end,
+            power,
+            cycle,
+        } => {
+            let (t, steps) = if cycle {
+                let times = if t == 0.0 {
+                    1.0
+                } else {
+                    (t / decay_steps).ceil()
+                };
+                (t, decay_steps * times)
+            } else {
+                (t.min(decay_steps), decay_steps)
+            };
+            let p = t / steps;
+            (initial - end) * (1.0 - p).powf(power) + end
+        }
+        Schedule::CosineDecay {
+            initial,
+            decay_steps,
+            alpha,
+            warmup_target,
+            warmup_steps,
+        } => {
+            // Keras computes `1 - alpha` in Python, from the decimal written.
+            let decay = |t: f32, from: f32| {
+                let fraction = t / decay_steps;
+                let cosine = 0.5 * (1.0 + (std::f32::consts::PI * fraction).cos());
+                from * (one_minus(alpha) * cosine + alpha)
+            };
+            match warmup_target {
+                None => decay(t.min(decay_steps), initial),
+                Some(target) => {
+                    let t = t.min(decay_steps + warmup_steps);
+                    if t < warmup_steps {
+                        (target - initial) * (t / warmup_steps) + initial
+                    } else {
+                        decay(t - warmup_steps, target)
+                    }
+                }
+            }
+        }
+        Schedule::PiecewiseConstantDecay {
+            ref boundaries,
+            ref values,
+        } => {
+            let passed = boundaries.iter().filter(|&&b| step > b).count();
+            values[passed.min(values.len() - 1)]
+        }
+    }
+}
+
+/// Keras's `clip_by_norm`: `g * clipnorm / max(norm, clipnorm)`, where the norm of a
+/// zero gradient is 0.
+pub fn clip_norm<T: Real>(g: &[T], clipnorm: f32) -> Vec<T> {
+    let sum = g.iter().fold(T::zero(), |a, &v| a + v * v);
+    let norm = if sum > T::zero() { sum.sqrt() } else { sum };
+    let c = T::from_f32(clipnorm);
+    let denominator = norm.max(c);
+    g.iter().map(|&v| v * c / denominator).collect()
+}
+
+/// The factor of Keras's `clip_by_global_norm` for the gradients `gs`:
+/// `clipnorm * min(1 / norm, 1 / clipnorm) + (norm - norm)`, so that a non-finite
+/// norm makes every gradient NaN. Each tensor's squares are summed, then the sums.
+pub fn global_clip_scale<T: Real>(gs: &[Vec<T>], clipnorm: f32) -> T {
+    let sum = gs
+        .iter()
+        .map(|g| g.iter().fold(T::zero(), |a, &v| a + v * v))
+        .fold(T::zero(), |a, s| a + s);
+    let norm = sum.sqrt();
+    let (one, c) = (T::one(), T::from_f32(clipnorm));
+    // Keras's `+ (norm - norm)`: 0 for a finite norm, NaN otherwise.
+    let nan_unless_finite = if norm.to_f64().is_finite() {
+        T::zero()
+    } else {
+        T::from_f64(f64::NAN)
+    };
+    c * (one / norm).min(one / c) + nan_unless_finite
+}
+
 /// The learning rate of the graph's next step (with a schedule, the one its last step
 /// used), read from the arena; `None` for a graph without an optimizer.
 pub fn learning_rate(graph: &Graph, layout: &Layout, arena: &[f32]) -> Option<f32> {
@@ -81,14 +191,22 @@ pub fn learning_rate(graph: &Graph, layout: &Layout, arena: &[f32]) -> Option<f3
 }
 
 /// Sets the learning rate every later step uses (what Keras's
-/// `optimizer.learning_rate = lr` does, e.g. for `reduce_lr_on_plateau`). Refused for
-/// a rate that is not a positive finite number.
+/// `optimizer.learning_rate = lr` does, e.g. for `reduce_lr_on_plateau`). Refused when
+/// the graph computes it from a schedule (as Keras refuses), and for a rate that is
+/// not a positive finite number.
 pub fn set_learning_rate(
     graph: &Graph,
     layout: &Layout,
     arena: &mut [f32],
     lr: f32,
 ) -> Result<(), String> {
+    if graph
+        .nodes
+        .iter()
+        .any(|n| matches!(n.op, Op::LearningRate(_)))
+    {
+        return Err("the learning rate is a schedule, so it cannot be set".into());
+    }
     if !(lr.is_finite() && lr > 0.0) {
         return Err(format!("a learning rate must be positive, not {lr}"));
     }
@@ -130,7 +248,7 @@ fn adam<T: Real>(step: u64, lr: T, w: &mut [T], g: &[T], slots: &mut [Vec<T>], h
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::ir::graph::{Node, Op, Role};
+    use crate::ir::graph::{Node, Role};
     use crate::ir::interp::run;
     use crate::ir::layout::Layout;
 

@@ -27,7 +27,7 @@ pub fn print(g: &Graph) -> String {
         let args: Vec<String> = node.inputs.iter().map(|i| format!("%{i}")).collect();
         let args = args.join(", ");
         let op = &node.op;
-        if let Op::Update(_) | Op::MovingAverage { .. } = node.op {
+        if let Op::Update(_) | Op::MovingAverage { .. } | Op::LearningRate(_) = node.op {
             let _ = writeln!(s, "  {op}({args})");
         } else {
             let _ = writeln!(
@@ -54,7 +54,7 @@ pub fn node_label(g: &Graph, node: &Node) -> String {
         .map(|&i| g.tensors[i].name.as_str())
         .collect();
     let call = format!("{}({})", node.op, args.join(", "));
-    if let Op::Update(_) | Op::MovingAverage { .. } = node.op {
+    if let Op::Update(_) | Op::MovingAverage { .. } | Op::LearningRate(_) = node.op {
         call
     } else {
         format!("{} = {call}", g.tensors[node.output].name)

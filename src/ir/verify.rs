@@ -76,6 +76,12 @@ impl Graph {
                         return Err(format!("{}: a gradient or slot of another shape", at()));
                     }
                 }
+                Op::LearningRate(_) => {
+                    let lr = node.inputs[0];
+                    if node.output != lr || Some(lr) != self.learning_rate || out.len() != 1 {
+                        return Err(format!("{}: must set the graph's learning rate", at()));
+                    }
+                }
                 Op::MovingAverage { .. } => {
                     let average = node.inputs[0];
                     if node.output != average || !self.tensors[average].role.is_persistent() {

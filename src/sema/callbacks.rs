@@ -14,11 +14,13 @@ use crate::diag::codes;
 use crate::diag::Diagnostic;
 use crate::syntax::ast::{Call, Value, ValueKind};
 
-/// What a run logs after every epoch, for checking monitored names.
+/// What a run logs after every epoch, for checking monitored names, and whether
+/// its learning rate is a schedule (which `reduce_lr_on_plateau` cannot lower).
 pub struct Logged<'a> {
     pub metrics: &'a [Metric],
     /// Whether `validation_data` or `validation_split` is set (the `val_` names).
     pub validation: bool,
+    pub scheduled: bool,
 }
 
 impl Logged<'_> {
@@ -162,6 +164,20 @@ fn callback(
                     d,
                 ),
             };
+            if logged.is_some_and(|l| l.scheduled) {
+                d.push(
+                    Diagnostic::error(
+                        codes::PLATEAU_SCHEDULE,
+                        "`reduce_lr_on_plateau` cannot lower a learning rate that is a schedule",
+                        call.span.clone(),
+                        "sets the learning rate",
+                    )
+                    .with_help(
+                        "a schedule fixes the rate of every step (Keras refuses this too); \
+                         give the optimizer a number as `learning_rate`, or remove this callback",
+                    ),
+                );
+            }
             Callback::ReduceLrOnPlateau {
                 monitor: monitor?,
                 factor: factor?,

@@ -263,6 +263,11 @@ pub struct TrainConfig {
     pub validation_data: Option<DataSource>,
     pub loss: Loss,
     pub optimizer: Optimizer,
+    /// The optimizer's `learning_rate` when it is a schedule (the optimizer's own
+    /// `learning_rate` is then the schedule's value at step 0).
+    pub schedule: Option<Schedule>,
+    /// The optimizer's gradient clipping (`clipnorm`, `global_clipnorm`, `clipvalue`).
+    pub clip: Option<Clip>,
     pub metrics: Vec<Metric>,
     pub epochs: usize,
     pub batch_size: usize,
@@ -438,11 +443,86 @@ impl Optimizer {
     }
 }
 
+/// A learning-rate schedule of `keras.optimizers.schedules`, evaluated at every step
+/// from the optimizer's iteration count (`ir::optim::scheduled_rate`).
+#[derive(Debug, Clone, PartialEq)]
+pub enum Schedule {
+    ExponentialDecay {
+        initial: f32,
+        decay_steps: f32,
+        decay_rate: f32,
+        staircase: bool,
+    },
+    InverseTimeDecay {
+        initial: f32,
+        decay_steps: f32,
+        decay_rate: f32,
+        staircase: bool,
+    },
+    PolynomialDecay {
+        initial: f32,
+        decay_steps: f32,
+        end: f32,
+        power: f32,
+        cycle: bool,
+    },
+    CosineDecay {
+        initial: f32,
+        decay_steps: f32,
+        alpha: f32,
+        /// With a target, the rate first grows linearly from `initial` to it over
+        /// `warmup_steps`, then decays from it.
+        warmup_target: Option<f32>,
+        warmup_steps: f32,
+    },
+    /// `values[0]` up to step `boundaries[0]` included, ..., `values[n]` after
+    /// `boundaries[n - 1]`; boundaries strictly increasing.
+    PiecewiseConstantDecay {
+        boundaries: Vec<u64>,
+        values: Vec<f32>,
+    },
+}
+
+impl Schedule {
+    /// The rate of the first step.
+    pub fn initial(&self) -> f32 {
+        match self {
+            Schedule::ExponentialDecay { initial, .. }
+            | Schedule::InverseTimeDecay { initial, .. }
+            | Schedule::PolynomialDecay { initial, .. }
+            | Schedule::CosineDecay { initial, .. } => *initial,
+            Schedule::PiecewiseConstantDecay { values, .. } => values[0],
+        }
+    }
+}
+
+/// Gradient clipping before the update, as Keras 3 applies it (one kind at a time).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Clip {
+    /// Each gradient tensor rescaled to an L2 norm of at most this.
+    Norm(f32),
+    /// All gradients rescaled together to a global L2 norm of at most this.
+    GlobalNorm(f32),
+    /// Each gradient element clipped to `[-limit, limit]`.
+    Value(f32),
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Metric {
     Accuracy,
     Mse,
     Mae,
+    /// Keras's `Precision()`: every output a yes/no decision at 0.5.
+    Precision,
+    /// Keras's `Recall()`, likewise.
+    Recall,
+    /// Keras's `AUC()`: the ROC curve at 200 thresholds, interpolated.
+    Auc,
+    /// Keras's `top_k_categorical_accuracy` (one-hot targets) and
+    /// `sparse_top_k_categorical_accuracy` (class indices).
+    TopKAccuracy {
+        k: usize,
+    },
 }
 
 impl Metric {
@@ -452,6 +532,10 @@ impl Metric {
             Metric::Accuracy => "accuracy",
             Metric::Mse => "mse",
             Metric::Mae => "mae",
+            Metric::Precision => "precision",
+            Metric::Recall => "recall",
+            Metric::Auc => "auc",
+            Metric::TopKAccuracy { .. } => "top_k_accuracy",
         }
     }
 
@@ -459,8 +543,12 @@ impl Metric {
     /// callback's `mode = auto`.
     pub fn lower_is_better(self) -> bool {
         match self {
-            Metric::Accuracy => false,
             Metric::Mse | Metric::Mae => true,
+            Metric::Accuracy
+            | Metric::Precision
+            | Metric::Recall
+            | Metric::Auc
+            | Metric::TopKAccuracy { .. } => false,
         }
     }
 }

@@ -51,7 +51,22 @@ pub const LOSSES: &[&str] = &[
     "sparse_categorical_crossentropy",
 ];
 pub const OPTIMIZERS: &[&str] = &["sgd", "adam", "adamw", "rmsprop"];
-pub const METRICS: &[&str] = &["accuracy", "mse", "mae"];
+pub const SCHEDULES: &[&str] = &[
+    "exponential_decay",
+    "cosine_decay",
+    "piecewise_constant_decay",
+    "inverse_time_decay",
+    "polynomial_decay",
+];
+pub const METRICS: &[&str] = &[
+    "accuracy",
+    "mse",
+    "mae",
+    "precision",
+    "recall",
+    "auc",
+    "top_k_accuracy",
+];
 pub const SOURCES: &[&str] = &["csv", "idx", "mnist", "npy", "npz"];
 pub const SUBSETS: &[&str] = &["train", "test"];
 pub const SETTINGS: &[&str] = &[
