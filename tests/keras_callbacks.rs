@@ -3,6 +3,9 @@
 //! epoch, restore the same epoch's weights, lower the learning rate after the same
 //! epochs to the same values, and log the same CSV columns.
 //!
+//! The same goes for the epochs `model_checkpoint(save_best_only)` saves after and
+//! the batch `terminate_on_nan` stops at.
+//!
 //! The fixtures under tests/keras_callbacks/ were made once by
 //! tests/keras_callbacks/make_fixtures.py with Keras 3.15.1 on TensorFlow (each
 //! case's `model.nn` is written by the same script); this test needs no Python.
@@ -152,6 +155,20 @@ fn early_stopping_restores_the_best_epoch_as_keras() {
             keras["restored_epoch"].as_u64()
         ))
     );
+    // model_checkpoint(save_best_only) saved after the same epochs as Keras's.
+    let saved: Vec<u64> = run
+        .callbacks
+        .iter()
+        .filter(|e| e["callback"] == "model_checkpoint")
+        .map(|e| e["epoch"].as_u64().unwrap())
+        .collect();
+    let theirs: Vec<u64> = keras["checkpoint_epochs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e.as_u64().unwrap())
+        .collect();
+    assert_eq!(saved, theirs);
 }
 
 #[test]
@@ -189,4 +206,30 @@ fn reduce_lr_on_plateau_lowers_the_rate_as_keras() {
         .collect();
     assert!(!theirs.is_empty());
     assert_eq!(ours, theirs);
+}
+
+#[test]
+fn terminate_on_nan_stops_at_the_batch_keras_stops_at() {
+    let case = "terminate_on_nan";
+    let (run, keras) = (run(case), keras(case));
+    let event = run
+        .callbacks
+        .iter()
+        .find(|e| e["callback"] == "terminate_on_nan")
+        .expect("terminate_on_nan acts");
+    let at = [event["epoch"].as_u64(), event["batch"].as_u64()];
+    let nan_at = &keras["nan_at"];
+    assert_eq!(at, [nan_at[0].as_u64(), nan_at[1].as_u64()]);
+    // The complete epochs before it agree; Keras also logs the stopped epoch (with
+    // its non-finite loss), which nnc does not report.
+    let before = at[0].unwrap() as usize - 1;
+    assert_eq!(run.epochs.len(), before);
+    let val = keras["history"]["val_loss"].as_array().unwrap();
+    for (ours, theirs) in run.epochs.iter().zip(val) {
+        let (a, b) = (ours["val_loss"].as_f64().unwrap(), theirs.as_f64().unwrap());
+        assert!(
+            (a - b).abs() / b.abs() < TOLERANCE,
+            "{a} against Keras's {b}"
+        );
+    }
 }

@@ -4,6 +4,7 @@
 Run from the repository root with Keras 3 (TensorFlow backend) installed:
 
     python tests/keras_callbacks/make_fixtures.py
+    nnc fmt tests/keras_callbacks/*/model.nn
 
 Each case trains one small dense model with Keras's `model.fit` (`shuffle=False`,
 batches in file order) from initial weights drawn here, with a validation set and
@@ -16,8 +17,9 @@ Keras's callbacks, and writes under tests/keras_callbacks/CASE/:
                        early stopping stopped after and the epoch whose weights it
                        restored (both counted from 1, as nnc prints epochs; `null`
                        when it did not stop), the epochs after which
-                       ReduceLROnPlateau lowered the rate and the new rates, and the
-                       header CSVLogger wrote.
+                       ReduceLROnPlateau lowered the rate and the new rates, the
+                       epochs ModelCheckpoint saved, the epoch and batch whose loss
+                       TerminateOnNaN stopped at, and the header CSVLogger wrote.
 The validation sets are written to tests/keras_callbacks/data/, on the same grid of
 multiples of 2^-10 as tests/keras_parity/data, so any parser reads the same float32.
 """
@@ -86,6 +88,7 @@ CASES = {
         layers=[[16, "relu"], [1, "sigmoid"]], loss="binary_crossentropy",
         optimizer=dict(name="adam", learning_rate=0.01), epochs=60, batch_size=16, metrics=[],
         callbacks=[("EarlyStopping", dict(monitor="val_loss", patience=3, restore_best_weights=True)),
+                   ("ModelCheckpoint", dict(filepath="best.keras", save_best_only=True)),
                    ("CSVLogger", dict(filename="log.csv"))]),
     "early_stopping_accuracy": dict(
         data="iris.csv", validation="iris_val.csv", target="species",
@@ -100,11 +103,17 @@ CASES = {
         callbacks=[("ReduceLROnPlateau", dict(monitor="val_loss", factor=0.5, patience=2, cooldown=1,
                                               min_delta=0.01, min_lr=0.02)),
                    ("CSVLogger", dict(filename="log.csv"))]),
+    # SGD with momentum at a rate the data cannot take: the loss overflows.
+    "terminate_on_nan": dict(
+        data="regression.csv", validation="regression_val.csv", target="y",
+        layers=[[16, "relu"], [1, "linear"]], loss="mse",
+        optimizer=dict(name="sgd", learning_rate=0.2, momentum=0.9), epochs=50, batch_size=8,
+        metrics=[], callbacks=[("TerminateOnNaN", {})]),
 }
 
 # How nnc spells each Keras callback and argument.
 NNC_CALLBACK = {"EarlyStopping": "early_stopping", "ReduceLROnPlateau": "reduce_lr_on_plateau",
-                "CSVLogger": "csv_logger"}
+                "CSVLogger": "csv_logger", "TerminateOnNaN": "terminate_on_nan"}
 
 
 def write_safetensors(path, tensors):
@@ -139,6 +148,12 @@ def nnc_source(name, case):
     for cls, args in case["callbacks"]:
         if cls == "CSVLogger":
             callbacks.append(f'csv_logger("{args["filename"]}")')
+        elif cls == "ModelCheckpoint":
+            path = args["filepath"].replace(".keras", ".safetensors")
+            callbacks.append(f'model_checkpoint("{path}", save_best_only = '
+                             f'{nnc_value(args["save_best_only"])})')
+        elif not args:
+            callbacks.append(NNC_CALLBACK[cls])
         else:
             callbacks.append(f"{NNC_CALLBACK[cls]}(" +
                              ", ".join(f"{k} = {nnc_value(v)}" for k, v in args.items()) + ")")
@@ -199,11 +214,31 @@ def make_case(keras, name, case, index):
     opt = {"sgd": keras.optimizers.SGD, "adam": keras.optimizers.Adam}[o.pop("name")](**o)
     model.compile(loss=case["loss"], optimizer=opt, metrics=case["metrics"])
     log = os.path.join(folder, "keras_log.csv")
-    callbacks = []
+    best = os.path.join(folder, "keras_best.keras")
+    callbacks, saved, nan_at, epoch = [], [], [], [0]
     for cls, args in case["callbacks"]:
         if cls == "CSVLogger":
             args = dict(args, filename=log)
+        if cls == "ModelCheckpoint":
+            args = dict(args, filepath=best)
         callbacks.append(getattr(keras.callbacks, cls)(**args))
+    # Which epochs ModelCheckpoint saved (its `best` changed), and the first batch whose
+    # logged loss was not finite (what TerminateOnNaN reads), both counted from 1.
+    checkpoint = next((c for c in callbacks if isinstance(c, keras.callbacks.ModelCheckpoint)), None)
+    last = [None]
+
+    def on_epoch_end(e, logs):
+        if checkpoint is not None and checkpoint.best != last[0]:
+            saved.append(e + 1)
+            last[0] = checkpoint.best
+
+    def on_batch_end(b, logs):
+        if not nan_at and not np.isfinite(logs.get("loss", 0.0)):
+            nan_at.extend([epoch[0] + 1, b + 1])
+
+    callbacks.append(keras.callbacks.LambdaCallback(
+        on_epoch_begin=lambda e, logs: epoch.__setitem__(0, e),
+        on_epoch_end=on_epoch_end, on_train_batch_end=on_batch_end))
     hist = model.fit(x, y, batch_size=case["batch_size"], epochs=case["epochs"], shuffle=False,
                      validation_data=(vx, vy), callbacks=callbacks, verbose=0)
     final = {}
@@ -211,7 +246,8 @@ def make_case(keras, name, case, index):
         final[f"{n}.kernel"], final[f"{n}.bias"] = model.get_layer(n).get_weights()
     write_safetensors(os.path.join(folder, "keras.safetensors"), final)
 
-    history = {k: [float(v) for v in vs] for k, vs in hist.history.items()}
+    # JSON has no NaN or infinity: a non-finite value is written `null`.
+    history = {k: [float(v) if np.isfinite(v) else None for v in vs] for k, vs in hist.history.items()}
     out = dict(keras_version=keras.__version__, backend=keras.backend.backend(),
                epochs_run=len(history["loss"]), history=history)
     for cb in callbacks:
@@ -223,19 +259,24 @@ def make_case(keras, name, case, index):
             # `learning_rate` in epoch E's logs is the rate E trained with.
             out["reductions"] = [[e + 1, rates[e + 1]] for e in range(len(rates) - 1)
                                  if rates[e + 1] != rates[e]]
+    if checkpoint is not None:
+        out["checkpoint_epochs"] = saved
+        os.remove(best)
+    if nan_at:
+        out["nan_at"] = nan_at
     if os.path.exists(log):
         with open(log, newline="") as f:
             out["csv_header"] = f.readline().rstrip("\r\n")
         os.remove(log)
     with open(os.path.join(folder, "keras.json"), "w") as f:
-        json.dump(out, f, indent=1)
+        json.dump(out, f, indent=1, allow_nan=False)
         f.write("\n")
     print(f"{name}: ran {out['epochs_run']} epochs, stopped after {out.get('stopped_after')}, "
           f"restored {out.get('restored_epoch')}, reductions {out.get('reductions')}")
     # How far the decisive comparisons are from a tie, relative: a decision this
     # close could go the other way on float32 noise.
     for key in ("val_loss", "val_accuracy"):
-        v = np.array(history.get(key, []))
+        v = np.array([x for x in history.get(key, []) if x is not None])
         if len(v) > 1:
             gaps = np.abs(np.diff(v)) / np.maximum(np.abs(v[1:]), 1e-12)
             nonzero = gaps[gaps > 0]
