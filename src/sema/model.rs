@@ -42,6 +42,32 @@ pub enum Initializer {
     Ones,
 }
 
+impl Initializer {
+    /// Every initializer, in the order suggestions and completions list them.
+    pub const ALL: [Initializer; 7] = [
+        Initializer::GlorotUniform,
+        Initializer::GlorotNormal,
+        Initializer::HeUniform,
+        Initializer::HeNormal,
+        Initializer::LecunNormal,
+        Initializer::Zeros,
+        Initializer::Ones,
+    ];
+
+    /// Its name in `.nn` files, as Keras spells it.
+    pub fn keyword(self) -> &'static str {
+        match self {
+            Initializer::GlorotUniform => "glorot_uniform",
+            Initializer::GlorotNormal => "glorot_normal",
+            Initializer::HeUniform => "he_uniform",
+            Initializer::HeNormal => "he_normal",
+            Initializer::LecunNormal => "lecun_normal",
+            Initializer::Zeros => "zeros",
+            Initializer::Ones => "ones",
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Padding {
     Valid,
@@ -49,6 +75,15 @@ pub enum Padding {
 }
 
 impl Padding {
+    pub const ALL: [Padding; 2] = [Padding::Valid, Padding::Same];
+
+    pub fn keyword(self) -> &'static str {
+        match self {
+            Padding::Valid => "valid",
+            Padding::Same => "same",
+        }
+    }
+
     /// How many windows of size `k` and stride `s > 0` fit along an axis of `n`, as
     /// Keras counts them (`None` when a `valid` window does not fit): `valid`:
     /// `floor((n - k) / s) + 1`; `same`: `ceil(n / s)`, the input padded to fit.
@@ -215,7 +250,12 @@ impl Layer {
                     p("moving_variance", vec![c], false, Initializer::Ones),
                 ]
             }
-            _ => vec![],
+            LayerKind::Flatten
+            | LayerKind::Dropout { .. }
+            | LayerKind::Activation(_)
+            | LayerKind::MaxPool2d { .. }
+            | LayerKind::AvgPool2d { .. }
+            | LayerKind::Reshape { .. } => vec![],
         }
     }
 

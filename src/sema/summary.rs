@@ -71,7 +71,14 @@ fn multiply_adds(l: &Layer) -> u128 {
                 .saturating_mul(kernel_size[0] as u128 * kernel_size[1] as u128)
                 .saturating_mul(c)
         }
-        _ => 0,
+        // Elementwise, pooling and shape layers: a few operations per element.
+        LayerKind::Flatten
+        | LayerKind::Dropout { .. }
+        | LayerKind::Activation(_)
+        | LayerKind::MaxPool2d { .. }
+        | LayerKind::AvgPool2d { .. }
+        | LayerKind::BatchNorm { .. }
+        | LayerKind::Reshape { .. } => 0,
     }
 }
 
