@@ -14,6 +14,39 @@ use crate::diag::codes;
 use crate::diag::Diagnostic;
 use crate::syntax::ast::{Call, Value, ValueKind};
 
+/// Each callback's parameters, in positional order (the editor offers them too).
+pub const PARAMS: &[(&str, &[&str])] = &[
+    (
+        "early_stopping",
+        &[
+            "monitor",
+            "min_delta",
+            "patience",
+            "mode",
+            "restore_best_weights",
+            "start_from_epoch",
+        ],
+    ),
+    (
+        "reduce_lr_on_plateau",
+        &[
+            "monitor",
+            "factor",
+            "patience",
+            "mode",
+            "min_delta",
+            "cooldown",
+            "min_lr",
+        ],
+    ),
+    (
+        "model_checkpoint",
+        &["path", "monitor", "save_best_only", "mode"],
+    ),
+    ("terminate_on_nan", &[]),
+    ("csv_logger", &["path"]),
+];
+
 /// What a run logs after every epoch, for checking monitored names, and whether
 /// its learning rate is a schedule (which `reduce_lr_on_plateau` cannot lower).
 pub struct Logged<'a> {
@@ -82,7 +115,7 @@ fn callback(
         }
     };
     let name = call.name.name.as_str();
-    if !names::CALLBACKS.contains(&name) {
+    let Some(&(_, params)) = PARAMS.iter().find(|(n, _)| *n == name) else {
         d.push(
             Diagnostic::error(
                 codes::UNKNOWN_NAME,
@@ -93,25 +126,12 @@ fn callback(
             .with_help(names::suggestion(name, names::CALLBACKS)),
         );
         return None;
-    }
+    };
     let what = format!("`{name}`");
     let errors_before = d.len();
     let c = match name {
         "early_stopping" => {
-            let b = bind(
-                call,
-                &what,
-                &[
-                    "monitor",
-                    "min_delta",
-                    "patience",
-                    "mode",
-                    "restore_best_weights",
-                    "start_from_epoch",
-                ],
-                &[],
-                d,
-            );
+            let b = bind(call, &what, params, &[], d);
             let monitor = monitor(call, &b, logged, d);
             let patience = count(&b, "patience", 0, d);
             let min_delta = min_delta(&b, 0.0, d);
@@ -126,21 +146,7 @@ fn callback(
             }
         }
         "reduce_lr_on_plateau" => {
-            let b = bind(
-                call,
-                &what,
-                &[
-                    "monitor",
-                    "factor",
-                    "patience",
-                    "mode",
-                    "min_delta",
-                    "cooldown",
-                    "min_lr",
-                ],
-                &[],
-                d,
-            );
+            let b = bind(call, &what, params, &[], d);
             let monitor = monitor(call, &b, logged, d);
             let factor = match b.get("factor") {
                 None => Some(0.1),
@@ -188,13 +194,7 @@ fn callback(
             }
         }
         "model_checkpoint" => {
-            let b = bind(
-                call,
-                &what,
-                &["path", "monitor", "save_best_only", "mode"],
-                &["path"],
-                d,
-            );
+            let b = bind(call, &what, params, &["path"], d);
             let path = b.get("path").and_then(|v| ok(args::string(v, "path"), d));
             let best_only = flag(&b, "save_best_only", false, d);
             // Saving every epoch ignores the monitor, as Keras does: its default
@@ -208,14 +208,14 @@ fn callback(
             }
         }
         "csv_logger" => {
-            let b = bind(call, &what, &["path"], &["path"], d);
+            let b = bind(call, &what, params, &["path"], d);
             let path = b.get("path").and_then(|v| ok(args::string(v, "path"), d));
             Callback::CsvLogger {
                 path: base.join(path?),
             }
         }
         _ => {
-            bind(call, &what, &[], &[], d);
+            bind(call, &what, params, &[], d);
             Callback::TerminateOnNan
         }
     };
