@@ -112,6 +112,15 @@ pub struct RunArgs {
     /// Write the trained weights to this safetensors file (atomically).
     #[arg(long, value_name = "FILE.safetensors")]
     pub save: Option<PathBuf>,
+    /// After every epoch, write (atomically) everything needed to resume the run
+    /// exactly: weights, optimizer state, step, epoch, callbacks' state.
+    #[arg(long, value_name = "FILE")]
+    pub checkpoint: Option<PathBuf>,
+    /// Continue the run saved in this checkpoint (`--checkpoint`) up to `epochs`;
+    /// it ends with the same weights as a run never stopped. Checkpoints go on to
+    /// the same file unless `--checkpoint` names another.
+    #[arg(long, value_name = "FILE", conflicts_with = "init")]
+    pub resume: Option<PathBuf>,
     /// Print JSON Lines (compile, epoch and test events) on stdout instead of text.
     #[arg(long)]
     pub json: bool,
@@ -592,6 +601,8 @@ pub fn run_model(args: &RunArgs, io: &mut Io) -> i32 {
         seed: args.seed,
         init: args.init.clone(),
         save: args.save.clone(),
+        checkpoint: args.checkpoint.clone().or_else(|| args.resume.clone()),
+        resume: args.resume.clone(),
         engine: Some(if args.interpret {
             Engine::Interpreter
         } else {
@@ -655,6 +666,7 @@ pub fn run_model(args: &RunArgs, io: &mut Io) -> i32 {
                         "completed_epochs": stop.completed,
                         "epochs": stop.epochs,
                         "saved": stop.saved.as_ref().map(|p| p.display().to_string()),
+                        "checkpoint": stop.checkpoint.as_ref().map(|p| p.display().to_string()),
                         "message": message,
                     });
                     emit(io.stdout, &format!("{event}\n"));
@@ -743,7 +755,15 @@ fn interrupted_message(stop: &Interrupted, save_asked: bool) -> String {
         (None, true) => "no epoch was complete, so no weights were saved".into(),
         (None, false) => "the weights were not saved (no --save)".into(),
     };
-    format!("interrupted (Ctrl-C) {at}: {kept}")
+    let resume = match &stop.checkpoint {
+        Some(path) => format!(
+            "; `--resume {}` continues after epoch {}",
+            path.display(),
+            stop.completed
+        ),
+        None => String::new(),
+    };
+    format!("interrupted (Ctrl-C) {at}: {kept}{resume}")
 }
 
 /// `nnc plot LOG -o OUT.svg`.

@@ -527,9 +527,14 @@ pub fn completions(text: &str, offset: usize) -> Vec<lsp::CompletionItem> {
                 ));
                 v
             }
-            "use_bias" | "standardize" | "nesterov" | "shuffle" => {
-                items(&["true", "false"], K::KEYWORD, "boolean")
-            }
+            "validation_data" => items(names::SOURCES, K::FUNCTION, "data source"),
+            "mode" => items(names::MODES, K::KEYWORD, "callback mode"),
+            "use_bias"
+            | "standardize"
+            | "nesterov"
+            | "shuffle"
+            | "restore_best_weights"
+            | "save_best_only" => items(&["true", "false"], K::KEYWORD, "boolean"),
             _ => vec![],
         }
     };
@@ -551,6 +556,7 @@ pub fn completions(text: &str, offset: usize) -> Vec<lsp::CompletionItem> {
             Some(k) => values(k),
             None if matches!(prev, Some("(" | ",")) => SIGNATURES
                 .iter()
+                .chain(crate::sema::callbacks::PARAMS)
                 .find(|(name, _)| name == call)
                 .map(|(name, params)| {
                     params
@@ -569,6 +575,9 @@ pub fn completions(text: &str, offset: usize) -> Vec<lsp::CompletionItem> {
         },
         Some(Frame::List(Some("metrics"))) if matches!(prev, Some("[" | ",")) => {
             items(names::METRICS, K::FUNCTION, "metric")
+        }
+        Some(Frame::List(Some("callbacks"))) if matches!(prev, Some("[" | ",")) => {
+            items(names::CALLBACKS, K::FUNCTION, "callback")
         }
         _ => vec![],
     }

@@ -61,18 +61,22 @@ fn config(data: DataSource, loss: Loss) -> TrainConfig {
         data,
         test: None,
         validation_split: None,
+        validation_data: None,
         loss,
         optimizer: Optimizer::Sgd {
             learning_rate: 0.01,
             momentum: 0.0,
             nesterov: false,
         },
+        schedule: None,
+        clip: None,
         metrics: vec![],
         epochs: 1,
         batch_size: 32,
         shuffle: true,
         seed: 7,
         spans: Default::default(),
+        callbacks: vec![],
     }
 }
 

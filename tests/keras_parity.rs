@@ -16,14 +16,14 @@ use std::path::{Path, PathBuf};
 
 use nnc::codegen::compile;
 use nnc::ir::graph::Graph;
-use nnc::ir::init::params;
+use nnc::ir::init::{initialize, params};
 use nnc::ir::interp::run;
 use nnc::ir::layout::Layout;
 use nnc::ir::testing::{dense, sequential};
 use nnc::ir::train_step;
 use nnc::runtime::checkpoint;
 use nnc::runtime::data::{self, Dataset};
-use nnc::sema::model::{Activation, DataSource, LayerKind, Loss, Model, Optimizer};
+use nnc::sema::model::{Activation, Clip, DataSource, LayerKind, Loss, Model, Optimizer, Schedule};
 use serde_json::Value;
 
 /// Worst allowed weight error (see the module comment). Measured: 1e-7..1.5e-6 for
@@ -81,8 +81,77 @@ fn loss(name: &str) -> Loss {
     }
 }
 
+/// A schedule written as a dict naming it (`make_fixtures.py`'s spelling of
+/// `keras.optimizers.schedules.*`).
+fn schedule(s: &Value) -> Schedule {
+    let f = |k: &str| s[k].as_f64().unwrap_or_else(|| panic!("schedule `{k}`")) as f32;
+    let flag = |k: &str| s[k].as_bool().unwrap_or_else(|| panic!("schedule `{k}`"));
+    match s["schedule"].as_str() {
+        Some("exponential_decay") => Schedule::ExponentialDecay {
+            initial: f("initial_learning_rate"),
+            decay_steps: f("decay_steps"),
+            decay_rate: f("decay_rate"),
+            staircase: flag("staircase"),
+        },
+        Some("inverse_time_decay") => Schedule::InverseTimeDecay {
+            initial: f("initial_learning_rate"),
+            decay_steps: f("decay_steps"),
+            decay_rate: f("decay_rate"),
+            staircase: flag("staircase"),
+        },
+        Some("polynomial_decay") => Schedule::PolynomialDecay {
+            initial: f("initial_learning_rate"),
+            decay_steps: f("decay_steps"),
+            end: f("end_learning_rate"),
+            power: f("power"),
+            cycle: flag("cycle"),
+        },
+        Some("cosine_decay") => Schedule::CosineDecay {
+            initial: f("initial_learning_rate"),
+            decay_steps: f("decay_steps"),
+            alpha: f("alpha"),
+            warmup_target: s["warmup_target"].as_f64().map(|x| x as f32),
+            warmup_steps: s["warmup_steps"].as_f64().unwrap_or(0.0) as f32,
+        },
+        Some("piecewise_constant_decay") => Schedule::PiecewiseConstantDecay {
+            boundaries: s["boundaries"]
+                .as_array()
+                .expect("boundaries")
+                .iter()
+                .map(|b| b.as_u64().expect("a step"))
+                .collect(),
+            values: s["values"]
+                .as_array()
+                .expect("values")
+                .iter()
+                .map(|v| v.as_f64().expect("a rate") as f32)
+                .collect(),
+        },
+        _ => panic!("unknown schedule {s}"),
+    }
+}
+
+/// The optimizer's schedule and clipping, when the spec gives them.
+fn schedule_and_clip(o: &Value) -> (Option<Schedule>, Option<Clip>) {
+    let s = o["learning_rate"]
+        .is_object()
+        .then(|| schedule(&o["learning_rate"]));
+    let f = |k: &str| o[k].as_f64().map(|x| x as f32);
+    let clip = match (f("clipnorm"), f("global_clipnorm"), f("clipvalue")) {
+        (Some(c), None, None) => Some(Clip::Norm(c)),
+        (None, Some(c), None) => Some(Clip::GlobalNorm(c)),
+        (None, None, Some(c)) => Some(Clip::Value(c)),
+        (None, None, None) => None,
+        _ => panic!("more than one clipping in {o}"),
+    };
+    (s, clip)
+}
+
 fn optimizer(o: &Value) -> Optimizer {
-    let f = |k: &str| o[k].as_f64().unwrap_or_else(|| panic!("optimizer `{k}`")) as f32;
+    let f = |k: &str| match (k, &o[k]) {
+        ("learning_rate", v @ Value::Object(_)) => schedule(v).initial(),
+        (_, v) => v.as_f64().unwrap_or_else(|| panic!("optimizer `{k}`")) as f32,
+    };
     match o["name"].as_str() {
         Some("sgd") => Optimizer::Sgd {
             learning_rate: f("learning_rate"),
@@ -137,6 +206,7 @@ fn load_case(name: &str) -> Case {
         optimizer(&spec["optimizer"]),
     );
     let config = model.train.as_mut().expect("a train block");
+    (config.schedule, config.clip) = schedule_and_clip(&spec["optimizer"]);
     config.data = DataSource::Csv {
         path: csv,
         target,
@@ -220,6 +290,8 @@ fn train(case: &Case, engine: &dyn Fn(&Graph, &Layout) -> Step<'static>) -> Trai
     assert_eq!(l0.persistent_len, graphs[1].1.persistent_len);
 
     let mut arena = vec![0.0f32; graphs.iter().map(|(_, l)| l.len).max().unwrap_or(0)];
+    // As `nnc run`: the optimizer's state and learning rate, then the given weights.
+    initialize(&case.model, g0, l0, &mut arena, 0);
     let specs = param_specs(g0);
     let init = checkpoint::load(&case.init, &specs).expect("init weights");
     for ((_, id), values) in params(g0).into_iter().zip(&init) {
@@ -322,6 +394,21 @@ fn check(name: &str) {
         moved > 1e-2,
         "{name}: Keras's weights barely moved ({moved:e})"
     );
+
+    // A schedule or clipping the fixture would not notice is not tested by it: without
+    // them, training must end far from Keras's weights.
+    let config = case.model.train.as_ref().expect("train");
+    if config.schedule.is_some() || config.clip.is_some() {
+        let mut plain = load_case(name);
+        let config = plain.model.train.as_mut().expect("train");
+        (config.schedule, config.clip) = (None, None);
+        let trained = train(&plain, &interpreter);
+        let off = worst_error(&names, &trained.weights, &keras).0;
+        assert!(
+            off > 10.0 * WEIGHT_TOLERANCE,
+            "{name}: training without its schedule or clipping ends as close as {off:e}"
+        );
+    }
 
     for (engine, run) in [
         (
@@ -426,4 +513,71 @@ cases!(
     iris_rmsprop_sparse_hard_sigmoid,
     bc_adam_softsign,
     reg_mse_sgd_selu,
+    reg_sgd_exponential_decay,
+    bc_adam_exponential_staircase,
+    iris_sgd_cosine_warmup,
+    reg_adam_cosine_decay,
+    bc_momentum_piecewise,
+    iris_rmsprop_inverse_time,
+    reg_sgd_polynomial,
+    iris_adamw_polynomial_cycle,
+    reg_sgd_clipnorm,
+    iris_adam_global_clipnorm,
+    bc_momentum_clipvalue,
 );
+
+/// Each metric against Keras's value on the fixed predictions of metrics.json, fed in
+/// the same batches.
+#[test]
+fn metrics_equal_keras() {
+    use nnc::runtime::metrics::Accumulator;
+    use nnc::sema::model::Metric;
+    let text = std::fs::read_to_string(fixtures().join("metrics.json")).expect("metrics.json");
+    let table: Value = serde_json::from_str(&text).expect("metrics.json is JSON");
+    let floats = |v: &Value| -> Vec<f32> {
+        v.as_array()
+            .expect("a list")
+            .iter()
+            .map(|x| x.as_f64().expect("a number") as f32)
+            .collect()
+    };
+    let mut checked = 0;
+    for case in table["cases"].as_array().expect("cases") {
+        let outputs = case["outputs"].as_u64().expect("outputs") as usize;
+        let batch = case["batch"].as_u64().expect("batch") as usize;
+        let (predictions, targets) = (floats(&case["predictions"]), floats(&case["targets"]));
+        let width = targets.len() / (predictions.len() / outputs);
+        for (name, keras) in case["keras"].as_object().expect("values") {
+            let metric = match name.as_str() {
+                "precision" => Metric::Precision,
+                "recall" => Metric::Recall,
+                "auc" => Metric::Auc,
+                top => Metric::TopKAccuracy {
+                    k: top["top_".len()..].parse().expect("top_K"),
+                },
+            };
+            let mut acc = Accumulator::new(metric, outputs, width).expect("metric");
+            for (p, t) in predictions
+                .chunks(batch * outputs)
+                .zip(targets.chunks(batch * width))
+            {
+                acc.add(p, t);
+            }
+            let (ours, keras) = (
+                acc.mean().expect("a value"),
+                keras.as_f64().expect("a value"),
+            );
+            println!(
+                "{:16} {name:10} nnc {ours:.9} keras {keras:.9}",
+                case["name"]
+            );
+            assert!(
+                (ours - keras).abs() <= 1e-6 * keras.abs().max(1.0),
+                "{} {name}: nnc {ours}, Keras {keras}",
+                case["name"]
+            );
+            checked += 1;
+        }
+    }
+    assert_eq!(checked, 15, "every metric of every case");
+}

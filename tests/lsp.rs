@@ -214,6 +214,31 @@ fn completion_offers_what_fits_the_cursor() {
 }
 
 #[test]
+fn completion_knows_the_callbacks() {
+    let dir = tempfile::tempdir().unwrap();
+    let text = "model m {\n    input x: [4]\n    dense(1)\n}\ntrain {\n    callbacks = [\n    \
+                early_stopping(mode = \n    validation_data = \n}\n";
+    let mut s = Session::open(dir.path(), text);
+    let callbacks = labels(&s.at("textDocument/completion", text, "\n    early_stopping"));
+    assert!(
+        callbacks.contains(&"early_stopping".to_string())
+            && callbacks.contains(&"csv_logger".to_string()),
+        "{callbacks:?}"
+    );
+    let args = labels(&s.at("textDocument/completion", text, "mode = "));
+    assert!(
+        args.contains(&"patience".to_string())
+            && args.contains(&"restore_best_weights".to_string()),
+        "{args:?}"
+    );
+    let modes = labels(&s.at("textDocument/completion", text, "\n    validation_data"));
+    assert_eq!(modes, vec!["auto", "min", "max"]);
+    let sources = labels(&s.at("textDocument/completion", text, "\n}\n\\z"));
+    assert!(sources.contains(&"csv".to_string()), "{sources:?}");
+    assert_eq!(s.client.shutdown(), Some(0));
+}
+
+#[test]
 fn definition_and_formatting() {
     let dir = tempfile::tempdir().unwrap();
     let text = "model residual {\n    input image: [8]\n  stem=dense(8)\n    branch = dense(8)(stem)\n    add(stem,branch)\n}\n";

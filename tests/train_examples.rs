@@ -106,6 +106,35 @@ fn breast_cancer_30_features_reaches_95_percent() {
 }
 
 #[test]
+fn breast_cancer_with_callbacks_stops_early_and_reaches_95_percent() {
+    let events = train(&["examples/breast_cancer_callbacks.nn"]);
+    let acts: Vec<&str> = events
+        .iter()
+        .filter_map(|e| e["callback"].as_str())
+        .collect();
+    assert!(acts.contains(&"reduce_lr_on_plateau"), "{acts:?}");
+    assert_eq!(acts.last(), Some(&"early_stopping"), "{acts:?}");
+    // The README quotes the lines these events print.
+    let readme = std::fs::read_to_string("README.md").expect("README.md");
+    for event in events
+        .iter()
+        .filter(|e| e["callback"].is_string())
+        .take(1)
+        .chain(events.iter().filter(|e| e["callback"] == "early_stopping"))
+    {
+        let line = format!(
+            "{}: {}",
+            event["callback"].as_str().unwrap_or("").replace('_', " "),
+            event["message"].as_str().unwrap_or("")
+        );
+        assert!(readme.contains(&line), "README.md does not quote: {line}");
+    }
+    let acc = test_accuracy(&events);
+    assert!(acc >= 0.95, "breast_cancer test accuracy {acc}");
+    assert_readme_states("examples/breast_cancer_callbacks.nn", acc);
+}
+
+#[test]
 fn digits_reaches_95_percent() {
     let acc = test_accuracy(&train(&["examples/digits.nn"]));
     assert!(acc >= 0.95, "digits test accuracy {acc}");

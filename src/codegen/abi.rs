@@ -149,6 +149,8 @@ pub enum Helper {
     Powf,
     /// `logf`, for the cross-entropies.
     Logf,
+    /// `cosf`, for the cosine learning-rate schedule.
+    Cosf,
     /// The profiler's node mark (`compile_profiled`).
     ProfileMark,
     /// Adam's vector update, where the machine has it.
@@ -156,10 +158,11 @@ pub enum Helper {
 }
 
 impl Helper {
-    pub const ALL: [Helper; 5] = [
+    pub const ALL: [Helper; 6] = [
         Helper::Sgemm,
         Helper::Powf,
         Helper::Logf,
+        Helper::Cosf,
         Helper::ProfileMark,
         Helper::Adam,
     ];
@@ -187,6 +190,7 @@ impl Helper {
                 helpers::nnc_powf as extern "C" fn(f32, f32) -> f32,
             ),
             Helper::Logf => Spec::of("nnc_logf", helpers::nnc_logf as extern "C" fn(f32) -> f32),
+            Helper::Cosf => Spec::of("nnc_cosf", helpers::nnc_cosf as extern "C" fn(f32) -> f32),
             Helper::ProfileMark => Spec::of(
                 "nnc_profile_mark",
                 helpers::nnc_profile_mark as extern "C" fn(u64, u64),

@@ -210,3 +210,7 @@ pub(super) extern "C" fn nnc_powf(a: f32, b: f32) -> f32 {
 pub(super) extern "C" fn nnc_logf(a: f32) -> f32 {
     a.ln()
 }
+
+pub(super) extern "C" fn nnc_cosf(a: f32) -> f32 {
+    a.cos()
+}

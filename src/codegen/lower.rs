@@ -23,8 +23,8 @@ pub struct Lower<'e, 'a, 'g> {
     pub y: Value,
     pub step: Value,
     /// The stack slots of the Adam step sizes already computed in this function, by
-    /// `(lr, b1, b2)` bits.
-    pub alphas: Vec<([u32; 3], StackSlot)>,
+    /// `(b1, b2)` bits.
+    pub alphas: Vec<([u32; 2], StackSlot)>,
     /// The function's number when each node is to be timed (`compile_profiled`).
     pub profile: Option<u64>,
 }
@@ -87,6 +87,11 @@ impl Lower<'_, '_, '_> {
             Op::BatchNormTrainGrad { epsilon } => self.batch_norm_train_grad(ins, out, epsilon),
             Op::BatchNormGammaGrad { epsilon } => self.gamma_grad(ins, out, epsilon),
             Op::MovingAverage { momentum } => self.moving_average(ins[0], ins[1], momentum),
+            Op::LearningRate(ref schedule) => self.learning_rate(schedule, ins[0]),
+            Op::ClipNorm { clipnorm } => self.clip_norm(ins[0], out, clipnorm),
+            Op::ClipValue { limit } => self.clip_value(ins[0], out, limit),
+            Op::GlobalClipScale { clipnorm, .. } => self.global_clip_scale(ins, out, clipnorm),
+            Op::Scale => self.scale(ins[0], ins[1], out),
         }
     }
 

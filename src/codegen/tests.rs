@@ -13,6 +13,7 @@ use crate::ir::graph::{Graph, LossKind, Node, Op, Role, TensorId, Window};
 use crate::ir::init::initialize;
 use crate::ir::interp;
 use crate::ir::layout::Layout;
+use crate::ir::optim::set_learning_rate;
 use crate::ir::testing::{conv2d, dense, sequential};
 use crate::sema::model::{Activation, LayerKind, Loss, Optimizer, Padding};
 use cranelift_codegen::ir::Value;
@@ -470,7 +471,9 @@ fn optimizer_updates_match_the_interpreter_over_steps() {
             let mut g = G::new();
             let w = g.param("w", &[n]);
             let gw = g.param("g", &[n]);
-            let mut ins = vec![w, gw];
+            let lr = g.g.add_tensor("lr".into(), vec![], Role::OptimizerSlot);
+            g.g.learning_rate = Some(lr);
+            let mut ins = vec![w, gw, lr];
             for i in 0..slots {
                 ins.push(g.g.add_tensor(format!("s{i}"), vec![n], Role::OptimizerSlot));
             }
@@ -478,8 +481,9 @@ fn optimizer_updates_match_the_interpreter_over_steps() {
             let layout = Layout::new(&g.g);
             let mut rng = StdRng::seed_from_u64(5);
             let mut arena = random(&mut rng, layout.len, -1.0, 1.0);
+            set_learning_rate(&g.g, &layout, &mut arena, opt.learning_rate()).unwrap();
             // Adam and RMSprop second moments start non-negative.
-            for &s in &ins[2..] {
+            for &s in &ins[3..] {
                 if let Some(r) = layout.range(&g.g, s) {
                     arena[r].iter_mut().for_each(|v| *v = v.abs());
                 }
@@ -1041,4 +1045,136 @@ fn helper_calls_are_checked_for_their_count() {
         let x = e.fc(cranelift_codegen::ir::types::F32, 2.0);
         imports.call_f32(&mut e.b, Helper::Logf, &[x, x]);
     });
+}
+
+/// Every schedule, at every step around its boundaries, decay ends and warmup: the
+/// native code writes the interpreter's rate bit for bit.
+#[test]
+fn schedules_match_the_interpreter_at_every_step() {
+    use crate::ir::optim::scheduled_rate;
+    use crate::sema::model::Schedule;
+    let schedules = [
+        Schedule::ExponentialDecay {
+            initial: 0.1,
+            decay_steps: 3.0,
+            decay_rate: 0.5,
+            staircase: false,
+        },
+        Schedule::ExponentialDecay {
+            initial: 0.05,
+            decay_steps: 4.0,
+            decay_rate: 0.3,
+            staircase: true,
+        },
+        Schedule::InverseTimeDecay {
+            initial: 0.02,
+            decay_steps: 2.0,
+            decay_rate: 0.7,
+            staircase: true,
+        },
+        Schedule::InverseTimeDecay {
+            initial: 0.02,
+            decay_steps: 7.0,
+            decay_rate: 1.5,
+            staircase: false,
+        },
+        Schedule::PolynomialDecay {
+            initial: 0.2,
+            decay_steps: 7.0,
+            end: 0.01,
+            power: 2.0,
+            cycle: false,
+        },
+        Schedule::PolynomialDecay {
+            initial: 0.05,
+            decay_steps: 4.0,
+            end: 0.005,
+            power: 0.5,
+            cycle: true,
+        },
+        Schedule::CosineDecay {
+            initial: 0.05,
+            decay_steps: 9.0,
+            alpha: 0.2,
+            warmup_target: None,
+            warmup_steps: 0.0,
+        },
+        Schedule::CosineDecay {
+            initial: 0.01,
+            decay_steps: 10.0,
+            alpha: 0.1,
+            warmup_target: Some(0.2),
+            warmup_steps: 4.0,
+        },
+        Schedule::PiecewiseConstantDecay {
+            boundaries: vec![3, 7],
+            values: vec![0.1, 0.05, 0.01],
+        },
+    ];
+    for schedule in schedules {
+        let mut g = G::new();
+        let lr = g.g.add_tensor("lr".into(), vec![], Role::OptimizerSlot);
+        g.g.learning_rate = Some(lr);
+        g.node(Op::LearningRate(schedule.clone()), &[lr], lr);
+        let layout = Layout::new(&g.g);
+        let at = layout.range(&g.g, lr).unwrap().start;
+        let compiled = compile(&g.g, &layout).unwrap();
+        let (mut native, mut interpreted) = (vec![0.0; layout.len], vec![0.0; layout.len]);
+        let mut rates = vec![];
+        for step in 0..25 {
+            compiled.run(&mut native, &[0.0], &[], step).unwrap();
+            interp::run(&g.g, &layout, &mut interpreted, &[0.0], &[], step);
+            assert_eq!(
+                native[at].to_bits(),
+                interpreted[at].to_bits(),
+                "{schedule:?} at step {step}"
+            );
+            assert_eq!(interpreted[at], scheduled_rate(&schedule, step));
+            rates.push(native[at]);
+        }
+        assert_eq!(rates[0], schedule.initial(), "{schedule:?}");
+        assert!(
+            rates.iter().any(|&r| r != rates[0]),
+            "{schedule:?} is constant"
+        );
+    }
+}
+
+/// The clipping ops, on gradients below and above their thresholds, and a zero one.
+#[test]
+fn clipping_matches_the_interpreter() {
+    for (scale, zero) in [(0.01f32, false), (5.0, false), (1.0, true)] {
+        let mut g = G::new();
+        let grads: Vec<TensorId> = [7usize, 12, 3]
+            .iter()
+            .enumerate()
+            .map(|(i, &n)| g.param(&format!("g{i}"), &[n]))
+            .collect();
+        let mut outputs = vec![];
+        for (i, &d) in grads.iter().enumerate() {
+            let norm = g.temp(&format!("norm{i}"), &[g.g.tensors[d].len()]);
+            g.node(Op::ClipNorm { clipnorm: 0.5 }, &[d], norm);
+            let value = g.temp(&format!("value{i}"), &[g.g.tensors[d].len()]);
+            g.node(Op::ClipValue { limit: 0.3 }, &[d], value);
+            outputs.extend([norm, value]);
+        }
+        let s = g.temp("scale", &[]);
+        let op = Op::GlobalClipScale {
+            clipnorm: 0.7,
+            count: grads.len(),
+        };
+        g.node(op, &grads, s);
+        for (i, &d) in grads.iter().enumerate() {
+            let o = g.temp(&format!("scaled{i}"), &[g.g.tensors[d].len()]);
+            g.node(Op::Scale, &[d, s], o);
+        }
+        let layout = Layout::new(&g.g);
+        let mut rng = StdRng::seed_from_u64(11);
+        let arena: Vec<f32> = random(&mut rng, layout.len, -1.0, 1.0)
+            .into_iter()
+            .map(|v| if zero { 0.0 } else { v * scale })
+            .collect();
+        let (err, at) = jit_vs_interp(&g.g, &arena, &[0.0], &[], 1);
+        assert!(err == 0.0, "scale {scale}: {err} at {at}");
+    }
 }

@@ -24,6 +24,12 @@ pub const TOO_BIG: &str = "E0021";
 pub const SOFTMAX_ONE: &str = "E0022";
 pub const DATA_FILE: &str = "E0023";
 pub const NOT_FINITE: &str = "E0024";
+pub const SCHEDULE_LENGTHS: &str = "E0025";
+pub const CLIP_CONFLICT: &str = "E0026";
+pub const UNKNOWN_MONITOR: &str = "E0030";
+pub const NO_VALIDATION: &str = "E0031";
+pub const VALIDATION_TWICE: &str = "E0032";
+pub const PLATEAU_SCHEDULE: &str = "E0033";
 pub const LINEAR_COLLAPSE: &str = "W0001";
 pub const VANISHING: &str = "W0002";
 pub const SOFTMAX_NOT_LAST: &str = "W0003";
@@ -329,6 +335,87 @@ optimizer update, the tensor, the epoch and batch, and the likely cause:
 
 Fix: `standardize = true` in the data source (and targets in small units), a
 smaller learning rate, or clipped gradients.",
+    ),
+    (
+        SCHEDULE_LENGTHS,
+        "piecewise schedule with mismatched boundaries and values",
+        "\
+`piecewise_constant_decay` holds one learning rate up to the first boundary and
+one after each boundary, so it needs exactly one more value than boundaries (as
+Keras's `PiecewiseConstantDecay`).
+
+    learning_rate = piecewise_constant_decay(boundaries = [1000, 2000],
+                                             values = [0.1, 0.01])    # 3 needed
+
+Fix: give `len(boundaries) + 1` values, e.g. `values = [0.1, 0.01, 0.001]`.",
+    ),
+    (
+        CLIP_CONFLICT,
+        "more than one kind of gradient clipping",
+        "\
+An optimizer clips gradients in one way: each tensor to a norm (`clipnorm`), all
+of them together to a global norm (`global_clipnorm`), or each element to a
+range (`clipvalue`). Keras refuses more than one of them, and so does nnc.
+
+    optimizer = adam(clipnorm = 1.0, clipvalue = 0.5)   # error
+
+Fix: keep one of the three.",
+    ),
+    (
+        UNKNOWN_MONITOR,
+        "a callback monitors a value the run does not log",
+        "\
+`early_stopping`, `reduce_lr_on_plateau` and `model_checkpoint` watch one value
+that `nnc run` logs after every epoch: `loss`, each metric of the `metrics`
+setting, and, with validation data, `val_loss` and `val_` plus each metric. A
+metric that is not in `metrics` is not computed, so it cannot be watched.
+
+    metrics   = [accuracy]
+    callbacks = [early_stopping(monitor = val_acuracy)]     # `val_accuracy`
+
+Fix: monitor a logged name (the help lists them), or add the metric to `metrics`.",
+    ),
+    (
+        NO_VALIDATION,
+        "a callback monitors a validation value without validation data",
+        "\
+Names starting with `val_` are computed on validation data after every epoch,
+and the train block has none. `early_stopping`, `reduce_lr_on_plateau` and
+`model_checkpoint(..., save_best_only = true)` monitor `val_loss` unless told
+otherwise, as in Keras.
+
+    callbacks = [early_stopping(patience = 3)]     # no validation data
+
+Fix: add `validation_data = csv(...)` (any data source) or `validation_split = 0.2`
+to the train block, or monitor a training value (`monitor = loss`).",
+    ),
+    (
+        VALIDATION_TWICE,
+        "both `validation_data` and `validation_split`",
+        "\
+A run validates on one set: `validation_split` holds out a fraction of the
+training rows, `validation_data` names a separate source. Keras silently ignores
+`validation_split` when both are given; nnc asks which one is meant.
+
+    validation_split = 0.2
+    validation_data  = csv(\"val.csv\", target = \"y\")
+
+Fix: remove one of the two settings.",
+    ),
+    (
+        PLATEAU_SCHEDULE,
+        "`reduce_lr_on_plateau` with a learning-rate schedule",
+        "\
+A learning-rate schedule (`exponential_decay(...)`, `cosine_decay(...)`, ...)
+computes the rate of every step from the step count, so there is no rate for
+`reduce_lr_on_plateau` to lower. Keras refuses the same combination (the
+optimizer's learning rate is not settable).
+
+    optimizer = adam(learning_rate = exponential_decay(0.01, decay_steps = 100,
+                                                       decay_rate = 0.9))
+    callbacks = [reduce_lr_on_plateau(patience = 3)]
+
+Fix: give `learning_rate` a number, or drop one of the two.",
     ),
     (
         LINEAR_COLLAPSE,

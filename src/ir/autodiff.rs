@@ -249,7 +249,12 @@ fn vjp(
             | Op::SoftmaxGrad
             | Op::DropoutGrad { .. }
             | Op::LossGrad(_)
-            | Op::Update(_)),
+            | Op::Update(_)
+            | Op::LearningRate(_)
+            | Op::ClipNorm { .. }
+            | Op::ClipValue { .. }
+            | Op::GlobalClipScale { .. }
+            | Op::Scale),
             Seed::Tensor(_),
         ) => return Err(format!("{op:?} is a backward op and has no gradient rule")),
     }

@@ -4,7 +4,7 @@
 use super::autodiff;
 use super::graph::{Graph, LossKind, Node, Op, Origin, Pass, Role, TensorId, Window};
 use crate::ops::random::{mix64, GOLDEN_GAMMA};
-use crate::sema::model::{Activation, LayerKind, Loss, Model, Optimizer, TrainConfig};
+use crate::sema::model::{Activation, Clip, LayerKind, Loss, Model, Optimizer, TrainConfig};
 
 /// What a graph is built for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -98,6 +98,14 @@ fn build(model: &Model, batch: usize, mode: Mode) -> Result<Graph, String> {
             })
             .collect();
         slots.push(ids);
+    }
+    // After the slots, so the weights and slots keep their offsets.
+    if optimizer.is_some() {
+        g.learning_rate = Some(g.add_tensor(
+            "optimizer.learning_rate".into(),
+            vec![],
+            Role::OptimizerSlot,
+        ));
     }
 
     g.origin = Origin::Data;
@@ -291,8 +299,19 @@ fn build(model: &Model, batch: usize, mode: Mode) -> Result<Graph, String> {
         return Ok(g);
     }
     let grads = autodiff::gradients(&mut g, loss, &trainable)?;
+    let grads = clip(&mut g, grads, t.clip)?;
+    let lr = g
+        .learning_rate
+        .ok_or("a train step needs the learning rate's tensor")?;
+    if let Some(schedule) = &t.schedule {
+        g.nodes.push(Node {
+            op: Op::LearningRate(schedule.clone()),
+            inputs: vec![lr],
+            output: lr,
+        });
+    }
     for ((&p, gp), s) in trainable.iter().zip(grads).zip(slots) {
-        let mut inputs = vec![p, gp];
+        let mut inputs = vec![p, gp, lr];
         inputs.extend(s);
         g.nodes.push(Node {
             op: Op::Update(t.optimizer),
@@ -308,6 +327,34 @@ fn build(model: &Model, batch: usize, mode: Mode) -> Result<Graph, String> {
         });
     }
     Ok(g)
+}
+
+/// The gradients `grads` after the optimizer's clipping, as Keras 3 clips them before
+/// any update.
+fn clip(g: &mut Graph, grads: Vec<TensorId>, clip: Option<Clip>) -> Result<Vec<TensorId>, String> {
+    let name = |g: &Graph, d: TensorId| format!("clipped({})", g.tensors[d].name);
+    match clip {
+        None => Ok(grads),
+        Some(Clip::Norm(clipnorm)) => grads
+            .into_iter()
+            .map(|d| g.push(Op::ClipNorm { clipnorm }, vec![d], name(g, d)))
+            .collect(),
+        Some(Clip::Value(limit)) => grads
+            .into_iter()
+            .map(|d| g.push(Op::ClipValue { limit }, vec![d], name(g, d)))
+            .collect(),
+        Some(Clip::GlobalNorm(clipnorm)) => {
+            let op = Op::GlobalClipScale {
+                clipnorm,
+                count: grads.len(),
+            };
+            let scale = g.push(op, grads.clone(), "global_clip_scale".into())?;
+            grads
+                .into_iter()
+                .map(|d| g.push(Op::Scale, vec![d, scale], name(g, d)))
+                .collect()
+        }
+    }
 }
 
 /// The window of a conv/pool layer over `x`, which must be an image
@@ -410,13 +457,14 @@ mod tests {
             predict(&model, 1).unwrap(),
         ];
         let layouts: Vec<Layout> = graphs.iter().map(Layout::new).collect();
-        // 2 layers x (kernel, bias), each with two Adam slots.
+        // 2 layers x (kernel, bias), each with two Adam slots, and the learning rate.
         let persistent = |g: &Graph| g.tensors.iter().filter(|t| t.role.is_persistent()).count();
-        assert_eq!(persistent(&graphs[0]), 12);
+        assert_eq!(persistent(&graphs[0]), 13);
         for (g, l) in graphs.iter().zip(&layouts).skip(1) {
-            assert_eq!(persistent(g), 12);
+            assert_eq!(persistent(g), 13);
+            assert_eq!(g.learning_rate, graphs[0].learning_rate);
             assert_eq!(l.persistent_len, layouts[0].persistent_len);
-            for id in 0..12 {
+            for id in 0..13 {
                 assert_eq!(g.tensors[id], graphs[0].tensors[id]);
                 assert_eq!(l.offsets[id], layouts[0].offsets[id]);
             }
@@ -517,7 +565,8 @@ mod tests {
         );
         assert_eq!(g.tensors[g.output].origin, layer(1, Pass::Forward));
         for node in g.nodes.iter().filter(|n| matches!(n.op, Op::Update(_))) {
-            let (param, grad, slot) = (node.inputs[0], node.inputs[1], node.inputs[2]);
+            // inputs[2] is the learning rate; the slots follow it.
+            let (param, grad, slot) = (node.inputs[0], node.inputs[1], node.inputs[3]);
             let Role::Param { layer: name, .. } = &g.tensors[param].role else {
                 panic!("an update of a non-parameter");
             };

@@ -15,7 +15,8 @@
 //!   persistent part of the arena at the same offsets.
 //! - Every temporary tensor is written by exactly one node, except `Update` nodes,
 //!   which update their parameter and optimizer-slot inputs in place (as
-//!   `MovingAverage` nodes update a moving statistic).
+//!   `MovingAverage` nodes update a moving statistic, and a `LearningRate` node the
+//!   learning rate).
 
 pub use super::op::{LossKind, Op, Window};
 use crate::ops::random::{mix64, GOLDEN_GAMMA};
@@ -125,6 +126,10 @@ pub struct Graph {
     pub loss: Option<TensorId>,
     /// The origin `add_tensor` gives new tensors: builders set it as they go.
     pub origin: Origin,
+    /// The persistent scalar every `Update` reads its learning rate from; `None` when
+    /// the model has no optimizer. The runtime sets it (`ir::optim::set_learning_rate`),
+    /// or a `LearningRate` node computes it from the step when it is a schedule.
+    pub learning_rate: Option<TensorId>,
 }
 
 impl Graph {
@@ -140,6 +145,7 @@ impl Graph {
             output: 0,
             loss: None,
             origin: Origin::Data,
+            learning_rate: None,
         }
     }
 

@@ -69,7 +69,8 @@ pub fn sample(init: Initializer, shape: &[usize], rng: &mut StdRng, out: &mut [f
 }
 
 /// Initializes every parameter of `graph` in `arena` with its layer's initializer
-/// (deterministic for a `seed`) and zeroes the optimizer slots.
+/// (deterministic for a `seed`), zeroes the optimizer slots and sets the learning
+/// rate to the optimizer's.
 pub fn initialize(model: &Model, graph: &Graph, layout: &Layout, arena: &mut [f32], seed: u64) {
     let mut rng = StdRng::seed_from_u64(seed);
     for (id, t) in graph.tensors.iter().enumerate() {
@@ -85,6 +86,10 @@ pub fn initialize(model: &Model, graph: &Graph, layout: &Layout, arena: &mut [f3
                     .and_then(|l| l.params().into_iter().find(|p| p.name == *name))
                     .map_or(Initializer::Zeros, |p| p.initializer);
                 sample(init, &t.shape, &mut rng, &mut arena[range]);
+            }
+            Role::OptimizerSlot if Some(id) == graph.learning_rate => {
+                let lr = model.train.as_ref().map(|t| t.optimizer.learning_rate());
+                arena[range].fill(lr.unwrap_or(0.0));
             }
             Role::OptimizerSlot => arena[range].fill(0.0),
             Role::Input | Role::Target | Role::Temp => {}
@@ -233,8 +238,9 @@ mod tests {
         let kernel = at("dense.kernel");
         let limit = (6.0f32 / 7.0).sqrt();
         assert!(kernel.iter().all(|&v| v.abs() <= limit) && kernel.iter().any(|&v| v != 0.0));
+        assert_eq!(at("optimizer.learning_rate"), [0.001]);
         for (id, t) in g.tensors.iter().enumerate() {
-            if t.role == Role::OptimizerSlot {
+            if t.role == Role::OptimizerSlot && Some(id) != g.learning_rate {
                 assert!(
                     a[layout.range(&g, id).unwrap()].iter().all(|&v| v == 0.0),
                     "{}",

@@ -5,7 +5,7 @@
 use super::graph::{dropout_keep, Graph, Op, Role, TensorId, Window};
 use super::layout::Layout;
 use super::loss::{loss, loss_grad};
-use super::optim::update;
+use super::optim::{clip_norm, global_clip_scale, scheduled_rate, update};
 use crate::ops::Real;
 
 /// Runs one step (train or predict) in `f32`, as the compiled code does. `x` and `y`
@@ -118,9 +118,9 @@ pub fn run_in<T: Real>(
             Op::LossGrad(kind) => loss_grad(*kind, &ins[0], &ins[1], last(shape(0))),
             Op::Update(opt) => {
                 let mut w = ins[0].clone();
-                let mut slots = ins[2..].to_vec();
-                update(opt, step, &mut w, &ins[1], &mut slots);
-                for (&id, values) in node.inputs[2..].iter().zip(&slots) {
+                let mut slots = ins[3..].to_vec();
+                update(opt, step, ins[2][0], &mut w, &ins[1], &mut slots);
+                for (&id, values) in node.inputs[3..].iter().zip(&slots) {
                     write(graph, layout, arena, id, values);
                 }
                 w
@@ -276,6 +276,14 @@ pub fn run_in<T: Real>(
                 }
                 out
             }
+            Op::LearningRate(schedule) => vec![T::from_f32(scheduled_rate(schedule, step))],
+            Op::ClipNorm { clipnorm } => clip_norm(&ins[0], *clipnorm),
+            Op::ClipValue { limit } => {
+                let (lo, hi) = (T::from_f32(-limit), T::from_f32(*limit));
+                ins[0].iter().map(|&v| v.max(lo).min(hi)).collect()
+            }
+            Op::GlobalClipScale { clipnorm, .. } => vec![global_clip_scale(&ins, *clipnorm)],
+            Op::Scale => ins[0].iter().map(|&v| v * ins[1][0]).collect(),
             Op::MovingAverage { momentum } => {
                 let (m, rest) = (T::from_f32(*momentum), T::from_f32(1.0 - momentum));
                 ins[0]

@@ -6,7 +6,7 @@
 use std::fmt;
 
 use crate::ops::Activation;
-use crate::sema::model::{Optimizer, Padding};
+use crate::sema::model::{Optimizer, Padding, Schedule};
 
 /// How a loss reads its prediction. The `*Logits` forms are fused with the model's
 /// final sigmoid/softmax in the numerically stable form (as Keras does when a
@@ -68,9 +68,11 @@ pub enum Op {
     /// The gradient of the mean batch loss with respect to `prediction` (the logits for
     /// the fused kinds); inputs `(prediction, target)`.
     LossGrad(LossKind),
-    /// Updates `inputs[0]` (a parameter) in place from `inputs[1]` (its gradient) and
-    /// the optimizer slots `inputs[2..]`, with Keras 3's arithmetic. Reads the step
-    /// counter (Keras's `iterations`, 0 for the first step). `output == inputs[0]`.
+    /// Updates `inputs[0]` (a parameter) in place from `inputs[1]` (its gradient), the
+    /// learning rate `inputs[2]` (the graph's persistent scalar; the optimizer's own
+    /// `learning_rate` is only its initial value) and the optimizer slots
+    /// `inputs[3..]`, with Keras 3's arithmetic. Reads the step counter (Keras's
+    /// `iterations`, 0 for the first step). `output == inputs[0]`.
     /// Slots: sgd with momentum: `[velocity]`; adam/adamw: `[m, v]`; rmsprop: `[avg_sq]`.
     Update(Optimizer),
     /// Image patches as matrix rows, so a convolution is one `MatMul` with the kernel
@@ -137,6 +139,21 @@ pub enum Op {
     /// `avg = avg * momentum + value * (1 - momentum)`, as Keras's batch normalization
     /// does in training. Inputs `(avg, value)`, same shapes; `output == inputs[0]`.
     MovingAverage { momentum: f32 },
+    /// Sets the learning rate `inputs[0]` (the graph's persistent scalar) in place to
+    /// the schedule's value at this step (`optim::scheduled_rate`), before the
+    /// `Update`s read it. `output == inputs[0]`.
+    LearningRate(Schedule),
+    /// Keras's `clip_by_norm` of one gradient: `g * clipnorm / max(norm, clipnorm)`
+    /// with `norm` its L2 norm (0 for a zero gradient). Inputs `(g)`.
+    ClipNorm { clipnorm: f32 },
+    /// Each element clipped to `[-limit, limit]`. Inputs `(g)`.
+    ClipValue { limit: f32 },
+    /// The scale of Keras's `clip_by_global_norm` over `count` gradients: with `n` the
+    /// L2 norm of all their elements, `clipnorm * min(1 / n, 1 / clipnorm) + (n - n)`
+    /// (NaN when `n` is not finite). Inputs: the gradients; output a scalar `[]`.
+    GlobalClipScale { clipnorm: f32, count: usize },
+    /// `x * s` for a scalar `s`. Inputs `(x, s)`.
+    Scale,
 }
 
 /// A 2-D sliding window (a convolution kernel or a pooling window) over channels-last
@@ -222,7 +239,11 @@ impl Op {
             | Op::MaxPool2dArgmax(_)
             | Op::AvgPool2d(_)
             | Op::AvgPool2dGrad(_)
-            | Op::BatchMean => 1,
+            | Op::BatchMean
+            | Op::LearningRate(_)
+            | Op::ClipNorm { .. }
+            | Op::ClipValue { .. } => 1,
+            Op::GlobalClipScale { count, .. } => *count,
             Op::MatMul { .. }
             | Op::AddBias
             | Op::Add
@@ -232,13 +253,14 @@ impl Op {
             | Op::MaxPool2d(_)
             | Op::MaxPool2dGrad(_)
             | Op::BatchVariance
-            | Op::MovingAverage { .. } => 2,
+            | Op::MovingAverage { .. }
+            | Op::Scale => 2,
             Op::ActivateGrad(_) | Op::BatchNormGrad { .. } => 3,
             Op::BatchNormGammaGrad { .. } => 4,
             Op::BatchNorm { .. } => 5,
             Op::BatchNormTrainGrad { .. } => 7,
-            // The parameter, its gradient, then the optimizer's slots.
-            Op::Update(optimizer) => 2 + optimizer.slot_names().len(),
+            // The parameter, its gradient, the learning rate, then the optimizer's slots.
+            Op::Update(optimizer) => 3 + optimizer.slot_names().len(),
         }
     }
 
@@ -414,7 +436,15 @@ impl Op {
                 }
                 Ok(x)
             }
-            Op::Reshape | Op::Update(_) | Op::MovingAverage { .. } => {
+            Op::ClipNorm { .. } | Op::ClipValue { .. } => Ok(s(0)),
+            Op::GlobalClipScale { .. } => Ok(vec![]),
+            Op::Scale => {
+                if inputs[1].iter().product::<usize>() != 1 {
+                    return Err(format!("scale: {:?} is not a scalar", s(1)));
+                }
+                Ok(s(0))
+            }
+            Op::Reshape | Op::Update(_) | Op::MovingAverage { .. } | Op::LearningRate(_) => {
                 Err(format!("{self:?} does not create a tensor of its own"))
             }
         }
@@ -531,6 +561,13 @@ impl fmt::Display for Op {
                 format!("batch_norm_gamma_grad{{epsilon={epsilon}}}")
             }
             Op::MovingAverage { momentum } => format!("moving_average{{momentum={momentum}}}"),
+            Op::LearningRate(schedule) => format!("learning_rate{{{schedule:?}}}"),
+            Op::ClipNorm { clipnorm } => format!("clip_norm{{clipnorm={clipnorm}}}"),
+            Op::ClipValue { limit } => format!("clip_value{{limit={limit}}}"),
+            Op::GlobalClipScale { clipnorm, .. } => {
+                format!("global_clip_scale{{clipnorm={clipnorm}}}")
+            }
+            Op::Scale => "scale".into(),
         })
     }
 }

@@ -27,7 +27,7 @@ pub fn print(g: &Graph) -> String {
         let args: Vec<String> = node.inputs.iter().map(|i| format!("%{i}")).collect();
         let args = args.join(", ");
         let op = &node.op;
-        if let Op::Update(_) | Op::MovingAverage { .. } = node.op {
+        if let Op::Update(_) | Op::MovingAverage { .. } | Op::LearningRate(_) = node.op {
             let _ = writeln!(s, "  {op}({args})");
         } else {
             let _ = writeln!(
@@ -54,7 +54,7 @@ pub fn node_label(g: &Graph, node: &Node) -> String {
         .map(|&i| g.tensors[i].name.as_str())
         .collect();
     let call = format!("{}({})", node.op, args.join(", "));
-    if let Op::Update(_) | Op::MovingAverage { .. } = node.op {
+    if let Op::Update(_) | Op::MovingAverage { .. } | Op::LearningRate(_) = node.op {
         call
     } else {
         format!("{} = {call}", g.tensors[node.output].name)
@@ -95,41 +95,42 @@ graph batch=4
   %1 dense.bias [5] param
   %2 dense_1.kernel [5, 2] param
   %3 dense_1.bias [2] param
-  %4 x [4, 3] input
-  %5 target [4] target
-  %6 dense.matmul [4, 5] temp
-  %7 dense.biased [4, 5] temp
-  %8 dense.out [4, 5] temp
-  %9 dense_1.matmul [4, 2] temp
-  %10 dense_1.biased [4, 2] temp
-  %11 dense_1.out [4, 2] temp
-  %12 loss [] temp
-  %13 d(dense_1.biased) [4, 2] temp
-  %14 d(dense_1.bias) [2] temp
-  %15 d(dense.out) [4, 5] temp
-  %16 d(dense_1.kernel) [5, 2] temp
-  %17 d(dense.biased) [4, 5] temp
-  %18 d(dense.bias) [5] temp
-  %19 d(dense.kernel) [3, 5] temp
-  %6 = matmul(%4, %0) : [4, 5]
-  %7 = add_bias(%6, %1) : [4, 5]
-  %8 = relu(%7) : [4, 5]
-  %9 = matmul(%8, %2) : [4, 2]
-  %10 = add_bias(%9, %3) : [4, 2]
-  %11 = softmax(%10) : [4, 2]
-  %12 = loss.softmax_sparse_categorical_crossentropy(%10, %5) : []
-  %13 = loss_grad.softmax_sparse_categorical_crossentropy(%10, %5) : [4, 2]
-  %14 = sum_rows(%13) : [2]
-  %15 = matmul_nt(%13, %2) : [4, 5]
-  %16 = matmul_tn(%8, %13) : [5, 2]
-  %17 = relu_grad(%7, %8, %15) : [4, 5]
-  %18 = sum_rows(%17) : [5]
-  %19 = matmul_tn(%4, %17) : [3, 5]
-  update.sgd{lr=0.1, momentum=0, nesterov=false}(%0, %19)
-  update.sgd{lr=0.1, momentum=0, nesterov=false}(%1, %18)
-  update.sgd{lr=0.1, momentum=0, nesterov=false}(%2, %16)
-  update.sgd{lr=0.1, momentum=0, nesterov=false}(%3, %14)
-output %11, loss %12
+  %4 optimizer.learning_rate [] slot
+  %5 x [4, 3] input
+  %6 target [4] target
+  %7 dense.matmul [4, 5] temp
+  %8 dense.biased [4, 5] temp
+  %9 dense.out [4, 5] temp
+  %10 dense_1.matmul [4, 2] temp
+  %11 dense_1.biased [4, 2] temp
+  %12 dense_1.out [4, 2] temp
+  %13 loss [] temp
+  %14 d(dense_1.biased) [4, 2] temp
+  %15 d(dense_1.bias) [2] temp
+  %16 d(dense.out) [4, 5] temp
+  %17 d(dense_1.kernel) [5, 2] temp
+  %18 d(dense.biased) [4, 5] temp
+  %19 d(dense.bias) [5] temp
+  %20 d(dense.kernel) [3, 5] temp
+  %7 = matmul(%5, %0) : [4, 5]
+  %8 = add_bias(%7, %1) : [4, 5]
+  %9 = relu(%8) : [4, 5]
+  %10 = matmul(%9, %2) : [4, 2]
+  %11 = add_bias(%10, %3) : [4, 2]
+  %12 = softmax(%11) : [4, 2]
+  %13 = loss.softmax_sparse_categorical_crossentropy(%11, %6) : []
+  %14 = loss_grad.softmax_sparse_categorical_crossentropy(%11, %6) : [4, 2]
+  %15 = sum_rows(%14) : [2]
+  %16 = matmul_nt(%14, %2) : [4, 5]
+  %17 = matmul_tn(%9, %14) : [5, 2]
+  %18 = relu_grad(%8, %9, %16) : [4, 5]
+  %19 = sum_rows(%18) : [5]
+  %20 = matmul_tn(%5, %18) : [3, 5]
+  update.sgd{lr=0.1, momentum=0, nesterov=false}(%0, %20, %4)
+  update.sgd{lr=0.1, momentum=0, nesterov=false}(%1, %19, %4)
+  update.sgd{lr=0.1, momentum=0, nesterov=false}(%2, %17, %4)
+  update.sgd{lr=0.1, momentum=0, nesterov=false}(%3, %15, %4)
+output %12, loss %13
 ";
         assert_eq!(print(&train_step(&model(), 4).unwrap()), want);
     }
@@ -137,8 +138,8 @@ output %11, loss %12
     #[test]
     fn predict_dump_ends_at_the_output() {
         let text = print(&predict(&model(), 2).unwrap());
-        assert!(text.contains("  %4 x [2, 3] input\n"), "{text}");
-        assert!(text.contains("  %10 = softmax(%9) : [2, 2]\n"), "{text}");
-        assert!(text.ends_with("output %10\n"), "{text}");
+        assert!(text.contains("  %5 x [2, 3] input\n"), "{text}");
+        assert!(text.contains("  %11 = softmax(%10) : [2, 2]\n"), "{text}");
+        assert!(text.ends_with("output %11\n"), "{text}");
     }
 }

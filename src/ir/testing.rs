@@ -92,14 +92,18 @@ pub fn sequential(
             },
             test: None,
             validation_split: None,
+            validation_data: None,
             loss,
             optimizer,
+            schedule: None,
+            clip: None,
             metrics: vec![],
             epochs: 1,
             batch_size: 32,
             shuffle: false,
             seed: 0,
             spans: Default::default(),
+            callbacks: vec![],
         }),
     }
 }
@@ -124,13 +128,16 @@ pub fn conv2d(
     }
 }
 
-/// Splits a train-step graph into its gradient part (every node but the `Update`s
-/// and `MovingAverage`s) and the `(parameter, gradient)` pairs the updates read.
+/// Splits a train-step graph into its gradient part (every node but the `Update`s,
+/// `MovingAverage`s and `LearningRate`) and the `(parameter, gradient)` pairs the updates read.
 pub fn without_updates(g: &Graph) -> (Graph, Vec<(TensorId, TensorId)>) {
     let mut forward = g.clone();
-    forward
-        .nodes
-        .retain(|n| !matches!(n.op, Op::Update(_) | Op::MovingAverage { .. }));
+    forward.nodes.retain(|n| {
+        !matches!(
+            n.op,
+            Op::Update(_) | Op::MovingAverage { .. } | Op::LearningRate(_)
+        )
+    });
     let pairs = g
         .nodes
         .iter()

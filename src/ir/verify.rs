@@ -58,7 +58,7 @@ impl Graph {
                     if node.output != param || !trainable {
                         return Err(format!("{}: must update a trainable weight in place", at()));
                     }
-                    let slots = &node.inputs[2..];
+                    let slots = &node.inputs[3..];
                     if slots.len() != optimizer.slot_names().len()
                         || slots
                             .iter()
@@ -66,8 +66,20 @@ impl Graph {
                     {
                         return Err(format!("{}: needs its optimizer's slots", at()));
                     }
-                    if node.inputs.iter().any(|&i| shape(i) != shape(param)) {
+                    if Some(node.inputs[2]) != self.learning_rate
+                        || self.tensors[node.inputs[2]].len() != 1
+                    {
+                        return Err(format!("{}: needs the graph's learning rate", at()));
+                    }
+                    let mut same = node.inputs[..2].iter().chain(slots);
+                    if same.any(|&i| shape(i) != shape(param)) {
                         return Err(format!("{}: a gradient or slot of another shape", at()));
+                    }
+                }
+                Op::LearningRate(_) => {
+                    let lr = node.inputs[0];
+                    if node.output != lr || Some(lr) != self.learning_rate || out.len() != 1 {
+                        return Err(format!("{}: must set the graph's learning rate", at()));
                     }
                 }
                 Op::MovingAverage { .. } => {

@@ -125,15 +125,16 @@ pub fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     Ok(())
 }
 
-/// Checks, before any training, that `save` could write `path`: it is not a folder,
+/// Checks, before any training, that `path` could be written: it is not a folder,
 /// and a file can be created beside it. Training for hours and then failing to save
-/// would lose the user's work.
-pub fn check_writable(path: &Path) -> Result<(), String> {
+/// would lose the user's work. `what` names the setting or flag that asks for it
+/// (`--save`), and `example` a file name to suggest.
+pub fn check_writable(path: &Path, what: &str, example: &str) -> Result<(), String> {
     let file = path.display();
     if path.is_dir() {
         return Err(format!(
-            "{file}: is a folder; --save needs a file name, e.g. {}",
-            path.join("weights.safetensors").display()
+            "{file}: is a folder; {what} needs a file name in it, e.g. {}",
+            path.join(example).display()
         ));
     }
     let temp = temp_path(path)?;
@@ -143,7 +144,7 @@ pub fn check_writable(path: &Path) -> Result<(), String> {
             let _ = fs::remove_file(&temp);
             Ok(())
         }
-        Err(e) => Err(format!("{file}: cannot write the weights there: {e}")),
+        Err(e) => Err(format!("{file}: cannot write there ({what}): {e}")),
     }
 }
 
@@ -229,6 +230,48 @@ pub fn load_with_metadata(
             problems.join("\n  ")
         ))
     }
+}
+
+/// The `__metadata__` of the safetensors file `path`, reading only its header.
+pub fn read_metadata(path: &Path) -> Result<Metadata, String> {
+    let file = path.display();
+    let cant = |e: std::io::Error| format!("{file}: cannot read it: {e}");
+    let mut f = File::open(path).map_err(cant)?;
+    let mut len = [0u8; 8];
+    f.read_exact(&mut len).map_err(|_| {
+        format!(
+            "{file}: not a valid safetensors file: {}",
+            reason(&SafeTensorError::HeaderTooSmall)
+        )
+    })?;
+    let n = u64::from_le_bytes(len);
+    // safetensors' own limit on a header.
+    if n > 100_000_000 {
+        return Err(format!(
+            "{file}: not a valid safetensors file: {}",
+            reason(&SafeTensorError::HeaderTooLarge)
+        ));
+    }
+    let mut header = vec![0u8; n as usize];
+    f.read_exact(&mut header).map_err(|_| {
+        format!(
+            "{file}: not a valid safetensors file: {}",
+            reason(&SafeTensorError::InvalidHeaderLength)
+        )
+    })?;
+    #[derive(serde::Deserialize)]
+    struct Header {
+        #[serde(rename = "__metadata__", default)]
+        metadata: Metadata,
+    }
+    serde_json::from_slice::<Header>(&header)
+        .map(|h| h.metadata)
+        .map_err(|_| {
+            format!(
+                "{file}: not a valid safetensors file: {}",
+                reason(&SafeTensorError::InvalidHeader)
+            )
+        })
 }
 
 /// Reads `path`, refusing one far larger than the weights `expected` take (a device

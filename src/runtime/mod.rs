@@ -1,5 +1,6 @@
 //! Running a compiled model: data sources, the epoch loop, metrics, checkpoints.
 
+pub mod callbacks;
 pub mod checkpoint;
 pub mod data;
 pub mod error;
@@ -11,5 +12,6 @@ pub mod plot;
 pub mod predict;
 pub mod predict_io;
 pub mod report;
+pub mod resume;
 pub mod train;
 pub mod trained;

@@ -9,6 +9,7 @@ use indicatif::{ProgressBar, ProgressDrawTarget, ProgressState, ProgressStyle};
 use serde_json::json;
 
 use crate::diag::{self, Diagnostic};
+use crate::runtime::callbacks::Event;
 use crate::runtime::metrics::Accumulator;
 
 /// One finished epoch. Metric lists keep the order of the `metrics` setting.
@@ -54,6 +55,10 @@ pub trait Reporter {
     /// A warning found while training (the loss diverging).
     fn warned(&mut self, _warning: &Diagnostic) {}
     fn epoch_done(&mut self, report: &EpochReport);
+    /// A callback acted (stopped training, saved weights, lowered the rate...).
+    fn callback(&mut self, _event: &Event) {}
+    /// `--resume`: training continues after `epoch` completed epochs.
+    fn resumed(&mut self, _epoch: usize, _path: &Path) {}
     fn tested(&mut self, report: &TestReport);
     fn saved(&mut self, path: &Path);
     /// `nnc run --profile`: where the training steps' time went, slowest first.
@@ -284,6 +289,20 @@ impl Reporter for HumanReporter<'_> {
         say(self.out, line);
     }
 
+    fn callback(&mut self, e: &Event) {
+        say(
+            self.out,
+            format_args!("{}: {}", e.callback.replace('_', " "), e.message),
+        );
+    }
+
+    fn resumed(&mut self, epoch: usize, path: &Path) {
+        say(
+            self.out,
+            format_args!("resumed from {} after epoch {epoch}", path.display()),
+        );
+    }
+
     fn tested(&mut self, r: &TestReport) {
         say(
             self.out,
@@ -361,6 +380,26 @@ impl Reporter for JsonReporter<'_> {
             value["val_metrics"] = object(metrics);
         }
         say(self.out, value);
+    }
+
+    fn callback(&mut self, e: &Event) {
+        let mut value = json!({
+            "event": "callback",
+            "callback": e.callback,
+            "epoch": e.epoch,
+            "message": e.message,
+        });
+        for (key, v) in &e.fields {
+            value[*key] = v.clone();
+        }
+        say(self.out, value);
+    }
+
+    fn resumed(&mut self, epoch: usize, path: &Path) {
+        say(
+            self.out,
+            json!({"event": "resumed", "epoch": epoch, "path": path.display().to_string()}),
+        );
     }
 
     fn tested(&mut self, r: &TestReport) {

@@ -13,7 +13,8 @@ use std::time::{Duration, Instant};
 use crate::codegen::Compiled;
 use crate::ir::graph::Graph;
 use crate::ir::layout::Layout;
-use crate::ir::{build, init, interp, print};
+use crate::ir::{build, init, interp, optim, print};
+use crate::runtime::callbacks::{Callbacks, Event, Logs, Trainee};
 use crate::runtime::checkpoint;
 use crate::runtime::data::{self, Dataset};
 use crate::runtime::error::RunError;
@@ -23,6 +24,7 @@ use crate::runtime::metrics::Accumulator;
 use crate::runtime::nan_trace::{self, NanReport};
 use crate::runtime::plot::Curves;
 use crate::runtime::report::{DataReport, EpochReport, NodeTime, Reporter, TestReport};
+use crate::runtime::resume;
 use crate::runtime::trained;
 use crate::sema::model::{Model, TrainConfig};
 
@@ -43,6 +45,10 @@ pub struct RunOptions {
     pub seed: Option<u64>,
     pub init: Option<PathBuf>,
     pub save: Option<PathBuf>,
+    /// Write a resume checkpoint here after every epoch (`runtime::resume`).
+    pub checkpoint: Option<PathBuf>,
+    /// Continue the run this resume checkpoint holds.
+    pub resume: Option<PathBuf>,
     pub engine: Option<Engine>,
     /// Time every node of the full-batch train step and report it (JIT only).
     pub profile: bool,
@@ -157,6 +163,45 @@ pub struct Interrupted {
     pub epochs: usize,
     /// Where those weights went: `None` without `save`, or when no epoch was complete.
     pub saved: Option<PathBuf>,
+    /// The resume checkpoint of that epoch, when `--checkpoint` wrote one.
+    pub checkpoint: Option<PathBuf>,
+}
+
+/// Writes the weights (in `init::params` order) as `--save` does.
+type SaveFn<'a> = dyn Fn(&std::path::Path, Vec<&[f32]>) -> Result<(), String> + 'a;
+
+/// The weights of a model in its arena, for callbacks.
+struct ArenaWeights<'a> {
+    arena: &'a mut [f32],
+    exe: &'a Executable,
+    params: &'a [(String, usize)],
+    save: &'a SaveFn<'a>,
+}
+
+impl Trainee for ArenaWeights<'_> {
+    fn weights(&self) -> Vec<Vec<f32>> {
+        self.params
+            .iter()
+            .map(|(_, id)| self.exe.slice(self.arena, *id).to_vec())
+            .collect()
+    }
+
+    fn set_weights(&mut self, weights: &[Vec<f32>]) {
+        for ((_, id), value) in self.params.iter().zip(weights) {
+            if let Some(range) = self.exe.layout.range(&self.exe.graph, *id) {
+                self.arena[range].copy_from_slice(value);
+            }
+        }
+    }
+
+    fn save(&self, path: &std::path::Path) -> Result<(), String> {
+        let values = self
+            .params
+            .iter()
+            .map(|(_, id)| self.exe.slice(self.arena, *id))
+            .collect();
+        (self.save)(path, values)
+    }
 }
 
 /// Trains `model` as its `train` block says (with `options` overriding), reporting
@@ -179,8 +224,37 @@ pub fn train(
     if let Some(s) = options.seed {
         config.seed = s;
     }
+    if let Some(path) = &options.resume {
+        // The rows' order, the dropout masks and the steps depend on both.
+        let (seed, batch) = resume::settings(path, options.source_sha256.as_deref())?;
+        for (flag, given, saved) in [
+            ("--seed", options.seed, seed),
+            (
+                "--batch-size",
+                options.batch_size.map(|b| b as u64),
+                batch as u64,
+            ),
+        ] {
+            if given.is_some_and(|g| g != saved) {
+                return Err(format!(
+                    "{}: the run was checkpointed with {flag} {saved}; resume it with the same \
+                     value (or without {flag})",
+                    path.display()
+                )
+                .into());
+            }
+        }
+        (config.seed, config.batch_size) = (seed, batch);
+    }
+    let mut callbacks = Callbacks::new(&config.callbacks);
     if let Some(path) = &options.save {
-        checkpoint::check_writable(path)?;
+        checkpoint::check_writable(path, "--save", "weights.safetensors")?;
+    }
+    if let Some(path) = &options.checkpoint {
+        checkpoint::check_writable(path, "--checkpoint", "run.checkpoint")?;
+    }
+    for (callback, example, path) in callbacks.paths() {
+        checkpoint::check_writable(path, callback, example)?;
     }
     let prepared = data::prepare(model, &config)?;
     let train_set = &prepared.train;
@@ -235,10 +309,15 @@ pub fn train(
     let full = &programs.train[&batch];
     init::initialize(model, &full.graph, &full.layout, &mut arena, config.seed);
     let checkpoint_tensors = init::params(&full.graph);
+    let shapes: Vec<Vec<usize>> = checkpoint_tensors
+        .iter()
+        .map(|(_, id)| full.graph.tensors[*id].shape.clone())
+        .collect();
     if let Some(path) = &options.init {
         let expected: Vec<(String, Vec<usize>)> = checkpoint_tensors
             .iter()
-            .map(|(name, id)| (name.clone(), full.graph.tensors[*id].shape.clone()))
+            .map(|(name, _)| name.clone())
+            .zip(shapes.iter().cloned())
             .collect();
         let values = checkpoint::load(path, &expected)?;
         for ((_, id), value) in checkpoint_tensors.iter().zip(values) {
@@ -247,6 +326,43 @@ pub fn train(
             }
         }
     }
+    let persistent_len = full.layout.persistent_len;
+    let identity = resume::Identity {
+        source_sha256: options.source_sha256.clone(),
+        layout: full
+            .graph
+            .tensors
+            .iter()
+            .filter(|t| t.role.is_persistent())
+            .map(|t| (t.name.clone(), t.shape.clone()))
+            .collect(),
+        persistent_len,
+        params: checkpoint_tensors
+            .iter()
+            .map(|(name, _)| name.clone())
+            .zip(shapes.iter().cloned())
+            .collect(),
+    };
+
+    let preparation = trained::Preparation {
+        features: prepared.feature_names.clone(),
+        standardization: prepared.standardization.clone(),
+        classes: prepared
+            .class_names
+            .clone()
+            .unwrap_or_else(|| trained::classes(model, config.loss)),
+        seed: Some(config.seed),
+    };
+    let metadata = trained::metadata(model, &preparation, options.source_sha256.as_deref());
+    let save = |path: &std::path::Path, values: Vec<&[f32]>| {
+        let tensors: Vec<(String, Vec<usize>, &[f32])> = checkpoint_tensors
+            .iter()
+            .zip(&shapes)
+            .zip(values)
+            .map(|(((name, _), shape), data)| (name.clone(), shape.clone(), data))
+            .collect();
+        checkpoint::save_with_metadata(path, &tensors, Some(metadata.clone()))
+    };
 
     let x_width = train_set.feature_count;
     let y_width = train_set.target_width;
@@ -256,9 +372,32 @@ pub fn train(
     let mut full_batches: u64 = 0;
     let mut final_loss = f32::NAN;
     let batches_per_epoch = train_set.rows.div_ceil(batch);
-    // With `save`, the weights at the end of the last complete epoch: what Ctrl-C saves.
-    let mut kept: Option<Vec<Vec<f32>>> = None;
     let mut completed = 0;
+    // Set when a callback ended training before `config.epochs`.
+    let mut stopped = false;
+    if let Some(path) = &options.resume {
+        let (snapshot, kept) = resume::load(path, &identity)?;
+        arena[..persistent_len].copy_from_slice(&snapshot.persistent);
+        callbacks.restore(&snapshot.callbacks, kept)?;
+        (step, completed, stopped, final_loss) = (
+            snapshot.step,
+            snapshot.epoch,
+            snapshot.stopped,
+            snapshot.loss,
+        );
+        reporter.resumed(completed, path);
+    }
+    let weights_of = |arena: &[f32], programs: &Programs| -> Vec<Vec<f32>> {
+        let full = &programs.train[&batch];
+        checkpoint_tensors
+            .iter()
+            .map(|(_, id)| full.slice(arena, *id).to_vec())
+            .collect()
+    };
+    // The weights at the end of the last complete epoch: what Ctrl-C saves and what
+    // `terminate_on_nan` keeps.
+    let mut kept = weights_of(&arena, &programs);
+    let mut events = vec![];
     // The rows in epoch order; reshuffled in place each epoch.
     let mut order: Vec<usize> = (0..train_set.rows).collect();
     // The persistent tensors at the start of the epoch: where a NaN's replay starts.
@@ -267,8 +406,8 @@ pub fn train(
     let mut divergence = Divergence::default();
     let mut curves = Curves::default();
 
-    'epochs: for epoch in 1..=config.epochs {
-        if interrupt::requested() {
+    'epochs: for epoch in completed + 1..=config.epochs {
+        if interrupt::requested() || stopped {
             break;
         }
         let started = Instant::now();
@@ -300,8 +439,39 @@ pub fn train(
             full_batches += u64::from(n == batch);
             let loss = exe.scalar(&arena, exe.graph.loss);
             if !loss.is_finite() {
-                let report = replay.locate(&programs, arena.len(), index, epoch)?;
-                return Ok(Outcome::not_finite(report, curves));
+                let at = format!(
+                    "the loss became {loss} in epoch {epoch}, batch {} of {batches_per_epoch}",
+                    index + 1
+                );
+                if !callbacks.terminates_on_nan() {
+                    // Where the first non-finite value came from, at the user's line.
+                    let report = replay.locate(&programs, arena.len(), index, epoch)?;
+                    return Ok(Outcome::not_finite(report, curves));
+                }
+                // Keras would keep the non-finite weights; the last good ones are
+                // what anyone would evaluate or save.
+                let exe = &programs.train[&batch];
+                ArenaWeights {
+                    arena: &mut arena,
+                    exe,
+                    params: &checkpoint_tensors,
+                    save: &save,
+                }
+                .set_weights(&kept);
+                let kept_from = match completed {
+                    0 => "the initial weights".to_string(),
+                    n => format!("the weights of epoch {n}"),
+                };
+                reporter.callback(&Event {
+                    callback: "terminate_on_nan",
+                    epoch,
+                    message: format!("{at}; training stopped, keeping {kept_from}"),
+                    fields: vec![
+                        ("batch", (index + 1).into()),
+                        ("kept_epoch", completed.into()),
+                    ],
+                });
+                break 'epochs;
             }
             divergence.batch_loss(loss);
             // Weighted by the batch's rows, as Keras reports an epoch's loss.
@@ -340,50 +510,55 @@ pub fn train(
         if let Some(warning) = divergence.epoch_loss(final_loss, epoch, &config) {
             reporter.warned(&warning);
         }
+        let full = &programs.train[&batch];
+        // The rate lives in the arena: every step reads it (`ir::optim`).
+        let rate = optim::learning_rate(&full.graph, &full.layout, &arena);
+        let mut learning_rate = rate.unwrap_or(f32::NAN);
+        let mut weights = ArenaWeights {
+            arena: &mut arena,
+            exe: full,
+            params: &checkpoint_tensors,
+            save: &save,
+        };
+        stopped = callbacks.epoch_end(
+            epoch,
+            &logs(&report),
+            &mut weights,
+            &mut learning_rate,
+            &mut events,
+        )?;
+        kept = weights.weights();
+        if rate.is_some_and(|r| r != learning_rate) {
+            optim::set_learning_rate(&full.graph, &full.layout, &mut arena, learning_rate)?;
+        }
+        for event in events.drain(..) {
+            reporter.callback(&event);
+        }
         completed = epoch;
-        if options.save.is_some() {
-            let full = &programs.train[&batch];
-            kept = Some(
-                checkpoint_tensors
-                    .iter()
-                    .map(|(_, id)| full.slice(&arena, *id).to_vec())
-                    .collect(),
-            );
+        if let Some(path) = &options.checkpoint {
+            let (json, best) = callbacks.state();
+            let snapshot = resume::Snapshot {
+                epoch,
+                step,
+                stopped,
+                seed: config.seed,
+                batch_size: config.batch_size,
+                loss: final_loss,
+                persistent: arena[..persistent_len].to_vec(),
+                callbacks: json,
+            };
+            resume::save(path, &identity, &snapshot, &best)?;
         }
     }
 
-    let full = &programs.train[&batch];
-    let shapes: Vec<Vec<usize>> = checkpoint_tensors
-        .iter()
-        .map(|(_, id)| full.graph.tensors[*id].shape.clone())
-        .collect();
-    let preparation = trained::Preparation {
-        features: prepared.feature_names.clone(),
-        standardization: prepared.standardization.clone(),
-        classes: prepared
-            .class_names
-            .clone()
-            .unwrap_or_else(|| trained::classes(model, config.loss)),
-        seed: Some(config.seed),
-    };
-    let metadata = trained::metadata(model, &preparation, options.source_sha256.as_deref());
-    let save = |path: &std::path::Path, values: Vec<&[f32]>| {
-        let tensors: Vec<(String, Vec<usize>, &[f32])> = checkpoint_tensors
-            .iter()
-            .zip(&shapes)
-            .zip(values)
-            .map(|(((name, _), shape), data)| (name.clone(), shape.clone(), data))
-            .collect();
-        checkpoint::save_with_metadata(path, &tensors, Some(metadata.clone()))
-    };
     if interrupt::requested() {
-        let saved = match (&options.save, &kept) {
-            (Some(path), Some(values)) => {
+        let saved = match (&options.save, completed) {
+            (Some(_), 0) | (None, _) => None,
+            (Some(path), _) => {
                 // The interruption's one message says where (no `saved` event).
-                save(path, values.iter().map(Vec::as_slice).collect())?;
+                save(path, kept.iter().map(Vec::as_slice).collect())?;
                 Some(path.clone())
             }
-            _ => None,
         };
         return Ok(Outcome {
             final_loss,
@@ -392,12 +567,27 @@ pub fn train(
                 completed,
                 epochs: config.epochs,
                 saved,
+                checkpoint: options.checkpoint.clone().filter(|_| completed > 0),
             }),
             not_finite: None,
             curves,
         });
     }
 
+    let full = &programs.train[&batch];
+    callbacks.train_end(
+        completed,
+        &mut ArenaWeights {
+            arena: &mut arena,
+            exe: full,
+            params: &checkpoint_tensors,
+            save: &save,
+        },
+        &mut events,
+    );
+    for event in events.drain(..) {
+        reporter.callback(&event);
+    }
     if options.profile {
         reporter.profiled(&profile(&programs.train[&batch], full_batches));
     }
@@ -412,12 +602,13 @@ pub fn train(
     };
 
     if let Some(path) = &options.save {
-        let full = &programs.train[&batch];
-        let values = checkpoint_tensors
-            .iter()
-            .map(|(_, id)| full.slice(&arena, *id))
-            .collect();
-        save(path, values)?;
+        save(
+            path,
+            weights_of(&arena, &programs)
+                .iter()
+                .map(Vec::as_slice)
+                .collect(),
+        )?;
         reporter.saved(path);
     }
     Ok(Outcome {
@@ -427,6 +618,17 @@ pub fn train(
         not_finite: None,
         curves,
     })
+}
+
+/// An epoch's values under Keras's names: `loss`, the metrics, `val_loss`, `val_...`.
+fn logs(report: &EpochReport) -> Logs {
+    let mut logs = vec![("loss".to_string(), report.loss)];
+    logs.extend(report.metrics.iter().cloned());
+    if let Some((loss, metrics)) = &report.validation {
+        logs.push(("val_loss".into(), *loss));
+        logs.extend(metrics.iter().map(|(k, v)| (format!("val_{k}"), *v)));
+    }
+    logs
 }
 
 /// The nodes of `exe` (a profiled train step) by time per step over `steps` runs,

@@ -5,6 +5,7 @@
 //! there are no errors.
 
 pub mod args;
+pub mod callbacks;
 pub mod check;
 pub mod lint;
 pub mod model;

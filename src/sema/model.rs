@@ -298,8 +298,16 @@ pub struct TrainConfig {
     pub data: DataSource,
     pub test: Option<TestSource>,
     pub validation_split: Option<f64>,
+    /// A separate validation set (`validation_data`), matched to the training
+    /// features by name as `test` is; excludes `validation_split`.
+    pub validation_data: Option<DataSource>,
     pub loss: Loss,
     pub optimizer: Optimizer,
+    /// The optimizer's `learning_rate` when it is a schedule (the optimizer's own
+    /// `learning_rate` is then the schedule's value at step 0).
+    pub schedule: Option<Schedule>,
+    /// The optimizer's gradient clipping (`clipnorm`, `global_clipnorm`, `clipvalue`).
+    pub clip: Option<Clip>,
     pub metrics: Vec<Metric>,
     pub epochs: usize,
     pub batch_size: usize,
@@ -307,6 +315,8 @@ pub struct TrainConfig {
     pub seed: u64,
     /// Where settings are written, for what training reports at run time.
     pub spans: TrainSpans,
+    /// What runs after each batch and epoch (`runtime::callbacks`), in order.
+    pub callbacks: Vec<Callback>,
 }
 
 /// The spans of `train` settings that run-time diagnostics point at (a NaN in the
@@ -315,6 +325,44 @@ pub struct TrainConfig {
 pub struct TrainSpans {
     pub loss: Span,
     pub optimizer: Span,
+}
+
+/// One entry of the `callbacks` setting, checked: a monitored name is one the run
+/// logs, and its direction is resolved.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Callback {
+    EarlyStopping {
+        monitor: Monitor,
+        patience: u64,
+        min_delta: f64,
+        restore_best_weights: bool,
+        start_from_epoch: u64,
+    },
+    ReduceLrOnPlateau {
+        monitor: Monitor,
+        factor: f64,
+        patience: u64,
+        min_delta: f64,
+        cooldown: u64,
+        min_lr: f64,
+    },
+    ModelCheckpoint {
+        path: PathBuf,
+        monitor: Monitor,
+        save_best_only: bool,
+    },
+    TerminateOnNan,
+    CsvLogger {
+        path: PathBuf,
+    },
+}
+
+/// A logged quantity (`loss`, `accuracy`, `val_loss`, ...) and which way is better.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Monitor {
+    pub name: String,
+    /// `mode = min`, or `auto` on a loss or error; otherwise larger is better.
+    pub minimize: bool,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -423,6 +471,16 @@ pub enum Optimizer {
 }
 
 impl Optimizer {
+    /// The learning rate the first step uses (a schedule's initial value).
+    pub fn learning_rate(&self) -> f32 {
+        match *self {
+            Optimizer::Sgd { learning_rate, .. }
+            | Optimizer::Adam { learning_rate, .. }
+            | Optimizer::AdamW { learning_rate, .. }
+            | Optimizer::RmsProp { learning_rate, .. } => learning_rate,
+        }
+    }
+
     /// Names of the optimizer slots each trainable parameter gets, in `Update` input
     /// order. Keras creates SGD's momentum variable only when `momentum != 0`.
     pub fn slot_names(&self) -> &'static [&'static str] {
@@ -435,9 +493,112 @@ impl Optimizer {
     }
 }
 
+/// A learning-rate schedule of `keras.optimizers.schedules`, evaluated at every step
+/// from the optimizer's iteration count (`ir::optim::scheduled_rate`).
+#[derive(Debug, Clone, PartialEq)]
+pub enum Schedule {
+    ExponentialDecay {
+        initial: f32,
+        decay_steps: f32,
+        decay_rate: f32,
+        staircase: bool,
+    },
+    InverseTimeDecay {
+        initial: f32,
+        decay_steps: f32,
+        decay_rate: f32,
+        staircase: bool,
+    },
+    PolynomialDecay {
+        initial: f32,
+        decay_steps: f32,
+        end: f32,
+        power: f32,
+        cycle: bool,
+    },
+    CosineDecay {
+        initial: f32,
+        decay_steps: f32,
+        alpha: f32,
+        /// With a target, the rate first grows linearly from `initial` to it over
+        /// `warmup_steps`, then decays from it.
+        warmup_target: Option<f32>,
+        warmup_steps: f32,
+    },
+    /// `values[0]` up to step `boundaries[0]` included, ..., `values[n]` after
+    /// `boundaries[n - 1]`; boundaries strictly increasing.
+    PiecewiseConstantDecay {
+        boundaries: Vec<u64>,
+        values: Vec<f32>,
+    },
+}
+
+impl Schedule {
+    /// The rate of the first step.
+    pub fn initial(&self) -> f32 {
+        match self {
+            Schedule::ExponentialDecay { initial, .. }
+            | Schedule::InverseTimeDecay { initial, .. }
+            | Schedule::PolynomialDecay { initial, .. }
+            | Schedule::CosineDecay { initial, .. } => *initial,
+            Schedule::PiecewiseConstantDecay { values, .. } => values[0],
+        }
+    }
+}
+
+/// Gradient clipping before the update, as Keras 3 applies it (one kind at a time).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Clip {
+    /// Each gradient tensor rescaled to an L2 norm of at most this.
+    Norm(f32),
+    /// All gradients rescaled together to a global L2 norm of at most this.
+    GlobalNorm(f32),
+    /// Each gradient element clipped to `[-limit, limit]`.
+    Value(f32),
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Metric {
     Accuracy,
     Mse,
     Mae,
+    /// Keras's `Precision()`: every output a yes/no decision at 0.5.
+    Precision,
+    /// Keras's `Recall()`, likewise.
+    Recall,
+    /// Keras's `AUC()`: the ROC curve at 200 thresholds, interpolated.
+    Auc,
+    /// Keras's `top_k_categorical_accuracy` (one-hot targets) and
+    /// `sparse_top_k_categorical_accuracy` (class indices).
+    TopKAccuracy {
+        k: usize,
+    },
+}
+
+impl Metric {
+    /// The metric's name as written in `.nn` files and logs.
+    pub fn keyword(self) -> &'static str {
+        match self {
+            Metric::Accuracy => "accuracy",
+            Metric::Mse => "mse",
+            Metric::Mae => "mae",
+            Metric::Precision => "precision",
+            Metric::Recall => "recall",
+            Metric::Auc => "auc",
+            Metric::TopKAccuracy { .. } => "top_k_accuracy",
+        }
+    }
+
+    /// Whether a smaller value is better (Keras's metric `_direction`), for a
+    /// callback's `mode = auto`.
+    pub fn lower_is_better(self) -> bool {
+        match self {
+            Metric::Mse | Metric::Mae => true,
+            Metric::Accuracy
+            | Metric::Precision
+            | Metric::Recall
+            | Metric::Auc
+            | Metric::TopKAccuracy { .. } => false,
+        }
+    }
 }

@@ -48,13 +48,29 @@ pub const LOSSES: &[&str] = &[
     "sparse_categorical_crossentropy",
 ];
 pub const OPTIMIZERS: &[&str] = &["sgd", "adam", "adamw", "rmsprop"];
-pub const METRICS: &[&str] = &["accuracy", "mse", "mae"];
+pub const SCHEDULES: &[&str] = &[
+    "exponential_decay",
+    "cosine_decay",
+    "piecewise_constant_decay",
+    "inverse_time_decay",
+    "polynomial_decay",
+];
+pub const METRICS: &[&str] = &[
+    "accuracy",
+    "mse",
+    "mae",
+    "precision",
+    "recall",
+    "auc",
+    "top_k_accuracy",
+];
 pub const SOURCES: &[&str] = &["csv", "idx", "mnist", "npy", "npz"];
 pub const SUBSETS: &[&str] = &["train", "test"];
 pub const SETTINGS: &[&str] = &[
     "data",
     "test",
     "validation_split",
+    "validation_data",
     "loss",
     "optimizer",
     "metrics",
@@ -62,7 +78,16 @@ pub const SETTINGS: &[&str] = &[
     "batch_size",
     "shuffle",
     "seed",
+    "callbacks",
 ];
+pub const CALLBACKS: &[&str] = &[
+    "early_stopping",
+    "reduce_lr_on_plateau",
+    "model_checkpoint",
+    "terminate_on_nan",
+    "csv_logger",
+];
+pub const MODES: &[&str] = &["auto", "min", "max"];
 
 /// Keras spellings that are too far from the nnc name for edit distance to find.
 const ALIASES: &[(&str, &str)] = &[
@@ -100,15 +125,6 @@ const KERAS_ONLY: &[(&str, &str)] = &[
     (
         "inputdim",
         "the shape of one sample is the model's first statement, e.g. `input x: [784]`",
-    ),
-    (
-        "callbacks",
-        "nnc has no callbacks yet; `epochs` (or `--epochs`) sets how long training runs",
-    ),
-    (
-        "validationdata",
-        "nnc has no `validation_data` yet; `validation_split = 0.2` holds out a fraction of the \
-         training rows and evaluates them after each epoch",
     ),
     (
         "globalaveragepooling2d",
@@ -243,8 +259,11 @@ mod tests {
         assert_eq!(nearest("kernel_regularizer", params), None);
         assert!(suggestion("kernel_regularizer", params).contains("no weight regularizers"));
         assert!(suggestion("input_shape", params).contains("input x: [28, 28, 1]"));
-        assert!(suggestion("callbacks", SETTINGS).contains("no callbacks"));
-        assert!(suggestion("validation_data", SETTINGS).contains("validation_split"));
+        assert_eq!(nearest("EarlyStopping", CALLBACKS), Some("early_stopping"));
+        assert_eq!(
+            nearest("ReduceLROnPlateau", CALLBACKS),
+            Some("reduce_lr_on_plateau")
+        );
         // Without `global_avgpool2d` in nnc, no pooling layer is offered as its name.
         assert_eq!(nearest("GlobalAveragePooling2D", &LAYERS), None);
         assert!(suggestion("GlobalAveragePooling2D", &LAYERS).contains("global pooling"));

@@ -6,14 +6,16 @@
 use std::path::Path;
 
 use super::args::{self, bind, Bound};
+use super::callbacks::{self, Logged};
 use super::model::{
-    DataSource, Loss, Metric, MnistSubset, Optimizer, TestSource, TrainConfig, TrainSpans,
+    Clip, DataSource, Loss, Metric, MnistSubset, Optimizer, Schedule, TestSource, TrainConfig,
+    TrainSpans,
 };
 use super::names;
 use crate::diag::codes;
 use crate::diag::Diagnostic;
 use crate::sema::model::Span;
-use crate::syntax::ast::{Setting, TrainBlock, Value, ValueKind};
+use crate::syntax::ast::{Call, Setting, TrainBlock, Value, ValueKind};
 
 /// What the train block needs to know about the model to check the loss and data.
 pub struct ModelFacts {
@@ -105,11 +107,45 @@ pub fn check_train(
         None => Some(None),
         Some(v) => ok(fraction(v, "validation_split"), d).map(Some),
     };
+    let validation_data = match get("validation_data") {
+        None => Some(None),
+        Some(v) => validation_source(v, base_dir, d).map(Some),
+    };
+    if let (Some(split), Some(data)) = (
+        seen.iter().find(|s| s.key.name == "validation_split"),
+        seen.iter().find(|s| s.key.name == "validation_data"),
+    ) {
+        d.push(
+            Diagnostic::error(
+                codes::VALIDATION_TWICE,
+                "`validation_data` and `validation_split` both set the validation rows",
+                data.key.span.clone(),
+                "a separate validation set",
+            )
+            .with_label(split.key.span.clone(), "rows held out of `data`")
+            .with_help("keep one of the two settings"),
+        );
+    }
     let loss = get("loss").and_then(|v| ok(loss(v), d));
     let optimizer = get("optimizer").and_then(|v| optimizer(v, d));
+    let (optimizer, schedule, clip) = match optimizer {
+        Some((o, s, c)) => (Some(o), Some(s), Some(c)),
+        None => (None, None, None),
+    };
     let metrics = match get("metrics") {
         None => Some(vec![]),
-        Some(v) => metrics(v, d),
+        Some(v) => metrics(v, facts.output_size, d),
+    };
+    let callbacks = match get("callbacks") {
+        None => Some(vec![]),
+        Some(v) => {
+            let logged = metrics.as_deref().map(|metrics| Logged {
+                metrics,
+                validation: get("validation_split").is_some() || get("validation_data").is_some(),
+                scheduled: matches!(schedule, Some(Some(_))),
+            });
+            callbacks::callbacks(v, logged.as_ref(), base_dir, d)
+        }
     };
     let epochs = opt_usize(get("epochs"), "epochs", 1, d);
     let batch_size = opt_usize(get("batch_size"), "batch_size", 32, d);
@@ -139,6 +175,10 @@ pub fn check_train(
             }),
             get("test"),
         ),
+        (
+            validation_data.as_ref().and_then(Option::as_ref),
+            get("validation_data"),
+        ),
     ] {
         if let (Some(src), Some(v), Some(n)) = (src, v, facts.input_size) {
             check_data_fits(src, v, n, &facts.input_shape, d);
@@ -151,8 +191,11 @@ pub fn check_train(
             Some(_) => Some(test?),
         },
         validation_split: validation_split?,
+        validation_data: validation_data?,
         loss: loss?,
         optimizer: optimizer?,
+        schedule: schedule?,
+        clip: clip?,
         metrics: metrics?,
         epochs: epochs?,
         batch_size: batch_size?,
@@ -162,8 +205,32 @@ pub fn check_train(
             loss: setting_span("loss"),
             optimizer: setting_span("optimizer"),
         },
+        callbacks: callbacks?,
     };
     (d.iter().filter(|x| x.is_error()).count() == errors_before).then_some(config)
+}
+
+/// `validation_data`: any data source but `split` (that is `validation_split`).
+fn validation_source(v: &Value, base: &Path, d: &mut Vec<Diagnostic>) -> Option<DataSource> {
+    if let ValueKind::Call(call) = &v.kind {
+        if call.name.name == "split" {
+            d.push(
+                Diagnostic::error(
+                    codes::TYPE,
+                    "`validation_data` takes a data source; a fraction of `data` is \
+                     `validation_split`",
+                    v.span.clone(),
+                    "not a data source",
+                )
+                .with_help("write `validation_split = 0.2` instead"),
+            );
+            return None;
+        }
+    }
+    match data_source(v, "validation_data", false, base, d)? {
+        Src::Source(s) => Some(s),
+        Src::Split(_) => None,
+    }
 }
 
 fn opt_usize(
@@ -242,13 +309,16 @@ fn data_source(
                 d.push(
                     Diagnostic::warning(
                         codes::LATER_STANDARDIZE,
-                        "`standardize` of a test source is ignored",
+                        format!(
+                            "`standardize` of a {} source is ignored",
+                            setting.replace('_', " ")
+                        ),
                         v.span.clone(),
                         "ignored",
                     )
                     .with_help(
-                        "test rows always take the training rows' standardization (set it on \
-                         `data`); remove this argument",
+                        "test and validation rows always take the training rows' \
+                         standardization (set it on `data`); remove this argument",
                     ),
                 );
             }
@@ -376,7 +446,7 @@ fn loss(v: &Value) -> Result<Loss, Diagnostic> {
     })
 }
 
-fn metrics(v: &Value, d: &mut Vec<Diagnostic>) -> Option<Vec<Metric>> {
+fn metrics(v: &Value, outputs: Option<u64>, d: &mut Vec<Diagnostic>) -> Option<Vec<Metric>> {
     let ValueKind::List(items) = &v.kind else {
         d.push(
             args::type_error(v, "a list of metrics", "metrics")
@@ -388,7 +458,21 @@ fn metrics(v: &Value, d: &mut Vec<Diagnostic>) -> Option<Vec<Metric>> {
     let mut seen: Vec<(&str, &Value)> = vec![];
     let mut good = true;
     for it in items {
-        match args::name(it, "metrics", "metric", names::METRICS) {
+        // `top_k_accuracy(k = 3)` is the one metric with an argument.
+        let named = match &it.kind {
+            ValueKind::Call(call) if call.args.is_some() => match call.name.name.as_str() {
+                "top_k_accuracy" => Ok("top_k_accuracy"),
+                other => Err(Diagnostic::error(
+                    codes::TYPE,
+                    format!("metric `{other}` takes no arguments"),
+                    it.span.clone(),
+                    "arguments given here",
+                )
+                .with_help(format!("write `{other}`"))),
+            },
+            _ => args::name(it, "metrics", "metric", names::METRICS),
+        };
+        match named {
             // The same metric twice would only print two equal columns.
             Ok(m) if seen.iter().any(|(s, _)| *s == m) => {
                 let first = seen
@@ -413,7 +497,17 @@ fn metrics(v: &Value, d: &mut Vec<Diagnostic>) -> Option<Vec<Metric>> {
                 out.push(match m {
                     "accuracy" => Metric::Accuracy,
                     "mse" => Metric::Mse,
-                    _ => Metric::Mae,
+                    "mae" => Metric::Mae,
+                    "precision" => Metric::Precision,
+                    "recall" => Metric::Recall,
+                    "auc" => Metric::Auc,
+                    _ => match top_k(it, outputs, d) {
+                        Some(k) => Metric::TopKAccuracy { k },
+                        None => {
+                            good = false;
+                            continue;
+                        }
+                    },
                 });
             }
             Err(e) => {
@@ -425,7 +519,41 @@ fn metrics(v: &Value, d: &mut Vec<Diagnostic>) -> Option<Vec<Metric>> {
     good.then_some(out)
 }
 
-fn optimizer(v: &Value, d: &mut Vec<Diagnostic>) -> Option<Optimizer> {
+/// The `k` of `top_k_accuracy` (5 unless given): at least 1, at most the model's
+/// output units, the classes it ranks.
+fn top_k(v: &Value, outputs: Option<u64>, d: &mut Vec<Diagnostic>) -> Option<usize> {
+    let k = match &v.kind {
+        ValueKind::Call(call) if call.args.is_some() => {
+            let b = bind(call, "`top_k_accuracy`", &["k"], &[], d);
+            match b.get("k") {
+                None => 5,
+                Some(kv) => ok(args::positive(kv, "k"), d)?,
+            }
+        }
+        _ => 5,
+    };
+    if let Some(out) = outputs.filter(|&out| k > out) {
+        d.push(
+            Diagnostic::error(
+                codes::RANGE,
+                format!("`top_k_accuracy` with k = {k} ranks more classes than the model's {out} outputs"),
+                v.span.clone(),
+                format!("k = {k}"),
+            )
+            .with_help(format!(
+                "choose k below {out} (`top_k_accuracy(k = {})`); with k = {out} every sample counts as right",
+                out.saturating_sub(1).max(1)
+            )),
+        );
+        return None;
+    }
+    usize::try_from(k).ok()
+}
+
+/// The optimizer with its learning-rate schedule and gradient clipping, if any.
+type OptimizerSetting = (Optimizer, Option<Schedule>, Option<Clip>);
+
+fn optimizer(v: &Value, d: &mut Vec<Diagnostic>) -> Option<OptimizerSetting> {
     let (name, span) = match &v.kind {
         ValueKind::Call(call) => (call.name.name.as_str(), call.name.span.clone()),
         // A Keras-style string names an optimizer with its defaults.
@@ -450,16 +578,41 @@ fn optimizer(v: &Value, d: &mut Vec<Diagnostic>) -> Option<Optimizer> {
         return None;
     }
     let params: &[&'static str] = match name {
-        "sgd" => &["learning_rate", "momentum", "nesterov"],
-        "adam" => &["learning_rate", "beta_1", "beta_2", "epsilon"],
+        "sgd" => &[
+            "learning_rate",
+            "momentum",
+            "nesterov",
+            "clipnorm",
+            "clipvalue",
+            "global_clipnorm",
+        ],
+        "adam" => &[
+            "learning_rate",
+            "beta_1",
+            "beta_2",
+            "epsilon",
+            "clipnorm",
+            "clipvalue",
+            "global_clipnorm",
+        ],
         "adamw" => &[
             "learning_rate",
             "beta_1",
             "beta_2",
             "epsilon",
             "weight_decay",
+            "clipnorm",
+            "clipvalue",
+            "global_clipnorm",
         ],
-        _ => &["learning_rate", "rho", "epsilon"],
+        _ => &[
+            "learning_rate",
+            "rho",
+            "epsilon",
+            "clipnorm",
+            "clipvalue",
+            "global_clipnorm",
+        ],
     };
     let b = match &v.kind {
         ValueKind::Call(call) => bind(call, &format!("`{name}`"), params, &[], d),
@@ -475,7 +628,17 @@ fn optimizer(v: &Value, d: &mut Vec<Diagnostic>) -> Option<Optimizer> {
     let positive: fn(f64) -> bool = |x| x > 0.0;
     let unit: fn(f64) -> bool = |x| (0.0..1.0).contains(&x);
     let lr_default = if name == "sgd" { 0.01 } else { 0.001 };
-    let lr = num("learning_rate", lr_default, positive, "must be positive", d);
+    let (lr, schedule) = match b.get("learning_rate").map(|v| (v, &v.kind)) {
+        Some((v, ValueKind::Call(call))) => {
+            let s = schedule(call, v, d);
+            (s.as_ref().map(Schedule::initial), s.map(Some))
+        }
+        _ => (
+            num("learning_rate", lr_default, positive, "must be positive", d),
+            Some(None),
+        ),
+    };
+    let clip = clipping(&b, d);
     let opt = match name {
         "sgd" => {
             let momentum = num("momentum", 0.0, unit, "must be in [0, 1)", d);
@@ -521,7 +684,268 @@ fn optimizer(v: &Value, d: &mut Vec<Diagnostic>) -> Option<Optimizer> {
             }
         }
     };
-    Some(opt)
+    Some((opt, schedule?, clip?))
+}
+
+/// The optimizer's clipping argument: at most one of the three, as Keras allows.
+fn clipping(b: &Bound, d: &mut Vec<Diagnostic>) -> Option<Option<Clip>> {
+    let given: Vec<(&str, &Value)> = ["clipnorm", "global_clipnorm", "clipvalue"]
+        .into_iter()
+        .filter_map(|k| b.get(k).map(|v| (k, v)))
+        .collect();
+    if let [(first, fv), (second, sv), ..] = given.as_slice() {
+        d.push(
+            Diagnostic::error(
+                codes::CLIP_CONFLICT,
+                format!("`{first}` and `{second}` are both given"),
+                sv.span.clone(),
+                "a second kind of clipping",
+            )
+            .with_label(fv.span.clone(), "first given here")
+            .with_help(
+                "clip gradients one way: keep one of `clipnorm`, `global_clipnorm` and `clipvalue`",
+            ),
+        );
+        return None;
+    }
+    let Some(&(key, v)) = given.first() else {
+        return Some(None);
+    };
+    let x = ok(args::float_in(v, key, |x| x > 0.0, "must be positive"), d)? as f32;
+    Some(Some(match key {
+        "clipnorm" => Clip::Norm(x),
+        "global_clipnorm" => Clip::GlobalNorm(x),
+        _ => Clip::Value(x),
+    }))
+}
+
+/// A learning-rate schedule given as an optimizer's `learning_rate`.
+fn schedule(call: &Call, v: &Value, d: &mut Vec<Diagnostic>) -> Option<Schedule> {
+    let name = call.name.name.as_str();
+    let params: &[&'static str] = match name {
+        "exponential_decay" | "inverse_time_decay" => &[
+            "initial_learning_rate",
+            "decay_steps",
+            "decay_rate",
+            "staircase",
+        ],
+        "polynomial_decay" => &[
+            "initial_learning_rate",
+            "decay_steps",
+            "end_learning_rate",
+            "power",
+            "cycle",
+        ],
+        "cosine_decay" => &[
+            "initial_learning_rate",
+            "decay_steps",
+            "alpha",
+            "warmup_target",
+            "warmup_steps",
+        ],
+        "piecewise_constant_decay" => &["boundaries", "values"],
+        _ => {
+            d.push(
+                Diagnostic::error(
+                    codes::UNKNOWN_NAME,
+                    format!("unknown learning-rate schedule `{name}`"),
+                    call.name.span.clone(),
+                    "not a schedule",
+                )
+                .with_help(names::suggestion(name, names::SCHEDULES)),
+            );
+            return None;
+        }
+    };
+    let required: &[&'static str] = match name {
+        "piecewise_constant_decay" => &["boundaries", "values"],
+        "exponential_decay" | "inverse_time_decay" => {
+            &["initial_learning_rate", "decay_steps", "decay_rate"]
+        }
+        _ => &["initial_learning_rate", "decay_steps"],
+    };
+    let b = bind(call, &format!("`{name}`"), params, required, d);
+    let positive: fn(f64) -> bool = |x| x > 0.0;
+    let num = |key: &str,
+               default: Option<f64>,
+               valid: fn(f64) -> bool,
+               rule: &str,
+               d: &mut Vec<Diagnostic>| {
+        match b.get(key) {
+            None => default.map(|x| x as f32),
+            Some(v) => ok(args::float_in(v, key, valid, rule), d).map(|x| x as f32),
+        }
+    };
+    let flag = |key: &str, d: &mut Vec<Diagnostic>| match b.get(key) {
+        None => Some(false),
+        Some(v) => ok(args::boolean(v, key), d),
+    };
+    let initial = |d: &mut Vec<Diagnostic>| {
+        num(
+            "initial_learning_rate",
+            None,
+            positive,
+            "must be positive",
+            d,
+        )
+    };
+    let steps = |d: &mut Vec<Diagnostic>| num("decay_steps", None, positive, "must be positive", d);
+    Some(match name {
+        "exponential_decay" | "inverse_time_decay" => {
+            let (initial, decay_steps) = (initial(d), steps(d));
+            let decay_rate = num("decay_rate", None, |x| x >= 0.0, "must be >= 0", d);
+            let staircase = flag("staircase", d);
+            let (initial, decay_steps, decay_rate, staircase) =
+                (initial?, decay_steps?, decay_rate?, staircase?);
+            if name == "exponential_decay" {
+                Schedule::ExponentialDecay {
+                    initial,
+                    decay_steps,
+                    decay_rate,
+                    staircase,
+                }
+            } else {
+                Schedule::InverseTimeDecay {
+                    initial,
+                    decay_steps,
+                    decay_rate,
+                    staircase,
+                }
+            }
+        }
+        "polynomial_decay" => {
+            let (initial, decay_steps) = (initial(d), steps(d));
+            let end = num(
+                "end_learning_rate",
+                Some(0.0001),
+                |x| x >= 0.0,
+                "must be >= 0",
+                d,
+            );
+            let power = num("power", Some(1.0), positive, "must be positive", d);
+            let cycle = flag("cycle", d);
+            Schedule::PolynomialDecay {
+                initial: initial?,
+                decay_steps: decay_steps?,
+                end: end?,
+                power: power?,
+                cycle: cycle?,
+            }
+        }
+        "cosine_decay" => {
+            let (initial, decay_steps) = (initial(d), steps(d));
+            let alpha = num(
+                "alpha",
+                Some(0.0),
+                |x| (0.0..=1.0).contains(&x),
+                "must be in [0, 1]",
+                d,
+            );
+            let warmup_target = match b.get("warmup_target") {
+                None => Some(None),
+                Some(v) => ok(
+                    args::float_in(v, "warmup_target", positive, "must be positive"),
+                    d,
+                )
+                .map(|x| Some(x as f32)),
+            };
+            let warmup_steps = num("warmup_steps", Some(0.0), |x| x >= 0.0, "must be >= 0", d);
+            if let (Some(Some(_)), Some(0.0)) = (warmup_target, warmup_steps) {
+                d.push(
+                    Diagnostic::error(
+                        codes::RANGE,
+                        "`warmup_target` needs `warmup_steps` greater than 0",
+                        v.span.clone(),
+                        "a warmup of no steps",
+                    )
+                    .with_help("add e.g. `warmup_steps = 1000`, or remove `warmup_target`"),
+                );
+                return None;
+            }
+            Schedule::CosineDecay {
+                initial: initial?,
+                decay_steps: decay_steps?,
+                alpha: alpha?,
+                warmup_target: warmup_target?,
+                warmup_steps: warmup_steps?,
+            }
+        }
+        _ => {
+            let boundaries = b.get("boundaries").and_then(|v| ok(step_list(v), d));
+            let values = b
+                .get("values")
+                .and_then(|v| ok(number_list(v, "values", |x| x > 0.0, "must be positive"), d));
+            let (boundaries, values) = (boundaries?, values?);
+            if boundaries.len() + 1 != values.len() {
+                let (bv, vv) = (b.get("boundaries")?, b.get("values")?);
+                d.push(
+                    Diagnostic::error(
+                        codes::SCHEDULE_LENGTHS,
+                        format!(
+                            "`piecewise_constant_decay` needs one more value than boundaries, \
+                             found {} boundaries and {} values",
+                            boundaries.len(),
+                            values.len()
+                        ),
+                        vv.span.clone(),
+                        format!("{} values", values.len()),
+                    )
+                    .with_label(bv.span.clone(), format!("{} boundaries", boundaries.len()))
+                    .with_help(format!(
+                        "give {} values: one up to the first boundary, one after each boundary",
+                        boundaries.len() + 1
+                    )),
+                );
+                return None;
+            }
+            Schedule::PiecewiseConstantDecay { boundaries, values }
+        }
+    })
+}
+
+/// A non-empty, strictly increasing list of step numbers.
+fn step_list(v: &Value) -> Result<Vec<u64>, Diagnostic> {
+    let ValueKind::List(items) = &v.kind else {
+        return Err(args::type_error(v, "a list of step numbers", "boundaries"));
+    };
+    let mut out: Vec<u64> = vec![];
+    for it in items {
+        let n = args::int(it, "boundaries")?;
+        let n = u64::try_from(n)
+            .map_err(|_| args::range_error(it, "boundaries", "must not be negative"))?;
+        if out.last().is_some_and(|&last| n <= last) {
+            return Err(args::range_error(
+                it,
+                "boundaries",
+                "must be strictly increasing",
+            ));
+        }
+        out.push(n);
+    }
+    if out.is_empty() {
+        return Err(args::range_error(
+            v,
+            "boundaries",
+            "must hold at least one step",
+        ));
+    }
+    Ok(out)
+}
+
+/// A list of numbers, each obeying `valid`.
+fn number_list(
+    v: &Value,
+    name: &str,
+    valid: fn(f64) -> bool,
+    rule: &str,
+) -> Result<Vec<f32>, Diagnostic> {
+    let ValueKind::List(items) = &v.kind else {
+        return Err(args::type_error(v, "a list of numbers", name));
+    };
+    items
+        .iter()
+        .map(|it| args::float_in(it, name, valid, rule).map(|x| x as f32))
+        .collect()
 }
 
 fn check_loss_fits(

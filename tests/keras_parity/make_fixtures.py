@@ -21,7 +21,11 @@ It writes, under tests/keras_parity/:
 Training: `model.fit(shuffle=False)`, batches in file order, the last one smaller.
 Layers are named as nnc names them (`dense`, `dense_1`, ..., `activation`, ...).
 
-Arguments: names of cases (or `activations`) to write only those; none writes all.
+  metrics.json            Keras's precision, recall, AUC and top-k accuracy on fixed
+                          predictions and targets.
+
+Arguments: names of cases (or `activations`, `metrics`) to write only those; none
+writes all.
 """
 import csv
 import json
@@ -158,6 +162,73 @@ CASES = {
                                          optimizer=dict(ADAM, name="adamw", learning_rate=0.02,
                                                         weight_decay=0.004),
                                          epochs=3, batch_size=25),
+    # Learning-rate schedules (an optimizer's `learning_rate` given as a dict naming the
+    # schedule, as nnc's `learning_rate = exponential_decay(...)`) and gradient clipping.
+    "reg_sgd_exponential_decay": dict(data="regression.csv", layers=[[8, "tanh"], [1, "linear"]],
+                                      loss="mse",
+                                      optimizer=dict(SGD, learning_rate=dict(
+                                          schedule="exponential_decay", initial_learning_rate=0.1,
+                                          decay_steps=3, decay_rate=0.5, staircase=False)),
+                                      epochs=3, batch_size=20),
+    "bc_adam_exponential_staircase": dict(data="breast_cancer.csv", layers=[[8, "relu"], [1, "sigmoid"]],
+                                          loss="binary_crossentropy",
+                                          optimizer=dict(ADAM, learning_rate=dict(
+                                              schedule="exponential_decay", initial_learning_rate=0.05,
+                                              decay_steps=4, decay_rate=0.3, staircase=True)),
+                                          epochs=3, batch_size=24),
+    "iris_sgd_cosine_warmup": dict(data="iris.csv", layers=[[8, "relu"], [3, "softmax"]],
+                                   loss="sparse_categorical_crossentropy",
+                                   optimizer=dict(SGD, momentum=0.9, learning_rate=dict(
+                                       schedule="cosine_decay", initial_learning_rate=0.01,
+                                       decay_steps=10, alpha=0.1, warmup_target=0.2, warmup_steps=4)),
+                                   epochs=3, batch_size=16),
+    "reg_adam_cosine_decay": dict(data="regression.csv", layers=[[8, "gelu"], [1, "linear"]],
+                                  loss="mse",
+                                  optimizer=dict(ADAM, learning_rate=dict(
+                                      schedule="cosine_decay", initial_learning_rate=0.05,
+                                      decay_steps=9, alpha=0.2)),
+                                  epochs=3, batch_size=20),
+    "bc_momentum_piecewise": dict(data="breast_cancer.csv", layers=[[6, "tanh"], [1, "sigmoid"]],
+                                  loss="binary_crossentropy",
+                                  optimizer=dict(SGD, momentum=0.9, learning_rate=dict(
+                                      schedule="piecewise_constant_decay", boundaries=[3, 7],
+                                      values=[0.1, 0.05, 0.01])),
+                                  epochs=3, batch_size=24),
+    "iris_rmsprop_inverse_time": dict(data="iris.csv", layers=[[6, "silu"], [3, "softmax"]],
+                                      loss="sparse_categorical_crossentropy",
+                                      optimizer=dict(name="rmsprop", rho=0.9, epsilon=1e-7, learning_rate=dict(
+                                          schedule="inverse_time_decay", initial_learning_rate=0.02,
+                                          decay_steps=2, decay_rate=0.7, staircase=True)),
+                                      epochs=3, batch_size=20),
+    "reg_sgd_polynomial": dict(data="regression.csv", layers=[[8, "tanh"], [1, "linear"]],
+                               loss="huber",
+                               optimizer=dict(SGD, learning_rate=dict(
+                                   schedule="polynomial_decay", initial_learning_rate=0.2,
+                                   decay_steps=7, end_learning_rate=0.01, power=2.0, cycle=False)),
+                               epochs=3, batch_size=20),
+    "iris_adamw_polynomial_cycle": dict(data="iris.csv", layers=[[8, "tanh"], [3, "softmax"]],
+                                        loss="categorical_crossentropy",
+                                        optimizer=dict(ADAM, name="adamw", weight_decay=0.004, learning_rate=dict(
+                                            schedule="polynomial_decay", initial_learning_rate=0.05,
+                                            decay_steps=4, end_learning_rate=0.005, power=0.5, cycle=True)),
+                                        epochs=3, batch_size=16),
+    "reg_sgd_clipnorm": dict(data="regression.csv", layers=[[8, "tanh"], [1, "linear"]],
+                             loss="mse", optimizer=dict(SGD, learning_rate=0.1, clipnorm=0.3),
+                             epochs=3, batch_size=20),
+    "iris_adam_global_clipnorm": dict(data="iris.csv", layers=[[8, "relu"], [3, "softmax"]],
+                                      loss="sparse_categorical_crossentropy",
+                                      optimizer=dict(ADAM, global_clipnorm=0.2), epochs=3, batch_size=16),
+    "bc_momentum_clipvalue": dict(data="breast_cancer.csv", layers=[[8, "elu"], [1, "sigmoid"]],
+                                  loss="binary_crossentropy",
+                                  optimizer=dict(SGD, momentum=0.9, clipvalue=0.02), epochs=3, batch_size=24),
+}
+
+SCHEDULES = {
+    "exponential_decay": "ExponentialDecay",
+    "cosine_decay": "CosineDecay",
+    "piecewise_constant_decay": "PiecewiseConstantDecay",
+    "inverse_time_decay": "InverseTimeDecay",
+    "polynomial_decay": "PolynomialDecay",
 }
 
 
@@ -198,6 +269,10 @@ def keras_layer(keras, name, spec):
 
 def keras_optimizer(keras, o):
     args = {k: v for k, v in o.items() if k != "name"}
+    lr = args.get("learning_rate")
+    if isinstance(lr, dict):
+        kwargs = {k: v for k, v in lr.items() if k != "schedule"}
+        args["learning_rate"] = getattr(keras.optimizers.schedules, SCHEDULES[lr["schedule"]])(**kwargs)
     cls = {"sgd": keras.optimizers.SGD, "adam": keras.optimizers.Adam,
            "adamw": keras.optimizers.AdamW, "rmsprop": keras.optimizers.RMSprop}[o["name"]]
     if o["name"] == "rmsprop":
@@ -322,6 +397,65 @@ def make_activations(keras):
     print(f"activations.json: {len(out)} activations at {len(ACTIVATION_INPUTS)} inputs")
 
 
+def make_metrics(keras):
+    """metrics.json: Keras's precision, recall, AUC and top-k accuracy on fixed
+    predictions, fed in batches (the metrics stream over an epoch's batches)."""
+    rng = np.random.default_rng(7)
+    f32 = lambda a: np.asarray(a, dtype="float32")
+    cases = []
+    # One sigmoid output: probabilities, with values on the 0.5 threshold, at 0 and 1,
+    # and on AUC thresholds i / 199.
+    p = rng.uniform(0, 1, 60)
+    p[:6] = [0.5, 0.0, 1.0, 1 / 199, 100 / 199, 0.5]
+    y = (rng.uniform(0, 1, 60) < 0.3 + 0.5 * p).astype("float32")
+    cases.append(dict(name="binary", outputs=1, predictions=f32(p)[:, None], targets=f32(y)[:, None],
+                      one_hot=False))
+    # Softmax over 6 classes with class indices, some rows with ties.
+    logits = rng.normal(0, 1.5, (45, 6))
+    probs = np.exp(logits) / np.exp(logits).sum(axis=1, keepdims=True)
+    probs[:3] = [[0.25, 0.25, 0.25, 0.25, 0.0, 0.0], [0.1, 0.3, 0.3, 0.1, 0.1, 0.1],
+                 [1 / 6] * 6]
+    labels = rng.integers(0, 6, 45)
+    labels[:3] = [3, 2, 5]
+    cases.append(dict(name="softmax_sparse", outputs=6, predictions=f32(probs),
+                      targets=f32(labels)[:, None], one_hot=False))
+    cases.append(dict(name="softmax_one_hot", outputs=6, predictions=f32(probs),
+                      targets=np.eye(6, dtype="float32")[labels], one_hot=True))
+    out = []
+    for c in cases:
+        pred, targ = c["predictions"], c["targets"]
+        one_hot = targ if (c["one_hot"] or c["outputs"] == 1) else np.eye(c["outputs"], dtype="float32")[
+            targ[:, 0].astype(int)]
+        metrics = {"precision": keras.metrics.Precision(), "recall": keras.metrics.Recall(),
+                   "auc": keras.metrics.AUC()}
+        if c["outputs"] > 1:
+            for k in (1, 3, 5):
+                metrics[f"top_{k}"] = (keras.metrics.TopKCategoricalAccuracy(k=k) if c["one_hot"]
+                                       else keras.metrics.SparseTopKCategoricalAccuracy(k=k))
+        values = {}
+        for name, m in metrics.items():
+            for lo in range(0, len(pred), 16):
+                hi = lo + 16
+                truth = targ[lo:hi] if name.startswith("top_") else one_hot[lo:hi]
+                if name.startswith("top_") and not c["one_hot"]:
+                    truth = truth[:, 0].astype("int32")
+                m.update_state(truth, pred[lo:hi])
+            values[name] = float(m.result())
+        out.append(dict(name=c["name"], outputs=c["outputs"], batch=16,
+                        predictions=[float(v) for v in pred.reshape(-1)],
+                        targets=[float(v) for v in targ.reshape(-1)], keras=values))
+    table = dict(about="Keras metrics (default arguments but k) updated batch by batch (16 rows) on "
+                       "these float32 predictions; sparse targets are class indices, given to "
+                       "precision, recall and auc as one-hot rows.",
+                 keras_version=keras.__version__, backend=keras.backend.backend(), cases=out)
+    text = re.sub(r"\[\s+([^\[\]{}\"]*?)\s+\]", lambda m: "[" + " ".join(m.group(1).split()) + "]",
+                  json.dumps(table, indent=1))
+    with open(os.path.join(HERE, "metrics.json"), "w") as f:
+        f.write(text + "\n")
+    for c in out:
+        print(f"metrics.json {c['name']}: {c['keras']}")
+
+
 def main():
     make_data()
     import keras
@@ -332,6 +466,8 @@ def main():
             make_case(keras, name, case, i)
     if not wanted or "activations" in wanted:
         make_activations(keras)
+    if not wanted or "metrics" in wanted:
+        make_metrics(keras)
 
 
 if __name__ == "__main__":

@@ -70,7 +70,11 @@ pub fn check_outcome(outcome: &mut CheckOutcome) {
         (Some(TestSource::Source(source)), Some(value)) => Some(Written { source, value }),
         _ => None,
     };
-    check_sources(data, test, Some(config.loss), &facts, &mut d);
+    let validation = match (&config.validation_data, value("validation_data")) {
+        (Some(source), Some(value)) => Some(Written { source, value }),
+        _ => None,
+    };
+    check_sources(data, [test, validation], Some(config.loss), &facts, &mut d);
     if d.iter().any(Diagnostic::is_error) {
         outcome.model = None;
     }
@@ -90,16 +94,16 @@ fn facts(model: &Model) -> ModelFacts {
     }
 }
 
-/// Checks the training source, then the test source against it.
+/// Checks the training source, then the test and validation sources against it.
 fn check_sources(
     data: Option<Written>,
-    test: Option<Written>,
+    later: [Option<Written>; 2],
     loss: Option<Loss>,
     facts: &ModelFacts,
     d: &mut Vec<Diagnostic>,
 ) {
     let training = data.and_then(|w| inspect(&w, None, loss, facts, d));
-    if let Some(w) = test {
+    for w in later.into_iter().flatten() {
         // A test source is matched to the training columns only when both are CSV.
         let columns = training.as_ref().and_then(|t| t.as_deref());
         inspect(&w, Some(columns), loss, facts, d);
@@ -116,7 +120,9 @@ pub fn file_span(source: &str, base_dir: &Path, message: &str) -> Option<Span> {
         Item::Train(t) => t.settings.iter().collect::<Vec<_>>(),
         Item::Model(_) => vec![],
     });
-    for setting in settings.filter(|s| matches!(s.key.name.as_str(), "data" | "test")) {
+    for setting in
+        settings.filter(|s| matches!(s.key.name.as_str(), "data" | "test" | "validation_data"))
+    {
         let ValueKind::Call(call) = &setting.value.kind else {
             continue;
         };

@@ -209,7 +209,14 @@ pub fn prepare(model: &Model, config: &TrainConfig) -> Result<Prepared, String> 
         }
     };
 
-    let validation = validation_rows.map(|rows| subset(&data, &rows));
+    let validation = match (&config.validation_data, validation_rows) {
+        (Some(source), _) => {
+            let set = load(source, csv_columns(&feature_names))?;
+            check_features(model, &set, source)?;
+            Some(targets.apply(set, class_names.as_deref())?)
+        }
+        (None, rows) => rows.map(|rows| subset(&data, &rows)),
+    };
     // Training on every row in file order (no split): the loaded set itself, not a copy.
     let in_order = train_rows.iter().enumerate().all(|(i, &r)| i == r);
     let train = if in_order && train_rows.len() == data.rows {
