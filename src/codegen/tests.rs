@@ -850,7 +850,48 @@ fn windows() -> Vec<Case> {
         (3, 4, 2, [1, 1], [2, 2], Valid),
         (4, 3, 5, [4, 3], [1, 1], Same),
         (1, 1, 4, [1, 1], [1, 1], Same),
+        // Windows that tile the input exactly (the max pooling gradient's write-once
+        // path), with both paddings.
+        (6, 4, 5, [2, 2], [2, 2], Valid),
+        (6, 9, 3, [2, 3], [2, 3], Same),
     ]
+}
+
+#[test]
+fn max_pool_gradient_has_the_interpreters_bits() {
+    // Write-once (exact tiling) and accumulating windows; `dy` holds negative zeros,
+    // whose sum with the zeroed `dx` is `+0` in the interpreter.
+    for size in [[2, 2], [3, 3]] {
+        let win = Window {
+            input: [6, 6],
+            size,
+            strides: [2, 2],
+            padding: Padding::Valid,
+        };
+        let [oh, ow] = win.output().expect("fits");
+        let c = 5;
+        let mut g = G::new();
+        let x = g.param("x", &[2, 6, 6, c]);
+        let dy = g.param("dy", &[2, oh, ow, c]);
+        let arg = g.g.push(Op::MaxPool2dArgmax(win), vec![x], "arg".into());
+        let arg = arg.expect("shapes");
+        let dx = g.g.push(Op::MaxPool2dGrad(win), vec![arg, dy], "dx".into());
+        let dx = dx.expect("shapes");
+        let layout = Layout::new(&g.g);
+        let mut rng = StdRng::seed_from_u64(3);
+        let mut arena = random(&mut rng, layout.len, -3.0, 3.0);
+        let dys = layout.range(&g.g, dy).expect("in the arena");
+        for v in arena[dys].iter_mut().step_by(2) {
+            *v = -0.0;
+        }
+        let mut expected = arena.clone();
+        interp::run(&g.g, &layout, &mut expected, &[0.0], &[], 0);
+        let compiled = compile(&g.g, &layout).expect("compiles");
+        compiled.run(&mut arena, &[0.0], &[], 0).expect("sizes");
+        let bits = |a: &[f32]| a.iter().map(|v| v.to_bits()).collect::<Vec<_>>();
+        let out = layout.range(&g.g, dx).expect("in the arena");
+        assert_eq!(bits(&arena[out.clone()]), bits(&expected[out]), "{size:?}");
+    }
 }
 
 #[test]
