@@ -11,15 +11,16 @@ use std::time::{Duration, Instant};
 /// --threads N`); 1 runs it on the calling thread.
 static THREADS: AtomicUsize = AtomicUsize::new(1);
 
-/// Sets how many threads matrix products use from now on (at least 1). Products are
-/// split by output columns (`nnc_kernels`) or tiles (the `gemm` crate, on machines
-/// without AVX2), each element summed by one thread: results are deterministic for
-/// a given count, and with `nnc_kernels` do not depend on it at all.
+/// Sets how many threads matrix products and nodes split over the batch use from
+/// now on (at least 1). Products are split by output rows or columns
+/// (`nnc_kernels`) or tiles (the `gemm` crate, on machines without AVX2), each
+/// element summed by one thread: results are deterministic for a given count, and
+/// with `nnc_kernels` do not depend on it at all.
 pub fn set_threads(n: usize) {
     THREADS.store(n.max(1), Ordering::Relaxed);
 }
 
-/// The thread count matrix products use.
+/// The thread count matrix products and split nodes use.
 pub fn threads() -> usize {
     THREADS.load(Ordering::Relaxed)
 }
@@ -226,10 +227,11 @@ type PartFn = unsafe extern "C" fn(*mut f32, *const f32, *const f32, u64, u64);
 /// result does not depend on the thread count.
 ///
 /// # Safety
-/// `part` is a function of `PartFn`'s signature that reads and writes only its own
-/// part's slices (different parts never touch the same element), and the buffers
-/// are those of the step function that calls this (valid for what each part reads
-/// and writes, and unused by anything else during the call).
+/// `part` is a function of `PartFn`'s signature that writes only its own part's
+/// slices (no two parts write the same element, and no part reads an element
+/// another writes), and the buffers are those of the step function that calls this
+/// (valid for what each part reads and writes, and unused by anything else during
+/// the call).
 pub(super) unsafe extern "C" fn nnc_parts(
     part: *const u8,
     arena: *mut f32,
@@ -243,7 +245,7 @@ pub(super) unsafe extern "C" fn nnc_parts(
     // Addresses as numbers, so that the closure below may cross threads.
     let (arena, x, y) = (arena as usize, x as usize, y as usize);
     let run = |p: usize| {
-        // SAFETY: the caller's promise: each part touches only its own slices of
+        // SAFETY: the caller's promise: each part writes only its own slices of
         // the buffers, which stay valid until this function returns.
         unsafe {
             part(
