@@ -3,17 +3,22 @@
 
 Runs `nnc run` (release build) and, when the peer venv exists, the peer scripts of
 ../shared/peers (or $PEERS), each several times, and prints markdown tables: median
-epoch seconds, steps/s, peak resident memory, and nnc's ratio to the fastest peer at
-the same thread count. Standard library only (the peers bring their own venv).
+epoch seconds, steps/s, peak resident memory, and nnc's time ratio to each peer
+(`nnc/keras`, `nnc/jax`, `nnc/torch`: below 1 means nnc is faster) at the same thread
+count, then a summary of those ratios and of nnc's speedup from 1 to 2 threads.
+Standard library only (the peers bring their own venv).
 
     bench/compare.sh                                  # everything, 3 runs each
+    bench/compare.sh --threads 1 2 --runs 3           # the same, said explicitly
     bench/compare.py --models mlp --threads 1 2 --runs 3 --epochs 3
+    bench/compare.py --models cnn --cnn-rows 12800    # a quicker convnet check
     bench/compare.py --scaling                        # nnc MLP: width x batch table
 
 Data sets are written to a temporary folder so every framework sees the same rows:
 seed = the 3-feature breast-cancer rows tiled to 100,000 (batch 32, 3125 steps);
 mlp = MNIST's 60,000 training images (batch 128, 469 steps); cnn = the first
-`--cnn-rows` (12,800: 100 steps) images, no validation split (the peers use none).
+`--cnn-rows` (all 60,000: 469 steps) images, no validation split (the peers use none),
+`--cnn-epochs` epochs (nnc; the peers one more, their first being warm-up).
 """
 
 import argparse
@@ -182,6 +187,20 @@ def peer_once(script, model, epochs, threads, rows):
             "rss_mb": rss, "loss": r.get("final_train_loss")}
 
 
+def available(peers):
+    """The peers whose framework the venv can import (PyTorch is an optional 7 GB)."""
+    module = {"keras": "keras", "jax": "jax", "torch": "torch"}
+    found = []
+    for p in peers:
+        probe = subprocess.run([PY, "-c", f"import {module.get(p, p)}"],
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        if probe.returncode == 0:
+            found.append(p)
+        else:
+            print(f"(peer {p} skipped: the venv cannot import {module.get(p, p)})")
+    return found
+
+
 def median_of(runs):
     runs = [r for r in runs if r]
     if not runs:
@@ -200,13 +219,19 @@ def main():
     ap.add_argument("--threads", nargs="+", type=int, default=[1, 2])
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--epochs", type=int, default=3, help="nnc epochs per run (peers: +1 warm-up)")
-    ap.add_argument("--cnn-rows", type=int, default=12800)
-    ap.add_argument("--peers", nargs="*", default=["keras", "jax"])
+    ap.add_argument("--cnn-rows", type=int, default=60000)
+    ap.add_argument("--cnn-epochs", type=int, default=1,
+                    help="nnc epochs per convnet run (a full epoch is long; peers: +1 warm-up)")
+    ap.add_argument("--peers", nargs="*", default=["keras", "jax", "torch"])
     ap.add_argument("--scaling", action="store_true", help="only the nnc MLP width x batch table")
     args = ap.parse_args()
     if not os.path.exists(NNC):
         sys.exit(f"{NNC} is missing: run `cargo build --release` (bench/compare.sh does)")
     have_peers = os.path.exists(PY) and os.path.isdir(PEERS)
+    if not have_peers:
+        print(f"(no peers: {PY} or {PEERS} is missing; nnc only)\n")
+    else:
+        args.peers = available(args.peers)
     tmp = tempfile.mkdtemp(prefix="nnc-bench-")
 
     if args.scaling:
@@ -222,28 +247,34 @@ def main():
           f"medians of {args.runs} runs; nnc epoch = median epoch + compile time\n")
     print("| model | threads | framework | epoch s | steps/s | first epoch / compile s | peak RSS MB | nnc ratio |")
     print("|---|--:|---|--:|--:|--:|--:|--:|")
+    # results[model][threads][framework] = medians
+    results = {}
     for m in args.models:
+        epochs = args.cnn_epochs if m == "cnn" else args.epochs
         for t in args.threads:
             res = {}
-            res["nnc"] = median_of([nnc_once(files[m], args.epochs, t) for _ in range(args.runs)])
+            res["nnc"] = median_of([nnc_once(files[m], epochs, t) for _ in range(args.runs)])
             if res["nnc"]:
                 res["nnc"]["epoch_s"] += res["nnc"]["compile_s"]
             if have_peers:
                 for p in args.peers:
                     script = f"{p}_bench.py"
                     extra_rows = args.cnn_rows if m == "cnn" else None
-                    res[p] = median_of([peer_once(script, m, args.epochs + 1, t, extra_rows)
+                    res[p] = median_of([peer_once(script, m, epochs + 1, t, extra_rows)
                                         for _ in range(args.runs)])
+            results.setdefault(m, {})[t] = res
             peers = {k: v for k, v in res.items() if k != "nnc" and v}
-            fastest = min((v["epoch_s"] for v in peers.values()), default=None)
             leanest = min((v["rss_mb"] for v in peers.values() if v["rss_mb"]), default=None)
             for name, r in res.items():
                 if not r:
                     print(f"| {m} | {t} | {name} | failed | | | | |")
                     continue
                 ratio = ""
-                if name == "nnc" and fastest:
-                    ratio = f"time {r['epoch_s'] / fastest:.3f}x, mem {r['rss_mb'] / leanest:.2f}x"
+                if name == "nnc" and peers:
+                    ratio = ", ".join(f"nnc/{p} {r['epoch_s'] / v['epoch_s']:.3g}x"
+                                      for p, v in peers.items())
+                    if leanest:
+                        ratio += f", mem {r['rss_mb'] / leanest:.2f}x leanest"
                 print(f"| {m} | {t} | {name} | {r['epoch_s']:.4f} | {steps(m, rows[m]) / r['epoch_s']:,.0f} "
                       f"| {r['compile_s']:.4f} | {r['rss_mb']:.0f} | {ratio} |")
             if m == "mlp" and res["nnc"]:
@@ -251,6 +282,33 @@ def main():
                 print(f"|  |  | nnc GFLOP/s | {flop / res['nnc']['epoch_s'] / 1e9:.1f} "
                       f"({flop / 1e9:.1f} GFLOP per epoch) | | | | |")
             sys.stdout.flush()
+    summary(results, args)
+
+
+def summary(results, args):
+    """The ratios the performance goals are stated in: nnc's epoch time over each
+    peer's (below 1: nnc is faster) and nnc's speedup from the fewest threads to the
+    most, per model."""
+    print("\n| model | threads | nnc/keras | nnc/jax | nnc/torch |")
+    print("|---|--:|--:|--:|--:|")
+    for m, by_threads in results.items():
+        for t, res in by_threads.items():
+            cells = []
+            for p in ("keras", "jax", "torch"):
+                if res.get("nnc") and res.get(p):
+                    cells.append(f"{res['nnc']['epoch_s'] / res[p]['epoch_s']:.3g}")
+                else:
+                    cells.append("")
+            print(f"| {m} | {t} | " + " | ".join(cells) + " |")
+    lo, hi = min(args.threads), max(args.threads)
+    if lo == hi:
+        return
+    print(f"\n| model | nnc {lo} thread(s) s | nnc {hi} threads s | speedup {hi}/{lo} |")
+    print("|---|--:|--:|--:|")
+    for m, by_threads in results.items():
+        a, b = by_threads.get(lo, {}).get("nnc"), by_threads.get(hi, {}).get("nnc")
+        if a and b:
+            print(f"| {m} | {a['epoch_s']:.4f} | {b['epoch_s']:.4f} | {a['epoch_s'] / b['epoch_s']:.2f}x |")
 
 
 def scaling(tmp, args):

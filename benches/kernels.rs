@@ -86,26 +86,38 @@ fn train_steps(c: &mut Criterion) {
             10,
         ),
     ];
-    for (name, m, batch, classes) in &cases {
-        let mut s = step(m, *batch, *classes);
-        let mut t = 0u64;
-        group.throughput(Throughput::Elements(*batch as u64));
-        if name.starts_with("cnn") {
-            group.sample_size(10);
+    for threads in [1, 2] {
+        set_threads(threads);
+        for (name, m, batch, classes) in &cases {
+            let mut s = step(m, *batch, *classes);
+            let mut t = 0u64;
+            group.throughput(Throughput::Elements(*batch as u64));
+            if name.starts_with("cnn") {
+                group.sample_size(10);
+            }
+            let id = BenchmarkId::new(*name, format!("{threads}t"));
+            group.bench_function(id, |b| {
+                b.iter(|| {
+                    s.compiled.run(&mut s.arena, &s.x, &s.y, t).expect("sizes");
+                    t += 1;
+                })
+            });
         }
-        group.bench_function(*name, |b| {
-            b.iter(|| {
-                s.compiled.run(&mut s.arena, &s.x, &s.y, t).expect("sizes");
-                t += 1;
-            })
-        });
     }
+    set_threads(1);
     group.finish();
 }
 
-/// One `MatMul` node `[m, k] x [k, n]` (B transposed when `tb`) as its own function,
-/// with an arena where `a` is nonzero at about `density` of its places.
-fn matmul(m: usize, k: usize, n: usize, tb: bool, density: f64) -> (Compiled, Vec<f32>) {
+/// One `MatMul` node `[m, k] x [k, n]` (A stored transposed when `ta`, B when `tb`)
+/// as its own function, with an arena where `a` is nonzero at about `density` of its
+/// places.
+fn matmul(
+    m: usize,
+    k: usize,
+    n: usize,
+    (ta, tb): (bool, bool),
+    density: f64,
+) -> (Compiled, Vec<f32>) {
     let t = |name: &str, shape: Vec<usize>, role: Role| Tensor {
         name: name.into(),
         shape,
@@ -121,13 +133,13 @@ fn matmul(m: usize, k: usize, n: usize, tb: bool, density: f64) -> (Compiled, Ve
         batch: m,
         tensors: vec![
             t("x", vec![1], Role::Input),
-            t("a", vec![m, k], param("a")),
+            t("a", if ta { vec![k, m] } else { vec![m, k] }, param("a")),
             t("b", if tb { vec![n, k] } else { vec![k, n] }, param("b")),
             t("c", vec![m, n], Role::Temp),
         ],
         nodes: vec![Node {
             op: Op::MatMul {
-                trans_a: false,
+                trans_a: ta,
                 trans_b: tb,
             },
             inputs: vec![1, 2],
@@ -157,23 +169,38 @@ fn matmul(m: usize, k: usize, n: usize, tb: bool, density: f64) -> (Compiled, Ve
 fn matmuls(c: &mut Criterion) {
     let mut group = c.benchmark_group("matmul");
     // The MNIST MLP's products (dense, and as sparse as MNIST pixels: the sparse-
-    // operand path), the seed network's (inline) and a CNN im2col product.
+    // operand path), the seed network's (inline), and the convnet's: its second
+    // convolution's three products (forward, weight gradient with the im2col
+    // matrix transposed, input gradient with the kernel transposed) and its first
+    // convolution's (9 taps of one channel).
     let shapes = [
-        (128, 784, 128, false, 1.0),
-        (128, 784, 128, false, 0.18),
-        (784, 128, 128, false, 1.0),
-        (128, 128, 10, true, 1.0),
-        (32, 3, 5, false, 1.0),
-        (32, 5, 1, false, 1.0),
-        (128 * 11 * 11, 288, 64, false, 1.0),
+        (128, 784, 128, (false, false), 1.0),
+        (128, 784, 128, (false, false), 0.18),
+        (784, 128, 128, (false, false), 1.0),
+        (128, 128, 10, (false, true), 1.0),
+        (32, 3, 5, (false, false), 1.0),
+        (32, 5, 1, (false, false), 1.0),
+        (128 * 11 * 11, 288, 64, (false, false), 1.0),
+        (288, 128 * 11 * 11, 64, (true, false), 1.0),
+        (128 * 11 * 11, 64, 288, (false, true), 1.0),
+        (128 * 26 * 26, 9, 32, (false, false), 1.0),
+        (9, 128 * 26 * 26, 32, (true, false), 1.0),
     ];
     for threads in [1, 2] {
         set_threads(threads);
-        for &(m, k, n, tb, density) in &shapes {
-            let (f, mut arena) = matmul(m, k, n, tb, density);
+        for &(m, k, n, transposed, density) in &shapes {
+            let (f, mut arena) = matmul(m, k, n, transposed, density);
             group.throughput(Throughput::Elements((2 * m * k * n) as u64));
-            let name = format!("{m}x{k}x{n}{}", if density < 1.0 { "-sparse" } else { "" });
-            let id = BenchmarkId::new(name, format!("{threads}t"));
+            let suffix = match transposed {
+                (true, _) => "-tn",
+                (_, true) => "-nt",
+                _ => "",
+            };
+            let sparse = if density < 1.0 { "-sparse" } else { "" };
+            let id = BenchmarkId::new(
+                format!("{m}x{k}x{n}{suffix}{sparse}"),
+                format!("{threads}t"),
+            );
             group.bench_function(id, |b| {
                 b.iter(|| f.run(&mut arena, &[0.0], &[], 0).expect("sizes"))
             });

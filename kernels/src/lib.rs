@@ -1,6 +1,7 @@
 //! The kernels behind nnc's generated code (x86-64 with AVX2 and FMA): the matrix
-//! product `sgemm`, the helper threads that split a product (`parallel`), and
-//! Adam's update of large tensors (`update`).
+//! product `sgemm`, the helper threads that split a product or any other work of
+//! independent parts (`parallel`, `run_parts`), and Adam's update of large tensors
+//! (`update`).
 //!
 //! A crate of its own so that it is built optimized even in the dev profile (see
 //! the workspace's Cargo.toml): unoptimized SIMD intrinsics run hundreds of times
@@ -17,6 +18,8 @@ pub const PARALLEL_MIN_MACS: usize = 1 << 18;
 
 #[cfg(target_arch = "x86_64")]
 mod parallel;
+#[cfg(target_arch = "x86_64")]
+pub use parallel::run_parts;
 #[cfg(target_arch = "x86_64")]
 pub mod sgemm;
 #[cfg(target_arch = "x86_64")]

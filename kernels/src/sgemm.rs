@@ -53,12 +53,12 @@ pub fn inputs_changed() {
     SPARSE.with(|sparse| sparse.borrow_mut().fixed = None);
 }
 
-/// `c`, shared by the parts of a product, which write disjoint columns of it.
+/// `c`, shared by the parts of a product, which write disjoint tiles of it.
 #[derive(Clone, Copy)]
 struct Output(*mut f32);
 // SAFETY: an `Output` only crosses threads inside `run_parts`, which returns after
 // every part, so the pointer is never used after `sgemm` returns; the parts write
-// the disjoint column ranges `split_columns` gives them and nothing reads `c`
+// the disjoint row or column ranges `split` gives them and nothing reads `c`
 // meanwhile, so no element is accessed by two threads.
 unsafe impl Send for Output {}
 // SAFETY: as for `Send`: shared, the pointer is only used for disjoint writes.
@@ -71,21 +71,17 @@ impl Output {
     }
 }
 
-/// Splits columns `0..n` into `parts` ranges of whole `unit`s (the last takes the
-/// remainder) and runs `work(range)` on each, in parallel. The ranges are disjoint,
-/// increasing and cover `0..n` exactly: the unsafe code of the parts relies on it.
-fn split_columns(
-    n: usize,
-    unit: usize,
-    parts: usize,
-    work: &(dyn Fn(std::ops::Range<usize>) + Sync),
-) {
-    let units = (n / unit).max(1);
+/// Splits `0..len` (rows or columns of `c`) into `parts` ranges of whole `unit`s (the
+/// last takes the remainder) and runs `work(range)` on each, in parallel. The ranges
+/// are disjoint, increasing and cover `0..len` exactly: the unsafe code of the parts
+/// relies on it.
+fn split(len: usize, unit: usize, parts: usize, work: &(dyn Fn(std::ops::Range<usize>) + Sync)) {
+    let units = (len / unit).max(1);
     let parts = parts.clamp(1, units);
     crate::parallel::run_parts(parts, &|part| {
         let begin = units * part / parts * unit;
         let end = if part + 1 == parts {
-            n
+            len
         } else {
             units * (part + 1) / parts * unit
         };
@@ -136,8 +132,10 @@ pub fn supported() -> bool {
 
 /// `c[m, n] = a[m, k] * b[k, n]`, `a` and `b` with arbitrary element strides, `c`
 /// row-major and contiguous (overwritten, never read before written). Large
-/// products are split by columns over `threads` threads: every element is computed
-/// the same way whatever the count, so results do not depend on it.
+/// products are split over `threads` threads, by rows of `c` when it has more rows
+/// than columns (each thread then reads only its rows of `a`, the larger operand),
+/// by columns otherwise: every element is computed the same way whatever the split,
+/// so results do not depend on the thread count.
 ///
 /// `a_fixed` promises that `a` keeps its values until the next `inputs_changed` on
 /// this thread: a sparse `a` is then collected once for every product that reads the
@@ -203,51 +201,73 @@ pub unsafe fn sgemm(
                 sparse.columns_to_rows();
             }
             let sparse = &*sparse;
-            split_columns(n, SPARSE_SLAB, parts, &|columns| {
+            split(n, SPARSE_SLAB, parts, &|columns| {
                 // SAFETY: AVX2 and FMA are checked above; `sparse` holds the rows of
                 // `a` (`gather` succeeded, and columns were sorted into rows);
                 // `b` is `k x n` with contiguous rows (`csb == 1`), `c` is `m x n`;
-                // `split_columns` gives each part its own range within `0..n`.
+                // `split` gives each part its own range within `0..n`.
                 PACKED.with(|packed| unsafe {
                     sparse.rows_times(b, c.get(), m, k, n, columns, &mut packed.borrow_mut())
                 })
             });
-        } else {
-            split_columns(n, NR, parts, &|columns| {
+        } else if m > n {
+            split(m, MR, parts, &|rows| {
                 // SAFETY: AVX2 and FMA are checked above; `a`, `b` and `c` are
                 // `m x k`, `k x n` and `m x n` (this function's contract), and
-                // `split_columns` gives each part its own range within `0..n`.
+                // `split` gives each part its own range within `0..m`.
                 PACKED.with(|packed| unsafe {
-                    dense_columns(a, b, c.get(), m, k, n, columns, &mut packed.borrow_mut())
+                    dense(
+                        a,
+                        b,
+                        c.get(),
+                        [m, k, n],
+                        rows,
+                        0..n,
+                        &mut packed.borrow_mut(),
+                    )
+                })
+            });
+        } else {
+            split(n, NR, parts, &|columns| {
+                // SAFETY: as for the rows just above, with ranges within `0..n`.
+                PACKED.with(|packed| unsafe {
+                    dense(
+                        a,
+                        b,
+                        c.get(),
+                        [m, k, n],
+                        0..m,
+                        columns,
+                        &mut packed.borrow_mut(),
+                    )
                 })
             });
         }
     })
 }
 
-/// Columns `columns` of `c = a * b` by the packed register-tile kernel.
+/// The tile `rows x columns` of `c = a * b` by the packed register-tile kernel.
+/// How each element is summed depends on `m`, `k` and `n` only, never on the tile.
 ///
 /// # Safety
 /// AVX2 and FMA are available; `a`, `b` and `c` are `m x k`, `k x n` and `m x n`
-/// matrices as `sgemm` describes them; `columns` lies within `0..n`, and no other
-/// thread touches those columns of `c` during the call.
-#[allow(clippy::too_many_arguments)]
-unsafe fn dense_columns(
+/// matrices as `sgemm` describes them; `rows` lies within `0..m` and `columns`
+/// within `0..n`, and no other thread touches that tile of `c` during the call.
+unsafe fn dense(
     a: Strided,
     b: Strided,
     c: *mut f32,
-    m: usize,
-    k: usize,
-    n: usize,
+    [m, k, n]: [usize; 3],
+    rows: std::ops::Range<usize>,
     columns: std::ops::Range<usize>,
     pb: &mut Vec<f32>,
 ) {
     let (j_begin, j_end) = (columns.start, columns.end);
     if k == 0 {
-        for i in 0..m {
+        for i in rows {
             for j in j_begin..j_end {
                 // SAFETY: `i < m` and `j < j_end <= n`: an element of `c`, in this
-                // part's columns.
+                // part's tile.
                 unsafe { *c.add(i * n + j) = 0.0 };
             }
         }
@@ -274,19 +294,20 @@ unsafe fn dense_columns(
             unsafe { pack_b(b, p0, kc, j0, nc, pb) };
             // A block of rows of `a` stays in L2 while every panel of `b` meets it,
             // so that `a` is read from memory once per `k` slice.
-            for ib in (0..m).step_by(MC) {
+            for ib in rows.clone().step_by(MC) {
+                let block_end = rows.end.min(ib + MC);
                 for jr in (0..nc).step_by(NR) {
                     // The panel `pack_b` wrote at `jr * kc`: `kc` rows of `NR`.
                     let panel_b = &pb[jr * kc..][..kc * NR];
                     let cols = NR.min(nc - jr);
-                    for i0 in (ib..m.min(ib + MC)).step_by(MR) {
-                        let rows = MR.min(m - i0);
-                        // SAFETY: the tile's rows `i0..i0 + rows` (`<= m`) and
-                        // columns `j0 + jr..j0 + jr + cols` (`<= j0 + nc <= j_end`)
-                        // lie in `c` and in this part's columns; columns
+                    for i0 in (ib..block_end).step_by(MR) {
+                        let tile_rows = MR.min(block_end - i0);
+                        // SAFETY: the tile's rows `i0..i0 + tile_rows` (`<= rows.end
+                        // <= m`) and columns `j0 + jr..j0 + jr + cols` (`<= j0 + nc
+                        // <= j_end`) lie in `c` and in this part's tile; columns
                         // `p0..p0 + kc` of those rows lie in `a`; `panel_b` holds
-                        // `kc * NR` floats; `rows >= 1` since `i0 < m`; AVX2 and FMA
-                        // are this function's promise.
+                        // `kc * NR` floats; `tile_rows >= 1` since `i0 < block_end`;
+                        // AVX2 and FMA are this function's promise.
                         unsafe {
                             kernel(
                                 kc,
@@ -297,7 +318,7 @@ unsafe fn dense_columns(
                                 panel_b.as_ptr(),
                                 c.wrapping_add(i0 * n + j0 + jr),
                                 n,
-                                rows,
+                                tile_rows,
                                 cols,
                                 s > 0,
                             )
@@ -952,6 +973,9 @@ mod tests {
             (3, 128, 64),
             (130, 150, 129),
             (9, 600, 200),
+            // Split by rows over threads (more rows than columns), parts ending
+            // mid-block and a last tile of fewer than `MR` rows.
+            (1001, 40, 19),
         ];
         let mut seed = 0;
         for (m, k, n) in shapes {

@@ -50,6 +50,7 @@ macro_rules! native {
 }
 
 native! {
+    *const u8 => Ptr,
     *const f32 => Ptr,
     *mut f32 => Ptr,
     usize => Usize,
@@ -108,6 +109,7 @@ macro_rules! extern_fn {
 
 extern_fn!(A);
 extern_fn!(A, B);
+extern_fn!(A, B, C, D, E, F);
 extern_fn!(A, B, C, D, E, F, G, H, I, J, K);
 extern_fn!(A, B, C, D, E, F, G, H, I, J, K, L);
 
@@ -155,16 +157,20 @@ pub enum Helper {
     ProfileMark,
     /// Adam's vector update, where the machine has it.
     Adam,
+    /// `helpers::nnc_parts`: the parts of a node split over the batch, on the
+    /// step's threads.
+    Parts,
 }
 
 impl Helper {
-    pub const ALL: [Helper; 6] = [
+    pub const ALL: [Helper; 7] = [
         Helper::Sgemm,
         Helper::Powf,
         Helper::Logf,
         Helper::Cosf,
         Helper::ProfileMark,
         Helper::Adam,
+        Helper::Parts,
     ];
 
     /// The helper's declaration, or `None` where this machine lacks it. The casts
@@ -196,6 +202,7 @@ impl Helper {
                 helpers::nnc_profile_mark as extern "C" fn(u64, u64),
             ),
             Helper::Adam => return adam_spec(),
+            Helper::Parts => Spec::of("nnc_parts", helpers::nnc_parts as helpers::Parts),
         })
     }
 }

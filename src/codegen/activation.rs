@@ -64,7 +64,29 @@ pub fn activate(e: &mut Emitter, act: Activation, x: Value) -> Value {
     }
 }
 
-/// `dy * f'(x)` given `x`, `y = f(x)` and `dy`.
+/// Which of `x` and `y = f(x)` `activate_grad` reads for `act`: the gradient's loop
+/// loads only those (Cranelift keeps every load it is given, used or not, and an
+/// unused stream of a large tensor costs as much as a used one).
+pub fn grad_reads(act: Activation) -> (bool, bool) {
+    match act {
+        Activation::Linear | Activation::Softmax => (false, false),
+        Activation::Relu
+        | Activation::LeakyRelu { .. }
+        | Activation::Elu { .. }
+        | Activation::Gelu
+        | Activation::Silu
+        | Activation::Softplus
+        | Activation::Softsign
+        | Activation::HardSigmoid
+        | Activation::Mish => (true, false),
+        Activation::Sigmoid | Activation::Tanh | Activation::Selu | Activation::Exponential => {
+            (false, true)
+        }
+    }
+}
+
+/// `dy * f'(x)` given `x`, `y = f(x)` and `dy` (only those of `x` and `y` that
+/// `grad_reads` names are read).
 pub fn activate_grad(e: &mut Emitter, act: Activation, x: Value, y: Value, dy: Value) -> Value {
     let ty: Type = e.b.func.dfg.value_type(x);
     let zero = e.fc(ty, 0.0);

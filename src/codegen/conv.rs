@@ -146,7 +146,14 @@ impl Lower<'_, '_, '_> {
         dx: TensorId,
     ) -> R {
         let (b, c) = self.image(dy);
-        self.zero(dx)?;
+        // Windows that tile the input exactly (a 2x2 pool of an even-sized image)
+        // give every element of `dx` one term: it is written once, `0 + term` as the
+        // interpreter's sum over a zeroed `dx` (so `-0` becomes `0` as there), with
+        // no pass zeroing `dx` first and no read of it.
+        let once = tiles_exactly(win);
+        if !once {
+            self.zero(dx)?;
+        }
         let (pa, pd, pdx) = (self.ptr(argmax)?, self.ptr(dy)?, self.ptr(dx)?);
         pixels(self.e, b, win, |e, px| {
             let arow = element(e, pa, px.o, c);
@@ -159,7 +166,7 @@ impl Lower<'_, '_, '_> {
                     let tf = tap_float(e, ty, t);
                     let z = e.fc(ty, 0.0);
                     let add = e.sel(FloatCC::Equal, a, tf, d, z);
-                    let acc = e.ld(ty, xr, i);
+                    let acc = if once { z } else { e.ld(ty, xr, i) };
                     let s = e.fadd(acc, add);
                     e.st(s, xr, i);
                 });
@@ -210,6 +217,16 @@ impl Lower<'_, '_, '_> {
         });
         Ok(())
     }
+}
+
+/// Whether the windows cover every input element exactly once: no padding, strides
+/// equal to the window, and as many windows as fit the input without a remainder.
+fn tiles_exactly(win: &Window) -> bool {
+    let Ok(out) = win.output() else {
+        return false;
+    };
+    win.pad_before() == [0, 0]
+        && (0..2).all(|a| win.strides[a] == win.size[a] && out[a] * win.size[a] == win.input[a])
 }
 
 /// Window axes up to this length are emitted unrolled (3x3 kernels, 2x2 pools).

@@ -4,7 +4,7 @@
 use cranelift_codegen::ir::condcodes::FloatCC;
 use cranelift_codegen::ir::{types, InstBuilder, MemFlagsData, Value};
 
-use super::activation::{activate, activate_grad};
+use super::activation::{activate, activate_grad, grad_reads};
 use super::kernels::Emitter;
 use super::lower::{Lower, R};
 use crate::ir::graph::TensorId;
@@ -52,9 +52,12 @@ impl Lower<'_, '_, '_> {
             self.ptr(ins[2])?,
             self.ptr(out)?,
         );
+        let (reads_x, reads_y) = grad_reads(act);
         self.e.map(self.len(out), |e, ty, i| {
-            let vx = e.ld(ty, x, i);
-            let vy = e.ld(ty, y, i);
+            // An input the gradient does not read is not loaded: a zero stands in.
+            let mut load =
+                |reads: bool, p: Value| if reads { e.ld(ty, p, i) } else { e.fc(ty, 0.0) };
+            let (vx, vy) = (load(reads_x, x), load(reads_y, y));
             let vdy = e.ld(ty, dy, i);
             let r = activate_grad(e, act, vx, vy, vdy);
             e.st(r, o, i);

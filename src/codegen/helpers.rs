@@ -7,19 +7,20 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-/// Threads a matrix product may use (`nnc run --threads N`); 1 runs it on the
-/// calling thread.
+/// Threads a matrix product or a node split over the batch may use (`nnc run
+/// --threads N`); 1 runs it on the calling thread.
 static THREADS: AtomicUsize = AtomicUsize::new(1);
 
-/// Sets how many threads matrix products use from now on (at least 1). Products are
-/// split by output columns (`nnc_kernels`) or tiles (the `gemm` crate, on machines
-/// without AVX2), each element summed by one thread: results are deterministic for
-/// a given count, and with `nnc_kernels` do not depend on it at all.
+/// Sets how many threads matrix products and nodes split over the batch use from
+/// now on (at least 1). Products are split by output rows or columns
+/// (`nnc_kernels`) or tiles (the `gemm` crate, on machines without AVX2), each
+/// element summed by one thread: results are deterministic for a given count, and
+/// with `nnc_kernels` do not depend on it at all.
 pub fn set_threads(n: usize) {
     THREADS.store(n.max(1), Ordering::Relaxed);
 }
 
-/// The thread count matrix products use.
+/// The thread count matrix products and split nodes use.
 pub fn threads() -> usize {
     THREADS.load(Ordering::Relaxed)
 }
@@ -213,4 +214,60 @@ pub(super) extern "C" fn nnc_logf(a: f32) -> f32 {
 
 pub(super) extern "C" fn nnc_cosf(a: f32) -> f32 {
     a.cos()
+}
+
+/// The signature of `nnc_parts`.
+pub(super) type Parts =
+    unsafe extern "C" fn(*const u8, *mut f32, *const f32, *const f32, u64, usize);
+
+/// A function generated for one part of a node split over the batch (see
+/// `lower.rs`): the step's arguments, then the part's number.
+type PartFn = unsafe extern "C" fn(*mut f32, *const f32, *const f32, u64, u64);
+
+/// Runs parts `0..parts` of a node split over the batch, `part(arena, x, y, step,
+/// p)` each, on up to `threads()` threads: thread `q` of `t` runs the consecutive
+/// parts `parts * q / t..parts * (q + 1) / t`. The parts write disjoint slices of
+/// the node's output and each computes its elements as the whole node would, so the
+/// result does not depend on the thread count.
+///
+/// # Safety
+/// `part` is a function of `PartFn`'s signature that writes only its own part's
+/// slices (no two parts write the same element, and no part reads an element
+/// another writes), and the buffers are those of the step function that calls this
+/// (valid for what each part reads and writes, and unused by anything else during
+/// the call).
+pub(super) unsafe extern "C" fn nnc_parts(
+    part: *const u8,
+    arena: *mut f32,
+    x: *const f32,
+    y: *const f32,
+    step: u64,
+    parts: usize,
+) {
+    // SAFETY: the caller passes a function of `PartFn`'s signature.
+    let part = unsafe { std::mem::transmute::<*const u8, PartFn>(part) };
+    // Addresses as numbers, so that the closure below may cross threads.
+    let (arena, x, y) = (arena as usize, x as usize, y as usize);
+    let run = |p: usize| {
+        // SAFETY: the caller's promise: each part writes only its own slices of
+        // the buffers, which stay valid until this function returns.
+        unsafe {
+            part(
+                arena as *mut f32,
+                x as *const f32,
+                y as *const f32,
+                step,
+                p as u64,
+            )
+        }
+    };
+    let threads = threads().min(parts);
+    #[cfg(target_arch = "x86_64")]
+    if threads > 1 {
+        nnc_kernels::run_parts(threads, &|q| {
+            (parts * q / threads..parts * (q + 1) / threads).for_each(run)
+        });
+        return;
+    }
+    (0..parts).for_each(run);
 }

@@ -1,7 +1,7 @@
 //! The Cranelift JIT module: ISA flags, the declaration of the train-step (or
 //! predict) function, and the compiled function.
 
-use cranelift_codegen::ir::{types, AbiParam, InstBuilder, UserFuncName, Value};
+use cranelift_codegen::ir::{types, AbiParam, Function, InstBuilder, UserFuncName, Value};
 use cranelift_codegen::settings::{self, Configurable};
 use cranelift_codegen::Context;
 use cranelift_frontend::{FunctionBuilder, FunctionBuilderContext};
@@ -11,7 +11,7 @@ use cranelift_module::{default_libcall_names, FuncId, Linkage, Module};
 use super::abi::{self, Imports};
 use super::helpers;
 use super::kernels::Emitter;
-use super::lower::Lower;
+use super::lower::{Lower, PartBody};
 use crate::ir::graph::Graph;
 use crate::ir::layout::Layout;
 
@@ -60,19 +60,20 @@ fn new_module(optimize: bool) -> Result<JITModule, String> {
     Ok(JITModule::new(jb))
 }
 
-/// Declares a local function of `params` i64 parameters and fills it with `body`
-/// (which receives the imports and the parameter values).
+/// Declares a local function `name` of `params` i64 parameters and fills it with
+/// `body` (which receives the module, the imports and the parameter values).
 fn define(
     module: &mut JITModule,
+    name: &str,
     params: usize,
-    body: impl FnOnce(&mut Emitter, Imports, &[Value]) -> Result<(), String>,
+    body: impl FnOnce(&mut JITModule, &mut Emitter, Imports, &[Value]) -> Result<(), String>,
 ) -> Result<(Context, FuncId), String> {
     let mut sig = module.make_signature();
     for _ in 0..params {
         sig.params.push(AbiParam::new(types::I64));
     }
     let fid = module
-        .declare_function("nnc_step", Linkage::Local, &sig)
+        .declare_function(name, Linkage::Local, &sig)
         .map_err(|e| e.to_string())?;
     let mut ctx = module.make_context();
     ctx.func.signature = sig;
@@ -86,7 +87,7 @@ fn define(
     b.seal_block(entry);
     let p = b.block_params(entry).to_vec();
     let mut e = Emitter { b };
-    body(&mut e, imports, &p)?;
+    body(module, &mut e, imports, &p)?;
     let mut b = e.b;
     b.ins().return_(&[]);
     b.seal_all_blocks();
@@ -94,19 +95,34 @@ fn define(
     Ok((ctx, fid))
 }
 
-/// A new module holding the CLIF function for `graph`, built but not yet compiled:
-/// what both `compile` and `clif_text` start from. With `profile`, the function marks
-/// each node's start with that function number.
+/// The functions of a module, built but not yet compiled: the step function, then
+/// the functions of the nodes it splits over the batch (see `lower.rs`).
+struct Built {
+    module: JITModule,
+    step: (Context, FuncId),
+    parts: Vec<(Context, FuncId)>,
+}
+
+/// A new module holding the CLIF functions for `graph`, built but not yet compiled:
+/// what both `compile` and `clif_text` start from. With `profile`, the step function
+/// marks each node's start with that function number.
 fn build(
     graph: &Graph,
     layout: &Layout,
     profile: Option<u64>,
     optimize: bool,
-) -> Result<(JITModule, Context, FuncId), String> {
+) -> Result<Built, String> {
     // The generated code trusts every offset and shape: check them all first.
     graph.verify(layout)?;
     let mut module = new_module(optimize)?;
-    let (ctx, fid) = define(&mut module, 4, |e, imports, p| {
+    let mut parts = vec![];
+    let step = define(&mut module, "nnc_step", 4, |module, e, imports, p| {
+        let mut define_part = |caller: &mut Function, body: &mut PartBody| {
+            let name = format!("nnc_part_{}", parts.len());
+            let (ctx, fid) = define(module, &name, 5, |_, e, imports, p| body(e, imports, p))?;
+            parts.push((ctx, fid));
+            Ok(module.declare_func_in_func(fid, caller))
+        };
         Lower {
             e,
             graph,
@@ -118,22 +134,32 @@ fn build(
             step: p[3],
             alphas: vec![],
             profile,
+            define_part: Some(&mut define_part),
+            part: None,
         }
         .lower_all()
     })?;
-    Ok((module, ctx, fid))
+    Ok(Built {
+        module,
+        step,
+        parts,
+    })
 }
 
-/// Compiles and finalizes a function defined by `define`.
+/// Compiles and finalizes the functions `build` (or `define`) made; returns the
+/// address of the first (`step`).
 fn finish(
     mut module: JITModule,
-    mut ctx: Context,
-    fid: FuncId,
+    step: (Context, FuncId),
+    parts: Vec<(Context, FuncId)>,
 ) -> Result<(JITModule, *const u8), String> {
-    module
-        .define_function(fid, &mut ctx)
-        .map_err(|e| format!("code generation failed: {e:?}"))?;
-    module.clear_context(&mut ctx);
+    let fid = step.1;
+    for (mut ctx, id) in parts.into_iter().chain([step]) {
+        module
+            .define_function(id, &mut ctx)
+            .map_err(|e| format!("code generation failed: {e:?}"))?;
+        module.clear_context(&mut ctx);
+    }
     module
         .finalize_definitions()
         .map_err(|e| format!("code generation failed: {e}"))?;
@@ -146,7 +172,7 @@ fn finish(
 #[cfg(test)]
 pub(super) fn with_imports(body: impl FnOnce(&mut Emitter, &Imports)) -> Result<(), String> {
     let mut module = new_module(false)?;
-    define(&mut module, 0, |e, imports, _| {
+    define(&mut module, "nnc_test", 0, |_, e, imports, _| {
         body(e, &imports);
         Ok(())
     })?;
@@ -168,7 +194,7 @@ pub(super) struct Unary {
 impl Unary {
     pub fn new(n: usize, f: impl Fn(&mut Emitter, Value) -> Value) -> Result<Unary, String> {
         let mut module = new_module(true)?;
-        let (ctx, fid) = define(&mut module, 2, |e, _, p| {
+        let step = define(&mut module, "nnc_unary", 2, |_, e, _, p| {
             let (src, dst) = (p[0], p[1]);
             e.map(n, |e, ty, i| {
                 let v = e.ld(ty, src, i);
@@ -177,7 +203,7 @@ impl Unary {
             });
             Ok(())
         })?;
-        let (module, ptr) = finish(module, ctx, fid)?;
+        let (module, ptr) = finish(module, step, vec![])?;
         // SAFETY: defined above with two 64-bit integer parameters (the pointers)
         // and no result, under the host's C calling convention.
         let func = unsafe {
@@ -213,10 +239,14 @@ impl Drop for Unary {
 /// The Cranelift IR of the function `compile` builds for `graph` over `layout`, before
 /// Cranelift optimizes it (for `nnc emit --clif`).
 pub fn clif_text(graph: &Graph, layout: &Layout) -> Result<String, String> {
-    let (module, ctx, _) = build(graph, layout, None, optimizes(layout))?;
-    let text = ctx.func.display().to_string();
+    let built = build(graph, layout, None, optimizes(layout))?;
+    let mut text = built.step.0.func.display().to_string();
+    for (ctx, _) in &built.parts {
+        text.push('\n');
+        text.push_str(&ctx.func.display().to_string());
+    }
     // SAFETY: nothing was compiled or handed out from this module.
-    unsafe { module.free_memory() };
+    unsafe { built.module.free_memory() };
     Ok(text)
 }
 
@@ -260,8 +290,8 @@ fn compile_with(
     profile: Option<u64>,
     optimize: bool,
 ) -> Result<Compiled, String> {
-    let (module, ctx, fid) = build(graph, layout, profile, optimize)?;
-    let (module, ptr) = finish(module, ctx, fid)?;
+    let built = build(graph, layout, profile, optimize)?;
+    let (module, ptr) = finish(built.module, built.step, built.parts)?;
     // SAFETY: `build` declared the function with four 64-bit integer parameters
     // (three pointers and the step) and no result, under the module's default
     // calling convention, the host's C one: exactly `StepFn` on this 64-bit target

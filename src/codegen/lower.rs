@@ -5,13 +5,24 @@
 
 use std::ops::Range;
 
-use cranelift_codegen::ir::{types, MemFlagsData, StackSlot, Type, Value};
+use cranelift_codegen::ir::{
+    types, FuncRef, Function, InstBuilder, MemFlagsData, StackSlot, Type, Value,
+};
 
 use super::abi::{Helper, Imports};
 use super::helpers::PROFILE_END;
 use super::kernels::Emitter;
 use crate::ir::graph::{Graph, Node, Op, Role, TensorId};
 use crate::ir::layout::Layout;
+use crate::ops::Activation;
+
+/// The body of a part's function: emits it, given the imports and the parameters
+/// `(arena, x, y, step, part)`.
+pub type PartBody<'b> = dyn FnMut(&mut Emitter, Imports, &[Value]) -> R + 'b;
+
+/// Defines a part's function (in `jit.rs`, which owns the module) and returns a
+/// reference to it from the function given.
+pub type DefinePart<'d> = dyn FnMut(&mut Function, &mut PartBody) -> Result<FuncRef, String> + 'd;
 
 pub struct Lower<'e, 'a, 'g> {
     pub e: &'e mut Emitter<'a>,
@@ -27,6 +38,12 @@ pub struct Lower<'e, 'a, 'g> {
     pub alphas: Vec<([u32; 2], StackSlot)>,
     /// The function's number when each node is to be timed (`compile_profiled`).
     pub profile: Option<u64>,
+    /// How the step function defines the functions of nodes split over the batch;
+    /// `None` inside such a function.
+    pub define_part: Option<&'e mut DefinePart<'e>>,
+    /// Inside a part's function: the part's number (i64), and for each tensor the
+    /// floats of one part's slice of it (0 for a tensor every part reads whole).
+    pub part: Option<(Value, Vec<usize>)>,
 }
 
 pub(super) type R = Result<(), String>;
@@ -52,11 +69,17 @@ impl Lower<'_, '_, '_> {
         }
     }
 
-    /// Checks the node's inputs and sends it to the lowering of its family.
+    /// Checks the node's inputs and sends it to the lowering of its family, or
+    /// splits it over the batch.
     fn node(&mut self, node: &Node) -> R {
         let ins = &node.inputs;
         let out = node.output;
         self.check_inputs(node, node.op.arity())?;
+        if self.define_part.is_some() {
+            if let Some((parts, sliced)) = self.batch_split(node) {
+                return self.split(node, parts, &sliced);
+            }
+        }
         match node.op {
             Op::MatMul { trans_a, trans_b } => self.matmul(ins[0], ins[1], out, trans_a, trans_b),
             Op::AddBias => self.add_bias(ins[0], ins[1], out),
@@ -95,6 +118,79 @@ impl Lower<'_, '_, '_> {
         }
     }
 
+    /// How `node` splits over the batch: into how many parts, and which of its
+    /// tensors each part takes a slice of (the others it reads whole). Only ops that
+    /// compute each sample from that sample alone split (elementwise ops, the bias,
+    /// image windows), and only large ones: a part costs a call, and threads that
+    /// share a small node wait for each other longer than they save.
+    fn batch_split(&self, node: &Node) -> Option<(usize, Vec<TensorId>)> {
+        let all = || node.inputs.iter().copied().chain([node.output]).collect();
+        let sliced: Vec<TensorId> = match node.op {
+            Op::Add
+            | Op::ActivateGrad(_)
+            | Op::Im2col(_)
+            | Op::Col2im(_)
+            | Op::MaxPool2dArgmax(_)
+            | Op::MaxPool2d(_)
+            | Op::MaxPool2dGrad(_)
+            | Op::AvgPool2d(_)
+            | Op::AvgPool2dGrad(_) => all(),
+            Op::Activate(act) if act != Activation::Softmax => all(),
+            Op::AddBias => vec![node.inputs[0], node.output],
+            // Every other op (and any new one) stays whole: it may mix samples.
+            _ => return None,
+        };
+        let batch = self.graph.batch;
+        let parts = (2..=MAX_PARTS).rev().find(|&p| batch.is_multiple_of(p))?;
+        let batch_major = |&t: &TensorId| {
+            self.shape(t)
+                .first()
+                .is_some_and(|d| d.is_multiple_of(batch))
+        };
+        (self.len(node.output) >= SPLIT_MIN_LEN && sliced.iter().all(batch_major))
+            .then_some((parts, sliced))
+    }
+
+    /// Emits `node` as a function over one part of the batch (the same node on a
+    /// graph whose batch is `parts` times smaller, its tensors' slices at the part's
+    /// offset) and a call running its parts on the step's threads. Each element is
+    /// computed by the same code as unsplit, whatever thread runs its part.
+    fn split(&mut self, node: &Node, parts: usize, sliced: &[TensorId]) -> R {
+        let mut sub = self.graph.clone();
+        sub.batch /= parts;
+        let mut slice_len = vec![0; sub.tensors.len()];
+        for &t in sliced {
+            let tensor = &mut sub.tensors[t];
+            tensor.shape[0] /= parts;
+            slice_len[t] = tensor.len();
+        }
+        let layout = self.layout;
+        let mut body = |e: &mut Emitter, imports: Imports, p: &[Value]| {
+            Lower {
+                e,
+                graph: &sub,
+                layout,
+                imports,
+                arena: p[0],
+                x: p[1],
+                y: p[2],
+                step: p[3],
+                alphas: vec![],
+                profile: None,
+                define_part: None,
+                part: Some((p[4], slice_len.clone())),
+            }
+            .node(node)
+        };
+        let define = self.define_part.as_mut().ok_or("no part functions here")?;
+        let f = define(&mut *self.e.b.func, &mut body)?;
+        let address = self.e.b.ins().func_addr(types::I64, f);
+        let n = self.e.iconst(parts as i64);
+        let args = [address, self.arena, self.x, self.y, self.step, n];
+        self.imports.call(&mut self.e.b, Helper::Parts, &args);
+        Ok(())
+    }
+
     pub(super) fn len(&self, id: TensorId) -> usize {
         self.graph.tensors[id].len()
     }
@@ -107,8 +203,19 @@ impl Lower<'_, '_, '_> {
         &self.graph.tensors[id].shape
     }
 
-    /// The base pointer of a tensor.
+    /// The base pointer of a tensor (in a part's function, of the part's slice).
     pub(super) fn ptr(&mut self, id: TensorId) -> Result<Value, String> {
+        let base = self.whole_ptr(id)?;
+        match &self.part {
+            Some((part, slice_len)) if slice_len.get(id).is_some_and(|&l| l > 0) => {
+                let bytes = self.e.b.ins().imul_imm_s(*part, (slice_len[id] * 4) as i64);
+                Ok(self.e.b.ins().iadd(base, bytes))
+            }
+            _ => Ok(base),
+        }
+    }
+
+    fn whole_ptr(&mut self, id: TensorId) -> Result<Value, String> {
         let t = self
             .graph
             .tensors
@@ -207,6 +314,14 @@ pub(super) fn row_chunks(n: usize) -> Vec<(usize, Type)> {
         .chain((n4..n).map(|j| (j, types::F32)))
         .collect()
 }
+
+/// Nodes whose output has fewer floats stay whole: a split costs a call per part
+/// and waking the helper threads (microseconds), which only a node streaming
+/// hundreds of kilobytes amortizes.
+const SPLIT_MIN_LEN: usize = 1 << 16;
+/// A split node has at most this many parts (the largest divisor of the batch up
+/// to it), so that 2 or 4 threads share the parts evenly.
+const MAX_PARTS: usize = 8;
 
 /// Scalar accumulators (sums of `sum_rows`, an inline product's chains) one loop
 /// keeps live at once: enough chains to hide the FMA latency, few enough to stay in

@@ -1,5 +1,7 @@
 //! Cranelift code generation: a whole IR `Graph` becomes one native function
-//! `extern "C" fn(arena: *mut f32, x: *const f32, y: *const f32, step: u64)`.
+//! `extern "C" fn(arena: *mut f32, x: *const f32, y: *const f32, step: u64)` (with,
+//! for each large node split over the batch, a function for one part of it that the
+//! step runs on its threads).
 //!
 //! `lower` walks the graph and sends each node to the file of its family
 //! (`elementwise`, `matmul`, `softmax`, `loss`, `optimizer`, `conv`, `norm`;

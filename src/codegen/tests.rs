@@ -854,7 +854,48 @@ fn windows() -> Vec<Case> {
         (3, 4, 2, [1, 1], [2, 2], Valid),
         (4, 3, 5, [4, 3], [1, 1], Same),
         (1, 1, 4, [1, 1], [1, 1], Same),
+        // Windows that tile the input exactly (the max pooling gradient's write-once
+        // path), with both paddings.
+        (6, 4, 5, [2, 2], [2, 2], Valid),
+        (6, 9, 3, [2, 3], [2, 3], Same),
     ]
+}
+
+#[test]
+fn max_pool_gradient_has_the_interpreters_bits() {
+    // Write-once (exact tiling) and accumulating windows; `dy` holds negative zeros,
+    // whose sum with the zeroed `dx` is `+0` in the interpreter.
+    for size in [[2, 2], [3, 3]] {
+        let win = Window {
+            input: [6, 6],
+            size,
+            strides: [2, 2],
+            padding: Padding::Valid,
+        };
+        let [oh, ow] = win.output().expect("fits");
+        let c = 5;
+        let mut g = G::new();
+        let x = g.param("x", &[2, 6, 6, c]);
+        let dy = g.param("dy", &[2, oh, ow, c]);
+        let arg = g.g.push(Op::MaxPool2dArgmax(win), vec![x], "arg".into());
+        let arg = arg.expect("shapes");
+        let dx = g.g.push(Op::MaxPool2dGrad(win), vec![arg, dy], "dx".into());
+        let dx = dx.expect("shapes");
+        let layout = Layout::new(&g.g);
+        let mut rng = StdRng::seed_from_u64(3);
+        let mut arena = random(&mut rng, layout.len, -3.0, 3.0);
+        let dys = layout.range(&g.g, dy).expect("in the arena");
+        for v in arena[dys].iter_mut().step_by(2) {
+            *v = -0.0;
+        }
+        let mut expected = arena.clone();
+        interp::run(&g.g, &layout, &mut expected, &[0.0], &[], 0);
+        let compiled = compile(&g.g, &layout).expect("compiles");
+        compiled.run(&mut arena, &[0.0], &[], 0).expect("sizes");
+        let bits = |a: &[f32]| a.iter().map(|v| v.to_bits()).collect::<Vec<_>>();
+        let out = layout.range(&g.g, dx).expect("in the arena");
+        assert_eq!(bits(&arena[out.clone()]), bits(&expected[out]), "{size:?}");
+    }
 }
 
 #[test]
@@ -1176,5 +1217,98 @@ fn clipping_matches_the_interpreter() {
             .collect();
         let (err, at) = jit_vs_interp(&g.g, &arena, &[0.0], &[], 1);
         assert!(err == 0.0, "scale {scale}: {err} at {at}");
+    }
+}
+
+#[test]
+fn nodes_split_over_the_batch_match_the_interpreter_with_the_same_bits_on_any_thread_count() {
+    // Large enough to be split into parts (outputs of 64K floats and more), at a
+    // batch of 6 (6 parts) and of 8 (8 parts); a batch of 11 has no divisor up to
+    // 8 and stays whole. Every image op, the bias, activations and their gradients.
+    for batch in [6, 8, 11] {
+        let conv = Window {
+            input: [36, 36],
+            size: [3, 3],
+            strides: [1, 1],
+            padding: Padding::Same,
+        };
+        let pool = Window {
+            input: [36, 36],
+            size: [2, 2],
+            strides: [2, 2],
+            padding: Padding::Valid,
+        };
+        let c = 9;
+        let mut g = G::new();
+        g.g.batch = batch;
+        let x = g.param("x", &[batch, 36, 36, c]);
+        let bias = g.param("bias", &[c]);
+        let dy = g.param("dy", &[batch, 36, 36, c]);
+        let dp = g.param("dp", &[batch, 18, 18, c]);
+        let mut push = |op: Op, ins: &[TensorId]| -> TensorId {
+            let name = format!("{op:?}");
+            g.g.push(op, ins.to_vec(), name).expect("shapes")
+        };
+        let cols = push(Op::Im2col(conv), &[x]);
+        push(Op::Col2im(conv), &[cols]);
+        let biased = push(Op::AddBias, &[x, bias]);
+        let relu = push(Op::Activate(Activation::Relu), &[biased]);
+        let tanh = push(Op::Activate(Activation::Tanh), &[biased]);
+        push(Op::ActivateGrad(Activation::Relu), &[biased, relu, dy]);
+        push(Op::ActivateGrad(Activation::Tanh), &[biased, tanh, dy]);
+        push(Op::Add, &[relu, tanh]);
+        let arg = push(Op::MaxPool2dArgmax(pool), &[relu]);
+        push(Op::MaxPool2d(pool), &[relu, arg]);
+        push(Op::MaxPool2dGrad(pool), &[arg, dp]);
+        push(Op::AvgPool2d(conv), &[tanh]);
+        push(Op::AvgPool2dGrad(conv), &[dy]);
+        let layout = Layout::new(&g.g);
+        let arena = random(
+            &mut StdRng::seed_from_u64(batch as u64),
+            layout.len,
+            -2.0,
+            2.0,
+        );
+        let mut expected = arena.clone();
+        interp::run(&g.g, &layout, &mut expected, &[0.0], &[], 0);
+        let bits = |a: &[f32]| a.iter().map(|v| v.to_bits()).collect::<Vec<_>>();
+        let clif = clif_text(&g.g, &layout).expect("builds");
+        assert_eq!(clif.contains("func_addr"), batch != 11, "batch {batch}");
+        let compiled = compile(&g.g, &layout).expect("compiles");
+        let ids: Vec<TensorId> = (0..g.g.tensors.len()).collect();
+        let mut one_thread = None;
+        for threads in [1, 2, 3] {
+            super::set_threads(threads);
+            let mut got = arena.clone();
+            compiled.run(&mut got, &[0.0], &[], 0).expect("sizes");
+            super::set_threads(1);
+            let first = one_thread.get_or_insert_with(|| got.clone());
+            assert!(
+                bits(first) == bits(&got),
+                "batch {batch}: {threads} threads differ from 1"
+            );
+            // tanh's native polynomial is not the interpreter's `f32::tanh`: its
+            // node and those reading it are held to a tolerance, the rest to the
+            // interpreter's values (equal as numbers: the native ReLU gradient
+            // writes `0` where the interpreter's has `-0`, split or not).
+            let (err, at) = arena_error(&g.g, &layout, &got, &expected, None, &ids);
+            assert!(
+                err < 1e-5,
+                "batch {batch}, {threads} threads: {err:e} at {at}"
+            );
+            for (t, node) in g.g.nodes.iter().enumerate() {
+                let uses_tanh = node.inputs.contains(&tanh) || node.output == tanh;
+                let range = layout.range(&g.g, node.output).expect("in the arena");
+                let differs = got[range.clone()]
+                    .iter()
+                    .zip(&expected[range])
+                    .position(|(a, b)| a != b);
+                assert!(
+                    uses_tanh || differs.is_none(),
+                    "batch {batch}, {threads} threads, node {t} {:?}: element {differs:?}",
+                    node.op
+                );
+            }
+        }
     }
 }
