@@ -62,6 +62,7 @@ fn config(data: DataSource, loss: Loss) -> TrainConfig {
         test: None,
         validation_split: None,
         loss,
+        label_smoothing: 0.0,
         optimizer: Optimizer::Sgd {
             learning_rate: 0.01,
             momentum: 0.0,

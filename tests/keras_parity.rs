@@ -207,6 +207,7 @@ fn load_case(name: &str) -> Case {
     );
     let config = model.train.as_mut().expect("a train block");
     (config.schedule, config.clip) = schedule_and_clip(&spec["optimizer"]);
+    config.label_smoothing = spec["label_smoothing"].as_f64().unwrap_or(0.0) as f32;
     config.data = DataSource::Csv {
         path: csv,
         target,
@@ -395,18 +396,18 @@ fn check(name: &str) {
         "{name}: Keras's weights barely moved ({moved:e})"
     );
 
-    // A schedule or clipping the fixture would not notice is not tested by it: without
-    // them, training must end far from Keras's weights.
+    // A schedule, clipping or label smoothing the fixture would not notice is not
+    // tested by it: without them, training must end far from Keras's weights.
     let config = case.model.train.as_ref().expect("train");
-    if config.schedule.is_some() || config.clip.is_some() {
+    if config.schedule.is_some() || config.clip.is_some() || config.label_smoothing != 0.0 {
         let mut plain = load_case(name);
         let config = plain.model.train.as_mut().expect("train");
-        (config.schedule, config.clip) = (None, None);
+        (config.schedule, config.clip, config.label_smoothing) = (None, None, 0.0);
         let trained = train(&plain, &interpreter);
         let off = worst_error(&names, &trained.weights, &keras).0;
         assert!(
             off > 10.0 * WEIGHT_TOLERANCE,
-            "{name}: training without its schedule or clipping ends as close as {off:e}"
+            "{name}: training without its schedule, clipping or smoothing ends as close as {off:e}"
         );
     }
 
@@ -524,6 +525,8 @@ cases!(
     reg_sgd_clipnorm,
     iris_adam_global_clipnorm,
     bc_momentum_clipvalue,
+    iris_adam_categorical_smoothing,
+    bc_sgd_binary_smoothing,
 );
 
 /// Each metric against Keras's value on the fixed predictions of metrics.json, fed in

@@ -234,6 +234,9 @@ fn vjp(
                 "{op:?} is differentiated through `BatchNorm {{ batch_stats: true }}` only"
             ))
         }
+        (op @ Op::Affine { .. }, Seed::Tensor(_)) => {
+            return Err(format!("{op:?} transforms targets, which have no gradient"))
+        }
         (
             op @ (Op::SumRows
             | Op::Col2im(_)

@@ -3,6 +3,7 @@
 
 use super::autodiff;
 use super::graph::{Graph, LossKind, Node, Op, Role, TensorId, Window};
+use super::optim::one_minus;
 use crate::ops::random::{mix64, GOLDEN_GAMMA};
 use crate::sema::model::{Activation, Clip, LayerKind, Loss, Model, Optimizer, TrainConfig};
 
@@ -282,6 +283,7 @@ fn build(model: &Model, batch: usize, mode: Mode) -> Result<Graph, String> {
         return Ok(g);
     };
     let (kind, prediction) = loss_kind(t.loss, pre, g.output);
+    let target = smooth_labels(&mut g, target, t)?;
     let loss = g.push(Op::Loss(kind), vec![prediction, target], "loss".into())?;
     g.loss = Some(loss);
     if mode == Mode::Evaluate {
@@ -316,6 +318,33 @@ fn build(model: &Model, batch: usize, mode: Mode) -> Result<Graph, String> {
         });
     }
     Ok(g)
+}
+
+/// The targets the loss reads: with `label_smoothing`, Keras's smoothed labels,
+/// `y * (1 - ls) + ls / classes` (categorical) or `y * (1 - ls) + 0.5 * ls` (binary).
+fn smooth_labels(g: &mut Graph, target: TensorId, t: &TrainConfig) -> Result<TensorId, String> {
+    let ls = t.label_smoothing;
+    if ls == 0.0 {
+        return Ok(target);
+    }
+    let shift = match t.loss {
+        Loss::CategoricalCrossentropy => {
+            let classes = g.tensors[target].shape.last().copied().unwrap_or(1);
+            ls / classes as f32
+        }
+        Loss::BinaryCrossentropy => (0.5 * f64::from(ls)) as f32,
+        other => {
+            return Err(format!(
+                "label smoothing applies to the cross-entropies, not `{}`",
+                other.keyword()
+            ))
+        }
+    };
+    let op = Op::Affine {
+        scale: one_minus(ls),
+        shift,
+    };
+    g.push(op, vec![target], "smoothed_target".into())
 }
 
 /// The gradients `grads` after the optimizer's clipping, as Keras 3 clips them before

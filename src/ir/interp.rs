@@ -284,6 +284,10 @@ pub fn run_in<T: Real>(
             }
             Op::GlobalClipScale { clipnorm, .. } => vec![global_clip_scale(&ins, *clipnorm)],
             Op::Scale => ins[0].iter().map(|&v| v * ins[1][0]).collect(),
+            Op::Affine { scale, shift } => {
+                let (a, b) = (T::from_f32(*scale), T::from_f32(*shift));
+                ins[0].iter().map(|&v| v * a + b).collect()
+            }
             Op::MovingAverage { momentum } => {
                 let (m, rest) = (T::from_f32(*momentum), T::from_f32(1.0 - momentum));
                 ins[0]

@@ -154,6 +154,8 @@ pub enum Op {
     GlobalClipScale { clipnorm: f32, count: usize },
     /// `x * s` for a scalar `s`. Inputs `(x, s)`.
     Scale,
+    /// `x * scale + shift`, elementwise: the targets' label smoothing. Inputs `(x)`.
+    Affine { scale: f32, shift: f32 },
 }
 
 /// A 2-D sliding window (a convolution kernel or a pooling window) over channels-last
@@ -242,7 +244,8 @@ impl Op {
             | Op::BatchMean
             | Op::LearningRate(_)
             | Op::ClipNorm { .. }
-            | Op::ClipValue { .. } => 1,
+            | Op::ClipValue { .. }
+            | Op::Affine { .. } => 1,
             Op::GlobalClipScale { count, .. } => *count,
             Op::MatMul { .. }
             | Op::AddBias
@@ -436,7 +439,7 @@ impl Op {
                 }
                 Ok(x)
             }
-            Op::ClipNorm { .. } | Op::ClipValue { .. } => Ok(s(0)),
+            Op::ClipNorm { .. } | Op::ClipValue { .. } | Op::Affine { .. } => Ok(s(0)),
             Op::GlobalClipScale { .. } => Ok(vec![]),
             Op::Scale => {
                 if inputs[1].iter().product::<usize>() != 1 {
@@ -568,6 +571,7 @@ impl fmt::Display for Op {
                 format!("global_clip_scale{{clipnorm={clipnorm}}}")
             }
             Op::Scale => "scale".into(),
+            Op::Affine { scale, shift } => format!("affine{{scale={scale}, shift={shift}}}"),
         })
     }
 }

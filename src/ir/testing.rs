@@ -93,6 +93,7 @@ pub fn sequential(
             test: None,
             validation_split: None,
             loss,
+            label_smoothing: 0.0,
             optimizer,
             schedule: None,
             clip: None,

@@ -254,6 +254,8 @@ pub struct TrainConfig {
     pub test: Option<TestSource>,
     pub validation_split: Option<f64>,
     pub loss: Loss,
+    /// The cross-entropies' `label_smoothing`, in [0, 1]; 0 smooths nothing.
+    pub label_smoothing: f32,
     pub optimizer: Optimizer,
     /// The optimizer's `learning_rate` when it is a schedule (the optimizer's own
     /// `learning_rate` is then the schedule's value at step 0).

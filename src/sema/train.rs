@@ -100,7 +100,11 @@ pub fn check_train(
         None => Some(None),
         Some(v) => ok(fraction(v, "validation_split"), d).map(Some),
     };
-    let loss = get("loss").and_then(|v| ok(loss(v), d));
+    let loss = get("loss").and_then(|v| loss(v, d));
+    let (loss, label_smoothing) = match loss {
+        Some((l, ls)) => (Some(l), Some(ls)),
+        None => (None, None),
+    };
     let optimizer = get("optimizer").and_then(|v| optimizer(v, d));
     let (optimizer, schedule, clip) = match optimizer {
         Some((o, s, c)) => (Some(o), Some(s), Some(c)),
@@ -151,6 +155,7 @@ pub fn check_train(
         },
         validation_split: validation_split?,
         loss: loss?,
+        label_smoothing: label_smoothing?,
         optimizer: optimizer?,
         schedule: schedule?,
         clip: clip?,
@@ -362,15 +367,75 @@ fn string_list(v: &Value, name: &str) -> Result<Vec<String>, Diagnostic> {
     }
 }
 
-fn loss(v: &Value) -> Result<Loss, Diagnostic> {
-    Ok(match args::name(v, "loss", "loss", names::LOSSES)? {
+/// The loss and its `label_smoothing` (0 unless given).
+fn loss(v: &Value, d: &mut Vec<Diagnostic>) -> Option<(Loss, f32)> {
+    let (name, call) = match &v.kind {
+        ValueKind::Call(call) if call.args.is_some() => {
+            let name = call.name.name.as_str();
+            if !names::LOSSES.contains(&name) {
+                // The unknown-name diagnostic, with its suggestion.
+                ok(args::name(v, "loss", "loss", names::LOSSES), d)?;
+            }
+            (name, Some(call))
+        }
+        _ => (ok(args::name(v, "loss", "loss", names::LOSSES), d)?, None),
+    };
+    let loss = match name {
         "mse" => Loss::Mse,
         "mae" => Loss::Mae,
         "huber" => Loss::Huber,
         "binary_crossentropy" => Loss::BinaryCrossentropy,
         "categorical_crossentropy" => Loss::CategoricalCrossentropy,
         _ => Loss::SparseCategoricalCrossentropy,
-    })
+    };
+    let Some(call) = call else {
+        return Some((loss, 0.0));
+    };
+    // Keras's sparse categorical cross-entropy has no label smoothing either.
+    let params: &[&'static str] = match loss {
+        Loss::BinaryCrossentropy | Loss::CategoricalCrossentropy => &["label_smoothing"],
+        _ => &[],
+    };
+    let items = call.args.as_ref().map_or(&[][..], |a| a.items.as_slice());
+    let smoothing_key = items
+        .iter()
+        .filter_map(|a| a.key.as_ref())
+        .find(|k| k.name == "label_smoothing");
+    if let (true, Some(key)) = (params.is_empty(), smoothing_key) {
+        d.push(
+            Diagnostic::error(
+                codes::UNKNOWN_ARG,
+                format!("`{name}` has no argument `label_smoothing`"),
+                key.span.clone(),
+                "not smoothed",
+            )
+            .with_help(if loss == Loss::SparseCategoricalCrossentropy {
+                "as in Keras, smoothing needs one-hot targets: use `categorical_crossentropy` \
+                 (nnc one-hot encodes class indices for it)"
+            } else {
+                "only the cross-entropies smooth labels"
+            }),
+        );
+        return None;
+    }
+    let errors = d.len();
+    let b = bind(call, &format!("`{name}`"), params, &[], d);
+    if d.len() > errors {
+        return None;
+    }
+    let smoothing = match b.get("label_smoothing") {
+        None => 0.0,
+        Some(v) => ok(
+            args::float_in(
+                v,
+                "label_smoothing",
+                |x| (0.0..=1.0).contains(&x),
+                "must be in [0, 1]",
+            ),
+            d,
+        )? as f32,
+    };
+    Some((loss, smoothing))
 }
 
 fn metrics(v: &Value, outputs: Option<u64>, d: &mut Vec<Diagnostic>) -> Option<Vec<Metric>> {

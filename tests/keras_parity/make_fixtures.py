@@ -221,6 +221,13 @@ CASES = {
     "bc_momentum_clipvalue": dict(data="breast_cancer.csv", layers=[[8, "elu"], [1, "sigmoid"]],
                                   loss="binary_crossentropy",
                                   optimizer=dict(SGD, momentum=0.9, clipvalue=0.02), epochs=3, batch_size=24),
+    # Label smoothing (`loss = categorical_crossentropy(label_smoothing = ...)`).
+    "iris_adam_categorical_smoothing": dict(data="iris.csv", layers=[[8, "relu"], [3, "softmax"]],
+                                            loss="categorical_crossentropy", label_smoothing=0.2,
+                                            optimizer=ADAM, epochs=3, batch_size=16),
+    "bc_sgd_binary_smoothing": dict(data="breast_cancer.csv", layers=[[8, "tanh"], [1, "sigmoid"]],
+                                    loss="binary_crossentropy", label_smoothing=0.3,
+                                    optimizer=dict(SGD, learning_rate=0.1), epochs=3, batch_size=24),
 }
 
 SCHEDULES = {
@@ -309,7 +316,12 @@ def make_case(keras, name, case, index):
                              [keras_layer(keras, n, s) for n, s in named_layers(case["layers"])])
     dense = [n for n, s in named_layers(case["layers"]) if isinstance(s[0], int)]
     model.set_weights([init[f"{n}.{k}"] for n in dense for k in ("kernel", "bias")])
-    model.compile(loss=case["loss"], optimizer=keras_optimizer(keras, case["optimizer"]))
+    loss = case["loss"]
+    if "label_smoothing" in case:
+        cls = {"categorical_crossentropy": keras.losses.CategoricalCrossentropy,
+               "binary_crossentropy": keras.losses.BinaryCrossentropy}[loss]
+        loss = cls(label_smoothing=case["label_smoothing"])
+    model.compile(loss=loss, optimizer=keras_optimizer(keras, case["optimizer"]))
     hist = model.fit(x, y, batch_size=case["batch_size"], epochs=case["epochs"], shuffle=False, verbose=0)
     final = {}
     for n in dense:
