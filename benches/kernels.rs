@@ -137,6 +137,7 @@ fn matmul(m: usize, k: usize, n: usize, tb: bool, density: f64) -> (Compiled, Ve
         output: 3,
         loss: None,
         learning_rate: None,
+        class_weights: None,
     };
     let layout = Layout::new(&g);
     let mut arena: Vec<f32> = (0..layout.len)

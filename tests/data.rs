@@ -70,6 +70,7 @@ fn config(data: DataSource, loss: Loss) -> TrainConfig {
         },
         schedule: None,
         clip: None,
+        class_weight: None,
         metrics: vec![],
         epochs: 1,
         batch_size: 32,

@@ -102,6 +102,19 @@ fn build(model: &Model, batch: usize, mode: Mode) -> Result<Graph, String> {
             Role::OptimizerSlot,
         ));
     }
+    if model
+        .train
+        .as_ref()
+        .is_some_and(|t| t.class_weight.is_some())
+    {
+        // One sigmoid unit decides between classes 0 and 1.
+        let classes = model.output_size().max(2);
+        g.class_weights = Some(g.add_tensor(
+            "loss.class_weights".into(),
+            vec![classes],
+            Role::OptimizerSlot,
+        ));
+    }
 
     let mut input_shape = vec![batch];
     input_shape.extend(&model.input_shape);
@@ -283,8 +296,20 @@ fn build(model: &Model, batch: usize, mode: Mode) -> Result<Graph, String> {
         return Ok(g);
     };
     let (kind, prediction) = loss_kind(t.loss, pre, g.output);
-    let target = smooth_labels(&mut g, target, t)?;
-    let loss = g.push(Op::Loss(kind), vec![prediction, target], "loss".into())?;
+    let smoothed = smooth_labels(&mut g, target, t)?;
+    // Keras weighs the training loss by class, never the evaluation's.
+    let loss = match (g.class_weights, mode) {
+        (Some(table), Mode::Train) => {
+            let w = g.push(
+                Op::ClassWeights,
+                vec![target, table],
+                "sample_weights".into(),
+            )?;
+            let inputs = vec![prediction, smoothed, w];
+            g.push(Op::WeightedLoss(kind), inputs, "loss".into())?
+        }
+        _ => g.push(Op::Loss(kind), vec![prediction, smoothed], "loss".into())?,
+    };
     g.loss = Some(loss);
     if mode == Mode::Evaluate {
         return Ok(g);

@@ -91,6 +91,9 @@ pub struct Graph {
     /// the model has no optimizer. The runtime sets it (`ir::optim::set_learning_rate`),
     /// or a `LearningRate` node computes it from the step when it is a schedule.
     pub learning_rate: Option<TensorId>,
+    /// The persistent weight of each class when the train block has `class_weight`
+    /// (set by `init::initialize`, or by the runtime for `balanced`).
+    pub class_weights: Option<TensorId>,
 }
 
 impl Graph {
@@ -106,6 +109,7 @@ impl Graph {
             output: 0,
             loss: None,
             learning_rate: None,
+            class_weights: None,
         }
     }
 

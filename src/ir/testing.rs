@@ -97,6 +97,7 @@ pub fn sequential(
             optimizer,
             schedule: None,
             clip: None,
+            class_weight: None,
             metrics: vec![],
             epochs: 1,
             batch_size: 32,

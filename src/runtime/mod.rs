@@ -1,6 +1,7 @@
 //! Running a compiled model: data sources, the epoch loop, metrics, checkpoints.
 
 pub mod checkpoint;
+pub mod class_weight;
 pub mod data;
 pub mod error;
 pub mod interrupt;

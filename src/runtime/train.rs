@@ -15,6 +15,7 @@ use crate::ir::graph::Graph;
 use crate::ir::layout::Layout;
 use crate::ir::{build, init, interp, print};
 use crate::runtime::checkpoint;
+use crate::runtime::class_weight;
 use crate::runtime::data::{self, Dataset};
 use crate::runtime::error::RunError;
 use crate::runtime::interrupt;
@@ -227,6 +228,7 @@ pub fn train(
     )?;
     let full = &programs.train[&batch];
     init::initialize(model, &full.graph, &full.layout, &mut arena, config.seed);
+    class_weight::apply(&config, train_set, &full.graph, &full.layout, &mut arena);
     let checkpoint_tensors = init::params(&full.graph);
     if let Some(path) = &options.init {
         let expected: Vec<(String, Vec<usize>)> = checkpoint_tensors

@@ -307,6 +307,8 @@ pub struct TrainConfig {
     pub schedule: Option<Schedule>,
     /// The optimizer's gradient clipping (`clipnorm`, `global_clipnorm`, `clipvalue`).
     pub clip: Option<Clip>,
+    /// `fit(class_weight=...)`: each training sample's loss weighted by its class's.
+    pub class_weight: Option<ClassWeight>,
     pub metrics: Vec<Metric>,
     pub epochs: usize,
     pub batch_size: usize,
@@ -493,6 +495,16 @@ impl Schedule {
             Schedule::PiecewiseConstantDecay { values, .. } => values[0],
         }
     }
+}
+
+/// Class weights of the training loss.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ClassWeight {
+    /// scikit-learn's `balanced`: `n_samples / (n_classes * count)` per class, from the
+    /// training rows (`runtime::class_weight` replaces it with the weights).
+    Balanced,
+    /// One weight per class, by class index.
+    Given(Vec<f32>),
 }
 
 /// Gradient clipping before the update, as Keras 3 applies it (one kind at a time).

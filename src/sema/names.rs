@@ -77,6 +77,7 @@ pub const SETTINGS: &[&str] = &[
     "batch_size",
     "shuffle",
     "seed",
+    "class_weight",
 ];
 
 /// Keras spellings that are too far from the nnc name for edit distance to find.

@@ -7,7 +7,8 @@ use std::path::Path;
 
 use super::args::{self, bind, Bound};
 use super::model::{
-    Clip, DataSource, Loss, Metric, MnistSubset, Optimizer, Schedule, TestSource, TrainConfig,
+    ClassWeight, Clip, DataSource, Loss, Metric, MnistSubset, Optimizer, Schedule, TestSource,
+    TrainConfig,
 };
 use super::names;
 use crate::diag::codes;
@@ -120,6 +121,10 @@ pub fn check_train(
         None => Some(true),
         Some(v) => ok(args::boolean(v, "shuffle"), d),
     };
+    let class_weight = match get("class_weight") {
+        None => Some(None),
+        Some(v) => class_weight(v, loss, facts, d).map(Some),
+    };
     let seed = match get("seed") {
         None => Some(0),
         Some(v) => ok(
@@ -159,6 +164,7 @@ pub fn check_train(
         optimizer: optimizer?,
         schedule: schedule?,
         clip: clip?,
+        class_weight: class_weight?,
         metrics: metrics?,
         epochs: epochs?,
         batch_size: batch_size?,
@@ -509,6 +515,62 @@ fn metrics(v: &Value, outputs: Option<u64>, d: &mut Vec<Diagnostic>) -> Option<V
         }
     }
     good.then_some(out)
+}
+
+/// `class_weight = balanced` or one weight per class, for a classification loss.
+fn class_weight(
+    v: &Value,
+    loss: Option<Loss>,
+    facts: &ModelFacts,
+    d: &mut Vec<Diagnostic>,
+) -> Option<ClassWeight> {
+    if let Some(loss @ (Loss::Mse | Loss::Mae | Loss::Huber)) = loss {
+        d.push(
+            Diagnostic::error(
+                codes::CLASS_WEIGHT,
+                format!(
+                    "`class_weight` weighs classes, but `{}` is a regression loss",
+                    loss.keyword()
+                ),
+                v.span.clone(),
+                "no classes to weigh",
+            )
+            .with_help("remove `class_weight`, or train a classifier (a cross-entropy loss)"),
+        );
+        return None;
+    }
+    let ValueKind::List(_) = &v.kind else {
+        ok(
+            args::name(v, "class_weight", "class weighting", &["balanced"]),
+            d,
+        )?;
+        return Some(ClassWeight::Balanced);
+    };
+    let weights = ok(
+        number_list(v, "class_weight", |x| x >= 0.0, "must be >= 0"),
+        d,
+    )?;
+    // One sigmoid unit decides between two classes.
+    let classes = facts.output_size.map(|out| out.max(2));
+    if let Some(classes) = classes.filter(|&c| c != weights.len() as u64) {
+        d.push(
+            Diagnostic::error(
+                codes::CLASS_WEIGHT,
+                format!(
+                    "`class_weight` gives {} weights, but the model has {classes} classes",
+                    weights.len()
+                ),
+                v.span.clone(),
+                format!("{} weights", weights.len()),
+            )
+            .with_label(facts.output_span.clone(), format!("{classes} classes here"))
+            .with_help(format!(
+                "give one weight per class, in class order ({classes}), or write `balanced`"
+            )),
+        );
+        return None;
+    }
+    Some(ClassWeight::Given(weights))
 }
 
 /// The `k` of `top_k_accuracy` (5 unless given): at least 1, at most the model's

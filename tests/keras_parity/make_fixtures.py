@@ -228,6 +228,16 @@ CASES = {
     "bc_sgd_binary_smoothing": dict(data="breast_cancer.csv", layers=[[8, "tanh"], [1, "sigmoid"]],
                                     loss="binary_crossentropy", label_smoothing=0.3,
                                     optimizer=dict(SGD, learning_rate=0.1), epochs=3, batch_size=24),
+    # Class weights (`class_weight = [...]` or `balanced`, given to fit as a dict).
+    "iris_adam_class_weight": dict(data="iris.csv", layers=[[8, "relu"], [3, "softmax"]],
+                                   loss="sparse_categorical_crossentropy", class_weight=[0.5, 3.0, 1.25],
+                                   optimizer=ADAM, epochs=3, batch_size=16),
+    "iris_sgd_categorical_class_weight": dict(data="iris.csv", layers=[[8, "tanh"], [3, "softmax"]],
+                                              loss="categorical_crossentropy", class_weight=[2.0, 0.25, 1.0],
+                                              optimizer=dict(SGD, learning_rate=0.1), epochs=3, batch_size=25),
+    "bc_sgd_class_weight_balanced": dict(data="breast_cancer.csv", layers=[[8, "relu"], [1, "sigmoid"]],
+                                         loss="binary_crossentropy", class_weight="balanced",
+                                         optimizer=dict(SGD, learning_rate=0.1), epochs=3, batch_size=24),
 }
 
 SCHEDULES = {
@@ -322,7 +332,15 @@ def make_case(keras, name, case, index):
                "binary_crossentropy": keras.losses.BinaryCrossentropy}[loss]
         loss = cls(label_smoothing=case["label_smoothing"])
     model.compile(loss=loss, optimizer=keras_optimizer(keras, case["optimizer"]))
-    hist = model.fit(x, y, batch_size=case["batch_size"], epochs=case["epochs"], shuffle=False, verbose=0)
+    class_weight = case.get("class_weight")
+    if class_weight == "balanced":
+        # scikit-learn's compute_class_weight("balanced"): n_samples / (n_classes * count).
+        classes, counts = np.unique(labels.astype(int), return_counts=True)
+        class_weight = {int(c): len(labels) / (len(classes) * n) for c, n in zip(classes, counts)}
+    elif class_weight is not None:
+        class_weight = dict(enumerate(class_weight))
+    hist = model.fit(x, y, batch_size=case["batch_size"], epochs=case["epochs"], shuffle=False, verbose=0,
+                     class_weight=class_weight)
     final = {}
     for n in dense:
         final[f"{n}.kernel"], final[f"{n}.bias"] = model.get_layer(n).get_weights()
