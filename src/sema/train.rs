@@ -8,7 +8,7 @@ use std::path::Path;
 use super::args::{self, bind, Bound};
 use super::model::{
     ClassWeight, Clip, DataSource, Loss, Metric, MnistSubset, Optimizer, Schedule, TestSource,
-    TrainConfig,
+    TrainConfig, TrainSpans,
 };
 use super::names;
 use crate::diag::codes;
@@ -69,6 +69,11 @@ pub fn check_train(
         }
     }
     let get = |k: &str| seen.iter().find(|s| s.key.name == k).map(|s| &s.value);
+    let setting_span = |k: &str| {
+        seen.iter()
+            .find(|s| s.key.name == k)
+            .map_or(block.keyword.clone(), |s| s.span.clone())
+    };
     for required in ["data", "loss", "optimizer"] {
         if get(required).is_none() {
             d.push(
@@ -170,6 +175,10 @@ pub fn check_train(
         batch_size: batch_size?,
         shuffle: shuffle?,
         seed: seed?,
+        spans: TrainSpans {
+            loss: setting_span("loss"),
+            optimizer: setting_span("optimizer"),
+        },
     };
     (d.iter().filter(|x| x.is_error()).count() == errors_before).then_some(config)
 }
