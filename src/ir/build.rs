@@ -635,7 +635,8 @@ mod tests {
         );
         assert_eq!(g.tensors[g.output].origin, layer(1, Pass::Forward));
         for node in g.nodes.iter().filter(|n| matches!(n.op, Op::Update(_))) {
-            let (param, grad, slot) = (node.inputs[0], node.inputs[1], node.inputs[2]);
+            // inputs[2] is the learning rate, shared by every update.
+            let (param, grad, slot) = (node.inputs[0], node.inputs[1], node.inputs[3]);
             let Role::Param { layer: name, .. } = &g.tensors[param].role else {
                 panic!("an update of a non-parameter");
             };
