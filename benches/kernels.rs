@@ -149,8 +149,9 @@ fn matmul(
         target: None,
         output: 3,
         loss: None,
-        origin: Origin::Data,
         learning_rate: None,
+        class_weights: None,
+        origin: Origin::Data,
     };
     let layout = Layout::new(&g);
     let mut arena: Vec<f32> = (0..layout.len)

@@ -63,6 +63,7 @@ fn config(data: DataSource, loss: Loss) -> TrainConfig {
         validation_split: None,
         validation_data: None,
         loss,
+        label_smoothing: 0.0,
         optimizer: Optimizer::Sgd {
             learning_rate: 0.01,
             momentum: 0.0,
@@ -70,6 +71,7 @@ fn config(data: DataSource, loss: Loss) -> TrainConfig {
         },
         schedule: None,
         clip: None,
+        class_weight: None,
         metrics: vec![],
         epochs: 1,
         batch_size: 32,

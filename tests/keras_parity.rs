@@ -22,8 +22,11 @@ use nnc::ir::layout::Layout;
 use nnc::ir::testing::{dense, sequential};
 use nnc::ir::train_step;
 use nnc::runtime::checkpoint;
+use nnc::runtime::class_weight;
 use nnc::runtime::data::{self, Dataset};
-use nnc::sema::model::{Activation, Clip, DataSource, LayerKind, Loss, Model, Optimizer, Schedule};
+use nnc::sema::model::{
+    Activation, ClassWeight, Clip, DataSource, LayerKind, Loss, Model, Optimizer, Schedule,
+};
 use serde_json::Value;
 
 /// Worst allowed weight error (see the module comment). Measured: 1e-7..1.5e-6 for
@@ -207,6 +210,17 @@ fn load_case(name: &str) -> Case {
     );
     let config = model.train.as_mut().expect("a train block");
     (config.schedule, config.clip) = schedule_and_clip(&spec["optimizer"]);
+    config.label_smoothing = spec["label_smoothing"].as_f64().unwrap_or(0.0) as f32;
+    config.class_weight = match &spec["class_weight"] {
+        Value::Null => None,
+        Value::String(s) if s == "balanced" => Some(ClassWeight::Balanced),
+        Value::Array(w) => Some(ClassWeight::Given(
+            w.iter()
+                .map(|v| v.as_f64().expect("a weight") as f32)
+                .collect(),
+        )),
+        other => panic!("bad class_weight {other}"),
+    };
     config.data = DataSource::Csv {
         path: csv,
         target,
@@ -292,6 +306,8 @@ fn train(case: &Case, engine: &dyn Fn(&Graph, &Layout) -> Step<'static>) -> Trai
     let mut arena = vec![0.0f32; graphs.iter().map(|(_, l)| l.len).max().unwrap_or(0)];
     // As `nnc run`: the optimizer's state and learning rate, then the given weights.
     initialize(&case.model, g0, l0, &mut arena, 0);
+    let config = case.model.train.as_ref().expect("train");
+    class_weight::apply(config, &case.train, g0, l0, &mut arena);
     let specs = param_specs(g0);
     let init = checkpoint::load(&case.init, &specs).expect("init weights");
     for ((_, id), values) in params(g0).into_iter().zip(&init) {
@@ -395,18 +411,24 @@ fn check(name: &str) {
         "{name}: Keras's weights barely moved ({moved:e})"
     );
 
-    // A schedule or clipping the fixture would not notice is not tested by it: without
-    // them, training must end far from Keras's weights.
+    // A schedule, clipping, label smoothing or class weighting the fixture would not
+    // notice is not tested by it: without them, training must end far from Keras's
+    // weights.
     let config = case.model.train.as_ref().expect("train");
-    if config.schedule.is_some() || config.clip.is_some() {
+    if config.schedule.is_some()
+        || config.clip.is_some()
+        || config.label_smoothing != 0.0
+        || config.class_weight.is_some()
+    {
         let mut plain = load_case(name);
         let config = plain.model.train.as_mut().expect("train");
-        (config.schedule, config.clip) = (None, None);
+        (config.schedule, config.clip, config.label_smoothing) = (None, None, 0.0);
+        config.class_weight = None;
         let trained = train(&plain, &interpreter);
         let off = worst_error(&names, &trained.weights, &keras).0;
         assert!(
             off > 10.0 * WEIGHT_TOLERANCE,
-            "{name}: training without its schedule or clipping ends as close as {off:e}"
+            "{name}: training without its schedule, clipping, smoothing or class weights ends as close as {off:e}"
         );
     }
 
@@ -524,6 +546,11 @@ cases!(
     reg_sgd_clipnorm,
     iris_adam_global_clipnorm,
     bc_momentum_clipvalue,
+    iris_adam_categorical_smoothing,
+    bc_sgd_binary_smoothing,
+    iris_adam_class_weight,
+    iris_sgd_categorical_class_weight,
+    bc_sgd_class_weight_balanced,
 );
 
 /// Each metric against Keras's value on the fixed predictions of metrics.json, fed in

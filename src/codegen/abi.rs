@@ -110,6 +110,7 @@ macro_rules! extern_fn {
 extern_fn!(A);
 extern_fn!(A, B);
 extern_fn!(A, B, C, D, E, F);
+extern_fn!(A, B, C, D, E, F, G, H);
 extern_fn!(A, B, C, D, E, F, G, H, I, J, K);
 extern_fn!(A, B, C, D, E, F, G, H, I, J, K, L);
 
@@ -153,6 +154,10 @@ pub enum Helper {
     Logf,
     /// `cosf`, for the cosine learning-rate schedule.
     Cosf,
+    /// The class-weighted loss (`ir::loss::weighted_loss`).
+    WeightedLoss,
+    /// Samples' class weights (`ir::loss::class_weights`).
+    ClassWeights,
     /// The profiler's node mark (`compile_profiled`).
     ProfileMark,
     /// Adam's vector update, where the machine has it.
@@ -163,11 +168,13 @@ pub enum Helper {
 }
 
 impl Helper {
-    pub const ALL: [Helper; 7] = [
+    pub const ALL: [Helper; 9] = [
         Helper::Sgemm,
         Helper::Powf,
         Helper::Logf,
         Helper::Cosf,
+        Helper::WeightedLoss,
+        Helper::ClassWeights,
         Helper::ProfileMark,
         Helper::Adam,
         Helper::Parts,
@@ -189,6 +196,18 @@ impl Helper {
             *mut f32,
             i64,
         );
+        type WeightedLoss = unsafe extern "C" fn(
+            u64,
+            f32,
+            *const f32,
+            *const f32,
+            *const f32,
+            usize,
+            usize,
+            usize,
+        ) -> f32;
+        type ClassWeights =
+            unsafe extern "C" fn(*const f32, usize, usize, *const f32, usize, *mut f32);
         Some(match self {
             Helper::Sgemm => Spec::of("nnc_sgemm", helpers::nnc_sgemm as Sgemm),
             Helper::Powf => Spec::of(
@@ -197,6 +216,14 @@ impl Helper {
             ),
             Helper::Logf => Spec::of("nnc_logf", helpers::nnc_logf as extern "C" fn(f32) -> f32),
             Helper::Cosf => Spec::of("nnc_cosf", helpers::nnc_cosf as extern "C" fn(f32) -> f32),
+            Helper::WeightedLoss => Spec::of(
+                "nnc_weighted_loss",
+                helpers::nnc_weighted_loss as WeightedLoss,
+            ),
+            Helper::ClassWeights => Spec::of(
+                "nnc_class_weights",
+                helpers::nnc_class_weights as ClassWeights,
+            ),
             Helper::ProfileMark => Spec::of(
                 "nnc_profile_mark",
                 helpers::nnc_profile_mark as extern "C" fn(u64, u64),

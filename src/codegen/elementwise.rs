@@ -24,6 +24,19 @@ impl Lower<'_, '_, '_> {
         Ok(())
     }
 
+    /// `x * scale + shift` into `out`.
+    pub(super) fn affine(&mut self, x: TensorId, out: TensorId, scale: f32, shift: f32) -> R {
+        self.same_len(x, out)?;
+        let (px, o) = (self.ptr(x)?, self.ptr(out)?);
+        self.e.map(self.len(out), |e, ty, i| {
+            let v = e.ld(ty, px, i);
+            let v = e.fmul_c(v, scale);
+            let v = e.fadd_c(v, shift);
+            e.st(v, o, i);
+        });
+        Ok(())
+    }
+
     pub(super) fn activate(&mut self, act: Activation, x: TensorId, out: TensorId) -> R {
         self.same_len(x, out)?;
         if act == Activation::Softmax {

@@ -2,6 +2,8 @@
 //! Cranelift) and the state they keep: the thread count of matrix products and the
 //! per-node profile.
 
+use crate::ir::graph::LossKind;
+use crate::ir::loss::{class_weights, weighted_loss};
 use std::cell::RefCell;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -270,4 +272,61 @@ pub(super) unsafe extern "C" fn nnc_parts(
         return;
     }
     (0..parts).for_each(run);
+}
+
+/// `ir::loss::weighted_loss` of `rows` rows: predictions `[rows, classes]`, targets
+/// `[rows, width]`, weights `[rows]`; the kind as `LossKind::code` made it.
+///
+/// # Safety
+/// `p`, `y` and `w` must hold those many floats: generated code passes the tensors
+/// of a `WeightedLoss` node, whose shapes `Graph::verify` checked.
+#[allow(clippy::too_many_arguments)]
+pub(super) unsafe extern "C" fn nnc_weighted_loss(
+    kind: u64,
+    delta: f32,
+    p: *const f32,
+    y: *const f32,
+    w: *const f32,
+    rows: usize,
+    classes: usize,
+    width: usize,
+) -> f32 {
+    let Some(kind) = LossKind::from_code(kind, delta) else {
+        return f32::NAN;
+    };
+    // SAFETY: the caller passes buffers of these lengths (above).
+    let (p, y, w) = unsafe {
+        (
+            std::slice::from_raw_parts(p, rows * classes),
+            std::slice::from_raw_parts(y, rows * width),
+            std::slice::from_raw_parts(w, rows),
+        )
+    };
+    weighted_loss(kind, p, y, classes, w)
+}
+
+/// `ir::loss::class_weights` of `rows` target rows of `width` into `out`, with the
+/// `classes` weights at `table`.
+///
+/// # Safety
+/// `y` must hold `rows * width` floats, `table` `classes` and `out` `rows`: generated
+/// code passes a `ClassWeights` node's tensors, whose shapes `Graph::verify` checked.
+pub(super) unsafe extern "C" fn nnc_class_weights(
+    y: *const f32,
+    rows: usize,
+    width: usize,
+    table: *const f32,
+    classes: usize,
+    out: *mut f32,
+) {
+    // SAFETY: the caller passes buffers of these lengths (above); `out` is a
+    // temporary of its own, distinct from `y` and `table`, which are only read.
+    let (y, table, out) = unsafe {
+        (
+            std::slice::from_raw_parts(y, rows * width),
+            std::slice::from_raw_parts(table, classes),
+            std::slice::from_raw_parts_mut(out, rows),
+        )
+    };
+    out.copy_from_slice(&class_weights(y, width, table));
 }

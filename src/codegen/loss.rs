@@ -551,3 +551,81 @@ fn sign(e: &mut Emitter, d: Value) -> Value {
     let s = e.b.ins().fcopysign(one, d);
     e.sel(FloatCC::Equal, d, zero, zero, s)
 }
+
+impl Lower<'_, '_, '_> {
+    /// Each sample's class weight into `out`, by `ir::loss::class_weights`, from the
+    /// weights `table`.
+    pub(super) fn class_weights(&mut self, t: TensorId, table: TensorId, out: TensorId) -> R {
+        let rows = self.len(out);
+        if rows == 0 || !self.len(t).is_multiple_of(rows) {
+            return Err("class weights need whole target rows".into());
+        }
+        let width = self.len(t) / rows;
+        let classes = self.len(table);
+        let (pt, pc, po) = (self.ptr(t)?, self.ptr(table)?, self.ptr(out)?);
+        let e = &mut self.e;
+        let args = [
+            pt,
+            e.iconst(rows as i64),
+            e.iconst(width as i64),
+            pc,
+            e.iconst(classes as i64),
+            po,
+        ];
+        self.imports.call(&mut e.b, Helper::ClassWeights, &args);
+        Ok(())
+    }
+
+    /// The class-weighted loss into the scalar `out`, by `ir::loss::weighted_loss`.
+    pub(super) fn weighted_loss(&mut self, kind: LossKind, ins: &[TensorId], out: TensorId) -> R {
+        let (p, t, w) = (ins[0], ins[1], ins[2]);
+        let rows = self.len(w);
+        let classes = self.last_dim(p);
+        if rows == 0 || self.len(p) != rows * classes || !self.len(t).is_multiple_of(rows) {
+            return Err("a weighted loss needs one weight per row".into());
+        }
+        if self.len(out) != 1 {
+            return Err("the loss is a scalar".into());
+        }
+        let width = self.len(t) / rows;
+        let (pp, pt, pw, po) = (self.ptr(p)?, self.ptr(t)?, self.ptr(w)?, self.ptr(out)?);
+        let (code, delta) = kind.code();
+        let e = &mut self.e;
+        let args = [
+            e.iconst(code as i64),
+            e.b.ins().f32const(delta),
+            pp,
+            pt,
+            pw,
+            e.iconst(rows as i64),
+            e.iconst(classes as i64),
+            e.iconst(width as i64),
+        ];
+        let loss = self.imports.call_f32(&mut e.b, Helper::WeightedLoss, &args);
+        e.b.ins().store(mem_flags(), loss, po, 0);
+        Ok(())
+    }
+
+    /// Row `i` of `x` times `w[i]`, into `out`.
+    pub(super) fn scale_rows(&mut self, x: TensorId, w: TensorId, out: TensorId) -> R {
+        self.same_len(x, out)?;
+        let rows = self.len(w);
+        if rows == 0 || !self.len(x).is_multiple_of(rows) {
+            return Err("one weight per row".into());
+        }
+        let cols = self.len(x) / rows;
+        let (px, pw, po) = (self.ptr(x)?, self.ptr(w)?, self.ptr(out)?);
+        self.rows(rows, cols, |e, rb| {
+            // The row's weight sits at `rb / cols`: rows are `cols` floats long.
+            let r = e.b.ins().udiv_imm_u(rb, cols as i64);
+            let wv = e.ld(types::F32, pw, r);
+            e.for_loop(0, (cols * 4) as i64, 4, |e, jb| {
+                let at = e.b.ins().iadd(rb, jb);
+                let v = e.ld(types::F32, px, at);
+                let v = e.fmul(v, wv);
+                e.st(v, po, at);
+            });
+        });
+        Ok(())
+    }
+}

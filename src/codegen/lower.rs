@@ -115,6 +115,10 @@ impl Lower<'_, '_, '_> {
             Op::ClipValue { limit } => self.clip_value(ins[0], out, limit),
             Op::GlobalClipScale { clipnorm, .. } => self.global_clip_scale(ins, out, clipnorm),
             Op::Scale => self.scale(ins[0], ins[1], out),
+            Op::Affine { scale, shift } => self.affine(ins[0], out, scale, shift),
+            Op::ClassWeights => self.class_weights(ins[0], ins[1], out),
+            Op::WeightedLoss(kind) => self.weighted_loss(kind, ins, out),
+            Op::ScaleRows => self.scale_rows(ins[0], ins[1], out),
         }
     }
 

@@ -559,8 +559,9 @@ fn model_targets(rng: &mut StdRng, loss: Loss, rows: usize, classes: usize) -> V
 
 /// One random dense model trained for one epoch (full batches and a smaller last
 /// batch when the batch size does not divide the data) by both executors, then
-/// predicted. Returns the worst error seen, with where.
-fn random_model_error(seed: u64) -> (f64, String) {
+/// predicted. Returns the worst error seen, with where. With `control`, the train
+/// block also gets a random schedule, clipping, label smoothing and class weights.
+fn random_model_error(seed: u64, control: bool) -> (f64, String) {
     let mut rng = StdRng::seed_from_u64(seed);
     let acts = hidden_activations();
     let loss = Loss::ALL[rng.gen_range(0..Loss::ALL.len())];
@@ -599,8 +600,11 @@ fn random_model_error(seed: u64) -> (f64, String) {
             });
         }
     }
-    let model = sequential(&[input], kinds, loss, opt);
+    let mut model = sequential(&[input], kinds, loss, opt);
     let classes = layers[last].0;
+    if control {
+        add_training_control(&mut model, classes, seed);
+    }
     let rows = rng.gen_range(1..=24);
     let batch = rng.gen_range(1..=12);
     let what = format!(
@@ -717,11 +721,75 @@ fn train_both_in(
     worst
 }
 
+/// A random learning-rate schedule, clipping, and for a classifier label smoothing
+/// and class weights, drawn from their own generator.
+fn add_training_control(model: &mut crate::sema::model::Model, classes: usize, seed: u64) {
+    use crate::sema::model::{ClassWeight, Clip, Schedule};
+    let mut rng = StdRng::seed_from_u64(seed ^ 0x5eed);
+    let Some(t) = model.train.as_mut() else {
+        return;
+    };
+    let schedules = [
+        Schedule::ExponentialDecay {
+            initial: 0.05,
+            decay_steps: 2.0,
+            decay_rate: 0.5,
+            staircase: rng.gen_bool(0.5),
+        },
+        Schedule::CosineDecay {
+            initial: 0.01,
+            decay_steps: 3.0,
+            alpha: 0.1,
+            warmup_target: Some(0.05),
+            warmup_steps: 1.0,
+        },
+        Schedule::PiecewiseConstantDecay {
+            boundaries: vec![0, 2],
+            values: vec![0.05, 0.02, 0.01],
+        },
+    ];
+    t.schedule = Some(schedules[rng.gen_range(0..schedules.len())].clone());
+    t.clip = [
+        None,
+        Some(Clip::Norm(0.1)),
+        Some(Clip::GlobalNorm(0.2)),
+        Some(Clip::Value(0.01)),
+    ][rng.gen_range(0..4)];
+    if matches!(
+        t.loss,
+        Loss::BinaryCrossentropy | Loss::CategoricalCrossentropy
+    ) {
+        t.label_smoothing = rng.gen_range(0.0..0.3);
+    }
+    if !matches!(t.loss, Loss::Mse | Loss::Mae | Loss::Huber) {
+        let weights = (0..classes.max(2))
+            .map(|_| rng.gen_range(0.0..3.0))
+            .collect();
+        t.class_weight = Some(ClassWeight::Given(weights));
+    }
+}
+
+#[test]
+fn random_dense_models_with_training_control_agree_with_the_interpreter() {
+    let mut worst = (0.0, String::new());
+    for seed in 0..60 {
+        let err = random_model_error(seed, true);
+        if err.0 > worst.0 || err.0.is_nan() {
+            worst = err;
+        }
+    }
+    println!(
+        "largest JIT/interpreter difference: {:e} ({})",
+        worst.0, worst.1
+    );
+    assert!(worst.0 < 1e-5, "{:e} at {}", worst.0, worst.1);
+}
+
 #[test]
 fn random_dense_models_agree_with_the_interpreter() {
     let mut worst = (0.0, String::new());
     for seed in 0..200 {
-        let err = random_model_error(seed);
+        let err = random_model_error(seed, false);
         if err.0 > worst.0 || err.0.is_nan() {
             worst = err;
         }

@@ -26,6 +26,7 @@ pub const DATA_FILE: &str = "E0023";
 pub const NOT_FINITE: &str = "E0024";
 pub const SCHEDULE_LENGTHS: &str = "E0025";
 pub const CLIP_CONFLICT: &str = "E0026";
+pub const CLASS_WEIGHT: &str = "E0027";
 pub const UNKNOWN_MONITOR: &str = "E0030";
 pub const NO_VALIDATION: &str = "E0031";
 pub const VALIDATION_TWICE: &str = "E0032";
@@ -360,6 +361,22 @@ range (`clipvalue`). Keras refuses more than one of them, and so does nnc.
     optimizer = adam(clipnorm = 1.0, clipvalue = 0.5)   # error
 
 Fix: keep one of the three.",
+    ),
+    (
+        CLASS_WEIGHT,
+        "class weights that do not fit the model or the loss",
+        "\
+`class_weight` multiplies each training sample's loss by the weight of its class
+(Keras's `fit(class_weight=...)`): a list holds one weight per class, in class
+order, so it needs as many weights as the model has classes (two for one sigmoid
+unit), and only a classification loss has classes.
+
+    dense(3, activation = softmax)
+    class_weight = [1.0, 2.0]          # error: 3 classes
+
+Fix: one weight per class, or `class_weight = balanced`, which weighs each class
+by `n_samples / (n_classes * count)` of the training rows (scikit-learn's
+`balanced`).",
     ),
     (
         UNKNOWN_MONITOR,

@@ -81,7 +81,18 @@ fn vjp(
                 ));
             }
         }
-        (op, Seed::Unit) | (op @ Op::Loss(_), _) => {
+        (Op::WeightedLoss(kind), Seed::Unit) => {
+            // d(sum_i w_i l_i / rows) = w_i * (row i of the mean loss's gradient).
+            if want(0) {
+                let name = d(g, 0);
+                let unweighted = g.push(Op::LossGrad(kind), vec![ins[0], ins[1]], name.clone())?;
+                out.push((
+                    ins[0],
+                    g.push(Op::ScaleRows, vec![unweighted, ins[2]], name)?,
+                ));
+            }
+        }
+        (op, Seed::Unit) | (op @ (Op::Loss(_) | Op::WeightedLoss(_)), _) => {
             return Err(format!(
                 "{op:?}: the loss must be the root of differentiation"
             ))
@@ -235,6 +246,12 @@ fn vjp(
             return Err(format!(
                 "{op:?} is differentiated through `BatchNorm {{ batch_stats: true }}` only"
             ))
+        }
+        (op @ (Op::ClassWeights | Op::ScaleRows), Seed::Tensor(_)) => {
+            return Err(format!("{op:?} is not differentiated through"))
+        }
+        (op @ Op::Affine { .. }, Seed::Tensor(_)) => {
+            return Err(format!("{op:?} transforms targets, which have no gradient"))
         }
         (
             op @ (Op::SumRows

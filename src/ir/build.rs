@@ -3,6 +3,7 @@
 
 use super::autodiff;
 use super::graph::{Graph, LossKind, Node, Op, Origin, Pass, Role, TensorId, Window};
+use super::optim::one_minus;
 use crate::ops::random::{mix64, GOLDEN_GAMMA};
 use crate::sema::model::{Activation, Clip, LayerKind, Loss, Model, Optimizer, TrainConfig};
 
@@ -99,11 +100,28 @@ fn build(model: &Model, batch: usize, mode: Mode) -> Result<Graph, String> {
             .collect();
         slots.push(ids);
     }
-    // After the slots, so the weights and slots keep their offsets.
+    // After the slots, so the weights and slots keep their offsets; they belong to
+    // no layer, so a problem in them is reported with the loss's gradient.
+    g.origin = Origin::Loss {
+        pass: Pass::Backward,
+    };
     if optimizer.is_some() {
         g.learning_rate = Some(g.add_tensor(
             "optimizer.learning_rate".into(),
             vec![],
+            Role::OptimizerSlot,
+        ));
+    }
+    if model
+        .train
+        .as_ref()
+        .is_some_and(|t| t.class_weight.is_some())
+    {
+        // One sigmoid unit decides between classes 0 and 1.
+        let classes = model.output_size().max(2);
+        g.class_weights = Some(g.add_tensor(
+            "loss.class_weights".into(),
+            vec![classes],
             Role::OptimizerSlot,
         ));
     }
@@ -293,7 +311,20 @@ fn build(model: &Model, batch: usize, mode: Mode) -> Result<Graph, String> {
         pass: Pass::Forward,
     };
     let (kind, prediction) = loss_kind(t.loss, pre, g.output);
-    let loss = g.push(Op::Loss(kind), vec![prediction, target], "loss".into())?;
+    let smoothed = smooth_labels(&mut g, target, t)?;
+    // Keras weighs the training loss by class, never the evaluation's.
+    let loss = match (g.class_weights, mode) {
+        (Some(table), Mode::Train) => {
+            let w = g.push(
+                Op::ClassWeights,
+                vec![target, table],
+                "sample_weights".into(),
+            )?;
+            let inputs = vec![prediction, smoothed, w];
+            g.push(Op::WeightedLoss(kind), inputs, "loss".into())?
+        }
+        _ => g.push(Op::Loss(kind), vec![prediction, smoothed], "loss".into())?,
+    };
     g.loss = Some(loss);
     if mode == Mode::Evaluate {
         return Ok(g);
@@ -329,6 +360,33 @@ fn build(model: &Model, batch: usize, mode: Mode) -> Result<Graph, String> {
     Ok(g)
 }
 
+/// The targets the loss reads: with `label_smoothing`, Keras's smoothed labels,
+/// `y * (1 - ls) + ls / classes` (categorical) or `y * (1 - ls) + 0.5 * ls` (binary).
+fn smooth_labels(g: &mut Graph, target: TensorId, t: &TrainConfig) -> Result<TensorId, String> {
+    let ls = t.label_smoothing;
+    if ls == 0.0 {
+        return Ok(target);
+    }
+    let shift = match t.loss {
+        Loss::CategoricalCrossentropy => {
+            let classes = g.tensors[target].shape.last().copied().unwrap_or(1);
+            ls / classes as f32
+        }
+        Loss::BinaryCrossentropy => (0.5 * f64::from(ls)) as f32,
+        other => {
+            return Err(format!(
+                "label smoothing applies to the cross-entropies, not `{}`",
+                other.keyword()
+            ))
+        }
+    };
+    let op = Op::Affine {
+        scale: one_minus(ls),
+        shift,
+    };
+    g.push(op, vec![target], "smoothed_target".into())
+}
+
 /// The gradients `grads` after the optimizer's clipping, as Keras 3 clips them before
 /// any update.
 fn clip(g: &mut Graph, grads: Vec<TensorId>, clip: Option<Clip>) -> Result<Vec<TensorId>, String> {
@@ -337,21 +395,33 @@ fn clip(g: &mut Graph, grads: Vec<TensorId>, clip: Option<Clip>) -> Result<Vec<T
         None => Ok(grads),
         Some(Clip::Norm(clipnorm)) => grads
             .into_iter()
-            .map(|d| g.push(Op::ClipNorm { clipnorm }, vec![d], name(g, d)))
+            .map(|d| {
+                g.origin = g.tensors[d].origin;
+                g.push(Op::ClipNorm { clipnorm }, vec![d], name(g, d))
+            })
             .collect(),
         Some(Clip::Value(limit)) => grads
             .into_iter()
-            .map(|d| g.push(Op::ClipValue { limit }, vec![d], name(g, d)))
+            .map(|d| {
+                g.origin = g.tensors[d].origin;
+                g.push(Op::ClipValue { limit }, vec![d], name(g, d))
+            })
             .collect(),
         Some(Clip::GlobalNorm(clipnorm)) => {
             let op = Op::GlobalClipScale {
                 clipnorm,
                 count: grads.len(),
             };
+            g.origin = Origin::Loss {
+                pass: Pass::Backward,
+            };
             let scale = g.push(op, grads.clone(), "global_clip_scale".into())?;
             grads
                 .into_iter()
-                .map(|d| g.push(Op::Scale, vec![d, scale], name(g, d)))
+                .map(|d| {
+                    g.origin = g.tensors[d].origin;
+                    g.push(Op::Scale, vec![d, scale], name(g, d))
+                })
                 .collect()
         }
     }
@@ -565,7 +635,7 @@ mod tests {
         );
         assert_eq!(g.tensors[g.output].origin, layer(1, Pass::Forward));
         for node in g.nodes.iter().filter(|n| matches!(n.op, Op::Update(_))) {
-            // inputs[2] is the learning rate; the slots follow it.
+            // inputs[2] is the learning rate, shared by every update.
             let (param, grad, slot) = (node.inputs[0], node.inputs[1], node.inputs[3]);
             let Role::Param { layer: name, .. } = &g.tensors[param].role else {
                 panic!("an update of a non-parameter");

@@ -124,12 +124,15 @@ pub struct Graph {
     pub output: TensorId,
     /// The scalar mean loss; `None` in predict graphs.
     pub loss: Option<TensorId>,
-    /// The origin `add_tensor` gives new tensors: builders set it as they go.
-    pub origin: Origin,
     /// The persistent scalar every `Update` reads its learning rate from; `None` when
     /// the model has no optimizer. The runtime sets it (`ir::optim::set_learning_rate`),
     /// or a `LearningRate` node computes it from the step when it is a schedule.
     pub learning_rate: Option<TensorId>,
+    /// The persistent weight of each class when the train block has `class_weight`
+    /// (set by `init::initialize`, or by the runtime for `balanced`).
+    pub class_weights: Option<TensorId>,
+    /// The origin `add_tensor` gives new tensors: builders set it as they go.
+    pub origin: Origin,
 }
 
 impl Graph {
@@ -144,8 +147,9 @@ impl Graph {
             target: None,
             output: 0,
             loss: None,
-            origin: Origin::Data,
             learning_rate: None,
+            class_weights: None,
+            origin: Origin::Data,
         }
     }
 

@@ -7,7 +7,7 @@ use rand::{Rng, SeedableRng};
 
 use super::graph::{Graph, Role, TensorId};
 use super::layout::Layout;
-use crate::sema::model::{Initializer, Model};
+use crate::sema::model::{ClassWeight, Initializer, Model};
 
 /// Keras divides truncated-normal standard deviations by this: the standard deviation
 /// of a unit normal truncated to two standard deviations.
@@ -86,6 +86,16 @@ pub fn initialize(model: &Model, graph: &Graph, layout: &Layout, arena: &mut [f3
                     .and_then(|l| l.params().into_iter().find(|p| p.name == *name))
                     .map_or(Initializer::Zeros, |p| p.initializer);
                 sample(init, &t.shape, &mut rng, &mut arena[range]);
+            }
+            Role::OptimizerSlot if Some(id) == graph.class_weights => {
+                // `balanced` weights come from the data: the runtime sets them.
+                let given = match model.train.as_ref().and_then(|t| t.class_weight.as_ref()) {
+                    Some(ClassWeight::Given(w)) => w.as_slice(),
+                    _ => &[],
+                };
+                for (i, v) in arena[range].iter_mut().enumerate() {
+                    *v = given.get(i).copied().unwrap_or(1.0);
+                }
             }
             Role::OptimizerSlot if Some(id) == graph.learning_rate => {
                 let lr = model.train.as_ref().map(|t| t.optimizer.learning_rate());

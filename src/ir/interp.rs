@@ -4,7 +4,7 @@
 
 use super::graph::{dropout_keep, Graph, Op, Role, TensorId, Window};
 use super::layout::Layout;
-use super::loss::{loss, loss_grad};
+use super::loss::{class_weights, loss, loss_grad, weighted_loss};
 use super::optim::{clip_norm, global_clip_scale, scheduled_rate, update};
 use crate::ops::Real;
 
@@ -284,6 +284,31 @@ pub fn run_in<T: Real>(
             }
             Op::GlobalClipScale { clipnorm, .. } => vec![global_clip_scale(&ins, *clipnorm)],
             Op::Scale => ins[0].iter().map(|&v| v * ins[1][0]).collect(),
+            Op::ClassWeights => {
+                let rows = graph.tensors[node.output].len().max(1);
+                class_weights(&ins[0], ins[0].len() / rows, &ins[1])
+            }
+            Op::WeightedLoss(kind) => {
+                vec![weighted_loss(
+                    *kind,
+                    &ins[0],
+                    &ins[1],
+                    last(shape(0)),
+                    &ins[2],
+                )]
+            }
+            Op::ScaleRows => {
+                let cols = ins[0].len() / ins[1].len().max(1);
+                ins[0]
+                    .iter()
+                    .enumerate()
+                    .map(|(i, &v)| v * ins[1][i / cols.max(1)])
+                    .collect()
+            }
+            Op::Affine { scale, shift } => {
+                let (a, b) = (T::from_f32(*scale), T::from_f32(*shift));
+                ins[0].iter().map(|&v| v * a + b).collect()
+            }
             Op::MovingAverage { momentum } => {
                 let (m, rest) = (T::from_f32(*momentum), T::from_f32(1.0 - momentum));
                 ins[0]

@@ -120,6 +120,49 @@ pub fn loss<T: Real>(kind: LossKind, p: &[T], y: &[T], classes: usize) -> T {
     }
 }
 
+/// Keras's loss with sample weights `w` (one per row): each row's loss alone, times
+/// its weight, summed in row order and divided by the rows (`sum_over_batch_size`).
+pub fn weighted_loss<T: Real>(kind: LossKind, p: &[T], y: &[T], classes: usize, w: &[T]) -> T {
+    let rows = w.len();
+    let width = y.len() / rows.max(1);
+    let mut total = T::zero();
+    for (r, &weight) in w.iter().enumerate() {
+        let pr = &p[r * classes..(r + 1) * classes];
+        let yr = &y[r * width..(r + 1) * width];
+        total += weight * loss(kind, pr, yr, classes);
+    }
+    total / T::from_f64(rows.max(1) as f64)
+}
+
+/// The class of a target row as Keras reads it for `class_weight`: the argmax (the
+/// first largest) of a one-hot row, otherwise the value rounded; `None` below 0.
+pub fn class_of_row<T: Real>(row: &[T]) -> Option<usize> {
+    if row.len() > 1 {
+        let mut best = 0;
+        for (i, v) in row.iter().enumerate() {
+            if *v > row[best] {
+                best = i;
+            }
+        }
+        return Some(best);
+    }
+    let c = row.first()?.to_f64().round();
+    (c >= 0.0).then_some(c as usize)
+}
+
+/// Each row's weight, as Keras turns `class_weight` into sample weights: the weight
+/// of its class (`class_of_row`), or 1 for a class without one.
+pub fn class_weights<T: Real>(y: &[T], width: usize, table: &[T]) -> Vec<T> {
+    y.chunks(width.max(1))
+        .map(|row| {
+            class_of_row(row)
+                .and_then(|c| table.get(c))
+                .copied()
+                .unwrap_or(T::one())
+        })
+        .collect()
+}
+
 /// The gradient of `loss` with respect to `p`.
 pub fn loss_grad<T: Real>(kind: LossKind, p: &[T], y: &[T], classes: usize) -> Vec<T> {
     let n = T::from_f64(p.len() as f64);

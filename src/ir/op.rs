@@ -35,6 +35,39 @@ pub enum LossKind {
     SparseCategoricalCrossentropy,
 }
 
+impl LossKind {
+    /// Every kind but `Huber`'s delta as a number, for helpers native code calls.
+    pub fn code(self) -> (u64, f32) {
+        match self {
+            LossKind::Mse => (0, 0.0),
+            LossKind::Mae => (1, 0.0),
+            LossKind::Huber { delta } => (2, delta),
+            LossKind::SigmoidBinaryCrossentropy => (3, 0.0),
+            LossKind::BinaryCrossentropy => (4, 0.0),
+            LossKind::SoftmaxCategoricalCrossentropy => (5, 0.0),
+            LossKind::CategoricalCrossentropy => (6, 0.0),
+            LossKind::SoftmaxSparseCategoricalCrossentropy => (7, 0.0),
+            LossKind::SparseCategoricalCrossentropy => (8, 0.0),
+        }
+    }
+
+    /// The kind `code` made.
+    pub fn from_code(code: u64, delta: f32) -> Option<LossKind> {
+        Some(match code {
+            0 => LossKind::Mse,
+            1 => LossKind::Mae,
+            2 => LossKind::Huber { delta },
+            3 => LossKind::SigmoidBinaryCrossentropy,
+            4 => LossKind::BinaryCrossentropy,
+            5 => LossKind::SoftmaxCategoricalCrossentropy,
+            6 => LossKind::CategoricalCrossentropy,
+            7 => LossKind::SoftmaxSparseCategoricalCrossentropy,
+            8 => LossKind::SparseCategoricalCrossentropy,
+            _ => return None,
+        })
+    }
+}
+
 #[derive(Debug, Clone, PartialEq)]
 pub enum Op {
     /// `out[m, n] = A[m, k] * B[k, n]`, where `A` is `inputs[0]` (stored `[k, m]` when
@@ -154,6 +187,17 @@ pub enum Op {
     GlobalClipScale { clipnorm: f32, count: usize },
     /// `x * s` for a scalar `s`. Inputs `(x, s)`.
     Scale,
+    /// `x * scale + shift`, elementwise: the targets' label smoothing. Inputs `(x)`.
+    Affine { scale: f32, shift: f32 },
+    /// Each sample's weight, the weight of its class (`loss::class_weights`): targets
+    /// `[rows]` or `[rows, width]` to `[rows]`. Inputs `(target, weights)`, the
+    /// weights the graph's persistent `class_weights`, one per class.
+    ClassWeights,
+    /// The batch's loss with per-sample weights: `sum_i w_i * l_i / rows`, `l_i` the
+    /// loss of row `i` alone (`loss::weighted_loss`). Inputs `(prediction, target, w)`.
+    WeightedLoss(LossKind),
+    /// Row `i` of `x` times `w[i]`. Inputs `(x, w)`, `w` `[rows]`.
+    ScaleRows,
 }
 
 /// A 2-D sliding window (a convolution kernel or a pooling window) over channels-last
@@ -242,7 +286,8 @@ impl Op {
             | Op::BatchMean
             | Op::LearningRate(_)
             | Op::ClipNorm { .. }
-            | Op::ClipValue { .. } => 1,
+            | Op::ClipValue { .. }
+            | Op::Affine { .. } => 1,
             Op::GlobalClipScale { count, .. } => *count,
             Op::MatMul { .. }
             | Op::AddBias
@@ -254,7 +299,10 @@ impl Op {
             | Op::MaxPool2dGrad(_)
             | Op::BatchVariance
             | Op::MovingAverage { .. }
-            | Op::Scale => 2,
+            | Op::Scale
+            | Op::ScaleRows
+            | Op::ClassWeights => 2,
+            Op::WeightedLoss(_) => 3,
             Op::ActivateGrad(_) | Op::BatchNormGrad { .. } => 3,
             Op::BatchNormGammaGrad { .. } => 4,
             Op::BatchNorm { .. } => 5,
@@ -436,8 +484,26 @@ impl Op {
                 }
                 Ok(x)
             }
-            Op::ClipNorm { .. } | Op::ClipValue { .. } => Ok(s(0)),
+            Op::ClipNorm { .. } | Op::ClipValue { .. } | Op::Affine { .. } => Ok(s(0)),
             Op::GlobalClipScale { .. } => Ok(vec![]),
+            Op::ClassWeights => s(0)
+                .first()
+                .map(|&rows| vec![rows])
+                .ok_or_else(|| "class weights of a scalar".into()),
+            Op::WeightedLoss(kind) => {
+                let rows = s(0).first().copied().unwrap_or(0);
+                Op::Loss(*kind).output_shape(&inputs[..2])?;
+                if s(2) != [rows] {
+                    return Err(format!("weighted loss: weights {:?} for {rows} rows", s(2)));
+                }
+                Ok(vec![])
+            }
+            Op::ScaleRows => {
+                if s(1) != s(0)[..1.min(s(0).len())] {
+                    return Err(format!("scale_rows: weights {:?} for {:?}", s(1), s(0)));
+                }
+                Ok(s(0))
+            }
             Op::Scale => {
                 if inputs[1].iter().product::<usize>() != 1 {
                     return Err(format!("scale: {:?} is not a scalar", s(1)));
@@ -568,6 +634,10 @@ impl fmt::Display for Op {
                 format!("global_clip_scale{{clipnorm={clipnorm}}}")
             }
             Op::Scale => "scale".into(),
+            Op::Affine { scale, shift } => format!("affine{{scale={scale}, shift={shift}}}"),
+            Op::ClassWeights => "class_weights".into(),
+            Op::WeightedLoss(k) => format!("weighted_loss.{}", loss(*k)),
+            Op::ScaleRows => "scale_rows".into(),
         })
     }
 }

@@ -2,6 +2,7 @@
 
 pub mod callbacks;
 pub mod checkpoint;
+pub mod class_weight;
 pub mod data;
 pub mod error;
 pub mod interrupt;

@@ -16,6 +16,7 @@ use crate::ir::layout::Layout;
 use crate::ir::{build, init, interp, optim, print};
 use crate::runtime::callbacks::{Callbacks, Event, Logs, Trainee};
 use crate::runtime::checkpoint;
+use crate::runtime::class_weight;
 use crate::runtime::data::{self, Dataset};
 use crate::runtime::error::RunError;
 use crate::runtime::interrupt;
@@ -308,6 +309,7 @@ pub fn train(
     )?;
     let full = &programs.train[&batch];
     init::initialize(model, &full.graph, &full.layout, &mut arena, config.seed);
+    class_weight::apply(&config, train_set, &full.graph, &full.layout, &mut arena);
     let checkpoint_tensors = init::params(&full.graph);
     let shapes: Vec<Vec<usize>> = checkpoint_tensors
         .iter()

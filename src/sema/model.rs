@@ -302,12 +302,16 @@ pub struct TrainConfig {
     /// features by name as `test` is; excludes `validation_split`.
     pub validation_data: Option<DataSource>,
     pub loss: Loss,
+    /// The cross-entropies' `label_smoothing`, in [0, 1]; 0 smooths nothing.
+    pub label_smoothing: f32,
     pub optimizer: Optimizer,
     /// The optimizer's `learning_rate` when it is a schedule (the optimizer's own
     /// `learning_rate` is then the schedule's value at step 0).
     pub schedule: Option<Schedule>,
     /// The optimizer's gradient clipping (`clipnorm`, `global_clipnorm`, `clipvalue`).
     pub clip: Option<Clip>,
+    /// `fit(class_weight=...)`: each training sample's loss weighted by its class's.
+    pub class_weight: Option<ClassWeight>,
     pub metrics: Vec<Metric>,
     pub epochs: usize,
     pub batch_size: usize,
@@ -544,6 +548,16 @@ impl Schedule {
             Schedule::PiecewiseConstantDecay { values, .. } => values[0],
         }
     }
+}
+
+/// Class weights of the training loss.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ClassWeight {
+    /// scikit-learn's `balanced`: `n_samples / (n_classes * count)` per class, from the
+    /// training rows (`runtime::class_weight` replaces it with the weights).
+    Balanced,
+    /// One weight per class, by class index.
+    Given(Vec<f32>),
 }
 
 /// Gradient clipping before the update, as Keras 3 applies it (one kind at a time).

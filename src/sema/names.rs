@@ -79,6 +79,7 @@ pub const SETTINGS: &[&str] = &[
     "shuffle",
     "seed",
     "callbacks",
+    "class_weight",
 ];
 pub const CALLBACKS: &[&str] = &[
     "early_stopping",

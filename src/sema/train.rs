@@ -8,8 +8,8 @@ use std::path::Path;
 use super::args::{self, bind, Bound};
 use super::callbacks::{self, Logged};
 use super::model::{
-    Clip, DataSource, Loss, Metric, MnistSubset, Optimizer, Schedule, TestSource, TrainConfig,
-    TrainSpans,
+    ClassWeight, Clip, DataSource, Loss, Metric, MnistSubset, Optimizer, Schedule, TestSource,
+    TrainConfig, TrainSpans,
 };
 use super::names;
 use crate::diag::codes;
@@ -126,7 +126,11 @@ pub fn check_train(
             .with_help("keep one of the two settings"),
         );
     }
-    let loss = get("loss").and_then(|v| ok(loss(v), d));
+    let loss = get("loss").and_then(|v| loss(v, d));
+    let (loss, label_smoothing) = match loss {
+        Some((l, ls)) => (Some(l), Some(ls)),
+        None => (None, None),
+    };
     let optimizer = get("optimizer").and_then(|v| optimizer(v, d));
     let (optimizer, schedule, clip) = match optimizer {
         Some((o, s, c)) => (Some(o), Some(s), Some(c)),
@@ -152,6 +156,10 @@ pub fn check_train(
     let shuffle = match get("shuffle") {
         None => Some(true),
         Some(v) => ok(args::boolean(v, "shuffle"), d),
+    };
+    let class_weight = match get("class_weight") {
+        None => Some(None),
+        Some(v) => class_weight(v, loss, facts, d).map(Some),
     };
     let seed = match get("seed") {
         None => Some(0),
@@ -193,9 +201,11 @@ pub fn check_train(
         validation_split: validation_split?,
         validation_data: validation_data?,
         loss: loss?,
+        label_smoothing: label_smoothing?,
         optimizer: optimizer?,
         schedule: schedule?,
         clip: clip?,
+        class_weight: class_weight?,
         metrics: metrics?,
         epochs: epochs?,
         batch_size: batch_size?,
@@ -435,15 +445,75 @@ fn string_list(v: &Value, name: &str) -> Result<Vec<String>, Diagnostic> {
     }
 }
 
-fn loss(v: &Value) -> Result<Loss, Diagnostic> {
-    Ok(match args::name(v, "loss", "loss", names::LOSSES)? {
+/// The loss and its `label_smoothing` (0 unless given).
+fn loss(v: &Value, d: &mut Vec<Diagnostic>) -> Option<(Loss, f32)> {
+    let (name, call) = match &v.kind {
+        ValueKind::Call(call) if call.args.is_some() => {
+            let name = call.name.name.as_str();
+            if !names::LOSSES.contains(&name) {
+                // The unknown-name diagnostic, with its suggestion.
+                ok(args::name(v, "loss", "loss", names::LOSSES), d)?;
+            }
+            (name, Some(call))
+        }
+        _ => (ok(args::name(v, "loss", "loss", names::LOSSES), d)?, None),
+    };
+    let loss = match name {
         "mse" => Loss::Mse,
         "mae" => Loss::Mae,
         "huber" => Loss::Huber,
         "binary_crossentropy" => Loss::BinaryCrossentropy,
         "categorical_crossentropy" => Loss::CategoricalCrossentropy,
         _ => Loss::SparseCategoricalCrossentropy,
-    })
+    };
+    let Some(call) = call else {
+        return Some((loss, 0.0));
+    };
+    // Keras's sparse categorical cross-entropy has no label smoothing either.
+    let params: &[&'static str] = match loss {
+        Loss::BinaryCrossentropy | Loss::CategoricalCrossentropy => &["label_smoothing"],
+        _ => &[],
+    };
+    let items = call.args.as_ref().map_or(&[][..], |a| a.items.as_slice());
+    let smoothing_key = items
+        .iter()
+        .filter_map(|a| a.key.as_ref())
+        .find(|k| k.name == "label_smoothing");
+    if let (true, Some(key)) = (params.is_empty(), smoothing_key) {
+        d.push(
+            Diagnostic::error(
+                codes::UNKNOWN_ARG,
+                format!("`{name}` has no argument `label_smoothing`"),
+                key.span.clone(),
+                "not smoothed",
+            )
+            .with_help(if loss == Loss::SparseCategoricalCrossentropy {
+                "as in Keras, smoothing needs one-hot targets: use `categorical_crossentropy` \
+                 (nnc one-hot encodes class indices for it)"
+            } else {
+                "only the cross-entropies smooth labels"
+            }),
+        );
+        return None;
+    }
+    let errors = d.len();
+    let b = bind(call, &format!("`{name}`"), params, &[], d);
+    if d.len() > errors {
+        return None;
+    }
+    let smoothing = match b.get("label_smoothing") {
+        None => 0.0,
+        Some(v) => ok(
+            args::float_in(
+                v,
+                "label_smoothing",
+                |x| (0.0..=1.0).contains(&x),
+                "must be in [0, 1]",
+            ),
+            d,
+        )? as f32,
+    };
+    Some((loss, smoothing))
 }
 
 fn metrics(v: &Value, outputs: Option<u64>, d: &mut Vec<Diagnostic>) -> Option<Vec<Metric>> {
@@ -517,6 +587,62 @@ fn metrics(v: &Value, outputs: Option<u64>, d: &mut Vec<Diagnostic>) -> Option<V
         }
     }
     good.then_some(out)
+}
+
+/// `class_weight = balanced` or one weight per class, for a classification loss.
+fn class_weight(
+    v: &Value,
+    loss: Option<Loss>,
+    facts: &ModelFacts,
+    d: &mut Vec<Diagnostic>,
+) -> Option<ClassWeight> {
+    if let Some(loss @ (Loss::Mse | Loss::Mae | Loss::Huber)) = loss {
+        d.push(
+            Diagnostic::error(
+                codes::CLASS_WEIGHT,
+                format!(
+                    "`class_weight` weighs classes, but `{}` is a regression loss",
+                    loss.keyword()
+                ),
+                v.span.clone(),
+                "no classes to weigh",
+            )
+            .with_help("remove `class_weight`, or train a classifier (a cross-entropy loss)"),
+        );
+        return None;
+    }
+    let ValueKind::List(_) = &v.kind else {
+        ok(
+            args::name(v, "class_weight", "class weighting", &["balanced"]),
+            d,
+        )?;
+        return Some(ClassWeight::Balanced);
+    };
+    let weights = ok(
+        number_list(v, "class_weight", |x| x >= 0.0, "must be >= 0"),
+        d,
+    )?;
+    // One sigmoid unit decides between two classes.
+    let classes = facts.output_size.map(|out| out.max(2));
+    if let Some(classes) = classes.filter(|&c| c != weights.len() as u64) {
+        d.push(
+            Diagnostic::error(
+                codes::CLASS_WEIGHT,
+                format!(
+                    "`class_weight` gives {} weights, but the model has {classes} classes",
+                    weights.len()
+                ),
+                v.span.clone(),
+                format!("{} weights", weights.len()),
+            )
+            .with_label(facts.output_span.clone(), format!("{classes} classes here"))
+            .with_help(format!(
+                "give one weight per class, in class order ({classes}), or write `balanced`"
+            )),
+        );
+        return None;
+    }
+    Some(ClassWeight::Given(weights))
 }
 
 /// The `k` of `top_k_accuracy` (5 unless given): at least 1, at most the model's

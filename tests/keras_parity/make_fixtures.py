@@ -221,6 +221,23 @@ CASES = {
     "bc_momentum_clipvalue": dict(data="breast_cancer.csv", layers=[[8, "elu"], [1, "sigmoid"]],
                                   loss="binary_crossentropy",
                                   optimizer=dict(SGD, momentum=0.9, clipvalue=0.02), epochs=3, batch_size=24),
+    # Label smoothing (`loss = categorical_crossentropy(label_smoothing = ...)`).
+    "iris_adam_categorical_smoothing": dict(data="iris.csv", layers=[[8, "relu"], [3, "softmax"]],
+                                            loss="categorical_crossentropy", label_smoothing=0.2,
+                                            optimizer=ADAM, epochs=3, batch_size=16),
+    "bc_sgd_binary_smoothing": dict(data="breast_cancer.csv", layers=[[8, "tanh"], [1, "sigmoid"]],
+                                    loss="binary_crossentropy", label_smoothing=0.3,
+                                    optimizer=dict(SGD, learning_rate=0.1), epochs=3, batch_size=24),
+    # Class weights (`class_weight = [...]` or `balanced`, given to fit as a dict).
+    "iris_adam_class_weight": dict(data="iris.csv", layers=[[8, "relu"], [3, "softmax"]],
+                                   loss="sparse_categorical_crossentropy", class_weight=[0.5, 3.0, 1.25],
+                                   optimizer=ADAM, epochs=3, batch_size=16),
+    "iris_sgd_categorical_class_weight": dict(data="iris.csv", layers=[[8, "tanh"], [3, "softmax"]],
+                                              loss="categorical_crossentropy", class_weight=[2.0, 0.25, 1.0],
+                                              optimizer=dict(SGD, learning_rate=0.1), epochs=3, batch_size=25),
+    "bc_sgd_class_weight_balanced": dict(data="breast_cancer.csv", layers=[[8, "relu"], [1, "sigmoid"]],
+                                         loss="binary_crossentropy", class_weight="balanced",
+                                         optimizer=dict(SGD, learning_rate=0.1), epochs=3, batch_size=24),
 }
 
 SCHEDULES = {
@@ -309,8 +326,21 @@ def make_case(keras, name, case, index):
                              [keras_layer(keras, n, s) for n, s in named_layers(case["layers"])])
     dense = [n for n, s in named_layers(case["layers"]) if isinstance(s[0], int)]
     model.set_weights([init[f"{n}.{k}"] for n in dense for k in ("kernel", "bias")])
-    model.compile(loss=case["loss"], optimizer=keras_optimizer(keras, case["optimizer"]))
-    hist = model.fit(x, y, batch_size=case["batch_size"], epochs=case["epochs"], shuffle=False, verbose=0)
+    loss = case["loss"]
+    if "label_smoothing" in case:
+        cls = {"categorical_crossentropy": keras.losses.CategoricalCrossentropy,
+               "binary_crossentropy": keras.losses.BinaryCrossentropy}[loss]
+        loss = cls(label_smoothing=case["label_smoothing"])
+    model.compile(loss=loss, optimizer=keras_optimizer(keras, case["optimizer"]))
+    class_weight = case.get("class_weight")
+    if class_weight == "balanced":
+        # scikit-learn's compute_class_weight("balanced"): n_samples / (n_classes * count).
+        classes, counts = np.unique(labels.astype(int), return_counts=True)
+        class_weight = {int(c): len(labels) / (len(classes) * n) for c, n in zip(classes, counts)}
+    elif class_weight is not None:
+        class_weight = dict(enumerate(class_weight))
+    hist = model.fit(x, y, batch_size=case["batch_size"], epochs=case["epochs"], shuffle=False, verbose=0,
+                     class_weight=class_weight)
     final = {}
     for n in dense:
         final[f"{n}.kernel"], final[f"{n}.bias"] = model.get_layer(n).get_weights()
