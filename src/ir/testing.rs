@@ -59,6 +59,7 @@ pub fn sequential(
             LayerKind::MaxPool2d { .. } => "maxpool2d",
             LayerKind::AvgPool2d { .. } => "avgpool2d",
             LayerKind::BatchNorm { .. } => "batchnorm",
+            LayerKind::GlobalPool { .. } => "global_pool",
         };
         let n = counts.entry(base).or_insert(0usize);
         let name = if *n == 0 {

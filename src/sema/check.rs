@@ -485,6 +485,13 @@ fn layer_kind(call: &Call, diags: &mut Vec<Diagnostic>) -> Option<LayerKind> {
                 }
             })
         }
+        "global_avgpool1d" | "global_maxpool1d" | "global_avgpool2d" | "global_maxpool2d" => {
+            bind(call, &what, &[], &[], d);
+            Some(LayerKind::GlobalPool {
+                max: name.starts_with("global_max"),
+                dims: if name.ends_with("1d") { 1 } else { 2 },
+            })
+        }
         "batchnorm" => {
             let b = bind(call, &what, &["momentum", "epsilon"], &[], d);
             let momentum = opt(
@@ -537,6 +544,16 @@ fn layer_kind(call: &Call, diags: &mut Vec<Diagnostic>) -> Option<LayerKind> {
             );
             None
         }
+    }
+}
+
+/// The `.nn` name of a global pooling layer.
+pub fn global_pool_name(max: bool, dims: usize) -> &'static str {
+    match (max, dims) {
+        (false, 1) => "global_avgpool1d",
+        (true, 1) => "global_maxpool1d",
+        (false, _) => "global_avgpool2d",
+        (true, _) => "global_maxpool2d",
     }
 }
 
@@ -631,6 +648,25 @@ fn infer(
                 return Err(Some(target));
             }
             return Ok(target);
+        }
+        LayerKind::GlobalPool { max, dims } => {
+            if shape.len() == dims + 1 {
+                return Ok(vec![shape[*dims]]);
+            }
+            let what = global_pool_name(*max, *dims);
+            let other = global_pool_name(*max, 3 - dims);
+            let needs = if *dims == 1 {
+                "a sequence `[steps, channels]`"
+            } else {
+                "an image `[h, w, c]`"
+            };
+            let help = if shape.len() == 3 - dims + 1 {
+                format!("for an input of this rank use `{other}`")
+            } else {
+                format!("`{what}` pools every position of each channel of its input; its last axis holds the channels")
+            };
+            d.push(rank_error(what, needs, &help));
+            return Err(None);
         }
         LayerKind::Conv2d {
             filters,

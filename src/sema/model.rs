@@ -102,6 +102,12 @@ pub enum LayerKind {
     Reshape {
         shape: Vec<usize>,
     },
+    /// The mean (or, with `max`, the maximum) of each channel over every position
+    /// of a `[steps, c]` (`dims == 1`) or `[h, w, c]` (`dims == 2`) input: `[c]`.
+    GlobalPool {
+        max: bool,
+        dims: usize,
+    },
 }
 
 impl LayerKind {
@@ -144,6 +150,9 @@ impl LayerKind {
                 strides,
                 padding,
             } => window(*pool_size, *strides, *padding, *input.last()?),
+            LayerKind::GlobalPool { dims, .. } => {
+                (input.len() == dims + 1).then(|| vec![input[*dims]])
+            }
         }
     }
 }

@@ -52,6 +52,12 @@ pub fn keras_kind(kind: &LayerKind) -> &'static str {
         LayerKind::AvgPool2d { .. } => "AveragePooling2D",
         LayerKind::BatchNorm { .. } => "BatchNormalization",
         LayerKind::Reshape { .. } => "Reshape",
+        LayerKind::GlobalPool { max, dims } => match (max, dims) {
+            (false, 1) => "GlobalAveragePooling1D",
+            (true, 1) => "GlobalMaxPooling1D",
+            (false, _) => "GlobalAveragePooling2D",
+            (true, _) => "GlobalMaxPooling2D",
+        },
     }
 }
 
