@@ -301,9 +301,10 @@ fn export_trained(nn: &Path, input: &Path, dir: &Path) -> [PathBuf; 3] {
     [onnx, PathBuf::from(input), predicted]
 }
 
-/// The sequence and global-pooling layers: MNIST images pooled whole
-/// (`global_avgpool2d`, `global_maxpool2d`), and their rows read as sequences of
-/// 28 steps of 28 channels.
+/// The sequence and normalization layers on MNIST: images pooled whole
+/// (`global_avgpool2d`, `global_maxpool2d`), their rows read as sequences of 28
+/// steps of 28 channels, layer normalization after a conv (NCHW in ONNX) and a
+/// dense layer, with and without its parameters.
 #[test]
 fn sequence_and_global_pooling_layers_export() {
     let Some(python) = python() else {
@@ -321,6 +322,12 @@ fn sequence_and_global_pooling_layers_export() {
             "global_max_2d",
             "input image: [28, 28, 1]\n  conv2d(6, kernel_size = 3, padding = \"same\")\n  \
              batchnorm\n  global_maxpool2d\n  dense(10, activation = softmax)",
+        ),
+        (
+            "layer_norm",
+            "input image: [28, 28, 1]\n  conv2d(4, kernel_size = 3, strides = 2)\n  layer_norm\n  \
+             layer_norm(center = false, scale = false)\n  flatten\n  dense(32, activation = relu)\n  \
+             layer_norm(scale = false)\n  dense(10, activation = softmax)",
         ),
         (
             "global_1d",

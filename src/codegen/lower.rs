@@ -87,6 +87,9 @@ impl Lower<'_, '_, '_> {
             Op::BatchNormTrainGrad { epsilon } => self.batch_norm_train_grad(ins, out, epsilon),
             Op::BatchNormGammaGrad { epsilon } => self.gamma_grad(ins, out, epsilon),
             Op::MovingAverage { momentum } => self.moving_average(ins[0], ins[1], momentum),
+            Op::LayerNorm { epsilon, scale, .. } => self.layer_norm(ins, out, epsilon, scale),
+            Op::LayerNormGrad { epsilon, scale } => self.layer_norm_grad(ins, out, epsilon, scale),
+            Op::LayerNormGammaGrad { epsilon } => self.layer_norm_gamma_grad(ins, out, epsilon),
         }
     }
 

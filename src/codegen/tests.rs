@@ -587,20 +587,34 @@ fn random_model_error(seed: u64) -> (f64, String) {
     let input = rng.gen_range(1..=20);
     // Dropout after some hidden layers.
     let mut kinds = vec![];
+    // Layer normalization of hidden layers wide enough to have a spread, drawn from
+    // a generator of its own so that the models without it stay as they were.
+    let mut norm_rng = StdRng::seed_from_u64(!seed);
     for (i, &(units, act)) in layers.iter().enumerate() {
         kinds.push(dense(units, act));
+        if i < last && units >= 4 && norm_rng.gen_bool(0.3) {
+            kinds.push(LayerKind::LayerNorm {
+                epsilon: 1e-3,
+                center: norm_rng.gen_bool(0.8),
+                scale: norm_rng.gen_bool(0.8),
+            });
+        }
         if i < last && rng.gen_bool(0.3) {
             kinds.push(LayerKind::Dropout {
                 rate: rng.gen_range(0.1..0.6),
             });
         }
     }
+    let norms = kinds
+        .iter()
+        .filter(|k| matches!(k, LayerKind::LayerNorm { .. }))
+        .count();
     let model = sequential(&[input], kinds, loss, opt);
     let classes = layers[last].0;
     let rows = rng.gen_range(1..=24);
     let batch = rng.gen_range(1..=12);
     let what = format!(
-        "seed {seed}: {input} -> {layers:?}, {loss:?}, {opt:?}, {rows} rows / batch {batch}"
+        "seed {seed}: {input} -> {layers:?} ({norms} layer_norm), {loss:?}, {opt:?}, {rows} rows / batch {batch}"
     );
 
     let x = random(&mut rng, rows * input, -1.5, 1.5);
@@ -897,6 +911,24 @@ fn image_and_normalization_ops_match_the_interpreter() {
         let db = push(Op::SumRows, &[dx]);
         let op = Op::BatchNormTrainGrad { epsilon };
         push(op, &[x, mean, var, gamma, dx, dg, db]);
+        // Layer normalization over the channels of every pixel, with and without
+        // its parameters.
+        for (scale, center) in [(true, true), (false, true), (true, false), (false, false)] {
+            let mut ins = vec![x];
+            ins.extend(scale.then_some(gamma));
+            ins.extend(center.then_some(beta));
+            let op = Op::LayerNorm {
+                epsilon,
+                scale,
+                center,
+            };
+            push(op, &ins);
+            let mut ins = vec![x];
+            ins.extend(scale.then_some(gamma));
+            ins.push(dx);
+            push(Op::LayerNormGrad { epsilon, scale }, &ins);
+        }
+        push(Op::LayerNormGammaGrad { epsilon }, &[x, dx]);
         g.node(Op::MovingAverage { momentum: 0.9 }, &[avg, var], avg);
         check_op(&g, &[0.0], &[], k as u64, 1e-6);
     }

@@ -234,6 +234,21 @@ fn build(model: &Model, batch: usize, mode: Mode) -> Result<Graph, String> {
                 cur = g.push(Op::AvgPool2d(win), vec![cur], format!("{name}.out"))?;
                 pre = None;
             }
+            LayerKind::LayerNorm {
+                epsilon,
+                center,
+                scale,
+            } => {
+                let op = Op::LayerNorm {
+                    epsilon: *epsilon,
+                    scale: *scale,
+                    center: *center,
+                };
+                let mut inputs = vec![cur];
+                inputs.extend(&layer_params[index]);
+                cur = g.push(op, inputs, format!("{name}.out"))?;
+                pre = None;
+            }
             LayerKind::GlobalPool { max, .. } => {
                 cur = global_pool(&mut g, cur, *max, name)?;
                 pre = None;

@@ -60,6 +60,7 @@ pub fn sequential(
             LayerKind::AvgPool2d { .. } => "avgpool2d",
             LayerKind::BatchNorm { .. } => "batchnorm",
             LayerKind::GlobalPool { .. } => "global_pool",
+            LayerKind::LayerNorm { .. } => "layer_norm",
         };
         let n = counts.entry(base).or_insert(0usize);
         let name = if *n == 0 {

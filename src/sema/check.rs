@@ -513,6 +513,23 @@ fn layer_kind(call: &Call, diags: &mut Vec<Diagnostic>) -> Option<LayerKind> {
                 epsilon: epsilon? as f32,
             })
         }
+        "layer_norm" => {
+            let b = bind(call, &what, &["epsilon", "center", "scale"], &[], d);
+            let epsilon = opt(
+                &b,
+                "epsilon",
+                0.001,
+                |v, p| args::float_in(v, p, |x| x > 0.0, "must be positive"),
+                d,
+            );
+            let center = opt(&b, "center", true, args::boolean, d);
+            let scale = opt(&b, "scale", true, args::boolean, d);
+            Some(LayerKind::LayerNorm {
+                epsilon: epsilon? as f32,
+                center: center?,
+                scale: scale?,
+            })
+        }
         "reshape" => {
             let b = bind(call, &what, &["shape"], &["shape"], d);
             let shape = req(
@@ -620,9 +637,10 @@ fn infer(
         LayerKind::Flatten => {
             return Ok(vec![shape.iter().fold(1u64, |a, &b| a.saturating_mul(b))])
         }
-        LayerKind::Dropout { .. } | LayerKind::Activation(_) | LayerKind::BatchNorm { .. } => {
-            return Ok(shape.clone())
-        }
+        LayerKind::Dropout { .. }
+        | LayerKind::Activation(_)
+        | LayerKind::BatchNorm { .. }
+        | LayerKind::LayerNorm { .. } => return Ok(shape.clone()),
         LayerKind::Reshape { shape: target } => {
             let have = shape
                 .iter()

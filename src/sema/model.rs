@@ -108,6 +108,13 @@ pub enum LayerKind {
         max: bool,
         dims: usize,
     },
+    /// Keras's `LayerNormalization` over the last axis: `gamma` with `scale`,
+    /// `beta` with `center`.
+    LayerNorm {
+        epsilon: f32,
+        center: bool,
+        scale: bool,
+    },
 }
 
 impl LayerKind {
@@ -127,9 +134,10 @@ impl LayerKind {
         match self {
             LayerKind::Dense { units, .. } => (input.len() == 1).then(|| vec![*units]),
             LayerKind::Flatten => Some(vec![input.iter().product()]),
-            LayerKind::Dropout { .. } | LayerKind::Activation(_) | LayerKind::BatchNorm { .. } => {
-                Some(input.to_vec())
-            }
+            LayerKind::Dropout { .. }
+            | LayerKind::Activation(_)
+            | LayerKind::BatchNorm { .. }
+            | LayerKind::LayerNorm { .. } => Some(input.to_vec()),
             LayerKind::Reshape { shape } => (shape.iter().product::<usize>()
                 == input.iter().product::<usize>())
             .then(|| shape.clone()),
@@ -219,6 +227,17 @@ impl Layer {
                     p("moving_mean", vec![c], false, Initializer::Zeros),
                     p("moving_variance", vec![c], false, Initializer::Ones),
                 ]
+            }
+            LayerKind::LayerNorm { center, scale, .. } => {
+                let c = *self.input_shape.last().unwrap_or(&1);
+                let mut v = vec![];
+                if *scale {
+                    v.push(p("gamma", vec![c], true, Initializer::Ones));
+                }
+                if *center {
+                    v.push(p("beta", vec![c], true, Initializer::Zeros));
+                }
+                v
             }
             _ => vec![],
         }

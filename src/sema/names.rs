@@ -18,6 +18,7 @@ const LAYER_KINDS: &[&str] = &[
     "global_maxpool1d",
     "global_avgpool2d",
     "global_maxpool2d",
+    "layer_norm",
 ];
 /// Every layer name: the layer kinds, then one layer per activation.
 pub static LAYERS: LazyLock<Vec<&'static str>> = LazyLock::new(|| {
@@ -74,6 +75,7 @@ pub const SETTINGS: &[&str] = &[
 /// Keras spellings that are too far from the nnc name for edit distance to find.
 const ALIASES: &[(&str, &str)] = &[
     ("batchnormalization", "batchnorm"),
+    ("layernormalization", "layer_norm"),
     ("averagepooling2d", "avgpool2d"),
     ("maxpooling2d", "maxpool2d"),
     ("globalaveragepooling2d", "global_avgpool2d"),
