@@ -121,7 +121,7 @@ pub fn check_model(block: &ModelBlock, diags: &mut Vec<Diagnostic>) -> CheckedMo
                 };
                 let kind = layer_kind(call, diags);
                 let input_shape = current.take();
-                let (Some(kind), Some(cur)) = (kind, input_shape) else {
+                let (Some(mut kind), Some(cur)) = (kind, input_shape) else {
                     continue;
                 };
                 let shape = match infer(&kind, &cur, call, &layer_name, diags) {
@@ -141,6 +141,10 @@ pub fn check_model(block: &ModelBlock, diags: &mut Vec<Diagnostic>) -> CheckedMo
                     from: span.clone(),
                     from_name: format!("`{layer_name}`"),
                 });
+                if let LayerKind::Reshape { shape: target } = &mut kind {
+                    // A `-1` is known now.
+                    *target = shape.iter().map(|&x| x as usize).collect();
+                }
                 if shape.last() == Some(&1) && applies_softmax(&kind) {
                     constant.push(softmax_over_one(&layer_name, span));
                 }
@@ -532,18 +536,7 @@ fn layer_kind(call: &Call, diags: &mut Vec<Diagnostic>) -> Option<LayerKind> {
         }
         "reshape" => {
             let b = bind(call, &what, &["shape"], &["shape"], d);
-            let shape = req(
-                &b,
-                "shape",
-                |v, p| match &v.kind {
-                    ValueKind::List(items) if !items.is_empty() => items
-                        .iter()
-                        .map(|it| args::positive(it, p).map(|x| x as usize))
-                        .collect(),
-                    _ => Err(args::type_error(v, "a non-empty list of dimensions", p)),
-                },
-                d,
-            )?;
+            let shape = req(&b, "shape", reshape_target, d)?;
             Some(LayerKind::Reshape { shape })
         }
         _ if names::ACTIVATIONS.contains(&name) => {
@@ -572,6 +565,41 @@ pub fn global_pool_name(max: bool, dims: usize) -> &'static str {
         (false, _) => "global_avgpool2d",
         (true, _) => "global_maxpool2d",
     }
+}
+
+/// `reshape`'s target: positive dimensions and at most one `-1`, held as 0 until
+/// `infer` knows the input's size and puts the dimension there.
+fn reshape_target(v: &Value, param: &str) -> Result<Vec<usize>, Diagnostic> {
+    let ValueKind::List(items) = &v.kind else {
+        return Err(args::type_error(v, "a non-empty list of dimensions", param));
+    };
+    if items.is_empty() {
+        return Err(args::type_error(v, "a non-empty list of dimensions", param));
+    }
+    let mut unknown: Option<&Value> = None;
+    let mut dims = vec![];
+    for it in items {
+        if args::int(it, param).ok() == Some(-1) {
+            if let Some(first) = unknown {
+                return Err(Diagnostic::error(
+                    codes::RESHAPE,
+                    "`reshape` can infer one dimension, but its shape has two `-1`",
+                    it.span.clone(),
+                    "second `-1`",
+                )
+                .with_label(first.span.clone(), "first `-1`")
+                .with_help("write every dimension but one"));
+            }
+            unknown = Some(it);
+            dims.push(0);
+        } else {
+            let d = args::positive(it, param).map_err(|e| {
+                e.with_help("a dimension is a positive integer, or `-1` for the one inferred")
+            })?;
+            dims.push(d as usize);
+        }
+    }
+    Ok(dims)
 }
 
 fn show(shape: &[u64]) -> String {
@@ -641,6 +669,45 @@ fn infer(
         | LayerKind::Activation(_)
         | LayerKind::BatchNorm { .. }
         | LayerKind::LayerNorm { .. } => return Ok(shape.clone()),
+        LayerKind::Reshape { shape: target } if target.contains(&0) => {
+            // One dimension is `-1`: the input's elements over the known ones.
+            let have = shape
+                .iter()
+                .fold(1u128, |a, &b| a.saturating_mul(b as u128));
+            let known = target
+                .iter()
+                .filter(|&&x| x != 0)
+                .fold(1u128, |a, &b| a.saturating_mul(b as u128));
+            let written = || {
+                let dims: Vec<String> = target
+                    .iter()
+                    .map(|&x| if x == 0 { "-1".into() } else { x.to_string() })
+                    .collect();
+                format!("[{}]", dims.join(", "))
+            };
+            if have % known != 0 {
+                d.push(
+                    Diagnostic::error(
+                        codes::RESHAPE,
+                        format!(
+                            "cannot reshape {} ({have} elements) to {}: {have} is not a multiple of {known}",
+                            show(shape),
+                            written()
+                        ),
+                        call.span.clone(),
+                        format!("the known dimensions hold {known} elements"),
+                    )
+                    .with_label(cur.from.clone(), format!("{came_from}: {have} elements"))
+                    .with_help("the `-1` dimension must come out whole: change the known dimensions"),
+                );
+                return Err(None);
+            }
+            let inferred = (have / known) as u64;
+            return Ok(target
+                .iter()
+                .map(|&x| if x == 0 { inferred } else { x as u64 })
+                .collect());
+        }
         LayerKind::Reshape { shape: target } => {
             let have = shape
                 .iter()

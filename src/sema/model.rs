@@ -100,6 +100,7 @@ pub enum LayerKind {
         epsilon: f32,
     },
     Reshape {
+        /// Every dimension known (sema has put the inferred one in place of `-1`).
         shape: Vec<usize>,
     },
     /// The mean (or, with `max`, the maximum) of each channel over every position
