@@ -303,8 +303,9 @@ fn export_trained(nn: &Path, input: &Path, dir: &Path) -> [PathBuf; 3] {
 
 /// The sequence and normalization layers on MNIST: images pooled whole
 /// (`global_avgpool2d`, `global_maxpool2d`), their rows read as sequences of 28
-/// steps of 28 channels, layer normalization after a conv (NCHW in ONNX) and a
-/// dense layer, with and without its parameters.
+/// steps of 28 channels through conv1d and 1-d pools (odd sizes, strides that do
+/// not divide, `same` padding) and global pools, layer normalization after a conv
+/// (NCHW in ONNX) and a dense layer, with and without its parameters.
 #[test]
 fn sequence_and_global_pooling_layers_export() {
     let Some(python) = python() else {
@@ -328,6 +329,14 @@ fn sequence_and_global_pooling_layers_export() {
             "input image: [28, 28, 1]\n  conv2d(4, kernel_size = 3, strides = 2)\n  layer_norm\n  \
              layer_norm(center = false, scale = false)\n  flatten\n  dense(32, activation = relu)\n  \
              layer_norm(scale = false)\n  dense(10, activation = softmax)",
+        ),
+        (
+            "conv1d",
+            "input image: [28, 28, 1]\n  reshape(shape = [28, -1])\n  \
+             conv1d(8, kernel_size = 4, strides = 3, padding = \"same\", activation = gelu)\n  \
+             maxpool1d(pool_size = 3, strides = 2, padding = \"same\")\n  \
+             conv1d(6, kernel_size = 2, activation = relu)\n  avgpool1d(pool_size = 3, strides = 1, \
+             padding = \"same\")\n  avgpool1d\n  flatten\n  dense(10, activation = softmax)",
         ),
         (
             "global_1d",

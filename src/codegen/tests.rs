@@ -13,7 +13,7 @@ use crate::ir::graph::{Graph, LossKind, Node, Op, Role, TensorId, Window};
 use crate::ir::init::initialize;
 use crate::ir::interp;
 use crate::ir::layout::Layout;
-use crate::ir::testing::{conv2d, dense, sequential};
+use crate::ir::testing::{conv1d, conv2d, dense, sequential};
 use crate::sema::model::{Activation, LayerKind, Loss, Optimizer, Padding};
 use cranelift_codegen::ir::Value;
 
@@ -1075,6 +1075,105 @@ fn random_conv_models_agree_with_the_interpreter() {
     let mut worst = (0.0, String::new());
     for seed in 0..150 {
         let err = random_conv_model_error(seed);
+        if err.0 > worst.0 || err.0.is_nan() {
+            worst = err;
+        }
+    }
+    println!(
+        "largest JIT/interpreter difference: {:e} ({})",
+        worst.0, worst.1
+    );
+    assert!(worst.0 < 1e-5, "{:e} at {}", worst.0, worst.1);
+}
+
+/// A random sequence model: conv1d layers and 1-d pools (odd lengths, strides
+/// that do not divide, both paddings), sometimes a layer_norm, then flatten or a
+/// global pool and a dense head; trained for an epoch by both executors.
+fn random_sequence_model_error(seed: u64) -> (f64, String) {
+    let mut rng = StdRng::seed_from_u64(seed);
+    let acts = hidden_activations();
+    let losses = [
+        Loss::Mse,
+        Loss::SparseCategoricalCrossentropy,
+        Loss::BinaryCrossentropy,
+    ];
+    let loss = losses[rng.gen_range(0..losses.len())];
+    let opts = optimizers();
+    let opt = opts[rng.gen_range(0..opts.len())];
+    let input = [rng.gen_range(2..=12), rng.gen_range(1..=4)];
+    let mut steps = input[0];
+    // A window that fits: `valid` only when it is no longer than the sequence.
+    let window = |rng: &mut StdRng, steps: usize| {
+        let (size, stride) = (rng.gen_range(1..=4), rng.gen_range(1..=3));
+        let padding = if size <= steps && rng.gen_bool(0.5) {
+            Padding::Valid
+        } else {
+            Padding::Same
+        };
+        let out = padding
+            .windows(steps as u64, size as u64, stride as u64)
+            .expect("fits") as usize;
+        (size, stride, padding, out)
+    };
+    let mut kinds = vec![];
+    for _ in 0..rng.gen_range(1..=2) {
+        let (size, stride, padding, out) = window(&mut rng, steps);
+        let filters = rng.gen_range(1..=6);
+        kinds.push(conv1d(
+            filters,
+            size,
+            stride,
+            padding,
+            acts[rng.gen_range(0..acts.len())],
+        ));
+        steps = out;
+        if filters >= 4 && rng.gen_bool(0.3) {
+            kinds.push(LayerKind::LayerNorm {
+                epsilon: 1e-3,
+                center: true,
+                scale: true,
+            });
+        }
+        if rng.gen_bool(0.5) {
+            let (pool_size, strides, padding, out) = window(&mut rng, steps);
+            kinds.push(LayerKind::Pool1d {
+                max: rng.gen_bool(0.5),
+                pool_size,
+                strides,
+                padding,
+            });
+            steps = out;
+        }
+    }
+    kinds.push(if rng.gen_bool(0.5) {
+        LayerKind::Flatten
+    } else {
+        LayerKind::GlobalPool {
+            max: rng.gen_bool(0.5),
+            dims: 1,
+        }
+    });
+    let (classes, head) = match loss {
+        Loss::Mse => (rng.gen_range(1..=3), Activation::Linear),
+        Loss::BinaryCrossentropy => (1, Activation::Sigmoid),
+        _ => (rng.gen_range(2..=5), Activation::Softmax),
+    };
+    kinds.push(dense(classes, head));
+    let what = format!("seed {seed}: {input:?} {kinds:?}, {loss:?}, {opt:?}");
+    let model = sequential(&input, kinds, loss, opt);
+    let rows = rng.gen_range(1..=9);
+    let batch = rng.gen_range(1..=4);
+    let x = random(&mut rng, rows * input[0] * input[1], -1.5, 1.5);
+    let y = model_targets(&mut rng, loss, rows, classes);
+    let what = format!("{what}, {rows} rows / batch {batch}");
+    train_both(&model, &x, &y, rows, batch, seed, &what)
+}
+
+#[test]
+fn random_sequence_models_agree_with_the_interpreter() {
+    let mut worst = (0.0, String::new());
+    for seed in 0..100 {
+        let err = random_sequence_model_error(seed);
         if err.0 > worst.0 || err.0.is_nan() {
             worst = err;
         }

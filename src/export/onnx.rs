@@ -11,7 +11,8 @@
 //! `same` padding is written as explicit pads, the extra row or column after the
 //! input as Keras pads; `avgpool2d` does not count the padding, as Keras.
 //! Batch normalization is its inference form (moving statistics); dropout is the
-//! identity and leaves no node.
+//! identity and leaves no node. Sequence layers (`conv1d`, the 1-d pools) run on
+//! `[batch, c, steps]` between two transposes.
 
 use prost::Message;
 
@@ -164,6 +165,55 @@ pub fn export(model: &Model, trained: &Trained) -> Result<Vec<u8>, String> {
                     let attrs = vec![ints_attr("axes", &[1]), int_attr("keepdims", 0)];
                     b.node(op, &[&x], attrs, name)
                 };
+            }
+            LayerKind::Conv1d {
+                filters,
+                kernel_size,
+                strides,
+                padding,
+                activation,
+                use_bias,
+                ..
+            } => {
+                // ONNX's 1-d Conv reads [batch, c, steps].
+                let [steps, c] = [layer.input_shape[0], layer.input_shape[1]];
+                let ncw = b.transpose(&x, &[0, 2, 1], &format!("{name}.ncw"));
+                // Keras's [k, c, filters] is HWIO with a height of 1; OIHW's
+                // elements are then those of [filters, c, k].
+                let wio = b.values(&format!("{name}.kernel"))?;
+                let oiw = hwio_to_oihw(wio, [1, *kernel_size], c, *filters);
+                let kernel = b.constant(
+                    &format!("{name}.kernel"),
+                    &[*filters, c, *kernel_size],
+                    &oiw,
+                );
+                let mut inputs = vec![ncw, kernel];
+                if *use_bias {
+                    inputs.push(b.weight(name, "bias")?);
+                }
+                let attrs = window_attrs_1d(steps, *kernel_size, *strides, *padding);
+                let refs: Vec<&str> = inputs.iter().map(String::as_str).collect();
+                let conv = b.node("Conv", &refs, attrs, &format!("{name}.conv"));
+                x = b.transpose(&conv, &[0, 2, 1], name);
+                x = b.activation(&x, *activation, false, name);
+            }
+            LayerKind::Pool1d {
+                max,
+                pool_size,
+                strides,
+                padding,
+            } => {
+                let ncw = b.transpose(&x, &[0, 2, 1], &format!("{name}.ncw"));
+                let mut attrs =
+                    window_attrs_1d(layer.input_shape[0], *pool_size, *strides, *padding);
+                let op = if *max {
+                    "MaxPool"
+                } else {
+                    attrs.push(int_attr("count_include_pad", 0));
+                    "AveragePool"
+                };
+                let pooled = b.node(op, &[&ncw], attrs, &format!("{name}.pool"));
+                x = b.transpose(&pooled, &[0, 2, 1], name);
             }
             LayerKind::LayerNorm {
                 epsilon,
@@ -473,6 +523,29 @@ fn window_attrs(
         ints_attr("strides", &to_i64(strides)),
         ints_attr("pads", &pads),
     ]
+}
+
+/// `window_attrs` of a window along a sequence of `steps`: the second axis of the
+/// same window over an image one row high.
+fn window_attrs_1d(
+    steps: usize,
+    size: usize,
+    stride: usize,
+    padding: Padding,
+) -> Vec<AttributeProto> {
+    let image = window_attrs([1, steps], [1, size], [1, stride], padding);
+    image
+        .into_iter()
+        .map(|mut attr| {
+            // [height, width] -> [width]; pads [top, left, bottom, right] -> [left, right].
+            attr.ints = match attr.ints.as_slice() {
+                &[_, w] => vec![w],
+                &[_, left, _, right] => vec![left, right],
+                other => other.to_vec(),
+            };
+            attr
+        })
+        .collect()
 }
 
 fn to_f32(v: &[f64]) -> Vec<f32> {

@@ -185,31 +185,53 @@ fn build(model: &Model, batch: usize, mode: Mode) -> Result<Graph, String> {
                 use_bias,
                 ..
             } => {
-                let (win, [oh, ow], c) = window(&g, cur, *kernel_size, *strides, *padding, name)?;
+                let (win, ..) = window(&g, cur, *kernel_size, *strides, *padding, name)?;
                 let params = &layer_params[index];
-                let taps = kernel_size[0] * kernel_size[1] * c;
-                let cols = if win.size == [1, 1] && win.strides == [1, 1] {
-                    // Every patch is one pixel: the image already is the matrix.
-                    g.push_reshape(cur, vec![batch * oh * ow, c], format!("{name}.cols"))
-                } else {
-                    g.push(Op::Im2col(win), vec![cur], format!("{name}.cols"))?
-                };
-                let kernel = g.push_reshape(
-                    params[0],
-                    vec![taps, *filters],
-                    format!("{name}.kernel_matrix"),
-                );
-                let mm = Op::MatMul {
-                    trans_a: false,
-                    trans_b: false,
-                };
-                cur = g.push(mm, vec![cols, kernel], format!("{name}.matmul"))?;
-                let image = vec![batch, oh, ow, *filters];
-                cur = g.push_reshape(cur, image, format!("{name}.conv"));
-                if *use_bias {
-                    cur = g.push(Op::AddBias, vec![cur, params[1]], format!("{name}.biased"))?;
-                }
+                cur = convolve(&mut g, cur, win, *filters, params, *use_bias, name)?;
                 (cur, pre) = activate(&mut g, cur, *activation, name)?;
+            }
+            LayerKind::Conv1d {
+                filters,
+                kernel_size,
+                strides,
+                padding,
+                activation,
+                use_bias,
+                ..
+            } => {
+                // The sequence is an image one pixel high.
+                let image = as_image(&mut g, cur, name)?;
+                let (win, ..) =
+                    window(&g, image, [1, *kernel_size], [1, *strides], *padding, name)?;
+                let params = &layer_params[index];
+                let conv = convolve(&mut g, image, win, *filters, params, *use_bias, name)?;
+                cur = as_sequence(&mut g, conv, name);
+                (cur, pre) = activate(&mut g, cur, *activation, name)?;
+            }
+            LayerKind::Pool1d {
+                max,
+                pool_size,
+                strides,
+                padding,
+            } => {
+                let image = as_image(&mut g, cur, name)?;
+                let (win, ..) = window(&g, image, [1, *pool_size], [1, *strides], *padding, name)?;
+                let pooled = if *max {
+                    let argmax = g.push(
+                        Op::MaxPool2dArgmax(win),
+                        vec![image],
+                        format!("{name}.argmax"),
+                    )?;
+                    g.push(
+                        Op::MaxPool2d(win),
+                        vec![image, argmax],
+                        format!("{name}.pool"),
+                    )?
+                } else {
+                    g.push(Op::AvgPool2d(win), vec![image], format!("{name}.pool"))?
+                };
+                cur = as_sequence(&mut g, pooled, name);
+                pre = None;
             }
             LayerKind::MaxPool2d {
                 pool_size,
@@ -318,15 +340,68 @@ fn build(model: &Model, batch: usize, mode: Mode) -> Result<Graph, String> {
     Ok(g)
 }
 
+/// A convolution of the image `x` `[batch, h, w, c]` with `params` (the kernel
+/// `[kh, kw, c, filters]` or, for conv1d, `[kw, c, filters]`: the same elements,
+/// then the bias): im2col, one matrix product, the bias.
+fn convolve(
+    g: &mut Graph,
+    x: TensorId,
+    win: Window,
+    filters: usize,
+    params: &[TensorId],
+    use_bias: bool,
+    name: &str,
+) -> Result<TensorId, String> {
+    let (batch, c) = (g.batch, *g.tensors[x].shape.last().unwrap_or(&1));
+    let [oh, ow] = win.output().map_err(|e| format!("layer `{name}`: {e}"))?;
+    let taps = win.size[0] * win.size[1] * c;
+    let cols = if win.size == [1, 1] && win.strides == [1, 1] {
+        // Every patch is one pixel: the image already is the matrix.
+        g.push_reshape(x, vec![batch * oh * ow, c], format!("{name}.cols"))
+    } else {
+        g.push(Op::Im2col(win), vec![x], format!("{name}.cols"))?
+    };
+    let kernel = g.push_reshape(
+        params[0],
+        vec![taps, filters],
+        format!("{name}.kernel_matrix"),
+    );
+    let mm = Op::MatMul {
+        trans_a: false,
+        trans_b: false,
+    };
+    let mut cur = g.push(mm, vec![cols, kernel], format!("{name}.matmul"))?;
+    cur = g.push_reshape(cur, vec![batch, oh, ow, filters], format!("{name}.conv"));
+    if use_bias {
+        cur = g.push(Op::AddBias, vec![cur, params[1]], format!("{name}.biased"))?;
+    }
+    Ok(cur)
+}
+
+/// The sequence `x` `[batch, steps, c]` as the image `[batch, 1, steps, c]`.
+fn as_image(g: &mut Graph, x: TensorId, name: &str) -> Result<TensorId, String> {
+    match *g.tensors[x].shape.as_slice() {
+        [b, steps, c] => Ok(g.push_reshape(x, vec![b, 1, steps, c], format!("{name}.image"))),
+        ref other => Err(format!(
+            "layer `{name}` needs a sequence input [steps, channels], found shape {:?}",
+            &other[1..]
+        )),
+    }
+}
+
+/// The image `x` `[batch, 1, steps, c]` as the sequence `[batch, steps, c]`.
+fn as_sequence(g: &mut Graph, x: TensorId, name: &str) -> TensorId {
+    let shape = &g.tensors[x].shape;
+    let sequence = vec![shape[0], shape[2], shape[3]];
+    g.push_reshape(x, sequence, format!("{name}.sequence"))
+}
+
 /// Global pooling: one window over the whole of `x` (`[batch, steps, c]` is seen
 /// as the image `[batch, 1, steps, c]`), then `[batch, c]`.
 fn global_pool(g: &mut Graph, x: TensorId, max: bool, layer: &str) -> Result<TensorId, String> {
     let shape = g.tensors[x].shape.clone();
     let (image, size) = match *shape.as_slice() {
-        [b, steps, c] => {
-            let image = g.push_reshape(x, vec![b, 1, steps, c], format!("{layer}.image"));
-            (image, [1, steps])
-        }
+        [_, steps, _] => (as_image(g, x, layer)?, [1, steps]),
         [_, h, w, _] => (x, [h, w]),
         _ => {
             return Err(format!(

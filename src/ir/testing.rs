@@ -61,6 +61,9 @@ pub fn sequential(
             LayerKind::BatchNorm { .. } => "batchnorm",
             LayerKind::GlobalPool { .. } => "global_pool",
             LayerKind::LayerNorm { .. } => "layer_norm",
+            LayerKind::Conv1d { .. } => "conv1d",
+            LayerKind::Pool1d { max: true, .. } => "maxpool1d",
+            LayerKind::Pool1d { max: false, .. } => "avgpool1d",
         };
         let n = counts.entry(base).or_insert(0usize);
         let name = if *n == 0 {
@@ -114,6 +117,26 @@ pub fn conv2d(
     activation: Activation,
 ) -> LayerKind {
     LayerKind::Conv2d {
+        filters,
+        kernel_size,
+        strides,
+        padding,
+        activation,
+        use_bias: true,
+        kernel_initializer: Initializer::GlorotUniform,
+        bias_initializer: Initializer::Zeros,
+    }
+}
+
+/// A `conv1d` layer with Keras's defaults (bias, glorot_uniform kernel, zero bias).
+pub fn conv1d(
+    filters: usize,
+    kernel_size: usize,
+    strides: usize,
+    padding: Padding,
+    activation: Activation,
+) -> LayerKind {
+    LayerKind::Conv1d {
         filters,
         kernel_size,
         strides,

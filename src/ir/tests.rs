@@ -9,7 +9,9 @@ use super::graph::{Graph, Op};
 use super::init::initialize;
 use super::interp::{run, run_in};
 use super::layout::Layout;
-use super::testing::{conv2d, dense, dense_model, gradient_error, sequential, without_updates};
+use super::testing::{
+    conv1d, conv2d, dense, dense_model, gradient_error, sequential, without_updates,
+};
 use crate::sema::model::{Activation, LayerKind, Loss, Model, Optimizer, Padding};
 
 const ADAM: Optimizer = Optimizer::Adam {
@@ -439,6 +441,38 @@ fn conv_models_gradients_match_finite_differences() {
             ],
             &[2],
             Loss::BinaryCrossentropy,
+        ),
+        // Sequences: odd lengths, strides that do not divide, `same` padding.
+        with_loss(
+            vec![
+                conv1d(3, 3, 2, Same, Tanh),
+                LayerKind::Pool1d {
+                    max: true,
+                    pool_size: 2,
+                    strides: 1,
+                    padding: Same,
+                },
+                conv1d(2, 2, 1, Valid, Sigmoid),
+                LayerKind::Flatten,
+                dense(3, Softmax),
+            ],
+            &[7, 2],
+            Loss::SparseCategoricalCrossentropy,
+        ),
+        with_loss(
+            vec![
+                conv1d(4, 2, 3, Valid, Elu { alpha: 1.0 }),
+                LayerKind::Pool1d {
+                    max: false,
+                    pool_size: 3,
+                    strides: 2,
+                    padding: Same,
+                },
+                LayerKind::GlobalPool { max: true, dims: 1 },
+                dense(1, Linear),
+            ],
+            &[9, 3],
+            Loss::Mse,
         ),
         // Global pooling over odd images and sequences.
         with_loss(

@@ -183,6 +183,9 @@ fn applies_softmax(kind: &LayerKind) -> bool {
         } | LayerKind::Conv2d {
             activation: Activation::Softmax,
             ..
+        } | LayerKind::Conv1d {
+            activation: Activation::Softmax,
+            ..
         } | LayerKind::Activation(Activation::Softmax)
     )
 }
@@ -468,6 +471,48 @@ fn layer_kind(call: &Call, diags: &mut Vec<Diagnostic>) -> Option<LayerKind> {
                 bias_initializer: bi?,
             })
         }
+        "conv1d" => {
+            let b = bind(call, &what, CONV, &["filters", "kernel_size"], d);
+            let filters = req(&b, "filters", args::positive, d);
+            let kernel = req(&b, "kernel_size", args::positive, d);
+            let strides = opt(&b, "strides", 1, args::positive, d);
+            let pad = opt(&b, "padding", Padding::Valid, padding, d);
+            let act = match b.get("activation") {
+                None => Some(Activation::Linear),
+                Some(v) => activation_value(v, "activation", d),
+            };
+            let use_bias = opt(&b, "use_bias", true, args::boolean, d);
+            let ki = opt(
+                &b,
+                "kernel_initializer",
+                Initializer::GlorotUniform,
+                initializer,
+                d,
+            );
+            let bi = opt(&b, "bias_initializer", Initializer::Zeros, initializer, d);
+            Some(LayerKind::Conv1d {
+                filters: filters? as usize,
+                kernel_size: kernel? as usize,
+                strides: strides? as usize,
+                padding: pad?,
+                activation: act?,
+                use_bias: use_bias?,
+                kernel_initializer: ki?,
+                bias_initializer: bi?,
+            })
+        }
+        "maxpool1d" | "avgpool1d" => {
+            let b = bind(call, &what, POOL, &[], d);
+            let pool = opt(&b, "pool_size", 2, args::positive, d)?;
+            let strides = opt(&b, "strides", pool, args::positive, d)?;
+            let pad = opt(&b, "padding", Padding::Valid, padding, d)?;
+            Some(LayerKind::Pool1d {
+                max: name == "maxpool1d",
+                pool_size: pool as usize,
+                strides: strides as usize,
+                padding: pad,
+            })
+        }
         "maxpool2d" | "avgpool2d" => {
             let b = bind(call, &what, POOL, &[], d);
             let pool = opt(&b, "pool_size", [2, 2], args::pair, d)?;
@@ -555,6 +600,64 @@ fn layer_kind(call: &Call, diags: &mut Vec<Diagnostic>) -> Option<LayerKind> {
             None
         }
     }
+}
+
+/// The output shape of a window (`conv1d` or a 1-d pool) sliding along a sequence
+/// `[steps, c]`.
+#[allow(clippy::too_many_arguments)]
+fn infer_steps(
+    what: &str,
+    win: &str,
+    (k, s, padding): (usize, usize, Padding),
+    channels: Option<u64>,
+    cur: &Current,
+    call: &Call,
+    name: &str,
+    d: &mut Vec<Diagnostic>,
+) -> Inferred {
+    let shape = &cur.shape;
+    let came_from = format!("{} gives {}", cur.from_name, show(shape));
+    let layer = if name == what {
+        format!("`{name}`")
+    } else {
+        format!("`{name}` ({what})")
+    };
+    let [n, c] = shape[..] else {
+        let help = match shape.len() {
+            1 => "a vector is one step: reshape it to steps of channels first, e.g. `reshape(shape = [-1, 1])`"
+                .to_string(),
+            3 => format!("for an image `[h, w, c]` use `{}`", what.replace("1d", "2d")),
+            _ => "the input must be `[steps, channels]` (channels last)".to_string(),
+        };
+        d.push(
+            Diagnostic::error(
+                codes::RANK,
+                format!(
+                    "{layer} needs a sequence `[steps, channels]`, but its input has shape {}",
+                    show(shape)
+                ),
+                call.span.clone(),
+                format!("input shape {}", show(shape)),
+            )
+            .with_label(cur.from.clone(), came_from)
+            .with_help(help),
+        );
+        return Err(None);
+    };
+    let Some(steps) = window(n, k as u64, s as u64, padding) else {
+        d.push(
+            Diagnostic::error(
+                codes::WINDOW,
+                format!("the {win} of {k} steps of `{name}` is longer than its {n}-step input"),
+                call.span.clone(),
+                format!("{win} of {k}"),
+            )
+            .with_label(cur.from.clone(), came_from)
+            .with_help("use a smaller window, or `padding = same`"),
+        );
+        return Err(None);
+    };
+    Ok(vec![steps, channels.unwrap_or(c)])
 }
 
 /// The `.nn` name of a global pooling layer.
@@ -752,6 +855,35 @@ fn infer(
             };
             d.push(rank_error(what, needs, &help));
             return Err(None);
+        }
+        LayerKind::Conv1d {
+            filters,
+            kernel_size,
+            strides,
+            padding,
+            ..
+        } => {
+            let win = (*kernel_size, *strides, *padding);
+            return infer_steps(
+                "conv1d",
+                "kernel",
+                win,
+                Some(*filters as u64),
+                cur,
+                call,
+                name,
+                d,
+            );
+        }
+        LayerKind::Pool1d {
+            max,
+            pool_size,
+            strides,
+            padding,
+        } => {
+            let what = if *max { "maxpool1d" } else { "avgpool1d" };
+            let win = (*pool_size, *strides, *padding);
+            return infer_steps(what, "pool window", win, None, cur, call, name, d);
         }
         LayerKind::Conv2d {
             filters,

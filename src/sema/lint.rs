@@ -7,16 +7,19 @@ use crate::diag::Diagnostic;
 /// The activation a layer applies, if it computes one.
 fn activation_of(l: &Layer) -> Option<Activation> {
     match &l.kind {
-        LayerKind::Dense { activation, .. } | LayerKind::Conv2d { activation, .. } => {
-            Some(*activation)
-        }
+        LayerKind::Dense { activation, .. }
+        | LayerKind::Conv2d { activation, .. }
+        | LayerKind::Conv1d { activation, .. } => Some(*activation),
         LayerKind::Activation(a) => Some(*a),
         _ => None,
     }
 }
 
 fn is_weighted(l: &Layer) -> bool {
-    matches!(l.kind, LayerKind::Dense { .. } | LayerKind::Conv2d { .. })
+    matches!(
+        l.kind,
+        LayerKind::Dense { .. } | LayerKind::Conv2d { .. } | LayerKind::Conv1d { .. }
+    )
 }
 
 /// Layers that stay linear maps (at inference) and so cannot separate two dense layers.

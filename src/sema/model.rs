@@ -116,6 +116,24 @@ pub enum LayerKind {
         center: bool,
         scale: bool,
     },
+    /// Keras's `Conv1D` over a sequence `[steps, c]`, kernel `[k, c, filters]`.
+    Conv1d {
+        filters: usize,
+        kernel_size: usize,
+        strides: usize,
+        padding: Padding,
+        activation: Activation,
+        use_bias: bool,
+        kernel_initializer: Initializer,
+        bias_initializer: Initializer,
+    },
+    /// Keras's `MaxPooling1D` (`max`) or `AveragePooling1D` over a sequence.
+    Pool1d {
+        max: bool,
+        pool_size: usize,
+        strides: usize,
+        padding: Padding,
+    },
 }
 
 impl LayerKind {
@@ -131,6 +149,13 @@ impl LayerKind {
                     .map(|windows| windows as usize)
             };
             Some(vec![along(h, 0)?, along(w, 1)?, channels])
+        };
+        let steps = |size: usize, stride: usize, padding: Padding, channels| {
+            let &[n, _] = input else { return None };
+            let windows = (size > 0 && stride > 0)
+                .then(|| padding.windows(n as u64, size as u64, stride as u64))
+                .flatten()?;
+            Some(vec![windows as usize, channels])
         };
         match self {
             LayerKind::Dense { units, .. } => (input.len() == 1).then(|| vec![*units]),
@@ -159,6 +184,19 @@ impl LayerKind {
                 strides,
                 padding,
             } => window(*pool_size, *strides, *padding, *input.last()?),
+            LayerKind::Conv1d {
+                filters,
+                kernel_size,
+                strides,
+                padding,
+                ..
+            } => steps(*kernel_size, *strides, *padding, *filters),
+            LayerKind::Pool1d {
+                pool_size,
+                strides,
+                padding,
+                ..
+            } => steps(*pool_size, *strides, *padding, *input.last()?),
             LayerKind::GlobalPool { dims, .. } => {
                 (input.len() == dims + 1).then(|| vec![input[*dims]])
             }
@@ -212,6 +250,26 @@ impl Layer {
                 let mut v = vec![p(
                     "kernel",
                     vec![kernel_size[0], kernel_size[1], c, *filters],
+                    true,
+                    *kernel_initializer,
+                )];
+                if *use_bias {
+                    v.push(p("bias", vec![*filters], true, *bias_initializer));
+                }
+                v
+            }
+            LayerKind::Conv1d {
+                filters,
+                kernel_size,
+                use_bias,
+                kernel_initializer,
+                bias_initializer,
+                ..
+            } => {
+                let c = *self.input_shape.last().unwrap_or(&1);
+                let mut v = vec![p(
+                    "kernel",
+                    vec![*kernel_size, c, *filters],
                     true,
                     *kernel_initializer,
                 )];

@@ -19,6 +19,9 @@ const LAYER_KINDS: &[&str] = &[
     "global_avgpool2d",
     "global_maxpool2d",
     "layer_norm",
+    "conv1d",
+    "maxpool1d",
+    "avgpool1d",
 ];
 /// Every layer name: the layer kinds, then one layer per activation.
 pub static LAYERS: LazyLock<Vec<&'static str>> = LazyLock::new(|| {
@@ -78,6 +81,8 @@ const ALIASES: &[(&str, &str)] = &[
     ("layernormalization", "layer_norm"),
     ("averagepooling2d", "avgpool2d"),
     ("maxpooling2d", "maxpool2d"),
+    ("averagepooling1d", "avgpool1d"),
+    ("maxpooling1d", "maxpool1d"),
     ("globalaveragepooling2d", "global_avgpool2d"),
     ("globalmaxpooling2d", "global_maxpool2d"),
     ("globalaveragepooling1d", "global_avgpool1d"),

@@ -59,6 +59,9 @@ pub fn keras_kind(kind: &LayerKind) -> &'static str {
             (true, _) => "GlobalMaxPooling2D",
         },
         LayerKind::LayerNorm { .. } => "LayerNormalization",
+        LayerKind::Conv1d { .. } => "Conv1D",
+        LayerKind::Pool1d { max: true, .. } => "MaxPooling1D",
+        LayerKind::Pool1d { max: false, .. } => "AveragePooling1D",
     }
 }
 
@@ -76,6 +79,12 @@ fn multiply_adds(l: &Layer) -> u128 {
             let c = l.input_shape.last().copied().unwrap_or(1) as u128;
             elements(&l.output_shape)
                 .saturating_mul(kernel_size[0] as u128 * kernel_size[1] as u128)
+                .saturating_mul(c)
+        }
+        LayerKind::Conv1d { kernel_size, .. } => {
+            let c = l.input_shape.last().copied().unwrap_or(1) as u128;
+            elements(&l.output_shape)
+                .saturating_mul(*kernel_size as u128)
                 .saturating_mul(c)
         }
         _ => 0,
@@ -108,6 +117,21 @@ fn param_counts(l: &Layer) -> (u64, u64) {
             let k = (kernel_size[0] as u128).saturating_mul(kernel_size[1] as u128);
             (
                 k.saturating_mul(c)
+                    .saturating_mul(f)
+                    .saturating_add(if *use_bias { f } else { 0 }),
+                0,
+            )
+        }
+        LayerKind::Conv1d {
+            filters,
+            kernel_size,
+            use_bias,
+            ..
+        } => {
+            let f = *filters as u128;
+            (
+                (*kernel_size as u128)
+                    .saturating_mul(c)
                     .saturating_mul(f)
                     .saturating_add(if *use_bias { f } else { 0 }),
                 0,
