@@ -19,11 +19,13 @@ use nnc::ir::graph::Graph;
 use nnc::ir::init::params;
 use nnc::ir::interp::run;
 use nnc::ir::layout::Layout;
-use nnc::ir::testing::{dense, sequential};
+use nnc::ir::testing::{conv1d, dense, sequential};
 use nnc::ir::train_step;
 use nnc::runtime::checkpoint;
 use nnc::runtime::data::{self, Dataset};
-use nnc::sema::model::{Activation, DataSource, LayerKind, Loss, Model, Optimizer};
+use nnc::sema::model::{
+    Activation, DataSource, Initializer, LayerKind, Loss, Model, Optimizer, Padding,
+};
 use serde_json::Value;
 
 /// Worst allowed weight error (see the module comment). Measured: 1e-7..1.5e-6 for
@@ -52,6 +54,10 @@ fn activation(name: &str) -> Activation {
     Activation::named(name).unwrap_or_else(|| panic!("unknown activation `{name}` in a spec"))
 }
 
+fn int(v: &Value) -> usize {
+    v.as_u64().unwrap_or_else(|| panic!("{v} is not a size")) as usize
+}
+
 fn layer(spec: &Value) -> LayerKind {
     let s = spec.as_array().expect("a layer is a list");
     match (&s[0], s.get(1)) {
@@ -64,6 +70,25 @@ fn layer(spec: &Value) -> LayerKind {
                 alpha: alpha.as_f64().expect("alpha") as f32,
             })
         }
+        (Value::String(name), Some(_)) if name == "embedding" => LayerKind::Embedding {
+            input_dim: int(&s[1]),
+            output_dim: int(&s[2]),
+            embeddings_initializer: Initializer::Uniform,
+        },
+        (Value::String(name), Some(_)) if name == "conv1d" => conv1d(
+            int(&s[1]),
+            int(&s[2]),
+            int(&s[3]),
+            match s[4].as_str() {
+                Some("same") => Padding::Same,
+                _ => Padding::Valid,
+            },
+            activation(s[5].as_str().expect("activation name")),
+        ),
+        (Value::String(name), None) if name.starts_with("global_") => LayerKind::GlobalPool {
+            max: name.contains("max"),
+            dims: 1,
+        },
         (Value::String(name), None) if name == "layer_norm" => LayerKind::LayerNorm {
             epsilon: 0.001,
             center: true,
@@ -427,6 +452,7 @@ cases!(
     iris_adam_exact_betas_tanh,
     iris_adamw_categorical_swish,
     iris_adam_layer_norm,
+    digits_embedding_conv1d_sgd,
     reg_huber_nesterov_exponential,
     reg_mae_adam_mish,
     iris_rmsprop_sparse_hard_sigmoid,

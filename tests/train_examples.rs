@@ -112,6 +112,15 @@ fn digits_reaches_95_percent() {
     assert_readme_states("examples/digits.nn", acc);
 }
 
+/// The digits' pixel intensities as token ids through an embedding, a conv1d and
+/// global max pooling.
+#[test]
+fn digits_tokens_reaches_95_percent() {
+    let acc = test_accuracy(&train(&["examples/digits_tokens.nn"]));
+    assert!(acc >= 0.95, "digits_tokens test accuracy {acc}");
+    assert_readme_states("examples/digits_tokens.nn", acc);
+}
+
 #[test]
 fn seed_network_reaches_88_percent() {
     let acc = test_accuracy(&train(&["examples/seed.nn", "--epochs", "400"]));

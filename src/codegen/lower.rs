@@ -1,6 +1,7 @@
 //! IR -> CLIF: one straight sequence of loops, one per graph node. `Lower::node` is
 //! the one dispatch over `Op`; each family of ops is lowered in its own file
-//! (`elementwise`, `matmul`, `softmax`, `loss`, `optimizer`, `conv`, `norm`), with
+//! (`elementwise`, `matmul`, `softmax`, `loss`, `optimizer`, `conv`, `norm`,
+//! `gather`), with
 //! the helpers they share here.
 
 use std::ops::Range;
@@ -90,6 +91,8 @@ impl Lower<'_, '_, '_> {
             Op::LayerNorm { epsilon, scale, .. } => self.layer_norm(ins, out, epsilon, scale),
             Op::LayerNormGrad { epsilon, scale } => self.layer_norm_grad(ins, out, epsilon, scale),
             Op::LayerNormGammaGrad { epsilon } => self.layer_norm_gamma_grad(ins, out, epsilon),
+            Op::Gather => self.gather(ins[0], ins[1], out),
+            Op::GatherGrad { .. } => self.gather_grad(ins[0], ins[1], out),
         }
     }
 

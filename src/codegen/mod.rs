@@ -2,7 +2,8 @@
 //! `extern "C" fn(arena: *mut f32, x: *const f32, y: *const f32, step: u64)`.
 //!
 //! `lower` walks the graph and sends each node to the file of its family
-//! (`elementwise`, `matmul`, `softmax`, `loss`, `optimizer`, `conv`, `norm`;
+//! (`elementwise`, `matmul`, `softmax`, `loss`, `optimizer`, `conv`, `norm`,
+//! `gather`;
 //! `activation` holds the activations' native code); `kernels` holds the loop and
 //! math emitters (polynomial `exp`/`log`); `helpers` the Rust functions generated code
 //! calls (GEMM, Adam's vector update, `powf`, `logf`, the profiler) and `abi` their
@@ -15,6 +16,7 @@ mod abi;
 mod activation;
 mod conv;
 mod elementwise;
+mod gather;
 mod helpers;
 mod jit;
 mod kernels;

@@ -240,6 +240,34 @@ fn check_op(g: &G, x: &[f32], y: &[f32], seed: u64, tol: f64) {
     assert!(err <= tol, "{:?}: error {err} at {at}", g.g.nodes[0].op);
 }
 
+/// The embedding lookup and its gradient, with ids of every kind (the arena is
+/// random in [-3, 3]: fractions, negatives and ids past a table of 2 rows, which
+/// both executors round toward zero and clamp), then whole ids that repeat.
+#[test]
+fn gather_and_its_gradient_match_the_interpreter() {
+    for (k, (rows, d)) in [(2, 5), (3, 1), (2, 8), (4, 3)].into_iter().enumerate() {
+        let mut g = G::new();
+        let ids = g.param("ids", &[3, 7]);
+        let table = g.param("table", &[rows, d]);
+        let dy = g.param("dy", &[3, 7, d]);
+        let out = g.temp("out", &[3, 7, d]);
+        let dt = g.temp("dtable", &[rows, d]);
+        g.node(Op::Gather, &[ids, table], out);
+        g.node(Op::GatherGrad { rows }, &[ids, dy], dt);
+        check_op(&g, &[0.0], &[], k as u64, 0.0);
+        let layout = Layout::new(&g.g);
+        let mut arena = random(&mut StdRng::seed_from_u64(k as u64), layout.len, -1.0, 1.0);
+        for (i, v) in arena[layout.range(&g.g, ids).unwrap()]
+            .iter_mut()
+            .enumerate()
+        {
+            *v = (i % rows) as f32;
+        }
+        let (err, at) = jit_vs_interp(&g.g, &arena, &[0.0], &[], 1);
+        assert!(err == 0.0, "whole ids: {err} at {at}");
+    }
+}
+
 #[test]
 fn matmul_with_every_transpose() {
     // Small products are emitted inline, (40, 30, 70) calls the GEMM.
@@ -1086,9 +1114,10 @@ fn random_conv_models_agree_with_the_interpreter() {
     assert!(worst.0 < 1e-5, "{:e} at {}", worst.0, worst.1);
 }
 
-/// A random sequence model: conv1d layers and 1-d pools (odd lengths, strides
-/// that do not divide, both paddings), sometimes a layer_norm, then flatten or a
-/// global pool and a dense head; trained for an epoch by both executors.
+/// A random sequence model: sometimes token ids through an embedding, conv1d
+/// layers and 1-d pools (odd lengths, strides that do not divide, both paddings),
+/// sometimes a layer_norm, then flatten or a global pool and a dense head; trained
+/// for an epoch by both executors.
 fn random_sequence_model_error(seed: u64) -> (f64, String) {
     let mut rng = StdRng::seed_from_u64(seed);
     let acts = hidden_activations();
@@ -1100,8 +1129,21 @@ fn random_sequence_model_error(seed: u64) -> (f64, String) {
     let loss = losses[rng.gen_range(0..losses.len())];
     let opts = optimizers();
     let opt = opts[rng.gen_range(0..opts.len())];
-    let input = [rng.gen_range(2..=12), rng.gen_range(1..=4)];
+    let mut input = vec![rng.gen_range(2..=12), rng.gen_range(1..=4)];
     let mut steps = input[0];
+    let mut kinds = vec![];
+    // Token ids: whole numbers below the vocabulary, some repeated (drawn from a
+    // generator of their own, so that the other models stay as they were).
+    let mut ids = StdRng::seed_from_u64(!seed);
+    let vocabulary = ids.gen_bool(0.4).then(|| ids.gen_range(1..=9));
+    if let Some(input_dim) = vocabulary {
+        kinds.push(LayerKind::Embedding {
+            input_dim,
+            output_dim: input[1],
+            embeddings_initializer: crate::sema::model::Initializer::Uniform,
+        });
+        input.pop();
+    }
     // A window that fits: `valid` only when it is no longer than the sequence.
     let window = |rng: &mut StdRng, steps: usize| {
         let (size, stride) = (rng.gen_range(1..=4), rng.gen_range(1..=3));
@@ -1115,7 +1157,6 @@ fn random_sequence_model_error(seed: u64) -> (f64, String) {
             .expect("fits") as usize;
         (size, stride, padding, out)
     };
-    let mut kinds = vec![];
     for _ in 0..rng.gen_range(1..=2) {
         let (size, stride, padding, out) = window(&mut rng, steps);
         let filters = rng.gen_range(1..=6);
@@ -1163,7 +1204,11 @@ fn random_sequence_model_error(seed: u64) -> (f64, String) {
     let model = sequential(&input, kinds, loss, opt);
     let rows = rng.gen_range(1..=9);
     let batch = rng.gen_range(1..=4);
-    let x = random(&mut rng, rows * input[0] * input[1], -1.5, 1.5);
+    let n = rows * input.iter().product::<usize>();
+    let x = match vocabulary {
+        Some(v) => (0..n).map(|_| ids.gen_range(0..v) as f32).collect(),
+        None => random(&mut rng, n, -1.5, 1.5),
+    };
     let y = model_targets(&mut rng, loss, rows, classes);
     let what = format!("{what}, {rows} rows / batch {batch}");
     train_both(&model, &x, &y, rows, batch, seed, &what)

@@ -23,6 +23,7 @@ pub const DATA_INPUT: &str = "E0020";
 pub const TOO_BIG: &str = "E0021";
 pub const SOFTMAX_ONE: &str = "E0022";
 pub const DATA_FILE: &str = "E0023";
+pub const EMBEDDING_FIRST: &str = "E0040";
 pub const LINEAR_COLLAPSE: &str = "W0001";
 pub const VANISHING: &str = "W0002";
 pub const SOFTMAX_NOT_LAST: &str = "W0003";
@@ -308,6 +309,22 @@ whole, every cell as `nnc run` reads it (warning W0006 says when a file was not)
     data = csv(\"iris.csv\", target = \"Species\")        # the column is `species`
 
 Fix: as the message says; `nnc check --no-data` skips reading the data.",
+    ),
+    (
+        EMBEDDING_FIRST,
+        "`embedding` is not the model's first layer",
+        "\
+`embedding` turns token ids (whole numbers from the data) into vectors, so it
+reads the model's input and nothing else: it must be the first layer, and the
+input is one sample's ids, a vector `[n]`.
+
+    input x: [64]
+    dense(32)
+    embedding(17, 8)          # error: reads dense's outputs, which are not ids
+
+Fix: put `embedding` right after `input`. The data values must be whole numbers
+from 0 to `input_dim - 1`; `nnc check` and `nnc run` name the row and column of
+any other value.",
     ),
     (
         LINEAR_COLLAPSE,

@@ -166,6 +166,17 @@ pub fn export(model: &Model, trained: &Trained) -> Result<Vec<u8>, String> {
                     b.node(op, &[&x], attrs, name)
                 };
             }
+            LayerKind::Embedding { .. } => {
+                // The ids arrive as floats (whole numbers, as the data checks hold).
+                let ids = b.node(
+                    "Cast",
+                    &[&x],
+                    vec![int_attr("to", DataType::Int64 as i64)],
+                    &format!("{name}.ids"),
+                );
+                let table = b.weight(name, "embeddings")?;
+                x = b.node("Gather", &[&table, &ids], vec![int_attr("axis", 0)], name);
+            }
             LayerKind::Conv1d {
                 filters,
                 kernel_size,

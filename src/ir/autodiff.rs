@@ -257,6 +257,15 @@ fn vjp(
                 out.push((beta, g.push(Op::SumRows, vec![dy], name)?));
             }
         }
+        (Op::Gather, Seed::Tensor(dy)) => {
+            // The ids are data: only the table gets a gradient.
+            if want(1) {
+                let name = d(g, 1);
+                let rows = g.tensors[ins[1]].shape[0];
+                let op = Op::GatherGrad { rows };
+                out.push((ins[1], g.push(op, vec![ins[0], dy], name)?));
+            }
+        }
         (op @ (Op::BatchMean | Op::BatchVariance), Seed::Tensor(_)) => {
             return Err(format!(
                 "{op:?} is differentiated through `BatchNorm {{ batch_stats: true }}` only"
@@ -272,6 +281,7 @@ fn vjp(
             | Op::BatchNormGammaGrad { .. }
             | Op::LayerNormGrad { .. }
             | Op::LayerNormGammaGrad { .. }
+            | Op::GatherGrad { .. }
             | Op::MovingAverage { .. }
             | Op::ActivateGrad(_)
             | Op::SoftmaxGrad

@@ -256,6 +256,16 @@ fn build(model: &Model, batch: usize, mode: Mode) -> Result<Graph, String> {
                 cur = g.push(Op::AvgPool2d(win), vec![cur], format!("{name}.out"))?;
                 pre = None;
             }
+            LayerKind::Embedding { .. } => {
+                if cur != g.input {
+                    return Err(format!(
+                        "layer `{name}`: embedding reads the model's input, the token ids"
+                    ));
+                }
+                let table = layer_params[index][0];
+                cur = g.push(Op::Gather, vec![cur, table], format!("{name}.out"))?;
+                pre = None;
+            }
             LayerKind::LayerNorm {
                 epsilon,
                 center,

@@ -329,6 +329,28 @@ pub fn run_in<T: Real>(
                 }
                 out
             }
+            Op::Gather => {
+                let d = last(shape(1));
+                let rows = ins[1].len() / d;
+                ins[0]
+                    .iter()
+                    .flat_map(|&id| {
+                        let r = row_index(id, rows);
+                        ins[1][r * d..(r + 1) * d].iter().copied()
+                    })
+                    .collect()
+            }
+            Op::GatherGrad { rows } => {
+                let d = last(shape(1));
+                let mut out = vec![T::zero(); rows * d];
+                for (&id, dy) in ins[0].iter().zip(ins[1].chunks_exact(d)) {
+                    let r = row_index(id, *rows);
+                    for (o, &g) in out[r * d..(r + 1) * d].iter_mut().zip(dy) {
+                        *o += g;
+                    }
+                }
+                out
+            }
             Op::MovingAverage { momentum } => {
                 let (m, rest) = (T::from_f32(*momentum), T::from_f32(1.0 - momentum));
                 ins[0]
@@ -345,6 +367,16 @@ pub fn run_in<T: Real>(
 fn write<T: Real>(graph: &Graph, layout: &Layout, arena: &mut [T], id: TensorId, values: &[T]) {
     if let Some(r) = layout.range(graph, id) {
         arena[r].copy_from_slice(values);
+    }
+}
+
+/// The table row an id names: rounded toward zero, clamped to `[0, rows)`.
+fn row_index<T: Real>(id: T, rows: usize) -> usize {
+    let i = id.to_f64();
+    if i.is_nan() || i < 0.0 {
+        0
+    } else {
+        (i as usize).min(rows - 1)
     }
 }
 

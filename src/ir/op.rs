@@ -154,6 +154,16 @@ pub enum Op {
     /// The gradient of `LayerNorm` with respect to `gamma`:
     /// `dgamma[j] = sum over rows of dy[.., j] * xhat[.., j]`. Inputs `(x, dy)`.
     LayerNormGammaGrad { epsilon: f32 },
+    /// Rows of a table by index: `out[i, ..] = table[id(ids[i]), ..]` for every
+    /// element `i` of `ids` (f32 values), `out` of shape `ids`' shape + `[d]` for a
+    /// table `[v, d]`. `id` rounds toward zero and clamps to `[0, v)`: the data checks
+    /// refuse ids that are not whole numbers in range, and no id reads outside the
+    /// table. Inputs `(ids, table)`.
+    Gather,
+    /// The gradient of `Gather` with respect to the table: `[v, d]` zeros, then each
+    /// row `dy[i, ..]` added into row `id(ids[i])`, in order. Inputs `(ids, dy)`; the
+    /// table's row count is `rows`.
+    GatherGrad { rows: usize },
 }
 
 /// A 2-D sliding window (a convolution kernel or a pooling window) over channels-last
@@ -257,6 +267,7 @@ impl Op {
             Op::LayerNorm { scale, center, .. } => 1 + usize::from(*scale) + usize::from(*center),
             Op::LayerNormGrad { scale, .. } => 2 + usize::from(*scale),
             Op::LayerNormGammaGrad { .. } => 2,
+            Op::Gather | Op::GatherGrad { .. } => 2,
             // The parameter, its gradient, then the optimizer's slots.
             Op::Update(optimizer) => 2 + optimizer.slot_names().len(),
         }
@@ -460,6 +471,22 @@ impl Op {
                     x
                 })
             }
+            Op::Gather => {
+                let (ids, table) = (s(0), s(1));
+                match table.as_slice() {
+                    &[v, d] if v > 0 => Ok(ids.iter().copied().chain([d]).collect()),
+                    _ => Err(format!("gather: {table:?} is not a table of rows")),
+                }
+            }
+            Op::GatherGrad { rows } => {
+                let (ids, dy) = (s(0), s(1));
+                match dy.split_last() {
+                    Some((&d, lead)) if lead == ids.as_slice() && *rows > 0 => Ok(vec![*rows, d]),
+                    _ => Err(format!(
+                        "gather_grad: {dy:?} is not one row per id of {ids:?}"
+                    )),
+                }
+            }
             Op::Reshape | Op::Update(_) | Op::MovingAverage { .. } => {
                 Err(format!("{self:?} does not create a tensor of its own"))
             }
@@ -588,6 +615,8 @@ impl fmt::Display for Op {
             Op::LayerNormGammaGrad { epsilon } => {
                 format!("layer_norm_gamma_grad{{epsilon={epsilon}}}")
             }
+            Op::Gather => "gather".into(),
+            Op::GatherGrad { rows } => format!("gather_grad{{rows={rows}}}"),
         })
     }
 }

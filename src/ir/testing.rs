@@ -62,6 +62,7 @@ pub fn sequential(
             LayerKind::GlobalPool { .. } => "global_pool",
             LayerKind::LayerNorm { .. } => "layer_norm",
             LayerKind::Conv1d { .. } => "conv1d",
+            LayerKind::Embedding { .. } => "embedding",
             LayerKind::Pool1d { max: true, .. } => "maxpool1d",
             LayerKind::Pool1d { max: false, .. } => "avgpool1d",
         };

@@ -526,6 +526,55 @@ fn conv_models_gradients_match_finite_differences() {
     }
 }
 
+#[test]
+fn embedding_gradients_match_finite_differences() {
+    use Activation::*;
+    let embedding = LayerKind::Embedding {
+        input_dim: 5,
+        output_dim: 3,
+        embeddings_initializer: crate::sema::model::Initializer::Uniform,
+    };
+    let models = [
+        with_loss(
+            vec![
+                embedding.clone(),
+                conv1d(4, 3, 2, Padding::Same, Tanh),
+                LayerKind::GlobalPool {
+                    max: false,
+                    dims: 1,
+                },
+                dense(3, Softmax),
+            ],
+            &[7],
+            Loss::SparseCategoricalCrossentropy,
+        ),
+        with_loss(
+            vec![embedding, LayerKind::Flatten, dense(2, Linear)],
+            &[4],
+            Loss::Mse,
+        ),
+    ];
+    for (i, model) in models.iter().enumerate() {
+        let g = train_step(model, 3).unwrap();
+        let (fwd, pairs) = without_updates(&g);
+        let layout = Layout::new(&fwd);
+        let mut rng = StdRng::seed_from_u64(i as u64);
+        let mut arena = vec![0.0f64; layout.len];
+        for &(p, _) in &pairs {
+            for v in &mut arena[layout.range(&fwd, p).unwrap()] {
+                *v = rng.gen_range(-0.8..0.8);
+            }
+        }
+        // Token ids, some repeated within a sample and across the batch.
+        let x: Vec<f64> = (0..g.tensors[g.input].len())
+            .map(|_| f64::from(rng.gen_range(0..5u8)))
+            .collect();
+        let y = targets(&mut rng, &g, model.train.as_ref().unwrap().loss);
+        let err = gradient_error(&fwd, &pairs, &arena, &x, &y, 3);
+        assert!(err < 1e-6, "model {i}: {err}");
+    }
+}
+
 fn act(a: Activation) -> LayerKind {
     LayerKind::Activation(a)
 }

@@ -120,6 +120,11 @@ pub fn check_model(block: &ModelBlock, diags: &mut Vec<Diagnostic>) -> CheckedMo
                     None => generate_name(kind_name, &mut counters, &taken),
                 };
                 let kind = layer_kind(call, diags);
+                if let (Some(LayerKind::Embedding { .. }), Some(first)) =
+                    (&kind, block.stmts.get(1).filter(|s| stmt_span(s) != *span))
+                {
+                    diags.push(embedding_not_first(&layer_name, span, first));
+                }
                 let input_shape = current.take();
                 let (Some(mut kind), Some(cur)) = (kind, input_shape) else {
                     continue;
@@ -203,6 +208,18 @@ fn softmax_over_one(layer: &str, span: &Span) -> Diagnostic {
         "for one output (two classes with binary_crossentropy) use `activation = sigmoid`; \
          for N classes use N units with softmax",
     )
+}
+
+/// E0040: an `embedding` reads token ids, which only the input holds.
+fn embedding_not_first(layer: &str, span: &Span, first: &Stmt) -> Diagnostic {
+    Diagnostic::error(
+        codes::EMBEDDING_FIRST,
+        format!("`{layer}` must be the first layer: it reads the token ids of the input"),
+        span.clone(),
+        "not the first layer",
+    )
+    .with_label(stmt_span(first), "the first layer")
+    .with_help("move the `embedding` line right after `input`")
 }
 
 fn stmt_span(s: &Stmt) -> Span {
@@ -304,6 +321,7 @@ fn initializer(v: &Value, param: &str) -> Result<Initializer, Diagnostic> {
             "he_normal" => Initializer::HeNormal,
             "lecun_normal" => Initializer::LecunNormal,
             "ones" => Initializer::Ones,
+            "uniform" => Initializer::Uniform,
             _ => Initializer::Zeros,
         },
     )
@@ -469,6 +487,24 @@ fn layer_kind(call: &Call, diags: &mut Vec<Diagnostic>) -> Option<LayerKind> {
                 use_bias: use_bias?,
                 kernel_initializer: ki?,
                 bias_initializer: bi?,
+            })
+        }
+        "embedding" => {
+            let params = &["input_dim", "output_dim", "embeddings_initializer"];
+            let b = bind(call, &what, params, &["input_dim", "output_dim"], d);
+            let input_dim = req(&b, "input_dim", args::positive, d);
+            let output_dim = req(&b, "output_dim", args::positive, d);
+            let init = opt(
+                &b,
+                "embeddings_initializer",
+                Initializer::Uniform,
+                initializer,
+                d,
+            );
+            Some(LayerKind::Embedding {
+                input_dim: input_dim? as usize,
+                output_dim: output_dim? as usize,
+                embeddings_initializer: init?,
             })
         }
         "conv1d" => {
@@ -836,6 +872,17 @@ fn infer(
                 return Err(Some(target));
             }
             return Ok(target);
+        }
+        LayerKind::Embedding { output_dim, .. } => {
+            if let [n] = shape[..] {
+                return Ok(vec![n, *output_dim as u64]);
+            }
+            d.push(rank_error(
+                "embedding",
+                "a vector of token ids `[n]`",
+                "the input is one sample's token ids: declare it as a vector, e.g. `input tokens: [64]`",
+            ));
+            return Err(None);
         }
         LayerKind::GlobalPool { max, dims } => {
             if shape.len() == dims + 1 {

@@ -40,6 +40,8 @@ pub enum Initializer {
     LecunNormal,
     Zeros,
     Ones,
+    /// Keras's `uniform`: U(-0.05, 0.05), `embedding`'s default.
+    Uniform,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -115,6 +117,14 @@ pub enum LayerKind {
         epsilon: f32,
         center: bool,
         scale: bool,
+    },
+    /// Keras's `Embedding`: the model's first layer, reading `[n]` token ids (whole
+    /// numbers in `[0, input_dim)`, which the data checks hold) and giving each its
+    /// row of the `[input_dim, output_dim]` table: `[n, output_dim]`.
+    Embedding {
+        input_dim: usize,
+        output_dim: usize,
+        embeddings_initializer: Initializer,
     },
     /// Keras's `Conv1D` over a sequence `[steps, c]`, kernel `[k, c, filters]`.
     Conv1d {
@@ -197,6 +207,9 @@ impl LayerKind {
                 padding,
                 ..
             } => steps(*pool_size, *strides, *padding, *input.last()?),
+            LayerKind::Embedding { output_dim, .. } => {
+                (input.len() == 1).then(|| vec![input[0], *output_dim])
+            }
             LayerKind::GlobalPool { dims, .. } => {
                 (input.len() == dims + 1).then(|| vec![input[*dims]])
             }
@@ -258,6 +271,16 @@ impl Layer {
                 }
                 v
             }
+            LayerKind::Embedding {
+                input_dim,
+                output_dim,
+                embeddings_initializer,
+            } => vec![p(
+                "embeddings",
+                vec![*input_dim, *output_dim],
+                true,
+                *embeddings_initializer,
+            )],
             LayerKind::Conv1d {
                 filters,
                 kernel_size,

@@ -19,6 +19,7 @@ const LAYER_KINDS: &[&str] = &[
     "global_avgpool2d",
     "global_maxpool2d",
     "layer_norm",
+    "embedding",
     "conv1d",
     "maxpool1d",
     "avgpool1d",
@@ -48,6 +49,7 @@ pub const INITIALIZERS: &[&str] = &[
     "lecun_normal",
     "zeros",
     "ones",
+    "uniform",
 ];
 pub const PADDINGS: &[&str] = &["valid", "same"];
 pub const LOSSES: &[&str] = &[

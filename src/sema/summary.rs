@@ -60,6 +60,7 @@ pub fn keras_kind(kind: &LayerKind) -> &'static str {
         },
         LayerKind::LayerNorm { .. } => "LayerNormalization",
         LayerKind::Conv1d { .. } => "Conv1D",
+        LayerKind::Embedding { .. } => "Embedding",
         LayerKind::Pool1d { max: true, .. } => "MaxPooling1D",
         LayerKind::Pool1d { max: false, .. } => "AveragePooling1D",
     }
@@ -137,6 +138,11 @@ fn param_counts(l: &Layer) -> (u64, u64) {
                 0,
             )
         }
+        LayerKind::Embedding {
+            input_dim,
+            output_dim,
+            ..
+        } => ((*input_dim as u128).saturating_mul(*output_dim as u128), 0),
         LayerKind::BatchNorm { .. } => (2 * c, 2 * c),
         LayerKind::LayerNorm { center, scale, .. } => {
             (c * (u128::from(*center) + u128::from(*scale)), 0)

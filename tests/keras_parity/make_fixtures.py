@@ -84,6 +84,12 @@ def make_data():
     y = on_grid(np.sin(x[:, 0]) + 0.5 * x[:, 1] * x[:, 2] - 0.3 * x[:, 2] + rng.normal(0, 0.1, 72))
     write_csv(os.path.join(HERE, "data", "regression.csv"), ["x0", "x1", "x2", "y"],
               [list(a) + [repr(float(b))] for a, b in zip(x, y)])
+    # digit_tokens: every 20th 8x8 digit, its 64 intensities (whole numbers 0..16) as
+    # token ids.
+    header, dg = read_csv(os.path.join(ROOT, "examples", "data", "digits.csv"))
+    rows = dg[::20][:90]
+    write_csv(os.path.join(HERE, "data", "digit_tokens.csv"), header,
+              [list(r[:-1]) + [int(r[-1])] for r in rows])
 
 
 # Each case: data file, layers, loss, optimizer (all hyperparameters explicit: nnc's
@@ -167,6 +173,19 @@ CASES = {
                                  loss="sparse_categorical_crossentropy", optimizer=ADAM,
                                  epochs=3, batch_size=16),
 }
+
+# A token model. SGD with momentum: Keras 3 on TensorFlow gets an embedding's
+# gradient as tf.IndexedSlices, one slice per occurrence of a token, and Adam and
+# RMSprop square the slices before summing them, so their second moments hold
+# sum(g_i^2) rather than the square of the row's gradient (sum g_i)^2 whenever a
+# token repeats in a batch; nnc updates with the row's gradient, as the optimizers
+# define. SGD sums the slices first and agrees.
+CASES["digits_embedding_conv1d_sgd"] = dict(
+    data="digit_tokens.csv",
+    layers=[["embedding", 17, 4], ["conv1d", 6, 5, 2, "same", "tanh"], ["global_avgpool1d"],
+            [10, "softmax"]],
+    loss="sparse_categorical_crossentropy", optimizer=dict(SGD, learning_rate=0.1, momentum=0.9),
+    epochs=3, batch_size=16)
 
 # Layers other than `dense` and the activations: a spec's first item is the nnc name.
 WEIGHTED = {"layer_norm": ("gamma", "beta"), "embedding": ("embeddings",),
