@@ -42,6 +42,7 @@ fn model(inputs: usize, units: usize) -> Model {
             input_shape: vec![inputs],
             output_shape: vec![units],
             span: 0..0,
+            inputs: vec![nnc::sema::model::Source::Input],
         }],
         train: None,
     }

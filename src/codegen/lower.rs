@@ -87,6 +87,13 @@ impl Lower<'_, '_, '_> {
             Op::BatchNormTrainGrad { epsilon } => self.batch_norm_train_grad(ins, out, epsilon),
             Op::BatchNormGammaGrad { epsilon } => self.gamma_grad(ins, out, epsilon),
             Op::MovingAverage { momentum } => self.moving_average(ins[0], ins[1], momentum),
+            Op::Sub => self.binary(ins[0], ins[1], out, |e, a, b| e.fsub(a, b)),
+            Op::Mul => self.binary(ins[0], ins[1], out, |e, a, b| e.fmul(a, b)),
+            Op::Scale(factor) => self.scale(ins[0], out, factor),
+            Op::Extremum { max } => self.extremum(ins[0], ins[1], out, max),
+            Op::ExtremumGrad { max, first } => self.extremum_grad(ins, out, max, first),
+            Op::Concat { axis, .. } => self.concat(ins, out, axis),
+            Op::Slice { axis, start, .. } => self.slice(ins[0], out, axis, start),
         }
     }
 

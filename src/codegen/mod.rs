@@ -2,7 +2,8 @@
 //! `extern "C" fn(arena: *mut f32, x: *const f32, y: *const f32, step: u64)`.
 //!
 //! `lower` walks the graph and sends each node to the file of its family
-//! (`elementwise`, `matmul`, `softmax`, `loss`, `optimizer`, `conv`, `norm`;
+//! (`elementwise`, `matmul`, `softmax`, `loss`, `optimizer`, `conv`, `norm`,
+//! `merge`;
 //! `activation` holds the activations' native code); `kernels` holds the loop and
 //! math emitters (polynomial `exp`/`log`); `helpers` the Rust functions generated code
 //! calls (GEMM, Adam's vector update, `powf`, `logf`, the profiler) and `abi` their
@@ -21,6 +22,7 @@ mod kernels;
 mod loss;
 mod lower;
 mod matmul;
+mod merge;
 mod norm;
 mod optimizer;
 mod softmax;

@@ -229,6 +229,50 @@ fn vjp(
                 out.push((beta, db));
             }
         }
+        (Op::Sub, Seed::Tensor(dy)) => {
+            if want(0) {
+                out.push((ins[0], dy));
+            }
+            if want(1) {
+                let name = d(g, 1);
+                out.push((ins[1], g.push(Op::Scale(-1.0), vec![dy], name)?));
+            }
+        }
+        (Op::Mul, Seed::Tensor(dy)) => {
+            for (i, other) in [(0, 1), (1, 0)] {
+                if want(i) {
+                    let name = d(g, i);
+                    out.push((ins[i], g.push(Op::Mul, vec![dy, ins[other]], name)?));
+                }
+            }
+        }
+        (Op::Scale(factor), Seed::Tensor(dy)) => {
+            if want(0) {
+                let name = d(g, 0);
+                out.push((ins[0], g.push(Op::Scale(factor), vec![dy], name)?));
+            }
+        }
+        (Op::Extremum { max }, Seed::Tensor(dy)) => {
+            for (i, first) in [(0, true), (1, false)] {
+                if want(i) {
+                    let name = d(g, i);
+                    let op = Op::ExtremumGrad { max, first };
+                    out.push((ins[i], g.push(op, vec![ins[0], ins[1], dy], name)?));
+                }
+            }
+        }
+        (Op::Concat { axis, .. }, Seed::Tensor(dy)) => {
+            let mut start = 0;
+            for (i, &part) in ins.iter().enumerate() {
+                let len = g.tensors[part].shape[axis];
+                if want(i) {
+                    let name = d(g, i);
+                    let op = Op::Slice { axis, start, len };
+                    out.push((part, g.push(op, vec![dy], name)?));
+                }
+                start += len;
+            }
+        }
         (op @ (Op::BatchMean | Op::BatchVariance), Seed::Tensor(_)) => {
             return Err(format!(
                 "{op:?} is differentiated through `BatchNorm {{ batch_stats: true }}` only"
@@ -247,7 +291,9 @@ fn vjp(
             | Op::SoftmaxGrad
             | Op::DropoutGrad { .. }
             | Op::LossGrad(_)
-            | Op::Update(_)),
+            | Op::Update(_)
+            | Op::ExtremumGrad { .. }
+            | Op::Slice { .. }),
             Seed::Tensor(_),
         ) => return Err(format!("{op:?} is a backward op and has no gradient rule")),
     }

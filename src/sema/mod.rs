@@ -252,7 +252,7 @@ fn check_ast(file: &ast::File, base_dir: &Path, opts: &CheckOptions, out: &mut C
     if checked.input.is_some() {
         let s = summary::summarize(
             &checked.name,
-            &input_shape,
+            (&input_name, &input_shape),
             &checked.layers,
             train.as_ref().map(|t| &t.optimizer),
             batch,
@@ -464,7 +464,7 @@ mod tests {
                     continue;
                 };
                 for l in &model.layers {
-                    let rule = l.kind.output_shape(&l.input_shape);
+                    let rule = l.kind.output_shape_of(&model.input_shapes(l));
                     assert_eq!(
                         rule.as_ref(),
                         Some(&l.output_shape),
