@@ -594,4 +594,46 @@ mod tests {
         let err = gradients(&mut g, loss, &[p]).unwrap_err();
         assert!(err.contains("backward op"), "{err}");
     }
+
+    #[test]
+    fn binary_merges_with_fan_out() {
+        let ops = [
+            Op::Add,
+            Op::Sub,
+            Op::Mul,
+            Op::Extremum { max: true },
+            Op::Extremum { max: false },
+        ];
+        for op in ops {
+            // p0 is read by both merges (fan-out): its gradient sums two paths.
+            let err = fd_error(&[vec![3, 5], vec![3, 5]], (0.1, 2.0), |g, p| {
+                let m = g.push(op.clone(), vec![p[0], p[1]], "m".into()).unwrap();
+                let t = g
+                    .push(Op::Activate(Activation::Tanh), vec![m], "t".into())
+                    .unwrap();
+                let again = g.push(op.clone(), vec![t, p[0]], "again".into()).unwrap();
+                g.push(Op::Scale(0.75), vec![again], "y".into()).unwrap()
+            });
+            assert!(err < TOL, "{op:?}: {err}");
+        }
+    }
+
+    #[test]
+    fn concat_on_every_axis_with_a_repeated_part() {
+        // Odd sizes; p0 appears twice among the parts.
+        for (a, b, axis) in [
+            (vec![2, 3], vec![2, 5], 1),
+            (vec![2, 1, 4], vec![2, 3, 4], 1),
+            (vec![2, 3, 4], vec![2, 3, 1], 2),
+            (vec![2, 3, 3, 2], vec![2, 3, 3, 1], 3),
+        ] {
+            let err = fd_error(&[a.clone(), b.clone()], (0.1, 2.0), |g, p| {
+                let op = Op::Concat { axis, parts: 3 };
+                let c = g.push(op, vec![p[0], p[1], p[0]], "c".into()).unwrap();
+                g.push(Op::Activate(Activation::Tanh), vec![c], "y".into())
+                    .unwrap()
+            });
+            assert!(err < TOL, "{a:?} ++ {b:?} on {axis}: {err}");
+        }
+    }
 }
