@@ -113,6 +113,13 @@ fn digits_reaches_95_percent() {
 }
 
 #[test]
+fn wide_and_deep_graph_reaches_96_percent() {
+    let acc = test_accuracy(&train(&["examples/wide_and_deep.nn"]));
+    assert!(acc >= 0.96, "wide_and_deep test accuracy {acc}");
+    assert_readme_states("examples/wide_and_deep.nn", acc);
+}
+
+#[test]
 fn seed_network_reaches_88_percent() {
     let acc = test_accuracy(&train(&["examples/seed.nn", "--epochs", "400"]));
     assert!(acc >= 0.88, "seed network test accuracy {acc}");
