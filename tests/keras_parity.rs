@@ -64,6 +64,11 @@ fn layer(spec: &Value) -> LayerKind {
                 alpha: alpha.as_f64().expect("alpha") as f32,
             })
         }
+        (Value::String(name), None) if name == "layer_norm" => LayerKind::LayerNorm {
+            epsilon: 0.001,
+            center: true,
+            scale: true,
+        },
         (Value::String(name), None) => LayerKind::Activation(activation(name)),
         _ => panic!("bad layer {spec}"),
     }
@@ -421,6 +426,7 @@ cases!(
     reg_mse_adamw_gelu_silu,
     iris_adam_exact_betas_tanh,
     iris_adamw_categorical_swish,
+    iris_adam_layer_norm,
     reg_huber_nesterov_exponential,
     reg_mae_adam_mish,
     iris_rmsprop_sparse_hard_sigmoid,

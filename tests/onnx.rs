@@ -300,3 +300,58 @@ fn export_trained(nn: &Path, input: &Path, dir: &Path) -> [PathBuf; 3] {
     ]);
     [onnx, PathBuf::from(input), predicted]
 }
+
+/// The sequence and normalization layers on MNIST: images pooled whole
+/// (`global_avgpool2d`, `global_maxpool2d`), their rows read as sequences of 28
+/// steps of 28 channels, layer normalization after a conv (NCHW in ONNX) and a
+/// dense layer, with and without its parameters.
+#[test]
+fn sequence_and_global_pooling_layers_export() {
+    let Some(python) = python() else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let (images, labels) = mnist_subset(dir.path(), 1000);
+    let models = [
+        (
+            "global_avg_2d",
+            "input image: [28, 28, 1]\n  conv2d(6, kernel_size = 3, strides = 2, activation = relu)\n  \
+             global_avgpool2d\n  dense(10, activation = softmax)",
+        ),
+        (
+            "global_max_2d",
+            "input image: [28, 28, 1]\n  conv2d(6, kernel_size = 3, padding = \"same\")\n  \
+             batchnorm\n  global_maxpool2d\n  dense(10, activation = softmax)",
+        ),
+        (
+            "layer_norm",
+            "input image: [28, 28, 1]\n  conv2d(4, kernel_size = 3, strides = 2)\n  layer_norm\n  \
+             layer_norm(center = false, scale = false)\n  flatten\n  dense(32, activation = relu)\n  \
+             layer_norm(scale = false)\n  dense(10, activation = softmax)",
+        ),
+        (
+            "global_1d",
+            "input image: [28, 28, 1]\n  reshape(shape = [28, 28])\n  global_maxpool1d\n  \
+             reshape(shape = [14, 2])\n  global_avgpool1d\n  dense(10, activation = softmax)",
+        ),
+    ];
+    let mut names = vec![];
+    let mut triples = vec![];
+    for (name, body) in models {
+        let nn = dir.path().join(format!("{name}.nn"));
+        std::fs::write(
+            &nn,
+            format!(
+                "model {name} {{\n  {body}\n}}\ntrain {{\n  data = idx(images = \"{}\", labels = \
+                 \"{}\")\n  loss = sparse_categorical_crossentropy\n  optimizer = adam\n  \
+                 batch_size = 64\n}}\n",
+                images.display(),
+                labels.display()
+            ),
+        )
+        .unwrap();
+        names.push(name.to_string());
+        triples.push(export_trained(&nn, &images, dir.path()));
+    }
+    assert_close(&names, &check(&python, &triples));
+}

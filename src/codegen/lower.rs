@@ -94,6 +94,9 @@ impl Lower<'_, '_, '_> {
             Op::ExtremumGrad { max, first } => self.extremum_grad(ins, out, max, first),
             Op::Concat { axis, .. } => self.concat(ins, out, axis),
             Op::Slice { axis, start, .. } => self.slice(ins[0], out, axis, start),
+            Op::LayerNorm { epsilon, scale, .. } => self.layer_norm(ins, out, epsilon, scale),
+            Op::LayerNormGrad { epsilon, scale } => self.layer_norm_grad(ins, out, epsilon, scale),
+            Op::LayerNormGammaGrad { epsilon } => self.layer_norm_gamma_grad(ins, out, epsilon),
         }
     }
 

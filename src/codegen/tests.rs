@@ -587,20 +587,34 @@ fn random_model_error(seed: u64) -> (f64, String) {
     let input = rng.gen_range(1..=20);
     // Dropout after some hidden layers.
     let mut kinds = vec![];
+    // Layer normalization of hidden layers wide enough to have a spread, drawn from
+    // a generator of its own so that the models without it stay as they were.
+    let mut norm_rng = StdRng::seed_from_u64(!seed);
     for (i, &(units, act)) in layers.iter().enumerate() {
         kinds.push(dense(units, act));
+        if i < last && units >= 4 && norm_rng.gen_bool(0.3) {
+            kinds.push(LayerKind::LayerNorm {
+                epsilon: 1e-3,
+                center: norm_rng.gen_bool(0.8),
+                scale: norm_rng.gen_bool(0.8),
+            });
+        }
         if i < last && rng.gen_bool(0.3) {
             kinds.push(LayerKind::Dropout {
                 rate: rng.gen_range(0.1..0.6),
             });
         }
     }
+    let norms = kinds
+        .iter()
+        .filter(|k| matches!(k, LayerKind::LayerNorm { .. }))
+        .count();
     let model = sequential(&[input], kinds, loss, opt);
     let classes = layers[last].0;
     let rows = rng.gen_range(1..=24);
     let batch = rng.gen_range(1..=12);
     let what = format!(
-        "seed {seed}: {input} -> {layers:?}, {loss:?}, {opt:?}, {rows} rows / batch {batch}"
+        "seed {seed}: {input} -> {layers:?} ({norms} layer_norm), {loss:?}, {opt:?}, {rows} rows / batch {batch}"
     );
 
     let x = random(&mut rng, rows * input, -1.5, 1.5);
@@ -897,6 +911,24 @@ fn image_and_normalization_ops_match_the_interpreter() {
         let db = push(Op::SumRows, &[dx]);
         let op = Op::BatchNormTrainGrad { epsilon };
         push(op, &[x, mean, var, gamma, dx, dg, db]);
+        // Layer normalization over the channels of every pixel, with and without
+        // its parameters.
+        for (scale, center) in [(true, true), (false, true), (true, false), (false, false)] {
+            let mut ins = vec![x];
+            ins.extend(scale.then_some(gamma));
+            ins.extend(center.then_some(beta));
+            let op = Op::LayerNorm {
+                epsilon,
+                scale,
+                center,
+            };
+            push(op, &ins);
+            let mut ins = vec![x];
+            ins.extend(scale.then_some(gamma));
+            ins.push(dx);
+            push(Op::LayerNormGrad { epsilon, scale }, &ins);
+        }
+        push(Op::LayerNormGammaGrad { epsilon }, &[x, dx]);
         g.node(Op::MovingAverage { momentum: 0.9 }, &[avg, var], avg);
         check_op(&g, &[0.0], &[], k as u64, 1e-6);
     }
@@ -955,6 +987,12 @@ fn random_conv_model_error(seed: u64) -> (f64, String) {
         // (near) zero variance turns f32 noise into O(1 / sqrt(epsilon)) differences
         // between any two summation orders.
         if !pooled && h * w >= 4 && rng.gen_bool(0.4) {
+            // Batchnorm removes the mean the conv's bias adds: that bias's gradient
+            // is 0 in exact arithmetic and rounding noise in both executors, so the
+            // conv has none (as Keras models put it).
+            if let Some(LayerKind::Conv2d { use_bias, .. }) = kinds.last_mut() {
+                *use_bias = false;
+            }
             kinds.push(LayerKind::BatchNorm {
                 momentum: 0.9,
                 epsilon: 1e-3,
@@ -979,7 +1017,23 @@ fn random_conv_model_error(seed: u64) -> (f64, String) {
             pooled = true;
         }
     }
-    kinds.push(LayerKind::Flatten);
+    // The image becomes a vector by flattening, by global pooling, or by global
+    // pooling of its rows seen as one sequence. Not by averaging right after
+    // batchnorm: over a batch of one, that is the constant `beta` (the batch's
+    // mean of every channel removed), and its f32 rounding noise is all there is
+    // to compare.
+    let max = rng.gen_bool(0.5) || matches!(kinds.last(), Some(LayerKind::BatchNorm { .. }));
+    match rng.gen_range(0..4) {
+        0 | 1 => kinds.push(LayerKind::Flatten),
+        2 => kinds.push(LayerKind::GlobalPool { max, dims: 2 }),
+        _ => {
+            let c = last_filters(&kinds);
+            kinds.push(LayerKind::Reshape {
+                shape: vec![h * w, c],
+            });
+            kinds.push(LayerKind::GlobalPool { max, dims: 1 });
+        }
+    }
     if rng.gen_bool(0.3) {
         kinds.push(LayerKind::Dropout { rate: 0.3 });
     }
@@ -1002,6 +1056,18 @@ fn random_conv_model_error(seed: u64) -> (f64, String) {
     let y = model_targets(&mut rng, loss, rows, classes);
     let what = format!("{what}, {rows} rows / batch {batch}");
     train_both(&model, &x, &y, rows, batch, seed, &what)
+}
+
+/// The channels of the last conv layer of `kinds` (pools keep them).
+fn last_filters(kinds: &[LayerKind]) -> usize {
+    kinds
+        .iter()
+        .rev()
+        .find_map(|k| match k {
+            LayerKind::Conv2d { filters, .. } => Some(*filters),
+            _ => None,
+        })
+        .unwrap_or(1)
 }
 
 #[test]
@@ -1140,7 +1206,7 @@ fn random_graph_model_error(seed: u64) -> (f64, String) {
     // Flatten every unread node and concatenate them: nothing is left unread.
     let mut ends = vec![];
     for i in 0..nodes.len() {
-        if !nodes[i].2 && !(i == 0 && !layers.is_empty()) {
+        if !nodes[i].2 {
             let end = if nodes[i].1.len() > 1 {
                 push(&mut layers, &mut nodes, LayerKind::Flatten, vec![i]);
                 nodes.len() - 1

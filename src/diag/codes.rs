@@ -238,7 +238,13 @@ Fix: use a smaller kernel or window, or `padding = same`.",
 `reshape(shape = [...])` must keep the number of elements of one sample.
 
     input x: [784]
-    reshape(shape = [28, 28, 2])     # error: 784 elements vs 1568",
+    reshape(shape = [28, 28, 2])     # error: 784 elements vs 1568
+
+One dimension may be `-1`: it is the element count over the other dimensions,
+which must divide it. Two `-1` are an error.
+
+    reshape(shape = [-1, 28])        # [28, 28]
+    reshape(shape = [-1, 5])         # error: 784 is not a multiple of 5",
     ),
     (
         LOSS_OUTPUT,

@@ -159,6 +159,45 @@ pub fn export(model: &Model, trained: &Trained) -> Result<Vec<u8>, String> {
                     x = b.transpose(&x, &back, &format!("{name}.channels_last"));
                 }
             }
+            LayerKind::GlobalPool { max, dims } => {
+                x = if *dims == 2 {
+                    // GlobalAveragePool/GlobalMaxPool give [batch, c, 1, 1].
+                    x = b.channels_first(&x, &mut nchw);
+                    let op = if *max {
+                        "GlobalMaxPool"
+                    } else {
+                        "GlobalAveragePool"
+                    };
+                    let pooled = b.node(op, &[&x], vec![], &format!("{name}.pool"));
+                    nchw = false;
+                    b.node("Flatten", &[&pooled], vec![int_attr("axis", 1)], name)
+                } else {
+                    let op = if *max { "ReduceMax" } else { "ReduceMean" };
+                    let attrs = vec![ints_attr("axes", &[1]), int_attr("keepdims", 0)];
+                    b.node(op, &[&x], attrs, name)
+                };
+            }
+            LayerKind::LayerNorm {
+                epsilon,
+                center,
+                scale,
+            } => {
+                x = b.channels_last(&x, &mut nchw, rank);
+                let c = *layer.input_shape.last().unwrap_or(&1);
+                // ONNX's Scale is required: ones when the layer has no gamma.
+                let gamma = if *scale {
+                    b.weight(name, "gamma")?
+                } else {
+                    b.constant(&format!("{name}.ones"), &[c], &vec![1.0; c])
+                };
+                let mut inputs = vec![x.clone(), gamma];
+                if *center {
+                    inputs.push(b.weight(name, "beta")?);
+                }
+                let attrs = vec![int_attr("axis", -1), float_attr("epsilon", *epsilon)];
+                let refs: Vec<&str> = inputs.iter().map(String::as_str).collect();
+                x = b.node("LayerNormalization", &refs, attrs, name);
+            }
             LayerKind::Dropout { .. } => {}
             LayerKind::Flatten => {
                 x = b.channels_last(&x, &mut nchw, rank);

@@ -273,6 +273,34 @@ fn vjp(
                 start += len;
             }
         }
+        (
+            Op::LayerNorm {
+                epsilon,
+                scale,
+                center,
+            },
+            Seed::Tensor(dy),
+        ) => {
+            let x = ins[0];
+            let gamma = scale.then(|| ins[1]);
+            if want(0) {
+                let name = d(g, 0);
+                let mut inputs = vec![x];
+                inputs.extend(gamma);
+                inputs.push(dy);
+                let op = Op::LayerNormGrad { epsilon, scale };
+                out.push((x, g.push(op, inputs, name)?));
+            }
+            if let Some(gamma) = gamma.filter(|&t| needs[t]) {
+                let name = format!("d({})", g.tensors[gamma].name);
+                let op = Op::LayerNormGammaGrad { epsilon };
+                out.push((gamma, g.push(op, vec![x, dy], name)?));
+            }
+            if let Some(&beta) = ins.last().filter(|&&t| center && needs[t]) {
+                let name = format!("d({})", g.tensors[beta].name);
+                out.push((beta, g.push(Op::SumRows, vec![dy], name)?));
+            }
+        }
         (op @ (Op::BatchMean | Op::BatchVariance), Seed::Tensor(_)) => {
             return Err(format!(
                 "{op:?} is differentiated through `BatchNorm {{ batch_stats: true }}` only"
@@ -286,6 +314,8 @@ fn vjp(
             | Op::BatchNormGrad { .. }
             | Op::BatchNormTrainGrad { .. }
             | Op::BatchNormGammaGrad { .. }
+            | Op::LayerNormGrad { .. }
+            | Op::LayerNormGammaGrad { .. }
             | Op::MovingAverage { .. }
             | Op::ActivateGrad(_)
             | Op::SoftmaxGrad

@@ -253,6 +253,25 @@ fn build(model: &Model, batch: usize, mode: Mode) -> Result<Graph, String> {
                 cur = g.push(Op::AvgPool2d(win), vec![cur], format!("{name}.out"))?;
                 pre = None;
             }
+            LayerKind::LayerNorm {
+                epsilon,
+                center,
+                scale,
+            } => {
+                let op = Op::LayerNorm {
+                    epsilon: *epsilon,
+                    scale: *scale,
+                    center: *center,
+                };
+                let mut inputs = vec![cur];
+                inputs.extend(&layer_params[index]);
+                cur = g.push(op, inputs, format!("{name}.out"))?;
+                pre = None;
+            }
+            LayerKind::GlobalPool { max, .. } => {
+                cur = global_pool(&mut g, cur, *max, name)?;
+                pre = None;
+            }
             LayerKind::BatchNorm { momentum, epsilon } => {
                 let p = &layer_params[index];
                 let (gamma, beta, moving_mean, moving_var) = (p[0], p[1], p[2], p[3]);
@@ -355,6 +374,47 @@ fn merge(g: &mut Graph, m: Merge, inputs: &[TensorId], name: &str) -> Result<Ten
         acc = g.push(scale, vec![acc], format!("{name}.mean"))?;
     }
     Ok(acc)
+}
+
+/// Global pooling: one window over the whole of `x` (`[batch, steps, c]` is seen
+/// as the image `[batch, 1, steps, c]`), then `[batch, c]`.
+fn global_pool(g: &mut Graph, x: TensorId, max: bool, layer: &str) -> Result<TensorId, String> {
+    let shape = g.tensors[x].shape.clone();
+    let (image, size) = match *shape.as_slice() {
+        [b, steps, c] => {
+            let image = g.push_reshape(x, vec![b, 1, steps, c], format!("{layer}.image"));
+            (image, [1, steps])
+        }
+        [_, h, w, _] => (x, [h, w]),
+        _ => {
+            return Err(format!(
+                "layer `{layer}` needs a sequence or an image input, found shape {:?}",
+                &shape[1..]
+            ))
+        }
+    };
+    let win = Window {
+        input: size,
+        size,
+        strides: size,
+        padding: crate::sema::model::Padding::Valid,
+    };
+    let pooled = if max {
+        let argmax = g.push(
+            Op::MaxPool2dArgmax(win),
+            vec![image],
+            format!("{layer}.argmax"),
+        )?;
+        g.push(
+            Op::MaxPool2d(win),
+            vec![image, argmax],
+            format!("{layer}.pool"),
+        )?
+    } else {
+        g.push(Op::AvgPool2d(win), vec![image], format!("{layer}.pool"))?
+    };
+    let (b, c) = (shape[0], shape[shape.len() - 1]);
+    Ok(g.push_reshape(pooled, vec![b, c], format!("{layer}.out")))
 }
 
 /// The window of a conv/pool layer over `x`, which must be an image

@@ -276,6 +276,59 @@ pub fn run_in<T: Real>(
                 }
                 out
             }
+            Op::LayerNorm { epsilon, scale, .. } => {
+                let c = last(shape(0));
+                let eps = T::from_f32(*epsilon);
+                let gamma = scale.then(|| &ins[1]);
+                let beta = (ins.len() > 1 + usize::from(*scale)).then(|| &ins[ins.len() - 1]);
+                rows(&ins[0], c)
+                    .flat_map(|r| {
+                        let (mean, inv) = row_moments(r, eps);
+                        r.iter().enumerate().map(move |(j, &x)| {
+                            let mut y = (x - mean) * inv;
+                            if let Some(g) = gamma {
+                                y = y * g[j];
+                            }
+                            if let Some(b) = beta {
+                                y += b[j];
+                            }
+                            y
+                        })
+                    })
+                    .collect()
+            }
+            Op::LayerNormGrad { epsilon, scale } => {
+                let c = last(shape(0));
+                let eps = T::from_f32(*epsilon);
+                let n = T::from_f64(c as f64);
+                let dy = &ins[ins.len() - 1];
+                rows(&ins[0], c)
+                    .zip(rows(dy, c))
+                    .flat_map(|(r, d)| {
+                        let (mean, inv) = row_moments(r, eps);
+                        let g: Vec<T> = (0..c)
+                            .map(|j| if *scale { d[j] * ins[1][j] } else { d[j] })
+                            .collect();
+                        let xhat: Vec<T> = r.iter().map(|&x| (x - mean) * inv).collect();
+                        let sum_g = g.iter().fold(T::zero(), |a, &v| a + v);
+                        let sum_gx = (0..c).fold(T::zero(), |a, j| a + g[j] * xhat[j]);
+                        let (mg, mgx) = (sum_g / n, sum_gx / n);
+                        (0..c).map(move |j| inv * (g[j] - mg - xhat[j] * mgx))
+                    })
+                    .collect()
+            }
+            Op::LayerNormGammaGrad { epsilon } => {
+                let c = last(shape(0));
+                let eps = T::from_f32(*epsilon);
+                let mut out = vec![T::zero(); c];
+                for (r, d) in rows(&ins[0], c).zip(rows(&ins[1], c)) {
+                    let (mean, inv) = row_moments(r, eps);
+                    for j in 0..c {
+                        out[j] += d[j] * ((r[j] - mean) * inv);
+                    }
+                }
+                out
+            }
             Op::MovingAverage { momentum } => {
                 let (m, rest) = (T::from_f32(*momentum), T::from_f32(1.0 - momentum));
                 ins[0]
@@ -346,6 +399,17 @@ fn write<T: Real>(graph: &Graph, layout: &Layout, arena: &mut [T], id: TensorId,
     if let Some(r) = layout.range(graph, id) {
         arena[r].copy_from_slice(values);
     }
+}
+
+/// A row's mean and `1 / sqrt(var + eps)` (biased variance), summed in order.
+fn row_moments<T: Real>(r: &[T], eps: T) -> (T, T) {
+    let n = T::from_f64(r.len() as f64);
+    let mean = r.iter().fold(T::zero(), |a, &v| a + v) / n;
+    let var = r
+        .iter()
+        .fold(T::zero(), |a, &v| a + (v - mean) * (v - mean))
+        / n;
+    (mean, T::one() / (var + eps).sqrt())
 }
 
 fn last(shape: &[usize]) -> usize {

@@ -137,7 +137,23 @@ pub enum Op {
     /// `avg = avg * momentum + value * (1 - momentum)`, as Keras's batch normalization
     /// does in training. Inputs `(avg, value)`, same shapes; `output == inputs[0]`.
     MovingAverage { momentum: f32 },
-
+    /// Layer normalization over the last axis, Keras's `LayerNormalization`: for
+    /// each row of `c` values, its `mean` and biased `var`, `inv = 1 / sqrt(var +
+    /// epsilon)` and `y = (x - mean) * inv * gamma + beta`. Inputs `(x, gamma,
+    /// beta)`, `gamma` only with `scale` and `beta` only with `center`, each `[c]`.
+    LayerNorm {
+        epsilon: f32,
+        scale: bool,
+        center: bool,
+    },
+    /// The gradient of `LayerNorm` with respect to `x`: with `g = dy * gamma` (`dy`
+    /// without `scale`) and `xhat = (x - mean) * inv`, per row
+    /// `dx = inv * (g - sum(g) / c - xhat * sum(g * xhat) / c)`. Inputs
+    /// `(x, gamma, dy)`, `gamma` only with `scale`.
+    LayerNormGrad { epsilon: f32, scale: bool },
+    /// The gradient of `LayerNorm` with respect to `gamma`:
+    /// `dgamma[j] = sum over rows of dy[.., j] * xhat[.., j]`. Inputs `(x, dy)`.
+    LayerNormGammaGrad { epsilon: f32 },
     // The merge layers of graph models (Keras applies them left to right, so a merge
     // of n inputs is n - 1 binary nodes; `Add` above is `add`'s).
     /// `out = a - b`, same shapes; inputs `(a, b)`.
@@ -269,6 +285,9 @@ impl Op {
             Op::BatchNormGammaGrad { .. } => 4,
             Op::BatchNorm { .. } => 5,
             Op::BatchNormTrainGrad { .. } => 7,
+            Op::LayerNorm { scale, center, .. } => 1 + usize::from(*scale) + usize::from(*center),
+            Op::LayerNormGrad { scale, .. } => 2 + usize::from(*scale),
+            Op::LayerNormGammaGrad { .. } => 2,
             // The parameter, its gradient, then the optimizer's slots.
             Op::Update(optimizer) => 2 + optimizer.slot_names().len(),
         }
@@ -482,6 +501,32 @@ impl Op {
                 }
                 Ok(x)
             }
+            Op::LayerNorm { .. } | Op::LayerNormGrad { .. } | Op::LayerNormGammaGrad { .. } => {
+                let x = s(0);
+                let c = vec![*x.last().ok_or("layer_norm of a scalar")?];
+                // `dy` (the last input of the gradients) has `x`'s shape; the rest
+                // are one value per channel.
+                let dy = match self {
+                    Op::LayerNorm { .. } => None,
+                    _ => Some(inputs.len() - 1),
+                };
+                if let Some(dy) = dy {
+                    same(0, dy)?;
+                }
+                for i in (1..inputs.len()).filter(|&i| Some(i) != dy) {
+                    if s(i) != c {
+                        return Err(format!(
+                            "{self:?}: {:?} is not one value per channel {c:?}",
+                            s(i)
+                        ));
+                    }
+                }
+                Ok(if matches!(self, Op::LayerNormGammaGrad { .. }) {
+                    c
+                } else {
+                    x
+                })
+            }
             Op::Reshape | Op::Update(_) | Op::MovingAverage { .. } => {
                 Err(format!("{self:?} does not create a tensor of its own"))
             }
@@ -612,6 +657,17 @@ impl fmt::Display for Op {
             Op::Concat { axis, parts } => format!("concat{{axis={axis}, parts={parts}}}"),
             Op::Slice { axis, start, len } => {
                 format!("slice{{axis={axis}, {start}..{}}}", start + len)
+            }
+            Op::LayerNorm {
+                epsilon,
+                scale,
+                center,
+            } => format!("layer_norm{{epsilon={epsilon}, scale={scale}, center={center}}}"),
+            Op::LayerNormGrad { epsilon, scale } => {
+                format!("layer_norm_grad{{epsilon={epsilon}, scale={scale}}}")
+            }
+            Op::LayerNormGammaGrad { epsilon } => {
+                format!("layer_norm_gamma_grad{{epsilon={epsilon}}}")
             }
         })
     }

@@ -78,6 +78,8 @@ pub fn graph(
             LayerKind::AvgPool2d { .. } => "avgpool2d",
             LayerKind::BatchNorm { .. } => "batchnorm",
             LayerKind::Merge(_) => "merge",
+            LayerKind::GlobalPool { .. } => "global_pool",
+            LayerKind::LayerNorm { .. } => "layer_norm",
         };
         let n = counts.entry(base).or_insert(0usize);
         let name = if *n == 0 {

@@ -397,6 +397,94 @@ fn conv_models_gradients_match_finite_differences() {
             &[2, 3],
             Loss::BinaryCrossentropy,
         ),
+        // Layer normalization over a vector, and over the channels of a sequence,
+        // with and without its parameters.
+        with_loss(
+            vec![
+                dense(5, Tanh),
+                LayerKind::LayerNorm {
+                    epsilon: 1e-3,
+                    center: true,
+                    scale: true,
+                },
+                dense(3, Softmax),
+            ],
+            &[3],
+            Loss::SparseCategoricalCrossentropy,
+        ),
+        with_loss(
+            vec![
+                dense(6, Linear),
+                LayerKind::Reshape { shape: vec![2, 3] },
+                LayerKind::LayerNorm {
+                    epsilon: 0.01,
+                    center: false,
+                    scale: true,
+                },
+                LayerKind::Flatten,
+                dense(2, Linear),
+            ],
+            &[3],
+            Loss::Mse,
+        ),
+        with_loss(
+            vec![
+                dense(7, Elu { alpha: 1.0 }),
+                LayerKind::LayerNorm {
+                    epsilon: 1e-3,
+                    center: true,
+                    scale: false,
+                },
+                dense(1, Sigmoid),
+            ],
+            &[2],
+            Loss::BinaryCrossentropy,
+        ),
+        // Global pooling over odd images and sequences.
+        with_loss(
+            vec![
+                conv2d(3, [2, 2], [2, 1], Same, Tanh),
+                LayerKind::GlobalPool { max: true, dims: 2 },
+                dense(2, Softmax),
+            ],
+            &[5, 3, 2],
+            Loss::CategoricalCrossentropy,
+        ),
+        with_loss(
+            vec![
+                conv2d(3, [3, 1], [1, 1], Valid, Elu { alpha: 1.0 }),
+                LayerKind::GlobalPool {
+                    max: false,
+                    dims: 2,
+                },
+                dense(1, Linear),
+            ],
+            &[5, 3, 2],
+            Loss::Mse,
+        ),
+        with_loss(
+            vec![
+                dense(6, Tanh),
+                LayerKind::Reshape { shape: vec![3, 2] },
+                LayerKind::GlobalPool { max: true, dims: 1 },
+                dense(3, Sigmoid),
+            ],
+            &[4],
+            Loss::BinaryCrossentropy,
+        ),
+        with_loss(
+            vec![
+                dense(10, Tanh),
+                LayerKind::Reshape { shape: vec![5, 2] },
+                LayerKind::GlobalPool {
+                    max: false,
+                    dims: 1,
+                },
+                dense(2, Linear),
+            ],
+            &[3],
+            Loss::Huber,
+        ),
     ];
     for (i, model) in models.iter().enumerate() {
         let err = model_fd_error(model, 3, i as u64);

@@ -283,7 +283,7 @@ pub fn check_model(block: &ModelBlock, diags: &mut Vec<Diagnostic>) -> CheckedMo
                     graph.defs.push(def);
                     continue;
                 };
-                let kind = match kind {
+                let mut kind = match kind {
                     LayerKind::Merge(Merge::Concatenate { .. }) => {
                         match concat_axis(axis, shapes[0].len(), diags) {
                             Some(axis) => LayerKind::Merge(Merge::Concatenate { axis }),
@@ -318,6 +318,10 @@ pub fn check_model(block: &ModelBlock, diags: &mut Vec<Diagnostic>) -> CheckedMo
                     }
                 };
                 def.shape = Some(shape.clone());
+                if let LayerKind::Reshape { shape: target } = &mut kind {
+                    // A `-1` is known now.
+                    *target = shape.iter().map(|&x| x as usize).collect();
+                }
                 if shape.last() == Some(&1) && applies_softmax(&kind) {
                     constant.push(softmax_over_one(&layer_name, span));
                 }
@@ -673,6 +677,13 @@ fn layer_kind(call: &Call, diags: &mut Vec<Diagnostic>) -> Option<LayerKind> {
                 }
             })
         }
+        "global_avgpool1d" | "global_maxpool1d" | "global_avgpool2d" | "global_maxpool2d" => {
+            bind(call, &what, &[], &[], d);
+            Some(LayerKind::GlobalPool {
+                max: name.starts_with("global_max"),
+                dims: if name.ends_with("1d") { 1 } else { 2 },
+            })
+        }
         "batchnorm" => {
             let b = bind(call, &what, &["momentum", "epsilon"], &[], d);
             let momentum = opt(
@@ -694,20 +705,26 @@ fn layer_kind(call: &Call, diags: &mut Vec<Diagnostic>) -> Option<LayerKind> {
                 epsilon: epsilon? as f32,
             })
         }
+        "layer_norm" => {
+            let b = bind(call, &what, &["epsilon", "center", "scale"], &[], d);
+            let epsilon = opt(
+                &b,
+                "epsilon",
+                0.001,
+                |v, p| args::float_in(v, p, |x| x > 0.0, "must be positive"),
+                d,
+            );
+            let center = opt(&b, "center", true, args::boolean, d);
+            let scale = opt(&b, "scale", true, args::boolean, d);
+            Some(LayerKind::LayerNorm {
+                epsilon: epsilon? as f32,
+                center: center?,
+                scale: scale?,
+            })
+        }
         "reshape" => {
             let b = bind(call, &what, &["shape"], &["shape"], d);
-            let shape = req(
-                &b,
-                "shape",
-                |v, p| match &v.kind {
-                    ValueKind::List(items) if !items.is_empty() => items
-                        .iter()
-                        .map(|it| args::positive(it, p).map(|x| x as usize))
-                        .collect(),
-                    _ => Err(args::type_error(v, "a non-empty list of dimensions", p)),
-                },
-                d,
-            )?;
+            let shape = req(&b, "shape", reshape_target, d)?;
             Some(LayerKind::Reshape { shape })
         }
         _ if names::ACTIVATIONS.contains(&name) => {
@@ -726,6 +743,51 @@ fn layer_kind(call: &Call, diags: &mut Vec<Diagnostic>) -> Option<LayerKind> {
             None
         }
     }
+}
+
+/// The `.nn` name of a global pooling layer.
+pub fn global_pool_name(max: bool, dims: usize) -> &'static str {
+    match (max, dims) {
+        (false, 1) => "global_avgpool1d",
+        (true, 1) => "global_maxpool1d",
+        (false, _) => "global_avgpool2d",
+        (true, _) => "global_maxpool2d",
+    }
+}
+
+/// `reshape`'s target: positive dimensions and at most one `-1`, held as 0 until
+/// `infer` knows the input's size and puts the dimension there.
+fn reshape_target(v: &Value, param: &str) -> Result<Vec<usize>, Diagnostic> {
+    let ValueKind::List(items) = &v.kind else {
+        return Err(args::type_error(v, "a non-empty list of dimensions", param));
+    };
+    if items.is_empty() {
+        return Err(args::type_error(v, "a non-empty list of dimensions", param));
+    }
+    let mut unknown: Option<&Value> = None;
+    let mut dims = vec![];
+    for it in items {
+        if args::int(it, param).ok() == Some(-1) {
+            if let Some(first) = unknown {
+                return Err(Diagnostic::error(
+                    codes::RESHAPE,
+                    "`reshape` can infer one dimension, but its shape has two `-1`",
+                    it.span.clone(),
+                    "second `-1`",
+                )
+                .with_label(first.span.clone(), "first `-1`")
+                .with_help("write every dimension but one"));
+            }
+            unknown = Some(it);
+            dims.push(0);
+        } else {
+            let d = args::positive(it, param).map_err(|e| {
+                e.with_help("a dimension is a positive integer, or `-1` for the one inferred")
+            })?;
+            dims.push(d as usize);
+        }
+    }
+    Ok(dims)
 }
 
 fn show(shape: &[u64]) -> String {
@@ -795,7 +857,47 @@ fn infer(
         LayerKind::Dropout { .. }
         | LayerKind::Activation(_)
         | LayerKind::BatchNorm { .. }
+        | LayerKind::LayerNorm { .. }
         | LayerKind::Merge(_) => return Ok(shape.clone()),
+        LayerKind::Reshape { shape: target } if target.contains(&0) => {
+            // One dimension is `-1`: the input's elements over the known ones.
+            let have = shape
+                .iter()
+                .fold(1u128, |a, &b| a.saturating_mul(b as u128));
+            let known = target
+                .iter()
+                .filter(|&&x| x != 0)
+                .fold(1u128, |a, &b| a.saturating_mul(b as u128));
+            let written = || {
+                let dims: Vec<String> = target
+                    .iter()
+                    .map(|&x| if x == 0 { "-1".into() } else { x.to_string() })
+                    .collect();
+                format!("[{}]", dims.join(", "))
+            };
+            if have % known != 0 {
+                d.push(
+                    Diagnostic::error(
+                        codes::RESHAPE,
+                        format!(
+                            "cannot reshape {} ({have} elements) to {}: {have} is not a multiple of {known}",
+                            show(shape),
+                            written()
+                        ),
+                        call.span.clone(),
+                        format!("the known dimensions hold {known} elements"),
+                    )
+                    .with_label(cur.from.clone(), format!("{came_from}: {have} elements"))
+                    .with_help("the `-1` dimension must come out whole: change the known dimensions"),
+                );
+                return Err(None);
+            }
+            let inferred = (have / known) as u64;
+            return Ok(target
+                .iter()
+                .map(|&x| if x == 0 { inferred } else { x as u64 })
+                .collect());
+        }
         LayerKind::Reshape { shape: target } => {
             let have = shape
                 .iter()
@@ -821,6 +923,25 @@ fn infer(
                 return Err(Some(target));
             }
             return Ok(target);
+        }
+        LayerKind::GlobalPool { max, dims } => {
+            if shape.len() == dims + 1 {
+                return Ok(vec![shape[*dims]]);
+            }
+            let what = global_pool_name(*max, *dims);
+            let other = global_pool_name(*max, 3 - dims);
+            let needs = if *dims == 1 {
+                "a sequence `[steps, channels]`"
+            } else {
+                "an image `[h, w, c]`"
+            };
+            let help = if shape.len() == 3 - dims + 1 {
+                format!("for an input of this rank use `{other}`")
+            } else {
+                format!("`{what}` pools every position of each channel of its input; its last axis holds the channels")
+            };
+            d.push(rank_error(what, needs, &help));
+            return Err(None);
         }
         LayerKind::Conv2d {
             filters,

@@ -480,6 +480,19 @@ mod tests {
     }
 
     #[test]
+    fn reshape_puts_the_inferred_dimension_in_the_model() {
+        let o = check("model m {\n input x: [12]\n reshape(shape = [2, -1, 3])\n}\n");
+        let m = o.model.unwrap();
+        assert_eq!(
+            m.layers[0].kind,
+            LayerKind::Reshape {
+                shape: vec![2, 2, 3]
+            }
+        );
+        assert_eq!(m.layers[0].output_shape, vec![2, 2, 3]);
+    }
+
+    #[test]
     fn leaky_relu_slopes_as_keras_in_each_use() {
         let o = check(
             "model m {\n input x: [3]\n dense(2, activation = leaky_relu)\n leaky_relu\n \

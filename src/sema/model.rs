@@ -167,9 +167,23 @@ pub enum LayerKind {
         epsilon: f32,
     },
     Reshape {
+        /// Every dimension known (sema has put the inferred one in place of `-1`).
         shape: Vec<usize>,
     },
     Merge(Merge),
+    /// The mean (or, with `max`, the maximum) of each channel over every position
+    /// of a `[steps, c]` (`dims == 1`) or `[h, w, c]` (`dims == 2`) input: `[c]`.
+    GlobalPool {
+        max: bool,
+        dims: usize,
+    },
+    /// Keras's `LayerNormalization` over the last axis: `gamma` with `scale`,
+    /// `beta` with `center`.
+    LayerNorm {
+        epsilon: f32,
+        center: bool,
+        scale: bool,
+    },
 }
 
 impl LayerKind {
@@ -199,9 +213,10 @@ impl LayerKind {
         match self {
             LayerKind::Dense { units, .. } => (input.len() == 1).then(|| vec![*units]),
             LayerKind::Flatten => Some(vec![input.iter().product()]),
-            LayerKind::Dropout { .. } | LayerKind::Activation(_) | LayerKind::BatchNorm { .. } => {
-                Some(input.to_vec())
-            }
+            LayerKind::Dropout { .. }
+            | LayerKind::Activation(_)
+            | LayerKind::BatchNorm { .. }
+            | LayerKind::LayerNorm { .. } => Some(input.to_vec()),
             LayerKind::Reshape { shape } => (shape.iter().product::<usize>()
                 == input.iter().product::<usize>())
             .then(|| shape.clone()),
@@ -223,6 +238,9 @@ impl LayerKind {
                 padding,
             } => window(*pool_size, *strides, *padding, *input.last()?),
             LayerKind::Merge(m) => m.output_shape(&[input, input]),
+            LayerKind::GlobalPool { dims, .. } => {
+                (input.len() == dims + 1).then(|| vec![input[*dims]])
+            }
         }
     }
 }
@@ -289,6 +307,17 @@ impl Layer {
                     p("moving_mean", vec![c], false, Initializer::Zeros),
                     p("moving_variance", vec![c], false, Initializer::Ones),
                 ]
+            }
+            LayerKind::LayerNorm { center, scale, .. } => {
+                let c = *self.input_shape.last().unwrap_or(&1);
+                let mut v = vec![];
+                if *scale {
+                    v.push(p("gamma", vec![c], true, Initializer::Ones));
+                }
+                if *center {
+                    v.push(p("beta", vec![c], true, Initializer::Zeros));
+                }
+                v
             }
             _ => vec![],
         }

@@ -21,6 +21,11 @@ const LAYER_KINDS: &[&str] = &[
     "maximum",
     "minimum",
     "concatenate",
+    "global_avgpool1d",
+    "global_maxpool1d",
+    "global_avgpool2d",
+    "global_maxpool2d",
+    "layer_norm",
 ];
 /// Every layer name: the layer kinds, then one layer per activation.
 pub static LAYERS: LazyLock<Vec<&'static str>> = LazyLock::new(|| {
@@ -77,10 +82,13 @@ pub const SETTINGS: &[&str] = &[
 /// Keras spellings that are too far from the nnc name for edit distance to find.
 const ALIASES: &[(&str, &str)] = &[
     ("batchnormalization", "batchnorm"),
+    ("layernormalization", "layer_norm"),
     ("averagepooling2d", "avgpool2d"),
     ("maxpooling2d", "maxpool2d"),
     ("globalaveragepooling2d", "global_avgpool2d"),
     ("globalmaxpooling2d", "global_maxpool2d"),
+    ("globalaveragepooling1d", "global_avgpool1d"),
+    ("globalmaxpooling1d", "global_maxpool1d"),
     ("lr", "learning_rate"),
     ("categoricalcrossentropy", "categorical_crossentropy"),
     (
@@ -119,16 +127,6 @@ const KERAS_ONLY: &[(&str, &str)] = &[
         "validationdata",
         "nnc has no `validation_data` yet; `validation_split = 0.2` holds out a fraction of the \
          training rows and evaluates them after each epoch",
-    ),
-    (
-        "globalaveragepooling2d",
-        "nnc has no global pooling yet; `avgpool2d(pool_size = [h, w])` over the whole image, \
-         then `flatten`, computes the same",
-    ),
-    (
-        "globalmaxpooling2d",
-        "nnc has no global pooling yet; `maxpool2d(pool_size = [h, w])` over the whole image, \
-         then `flatten`, computes the same",
     ),
     ("classweight", "nnc has no class weights yet"),
 ];
@@ -266,12 +264,14 @@ mod tests {
         assert!(suggestion("input_shape", params).contains("input x: [28, 28, 1]"));
         assert!(suggestion("callbacks", SETTINGS).contains("no callbacks"));
         assert!(suggestion("validation_data", SETTINGS).contains("validation_split"));
-        // Without `global_avgpool2d` in nnc, no pooling layer is offered as its name.
-        assert_eq!(nearest("GlobalAveragePooling2D", &LAYERS), None);
-        assert!(suggestion("GlobalAveragePooling2D", &LAYERS).contains("global pooling"));
+        // Keras's class names of the global pools find nnc's layers.
         assert_eq!(
-            nearest("GlobalAveragePooling2D", &["dense", "global_avgpool2d"]),
-            Some("global_avgpool2d")
+            suggestion("GlobalAveragePooling2D", &LAYERS),
+            "did you mean `global_avgpool2d`?"
+        );
+        assert_eq!(
+            nearest("GlobalMaxPooling1D", &LAYERS),
+            Some("global_maxpool1d")
         );
         assert_eq!(
             suggestion("lr", &["learning_rate", "momentum"]),

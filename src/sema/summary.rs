@@ -67,6 +67,13 @@ pub fn keras_kind(kind: &LayerKind) -> &'static str {
             Merge::Minimum => "Minimum",
             Merge::Concatenate { .. } => "Concatenate",
         },
+        LayerKind::GlobalPool { max, dims } => match (max, dims) {
+            (false, 1) => "GlobalAveragePooling1D",
+            (true, 1) => "GlobalMaxPooling1D",
+            (false, _) => "GlobalAveragePooling2D",
+            (true, _) => "GlobalMaxPooling2D",
+        },
+        LayerKind::LayerNorm { .. } => "LayerNormalization",
     }
 }
 
@@ -122,6 +129,9 @@ fn param_counts(l: &Layer) -> (u64, u64) {
             )
         }
         LayerKind::BatchNorm { .. } => (2 * c, 2 * c),
+        LayerKind::LayerNorm { center, scale, .. } => {
+            (c * (u128::from(*center) + u128::from(*scale)), 0)
+        }
         _ => (0, 0),
     };
     let clamp = |x: u128| u64::try_from(x).unwrap_or(u64::MAX);
