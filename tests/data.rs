@@ -38,6 +38,7 @@ fn model(inputs: usize, units: usize) -> Model {
                 use_bias: true,
                 kernel_initializer: Initializer::GlorotUniform,
                 bias_initializer: Initializer::Zeros,
+                kernel_regularizer: None,
             },
             input_shape: vec![inputs],
             output_shape: vec![units],

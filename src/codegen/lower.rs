@@ -94,6 +94,8 @@ impl Lower<'_, '_, '_> {
             Op::ExtremumGrad { max, first } => self.extremum_grad(ins, out, max, first),
             Op::Concat { axis, .. } => self.concat(ins, out, axis),
             Op::Slice { axis, start, .. } => self.slice(ins[0], out, axis, start),
+            Op::Penalty { l1, l2 } => self.penalty(ins[0], out, l1, l2),
+            Op::PenaltyGrad { l1, l2 } => self.penalty_grad(ins[0], out, l1, l2),
             Op::LayerNorm { epsilon, scale, .. } => self.layer_norm(ins, out, epsilon, scale),
             Op::LayerNormGrad { epsilon, scale } => self.layer_norm_grad(ins, out, epsilon, scale),
             Op::LayerNormGammaGrad { epsilon } => self.layer_norm_gamma_grad(ins, out, epsilon),

@@ -1,12 +1,12 @@
 //! IR -> CLIF for the merge layers of graph models: element-by-element `sub`, `mul`,
 //! `scale`, `maximum`/`minimum` and its gradient, and the copies of `concat` and its
-//! gradient `slice`.
+//! gradient `slice`; and the kernel regularizer's penalty and its gradient.
 
 use cranelift_codegen::ir::condcodes::FloatCC;
-use cranelift_codegen::ir::{InstBuilder, Value};
+use cranelift_codegen::ir::{types, InstBuilder, Value};
 
 use super::kernels::Emitter;
-use super::lower::{Lower, R};
+use super::lower::{fold, Lower, R};
 use crate::ir::graph::TensorId;
 
 impl Lower<'_, '_, '_> {
@@ -140,6 +140,69 @@ impl Lower<'_, '_, '_> {
                 e.st(v, d, i);
             });
         });
+    }
+}
+
+impl Lower<'_, '_, '_> {
+    /// `l1 * sum(|w|) + l2 * sum(w^2)` into the scalar `out`, each sum in element
+    /// order as the interpreter sums.
+    pub(super) fn penalty(&mut self, w: TensorId, out: TensorId, l1: f32, l2: f32) -> R {
+        let (pw, o) = (self.ptr(w)?, self.ptr(out)?);
+        let n = self.len(w);
+        let e = &mut self.e;
+        let zero = e.fc(types::F32, 0.0);
+        let mut total = zero;
+        for (factor, square) in [(l1, false), (l2, true)] {
+            if factor == 0.0 {
+                continue;
+            }
+            let sum = fold(
+                e,
+                0..n,
+                zero,
+                |e, a, b| e.fadd(a, b),
+                |e, i| {
+                    let at = e.b.ins().ishl_imm_s(i, 2);
+                    let v = e.ld(types::F32, pw, at);
+                    if square {
+                        e.fmul(v, v)
+                    } else {
+                        e.b.ins().fabs(v)
+                    }
+                },
+            );
+            let term = e.fmul_c(sum, factor);
+            total = e.fadd(total, term);
+        }
+        let at = e.iconst(0);
+        e.st(total, o, at);
+        Ok(())
+    }
+
+    /// `sign(w) * l1 + l2 * (2 * w)`, the terms in the interpreter's order.
+    pub(super) fn penalty_grad(&mut self, w: TensorId, out: TensorId, l1: f32, l2: f32) -> R {
+        self.same_len(w, out)?;
+        let (pw, o) = (self.ptr(w)?, self.ptr(out)?);
+        self.e.map(self.len(out), |e, ty, i| {
+            let v = e.ld(ty, pw, i);
+            let zero = e.fc(ty, 0.0);
+            let mut g = zero;
+            if l1 != 0.0 {
+                let (one, minus) = (e.fc(ty, 1.0), e.fc(ty, -1.0));
+                let positive = e.sel(FloatCC::GreaterThan, v, zero, one, zero);
+                let sign = e.sel(FloatCC::LessThan, v, zero, minus, positive);
+                let t = e.fmul_c(sign, l1);
+                g = e.fadd(g, t);
+            }
+            if l2 != 0.0 {
+                let twice = e.fmul_c(v, 2.0);
+                let l2v = e.fc(ty, l2);
+                let t = e.fmul(l2v, twice);
+                g = e.fadd(g, t);
+            }
+            e.st(g, o, i);
+        });
+        Ok(())
     }
 }
 

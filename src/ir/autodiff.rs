@@ -27,13 +27,23 @@ pub fn gradients(g: &mut Graph, loss: TensorId, wrt: &[TensorId]) -> Result<Vec<
         }
     }
     let mut grads: Vec<Option<TensorId>> = vec![None; g.tensors.len()];
+    // Tensors whose gradient is the unit: the loss, and the terms of a total loss
+    // (the model's loss plus the regularizers' penalties) summed by `Add` nodes.
+    let mut unit = vec![false; g.tensors.len()];
+    unit[loss] = true;
     for index in (0..forward).rev() {
         let node = g.nodes[index].clone();
         if !needs[node.output] {
             continue;
         }
+        if unit[node.output] && node.op == Op::Add {
+            for &input in &node.inputs {
+                unit[input] = true;
+            }
+            continue;
+        }
         let seed = match grads[node.output] {
-            _ if node.output == loss => Seed::Unit,
+            _ if unit[node.output] => Seed::Unit,
             Some(t) => Seed::Tensor(t),
             None => continue,
         };
@@ -79,7 +89,16 @@ fn vjp(
                 ));
             }
         }
-        (op, Seed::Unit) | (op @ Op::Loss(_), _) => {
+        (Op::Penalty { l1, l2 }, Seed::Unit) => {
+            if want(0) {
+                let name = d(g, 0);
+                out.push((
+                    ins[0],
+                    g.push(Op::PenaltyGrad { l1, l2 }, vec![ins[0]], name)?,
+                ));
+            }
+        }
+        (op, Seed::Unit) | (op @ (Op::Loss(_) | Op::Penalty { .. }), _) => {
             return Err(format!(
                 "{op:?}: the loss must be the root of differentiation"
             ))
@@ -323,7 +342,8 @@ fn vjp(
             | Op::LossGrad(_)
             | Op::Update(_)
             | Op::ExtremumGrad { .. }
-            | Op::Slice { .. }),
+            | Op::Slice { .. }
+            | Op::PenaltyGrad { .. }),
             Seed::Tensor(_),
         ) => return Err(format!("{op:?} is a backward op and has no gradient rule")),
     }

@@ -5,7 +5,7 @@ use super::autodiff;
 use super::graph::{Graph, LossKind, Node, Op, Role, TensorId, Window};
 use crate::ops::random::{mix64, GOLDEN_GAMMA};
 use crate::sema::model::{
-    Activation, LayerKind, Loss, Merge, Model, Optimizer, Source, TrainConfig,
+    Activation, LayerKind, Loss, Merge, Model, Optimizer, Regularizer, Source, TrainConfig,
 };
 
 /// What a graph is built for.
@@ -317,7 +317,20 @@ fn build(model: &Model, batch: usize, mode: Mode) -> Result<Graph, String> {
         return Ok(g);
     };
     let (kind, prediction) = loss_kind(t.loss, pre, g.output);
-    let loss = g.push(Op::Loss(kind), vec![prediction, target], "loss".into())?;
+    let data_loss = g.push(Op::Loss(kind), vec![prediction, target], "loss".into())?;
+    let mut loss = data_loss;
+    // Keras adds each kernel regularizer's penalty to the loss it reports and
+    // differentiates, in training and in evaluation, in layer order.
+    for (layer, params) in model.layers.iter().zip(&layer_params) {
+        if let Some(Regularizer { l1, l2 }) = layer.kernel_regularizer() {
+            let name = format!("{}.kernel_regularizer", layer.name);
+            let penalty = g.push(Op::Penalty { l1, l2 }, vec![params[0]], name)?;
+            loss = g.push(Op::Add, vec![loss, penalty], "loss".into())?;
+        }
+    }
+    if loss != data_loss {
+        g.tensors[data_loss].name = "data_loss".into();
+    }
     g.loss = Some(loss);
     if mode == Mode::Evaluate {
         return Ok(g);

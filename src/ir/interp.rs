@@ -369,6 +369,31 @@ pub fn run_in<T: Real>(
                 }
                 out
             }
+            Op::Penalty { l1, l2 } => {
+                let mut total = T::zero();
+                if *l1 != 0.0 {
+                    let s = ins[0].iter().fold(T::zero(), |a, &w| a + w.abs());
+                    total += T::from_f32(*l1) * s;
+                }
+                if *l2 != 0.0 {
+                    let s = ins[0].iter().fold(T::zero(), |a, &w| a + w * w);
+                    total += T::from_f32(*l2) * s;
+                }
+                vec![total]
+            }
+            Op::PenaltyGrad { l1, l2 } => ins[0]
+                .iter()
+                .map(|&w| {
+                    let mut g = T::zero();
+                    if *l1 != 0.0 {
+                        g += sign(w) * T::from_f32(*l1);
+                    }
+                    if *l2 != 0.0 {
+                        g += T::from_f32(*l2) * (T::from_f32(2.0) * w);
+                    }
+                    g
+                })
+                .collect(),
             Op::Slice { axis, start, len } => {
                 let x_shape = shape(0);
                 let outer: usize = x_shape[..*axis].iter().product();
@@ -383,6 +408,17 @@ pub fn run_in<T: Real>(
             }
         };
         write(graph, layout, arena, node.output, &result);
+    }
+}
+
+/// -1, 0 or 1, as TF's `sign` (the gradient of `abs`).
+fn sign<T: Real>(w: T) -> T {
+    if w > T::zero() {
+        T::one()
+    } else if w < T::zero() {
+        -T::one()
+    } else {
+        T::zero()
     }
 }
 

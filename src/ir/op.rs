@@ -179,6 +179,12 @@ pub enum Op {
         start: usize,
         len: usize,
     },
+    /// Keras's kernel regularizer: the scalar `l1 * sum(|w|) + l2 * sum(w^2)` (a term
+    /// only when its factor is not 0, each sum in element order); inputs `(w)`.
+    Penalty { l1: f32, l2: f32 },
+    /// The gradient of `Penalty` (the total loss's unit gradient times its
+    /// derivative): `sign(w) * l1 + l2 * (2 * w)`, `sign(0) = 0`; inputs `(w)`.
+    PenaltyGrad { l1: f32, l2: f32 },
 }
 
 /// A 2-D sliding window (a convolution kernel or a pooling window) over channels-last
@@ -266,7 +272,9 @@ impl Op {
             | Op::AvgPool2dGrad(_)
             | Op::BatchMean
             | Op::Scale(_)
-            | Op::Slice { .. } => 1,
+            | Op::Slice { .. }
+            | Op::Penalty { .. }
+            | Op::PenaltyGrad { .. } => 1,
             Op::MatMul { .. }
             | Op::AddBias
             | Op::Add
@@ -339,7 +347,8 @@ impl Op {
                     .ok_or_else(|| "sum_rows of a scalar".into())
             }
             Op::Add | Op::Sub | Op::Mul | Op::Extremum { .. } => same(0, 1).map(|_| s(0)),
-            Op::Scale(_) => Ok(s(0)),
+            Op::Scale(_) | Op::PenaltyGrad { .. } => Ok(s(0)),
+            Op::Penalty { .. } => Ok(vec![]),
             Op::ExtremumGrad { .. } => same(0, 1).and(same(1, 2)).map(|_| s(0)),
             Op::Concat { axis, parts } => {
                 let first = s(0);
@@ -655,6 +664,8 @@ impl fmt::Display for Op {
                 if *first { "a" } else { "b" }
             ),
             Op::Concat { axis, parts } => format!("concat{{axis={axis}, parts={parts}}}"),
+            Op::Penalty { l1, l2 } => format!("penalty{{l1={l1}, l2={l2}}}"),
+            Op::PenaltyGrad { l1, l2 } => format!("penalty_grad{{l1={l1}, l2={l2}}}"),
             Op::Slice { axis, start, len } => {
                 format!("slice{{axis={axis}, {start}..{}}}", start + len)
             }

@@ -34,6 +34,7 @@ pub fn dense(units: usize, activation: Activation) -> LayerKind {
         use_bias: true,
         kernel_initializer: Initializer::GlorotUniform,
         bias_initializer: Initializer::Zeros,
+        kernel_regularizer: None,
     }
 }
 
@@ -151,6 +152,7 @@ pub fn conv2d(
         use_bias: true,
         kernel_initializer: Initializer::GlorotUniform,
         bias_initializer: Initializer::Zeros,
+        kernel_regularizer: None,
     }
 }
 

@@ -6,7 +6,9 @@
 use std::collections::HashMap;
 
 use super::args::{self, bind, Bound};
-use super::model::{Activation, Initializer, Layer, LayerKind, Merge, Padding, Source, Span};
+use super::model::{
+    Activation, Initializer, Layer, LayerKind, Merge, Padding, Regularizer, Source, Span,
+};
 use super::names;
 use crate::diag::codes;
 use crate::diag::Diagnostic;
@@ -501,6 +503,65 @@ fn padding(v: &Value, param: &str) -> Result<Padding, Diagnostic> {
     })
 }
 
+/// `kernel_regularizer`: absent (`Some(None)`), or `l1(0.01)`, `l2(0.01)`,
+/// `l1_l2(l1 = 0, l2 = 0)` with Keras 3's defaults (a bare name takes them all);
+/// `None` after an error.
+fn opt_regularizer(b: &Bound, d: &mut Vec<Diagnostic>) -> Option<Option<Regularizer>> {
+    let Some(v) = b.get("kernel_regularizer") else {
+        return Some(None);
+    };
+    let param = "kernel_regularizer";
+    let (name, call) = match &v.kind {
+        ValueKind::Call(c) => (c.name.name.as_str(), c),
+        _ => {
+            return ok(
+                Err(args::type_error(
+                    v,
+                    "`l1(x)`, `l2(x)` or `l1_l2(l1 = x, l2 = y)`",
+                    param,
+                )),
+                d,
+            )
+            .map(Some)
+        }
+    };
+    let known = ["l1", "l2", "l1_l2"];
+    if !known.contains(&name) {
+        d.push(
+            Diagnostic::error(
+                codes::UNKNOWN_NAME,
+                format!("unknown regularizer `{name}`"),
+                call.name.span.clone(),
+                "not a regularizer of nnc",
+            )
+            .with_help(names::suggestion(name, &known)),
+        );
+        return None;
+    }
+    let what = format!("`{name}`");
+    let (params, defaults): (&[&'static str], [f64; 2]) = match name {
+        "l1" => (&["l1"], [0.01, 0.0]),
+        "l2" => (&["l2"], [0.0, 0.01]),
+        _ => (&["l1", "l2"], [0.0, 0.0]),
+    };
+    let bound = bind(call, &what, params, &[], d);
+    let factor = |p: &str, default: f64, d: &mut Vec<Diagnostic>| {
+        opt(
+            &bound,
+            p,
+            default,
+            |v, p| args::float_in(v, p, |x| x >= 0.0, "must be >= 0"),
+            d,
+        )
+    };
+    let l1 = factor("l1", defaults[0], d);
+    let l2 = factor("l2", defaults[1], d);
+    Some(Some(Regularizer {
+        l1: l1? as f32,
+        l2: l2? as f32,
+    }))
+}
+
 /// An activation given as a value: `relu`, `"relu"` or `leaky_relu(alpha = 0.2)`.
 fn activation_value(v: &Value, param: &str, diags: &mut Vec<Diagnostic>) -> Option<Activation> {
     match &v.kind {
@@ -568,6 +629,7 @@ const DENSE: &[&str] = &[
     "use_bias",
     "kernel_initializer",
     "bias_initializer",
+    "kernel_regularizer",
 ];
 const CONV: &[&str] = &[
     "filters",
@@ -578,6 +640,7 @@ const CONV: &[&str] = &[
     "use_bias",
     "kernel_initializer",
     "bias_initializer",
+    "kernel_regularizer",
 ];
 const POOL: &[&str] = &["pool_size", "strides", "padding"];
 
@@ -603,12 +666,14 @@ fn layer_kind(call: &Call, diags: &mut Vec<Diagnostic>) -> Option<LayerKind> {
                 d,
             );
             let bi = opt(&b, "bias_initializer", Initializer::Zeros, initializer, d);
+            let reg = opt_regularizer(&b, d);
             Some(LayerKind::Dense {
                 units: units? as usize,
                 activation: act?,
                 use_bias: use_bias?,
                 kernel_initializer: ki?,
                 bias_initializer: bi?,
+                kernel_regularizer: reg?,
             })
         }
         "flatten" => {
@@ -644,6 +709,7 @@ fn layer_kind(call: &Call, diags: &mut Vec<Diagnostic>) -> Option<LayerKind> {
                 d,
             );
             let bi = opt(&b, "bias_initializer", Initializer::Zeros, initializer, d);
+            let reg = opt_regularizer(&b, d);
             let (kernel, strides) = (kernel?, strides?);
             Some(LayerKind::Conv2d {
                 filters: filters? as usize,
@@ -654,6 +720,7 @@ fn layer_kind(call: &Call, diags: &mut Vec<Diagnostic>) -> Option<LayerKind> {
                 use_bias: use_bias?,
                 kernel_initializer: ki?,
                 bias_initializer: bi?,
+                kernel_regularizer: reg?,
             })
         }
         "maxpool2d" | "avgpool2d" => {

@@ -544,6 +544,28 @@ mod tests {
     }
 
     #[test]
+    fn kernel_regularizers_take_keras_3_defaults() {
+        let o = check(
+            "model m {\n input x: [2, 2, 1]\n b = conv2d(1, 1, kernel_regularizer = l1(0.5))\n \
+             flatten\n a = dense(2, kernel_regularizer = l2)\n \
+             dense(2, kernel_regularizer = l1_l2(l2 = 0.3))\n}\n",
+        );
+        let m = o.model.unwrap();
+        let regs: Vec<Option<Regularizer>> =
+            m.layers.iter().map(Layer::kernel_regularizer).collect();
+        // Keras 3: L1(l1=0.01), L2(l2=0.01), L1L2(l1=0.0, l2=0.0).
+        assert_eq!(
+            regs,
+            vec![
+                Some(Regularizer { l1: 0.5, l2: 0.0 }),
+                None,
+                Some(Regularizer { l1: 0.0, l2: 0.01 }),
+                Some(Regularizer { l1: 0.0, l2: 0.3 }),
+            ]
+        );
+    }
+
+    #[test]
     fn all_errors_of_a_file_are_reported() {
         let o = check(
             "model m {\n input x: [3]\n dens(4)\n dense(4, activation = relux)\n dropout(2)\n}\n",

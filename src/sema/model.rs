@@ -109,6 +109,14 @@ pub enum Initializer {
     Ones,
 }
 
+/// Keras's kernel weight penalty, added to the loss: `l1 * sum(|w|) + l2 * sum(w^2)`
+/// (a term only when its factor is not 0).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Regularizer {
+    pub l1: f32,
+    pub l2: f32,
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Padding {
     Valid,
@@ -135,6 +143,7 @@ pub enum LayerKind {
         use_bias: bool,
         kernel_initializer: Initializer,
         bias_initializer: Initializer,
+        kernel_regularizer: Option<Regularizer>,
     },
     Flatten,
     Dropout {
@@ -151,6 +160,7 @@ pub enum LayerKind {
         use_bias: bool,
         kernel_initializer: Initializer,
         bias_initializer: Initializer,
+        kernel_regularizer: Option<Regularizer>,
     },
     MaxPool2d {
         pool_size: [usize; 2],
@@ -256,6 +266,19 @@ pub struct ParamSpec {
 }
 
 impl Layer {
+    /// The penalty on the layer's kernel, if it has one.
+    pub fn kernel_regularizer(&self) -> Option<Regularizer> {
+        match &self.kind {
+            LayerKind::Dense {
+                kernel_regularizer, ..
+            }
+            | LayerKind::Conv2d {
+                kernel_regularizer, ..
+            } => *kernel_regularizer,
+            _ => None,
+        }
+    }
+
     /// The layer's weights in Keras order; the checkpoint name is `{layer}.{param}`.
     pub fn params(&self) -> Vec<ParamSpec> {
         let p = |name, shape: Vec<usize>, trainable, initializer| ParamSpec {

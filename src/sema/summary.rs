@@ -371,6 +371,7 @@ mod tests {
                 use_bias: true,
                 kernel_initializer: Initializer::GlorotUniform,
                 bias_initializer: Initializer::Zeros,
+                kernel_regularizer: None,
             },
             input_shape: vec![13, 13, 32],
             output_shape: vec![11, 11, 64],
