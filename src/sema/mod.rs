@@ -417,6 +417,7 @@ mod tests {
             ("seed", 26u64),
             ("mnist_mlp", 101_770),
             ("mnist_cnn", 34_826),
+            ("mnist_resnet", 37_898),
         ];
         let mut seen = 0;
         for entry in std::fs::read_dir("examples").unwrap() {
@@ -441,6 +442,46 @@ mod tests {
             }
         }
         assert_eq!(seen, keras.len());
+    }
+
+    #[test]
+    fn mnist_resnet_counts_are_keras_counts() {
+        // Keras 3.15 (`keras.Model(...).layers[i].count_params()` of the same
+        // functional model, built layer for layer with the same names; the input
+        // layer, 0, left out), and its trainable / non-trainable weight sizes.
+        let keras: [(&str, u64); 15] = [
+            ("stem", 320),
+            ("pool", 0),
+            ("a_conv", 9248),
+            ("a_conv_2", 9248),
+            ("a_norm", 128),
+            ("a_sum", 0),
+            ("a_out", 0),
+            ("a_pool", 0),
+            ("b_conv", 9248),
+            ("b_conv_2", 9248),
+            ("b_norm", 128),
+            ("b_sum", 0),
+            ("b_out", 0),
+            ("global_avgpool2d", 0),
+            ("dense", 330),
+        ];
+        let o = check_file(
+            Path::new("examples/mnist_resnet.nn"),
+            &CheckOptions::default(),
+        )
+        .unwrap();
+        let s = o.summary.unwrap();
+        let rows: Vec<(&str, u64)> = s
+            .layers
+            .iter()
+            .map(|r| (r.name.as_str(), r.params))
+            .collect();
+        assert_eq!(rows, keras);
+        assert_eq!(
+            (s.total_params, s.trainable_params, s.non_trainable_params),
+            (37_898, 37_770, 128)
+        );
     }
 
     #[test]
