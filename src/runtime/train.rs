@@ -16,6 +16,7 @@ use crate::ir::layout::Layout;
 use crate::ir::{build, init, interp, print};
 use crate::runtime::checkpoint;
 use crate::runtime::data::{self, Dataset};
+use crate::runtime::error::RunError;
 use crate::runtime::interrupt;
 use crate::runtime::memory;
 use crate::runtime::metrics::Accumulator;
@@ -55,19 +56,28 @@ struct Executable {
 }
 
 impl Executable {
-    fn new(graph: Graph, engine: Engine, profile: bool) -> Result<Executable, String> {
+    fn new(graph: Graph, engine: Engine, profile: bool) -> Result<Executable, RunError> {
         let layout = Layout::planned(&graph);
         let jit = match (engine, profile) {
-            (Engine::Jit, false) => Some(crate::codegen::compile(&graph, &layout)?),
-            (Engine::Jit, true) => Some(crate::codegen::compile_profiled(&graph, &layout)?),
-            (Engine::Interpreter, _) => None,
-        };
+            (Engine::Jit, false) => crate::codegen::compile(&graph, &layout),
+            (Engine::Jit, true) => crate::codegen::compile_profiled(&graph, &layout),
+            (Engine::Interpreter, _) => {
+                return Ok(Executable {
+                    graph,
+                    layout,
+                    jit: None,
+                })
+            }
+        }
+        .map(Some)
+        .map_err(RunError::internal)?;
         Ok(Executable { graph, layout, jit })
     }
 
-    fn run(&self, arena: &mut [f32], x: &[f32], y: &[f32], step: u64) -> Result<(), String> {
+    fn run(&self, arena: &mut [f32], x: &[f32], y: &[f32], step: u64) -> Result<(), RunError> {
         match &self.jit {
-            Some(f) => f.run(arena, x, y, step),
+            // The trainer sized the arena and batches from this graph's layout.
+            Some(f) => f.run(arena, x, y, step).map_err(RunError::internal),
             None => {
                 interp::run(&self.graph, &self.layout, arena, x, y, step);
                 Ok(())
@@ -100,24 +110,22 @@ struct Programs<'m> {
 }
 
 impl<'m> Programs<'m> {
-    fn train_step(&mut self, batch: usize) -> Result<&Executable, String> {
+    fn train_step(&mut self, batch: usize) -> Result<&Executable, RunError> {
         if !self.train.contains_key(&batch) {
             let started = Instant::now();
-            let exe = Executable::new(
-                build::train_step(self.model, batch)?,
-                self.engine,
-                self.profile,
-            )?;
+            let graph = build::train_step(self.model, batch).map_err(RunError::internal)?;
+            let exe = Executable::new(graph, self.engine, self.profile)?;
             self.compile_time += started.elapsed();
             self.train.insert(batch, exe);
         }
         Ok(&self.train[&batch])
     }
 
-    fn evaluate(&mut self, batch: usize) -> Result<&Executable, String> {
+    fn evaluate(&mut self, batch: usize) -> Result<&Executable, RunError> {
         if !self.evaluate.contains_key(&batch) {
             let started = Instant::now();
-            let exe = Executable::new(build::evaluate(self.model, batch)?, self.engine, false)?;
+            let graph = build::evaluate(self.model, batch).map_err(RunError::internal)?;
+            let exe = Executable::new(graph, self.engine, false)?;
             self.compile_time += started.elapsed();
             self.evaluate.insert(batch, exe);
         }
@@ -150,7 +158,7 @@ pub fn train(
     model: &Model,
     options: &RunOptions,
     reporter: &mut dyn Reporter,
-) -> Result<Outcome, String> {
+) -> Result<Outcome, RunError> {
     let mut config: TrainConfig = model
         .train
         .clone()
@@ -276,7 +284,8 @@ pub fn train(
                     "the loss became {loss} in epoch {epoch}, batch {} of {batches_per_epoch}: \
                      training diverged; try a smaller learning rate",
                     index + 1
-                ));
+                )
+                .into());
             }
             // Weighted by the batch's rows, as Keras reports an epoch's loss.
             loss_sum += f64::from(loss) * n as f64;
@@ -323,7 +332,10 @@ pub fn train(
     let preparation = trained::Preparation {
         features: prepared.feature_names.clone(),
         standardization: prepared.standardization.clone(),
-        classes: trained::classes(model, config.loss),
+        classes: prepared
+            .class_names
+            .clone()
+            .unwrap_or_else(|| trained::classes(model, config.loss)),
         seed: Some(config.seed),
     };
     let metadata = trained::metadata(model, &preparation, options.source_sha256.as_deref());
@@ -416,7 +428,7 @@ fn evaluate(
     set: &Dataset,
     config: &TrainConfig,
     batch: usize,
-) -> Result<(f64, Vec<(String, f64)>), String> {
+) -> Result<(f64, Vec<(String, f64)>), RunError> {
     let batch = batch.min(set.rows).max(1);
     let mut x_buf = vec![0f32; batch * set.feature_count];
     let mut y_buf = vec![0f32; batch * set.target_width];
@@ -462,4 +474,48 @@ fn values(metrics: &[Accumulator]) -> Vec<(String, f64)> {
         .iter()
         .map(|m| (m.name().to_string(), m.mean().unwrap_or(f64::NAN)))
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ir::testing::dense_model;
+    use crate::ops::activation::Activation;
+    use crate::sema::model::{LayerKind, Loss, Optimizer, Padding};
+
+    /// A model the front end would have refused (pooling a flat input) stands for any
+    /// model that fails to build: that failure is nnc's, not the user's.
+    #[test]
+    fn a_model_that_fails_to_build_is_an_internal_error() {
+        let mut model = dense_model(
+            2,
+            &[(1, Activation::Linear)],
+            Loss::Mse,
+            Optimizer::Sgd {
+                learning_rate: 0.1,
+                momentum: 0.0,
+                nesterov: false,
+            },
+        );
+        model.layers[0].kind = LayerKind::MaxPool2d {
+            pool_size: [2, 2],
+            strides: [2, 2],
+            padding: Padding::Valid,
+        };
+        let mut programs = Programs {
+            model: &model,
+            engine: Engine::Jit,
+            profile: false,
+            train: HashMap::new(),
+            evaluate: HashMap::new(),
+            compile_time: Duration::ZERO,
+        };
+        match programs.train_step(4) {
+            Err(RunError::Internal(message)) => {
+                assert!(message.contains("needs an image input"), "{message}")
+            }
+            Err(other) => panic!("expected an internal error, got {other:?}"),
+            Ok(_) => panic!("a pooled flat input built a graph"),
+        }
+    }
 }
