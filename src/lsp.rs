@@ -342,8 +342,9 @@ pub fn hover(text: &str, offset: usize) -> Option<String> {
         }
         Stmt::Layer { span, .. } => {
             let i = checked.layers.iter().position(|l| l.span == *span)?;
-            let (_, shape, _) = checked.input.as_ref()?;
-            let summary = sema::summary::summarize(&checked.name, shape, &checked.layers, None, 32);
+            let (input, shape, _) = checked.input.as_ref()?;
+            let summary =
+                sema::summary::summarize(&checked.name, (input, shape), &checked.layers, None, 32);
             let row = summary.layers.get(i)?;
             let (t, n) = (row.trainable_params as u128, row.params as u128);
             let mut out = format!(

@@ -1,11 +1,12 @@
-//! nnc against Keras 3: the same dense model, trained from the same initial weights on
+//! nnc against Keras 3: the same model, trained from the same initial weights on
 //! the same batches (file order, the last batch smaller), must end with the same
 //! weights and report the same per-epoch losses, with the reference interpreter and
 //! with the JIT.
 //!
 //! The fixtures under tests/keras_parity/ (data, initial weights, Keras's final
 //! weights and losses) were made once by tests/keras_parity/make_fixtures.py with
-//! Keras 3.15.1 on TensorFlow; this test needs no Python.
+//! Keras 3.15.1 on TensorFlow (the graph models, given as `.nn` text, by
+//! make_graph_fixtures.py); this test needs no Python.
 //!
 //! Error measure, per weight tensor: `max|nnc - keras| / max(max|keras|, 1e-3)`, the
 //! largest difference relative to the tensor's largest magnitude (an elementwise
@@ -145,7 +146,7 @@ fn load_case(name: &str) -> Case {
     let dir = fixtures().join(name);
     let text = std::fs::read_to_string(dir.join("spec.json")).expect("spec.json");
     let spec: Value = serde_json::from_str(&text).expect("spec.json is JSON");
-    let layers = spec["layers"].as_array().expect("layers").iter();
+    let layers = spec["layers"].as_array().into_iter().flatten();
     let csv = fixtures()
         .join("data")
         .join(spec["data"].as_str().expect("data"));
@@ -157,15 +158,19 @@ fn load_case(name: &str) -> Case {
         .and_then(|l| l.rsplit(',').next())
         .expect("a header row")
         .to_string();
-    let mut model = sequential(
-        &[header
-            .lines()
-            .next()
-            .map_or(0, |l| l.split(',').count() - 1)],
-        layers.map(layer).collect(),
-        loss(spec["loss"].as_str().expect("loss")),
-        optimizer(&spec["optimizer"]),
-    );
+    let mut model = match spec["model"].as_str() {
+        // A graph model (make_graph_fixtures.py): its `.nn` text, checked by nnc.
+        Some(text) => graph_model(text, &spec, &csv, &target),
+        None => sequential(
+            &[header
+                .lines()
+                .next()
+                .map_or(0, |l| l.split(',').count() - 1)],
+            layers.map(layer).collect(),
+            loss(spec["loss"].as_str().expect("loss")),
+            optimizer(&spec["optimizer"]),
+        ),
+    };
     let config = model.train.as_mut().expect("a train block");
     config.data = DataSource::Csv {
         path: csv,
@@ -190,6 +195,41 @@ fn load_case(name: &str) -> Case {
         keras: dir.join("keras.safetensors"),
         model,
     }
+}
+
+/// The model of a graph case: its `.nn` model text with a train block made from the
+/// spec, through nnc's front end.
+fn graph_model(text: &str, spec: &Value, csv: &Path, target: &str) -> Model {
+    let o = &spec["optimizer"];
+    let args: Vec<String> = o
+        .as_object()
+        .expect("optimizer")
+        .iter()
+        .filter(|(k, _)| *k != "name")
+        .map(|(k, v)| format!("{k} = {v}"))
+        .collect();
+    let source = format!(
+        "{text}\ntrain {{\n    data = csv(\"{}\", target = \"{target}\")\n    loss = {}\n    \
+         optimizer = {}({})\n    epochs = {}\n    batch_size = {}\n    shuffle = false\n}}\n",
+        csv.display(),
+        spec["loss"].as_str().expect("loss"),
+        o["name"].as_str().expect("optimizer name"),
+        args.join(", "),
+        spec["epochs"],
+        spec["batch_size"],
+    );
+    let outcome = nnc::check_source(
+        "spec.nn",
+        source.as_bytes(),
+        Path::new(""),
+        &Default::default(),
+    );
+    outcome.model.clone().unwrap_or_else(|| {
+        panic!(
+            "nnc refuses the case's model:\n{source}\n{}",
+            outcome.render_diagnostics(false)
+        )
+    })
 }
 
 /// The checkpoint names and shapes of a graph's parameters, in `init::params` order.
@@ -458,4 +498,5 @@ cases!(
     iris_rmsprop_sparse_hard_sigmoid,
     bc_adam_softsign,
     reg_mse_sgd_selu,
+    iris_concat_l2,
 );

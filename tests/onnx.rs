@@ -364,3 +364,53 @@ fn sequence_and_global_pooling_layers_export() {
     }
     assert_close(&names, &check(&python, &triples));
 }
+
+/// Graph models: every merge (ONNX `Add`, `Sub`, `Mul`, `Mean`, `Max`, `Min`,
+/// `Concat`) over branches of one input with fan-out, and images whose branches
+/// leave convolutions (NCHW in ONNX) to be added and concatenated on the channels.
+#[test]
+fn graph_merges_export() {
+    let Some(python) = python() else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let (images, labels) = mnist_subset(dir.path(), 1000);
+    let models = [
+        (
+            "merges",
+            "input image: [28, 28, 1]\n  flat = flatten\n  a = dense(8, activation = tanh)\n  \
+             b = dense(8, activation = relu)(flat)\n  c = dense(8)(flat)\n  s = add(a, b, c)\n  \
+             d = subtract(s, a)\n  m = multiply(d, b)\n  v = average([m, a, c])\n  \
+             hi = maximum(v, b, a)\n  lo = minimum(hi, c)\n  concatenate(lo, a, flat)\n  \
+             dense(10, activation = softmax)",
+        ),
+        (
+            "residual_images",
+            "input image: [28, 28, 1]\n  stem = conv2d(4, kernel_size = 3, strides = 2, \
+             activation = relu)\n  branch = conv2d(4, kernel_size = 3, padding = \"same\")\n  \
+             norm = batchnorm\n  sum = add(stem, norm)\n  pooled = maxpool2d\n  \
+             wide = conv2d(2, kernel_size = 1)(pooled)\n  both = concatenate(pooled, wide, \
+             axis = -1)\n  rows = concatenate(both, both, axis = 1)\n  flatten\n  \
+             dense(10, activation = softmax)",
+        ),
+    ];
+    let mut names = vec![];
+    let mut triples = vec![];
+    for (name, body) in models {
+        let nn = dir.path().join(format!("{name}.nn"));
+        std::fs::write(
+            &nn,
+            format!(
+                "model {name} {{\n  {body}\n}}\ntrain {{\n  data = idx(images = \"{}\", labels = \
+                 \"{}\")\n  loss = sparse_categorical_crossentropy\n  optimizer = adam\n  \
+                 batch_size = 64\n}}\n",
+                images.display(),
+                labels.display()
+            ),
+        )
+        .unwrap();
+        names.push(name.to_string());
+        triples.push(export_trained(&nn, &images, dir.path()));
+    }
+    assert_close(&names, &check(&python, &triples));
+}

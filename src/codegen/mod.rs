@@ -3,7 +3,7 @@
 //!
 //! `lower` walks the graph and sends each node to the file of its family
 //! (`elementwise`, `matmul`, `softmax`, `loss`, `optimizer`, `conv`, `norm`,
-//! `gather`;
+//! `gather`, `merge`;
 //! `activation` holds the activations' native code); `kernels` holds the loop and
 //! math emitters (polynomial `exp`/`log`); `helpers` the Rust functions generated code
 //! calls (GEMM, Adam's vector update, `powf`, `logf`, the profiler) and `abi` their
@@ -23,6 +23,7 @@ mod kernels;
 mod loss;
 mod lower;
 mod matmul;
+mod merge;
 mod norm;
 mod optimizer;
 mod softmax;

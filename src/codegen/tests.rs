@@ -13,8 +13,10 @@ use crate::ir::graph::{Graph, LossKind, Node, Op, Role, TensorId, Window};
 use crate::ir::init::initialize;
 use crate::ir::interp;
 use crate::ir::layout::Layout;
-use crate::ir::testing::{conv1d, conv2d, dense, sequential};
-use crate::sema::model::{Activation, LayerKind, Loss, Optimizer, Padding};
+use crate::ir::testing::{conv1d, conv2d, dense, graph, sequential};
+use crate::sema::model::{
+    Activation, LayerKind, Loss, Merge, Optimizer, Padding, Regularizer, Source,
+};
 use cranelift_codegen::ir::Value;
 
 /// Relative error with a floor: values far below `floor` count as absolute errors.
@@ -1251,4 +1253,185 @@ fn helper_calls_are_checked_for_their_count() {
         let x = e.fc(cranelift_codegen::ir::types::F32, 2.0);
         imports.call_f32(&mut e.b, Helper::Logf, &[x, x]);
     });
+}
+
+/// A random graph model: branches from the input or any earlier layer (fan-out), merges
+/// of every kind over layers of one width (a layer merged with itself too),
+/// concatenations, and images with residual `add`s of `same` convolutions and
+/// channel concatenations; kernel regularizers here and there; every output read, a
+/// dense head last. Trained for an epoch
+/// by both executors, then predicted.
+fn random_graph_model_error(seed: u64) -> (f64, String) {
+    let mut rng = StdRng::seed_from_u64(seed);
+    let acts = hidden_activations();
+    let loss = Loss::ALL[rng.gen_range(0..Loss::ALL.len())];
+    // SGD only: merges make gradients that cancel to (near) zero common
+    // (`subtract(a, a)`, a product with a unit near 0), and the first step of Adam or
+    // RMSprop, `g / (sqrt(v) + epsilon)`, turns the f32 rounding of such a gradient
+    // into a difference of order `learning_rate`. Their arithmetic is compared on
+    // the dense and conv models above. A small learning rate: branches read the
+    // input several times over, and a diverging model ends in infinities whose
+    // arithmetic (inf against NaN) says nothing about the code.
+    let (momentum, nesterov) = [(0.0, false), (0.9, false), (0.8, true)][rng.gen_range(0..3)];
+    let opt = Optimizer::Sgd {
+        learning_rate: 0.01,
+        momentum,
+        nesterov,
+    };
+    let image = rng.gen_bool(0.3);
+    let input: Vec<usize> = if image {
+        vec![
+            rng.gen_range(2..=5),
+            rng.gen_range(2..=5),
+            rng.gen_range(1..=3),
+        ]
+    } else {
+        vec![rng.gen_range(1..=8)]
+    };
+    // Every node so far: its source and shape, and whether something reads it.
+    let mut nodes: Vec<(Source, Vec<usize>, bool)> = vec![(Source::Input, input.clone(), false)];
+    let mut layers: Vec<(LayerKind, Vec<Source>)> = vec![];
+    let push = |layers: &mut Vec<(LayerKind, Vec<Source>)>,
+                nodes: &mut Vec<(Source, Vec<usize>, bool)>,
+                kind: LayerKind,
+                reads: Vec<usize>| {
+        let shapes: Vec<&[usize]> = reads.iter().map(|&r| nodes[r].1.as_slice()).collect();
+        let shape = kind
+            .output_shape_of(&shapes)
+            .expect("the generator fits shapes");
+        let sources = reads.iter().map(|&r| nodes[r].0).collect();
+        for &r in &reads {
+            nodes[r].2 = true;
+        }
+        nodes.push((Source::Layer(layers.len()), shape, false));
+        layers.push((kind, sources));
+    };
+    let merges = [
+        Merge::Add,
+        Merge::Subtract,
+        Merge::Multiply,
+        Merge::Average,
+        Merge::Maximum,
+        Merge::Minimum,
+    ];
+    for _ in 0..rng.gen_range(2..=6) {
+        let from = rng.gen_range(0..nodes.len());
+        let shape = nodes[from].1.clone();
+        let act = acts[rng.gen_range(0..acts.len())];
+        // Another node of the same shape (maybe `from` itself) to merge with.
+        let same: Vec<usize> = (0..nodes.len()).filter(|&i| nodes[i].1 == shape).collect();
+        let partner = same[rng.gen_range(0..same.len())];
+        match rng.gen_range(0..4) {
+            0 if shape.len() == 3 => {
+                // A `same` convolution keeping the channels: a residual branch.
+                let size = [rng.gen_range(1..=3), rng.gen_range(1..=3)];
+                let kind = conv2d(shape[2], size, [1, 1], Padding::Same, act);
+                let kind = maybe_regularized(&mut rng, kind);
+                push(&mut layers, &mut nodes, kind, vec![from]);
+            }
+            0 | 1 if shape.len() == 1 => {
+                // Few widths, so that merges find partners.
+                let units = [3, 5][rng.gen_range(0..2)];
+                let kind = maybe_regularized(&mut rng, dense(units, act));
+                push(&mut layers, &mut nodes, kind, vec![from]);
+            }
+            2 => {
+                let m = merges[rng.gen_range(0..merges.len())];
+                let mut reads = vec![from, partner];
+                if m != Merge::Subtract && rng.gen_bool(0.3) {
+                    reads.push(same[rng.gen_range(0..same.len())]);
+                }
+                push(&mut layers, &mut nodes, LayerKind::Merge(m), reads);
+            }
+            _ => {
+                // Concatenate along the last axis with a node that agrees elsewhere.
+                let fits: Vec<usize> = (0..nodes.len())
+                    .filter(|&i| {
+                        let s = &nodes[i].1;
+                        s.len() == shape.len() && s[..s.len() - 1] == shape[..shape.len() - 1]
+                    })
+                    .collect();
+                let other = fits[rng.gen_range(0..fits.len())];
+                let axis = shape.len() - 1;
+                let kind = LayerKind::Merge(Merge::Concatenate { axis });
+                push(&mut layers, &mut nodes, kind, vec![from, other]);
+            }
+        }
+        if rng.gen_bool(0.15) {
+            let last = nodes.len() - 1;
+            let kind = LayerKind::Dropout { rate: 0.3 };
+            push(&mut layers, &mut nodes, kind, vec![last]);
+        }
+    }
+    // Flatten every unread node and concatenate them: nothing is left unread.
+    let mut ends = vec![];
+    for i in 0..nodes.len() {
+        if !nodes[i].2 {
+            let end = if nodes[i].1.len() > 1 {
+                push(&mut layers, &mut nodes, LayerKind::Flatten, vec![i]);
+                nodes.len() - 1
+            } else {
+                i
+            };
+            ends.push(end);
+        }
+    }
+    if ends.len() > 1 {
+        let kind = LayerKind::Merge(Merge::Concatenate { axis: 0 });
+        push(&mut layers, &mut nodes, kind, ends);
+    }
+    let classes = match loss {
+        Loss::BinaryCrossentropy => 1,
+        Loss::CategoricalCrossentropy | Loss::SparseCategoricalCrossentropy => rng.gen_range(2..=4),
+        _ => rng.gen_range(1..=3),
+    };
+    let head = match loss {
+        Loss::BinaryCrossentropy => Activation::Sigmoid,
+        Loss::CategoricalCrossentropy | Loss::SparseCategoricalCrossentropy => Activation::Softmax,
+        _ => Activation::Linear,
+    };
+    let last = nodes.len() - 1;
+    push(&mut layers, &mut nodes, dense(classes, head), vec![last]);
+    let what = format!("seed {seed}: {input:?} {layers:?}, {loss:?}, {opt:?}");
+    let model = graph(&input, layers, loss, opt);
+    let rows = rng.gen_range(1..=12);
+    let batch = rng.gen_range(1..=5);
+    let x = random(&mut rng, rows * input.iter().product::<usize>(), -1.5, 1.5);
+    let y = model_targets(&mut rng, loss, rows, classes);
+    let what = format!("{what}, {rows} rows / batch {batch}");
+    train_both(&model, &x, &y, rows, batch, seed, &what)
+}
+
+/// `kind` with, a third of the time, a kernel regularizer (l1, l2 or both).
+fn maybe_regularized(rng: &mut StdRng, mut kind: LayerKind) -> LayerKind {
+    if rng.gen_bool(0.33) {
+        let factors = [(0.01, 0.0), (0.0, 0.02), (0.005, 0.03)];
+        let (l1, l2) = factors[rng.gen_range(0..factors.len())];
+        if let LayerKind::Dense {
+            kernel_regularizer, ..
+        }
+        | LayerKind::Conv2d {
+            kernel_regularizer, ..
+        } = &mut kind
+        {
+            *kernel_regularizer = Some(Regularizer { l1, l2 });
+        }
+    }
+    kind
+}
+
+#[test]
+fn random_graph_models_agree_with_the_interpreter() {
+    let mut worst = (0.0, String::new());
+    for seed in 0..150 {
+        let err = random_graph_model_error(seed);
+        if err.0 > worst.0 || err.0.is_nan() {
+            worst = err;
+        }
+    }
+    println!(
+        "largest JIT/interpreter difference: {:e} ({})",
+        worst.0, worst.1
+    );
+    assert!(worst.0 < 1e-5, "{:e} at {}", worst.0, worst.1);
 }

@@ -24,7 +24,7 @@ use super::onnx_proto::{
 use crate::ir::graph::Window;
 use crate::ops::activation::{SELU_SCALE, SELU_SCALE_ALPHA};
 use crate::runtime::trained::Trained;
-use crate::sema::model::{Activation, LayerKind, Model, Padding};
+use crate::sema::model::{Activation, LayerKind, Merge, Model, Padding, Source};
 
 /// The opset the nodes are written for: the first with `Softmax` over one axis and
 /// every operator used here in its current form.
@@ -47,9 +47,21 @@ pub fn export(model: &Model, trained: &Trained) -> Result<Vec<u8>, String> {
         let centred = b.node("Sub", &[&x, &m], vec![], "standardize.centred");
         x = b.node("Div", &[&centred, &s], vec![], "standardize");
     }
+    // Each layer's output: its ONNX name and whether it is NCHW. A layer starts from
+    // its (first) input's.
+    let mut outputs: Vec<(String, bool)> = vec![];
+    let source = |s: &Source, outputs: &[(String, bool)], input: &(String, bool)| match s {
+        Source::Input => input.clone(),
+        Source::Layer(i) => outputs[*i].clone(),
+    };
+    let input = (x.clone(), nchw);
     for layer in &model.layers {
         let name = layer.name.as_str();
         let rank = layer.input_shape.len() + 1;
+        (x, nchw) = match layer.inputs.first() {
+            Some(s) => source(s, &outputs, &input),
+            None => return Err(format!("layer `{name}` reads nothing")),
+        };
         match &layer.kind {
             LayerKind::Dense {
                 activation,
@@ -263,7 +275,40 @@ pub fn export(model: &Model, trained: &Trained) -> Result<Vec<u8>, String> {
             LayerKind::Activation(a) => {
                 x = b.activation(&x, *a, nchw && rank == 4, name);
             }
+            LayerKind::Merge(m) => {
+                // Every input channels-last, so that the merged axes line up.
+                let mut inputs = vec![];
+                for s in &layer.inputs {
+                    let (t, mut t_nchw) = source(s, &outputs, &input);
+                    inputs.push(b.channels_last(&t, &mut t_nchw, rank));
+                }
+                nchw = false;
+                let refs: Vec<&str> = inputs.iter().map(String::as_str).collect();
+                x = match m {
+                    // Keras's order, left to right, for the binary ones.
+                    Merge::Add | Merge::Subtract | Merge::Multiply => {
+                        let op = match m {
+                            Merge::Add => "Add",
+                            Merge::Subtract => "Sub",
+                            _ => "Mul",
+                        };
+                        let mut acc = refs[0].to_string();
+                        for r in &refs[1..] {
+                            acc = b.node(op, &[&acc, r], vec![], name);
+                        }
+                        acc
+                    }
+                    Merge::Average => b.node("Mean", &refs, vec![], name),
+                    Merge::Maximum => b.node("Max", &refs, vec![], name),
+                    Merge::Minimum => b.node("Min", &refs, vec![], name),
+                    Merge::Concatenate { axis } => {
+                        let attrs = vec![int_attr("axis", *axis as i64 + 1)];
+                        b.node("Concat", &refs, attrs, name)
+                    }
+                };
+            }
         }
+        outputs.push((x.clone(), nchw));
     }
     let out_rank = model
         .layers

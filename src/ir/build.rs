@@ -4,7 +4,9 @@
 use super::autodiff;
 use super::graph::{Graph, LossKind, Node, Op, Role, TensorId, Window};
 use crate::ops::random::{mix64, GOLDEN_GAMMA};
-use crate::sema::model::{Activation, LayerKind, Loss, Model, Optimizer, TrainConfig};
+use crate::sema::model::{
+    Activation, LayerKind, Loss, Merge, Model, Optimizer, Regularizer, Source, TrainConfig,
+};
 
 /// What a graph is built for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -111,14 +113,31 @@ fn build(model: &Model, batch: usize, mode: Mode) -> Result<Graph, String> {
         g.target = Some(g.add_tensor("target".into(), out_shape, Role::Target));
     }
 
-    // Forward. `pre` is the input of the activation that produced `cur`, if any: the
-    // logits the fused losses read.
+    // Forward, in statement order (a topological order: a layer reads only layers
+    // above it). `pre` is the input of the activation that produced the last layer's
+    // output, if any: the logits the fused losses read.
+    let mut outputs: Vec<TensorId> = Vec::with_capacity(model.layers.len());
     let mut cur = g.input;
     let mut pre: Option<(Activation, TensorId)> = None;
     // Batch normalization's (moving statistic, batch statistic, momentum) triples,
     // updated after the gradients in training.
     let mut moving: Vec<(TensorId, TensorId, f32)> = vec![];
     for (index, layer) in model.layers.iter().enumerate() {
+        let sources: Vec<TensorId> = layer
+            .inputs
+            .iter()
+            .map(|s| match s {
+                Source::Input => Ok(g.input),
+                Source::Layer(i) if *i < index => Ok(outputs[*i]),
+                Source::Layer(i) => Err(format!(
+                    "layer `{}` reads layer {i}, which is not above it",
+                    layer.name
+                )),
+            })
+            .collect::<Result<_, String>>()?;
+        cur = *sources
+            .first()
+            .ok_or_else(|| format!("layer `{}` reads nothing", layer.name))?;
         let before = cur;
         let name = &layer.name;
         match &layer.kind {
@@ -309,10 +328,15 @@ fn build(model: &Model, batch: usize, mode: Mode) -> Result<Graph, String> {
                 cur = g.push(op, vec![cur, mean, var, gamma, beta], format!("{name}.out"))?;
                 pre = None;
             }
+            LayerKind::Merge(m) => {
+                cur = merge(&mut g, *m, &sources, name)?;
+                pre = None;
+            }
         }
         if cur != before {
             g.tensors[cur].name = format!("{name}.out");
         }
+        outputs.push(cur);
     }
     if !matches!(g.tensors[cur].role, Role::Temp) {
         // Identity layers only: the runtime reads the output from the arena.
@@ -325,7 +349,20 @@ fn build(model: &Model, batch: usize, mode: Mode) -> Result<Graph, String> {
         return Ok(g);
     };
     let (kind, prediction) = loss_kind(t.loss, pre, g.output);
-    let loss = g.push(Op::Loss(kind), vec![prediction, target], "loss".into())?;
+    let data_loss = g.push(Op::Loss(kind), vec![prediction, target], "loss".into())?;
+    let mut loss = data_loss;
+    // Keras adds each kernel regularizer's penalty to the loss it reports and
+    // differentiates, in training and in evaluation, in layer order.
+    for (layer, params) in model.layers.iter().zip(&layer_params) {
+        if let Some(Regularizer { l1, l2 }) = layer.kernel_regularizer() {
+            let name = format!("{}.kernel_regularizer", layer.name);
+            let penalty = g.push(Op::Penalty { l1, l2 }, vec![params[0]], name)?;
+            loss = g.push(Op::Add, vec![loss, penalty], "loss".into())?;
+        }
+    }
+    if loss != data_loss {
+        g.tensors[data_loss].name = "data_loss".into();
+    }
     g.loss = Some(loss);
     if mode == Mode::Evaluate {
         return Ok(g);
@@ -404,6 +441,40 @@ fn as_sequence(g: &mut Graph, x: TensorId, name: &str) -> TensorId {
     let shape = &g.tensors[x].shape;
     let sequence = vec![shape[0], shape[2], shape[3]];
     g.push_reshape(x, sequence, format!("{name}.sequence"))
+}
+
+/// A merge layer over `inputs` (two or more tensors of one shape, or for concatenate
+/// of shapes that agree but on the axis), left to right as Keras computes it.
+fn merge(g: &mut Graph, m: Merge, inputs: &[TensorId], name: &str) -> Result<TensorId, String> {
+    let [first, rest @ ..] = inputs else {
+        return Err(format!("layer `{name}` merges no inputs"));
+    };
+    let binary = match m {
+        Merge::Add | Merge::Average => Op::Add,
+        Merge::Subtract => Op::Sub,
+        Merge::Multiply => Op::Mul,
+        Merge::Maximum => Op::Extremum { max: true },
+        Merge::Minimum => Op::Extremum { max: false },
+        Merge::Concatenate { axis } => {
+            let op = Op::Concat {
+                axis: axis + 1,
+                parts: inputs.len(),
+            };
+            return g.push(op, inputs.to_vec(), format!("{name}.out"));
+        }
+    };
+    if rest.is_empty() {
+        return Err(format!("layer `{name}` merges one input"));
+    }
+    let mut acc = *first;
+    for (i, &x) in rest.iter().enumerate() {
+        acc = g.push(binary.clone(), vec![acc, x], format!("{name}.{i}"))?;
+    }
+    if m == Merge::Average {
+        let scale = Op::Scale(1.0 / inputs.len() as f32);
+        acc = g.push(scale, vec![acc], format!("{name}.mean"))?;
+    }
+    Ok(acc)
 }
 
 /// Global pooling: one window over the whole of `x` (`[batch, steps, c]` is seen

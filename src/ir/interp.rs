@@ -359,8 +359,97 @@ pub fn run_in<T: Real>(
                     .map(|(&a, &v)| a * m + v * rest)
                     .collect()
             }
+            Op::Sub => ins[0].iter().zip(&ins[1]).map(|(&a, &b)| a - b).collect(),
+            Op::Mul => ins[0].iter().zip(&ins[1]).map(|(&a, &b)| a * b).collect(),
+            Op::Scale(factor) => {
+                let f = T::from_f32(*factor);
+                ins[0].iter().map(|&v| v * f).collect()
+            }
+            Op::Extremum { max } => ins[0]
+                .iter()
+                .zip(&ins[1])
+                .map(|(&a, &b)| if first_wins(*max, a, b) { a } else { b })
+                .collect(),
+            Op::ExtremumGrad { max, first } => (0..ins[0].len())
+                .map(|i| {
+                    if first_wins(*max, ins[0][i], ins[1][i]) == *first {
+                        ins[2][i]
+                    } else {
+                        T::zero()
+                    }
+                })
+                .collect(),
+            Op::Concat { axis, .. } => {
+                let out_shape = &graph.tensors[node.output].shape;
+                let outer: usize = out_shape[..*axis].iter().product();
+                let mut out = Vec::with_capacity(graph.tensors[node.output].len());
+                for o in 0..outer {
+                    for part in &ins {
+                        let block = part.len() / outer.max(1);
+                        out.extend_from_slice(&part[o * block..(o + 1) * block]);
+                    }
+                }
+                out
+            }
+            Op::Penalty { l1, l2 } => {
+                let mut total = T::zero();
+                if *l1 != 0.0 {
+                    let s = ins[0].iter().fold(T::zero(), |a, &w| a + w.abs());
+                    total += T::from_f32(*l1) * s;
+                }
+                if *l2 != 0.0 {
+                    let s = ins[0].iter().fold(T::zero(), |a, &w| a + w * w);
+                    total += T::from_f32(*l2) * s;
+                }
+                vec![total]
+            }
+            Op::PenaltyGrad { l1, l2 } => ins[0]
+                .iter()
+                .map(|&w| {
+                    let mut g = T::zero();
+                    if *l1 != 0.0 {
+                        g += sign(w) * T::from_f32(*l1);
+                    }
+                    if *l2 != 0.0 {
+                        g += T::from_f32(*l2) * (T::from_f32(2.0) * w);
+                    }
+                    g
+                })
+                .collect(),
+            Op::Slice { axis, start, len } => {
+                let x_shape = shape(0);
+                let outer: usize = x_shape[..*axis].iter().product();
+                let inner: usize = x_shape[axis + 1..].iter().product();
+                let n = x_shape[*axis];
+                let mut out = Vec::with_capacity(graph.tensors[node.output].len());
+                for o in 0..outer {
+                    let from = (o * n + start) * inner;
+                    out.extend_from_slice(&ins[0][from..from + len * inner]);
+                }
+                out
+            }
         };
         write(graph, layout, arena, node.output, &result);
+    }
+}
+
+/// -1, 0 or 1, as TF's `sign` (the gradient of `abs`).
+fn sign<T: Real>(w: T) -> T {
+    if w > T::zero() {
+        T::one()
+    } else if w < T::zero() {
+        -T::one()
+    } else {
+        T::zero()
+    }
+}
+
+/// Whether `Extremum { max }` picks `a` over `b` (ties go to `a`, as in TF).
+fn first_wins<T: Real>(max: bool, a: T, b: T) -> bool {
+    if max {
+        a >= b
+    } else {
+        a <= b
     }
 }
 

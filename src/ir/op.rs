@@ -154,6 +154,37 @@ pub enum Op {
     /// The gradient of `LayerNorm` with respect to `gamma`:
     /// `dgamma[j] = sum over rows of dy[.., j] * xhat[.., j]`. Inputs `(x, dy)`.
     LayerNormGammaGrad { epsilon: f32 },
+    // The merge layers of graph models (Keras applies them left to right, so a merge
+    // of n inputs is n - 1 binary nodes; `Add` above is `add`'s).
+    /// `out = a - b`, same shapes; inputs `(a, b)`.
+    Sub,
+    /// `out = a * b` element by element, same shapes; inputs `(a, b)`.
+    Mul,
+    /// `out = x * factor`; inputs `(x)`. `average`'s division, and `-dy`.
+    Scale(f32),
+    /// `out = max(a, b)` (`max`) or `min(a, b)` element by element, same shapes;
+    /// inputs `(a, b)`.
+    Extremum { max: bool },
+    /// The gradient of `Extremum` with respect to `a` (`first`) or `b`: `dy` where that
+    /// input is the one chosen, else 0. As TF's, a tie goes to `a` (`a >= b` for max,
+    /// `a <= b` for min). Inputs `(a, b, dy)`.
+    ExtremumGrad { max: bool, first: bool },
+    /// Concatenation of `parts` tensors along `axis` (of the batch-first shape; every
+    /// other axis equal); inputs: the parts in order.
+    Concat { axis: usize, parts: usize },
+    /// Elements `start..start + len` along `axis` of `x` (the gradient of a `Concat`
+    /// part); inputs `(x)`.
+    Slice {
+        axis: usize,
+        start: usize,
+        len: usize,
+    },
+    /// Keras's kernel regularizer: the scalar `l1 * sum(|w|) + l2 * sum(w^2)` (a term
+    /// only when its factor is not 0, each sum in element order); inputs `(w)`.
+    Penalty { l1: f32, l2: f32 },
+    /// The gradient of `Penalty` (the total loss's unit gradient times its
+    /// derivative): `sign(w) * l1 + l2 * (2 * w)`, `sign(0) = 0`; inputs `(w)`.
+    PenaltyGrad { l1: f32, l2: f32 },
     /// Rows of a table by index: `out[i, ..] = table[id(ids[i]), ..]` for every
     /// element `i` of `ids` (f32 values), `out` of shape `ids`' shape + `[d]` for a
     /// table `[v, d]`. `id` rounds toward zero and clamps to `[0, v)`: the data checks
@@ -249,7 +280,11 @@ impl Op {
             | Op::MaxPool2dArgmax(_)
             | Op::AvgPool2d(_)
             | Op::AvgPool2dGrad(_)
-            | Op::BatchMean => 1,
+            | Op::BatchMean
+            | Op::Scale(_)
+            | Op::Slice { .. }
+            | Op::Penalty { .. }
+            | Op::PenaltyGrad { .. } => 1,
             Op::MatMul { .. }
             | Op::AddBias
             | Op::Add
@@ -259,8 +294,12 @@ impl Op {
             | Op::MaxPool2d(_)
             | Op::MaxPool2dGrad(_)
             | Op::BatchVariance
-            | Op::MovingAverage { .. } => 2,
-            Op::ActivateGrad(_) | Op::BatchNormGrad { .. } => 3,
+            | Op::MovingAverage { .. }
+            | Op::Sub
+            | Op::Mul
+            | Op::Extremum { .. } => 2,
+            Op::ActivateGrad(_) | Op::BatchNormGrad { .. } | Op::ExtremumGrad { .. } => 3,
+            Op::Concat { parts, .. } => *parts,
             Op::BatchNormGammaGrad { .. } => 4,
             Op::BatchNorm { .. } => 5,
             Op::BatchNormTrainGrad { .. } => 7,
@@ -318,7 +357,44 @@ impl Op {
                     .map(|&n| vec![n])
                     .ok_or_else(|| "sum_rows of a scalar".into())
             }
-            Op::Add => same(0, 1).map(|_| s(0)),
+            Op::Add | Op::Sub | Op::Mul | Op::Extremum { .. } => same(0, 1).map(|_| s(0)),
+            Op::Scale(_) | Op::PenaltyGrad { .. } => Ok(s(0)),
+            Op::Penalty { .. } => Ok(vec![]),
+            Op::ExtremumGrad { .. } => same(0, 1).and(same(1, 2)).map(|_| s(0)),
+            Op::Concat { axis, parts } => {
+                let first = s(0);
+                if *parts == 0 || *axis >= first.len() {
+                    return Err(format!(
+                        "concat of {parts} parts on axis {axis} of {first:?}"
+                    ));
+                }
+                let mut out = first.clone();
+                out[*axis] = 0;
+                for part in inputs {
+                    let fits = part.len() == first.len()
+                        && (0..first.len()).all(|i| i == *axis || part[i] == first[i]);
+                    if !fits {
+                        return Err(format!(
+                            "concat: {part:?} does not fit {first:?} on axis {axis}"
+                        ));
+                    }
+                    out[*axis] += part[*axis];
+                }
+                Ok(out)
+            }
+            Op::Slice { axis, start, len } => {
+                let mut x = s(0);
+                match x.get(*axis) {
+                    Some(&n) if start + len <= n && *len > 0 => {
+                        x[*axis] = *len;
+                        Ok(x)
+                    }
+                    _ => Err(format!(
+                        "slice {start}..{} of axis {axis} of {x:?}",
+                        start + len
+                    )),
+                }
+            }
             Op::Activate(Activation::Softmax) | Op::ActivateGrad(Activation::Softmax) => {
                 Err("softmax is not elementwise: use the softmax ops".into())
             }
@@ -604,6 +680,22 @@ impl fmt::Display for Op {
                 format!("batch_norm_gamma_grad{{epsilon={epsilon}}}")
             }
             Op::MovingAverage { momentum } => format!("moving_average{{momentum={momentum}}}"),
+            Op::Sub => "sub".into(),
+            Op::Mul => "mul".into(),
+            Op::Scale(factor) => format!("scale{{{factor}}}"),
+            Op::Extremum { max: true } => "maximum".into(),
+            Op::Extremum { max: false } => "minimum".into(),
+            Op::ExtremumGrad { max, first } => format!(
+                "{}_grad{{{}}}",
+                if *max { "maximum" } else { "minimum" },
+                if *first { "a" } else { "b" }
+            ),
+            Op::Concat { axis, parts } => format!("concat{{axis={axis}, parts={parts}}}"),
+            Op::Penalty { l1, l2 } => format!("penalty{{l1={l1}, l2={l2}}}"),
+            Op::PenaltyGrad { l1, l2 } => format!("penalty_grad{{l1={l1}, l2={l2}}}"),
+            Op::Slice { axis, start, len } => {
+                format!("slice{{axis={axis}, {start}..{}}}", start + len)
+            }
             Op::LayerNorm {
                 epsilon,
                 scale,

@@ -6,11 +6,13 @@
 use std::collections::HashMap;
 
 use super::args::{self, bind, Bound};
-use super::model::{Activation, Initializer, Layer, LayerKind, Padding, Span};
+use super::model::{
+    Activation, Initializer, Layer, LayerKind, Merge, Padding, Regularizer, Source, Span,
+};
 use super::names;
 use crate::diag::codes;
 use crate::diag::Diagnostic;
-use crate::syntax::ast::{Call, ModelBlock, Stmt, Value, ValueKind};
+use crate::syntax::ast::{Arg, Args, Call, Ident, ModelBlock, Stmt, Value, ValueKind};
 
 /// The model block as far as it could be checked.
 pub struct CheckedModel {
@@ -21,6 +23,107 @@ pub struct CheckedModel {
     pub layers: Vec<Layer>,
     /// True when every statement checked out, so `layers` is the whole model.
     pub complete: bool,
+}
+
+/// A statement checked so far, as later statements may read it.
+struct Def {
+    /// Its output shape, when known.
+    shape: Option<Vec<u64>>,
+    span: Span,
+    /// How labels name it: "input `x`" or "`dense_1`".
+    from_name: String,
+    /// Where its output is in the checked model, when it is there.
+    source: Option<Source>,
+    /// Some later statement reads it.
+    read: bool,
+}
+
+/// The statements checked so far (one `Def` per statement, in order).
+#[derive(Default)]
+struct Graph {
+    defs: Vec<Def>,
+    /// A name was unknown or used too early, or the input is missing or misplaced:
+    /// then "never read" would be noise.
+    broken: bool,
+}
+
+impl Graph {
+    /// The statement `name` refers to, read by statement `at`; an error when no
+    /// statement is named so, or the one named so is not above `at`.
+    fn resolve(
+        &mut self,
+        name: &Ident,
+        at: usize,
+        taken: &HashMap<String, (Span, usize)>,
+        diags: &mut Vec<Diagnostic>,
+    ) -> Option<usize> {
+        match taken.get(&name.name) {
+            Some((_, index)) if *index < at => {
+                self.defs[*index].read = true;
+                Some(*index)
+            }
+            Some((defined, index)) => {
+                self.broken = true;
+                let (label, help) = if *index == at {
+                    (
+                        "the layer being defined",
+                        "a layer cannot read its own output; name an earlier statement".to_string(),
+                    )
+                } else {
+                    (
+                        "defined here, below",
+                        format!(
+                            "move the statement that defines `{}` above this one",
+                            name.name
+                        ),
+                    )
+                };
+                diags.push(
+                    Diagnostic::error(
+                        codes::USED_BEFORE_DEFINED,
+                        format!("`{}` is used before it is defined", name.name),
+                        name.span.clone(),
+                        "used here",
+                    )
+                    .with_label(defined.clone(), label)
+                    .with_help(help),
+                );
+                None
+            }
+            None => {
+                self.broken = true;
+                let mut above: Vec<(&str, usize)> = taken
+                    .iter()
+                    .filter(|(_, (_, index))| *index < at)
+                    .map(|(n, (_, index))| (n.as_str(), *index))
+                    .collect();
+                above.sort_by_key(|(_, index)| *index);
+                let names: Vec<&str> = above.iter().map(|(n, _)| *n).collect();
+                let help = match names::nearest_user_name(&name.name, &names) {
+                    Some(near) => format!("did you mean `{near}`?"),
+                    None if names.is_empty() => "no statement above this one has a name".into(),
+                    None => format!(
+                        "the names defined above are {}",
+                        names
+                            .iter()
+                            .map(|n| format!("`{n}`"))
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    ),
+                };
+                diags.push(
+                    Diagnostic::error(
+                        codes::UNKNOWN_INPUT,
+                        format!("no statement of the model is named `{}`", name.name),
+                        name.span.clone(),
+                        "unknown name",
+                    )
+                    .with_help(help),
+                );
+                None
+            }
+        }
+    }
 }
 
 /// Where the current shape came from, for secondary labels.
@@ -41,14 +144,14 @@ pub fn check_model(block: &ModelBlock, diags: &mut Vec<Diagnostic>) -> CheckedMo
     };
 
     // Names first: explicit names are reserved, so generated ones never collide.
-    let mut taken: HashMap<String, Span> = HashMap::new();
-    for stmt in &block.stmts {
+    let mut taken: HashMap<String, (Span, usize)> = HashMap::new();
+    for (index, stmt) in block.stmts.iter().enumerate() {
         let id = match stmt {
             Stmt::Input { name, .. } => name,
             Stmt::Layer { name: Some(n), .. } => n,
             Stmt::Layer { name: None, .. } => continue,
         };
-        if let Some(first) = taken.get(&id.name) {
+        if let Some((first, _)) = taken.get(&id.name) {
             diags.push(
                 Diagnostic::error(
                     codes::DUPLICATE_NAME,
@@ -63,12 +166,12 @@ pub fn check_model(block: &ModelBlock, diags: &mut Vec<Diagnostic>) -> CheckedMo
                 .with_help("give each layer its own name, or leave it out to get a generated one"),
             );
         } else {
-            taken.insert(id.name.clone(), id.span.clone());
+            taken.insert(id.name.clone(), (id.span.clone(), index));
         }
     }
     let mut counters: HashMap<&str, usize> = HashMap::new();
 
-    let mut current: Option<Current> = None;
+    let mut graph = Graph::default();
     let mut seen_input = false;
     // Errors of layers whose shapes are fine: the model is still complete, so the
     // loss and the data are checked against it too.
@@ -76,6 +179,14 @@ pub fn check_model(block: &ModelBlock, diags: &mut Vec<Diagnostic>) -> CheckedMo
     for (i, stmt) in block.stmts.iter().enumerate() {
         match stmt {
             Stmt::Input { name, shape, span } => {
+                let mut def = Def {
+                    shape: None,
+                    span: span.clone(),
+                    from_name: format!("input `{}`", name.name),
+                    source: None,
+                    read: false,
+                };
+                graph.broken |= seen_input || i != 0;
                 if seen_input {
                     diags.push(Diagnostic::error(
                         codes::INPUT,
@@ -83,6 +194,7 @@ pub fn check_model(block: &ModelBlock, diags: &mut Vec<Diagnostic>) -> CheckedMo
                         span.clone(),
                         "second input",
                     ));
+                    graph.defs.push(def);
                     continue;
                 }
                 seen_input = true;
@@ -105,47 +217,113 @@ pub fn check_model(block: &ModelBlock, diags: &mut Vec<Diagnostic>) -> CheckedMo
                         span.clone(),
                     ));
                     if i == 0 {
-                        current = Some(Current {
-                            shape: dims,
-                            from: span.clone(),
-                            from_name: format!("input `{}`", name.name),
-                        });
+                        def.shape = Some(dims);
+                        def.source = Some(Source::Input);
                     }
                 }
+                graph.defs.push(def);
             }
-            Stmt::Layer { name, call, span } => {
+            Stmt::Layer {
+                name,
+                call,
+                input,
+                span,
+            } => {
                 let kind_name = call.name.name.as_str();
                 let layer_name = match name {
                     Some(n) => n.name.clone(),
                     None => generate_name(kind_name, &mut counters, &taken),
                 };
-                let kind = layer_kind(call, diags);
-                if let (Some(LayerKind::Embedding { .. }), Some(first)) =
-                    (&kind, block.stmts.get(1).filter(|s| stmt_span(s) != *span))
-                {
-                    diags.push(embedding_not_first(&layer_name, span, first));
-                }
-                let input_shape = current.take();
-                let (Some(mut kind), Some(cur)) = (kind, input_shape) else {
+                let is_merge = Merge::NAMES.contains(&kind_name);
+                // Concatenate's `axis` as written, and where: its meaning needs the rank.
+                let mut axis = (-1, call.span.clone());
+                let (reads, kind) = if is_merge {
+                    let (names, options) = merge_inputs(call, input.as_ref(), diags);
+                    let reads = names.and_then(|names| {
+                        // Every name is resolved (and reported), not only the first bad one.
+                        let ids: Vec<Option<usize>> = names
+                            .iter()
+                            .map(|n| graph.resolve(n, i, &taken, diags))
+                            .collect();
+                        let ids: Option<Vec<usize>> = ids.into_iter().collect();
+                        ids.filter(|ids| merge_arity(kind_name, call, ids.len(), diags))
+                    });
+                    let kind = merge_kind(kind_name, &options, diags).map(|(kind, a)| {
+                        if let Some(a) = a {
+                            axis = a;
+                        }
+                        kind
+                    });
+                    (reads, kind)
+                } else {
+                    let reads = match input {
+                        Some(n) => graph.resolve(n, i, &taken, diags).map(|id| vec![id]),
+                        None => i.checked_sub(1).map(|prev| {
+                            graph.defs[prev].read = true;
+                            vec![prev]
+                        }),
+                    };
+                    let before = diags.len();
+                    let kind = layer_kind(call, diags);
+                    explain_name_arguments(call, &taken, &mut diags[before..]);
+                    (reads, kind)
+                };
+                let mut def = Def {
+                    shape: None,
+                    span: span.clone(),
+                    from_name: format!("`{layer_name}`"),
+                    source: None,
+                    read: false,
+                };
+                let (Some(kind), Some(reads)) = (kind, reads) else {
+                    graph.defs.push(def);
                     continue;
                 };
-                let shape = match infer(&kind, &cur, call, &layer_name, diags) {
+                if matches!(kind, LayerKind::Embedding { .. }) && reads != [0] {
+                    let read = &graph.defs[reads[0]];
+                    diags.push(embedding_not_first(&layer_name, span, read));
+                }
+                let shapes: Option<Vec<Vec<u64>>> =
+                    reads.iter().map(|&r| graph.defs[r].shape.clone()).collect();
+                let Some(shapes) = shapes else {
+                    graph.defs.push(def);
+                    continue;
+                };
+                let mut kind = match kind {
+                    LayerKind::Merge(Merge::Concatenate { .. }) => {
+                        match concat_axis(axis, shapes[0].len(), diags) {
+                            Some(axis) => LayerKind::Merge(Merge::Concatenate { axis }),
+                            None => {
+                                graph.defs.push(def);
+                                continue;
+                            }
+                        }
+                    }
+                    kind => kind,
+                };
+                let inferred = match &kind {
+                    LayerKind::Merge(m) => {
+                        merge_shape(*m, &layer_name, call, &reads, &shapes, &graph, diags)
+                    }
+                    _ => {
+                        let cur = Current {
+                            shape: shapes[0].clone(),
+                            from: graph.defs[reads[0]].span.clone(),
+                            from_name: graph.defs[reads[0]].from_name.clone(),
+                        };
+                        infer(&kind, &cur, call, &layer_name, diags)
+                    }
+                };
+                let shape = match inferred {
                     Ok(shape) => shape,
                     Err(next) => {
                         // Later layers are still checked when this one's output is known.
-                        current = next.map(|shape| Current {
-                            shape,
-                            from: span.clone(),
-                            from_name: format!("`{layer_name}`"),
-                        });
+                        def.shape = next;
+                        graph.defs.push(def);
                         continue;
                     }
                 };
-                current = Some(Current {
-                    shape: shape.clone(),
-                    from: span.clone(),
-                    from_name: format!("`{layer_name}`"),
-                });
+                def.shape = Some(shape.clone());
                 if let LayerKind::Reshape { shape: target } = &mut kind {
                     // A `-1` is known now.
                     *target = shape.iter().map(|&x| x as usize).collect();
@@ -153,15 +331,26 @@ pub fn check_model(block: &ModelBlock, diags: &mut Vec<Diagnostic>) -> CheckedMo
                 if shape.last() == Some(&1) && applies_softmax(&kind) {
                     constant.push(softmax_over_one(&layer_name, span));
                 }
-                out.layers.push(Layer {
-                    name: layer_name,
-                    kind,
-                    input_shape: cur.shape.iter().map(|&d| d as usize).collect(),
-                    output_shape: shape.iter().map(|&d| d as usize).collect(),
-                    span: span.clone(),
-                });
+                // A layer joins the model when every layer it reads did.
+                let sources: Option<Vec<Source>> =
+                    reads.iter().map(|&r| graph.defs[r].source).collect();
+                if let Some(inputs) = sources {
+                    def.source = Some(Source::Layer(out.layers.len()));
+                    out.layers.push(Layer {
+                        name: layer_name,
+                        kind,
+                        input_shape: shapes[0].iter().map(|&d| d as usize).collect(),
+                        output_shape: shape.iter().map(|&d| d as usize).collect(),
+                        span: span.clone(),
+                        inputs,
+                    });
+                }
+                graph.defs.push(def);
             }
         }
+    }
+    if seen_input && !graph.broken {
+        unused_outputs(&graph, block, &out, diags);
     }
     if !seen_input {
         diags.push(
@@ -211,15 +400,17 @@ fn softmax_over_one(layer: &str, span: &Span) -> Diagnostic {
 }
 
 /// E0040: an `embedding` reads token ids, which only the input holds.
-fn embedding_not_first(layer: &str, span: &Span, first: &Stmt) -> Diagnostic {
+fn embedding_not_first(layer: &str, span: &Span, read: &Def) -> Diagnostic {
     Diagnostic::error(
         codes::EMBEDDING_FIRST,
-        format!("`{layer}` must be the first layer: it reads the token ids of the input"),
+        format!("`{layer}` must read the model's input: it turns token ids into vectors"),
         span.clone(),
-        "not the first layer",
+        "does not read the input",
     )
-    .with_label(stmt_span(first), "the first layer")
-    .with_help("move the `embedding` line right after `input`")
+    .with_label(read.span.clone(), format!("it reads {}", read.from_name))
+    .with_help(
+        "put the `embedding` right after `input`, or give it the input's name: `embedding(...)(x)`",
+    )
 }
 
 fn stmt_span(s: &Stmt) -> Span {
@@ -232,7 +423,7 @@ fn stmt_span(s: &Stmt) -> Span {
 fn generate_name(
     kind: &str,
     counters: &mut HashMap<&str, usize>,
-    taken: &HashMap<String, Span>,
+    taken: &HashMap<String, (Span, usize)>,
 ) -> String {
     let key: &str = names::LAYERS
         .iter()
@@ -326,6 +517,65 @@ fn padding(v: &Value, param: &str) -> Result<Padding, Diagnostic> {
     args::keyword(v, param, "padding", &Padding::ALL, Padding::keyword)
 }
 
+/// `kernel_regularizer`: absent (`Some(None)`), or `l1(0.01)`, `l2(0.01)`,
+/// `l1_l2(l1 = 0, l2 = 0)` with Keras 3's defaults (a bare name takes them all);
+/// `None` after an error.
+fn opt_regularizer(b: &Bound, d: &mut Vec<Diagnostic>) -> Option<Option<Regularizer>> {
+    let Some(v) = b.get("kernel_regularizer") else {
+        return Some(None);
+    };
+    let param = "kernel_regularizer";
+    let (name, call) = match &v.kind {
+        ValueKind::Call(c) => (c.name.name.as_str(), c),
+        _ => {
+            return ok(
+                Err(args::type_error(
+                    v,
+                    "`l1(x)`, `l2(x)` or `l1_l2(l1 = x, l2 = y)`",
+                    param,
+                )),
+                d,
+            )
+            .map(Some)
+        }
+    };
+    let known = ["l1", "l2", "l1_l2"];
+    if !known.contains(&name) {
+        d.push(
+            Diagnostic::error(
+                codes::UNKNOWN_NAME,
+                format!("unknown regularizer `{name}`"),
+                call.name.span.clone(),
+                "not a regularizer of nnc",
+            )
+            .with_help(names::suggestion(name, &known)),
+        );
+        return None;
+    }
+    let what = format!("`{name}`");
+    let (params, defaults): (&[&'static str], [f64; 2]) = match name {
+        "l1" => (&["l1"], [0.01, 0.0]),
+        "l2" => (&["l2"], [0.0, 0.01]),
+        _ => (&["l1", "l2"], [0.0, 0.0]),
+    };
+    let bound = bind(call, &what, params, &[], d);
+    let factor = |p: &str, default: f64, d: &mut Vec<Diagnostic>| {
+        opt(
+            &bound,
+            p,
+            default,
+            |v, p| args::float_in(v, p, |x| x >= 0.0, "must be >= 0"),
+            d,
+        )
+    };
+    let l1 = factor("l1", defaults[0], d);
+    let l2 = factor("l2", defaults[1], d);
+    Some(Some(Regularizer {
+        l1: l1? as f32,
+        l2: l2? as f32,
+    }))
+}
+
 /// An activation given as a value: `relu`, `"relu"` or `leaky_relu(alpha = 0.2)`.
 fn activation_value(v: &Value, param: &str, diags: &mut Vec<Diagnostic>) -> Option<Activation> {
     match &v.kind {
@@ -393,6 +643,7 @@ const DENSE: &[&str] = &[
     "use_bias",
     "kernel_initializer",
     "bias_initializer",
+    "kernel_regularizer",
 ];
 const CONV: &[&str] = &[
     "filters",
@@ -403,6 +654,7 @@ const CONV: &[&str] = &[
     "use_bias",
     "kernel_initializer",
     "bias_initializer",
+    "kernel_regularizer",
 ];
 const POOL: &[&str] = &["pool_size", "strides", "padding"];
 
@@ -428,12 +680,14 @@ fn layer_kind(call: &Call, diags: &mut Vec<Diagnostic>) -> Option<LayerKind> {
                 d,
             );
             let bi = opt(&b, "bias_initializer", Initializer::Zeros, initializer, d);
+            let reg = opt_regularizer(&b, d);
             Some(LayerKind::Dense {
                 units: units? as usize,
                 activation: act?,
                 use_bias: use_bias?,
                 kernel_initializer: ki?,
                 bias_initializer: bi?,
+                kernel_regularizer: reg?,
             })
         }
         "flatten" => {
@@ -469,6 +723,7 @@ fn layer_kind(call: &Call, diags: &mut Vec<Diagnostic>) -> Option<LayerKind> {
                 d,
             );
             let bi = opt(&b, "bias_initializer", Initializer::Zeros, initializer, d);
+            let reg = opt_regularizer(&b, d);
             let (kernel, strides) = (kernel?, strides?);
             Some(LayerKind::Conv2d {
                 filters: filters? as usize,
@@ -479,6 +734,7 @@ fn layer_kind(call: &Call, diags: &mut Vec<Diagnostic>) -> Option<LayerKind> {
                 use_bias: use_bias?,
                 kernel_initializer: ki?,
                 bias_initializer: bi?,
+                kernel_regularizer: reg?,
             })
         }
         "embedding" => {
@@ -796,10 +1052,12 @@ fn infer(
         LayerKind::Flatten => {
             return Ok(vec![shape.iter().fold(1u64, |a, &b| a.saturating_mul(b))])
         }
+        // A merge's shapes are checked by `merge_shape`; with one input it is that input.
         LayerKind::Dropout { .. }
         | LayerKind::Activation(_)
         | LayerKind::BatchNorm { .. }
-        | LayerKind::LayerNorm { .. } => return Ok(shape.clone()),
+        | LayerKind::LayerNorm { .. }
+        | LayerKind::Merge(_) => return Ok(shape.clone()),
         LayerKind::Reshape { shape: target } if target.contains(&0) => {
             // One dimension is `-1`: the input's elements over the known ones.
             let have = shape
@@ -993,4 +1251,284 @@ fn infer(
         return Err(None);
     };
     Ok(vec![oh, ow, channels.unwrap_or(c)])
+}
+
+/// `flatten(c)` for Keras's `Flatten()(c)`: a surplus positional argument that names
+/// a statement gets the spelling that feeds the layer from it.
+fn explain_name_arguments(
+    call: &Call,
+    taken: &HashMap<String, (Span, usize)>,
+    new: &mut [Diagnostic],
+) {
+    let items = call.args.as_ref().map_or(&[][..], |a| a.items.as_slice());
+    for arg in items.iter().filter(|a| a.key.is_none()) {
+        let ValueKind::Call(c) = &arg.value.kind else {
+            continue;
+        };
+        if c.args.is_some() || !taken.contains_key(&c.name.name) {
+            continue;
+        }
+        for d in new.iter_mut() {
+            if d.code == codes::POSITIONAL && d.span == arg.span {
+                d.help = Some(format!(
+                    "to feed `{}` to this layer, write it after the arguments: `{}()({})`",
+                    c.name.name, call.name.name, c.name.name
+                ));
+            }
+        }
+    }
+}
+
+/// A merge layer's inputs, as names (`add(a, b)`, or Keras's list `add([a, b])`), and
+/// the call with its keyword arguments only. `None` when the inputs are malformed
+/// (reported here).
+fn merge_inputs(
+    call: &Call,
+    input: Option<&Ident>,
+    diags: &mut Vec<Diagnostic>,
+) -> (Option<Vec<Ident>>, Call) {
+    let kind = &call.name.name;
+    let items = call.args.as_ref().map_or(&[][..], |a| a.items.as_slice());
+    let (positional, keyword): (Vec<&Arg>, Vec<&Arg>) = items.iter().partition(|a| a.key.is_none());
+    let options = Call {
+        name: call.name.clone(),
+        args: call.args.as_ref().map(|a| Args {
+            items: keyword.into_iter().cloned().collect(),
+            span: a.span.clone(),
+        }),
+        span: call.span.clone(),
+    };
+    let mut ok = true;
+    if let Some(input) = input {
+        ok = false;
+        diags.push(
+            Diagnostic::error(
+                codes::MERGE_INPUTS,
+                format!("`{kind}` names its inputs inside its parentheses"),
+                input.span.clone(),
+                "a merge layer takes no `(INPUT)`",
+            )
+            .with_help(format!("write `{kind}({}, ...)`", input.name)),
+        );
+    }
+    // Keras's spelling: one list of names.
+    let values: Vec<&Value> = match positional.as_slice() {
+        [only] => match &only.value.kind {
+            ValueKind::List(items) => items.iter().collect(),
+            _ => vec![&only.value],
+        },
+        _ => positional.iter().map(|a| &a.value).collect(),
+    };
+    let mut names = vec![];
+    for v in values {
+        match &v.kind {
+            ValueKind::Call(c) if c.args.is_none() => names.push(c.name.clone()),
+            _ => {
+                ok = false;
+                diags.push(
+                    args::type_error(v, "the name of an earlier statement", kind).with_help(
+                        format!("merge layers read named statements: `{kind}(a, b)`"),
+                    ),
+                );
+            }
+        }
+    }
+    (ok.then_some(names), options)
+}
+
+/// E0034: a merge needs two inputs or more; `subtract` exactly two.
+fn merge_arity(kind: &str, call: &Call, n: usize, diags: &mut Vec<Diagnostic>) -> bool {
+    let (fits, needs) = if kind == "subtract" {
+        (n == 2, "exactly two inputs")
+    } else {
+        (n >= 2, "at least two inputs")
+    };
+    if !fits {
+        let found = match n {
+            0 => "none".to_string(),
+            1 => "one".to_string(),
+            n => n.to_string(),
+        };
+        diags.push(
+            Diagnostic::error(
+                codes::MERGE_INPUTS,
+                format!("`{kind}` needs {needs}, found {found}"),
+                call.span.clone(),
+                format!("{found} input{}", if n == 1 { "" } else { "s" }),
+            )
+            .with_help(if kind == "subtract" {
+                "`subtract(a, b)` computes `a - b`; to subtract several, add them first \
+                 (`s = add(b, c)`, then `subtract(a, s)`)"
+                    .to_string()
+            } else {
+                format!("name the statements to merge: `{kind}(a, b)`")
+            }),
+        );
+    }
+    fits
+}
+
+/// A merge layer's kind from its keyword arguments, and concatenate's `axis` as
+/// written (Keras's default -1) with its span.
+fn merge_kind(
+    kind: &str,
+    options: &Call,
+    diags: &mut Vec<Diagnostic>,
+) -> Option<(LayerKind, Option<(i64, Span)>)> {
+    let what = format!("`{kind}`");
+    let params: &[&'static str] = if kind == "concatenate" {
+        &["axis"]
+    } else {
+        &[]
+    };
+    let b = bind(options, &what, params, &[], diags);
+    let merge = match kind {
+        "add" => Merge::Add,
+        "subtract" => Merge::Subtract,
+        "multiply" => Merge::Multiply,
+        "average" => Merge::Average,
+        "maximum" => Merge::Maximum,
+        "minimum" => Merge::Minimum,
+        _ => {
+            let axis = match b.get("axis") {
+                None => None,
+                Some(v) => Some((ok(args::int(v, "axis"), diags)?, v.span.clone())),
+            };
+            return Some((LayerKind::Merge(Merge::Concatenate { axis: 0 }), axis));
+        }
+    };
+    Some((LayerKind::Merge(merge), None))
+}
+
+/// Keras's `axis` (counting the batch axis 0; negative from the end) as an axis of
+/// one sample of rank `rank`.
+fn concat_axis(
+    (axis, span): (i64, Span),
+    rank: usize,
+    diags: &mut Vec<Diagnostic>,
+) -> Option<usize> {
+    let r = rank as i64;
+    let sample = if axis < 0 { r + axis } else { axis - 1 };
+    if (0..r).contains(&sample) {
+        return Some(sample as usize);
+    }
+    let rule = if axis == 0 || axis == -(r + 1) {
+        "cannot be the batch axis".to_string()
+    } else {
+        format!("must be in 1..={r} or -{r}..=-1 for inputs of rank {r} (without the batch axis)")
+    };
+    diags.push(
+        Diagnostic::error(
+            codes::RANGE,
+            format!("`axis` {rule}, found {axis}"),
+            span,
+            "out of range",
+        )
+        .with_help("`axis = -1`, the default, joins the last axis (features or channels)"),
+    );
+    None
+}
+
+/// E0033: the output shape of a merge, or an error labelling each input's shape at
+/// the statement that gives it.
+fn merge_shape(
+    m: Merge,
+    name: &str,
+    call: &Call,
+    reads: &[usize],
+    shapes: &[Vec<u64>],
+    graph: &Graph,
+    d: &mut Vec<Diagnostic>,
+) -> Inferred {
+    let usize_shapes: Vec<Vec<usize>> = shapes
+        .iter()
+        .map(|s| s.iter().map(|&x| x as usize).collect())
+        .collect();
+    let refs: Vec<&[usize]> = usize_shapes.iter().map(Vec::as_slice).collect();
+    if let Some(out) = m.output_shape(&refs) {
+        return Ok(out.iter().map(|&x| x as u64).collect());
+    }
+    let kind = &call.name.name;
+    let (message, help) = match m {
+        Merge::Concatenate { axis } => (
+            format!(
+                "the inputs of `{name}` differ on an axis other than the joined one \
+                 (`axis = {}`)",
+                axis + 1
+            ),
+            "`concatenate` needs inputs of one rank whose shapes agree on every axis but \
+             `axis`; `flatten` or `reshape` a branch to make them agree"
+                .to_string(),
+        ),
+        _ => (
+            format!("the inputs of `{name}` have different shapes"),
+            format!(
+                "`{kind}` combines inputs of one shape element by element; a `dense` or \
+                 `reshape` on one branch can make the shapes agree"
+            ),
+        ),
+    };
+    let mut diag = Diagnostic::error(
+        codes::MERGE_SHAPES,
+        message,
+        call.span.clone(),
+        "merged here",
+    );
+    let mut labelled: Vec<usize> = vec![];
+    for (&r, shape) in reads.iter().zip(shapes) {
+        // A statement merged with itself gets one label.
+        if labelled.contains(&r) {
+            continue;
+        }
+        labelled.push(r);
+        let def = &graph.defs[r];
+        diag = diag.with_label(
+            def.span.clone(),
+            format!("{} gives {}", def.from_name, show(shape)),
+        );
+    }
+    d.push(diag.with_help(help));
+    Err(None)
+}
+
+/// E0032: every statement but the last must be read by a later one.
+fn unused_outputs(
+    graph: &Graph,
+    block: &ModelBlock,
+    out: &CheckedModel,
+    diags: &mut Vec<Diagnostic>,
+) {
+    let Some(last) = graph.defs.len().checked_sub(1) else {
+        return;
+    };
+    for (def, stmt) in graph.defs[..last].iter().zip(&block.stmts) {
+        if def.read {
+            continue;
+        }
+        let help = match stmt {
+            Stmt::Layer { name: Some(n), .. } | Stmt::Input { name: n, .. } => format!(
+                "feed it to a later layer (`dense(8)({0})`, `add({0}, ...)`), or remove it",
+                n.name
+            ),
+            Stmt::Layer {
+                name: None, call, ..
+            } => format!(
+                "name it (`branch = {}(...)`) and feed it to a later layer, or remove it",
+                call.name.name
+            ),
+        };
+        diags.push(
+            Diagnostic::error(
+                codes::UNUSED_OUTPUT,
+                format!("the output of {} is never read", def.from_name),
+                def.span.clone(),
+                "nothing reads this",
+            )
+            .with_label(
+                stmt_span(&block.stmts[last]),
+                format!("the output of model `{}` is its last statement", out.name),
+            )
+            .with_help(help),
+        );
+    }
 }

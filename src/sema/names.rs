@@ -15,6 +15,13 @@ const LAYER_KINDS: &[&str] = &[
     "avgpool2d",
     "batchnorm",
     "reshape",
+    "add",
+    "subtract",
+    "multiply",
+    "average",
+    "maximum",
+    "minimum",
+    "concatenate",
     "global_avgpool1d",
     "global_maxpool1d",
     "global_avgpool2d",
@@ -157,6 +164,17 @@ pub fn nearest(name: &str, known: &[&'static str]) -> Option<&'static str> {
             )
         })
         .filter(|(d, k)| *d <= (k.len().max(lower.len()) / 3).max(1))
+        .min_by_key(|(d, _)| *d)
+        .map(|(_, k)| k)
+}
+
+/// The name among the model's own (`known`) nearest to `name`, if near enough to
+/// be a typo of it.
+pub fn nearest_user_name<'k>(name: &str, known: &[&'k str]) -> Option<&'k str> {
+    known
+        .iter()
+        .map(|k| (distance(name, k), *k))
+        .filter(|(d, k)| *d <= (k.len().max(name.len()) / 3).max(1))
         .min_by_key(|(d, _)| *d)
         .map(|(_, k)| k)
 }
