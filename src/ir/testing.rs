@@ -135,6 +135,7 @@ pub fn graph(
             batch_size: 32,
             shuffle: false,
             seed: 0,
+            spans: Default::default(),
         }),
     }
 }
