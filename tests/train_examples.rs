@@ -286,6 +286,13 @@ fn mnist_convnet_reaches_98_percent_in_two_epochs() {
 }
 
 #[test]
+fn mnist_resnet_reaches_98_5_percent_in_two_epochs() {
+    let acc = test_accuracy(&train(&["examples/mnist_resnet.nn"]));
+    assert!(acc >= 0.985, "MNIST residual convnet test accuracy {acc}");
+    assert_readme_states("examples/mnist_resnet.nn", acc);
+}
+
+#[test]
 fn lenet5_with_batchnorm_reaches_98_percent_in_two_epochs() {
     let acc = test_accuracy(&train(&["examples/lenet5.nn"]));
     assert!(acc >= 0.98, "LeNet-5 test accuracy {acc}");

@@ -145,6 +145,7 @@ pub fn check_model(block: &ModelBlock, diags: &mut Vec<Diagnostic>) -> CheckedMo
 
     // Names first: explicit names are reserved, so generated ones never collide.
     let mut taken: HashMap<String, (Span, usize)> = HashMap::new();
+    let mut duplicates = false;
     for (index, stmt) in block.stmts.iter().enumerate() {
         let id = match stmt {
             Stmt::Input { name, .. } => name,
@@ -152,6 +153,7 @@ pub fn check_model(block: &ModelBlock, diags: &mut Vec<Diagnostic>) -> CheckedMo
             Stmt::Layer { name: None, .. } => continue,
         };
         if let Some((first, _)) = taken.get(&id.name) {
+            duplicates = true;
             diags.push(
                 Diagnostic::error(
                     codes::DUPLICATE_NAME,
@@ -171,7 +173,12 @@ pub fn check_model(block: &ModelBlock, diags: &mut Vec<Diagnostic>) -> CheckedMo
     }
     let mut counters: HashMap<&str, usize> = HashMap::new();
 
-    let mut graph = Graph::default();
+    let mut graph = Graph {
+        // A name used twice reads its first statement: the second one's "never read"
+        // would only repeat the error.
+        broken: duplicates,
+        ..Graph::default()
+    };
     let mut seen_input = false;
     // Errors of layers whose shapes are fine: the model is still complete, so the
     // loss and the data are checked against it too.
@@ -239,6 +246,8 @@ pub fn check_model(block: &ModelBlock, diags: &mut Vec<Diagnostic>) -> CheckedMo
                 let mut axis = (-1, call.span.clone());
                 let (reads, kind) = if is_merge {
                     let (names, options) = merge_inputs(call, input.as_ref(), diags);
+                    // What a malformed merge meant to read is unknown: no "never read".
+                    graph.broken |= names.is_none();
                     let reads = names.and_then(|names| {
                         // Every name is resolved (and reported), not only the first bad one.
                         let ids: Vec<Option<usize>> = names
@@ -246,7 +255,10 @@ pub fn check_model(block: &ModelBlock, diags: &mut Vec<Diagnostic>) -> CheckedMo
                             .map(|n| graph.resolve(n, i, &taken, diags))
                             .collect();
                         let ids: Option<Vec<usize>> = ids.into_iter().collect();
-                        ids.filter(|ids| merge_arity(kind_name, call, ids.len(), diags))
+                        let ids = ids?;
+                        let fits = merge_arity(kind_name, call, ids.len(), diags);
+                        graph.broken |= !fits;
+                        fits.then_some(ids)
                     });
                     let kind = merge_kind(kind_name, &options, diags).map(|(kind, a)| {
                         if let Some(a) = a {

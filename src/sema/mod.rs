@@ -774,6 +774,8 @@ mod tests {
             "-1", "1e99", "0.5", "\"s\"", "dense", "conv2d", "maxpool2d", "reshape", "flatten",
             "train", "data", "csv", "loss", "optimizer", "adam", "relu", "softmax", "shape",
             "\n", " ", "#", "true", "split", "mnist", "batchnorm", "é", "\r\n",
+            "add", "subtract", "concatenate", "axis", "a", "a =", ")(x)", ")(a)",
+            "kernel_regularizer", "l2",
         ]), 0..60)) {
             let src: String = tokens.concat();
             let o = check(&src);
