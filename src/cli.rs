@@ -501,6 +501,7 @@ pub fn json_outcome(o: &CheckOutcome) -> serde_json::Value {
             "params": r.params,
             "trainable_params": r.trainable_params,
             "multiply_adds": num(r.multiply_adds),
+            "inputs": r.inputs,
         })).collect::<Vec<_>>()).unwrap_or_default(),
         "total_params": whole.map(|s| s.total_params),
         "trainable_params": whole.map(|s| s.trainable_params),

@@ -342,8 +342,9 @@ pub fn hover(text: &str, offset: usize) -> Option<String> {
         }
         Stmt::Layer { span, .. } => {
             let i = checked.layers.iter().position(|l| l.span == *span)?;
-            let (_, shape, _) = checked.input.as_ref()?;
-            let summary = sema::summary::summarize(&checked.name, shape, &checked.layers, None, 32);
+            let (input, shape, _) = checked.input.as_ref()?;
+            let summary =
+                sema::summary::summarize(&checked.name, (input, shape), &checked.layers, None, 32);
             let row = summary.layers.get(i)?;
             let (t, n) = (row.trainable_params as u128, row.params as u128);
             let mut out = format!(
@@ -397,6 +398,26 @@ pub const SIGNATURES: &[(&str, &[&str])] = &[
             "bias_initializer",
         ],
     ),
+    (
+        "conv1d",
+        &[
+            "filters",
+            "kernel_size",
+            "strides",
+            "padding",
+            "activation",
+            "use_bias",
+            "kernel_initializer",
+            "bias_initializer",
+        ],
+    ),
+    ("maxpool1d", &["pool_size", "strides", "padding"]),
+    ("avgpool1d", &["pool_size", "strides", "padding"]),
+    (
+        "embedding",
+        &["input_dim", "output_dim", "embeddings_initializer"],
+    ),
+    ("layer_norm", &["epsilon", "center", "scale"]),
     ("maxpool2d", &["pool_size", "strides", "padding"]),
     ("avgpool2d", &["pool_size", "strides", "padding"]),
     ("dropout", &["rate"]),

@@ -38,10 +38,12 @@ fn model(inputs: usize, units: usize) -> Model {
                 use_bias: true,
                 kernel_initializer: Initializer::GlorotUniform,
                 bias_initializer: Initializer::Zeros,
+                kernel_regularizer: None,
             },
             input_shape: vec![inputs],
             output_shape: vec![units],
             span: 0..0,
+            inputs: vec![nnc::sema::model::Source::Input],
         }],
         train: None,
     }

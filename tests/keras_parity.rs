@@ -1,11 +1,12 @@
-//! nnc against Keras 3: the same dense model, trained from the same initial weights on
+//! nnc against Keras 3: the same model, trained from the same initial weights on
 //! the same batches (file order, the last batch smaller), must end with the same
 //! weights and report the same per-epoch losses, with the reference interpreter and
 //! with the JIT.
 //!
 //! The fixtures under tests/keras_parity/ (data, initial weights, Keras's final
 //! weights and losses) were made once by tests/keras_parity/make_fixtures.py with
-//! Keras 3.15.1 on TensorFlow; this test needs no Python.
+//! Keras 3.15.1 on TensorFlow (the graph models, given as `.nn` text, by
+//! make_graph_fixtures.py); this test needs no Python.
 //!
 //! Error measure, per weight tensor: `max|nnc - keras| / max(max|keras|, 1e-3)`, the
 //! largest difference relative to the tensor's largest magnitude (an elementwise
@@ -19,13 +20,14 @@ use nnc::ir::graph::Graph;
 use nnc::ir::init::{initialize, params};
 use nnc::ir::interp::run;
 use nnc::ir::layout::Layout;
-use nnc::ir::testing::{dense, sequential};
+use nnc::ir::testing::{conv1d, dense, sequential};
 use nnc::ir::train_step;
 use nnc::runtime::checkpoint;
 use nnc::runtime::class_weight;
 use nnc::runtime::data::{self, Dataset};
 use nnc::sema::model::{
-    Activation, ClassWeight, Clip, DataSource, LayerKind, Loss, Model, Optimizer, Schedule,
+    Activation, ClassWeight, Clip, DataSource, Initializer, LayerKind, Loss, Model, Optimizer,
+    Padding, Schedule,
 };
 use serde_json::Value;
 
@@ -55,6 +57,10 @@ fn activation(name: &str) -> Activation {
     Activation::named(name).unwrap_or_else(|| panic!("unknown activation `{name}` in a spec"))
 }
 
+fn int(v: &Value) -> usize {
+    v.as_u64().unwrap_or_else(|| panic!("{v} is not a size")) as usize
+}
+
 fn layer(spec: &Value) -> LayerKind {
     let s = spec.as_array().expect("a layer is a list");
     match (&s[0], s.get(1)) {
@@ -67,6 +73,30 @@ fn layer(spec: &Value) -> LayerKind {
                 alpha: alpha.as_f64().expect("alpha") as f32,
             })
         }
+        (Value::String(name), Some(_)) if name == "embedding" => LayerKind::Embedding {
+            input_dim: int(&s[1]),
+            output_dim: int(&s[2]),
+            embeddings_initializer: Initializer::Uniform,
+        },
+        (Value::String(name), Some(_)) if name == "conv1d" => conv1d(
+            int(&s[1]),
+            int(&s[2]),
+            int(&s[3]),
+            match s[4].as_str() {
+                Some("same") => Padding::Same,
+                _ => Padding::Valid,
+            },
+            activation(s[5].as_str().expect("activation name")),
+        ),
+        (Value::String(name), None) if name.starts_with("global_") => LayerKind::GlobalPool {
+            max: name.contains("max"),
+            dims: 1,
+        },
+        (Value::String(name), None) if name == "layer_norm" => LayerKind::LayerNorm {
+            epsilon: 0.001,
+            center: true,
+            scale: true,
+        },
         (Value::String(name), None) => LayerKind::Activation(activation(name)),
         _ => panic!("bad layer {spec}"),
     }
@@ -187,7 +217,7 @@ fn load_case(name: &str) -> Case {
     let dir = fixtures().join(name);
     let text = std::fs::read_to_string(dir.join("spec.json")).expect("spec.json");
     let spec: Value = serde_json::from_str(&text).expect("spec.json is JSON");
-    let layers = spec["layers"].as_array().expect("layers").iter();
+    let layers = spec["layers"].as_array().into_iter().flatten();
     let csv = fixtures()
         .join("data")
         .join(spec["data"].as_str().expect("data"));
@@ -199,15 +229,19 @@ fn load_case(name: &str) -> Case {
         .and_then(|l| l.rsplit(',').next())
         .expect("a header row")
         .to_string();
-    let mut model = sequential(
-        &[header
-            .lines()
-            .next()
-            .map_or(0, |l| l.split(',').count() - 1)],
-        layers.map(layer).collect(),
-        loss(spec["loss"].as_str().expect("loss")),
-        optimizer(&spec["optimizer"]),
-    );
+    let mut model = match spec["model"].as_str() {
+        // A graph model (make_graph_fixtures.py): its `.nn` text, checked by nnc.
+        Some(text) => graph_model(text, &spec, &csv, &target),
+        None => sequential(
+            &[header
+                .lines()
+                .next()
+                .map_or(0, |l| l.split(',').count() - 1)],
+            layers.map(layer).collect(),
+            loss(spec["loss"].as_str().expect("loss")),
+            optimizer(&spec["optimizer"]),
+        ),
+    };
     let config = model.train.as_mut().expect("a train block");
     (config.schedule, config.clip) = schedule_and_clip(&spec["optimizer"]);
     config.label_smoothing = spec["label_smoothing"].as_f64().unwrap_or(0.0) as f32;
@@ -244,6 +278,41 @@ fn load_case(name: &str) -> Case {
         keras: dir.join("keras.safetensors"),
         model,
     }
+}
+
+/// The model of a graph case: its `.nn` model text with a train block made from the
+/// spec, through nnc's front end.
+fn graph_model(text: &str, spec: &Value, csv: &Path, target: &str) -> Model {
+    let o = &spec["optimizer"];
+    let args: Vec<String> = o
+        .as_object()
+        .expect("optimizer")
+        .iter()
+        .filter(|(k, _)| *k != "name")
+        .map(|(k, v)| format!("{k} = {v}"))
+        .collect();
+    let source = format!(
+        "{text}\ntrain {{\n    data = csv(\"{}\", target = \"{target}\")\n    loss = {}\n    \
+         optimizer = {}({})\n    epochs = {}\n    batch_size = {}\n    shuffle = false\n}}\n",
+        csv.display(),
+        spec["loss"].as_str().expect("loss"),
+        o["name"].as_str().expect("optimizer name"),
+        args.join(", "),
+        spec["epochs"],
+        spec["batch_size"],
+    );
+    let outcome = nnc::check_source(
+        "spec.nn",
+        source.as_bytes(),
+        Path::new(""),
+        &Default::default(),
+    );
+    outcome.model.clone().unwrap_or_else(|| {
+        panic!(
+            "nnc refuses the case's model:\n{source}\n{}",
+            outcome.render_diagnostics(false)
+        )
+    })
 }
 
 /// The checkpoint names and shapes of a graph's parameters, in `init::params` order.
@@ -530,6 +599,8 @@ cases!(
     reg_mse_adamw_gelu_silu,
     iris_adam_exact_betas_tanh,
     iris_adamw_categorical_swish,
+    iris_adam_layer_norm,
+    digits_embedding_conv1d_sgd,
     reg_huber_nesterov_exponential,
     reg_mae_adam_mish,
     iris_rmsprop_sparse_hard_sigmoid,
@@ -551,6 +622,7 @@ cases!(
     iris_adam_class_weight,
     iris_sgd_categorical_class_weight,
     bc_sgd_class_weight_balanced,
+    iris_concat_l2,
 );
 
 /// Each metric against Keras's value on the fixed predictions of metrics.json, fed in

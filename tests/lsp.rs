@@ -263,14 +263,18 @@ fn definition_and_formatting() {
         position(text, "branch =")
     );
 
-    // Graphs do not parse yet: formatting leaves such a file alone.
+    // A graph formats like any model: `(INPUT)` right after the call's `)`.
     let format = |s: &mut Session| {
         s.client.request(
             "textDocument/formatting",
             json!({ "textDocument": { "uri": s.uri }, "options": { "tabSize": 4, "insertSpaces": true } }),
         )
     };
-    assert_eq!(format(&mut s)["result"], Value::Null);
+    assert_eq!(
+        format(&mut s)["result"][0]["newText"],
+        "model residual {\n    input image: [8]\n    stem = dense(8)\n    \
+         branch = dense(8)(stem)\n    add(stem, branch)\n}\n"
+    );
     let messy = "model m {\n  input x: [3]\n  dense(1,activation=sigmoid)}\n";
     s.change(messy);
     let edits = format(&mut s)["result"].clone();

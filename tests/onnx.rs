@@ -300,3 +300,117 @@ fn export_trained(nn: &Path, input: &Path, dir: &Path) -> [PathBuf; 3] {
     ]);
     [onnx, PathBuf::from(input), predicted]
 }
+
+/// The sequence and normalization layers on MNIST: images pooled whole
+/// (`global_avgpool2d`, `global_maxpool2d`), their rows read as sequences of 28
+/// steps of 28 channels through conv1d and 1-d pools (odd sizes, strides that do
+/// not divide, `same` padding) and global pools, layer normalization after a conv
+/// (NCHW in ONNX) and a dense layer, with and without its parameters.
+#[test]
+fn sequence_and_global_pooling_layers_export() {
+    let Some(python) = python() else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let (images, labels) = mnist_subset(dir.path(), 1000);
+    let models = [
+        (
+            "global_avg_2d",
+            "input image: [28, 28, 1]\n  conv2d(6, kernel_size = 3, strides = 2, activation = relu)\n  \
+             global_avgpool2d\n  dense(10, activation = softmax)",
+        ),
+        (
+            "global_max_2d",
+            "input image: [28, 28, 1]\n  conv2d(6, kernel_size = 3, padding = \"same\")\n  \
+             batchnorm\n  global_maxpool2d\n  dense(10, activation = softmax)",
+        ),
+        (
+            "layer_norm",
+            "input image: [28, 28, 1]\n  conv2d(4, kernel_size = 3, strides = 2)\n  layer_norm\n  \
+             layer_norm(center = false, scale = false)\n  flatten\n  dense(32, activation = relu)\n  \
+             layer_norm(scale = false)\n  dense(10, activation = softmax)",
+        ),
+        (
+            "conv1d",
+            "input image: [28, 28, 1]\n  reshape(shape = [28, -1])\n  \
+             conv1d(8, kernel_size = 4, strides = 3, padding = \"same\", activation = gelu)\n  \
+             maxpool1d(pool_size = 3, strides = 2, padding = \"same\")\n  \
+             conv1d(6, kernel_size = 2, activation = relu)\n  avgpool1d(pool_size = 3, strides = 1, \
+             padding = \"same\")\n  avgpool1d\n  flatten\n  dense(10, activation = softmax)",
+        ),
+        (
+            "global_1d",
+            "input image: [28, 28, 1]\n  reshape(shape = [28, 28])\n  global_maxpool1d\n  \
+             reshape(shape = [14, 2])\n  global_avgpool1d\n  dense(10, activation = softmax)",
+        ),
+    ];
+    let mut names = vec![];
+    let mut triples = vec![];
+    for (name, body) in models {
+        let nn = dir.path().join(format!("{name}.nn"));
+        std::fs::write(
+            &nn,
+            format!(
+                "model {name} {{\n  {body}\n}}\ntrain {{\n  data = idx(images = \"{}\", labels = \
+                 \"{}\")\n  loss = sparse_categorical_crossentropy\n  optimizer = adam\n  \
+                 batch_size = 64\n}}\n",
+                images.display(),
+                labels.display()
+            ),
+        )
+        .unwrap();
+        names.push(name.to_string());
+        triples.push(export_trained(&nn, &images, dir.path()));
+    }
+    assert_close(&names, &check(&python, &triples));
+}
+
+/// Graph models: every merge (ONNX `Add`, `Sub`, `Mul`, `Mean`, `Max`, `Min`,
+/// `Concat`) over branches of one input with fan-out, and images whose branches
+/// leave convolutions (NCHW in ONNX) to be added and concatenated on the channels.
+#[test]
+fn graph_merges_export() {
+    let Some(python) = python() else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let (images, labels) = mnist_subset(dir.path(), 1000);
+    let models = [
+        (
+            "merges",
+            "input image: [28, 28, 1]\n  flat = flatten\n  a = dense(8, activation = tanh)\n  \
+             b = dense(8, activation = relu)(flat)\n  c = dense(8)(flat)\n  s = add(a, b, c)\n  \
+             d = subtract(s, a)\n  m = multiply(d, b)\n  v = average([m, a, c])\n  \
+             hi = maximum(v, b, a)\n  lo = minimum(hi, c)\n  concatenate(lo, a, flat)\n  \
+             dense(10, activation = softmax)",
+        ),
+        (
+            "residual_images",
+            "input image: [28, 28, 1]\n  stem = conv2d(4, kernel_size = 3, strides = 2, \
+             activation = relu)\n  branch = conv2d(4, kernel_size = 3, padding = \"same\")\n  \
+             norm = batchnorm\n  sum = add(stem, norm)\n  pooled = maxpool2d\n  \
+             wide = conv2d(2, kernel_size = 1)(pooled)\n  both = concatenate(pooled, wide, \
+             axis = -1)\n  rows = concatenate(both, both, axis = 1)\n  flatten\n  \
+             dense(10, activation = softmax)",
+        ),
+    ];
+    let mut names = vec![];
+    let mut triples = vec![];
+    for (name, body) in models {
+        let nn = dir.path().join(format!("{name}.nn"));
+        std::fs::write(
+            &nn,
+            format!(
+                "model {name} {{\n  {body}\n}}\ntrain {{\n  data = idx(images = \"{}\", labels = \
+                 \"{}\")\n  loss = sparse_categorical_crossentropy\n  optimizer = adam\n  \
+                 batch_size = 64\n}}\n",
+                images.display(),
+                labels.display()
+            ),
+        )
+        .unwrap();
+        names.push(name.to_string());
+        triples.push(export_trained(&nn, &images, dir.path()));
+    }
+    assert_close(&names, &check(&python, &triples));
+}

@@ -498,3 +498,64 @@ fn class_words_travel_with_the_weights_into_predictions() {
         out.stderr
     );
 }
+
+/// A model reading token ids predicts whole ids in range, and refuses any other
+/// value naming its row and column, in `predict` and `evaluate`.
+#[test]
+fn token_ids_are_checked_where_a_trained_model_reads_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let (weights, _) = train("examples/digits_tokens.nn", &["--epochs", "1"], dir.path());
+    let digits = std::fs::read_to_string("examples/data/digits.csv").unwrap();
+    let lines: Vec<String> = digits.lines().take(4).map(String::from).collect();
+    let good = dir.path().join("good.csv");
+    std::fs::write(&good, lines.join("\n") + "\n").unwrap();
+    let out = ok(&[
+        "predict",
+        "examples/digits_tokens.nn",
+        "--weights",
+        s(&weights),
+        s(&good),
+    ]);
+    assert_eq!(out.stdout.lines().count(), 4, "{}", out.stdout);
+    // Row 3's pixel 5 becomes 17, past the 17 ids 0..16; then a fraction.
+    for (bad_value, shown) in [
+        ("17", "17 is not a token id"),
+        ("2.5", "2.5 is not a token id"),
+    ] {
+        let mut cells: Vec<&str> = lines[3].split(',').collect();
+        cells[5] = bad_value;
+        let row = cells.join(",");
+        let mut bad_lines = lines.clone();
+        bad_lines[3] = row;
+        let bad = dir.path().join("bad.csv");
+        std::fs::write(&bad, bad_lines.join("\n") + "\n").unwrap();
+        let args = [
+            "predict",
+            "examples/digits_tokens.nn",
+            "--weights",
+            s(&weights),
+            s(&bad),
+        ];
+        let out = nnc(&args);
+        assert_eq!(out.code, 1, "{}", out.stderr);
+        assert!(
+            out.stderr.contains("row 3, feature 6") && out.stderr.contains(shown),
+            "{}",
+            out.stderr
+        );
+        let out = nnc(&[
+            "evaluate",
+            "examples/digits_tokens.nn",
+            "--weights",
+            s(&weights),
+            "--data",
+            s(&bad),
+        ]);
+        assert_eq!(out.code, 1, "{}", out.stderr);
+        assert!(
+            out.stderr.contains("line 4, column `p5`") && out.stderr.contains(shown),
+            "{}",
+            out.stderr
+        );
+    }
+}

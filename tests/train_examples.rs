@@ -92,6 +92,29 @@ fn profile_times_every_node_of_the_train_step() {
 }
 
 #[test]
+fn profile_names_the_nodes_of_a_graph() {
+    let events = train(&["examples/wide_and_deep.nn", "--epochs", "1", "--profile"]);
+    let profile = events
+        .iter()
+        .find(|e| e["event"] == "profile")
+        .expect("a profile event");
+    let labels: Vec<&str> = profile["nodes"]
+        .as_array()
+        .expect("nodes")
+        .iter()
+        .map(|n| n["node"].as_str().unwrap())
+        .collect();
+    // `both = concatenate(wide, deep_2)`, and its gradient split back to each branch.
+    for node in [
+        "both.out = concat{axis=1, parts=2}(wide.out, deep_2.out)",
+        "d(wide.out) = slice{axis=1, 0..16}(d(both.out))",
+        "d(deep_2.out) = slice{axis=1, 16..48}(d(both.out))",
+    ] {
+        assert!(labels.contains(&node), "no `{node}` in {labels:?}");
+    }
+}
+
+#[test]
 fn iris_reaches_93_percent() {
     let acc = test_accuracy(&train(&["examples/iris.nn"]));
     assert!(acc >= 0.93, "iris test accuracy {acc}");
@@ -139,6 +162,22 @@ fn digits_reaches_95_percent() {
     let acc = test_accuracy(&train(&["examples/digits.nn"]));
     assert!(acc >= 0.95, "digits test accuracy {acc}");
     assert_readme_states("examples/digits.nn", acc);
+}
+
+/// The digits' pixel intensities as token ids through an embedding, a conv1d and
+/// global max pooling.
+#[test]
+fn digits_tokens_reaches_95_percent() {
+    let acc = test_accuracy(&train(&["examples/digits_tokens.nn"]));
+    assert!(acc >= 0.95, "digits_tokens test accuracy {acc}");
+    assert_readme_states("examples/digits_tokens.nn", acc);
+}
+
+#[test]
+fn wide_and_deep_graph_reaches_96_percent() {
+    let acc = test_accuracy(&train(&["examples/wide_and_deep.nn"]));
+    assert!(acc >= 0.96, "wide_and_deep test accuracy {acc}");
+    assert_readme_states("examples/wide_and_deep.nn", acc);
 }
 
 #[test]
@@ -273,6 +312,13 @@ fn mnist_convnet_reaches_98_percent_in_two_epochs() {
     let acc = test_accuracy(&train(&["examples/mnist_cnn.nn", "--epochs", "2"]));
     assert!(acc >= 0.98, "MNIST convnet test accuracy {acc}");
     assert_readme_states("examples/mnist_cnn.nn", acc);
+}
+
+#[test]
+fn mnist_resnet_reaches_98_5_percent_in_two_epochs() {
+    let acc = test_accuracy(&train(&["examples/mnist_resnet.nn"]));
+    assert!(acc >= 0.985, "MNIST residual convnet test accuracy {acc}");
+    assert_readme_states("examples/mnist_resnet.nn", acc);
 }
 
 #[test]

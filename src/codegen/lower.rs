@@ -1,6 +1,7 @@
 //! IR -> CLIF: one straight sequence of loops, one per graph node. `Lower::node` is
 //! the one dispatch over `Op`; each family of ops is lowered in its own file
-//! (`elementwise`, `matmul`, `softmax`, `loss`, `optimizer`, `conv`, `norm`), with
+//! (`elementwise`, `matmul`, `softmax`, `loss`, `optimizer`, `conv`, `norm`,
+//! `gather`), with
 //! the helpers they share here.
 
 use std::ops::Range;
@@ -119,6 +120,20 @@ impl Lower<'_, '_, '_> {
             Op::ClassWeights => self.class_weights(ins[0], ins[1], out),
             Op::WeightedLoss(kind) => self.weighted_loss(kind, ins, out),
             Op::ScaleRows => self.scale_rows(ins[0], ins[1], out),
+            Op::Sub => self.binary(ins[0], ins[1], out, |e, a, b| e.fsub(a, b)),
+            Op::Mul => self.binary(ins[0], ins[1], out, |e, a, b| e.fmul(a, b)),
+            Op::ScaleBy(factor) => self.scale_by(ins[0], out, factor),
+            Op::Extremum { max } => self.extremum(ins[0], ins[1], out, max),
+            Op::ExtremumGrad { max, first } => self.extremum_grad(ins, out, max, first),
+            Op::Concat { axis, .. } => self.concat(ins, out, axis),
+            Op::Slice { axis, start, .. } => self.slice(ins[0], out, axis, start),
+            Op::Penalty { l1, l2 } => self.penalty(ins[0], out, l1, l2),
+            Op::PenaltyGrad { l1, l2 } => self.penalty_grad(ins[0], out, l1, l2),
+            Op::LayerNorm { epsilon, scale, .. } => self.layer_norm(ins, out, epsilon, scale),
+            Op::LayerNormGrad { epsilon, scale } => self.layer_norm_grad(ins, out, epsilon, scale),
+            Op::LayerNormGammaGrad { epsilon } => self.layer_norm_gamma_grad(ins, out, epsilon),
+            Op::Gather => self.gather(ins[0], ins[1], out),
+            Op::GatherGrad { .. } => self.gather_grad(ins[0], ins[1], out),
         }
     }
 

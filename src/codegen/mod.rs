@@ -4,7 +4,8 @@
 //! step runs on its threads).
 //!
 //! `lower` walks the graph and sends each node to the file of its family
-//! (`elementwise`, `matmul`, `softmax`, `loss`, `optimizer`, `conv`, `norm`;
+//! (`elementwise`, `matmul`, `softmax`, `loss`, `optimizer`, `conv`, `norm`,
+//! `gather`, `merge`;
 //! `activation` holds the activations' native code); `kernels` holds the loop and
 //! math emitters (polynomial `exp`/`log`); `helpers` the Rust functions generated code
 //! calls (GEMM, Adam's vector update, `powf`, `logf`, the profiler) and `abi` their
@@ -17,12 +18,14 @@ mod abi;
 mod activation;
 mod conv;
 mod elementwise;
+mod gather;
 mod helpers;
 mod jit;
 mod kernels;
 mod loss;
 mod lower;
 mod matmul;
+mod merge;
 mod norm;
 mod optimizer;
 mod softmax;

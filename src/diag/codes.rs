@@ -31,6 +31,12 @@ pub const UNKNOWN_MONITOR: &str = "E0030";
 pub const NO_VALIDATION: &str = "E0031";
 pub const VALIDATION_TWICE: &str = "E0032";
 pub const PLATEAU_SCHEDULE: &str = "E0033";
+pub const USED_BEFORE_DEFINED: &str = "E0035";
+pub const UNKNOWN_INPUT: &str = "E0036";
+pub const UNUSED_OUTPUT: &str = "E0037";
+pub const MERGE_SHAPES: &str = "E0038";
+pub const MERGE_INPUTS: &str = "E0039";
+pub const EMBEDDING_FIRST: &str = "E0040";
 pub const LINEAR_COLLAPSE: &str = "W0001";
 pub const VANISHING: &str = "W0002";
 pub const SOFTMAX_NOT_LAST: &str = "W0003";
@@ -108,7 +114,8 @@ Fix: move the `input` statement to the top of the model block.",
         "unknown layer kind",
         "\
 The layer kinds of nnc are `dense`, `flatten`, `dropout`, `conv2d`, `maxpool2d`,
-`avgpool2d`, `batchnorm`, `reshape`, and one layer for each activation
+`avgpool2d`, `batchnorm`, `reshape`, the merge layers (`add`, `subtract`,
+`multiply`, `average`, `maximum`, `minimum`, `concatenate`), and one layer for each activation
 (`relu`, `leaky_relu`, `tanh`, `softmax`, ...: every name that `activation =`
 accepts). Keras class names such as `Dense` or `MaxPooling2D` are not
 accepted; the help names the nnc spelling.
@@ -241,7 +248,13 @@ Fix: use a smaller kernel or window, or `padding = same`.",
 `reshape(shape = [...])` must keep the number of elements of one sample.
 
     input x: [784]
-    reshape(shape = [28, 28, 2])     # error: 784 elements vs 1568",
+    reshape(shape = [28, 28, 2])     # error: 784 elements vs 1568
+
+One dimension may be `-1`: it is the element count over the other dimensions,
+which must divide it. Two `-1` are an error.
+
+    reshape(shape = [-1, 28])        # [28, 28]
+    reshape(shape = [-1, 5])         # error: 784 is not a multiple of 5",
     ),
     (
         LOSS_OUTPUT,
@@ -433,6 +446,105 @@ optimizer's learning rate is not settable).
     callbacks = [reduce_lr_on_plateau(patience = 3)]
 
 Fix: give `learning_rate` a number, or drop one of the two.",
+    ),
+    (
+        USED_BEFORE_DEFINED,
+        "name used before its definition",
+        "\
+A layer reads a statement by name (`dense(8)(NAME)`, `add(a, b)`), but that
+statement comes later in the model, or is the layer itself. Statements run in
+order: a layer can read only the statements above it.
+
+    model m {
+        input x: [4]
+        s = add(a, x)        # error: `a` is defined below
+        a = dense(4)(x)
+    }
+
+Fix: move the statement that defines the name above the one that reads it.",
+    ),
+    (
+        UNKNOWN_INPUT,
+        "no statement has this name",
+        "\
+A layer reads a statement by name, but no statement of the model is named so.
+The help names the nearest name defined above.
+
+    model m {
+        input x: [4]
+        hidden = dense(8)(x)
+        out = dense(1)(hiden)    # error: did you mean `hidden`?
+    }
+
+Fix: correct the name, or name the statement you meant (`hidden = dense(8)`).",
+    ),
+    (
+        UNUSED_OUTPUT,
+        "a statement's output is never read",
+        "\
+The model's output is its last statement. Every other statement must be read
+by a later one, by name or as the statement just above a layer without
+`(INPUT)`: an output nothing reads would be computed and trained for nothing
+(Keras would leave such a branch out of the model without a word).
+
+    model m {
+        input x: [4]
+        a = dense(8)
+        b = dense(8)(x)          # `a` is never read
+        dense(1)
+    }
+
+Fix: feed the branch to a later layer (`concatenate(a, b)`), or remove it.",
+    ),
+    (
+        MERGE_SHAPES,
+        "merged inputs of different shapes",
+        "\
+`add`, `subtract`, `multiply`, `average`, `maximum` and `minimum` combine their
+inputs element by element, so every input must have the same shape.
+`concatenate(a, b, axis = -1)` joins its inputs along `axis`: they must have
+one rank and agree on every other axis. Each input's shape is labelled where it
+is defined.
+
+    model m {
+        input x: [4]
+        a = dense(8)(x)
+        b = dense(6)(x)
+        add(a, b)                # error: [8] and [6]
+    }
+
+Fix: make the branches agree (here `dense(8)` on both), or join them with
+`concatenate`.",
+    ),
+    (
+        MERGE_INPUTS,
+        "a merge layer's inputs are malformed",
+        "\
+A merge layer names two or more earlier statements as its positional
+arguments: `add(a, b)`, or Keras's list `add([a, b])`. `subtract` takes exactly
+two (`a - b`). A merge takes no `(INPUT)` after its arguments.
+
+    add(a)                   # error: one input
+    subtract(a, b, c)        # error: three inputs
+
+Fix: name every statement to merge inside the parentheses.",
+    ),
+    (
+        EMBEDDING_FIRST,
+        "`embedding` does not read the model's input",
+        "\
+`embedding` turns token ids (whole numbers from the data) into vectors, so it
+reads the model's input and nothing else, and the input is one sample's ids, a
+vector `[n]`.
+
+    input x: [64]
+    dense(32)
+    embedding(17, 8)          # error: reads dense's outputs, which are not ids
+
+Fix: put `embedding` right after `input`, or name the input it reads
+(`embedding(17, 8)(x)`). The data values must be whole numbers from 0 to
+`input_dim - 1`; `nnc check` and `nnc run` name the row and column of any other
+value.",
     ),
     (
         LINEAR_COLLAPSE,

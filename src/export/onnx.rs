@@ -11,7 +11,8 @@
 //! `same` padding is written as explicit pads, the extra row or column after the
 //! input as Keras pads; `avgpool2d` does not count the padding, as Keras.
 //! Batch normalization is its inference form (moving statistics); dropout is the
-//! identity and leaves no node.
+//! identity and leaves no node. Sequence layers (`conv1d`, the 1-d pools) run on
+//! `[batch, c, steps]` between two transposes.
 
 use prost::Message;
 
@@ -23,7 +24,7 @@ use super::onnx_proto::{
 use crate::ir::graph::Window;
 use crate::ops::activation::{SELU_SCALE, SELU_SCALE_ALPHA};
 use crate::runtime::trained::Trained;
-use crate::sema::model::{Activation, LayerKind, Model, Padding};
+use crate::sema::model::{Activation, LayerKind, Merge, Model, Padding, Source};
 
 /// The opset the nodes are written for: the first with `Softmax` over one axis and
 /// every operator used here in its current form.
@@ -46,9 +47,21 @@ pub fn export(model: &Model, trained: &Trained) -> Result<Vec<u8>, String> {
         let centred = b.node("Sub", &[&x, &m], vec![], "standardize.centred");
         x = b.node("Div", &[&centred, &s], vec![], "standardize");
     }
+    // Each layer's output: its ONNX name and whether it is NCHW. A layer starts from
+    // its (first) input's.
+    let mut outputs: Vec<(String, bool)> = vec![];
+    let source = |s: &Source, outputs: &[(String, bool)], input: &(String, bool)| match s {
+        Source::Input => input.clone(),
+        Source::Layer(i) => outputs[*i].clone(),
+    };
+    let input = (x.clone(), nchw);
     for layer in &model.layers {
         let name = layer.name.as_str();
         let rank = layer.input_shape.len() + 1;
+        (x, nchw) = match layer.inputs.first() {
+            Some(s) => source(s, &outputs, &input),
+            None => return Err(format!("layer `{name}` reads nothing")),
+        };
         match &layer.kind {
             LayerKind::Dense {
                 activation,
@@ -147,6 +160,105 @@ pub fn export(model: &Model, trained: &Trained) -> Result<Vec<u8>, String> {
                     x = b.transpose(&x, &back, &format!("{name}.channels_last"));
                 }
             }
+            LayerKind::GlobalPool { max, dims } => {
+                x = if *dims == 2 {
+                    // GlobalAveragePool/GlobalMaxPool give [batch, c, 1, 1].
+                    x = b.channels_first(&x, &mut nchw);
+                    let op = if *max {
+                        "GlobalMaxPool"
+                    } else {
+                        "GlobalAveragePool"
+                    };
+                    let pooled = b.node(op, &[&x], vec![], &format!("{name}.pool"));
+                    nchw = false;
+                    b.node("Flatten", &[&pooled], vec![int_attr("axis", 1)], name)
+                } else {
+                    let op = if *max { "ReduceMax" } else { "ReduceMean" };
+                    let attrs = vec![ints_attr("axes", &[1]), int_attr("keepdims", 0)];
+                    b.node(op, &[&x], attrs, name)
+                };
+            }
+            LayerKind::Embedding { .. } => {
+                // The ids arrive as floats (whole numbers, as the data checks hold).
+                let ids = b.node(
+                    "Cast",
+                    &[&x],
+                    vec![int_attr("to", DataType::Int64 as i64)],
+                    &format!("{name}.ids"),
+                );
+                let table = b.weight(name, "embeddings")?;
+                x = b.node("Gather", &[&table, &ids], vec![int_attr("axis", 0)], name);
+            }
+            LayerKind::Conv1d {
+                filters,
+                kernel_size,
+                strides,
+                padding,
+                activation,
+                use_bias,
+                ..
+            } => {
+                // ONNX's 1-d Conv reads [batch, c, steps].
+                let [steps, c] = [layer.input_shape[0], layer.input_shape[1]];
+                let ncw = b.transpose(&x, &[0, 2, 1], &format!("{name}.ncw"));
+                // Keras's [k, c, filters] is HWIO with a height of 1; OIHW's
+                // elements are then those of [filters, c, k].
+                let wio = b.values(&format!("{name}.kernel"))?;
+                let oiw = hwio_to_oihw(wio, [1, *kernel_size], c, *filters);
+                let kernel = b.constant(
+                    &format!("{name}.kernel"),
+                    &[*filters, c, *kernel_size],
+                    &oiw,
+                );
+                let mut inputs = vec![ncw, kernel];
+                if *use_bias {
+                    inputs.push(b.weight(name, "bias")?);
+                }
+                let attrs = window_attrs_1d(steps, *kernel_size, *strides, *padding);
+                let refs: Vec<&str> = inputs.iter().map(String::as_str).collect();
+                let conv = b.node("Conv", &refs, attrs, &format!("{name}.conv"));
+                x = b.transpose(&conv, &[0, 2, 1], name);
+                x = b.activation(&x, *activation, false, name);
+            }
+            LayerKind::Pool1d {
+                max,
+                pool_size,
+                strides,
+                padding,
+            } => {
+                let ncw = b.transpose(&x, &[0, 2, 1], &format!("{name}.ncw"));
+                let mut attrs =
+                    window_attrs_1d(layer.input_shape[0], *pool_size, *strides, *padding);
+                let op = if *max {
+                    "MaxPool"
+                } else {
+                    attrs.push(int_attr("count_include_pad", 0));
+                    "AveragePool"
+                };
+                let pooled = b.node(op, &[&ncw], attrs, &format!("{name}.pool"));
+                x = b.transpose(&pooled, &[0, 2, 1], name);
+            }
+            LayerKind::LayerNorm {
+                epsilon,
+                center,
+                scale,
+            } => {
+                x = b.channels_last(&x, &mut nchw, rank);
+                let c = *layer.input_shape.last().unwrap_or(&1);
+                // ONNX's Scale is required: ones when the layer has no gamma.
+                let gamma = if *scale {
+                    b.weight(name, "gamma")?
+                } else {
+                    b.constant(&format!("{name}.ones"), &[c], &vec![1.0; c])
+                };
+                let mut inputs = vec![x.clone(), gamma];
+                if *center {
+                    inputs.push(b.weight(name, "beta")?);
+                }
+                let attrs = vec![int_attr("axis", -1), float_attr("epsilon", *epsilon)];
+                let refs: Vec<&str> = inputs.iter().map(String::as_str).collect();
+                x = b.node("LayerNormalization", &refs, attrs, name);
+            }
             LayerKind::Dropout { .. } => {}
             LayerKind::Flatten => {
                 x = b.channels_last(&x, &mut nchw, rank);
@@ -163,7 +275,40 @@ pub fn export(model: &Model, trained: &Trained) -> Result<Vec<u8>, String> {
             LayerKind::Activation(a) => {
                 x = b.activation(&x, *a, nchw && rank == 4, name);
             }
+            LayerKind::Merge(m) => {
+                // Every input channels-last, so that the merged axes line up.
+                let mut inputs = vec![];
+                for s in &layer.inputs {
+                    let (t, mut t_nchw) = source(s, &outputs, &input);
+                    inputs.push(b.channels_last(&t, &mut t_nchw, rank));
+                }
+                nchw = false;
+                let refs: Vec<&str> = inputs.iter().map(String::as_str).collect();
+                x = match m {
+                    // Keras's order, left to right, for the binary ones.
+                    Merge::Add | Merge::Subtract | Merge::Multiply => {
+                        let op = match m {
+                            Merge::Add => "Add",
+                            Merge::Subtract => "Sub",
+                            _ => "Mul",
+                        };
+                        let mut acc = refs[0].to_string();
+                        for r in &refs[1..] {
+                            acc = b.node(op, &[&acc, r], vec![], name);
+                        }
+                        acc
+                    }
+                    Merge::Average => b.node("Mean", &refs, vec![], name),
+                    Merge::Maximum => b.node("Max", &refs, vec![], name),
+                    Merge::Minimum => b.node("Min", &refs, vec![], name),
+                    Merge::Concatenate { axis } => {
+                        let attrs = vec![int_attr("axis", *axis as i64 + 1)];
+                        b.node("Concat", &refs, attrs, name)
+                    }
+                };
+            }
         }
+        outputs.push((x.clone(), nchw));
     }
     let out_rank = model
         .layers
@@ -434,6 +579,29 @@ fn window_attrs(
         ints_attr("strides", &to_i64(strides)),
         ints_attr("pads", &pads),
     ]
+}
+
+/// `window_attrs` of a window along a sequence of `steps`: the second axis of the
+/// same window over an image one row high.
+fn window_attrs_1d(
+    steps: usize,
+    size: usize,
+    stride: usize,
+    padding: Padding,
+) -> Vec<AttributeProto> {
+    let image = window_attrs([1, steps], [1, size], [1, stride], padding);
+    image
+        .into_iter()
+        .map(|mut attr| {
+            // [height, width] -> [width]; pads [top, left, bottom, right] -> [left, right].
+            attr.ints = match attr.ints.as_slice() {
+                &[_, w] => vec![w],
+                &[_, left, _, right] => vec![left, right],
+                other => other.to_vec(),
+            };
+            attr
+        })
+        .collect()
 }
 
 fn to_f32(v: &[f64]) -> Vec<f32> {

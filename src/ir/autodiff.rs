@@ -27,13 +27,23 @@ pub fn gradients(g: &mut Graph, loss: TensorId, wrt: &[TensorId]) -> Result<Vec<
         }
     }
     let mut grads: Vec<Option<TensorId>> = vec![None; g.tensors.len()];
+    // Tensors whose gradient is the unit: the loss, and the terms of a total loss
+    // (the model's loss plus the regularizers' penalties) summed by `Add` nodes.
+    let mut unit = vec![false; g.tensors.len()];
+    unit[loss] = true;
     for index in (0..forward).rev() {
         let node = g.nodes[index].clone();
         if !needs[node.output] {
             continue;
         }
+        if unit[node.output] && node.op == Op::Add {
+            for &input in &node.inputs {
+                unit[input] = true;
+            }
+            continue;
+        }
         let seed = match grads[node.output] {
-            _ if node.output == loss => Seed::Unit,
+            _ if unit[node.output] => Seed::Unit,
             Some(t) => Seed::Tensor(t),
             None => continue,
         };
@@ -92,7 +102,16 @@ fn vjp(
                 ));
             }
         }
-        (op, Seed::Unit) | (op @ (Op::Loss(_) | Op::WeightedLoss(_)), _) => {
+        (Op::Penalty { l1, l2 }, Seed::Unit) => {
+            if want(0) {
+                let name = d(g, 0);
+                out.push((
+                    ins[0],
+                    g.push(Op::PenaltyGrad { l1, l2 }, vec![ins[0]], name)?,
+                ));
+            }
+        }
+        (op, Seed::Unit) | (op @ (Op::Loss(_) | Op::WeightedLoss(_) | Op::Penalty { .. }), _) => {
             return Err(format!(
                 "{op:?}: the loss must be the root of differentiation"
             ))
@@ -242,6 +261,87 @@ fn vjp(
                 out.push((beta, db));
             }
         }
+        (Op::Sub, Seed::Tensor(dy)) => {
+            if want(0) {
+                out.push((ins[0], dy));
+            }
+            if want(1) {
+                let name = d(g, 1);
+                out.push((ins[1], g.push(Op::ScaleBy(-1.0), vec![dy], name)?));
+            }
+        }
+        (Op::Mul, Seed::Tensor(dy)) => {
+            for (i, other) in [(0, 1), (1, 0)] {
+                if want(i) {
+                    let name = d(g, i);
+                    out.push((ins[i], g.push(Op::Mul, vec![dy, ins[other]], name)?));
+                }
+            }
+        }
+        (Op::ScaleBy(factor), Seed::Tensor(dy)) => {
+            if want(0) {
+                let name = d(g, 0);
+                out.push((ins[0], g.push(Op::ScaleBy(factor), vec![dy], name)?));
+            }
+        }
+        (Op::Extremum { max }, Seed::Tensor(dy)) => {
+            for (i, first) in [(0, true), (1, false)] {
+                if want(i) {
+                    let name = d(g, i);
+                    let op = Op::ExtremumGrad { max, first };
+                    out.push((ins[i], g.push(op, vec![ins[0], ins[1], dy], name)?));
+                }
+            }
+        }
+        (Op::Concat { axis, .. }, Seed::Tensor(dy)) => {
+            let mut start = 0;
+            for (i, &part) in ins.iter().enumerate() {
+                let len = g.tensors[part].shape[axis];
+                if want(i) {
+                    let name = d(g, i);
+                    let op = Op::Slice { axis, start, len };
+                    out.push((part, g.push(op, vec![dy], name)?));
+                }
+                start += len;
+            }
+        }
+        (
+            Op::LayerNorm {
+                epsilon,
+                scale,
+                center,
+            },
+            Seed::Tensor(dy),
+        ) => {
+            let x = ins[0];
+            let gamma = scale.then(|| ins[1]);
+            if want(0) {
+                let name = d(g, 0);
+                let mut inputs = vec![x];
+                inputs.extend(gamma);
+                inputs.push(dy);
+                let op = Op::LayerNormGrad { epsilon, scale };
+                out.push((x, g.push(op, inputs, name)?));
+            }
+            if let Some(gamma) = gamma.filter(|&t| needs[t]) {
+                let name = format!("d({})", g.tensors[gamma].name);
+                let op = Op::LayerNormGammaGrad { epsilon };
+                out.push((gamma, g.push(op, vec![x, dy], name)?));
+            }
+            if let Some(&beta) = ins.last().filter(|&&t| center && needs[t]) {
+                let name = format!("d({})", g.tensors[beta].name);
+                out.push((beta, g.push(Op::SumRows, vec![dy], name)?));
+            }
+        }
+        (Op::Gather, Seed::Tensor(dy)) => {
+            // The ids are data: only the table gets a gradient.
+            if want(1) {
+                let name = d(g, 1);
+                let rows = g.tensors[ins[1]].shape[0];
+                let op = Op::GatherGrad { rows };
+                out.push((ins[1], g.push(op, vec![ins[0], dy], name)?));
+            }
+        }
         (op @ (Op::BatchMean | Op::BatchVariance), Seed::Tensor(_)) => {
             return Err(format!(
                 "{op:?} is differentiated through `BatchNorm {{ batch_stats: true }}` only"
@@ -261,6 +361,9 @@ fn vjp(
             | Op::BatchNormGrad { .. }
             | Op::BatchNormTrainGrad { .. }
             | Op::BatchNormGammaGrad { .. }
+            | Op::LayerNormGrad { .. }
+            | Op::LayerNormGammaGrad { .. }
+            | Op::GatherGrad { .. }
             | Op::MovingAverage { .. }
             | Op::ActivateGrad(_)
             | Op::SoftmaxGrad
@@ -271,7 +374,10 @@ fn vjp(
             | Op::ClipNorm { .. }
             | Op::ClipValue { .. }
             | Op::GlobalClipScale { .. }
-            | Op::Scale),
+            | Op::Scale
+            | Op::ExtremumGrad { .. }
+            | Op::Slice { .. }
+            | Op::PenaltyGrad { .. }),
             Seed::Tensor(_),
         ) => return Err(format!("{op:?} is a backward op and has no gradient rule")),
     }
@@ -571,5 +677,47 @@ mod tests {
             .unwrap();
         let err = gradients(&mut g, loss, &[p]).unwrap_err();
         assert!(err.contains("backward op"), "{err}");
+    }
+
+    #[test]
+    fn binary_merges_with_fan_out() {
+        let ops = [
+            Op::Add,
+            Op::Sub,
+            Op::Mul,
+            Op::Extremum { max: true },
+            Op::Extremum { max: false },
+        ];
+        for op in ops {
+            // p0 is read by both merges (fan-out): its gradient sums two paths.
+            let err = fd_error(&[vec![3, 5], vec![3, 5]], (0.1, 2.0), |g, p| {
+                let m = g.push(op.clone(), vec![p[0], p[1]], "m".into()).unwrap();
+                let t = g
+                    .push(Op::Activate(Activation::Tanh), vec![m], "t".into())
+                    .unwrap();
+                let again = g.push(op.clone(), vec![t, p[0]], "again".into()).unwrap();
+                g.push(Op::ScaleBy(0.75), vec![again], "y".into()).unwrap()
+            });
+            assert!(err < TOL, "{op:?}: {err}");
+        }
+    }
+
+    #[test]
+    fn concat_on_every_axis_with_a_repeated_part() {
+        // Odd sizes; p0 appears twice among the parts.
+        for (a, b, axis) in [
+            (vec![2, 3], vec![2, 5], 1),
+            (vec![2, 1, 4], vec![2, 3, 4], 1),
+            (vec![2, 3, 4], vec![2, 3, 1], 2),
+            (vec![2, 3, 3, 2], vec![2, 3, 3, 1], 3),
+        ] {
+            let err = fd_error(&[a.clone(), b.clone()], (0.1, 2.0), |g, p| {
+                let op = Op::Concat { axis, parts: 3 };
+                let c = g.push(op, vec![p[0], p[1], p[0]], "c".into()).unwrap();
+                g.push(Op::Activate(Activation::Tanh), vec![c], "y".into())
+                    .unwrap()
+            });
+            assert!(err < TOL, "{a:?} ++ {b:?} on {axis}: {err}");
+        }
     }
 }

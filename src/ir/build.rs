@@ -5,7 +5,9 @@ use super::autodiff;
 use super::graph::{Graph, LossKind, Node, Op, Origin, Pass, Role, TensorId, Window};
 use super::optim::one_minus;
 use crate::ops::random::{mix64, GOLDEN_GAMMA};
-use crate::sema::model::{Activation, Clip, LayerKind, Loss, Model, Optimizer, TrainConfig};
+use crate::sema::model::{
+    Activation, Clip, LayerKind, Loss, Merge, Model, Optimizer, Regularizer, Source, TrainConfig,
+};
 
 /// What a graph is built for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -144,14 +146,31 @@ fn build(model: &Model, batch: usize, mode: Mode) -> Result<Graph, String> {
         g.target = Some(g.add_tensor("target".into(), out_shape, Role::Target));
     }
 
-    // Forward. `pre` is the input of the activation that produced `cur`, if any: the
-    // logits the fused losses read.
+    // Forward, in statement order (a topological order: a layer reads only layers
+    // above it). `pre` is the input of the activation that produced the last layer's
+    // output, if any: the logits the fused losses read.
+    let mut outputs: Vec<TensorId> = Vec::with_capacity(model.layers.len());
     let mut cur = g.input;
     let mut pre: Option<(Activation, TensorId)> = None;
     // Batch normalization's (moving statistic, batch statistic, momentum) triples,
     // updated after the gradients in training.
     let mut moving: Vec<(TensorId, TensorId, f32)> = vec![];
     for (index, layer) in model.layers.iter().enumerate() {
+        let sources: Vec<TensorId> = layer
+            .inputs
+            .iter()
+            .map(|s| match s {
+                Source::Input => Ok(g.input),
+                Source::Layer(i) if *i < index => Ok(outputs[*i]),
+                Source::Layer(i) => Err(format!(
+                    "layer `{}` reads layer {i}, which is not above it",
+                    layer.name
+                )),
+            })
+            .collect::<Result<_, String>>()?;
+        cur = *sources
+            .first()
+            .ok_or_else(|| format!("layer `{}` reads nothing", layer.name))?;
         let before = cur;
         let name = &layer.name;
         g.origin = forward(index);
@@ -219,31 +238,53 @@ fn build(model: &Model, batch: usize, mode: Mode) -> Result<Graph, String> {
                 use_bias,
                 ..
             } => {
-                let (win, [oh, ow], c) = window(&g, cur, *kernel_size, *strides, *padding, name)?;
+                let (win, ..) = window(&g, cur, *kernel_size, *strides, *padding, name)?;
                 let params = &layer_params[index];
-                let taps = kernel_size[0] * kernel_size[1] * c;
-                let cols = if win.size == [1, 1] && win.strides == [1, 1] {
-                    // Every patch is one pixel: the image already is the matrix.
-                    g.push_reshape(cur, vec![batch * oh * ow, c], format!("{name}.cols"))
-                } else {
-                    g.push(Op::Im2col(win), vec![cur], format!("{name}.cols"))?
-                };
-                let kernel = g.push_reshape(
-                    params[0],
-                    vec![taps, *filters],
-                    format!("{name}.kernel_matrix"),
-                );
-                let mm = Op::MatMul {
-                    trans_a: false,
-                    trans_b: false,
-                };
-                cur = g.push(mm, vec![cols, kernel], format!("{name}.matmul"))?;
-                let image = vec![batch, oh, ow, *filters];
-                cur = g.push_reshape(cur, image, format!("{name}.conv"));
-                if *use_bias {
-                    cur = g.push(Op::AddBias, vec![cur, params[1]], format!("{name}.biased"))?;
-                }
+                cur = convolve(&mut g, cur, win, *filters, params, *use_bias, name)?;
                 (cur, pre) = activate(&mut g, cur, *activation, name)?;
+            }
+            LayerKind::Conv1d {
+                filters,
+                kernel_size,
+                strides,
+                padding,
+                activation,
+                use_bias,
+                ..
+            } => {
+                // The sequence is an image one pixel high.
+                let image = as_image(&mut g, cur, name)?;
+                let (win, ..) =
+                    window(&g, image, [1, *kernel_size], [1, *strides], *padding, name)?;
+                let params = &layer_params[index];
+                let conv = convolve(&mut g, image, win, *filters, params, *use_bias, name)?;
+                cur = as_sequence(&mut g, conv, name);
+                (cur, pre) = activate(&mut g, cur, *activation, name)?;
+            }
+            LayerKind::Pool1d {
+                max,
+                pool_size,
+                strides,
+                padding,
+            } => {
+                let image = as_image(&mut g, cur, name)?;
+                let (win, ..) = window(&g, image, [1, *pool_size], [1, *strides], *padding, name)?;
+                let pooled = if *max {
+                    let argmax = g.push(
+                        Op::MaxPool2dArgmax(win),
+                        vec![image],
+                        format!("{name}.argmax"),
+                    )?;
+                    g.push(
+                        Op::MaxPool2d(win),
+                        vec![image, argmax],
+                        format!("{name}.pool"),
+                    )?
+                } else {
+                    g.push(Op::AvgPool2d(win), vec![image], format!("{name}.pool"))?
+                };
+                cur = as_sequence(&mut g, pooled, name);
+                pre = None;
             }
             LayerKind::MaxPool2d {
                 pool_size,
@@ -266,6 +307,35 @@ fn build(model: &Model, batch: usize, mode: Mode) -> Result<Graph, String> {
             } => {
                 let (win, ..) = window(&g, cur, *pool_size, *strides, *padding, name)?;
                 cur = g.push(Op::AvgPool2d(win), vec![cur], format!("{name}.out"))?;
+                pre = None;
+            }
+            LayerKind::Embedding { .. } => {
+                if cur != g.input {
+                    return Err(format!(
+                        "layer `{name}`: embedding reads the model's input, the token ids"
+                    ));
+                }
+                let table = layer_params[index][0];
+                cur = g.push(Op::Gather, vec![cur, table], format!("{name}.out"))?;
+                pre = None;
+            }
+            LayerKind::LayerNorm {
+                epsilon,
+                center,
+                scale,
+            } => {
+                let op = Op::LayerNorm {
+                    epsilon: *epsilon,
+                    scale: *scale,
+                    center: *center,
+                };
+                let mut inputs = vec![cur];
+                inputs.extend(&layer_params[index]);
+                cur = g.push(op, inputs, format!("{name}.out"))?;
+                pre = None;
+            }
+            LayerKind::GlobalPool { max, .. } => {
+                cur = global_pool(&mut g, cur, *max, name)?;
                 pre = None;
             }
             LayerKind::BatchNorm { momentum, epsilon } => {
@@ -292,10 +362,15 @@ fn build(model: &Model, batch: usize, mode: Mode) -> Result<Graph, String> {
                 cur = g.push(op, vec![cur, mean, var, gamma, beta], format!("{name}.out"))?;
                 pre = None;
             }
+            LayerKind::Merge(m) => {
+                cur = merge(&mut g, *m, &sources, name)?;
+                pre = None;
+            }
         }
         if cur != before {
             g.tensors[cur].name = format!("{name}.out");
         }
+        outputs.push(cur);
     }
     if !matches!(g.tensors[cur].role, Role::Temp) {
         // Identity layers only: the runtime reads the output from the arena.
@@ -313,7 +388,7 @@ fn build(model: &Model, batch: usize, mode: Mode) -> Result<Graph, String> {
     let (kind, prediction) = loss_kind(t.loss, pre, g.output);
     let smoothed = smooth_labels(&mut g, target, t)?;
     // Keras weighs the training loss by class, never the evaluation's.
-    let loss = match (g.class_weights, mode) {
+    let data_loss = match (g.class_weights, mode) {
         (Some(table), Mode::Train) => {
             let w = g.push(
                 Op::ClassWeights,
@@ -325,6 +400,19 @@ fn build(model: &Model, batch: usize, mode: Mode) -> Result<Graph, String> {
         }
         _ => g.push(Op::Loss(kind), vec![prediction, smoothed], "loss".into())?,
     };
+    let mut loss = data_loss;
+    // Keras adds each kernel regularizer's penalty to the loss it reports and
+    // differentiates, in training and in evaluation, in layer order.
+    for (layer, params) in model.layers.iter().zip(&layer_params) {
+        if let Some(Regularizer { l1, l2 }) = layer.kernel_regularizer() {
+            let name = format!("{}.kernel_regularizer", layer.name);
+            let penalty = g.push(Op::Penalty { l1, l2 }, vec![params[0]], name)?;
+            loss = g.push(Op::Add, vec![loss, penalty], "loss".into())?;
+        }
+    }
+    if loss != data_loss {
+        g.tensors[data_loss].name = "data_loss".into();
+    }
     g.loss = Some(loss);
     if mode == Mode::Evaluate {
         return Ok(g);
@@ -425,6 +513,134 @@ fn clip(g: &mut Graph, grads: Vec<TensorId>, clip: Option<Clip>) -> Result<Vec<T
                 .collect()
         }
     }
+}
+
+/// A convolution of the image `x` `[batch, h, w, c]` with `params` (the kernel
+/// `[kh, kw, c, filters]` or, for conv1d, `[kw, c, filters]`: the same elements,
+/// then the bias): im2col, one matrix product, the bias.
+fn convolve(
+    g: &mut Graph,
+    x: TensorId,
+    win: Window,
+    filters: usize,
+    params: &[TensorId],
+    use_bias: bool,
+    name: &str,
+) -> Result<TensorId, String> {
+    let (batch, c) = (g.batch, *g.tensors[x].shape.last().unwrap_or(&1));
+    let [oh, ow] = win.output().map_err(|e| format!("layer `{name}`: {e}"))?;
+    let taps = win.size[0] * win.size[1] * c;
+    let cols = if win.size == [1, 1] && win.strides == [1, 1] {
+        // Every patch is one pixel: the image already is the matrix.
+        g.push_reshape(x, vec![batch * oh * ow, c], format!("{name}.cols"))
+    } else {
+        g.push(Op::Im2col(win), vec![x], format!("{name}.cols"))?
+    };
+    let kernel = g.push_reshape(
+        params[0],
+        vec![taps, filters],
+        format!("{name}.kernel_matrix"),
+    );
+    let mm = Op::MatMul {
+        trans_a: false,
+        trans_b: false,
+    };
+    let mut cur = g.push(mm, vec![cols, kernel], format!("{name}.matmul"))?;
+    cur = g.push_reshape(cur, vec![batch, oh, ow, filters], format!("{name}.conv"));
+    if use_bias {
+        cur = g.push(Op::AddBias, vec![cur, params[1]], format!("{name}.biased"))?;
+    }
+    Ok(cur)
+}
+
+/// The sequence `x` `[batch, steps, c]` as the image `[batch, 1, steps, c]`.
+fn as_image(g: &mut Graph, x: TensorId, name: &str) -> Result<TensorId, String> {
+    match *g.tensors[x].shape.as_slice() {
+        [b, steps, c] => Ok(g.push_reshape(x, vec![b, 1, steps, c], format!("{name}.image"))),
+        ref other => Err(format!(
+            "layer `{name}` needs a sequence input [steps, channels], found shape {:?}",
+            &other[1..]
+        )),
+    }
+}
+
+/// The image `x` `[batch, 1, steps, c]` as the sequence `[batch, steps, c]`.
+fn as_sequence(g: &mut Graph, x: TensorId, name: &str) -> TensorId {
+    let shape = &g.tensors[x].shape;
+    let sequence = vec![shape[0], shape[2], shape[3]];
+    g.push_reshape(x, sequence, format!("{name}.sequence"))
+}
+
+/// A merge layer over `inputs` (two or more tensors of one shape, or for concatenate
+/// of shapes that agree but on the axis), left to right as Keras computes it.
+fn merge(g: &mut Graph, m: Merge, inputs: &[TensorId], name: &str) -> Result<TensorId, String> {
+    let [first, rest @ ..] = inputs else {
+        return Err(format!("layer `{name}` merges no inputs"));
+    };
+    let binary = match m {
+        Merge::Add | Merge::Average => Op::Add,
+        Merge::Subtract => Op::Sub,
+        Merge::Multiply => Op::Mul,
+        Merge::Maximum => Op::Extremum { max: true },
+        Merge::Minimum => Op::Extremum { max: false },
+        Merge::Concatenate { axis } => {
+            let op = Op::Concat {
+                axis: axis + 1,
+                parts: inputs.len(),
+            };
+            return g.push(op, inputs.to_vec(), format!("{name}.out"));
+        }
+    };
+    if rest.is_empty() {
+        return Err(format!("layer `{name}` merges one input"));
+    }
+    let mut acc = *first;
+    for (i, &x) in rest.iter().enumerate() {
+        acc = g.push(binary.clone(), vec![acc, x], format!("{name}.{i}"))?;
+    }
+    if m == Merge::Average {
+        let scale = Op::ScaleBy(1.0 / inputs.len() as f32);
+        acc = g.push(scale, vec![acc], format!("{name}.mean"))?;
+    }
+    Ok(acc)
+}
+
+/// Global pooling: one window over the whole of `x` (`[batch, steps, c]` is seen
+/// as the image `[batch, 1, steps, c]`), then `[batch, c]`.
+fn global_pool(g: &mut Graph, x: TensorId, max: bool, layer: &str) -> Result<TensorId, String> {
+    let shape = g.tensors[x].shape.clone();
+    let (image, size) = match *shape.as_slice() {
+        [_, steps, _] => (as_image(g, x, layer)?, [1, steps]),
+        [_, h, w, _] => (x, [h, w]),
+        _ => {
+            return Err(format!(
+                "layer `{layer}` needs a sequence or an image input, found shape {:?}",
+                &shape[1..]
+            ))
+        }
+    };
+    let win = Window {
+        input: size,
+        size,
+        strides: size,
+        padding: crate::sema::model::Padding::Valid,
+    };
+    let pooled = if max {
+        let argmax = g.push(
+            Op::MaxPool2dArgmax(win),
+            vec![image],
+            format!("{layer}.argmax"),
+        )?;
+        g.push(
+            Op::MaxPool2d(win),
+            vec![image, argmax],
+            format!("{layer}.pool"),
+        )?
+    } else {
+        g.push(Op::AvgPool2d(win), vec![image], format!("{layer}.pool"))?
+    };
+    let (b, c) = (shape[0], shape[shape.len() - 1]);
+    Ok(g.push_reshape(pooled, vec![b, c], format!("{layer}.out")))
 }
 
 /// The window of a conv/pool layer over `x`, which must be an image

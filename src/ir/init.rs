@@ -65,6 +65,7 @@ pub fn sample(init: Initializer, shape: &[usize], rng: &mut StdRng, out: &mut [f
         Initializer::LecunNormal => truncated((1.0 / fan_in).sqrt(), rng, out),
         Initializer::Zeros => out.fill(0.0),
         Initializer::Ones => out.fill(1.0),
+        Initializer::Uniform => uniform(0.05, rng, out),
     }
 }
 

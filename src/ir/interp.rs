@@ -309,6 +309,81 @@ pub fn run_in<T: Real>(
                 let (a, b) = (T::from_f32(*scale), T::from_f32(*shift));
                 ins[0].iter().map(|&v| v * a + b).collect()
             }
+            Op::LayerNorm { epsilon, scale, .. } => {
+                let c = last(shape(0));
+                let eps = T::from_f32(*epsilon);
+                let gamma = scale.then(|| &ins[1]);
+                let beta = (ins.len() > 1 + usize::from(*scale)).then(|| &ins[ins.len() - 1]);
+                rows(&ins[0], c)
+                    .flat_map(|r| {
+                        let (mean, inv) = row_moments(r, eps);
+                        r.iter().enumerate().map(move |(j, &x)| {
+                            let mut y = (x - mean) * inv;
+                            if let Some(g) = gamma {
+                                y = y * g[j];
+                            }
+                            if let Some(b) = beta {
+                                y += b[j];
+                            }
+                            y
+                        })
+                    })
+                    .collect()
+            }
+            Op::LayerNormGrad { epsilon, scale } => {
+                let c = last(shape(0));
+                let eps = T::from_f32(*epsilon);
+                let n = T::from_f64(c as f64);
+                let dy = &ins[ins.len() - 1];
+                rows(&ins[0], c)
+                    .zip(rows(dy, c))
+                    .flat_map(|(r, d)| {
+                        let (mean, inv) = row_moments(r, eps);
+                        let g: Vec<T> = (0..c)
+                            .map(|j| if *scale { d[j] * ins[1][j] } else { d[j] })
+                            .collect();
+                        let xhat: Vec<T> = r.iter().map(|&x| (x - mean) * inv).collect();
+                        let sum_g = g.iter().fold(T::zero(), |a, &v| a + v);
+                        let sum_gx = (0..c).fold(T::zero(), |a, j| a + g[j] * xhat[j]);
+                        let (mg, mgx) = (sum_g / n, sum_gx / n);
+                        (0..c).map(move |j| inv * (g[j] - mg - xhat[j] * mgx))
+                    })
+                    .collect()
+            }
+            Op::LayerNormGammaGrad { epsilon } => {
+                let c = last(shape(0));
+                let eps = T::from_f32(*epsilon);
+                let mut out = vec![T::zero(); c];
+                for (r, d) in rows(&ins[0], c).zip(rows(&ins[1], c)) {
+                    let (mean, inv) = row_moments(r, eps);
+                    for j in 0..c {
+                        out[j] += d[j] * ((r[j] - mean) * inv);
+                    }
+                }
+                out
+            }
+            Op::Gather => {
+                let d = last(shape(1));
+                let rows = ins[1].len() / d;
+                ins[0]
+                    .iter()
+                    .flat_map(|&id| {
+                        let r = row_index(id, rows);
+                        ins[1][r * d..(r + 1) * d].iter().copied()
+                    })
+                    .collect()
+            }
+            Op::GatherGrad { rows } => {
+                let d = last(shape(1));
+                let mut out = vec![T::zero(); rows * d];
+                for (&id, dy) in ins[0].iter().zip(ins[1].chunks_exact(d)) {
+                    let r = row_index(id, *rows);
+                    for (o, &g) in out[r * d..(r + 1) * d].iter_mut().zip(dy) {
+                        *o += g;
+                    }
+                }
+                out
+            }
             Op::MovingAverage { momentum } => {
                 let (m, rest) = (T::from_f32(*momentum), T::from_f32(1.0 - momentum));
                 ins[0]
@@ -317,8 +392,97 @@ pub fn run_in<T: Real>(
                     .map(|(&a, &v)| a * m + v * rest)
                     .collect()
             }
+            Op::Sub => ins[0].iter().zip(&ins[1]).map(|(&a, &b)| a - b).collect(),
+            Op::Mul => ins[0].iter().zip(&ins[1]).map(|(&a, &b)| a * b).collect(),
+            Op::ScaleBy(factor) => {
+                let f = T::from_f32(*factor);
+                ins[0].iter().map(|&v| v * f).collect()
+            }
+            Op::Extremum { max } => ins[0]
+                .iter()
+                .zip(&ins[1])
+                .map(|(&a, &b)| if first_wins(*max, a, b) { a } else { b })
+                .collect(),
+            Op::ExtremumGrad { max, first } => (0..ins[0].len())
+                .map(|i| {
+                    if first_wins(*max, ins[0][i], ins[1][i]) == *first {
+                        ins[2][i]
+                    } else {
+                        T::zero()
+                    }
+                })
+                .collect(),
+            Op::Concat { axis, .. } => {
+                let out_shape = &graph.tensors[node.output].shape;
+                let outer: usize = out_shape[..*axis].iter().product();
+                let mut out = Vec::with_capacity(graph.tensors[node.output].len());
+                for o in 0..outer {
+                    for part in &ins {
+                        let block = part.len() / outer.max(1);
+                        out.extend_from_slice(&part[o * block..(o + 1) * block]);
+                    }
+                }
+                out
+            }
+            Op::Penalty { l1, l2 } => {
+                let mut total = T::zero();
+                if *l1 != 0.0 {
+                    let s = ins[0].iter().fold(T::zero(), |a, &w| a + w.abs());
+                    total += T::from_f32(*l1) * s;
+                }
+                if *l2 != 0.0 {
+                    let s = ins[0].iter().fold(T::zero(), |a, &w| a + w * w);
+                    total += T::from_f32(*l2) * s;
+                }
+                vec![total]
+            }
+            Op::PenaltyGrad { l1, l2 } => ins[0]
+                .iter()
+                .map(|&w| {
+                    let mut g = T::zero();
+                    if *l1 != 0.0 {
+                        g += sign(w) * T::from_f32(*l1);
+                    }
+                    if *l2 != 0.0 {
+                        g += T::from_f32(*l2) * (T::from_f32(2.0) * w);
+                    }
+                    g
+                })
+                .collect(),
+            Op::Slice { axis, start, len } => {
+                let x_shape = shape(0);
+                let outer: usize = x_shape[..*axis].iter().product();
+                let inner: usize = x_shape[axis + 1..].iter().product();
+                let n = x_shape[*axis];
+                let mut out = Vec::with_capacity(graph.tensors[node.output].len());
+                for o in 0..outer {
+                    let from = (o * n + start) * inner;
+                    out.extend_from_slice(&ins[0][from..from + len * inner]);
+                }
+                out
+            }
         };
         write(graph, layout, arena, node.output, &result);
+    }
+}
+
+/// -1, 0 or 1, as TF's `sign` (the gradient of `abs`).
+fn sign<T: Real>(w: T) -> T {
+    if w > T::zero() {
+        T::one()
+    } else if w < T::zero() {
+        -T::one()
+    } else {
+        T::zero()
+    }
+}
+
+/// Whether `Extremum { max }` picks `a` over `b` (ties go to `a`, as in TF).
+fn first_wins<T: Real>(max: bool, a: T, b: T) -> bool {
+    if max {
+        a >= b
+    } else {
+        a <= b
     }
 }
 
@@ -326,6 +490,27 @@ fn write<T: Real>(graph: &Graph, layout: &Layout, arena: &mut [T], id: TensorId,
     if let Some(r) = layout.range(graph, id) {
         arena[r].copy_from_slice(values);
     }
+}
+
+/// The table row an id names: rounded toward zero, clamped to `[0, rows)`.
+fn row_index<T: Real>(id: T, rows: usize) -> usize {
+    let i = id.to_f64();
+    if i.is_nan() || i < 0.0 {
+        0
+    } else {
+        (i as usize).min(rows - 1)
+    }
+}
+
+/// A row's mean and `1 / sqrt(var + eps)` (biased variance), summed in order.
+fn row_moments<T: Real>(r: &[T], eps: T) -> (T, T) {
+    let n = T::from_f64(r.len() as f64);
+    let mean = r.iter().fold(T::zero(), |a, &v| a + v) / n;
+    let var = r
+        .iter()
+        .fold(T::zero(), |a, &v| a + (v - mean) * (v - mean))
+        / n;
+    (mean, T::one() / (var + eps).sqrt())
 }
 
 fn last(shape: &[usize]) -> usize {

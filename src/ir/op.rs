@@ -198,6 +198,64 @@ pub enum Op {
     WeightedLoss(LossKind),
     /// Row `i` of `x` times `w[i]`. Inputs `(x, w)`, `w` `[rows]`.
     ScaleRows,
+    /// Layer normalization over the last axis, Keras's `LayerNormalization`: for
+    /// each row of `c` values, its `mean` and biased `var`, `inv = 1 / sqrt(var +
+    /// epsilon)` and `y = (x - mean) * inv * gamma + beta`. Inputs `(x, gamma,
+    /// beta)`, `gamma` only with `scale` and `beta` only with `center`, each `[c]`.
+    LayerNorm {
+        epsilon: f32,
+        scale: bool,
+        center: bool,
+    },
+    /// The gradient of `LayerNorm` with respect to `x`: with `g = dy * gamma` (`dy`
+    /// without `scale`) and `xhat = (x - mean) * inv`, per row
+    /// `dx = inv * (g - sum(g) / c - xhat * sum(g * xhat) / c)`. Inputs
+    /// `(x, gamma, dy)`, `gamma` only with `scale`.
+    LayerNormGrad { epsilon: f32, scale: bool },
+    /// The gradient of `LayerNorm` with respect to `gamma`:
+    /// `dgamma[j] = sum over rows of dy[.., j] * xhat[.., j]`. Inputs `(x, dy)`.
+    LayerNormGammaGrad { epsilon: f32 },
+    // The merge layers of graph models (Keras applies them left to right, so a merge
+    // of n inputs is n - 1 binary nodes; `Add` above is `add`'s).
+    /// `out = a - b`, same shapes; inputs `(a, b)`.
+    Sub,
+    /// `out = a * b` element by element, same shapes; inputs `(a, b)`.
+    Mul,
+    /// `out = x * factor`; inputs `(x)`. `average`'s division, and `-dy`.
+    ScaleBy(f32),
+    /// `out = max(a, b)` (`max`) or `min(a, b)` element by element, same shapes;
+    /// inputs `(a, b)`.
+    Extremum { max: bool },
+    /// The gradient of `Extremum` with respect to `a` (`first`) or `b`: `dy` where that
+    /// input is the one chosen, else 0. As TF's, a tie goes to `a` (`a >= b` for max,
+    /// `a <= b` for min). Inputs `(a, b, dy)`.
+    ExtremumGrad { max: bool, first: bool },
+    /// Concatenation of `parts` tensors along `axis` (of the batch-first shape; every
+    /// other axis equal); inputs: the parts in order.
+    Concat { axis: usize, parts: usize },
+    /// Elements `start..start + len` along `axis` of `x` (the gradient of a `Concat`
+    /// part); inputs `(x)`.
+    Slice {
+        axis: usize,
+        start: usize,
+        len: usize,
+    },
+    /// Keras's kernel regularizer: the scalar `l1 * sum(|w|) + l2 * sum(w^2)` (a term
+    /// only when its factor is not 0, each sum in element order); inputs `(w)`.
+    Penalty { l1: f32, l2: f32 },
+    /// The gradient of `Penalty` (the total loss's unit gradient times its
+    /// derivative): `sign(w) * l1 + l2 * (2 * w)`, `sign(0) = 0`; inputs `(w)`.
+    PenaltyGrad { l1: f32, l2: f32 },
+    /// Rows of a table by index: `out[i, ..] = table[id(ids[i]), ..]` for every
+    /// element `i` of `ids` (f32 values), `out` of shape `ids`' shape + `[d]` for a
+    /// table `[v, d]`. `id` rounds toward zero and clamps to `[0, v)`: the data checks
+    /// refuse ids that are not whole numbers in range, and no id reads outside the
+    /// table. Inputs `(ids, table)`.
+    Gather,
+    /// The gradient of `Gather` with respect to the table: `[v, d]` zeros, then each
+    /// row `dy[i, ..]` added into row `id(ids[i])`, in order. Inputs `(ids, dy)`; the
+    /// table's row count is `rows`.
+    GatherGrad { rows: usize },
 }
 
 /// A 2-D sliding window (a convolution kernel or a pooling window) over channels-last
@@ -287,7 +345,11 @@ impl Op {
             | Op::LearningRate(_)
             | Op::ClipNorm { .. }
             | Op::ClipValue { .. }
-            | Op::Affine { .. } => 1,
+            | Op::Affine { .. }
+            | Op::ScaleBy(_)
+            | Op::Slice { .. }
+            | Op::Penalty { .. }
+            | Op::PenaltyGrad { .. } => 1,
             Op::GlobalClipScale { count, .. } => *count,
             Op::MatMul { .. }
             | Op::AddBias
@@ -301,12 +363,20 @@ impl Op {
             | Op::MovingAverage { .. }
             | Op::Scale
             | Op::ScaleRows
-            | Op::ClassWeights => 2,
+            | Op::ClassWeights
+            | Op::Sub
+            | Op::Mul
+            | Op::Extremum { .. } => 2,
             Op::WeightedLoss(_) => 3,
-            Op::ActivateGrad(_) | Op::BatchNormGrad { .. } => 3,
+            Op::ActivateGrad(_) | Op::BatchNormGrad { .. } | Op::ExtremumGrad { .. } => 3,
+            Op::Concat { parts, .. } => *parts,
             Op::BatchNormGammaGrad { .. } => 4,
             Op::BatchNorm { .. } => 5,
             Op::BatchNormTrainGrad { .. } => 7,
+            Op::LayerNorm { scale, center, .. } => 1 + usize::from(*scale) + usize::from(*center),
+            Op::LayerNormGrad { scale, .. } => 2 + usize::from(*scale),
+            Op::LayerNormGammaGrad { .. } => 2,
+            Op::Gather | Op::GatherGrad { .. } => 2,
             // The parameter, its gradient, the learning rate, then the optimizer's slots.
             Op::Update(optimizer) => 3 + optimizer.slot_names().len(),
         }
@@ -357,7 +427,44 @@ impl Op {
                     .map(|&n| vec![n])
                     .ok_or_else(|| "sum_rows of a scalar".into())
             }
-            Op::Add => same(0, 1).map(|_| s(0)),
+            Op::Add | Op::Sub | Op::Mul | Op::Extremum { .. } => same(0, 1).map(|_| s(0)),
+            Op::ScaleBy(_) | Op::PenaltyGrad { .. } => Ok(s(0)),
+            Op::Penalty { .. } => Ok(vec![]),
+            Op::ExtremumGrad { .. } => same(0, 1).and(same(1, 2)).map(|_| s(0)),
+            Op::Concat { axis, parts } => {
+                let first = s(0);
+                if *parts == 0 || *axis >= first.len() {
+                    return Err(format!(
+                        "concat of {parts} parts on axis {axis} of {first:?}"
+                    ));
+                }
+                let mut out = first.clone();
+                out[*axis] = 0;
+                for part in inputs {
+                    let fits = part.len() == first.len()
+                        && (0..first.len()).all(|i| i == *axis || part[i] == first[i]);
+                    if !fits {
+                        return Err(format!(
+                            "concat: {part:?} does not fit {first:?} on axis {axis}"
+                        ));
+                    }
+                    out[*axis] += part[*axis];
+                }
+                Ok(out)
+            }
+            Op::Slice { axis, start, len } => {
+                let mut x = s(0);
+                match x.get(*axis) {
+                    Some(&n) if start + len <= n && *len > 0 => {
+                        x[*axis] = *len;
+                        Ok(x)
+                    }
+                    _ => Err(format!(
+                        "slice {start}..{} of axis {axis} of {x:?}",
+                        start + len
+                    )),
+                }
+            }
             Op::Activate(Activation::Softmax) | Op::ActivateGrad(Activation::Softmax) => {
                 Err("softmax is not elementwise: use the softmax ops".into())
             }
@@ -510,6 +617,48 @@ impl Op {
                 }
                 Ok(s(0))
             }
+            Op::LayerNorm { .. } | Op::LayerNormGrad { .. } | Op::LayerNormGammaGrad { .. } => {
+                let x = s(0);
+                let c = vec![*x.last().ok_or("layer_norm of a scalar")?];
+                // `dy` (the last input of the gradients) has `x`'s shape; the rest
+                // are one value per channel.
+                let dy = match self {
+                    Op::LayerNorm { .. } => None,
+                    _ => Some(inputs.len() - 1),
+                };
+                if let Some(dy) = dy {
+                    same(0, dy)?;
+                }
+                for i in (1..inputs.len()).filter(|&i| Some(i) != dy) {
+                    if s(i) != c {
+                        return Err(format!(
+                            "{self:?}: {:?} is not one value per channel {c:?}",
+                            s(i)
+                        ));
+                    }
+                }
+                Ok(if matches!(self, Op::LayerNormGammaGrad { .. }) {
+                    c
+                } else {
+                    x
+                })
+            }
+            Op::Gather => {
+                let (ids, table) = (s(0), s(1));
+                match table.as_slice() {
+                    &[v, d] if v > 0 => Ok(ids.iter().copied().chain([d]).collect()),
+                    _ => Err(format!("gather: {table:?} is not a table of rows")),
+                }
+            }
+            Op::GatherGrad { rows } => {
+                let (ids, dy) = (s(0), s(1));
+                match dy.split_last() {
+                    Some((&d, lead)) if lead == ids.as_slice() && *rows > 0 => Ok(vec![*rows, d]),
+                    _ => Err(format!(
+                        "gather_grad: {dy:?} is not one row per id of {ids:?}"
+                    )),
+                }
+            }
             Op::Reshape | Op::Update(_) | Op::MovingAverage { .. } | Op::LearningRate(_) => {
                 Err(format!("{self:?} does not create a tensor of its own"))
             }
@@ -638,6 +787,35 @@ impl fmt::Display for Op {
             Op::ClassWeights => "class_weights".into(),
             Op::WeightedLoss(k) => format!("weighted_loss.{}", loss(*k)),
             Op::ScaleRows => "scale_rows".into(),
+            Op::Sub => "sub".into(),
+            Op::Mul => "mul".into(),
+            Op::ScaleBy(factor) => format!("scale{{{factor}}}"),
+            Op::Extremum { max: true } => "maximum".into(),
+            Op::Extremum { max: false } => "minimum".into(),
+            Op::ExtremumGrad { max, first } => format!(
+                "{}_grad{{{}}}",
+                if *max { "maximum" } else { "minimum" },
+                if *first { "a" } else { "b" }
+            ),
+            Op::Concat { axis, parts } => format!("concat{{axis={axis}, parts={parts}}}"),
+            Op::Penalty { l1, l2 } => format!("penalty{{l1={l1}, l2={l2}}}"),
+            Op::PenaltyGrad { l1, l2 } => format!("penalty_grad{{l1={l1}, l2={l2}}}"),
+            Op::Slice { axis, start, len } => {
+                format!("slice{{axis={axis}, {start}..{}}}", start + len)
+            }
+            Op::LayerNorm {
+                epsilon,
+                scale,
+                center,
+            } => format!("layer_norm{{epsilon={epsilon}, scale={scale}, center={center}}}"),
+            Op::LayerNormGrad { epsilon, scale } => {
+                format!("layer_norm_grad{{epsilon={epsilon}, scale={scale}}}")
+            }
+            Op::LayerNormGammaGrad { epsilon } => {
+                format!("layer_norm_gamma_grad{{epsilon={epsilon}}}")
+            }
+            Op::Gather => "gather".into(),
+            Op::GatherGrad { rows } => format!("gather_grad{{rows={rows}}}"),
         })
     }
 }

@@ -7,7 +7,7 @@ use super::graph::{Graph, Op, TensorId};
 use super::interp::run_in;
 use super::layout::Layout;
 use crate::sema::model::{
-    Activation, DataSource, Initializer, Layer, LayerKind, Loss, Model, Optimizer, Padding,
+    Activation, DataSource, Initializer, Layer, LayerKind, Loss, Model, Optimizer, Padding, Source,
     TrainConfig,
 };
 
@@ -34,6 +34,7 @@ pub fn dense(units: usize, activation: Activation) -> LayerKind {
         use_bias: true,
         kernel_initializer: Initializer::GlorotUniform,
         bias_initializer: Initializer::Zeros,
+        kernel_regularizer: None,
     }
 }
 
@@ -45,10 +46,28 @@ pub fn sequential(
     loss: Loss,
     optimizer: Optimizer,
 ) -> Model {
-    let mut shape = input_shape.to_vec();
+    let layers = kinds
+        .into_iter()
+        .enumerate()
+        .map(|(i, kind)| {
+            let previous = i.checked_sub(1).map_or(Source::Input, Source::Layer);
+            (kind, vec![previous])
+        })
+        .collect();
+    graph(input_shape, layers, loss, optimizer)
+}
+
+/// A model of layers that read the given sources, named Keras-style, with the output
+/// shapes sema would give them.
+pub fn graph(
+    input_shape: &[usize],
+    kinds: Vec<(LayerKind, Vec<Source>)>,
+    loss: Loss,
+    optimizer: Optimizer,
+) -> Model {
     let mut counts = std::collections::HashMap::new();
-    let mut layers = vec![];
-    for kind in kinds {
+    let mut layers: Vec<Layer> = vec![];
+    for (kind, inputs) in kinds {
         let base = match &kind {
             LayerKind::Dense { .. } => "dense",
             LayerKind::Flatten => "flatten",
@@ -59,6 +78,13 @@ pub fn sequential(
             LayerKind::MaxPool2d { .. } => "maxpool2d",
             LayerKind::AvgPool2d { .. } => "avgpool2d",
             LayerKind::BatchNorm { .. } => "batchnorm",
+            LayerKind::Merge(_) => "merge",
+            LayerKind::GlobalPool { .. } => "global_pool",
+            LayerKind::LayerNorm { .. } => "layer_norm",
+            LayerKind::Conv1d { .. } => "conv1d",
+            LayerKind::Embedding { .. } => "embedding",
+            LayerKind::Pool1d { max: true, .. } => "maxpool1d",
+            LayerKind::Pool1d { max: false, .. } => "avgpool1d",
         };
         let n = counts.entry(base).or_insert(0usize);
         let name = if *n == 0 {
@@ -67,16 +93,26 @@ pub fn sequential(
             format!("{base}_{n}")
         };
         *n += 1;
+        let shapes: Vec<Vec<usize>> = inputs
+            .iter()
+            .map(|s| match s {
+                Source::Input => input_shape.to_vec(),
+                Source::Layer(i) => layers[*i].output_shape.clone(),
+            })
+            .collect();
+        let refs: Vec<&[usize]> = shapes.iter().map(Vec::as_slice).collect();
         // A shape the rule refuses stays the input's: tests build misfits on purpose.
-        let output_shape = kind.output_shape(&shape).unwrap_or_else(|| shape.clone());
+        let output_shape = kind
+            .output_shape_of(&refs)
+            .unwrap_or_else(|| shapes[0].clone());
         layers.push(Layer {
             name,
             kind,
-            input_shape: shape.clone(),
-            output_shape: output_shape.clone(),
+            input_shape: shapes[0].clone(),
+            output_shape,
             span: 0..0,
+            inputs,
         });
-        shape = output_shape;
     }
     Model {
         name: "test".into(),
@@ -119,6 +155,27 @@ pub fn conv2d(
     activation: Activation,
 ) -> LayerKind {
     LayerKind::Conv2d {
+        filters,
+        kernel_size,
+        strides,
+        padding,
+        activation,
+        use_bias: true,
+        kernel_initializer: Initializer::GlorotUniform,
+        bias_initializer: Initializer::Zeros,
+        kernel_regularizer: None,
+    }
+}
+
+/// A `conv1d` layer with Keras's defaults (bias, glorot_uniform kernel, zero bias).
+pub fn conv1d(
+    filters: usize,
+    kernel_size: usize,
+    strides: usize,
+    padding: Padding,
+    activation: Activation,
+) -> LayerKind {
+    LayerKind::Conv1d {
         filters,
         kernel_size,
         strides,

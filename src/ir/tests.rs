@@ -4,13 +4,17 @@
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
-use super::build::{predict, train_step};
+use super::build::{evaluate, predict, train_step};
 use super::graph::{Graph, Op};
 use super::init::initialize;
 use super::interp::{run, run_in};
 use super::layout::Layout;
-use super::testing::{conv2d, dense, dense_model, gradient_error, sequential, without_updates};
-use crate::sema::model::{Activation, LayerKind, Loss, Model, Optimizer, Padding};
+use super::testing::{
+    conv1d, conv2d, dense, dense_model, gradient_error, graph, sequential, without_updates,
+};
+use crate::sema::model::{
+    Activation, LayerKind, Loss, Merge, Model, Optimizer, Padding, Regularizer, Source,
+};
 
 const ADAM: Optimizer = Optimizer::Adam {
     learning_rate: 0.01,
@@ -397,9 +401,178 @@ fn conv_models_gradients_match_finite_differences() {
             &[2, 3],
             Loss::BinaryCrossentropy,
         ),
+        // Layer normalization over a vector, and over the channels of a sequence,
+        // with and without its parameters.
+        with_loss(
+            vec![
+                dense(5, Tanh),
+                LayerKind::LayerNorm {
+                    epsilon: 1e-3,
+                    center: true,
+                    scale: true,
+                },
+                dense(3, Softmax),
+            ],
+            &[3],
+            Loss::SparseCategoricalCrossentropy,
+        ),
+        with_loss(
+            vec![
+                dense(6, Linear),
+                LayerKind::Reshape { shape: vec![2, 3] },
+                LayerKind::LayerNorm {
+                    epsilon: 0.01,
+                    center: false,
+                    scale: true,
+                },
+                LayerKind::Flatten,
+                dense(2, Linear),
+            ],
+            &[3],
+            Loss::Mse,
+        ),
+        with_loss(
+            vec![
+                dense(7, Elu { alpha: 1.0 }),
+                LayerKind::LayerNorm {
+                    epsilon: 1e-3,
+                    center: true,
+                    scale: false,
+                },
+                dense(1, Sigmoid),
+            ],
+            &[2],
+            Loss::BinaryCrossentropy,
+        ),
+        // Sequences: odd lengths, strides that do not divide, `same` padding.
+        with_loss(
+            vec![
+                conv1d(3, 3, 2, Same, Tanh),
+                LayerKind::Pool1d {
+                    max: true,
+                    pool_size: 2,
+                    strides: 1,
+                    padding: Same,
+                },
+                conv1d(2, 2, 1, Valid, Sigmoid),
+                LayerKind::Flatten,
+                dense(3, Softmax),
+            ],
+            &[7, 2],
+            Loss::SparseCategoricalCrossentropy,
+        ),
+        with_loss(
+            vec![
+                conv1d(4, 2, 3, Valid, Elu { alpha: 1.0 }),
+                LayerKind::Pool1d {
+                    max: false,
+                    pool_size: 3,
+                    strides: 2,
+                    padding: Same,
+                },
+                LayerKind::GlobalPool { max: true, dims: 1 },
+                dense(1, Linear),
+            ],
+            &[9, 3],
+            Loss::Mse,
+        ),
+        // Global pooling over odd images and sequences.
+        with_loss(
+            vec![
+                conv2d(3, [2, 2], [2, 1], Same, Tanh),
+                LayerKind::GlobalPool { max: true, dims: 2 },
+                dense(2, Softmax),
+            ],
+            &[5, 3, 2],
+            Loss::CategoricalCrossentropy,
+        ),
+        with_loss(
+            vec![
+                conv2d(3, [3, 1], [1, 1], Valid, Elu { alpha: 1.0 }),
+                LayerKind::GlobalPool {
+                    max: false,
+                    dims: 2,
+                },
+                dense(1, Linear),
+            ],
+            &[5, 3, 2],
+            Loss::Mse,
+        ),
+        with_loss(
+            vec![
+                dense(6, Tanh),
+                LayerKind::Reshape { shape: vec![3, 2] },
+                LayerKind::GlobalPool { max: true, dims: 1 },
+                dense(3, Sigmoid),
+            ],
+            &[4],
+            Loss::BinaryCrossentropy,
+        ),
+        with_loss(
+            vec![
+                dense(10, Tanh),
+                LayerKind::Reshape { shape: vec![5, 2] },
+                LayerKind::GlobalPool {
+                    max: false,
+                    dims: 1,
+                },
+                dense(2, Linear),
+            ],
+            &[3],
+            Loss::Huber,
+        ),
     ];
     for (i, model) in models.iter().enumerate() {
         let err = model_fd_error(model, 3, i as u64);
+        assert!(err < 1e-6, "model {i}: {err}");
+    }
+}
+
+#[test]
+fn embedding_gradients_match_finite_differences() {
+    use Activation::*;
+    let embedding = LayerKind::Embedding {
+        input_dim: 5,
+        output_dim: 3,
+        embeddings_initializer: crate::sema::model::Initializer::Uniform,
+    };
+    let models = [
+        with_loss(
+            vec![
+                embedding.clone(),
+                conv1d(4, 3, 2, Padding::Same, Tanh),
+                LayerKind::GlobalPool {
+                    max: false,
+                    dims: 1,
+                },
+                dense(3, Softmax),
+            ],
+            &[7],
+            Loss::SparseCategoricalCrossentropy,
+        ),
+        with_loss(
+            vec![embedding, LayerKind::Flatten, dense(2, Linear)],
+            &[4],
+            Loss::Mse,
+        ),
+    ];
+    for (i, model) in models.iter().enumerate() {
+        let g = train_step(model, 3).unwrap();
+        let (fwd, pairs) = without_updates(&g);
+        let layout = Layout::new(&fwd);
+        let mut rng = StdRng::seed_from_u64(i as u64);
+        let mut arena = vec![0.0f64; layout.len];
+        for &(p, _) in &pairs {
+            for v in &mut arena[layout.range(&fwd, p).unwrap()] {
+                *v = rng.gen_range(-0.8..0.8);
+            }
+        }
+        // Token ids, some repeated within a sample and across the batch.
+        let x: Vec<f64> = (0..g.tensors[g.input].len())
+            .map(|_| f64::from(rng.gen_range(0..5u8)))
+            .collect();
+        let y = targets(&mut rng, &g, model.train.as_ref().unwrap().loss);
+        let err = gradient_error(&fwd, &pairs, &arena, &x, &y, 3);
         assert!(err < 1e-6, "model {i}: {err}");
     }
 }
@@ -491,4 +664,129 @@ fn batchnorm_trains_on_batch_statistics_and_infers_with_moving_ones() {
         let g_now = arena[lt.range(&train, id("batchnorm.gamma")).unwrap()][c] as f64;
         assert_ne!(g_now, gamma[c]);
     }
+}
+
+/// `kind` (dense or conv2d) with a kernel regularizer.
+fn regularized(mut kind: LayerKind, l1: f32, l2: f32) -> LayerKind {
+    if let LayerKind::Dense {
+        kernel_regularizer, ..
+    }
+    | LayerKind::Conv2d {
+        kernel_regularizer, ..
+    } = &mut kind
+    {
+        *kernel_regularizer = Some(Regularizer { l1, l2 });
+    }
+    kind
+}
+
+#[test]
+fn graph_models_with_regularizers_match_finite_differences() {
+    use Activation::*;
+    use Source::{Input, Layer as L};
+    let merge = |m| LayerKind::Merge(m);
+    let models = [
+        // Two branches of the input, added, concatenated with one of them (fan-out
+        // into three readers), every kernel penalized differently.
+        graph(
+            &[3],
+            vec![
+                (regularized(dense(4, Tanh), 0.0, 0.02), vec![Input]),
+                (regularized(dense(4, Relu), 0.05, 0.0), vec![Input]),
+                (merge(Merge::Add), vec![L(0), L(1)]),
+                (merge(Merge::Concatenate { axis: 0 }), vec![L(2), L(0)]),
+                (merge(Merge::Maximum), vec![L(0), L(1), L(0)]),
+                (merge(Merge::Concatenate { axis: 0 }), vec![L(3), L(4)]),
+                (regularized(dense(3, Softmax), 0.01, 0.03), vec![L(5)]),
+            ],
+            Loss::SparseCategoricalCrossentropy,
+            ADAM,
+        ),
+        // subtract, multiply, average and minimum into a sigmoid.
+        graph(
+            &[4],
+            vec![
+                (dense(3, Sigmoid), vec![Input]),
+                (dense(3, Tanh), vec![Input]),
+                (merge(Merge::Subtract), vec![L(0), L(1)]),
+                (merge(Merge::Multiply), vec![L(2), L(1), L(0)]),
+                (merge(Merge::Average), vec![L(3), L(0), L(2)]),
+                (merge(Merge::Minimum), vec![L(4), L(1)]),
+                (regularized(dense(1, Sigmoid), 0.0, 0.1), vec![L(5)]),
+            ],
+            Loss::BinaryCrossentropy,
+            ADAM,
+        ),
+        // A residual block of `same` convolutions, channels concatenated.
+        graph(
+            &[4, 4, 2],
+            vec![
+                (
+                    regularized(conv2d(2, [3, 3], [1, 1], Padding::Same, Tanh), 0.0, 0.05),
+                    vec![Input],
+                ),
+                (merge(Merge::Add), vec![L(0), Input]),
+                (merge(Merge::Concatenate { axis: 2 }), vec![L(1), Input]),
+                (LayerKind::Flatten, vec![L(2)]),
+                (dense(2, Linear), vec![L(3)]),
+            ],
+            Loss::Mse,
+            ADAM,
+        ),
+    ];
+    for (i, model) in models.iter().enumerate() {
+        let err = model_fd_error(model, 3, 40 + i as u64);
+        assert!(err < 1e-6, "model {i}: {err}");
+    }
+}
+
+#[test]
+fn a_regularizer_adds_keras_penalty_to_the_reported_loss() {
+    // One dense kernel with l1 and l2: the loss is the data loss plus
+    // 0.01 * sum|w| + 0.02 * sum w^2, computed here from the arena's weights.
+    let model = graph(
+        &[3],
+        vec![(
+            regularized(dense(2, Activation::Linear), 0.01, 0.02),
+            vec![Source::Input],
+        )],
+        Loss::Mse,
+        ADAM,
+    );
+    let g = evaluate(&model, 2).unwrap();
+    let layout = Layout::new(&g);
+    let mut rng = StdRng::seed_from_u64(5);
+    let mut arena: Vec<f64> = random(&mut rng, layout.len, -0.9, 0.9);
+    let x = random(&mut rng, 6, -1.0, 1.0);
+    let y = random(&mut rng, 4, -1.0, 1.0);
+    run_in(&g, &layout, &mut arena, &x, &y, 0);
+    let kernel = g
+        .tensors
+        .iter()
+        .position(|t| t.name == "dense.kernel")
+        .unwrap();
+    let bias = g
+        .tensors
+        .iter()
+        .position(|t| t.name == "dense.bias")
+        .unwrap();
+    let w = &arena[layout.range(&g, kernel).unwrap()];
+    let b = &arena[layout.range(&g, bias).unwrap()];
+    let mut data = 0.0;
+    for r in 0..2 {
+        for j in 0..2 {
+            let p: f64 = (0..3).map(|i| x[r * 3 + i] * w[i * 2 + j]).sum::<f64>() + b[j];
+            data += (p - y[r * 2 + j]).powi(2) / 4.0;
+        }
+    }
+    // The factors as the model holds them, in f32.
+    let (l1, l2) = (f64::from(0.01f32), f64::from(0.02f32));
+    let penalty =
+        l1 * w.iter().map(|v| v.abs()).sum::<f64>() + l2 * w.iter().map(|v| v * v).sum::<f64>();
+    let loss = arena[layout.range(&g, g.loss.unwrap()).unwrap()][0];
+    assert!(
+        (loss - (data + penalty)).abs() < 1e-12,
+        "{loss} vs {data} + {penalty}"
+    );
+    assert!(penalty > 0.01, "{penalty}");
 }

@@ -109,6 +109,7 @@ pub fn predict(
     set: &Dataset,
     batch: usize,
 ) -> Result<Vec<f32>, RunError> {
+    data::check_token_ids(model, set, "the input")?;
     // The forward pass alone: without the train block the graph has no optimizer slots.
     let forward = Model {
         train: None,
@@ -140,6 +141,7 @@ pub fn evaluate(
     set: &Dataset,
     batch: usize,
 ) -> Result<(f64, Vec<(String, f64)>), RunError> {
+    data::check_token_ids(model, set, "the data")?;
     let mut runner = Runner::new(set.rows, batch, trained, |b| build::evaluate(model, b))?;
     let batch = runner.full.graph.batch;
     let (fc, tw) = (set.feature_count, set.target_width);

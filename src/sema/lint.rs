@@ -1,22 +1,25 @@
 //! Warnings: models that are valid but probably not what was meant.
 
-use super::model::{Activation, Layer, LayerKind, Loss};
+use super::model::{Activation, Layer, LayerKind, Loss, Source};
 use crate::diag::codes;
 use crate::diag::Diagnostic;
 
 /// The activation a layer applies, if it computes one.
 fn activation_of(l: &Layer) -> Option<Activation> {
     match &l.kind {
-        LayerKind::Dense { activation, .. } | LayerKind::Conv2d { activation, .. } => {
-            Some(*activation)
-        }
+        LayerKind::Dense { activation, .. }
+        | LayerKind::Conv2d { activation, .. }
+        | LayerKind::Conv1d { activation, .. } => Some(*activation),
         LayerKind::Activation(a) => Some(*a),
         _ => None,
     }
 }
 
 fn is_weighted(l: &Layer) -> bool {
-    matches!(l.kind, LayerKind::Dense { .. } | LayerKind::Conv2d { .. })
+    matches!(
+        l.kind,
+        LayerKind::Dense { .. } | LayerKind::Conv2d { .. } | LayerKind::Conv1d { .. }
+    )
 }
 
 /// Layers that stay linear maps (at inference) and so cannot separate two dense layers.
@@ -33,16 +36,29 @@ fn is_linear(l: &Layer) -> bool {
 
 /// The activation that produces the model's output, looking through shape-only layers.
 pub fn final_activation(layers: &[Layer]) -> Option<Activation> {
-    layers
+    let mut l = layers.last()?;
+    while matches!(
+        l.kind,
+        LayerKind::Dropout { .. } | LayerKind::Flatten | LayerKind::Reshape { .. }
+    ) {
+        match l.inputs.as_slice() {
+            [Source::Layer(i)] => l = layers.get(*i)?,
+            _ => return None,
+        }
+    }
+    activation_of(l)
+}
+
+/// The one layer that reads layer `i`, if exactly one does (and reads nothing else).
+fn sole_reader(layers: &[Layer], i: usize) -> Option<usize> {
+    let mut readers = layers
         .iter()
-        .rev()
-        .find(|l| {
-            !matches!(
-                l.kind,
-                LayerKind::Dropout { .. } | LayerKind::Flatten | LayerKind::Reshape { .. }
-            )
-        })
-        .and_then(activation_of)
+        .enumerate()
+        .filter(|(_, l)| l.inputs.contains(&Source::Layer(i)));
+    match (readers.next(), readers.next()) {
+        (Some((j, l)), None) if l.inputs.len() == 1 => Some(j),
+        _ => None,
+    }
 }
 
 pub fn lint_model(layers: &[Layer], d: &mut Vec<Diagnostic>) {
@@ -55,7 +71,12 @@ pub fn lint_model(layers: &[Layer], d: &mut Vec<Diagnostic>) {
         else {
             continue;
         };
-        let next = layers[i + 1..].iter().find(|m| !is_linear(m));
+        // Through the linear layers that alone read it, in a chain or a branch.
+        let mut next = sole_reader(layers, i);
+        while let Some(j) = next.filter(|&j| is_linear(&layers[j])) {
+            next = sole_reader(layers, j);
+        }
+        let next = next.map(|j| &layers[j]);
         if let Some(
             next @ Layer {
                 kind: LayerKind::Dense { .. },

@@ -253,7 +253,7 @@ fn check_ast(file: &ast::File, base_dir: &Path, opts: &CheckOptions, out: &mut C
     if checked.input.is_some() {
         let s = summary::summarize(
             &checked.name,
-            &input_shape,
+            (&input_name, &input_shape),
             &checked.layers,
             train.as_ref().map(|t| &t.optimizer),
             batch,
@@ -418,6 +418,7 @@ mod tests {
             ("seed", 26u64),
             ("mnist_mlp", 101_770),
             ("mnist_cnn", 34_826),
+            ("mnist_resnet", 37_898),
         ];
         let mut seen = 0;
         for entry in std::fs::read_dir("examples").unwrap() {
@@ -445,6 +446,46 @@ mod tests {
     }
 
     #[test]
+    fn mnist_resnet_counts_are_keras_counts() {
+        // Keras 3.15 (`keras.Model(...).layers[i].count_params()` of the same
+        // functional model, built layer for layer with the same names; the input
+        // layer, 0, left out), and its trainable / non-trainable weight sizes.
+        let keras: [(&str, u64); 15] = [
+            ("stem", 320),
+            ("pool", 0),
+            ("a_conv", 9248),
+            ("a_conv_2", 9248),
+            ("a_norm", 128),
+            ("a_sum", 0),
+            ("a_out", 0),
+            ("a_pool", 0),
+            ("b_conv", 9248),
+            ("b_conv_2", 9248),
+            ("b_norm", 128),
+            ("b_sum", 0),
+            ("b_out", 0),
+            ("global_avgpool2d", 0),
+            ("dense", 330),
+        ];
+        let o = check_file(
+            Path::new("examples/mnist_resnet.nn"),
+            &CheckOptions::default(),
+        )
+        .unwrap();
+        let s = o.summary.unwrap();
+        let rows: Vec<(&str, u64)> = s
+            .layers
+            .iter()
+            .map(|r| (r.name.as_str(), r.params))
+            .collect();
+        assert_eq!(rows, keras);
+        assert_eq!(
+            (s.total_params, s.trainable_params, s.non_trainable_params),
+            (37_898, 37_770, 128)
+        );
+    }
+
+    #[test]
     fn checked_shapes_follow_the_layer_shape_rule() {
         // sema infers shapes with diagnostics; LayerKind::output_shape is the rule the
         // IR's test models use. Every layer of every valid golden file and example must
@@ -465,7 +506,7 @@ mod tests {
                     continue;
                 };
                 for l in &model.layers {
-                    let rule = l.kind.output_shape(&l.input_shape);
+                    let rule = l.kind.output_shape_of(&model.input_shapes(l));
                     assert_eq!(
                         rule.as_ref(),
                         Some(&l.output_shape),
@@ -478,6 +519,19 @@ mod tests {
             }
         }
         assert!(layers > 50, "only {layers} layers compared");
+    }
+
+    #[test]
+    fn reshape_puts_the_inferred_dimension_in_the_model() {
+        let o = check("model m {\n input x: [12]\n reshape(shape = [2, -1, 3])\n}\n");
+        let m = o.model.unwrap();
+        assert_eq!(
+            m.layers[0].kind,
+            LayerKind::Reshape {
+                shape: vec![2, 2, 3]
+            }
+        );
+        assert_eq!(m.layers[0].output_shape, vec![2, 2, 3]);
     }
 
     #[test]
@@ -529,6 +583,28 @@ mod tests {
                 ..
             }
         ));
+    }
+
+    #[test]
+    fn kernel_regularizers_take_keras_3_defaults() {
+        let o = check(
+            "model m {\n input x: [2, 2, 1]\n b = conv2d(1, 1, kernel_regularizer = l1(0.5))\n \
+             flatten\n a = dense(2, kernel_regularizer = l2)\n \
+             dense(2, kernel_regularizer = l1_l2(l2 = 0.3))\n}\n",
+        );
+        let m = o.model.unwrap();
+        let regs: Vec<Option<Regularizer>> =
+            m.layers.iter().map(Layer::kernel_regularizer).collect();
+        // Keras 3: L1(l1=0.01), L2(l2=0.01), L1L2(l1=0.0, l2=0.0).
+        assert_eq!(
+            regs,
+            vec![
+                Some(Regularizer { l1: 0.5, l2: 0.0 }),
+                None,
+                Some(Regularizer { l1: 0.0, l2: 0.01 }),
+                Some(Regularizer { l1: 0.0, l2: 0.3 }),
+            ]
+        );
     }
 
     #[test]
@@ -699,6 +775,8 @@ mod tests {
             "-1", "1e99", "0.5", "\"s\"", "dense", "conv2d", "maxpool2d", "reshape", "flatten",
             "train", "data", "csv", "loss", "optimizer", "adam", "relu", "softmax", "shape",
             "\n", " ", "#", "true", "split", "mnist", "batchnorm", "é", "\r\n",
+            "add", "subtract", "concatenate", "axis", "a", "a =", ")(x)", ")(a)",
+            "kernel_regularizer", "l2",
         ]), 0..60)) {
             let src: String = tokens.concat();
             let o = check(&src);

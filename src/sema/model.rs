@@ -24,9 +24,76 @@ pub struct Layer {
     /// The user's name, or the Keras-style generated one (`dense`, `dense_1`, ...).
     pub name: String,
     pub kind: LayerKind,
+    /// The shape of the first input (a merge's inputs' shapes are its sources').
     pub input_shape: Vec<usize>,
     pub output_shape: Vec<usize>,
     pub span: Span,
+    /// What the layer reads, in order: one source, or a merge's two or more. Every
+    /// source is the model's input or a layer before this one.
+    pub inputs: Vec<Source>,
+}
+
+/// Where a layer's input comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Source {
+    Input,
+    /// The output of `Model::layers[i]`.
+    Layer(usize),
+}
+
+/// A layer that combines two or more inputs (Keras's merge layers). Keras applies the
+/// binary operation left to right: `add(a, b, c)` is `(a + b) + c`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Merge {
+    Add,
+    /// Exactly two inputs: `a - b`.
+    Subtract,
+    Multiply,
+    /// The sum divided by the number of inputs.
+    Average,
+    Maximum,
+    Minimum,
+    /// Joined along `axis`, an axis of one sample (Keras's axis minus the batch's).
+    Concatenate {
+        axis: usize,
+    },
+}
+
+impl Merge {
+    /// The merge layers' names in `.nn` files.
+    pub const NAMES: [&'static str; 7] = [
+        "add",
+        "subtract",
+        "multiply",
+        "average",
+        "maximum",
+        "minimum",
+        "concatenate",
+    ];
+
+    /// The output shape for inputs of these shapes, or `None` when they do not fit:
+    /// one shape for all, or (concatenate) equal but on `axis`.
+    pub fn output_shape(self, inputs: &[&[usize]]) -> Option<Vec<usize>> {
+        let first = inputs.first()?;
+        match self {
+            Merge::Concatenate { axis } => {
+                let rank_ok = |s: &&[usize]| s.len() == first.len() && axis < s.len();
+                let others_ok = |s: &&[usize]| {
+                    s.iter()
+                        .zip(first.iter())
+                        .enumerate()
+                        .all(|(i, (a, b))| i == axis || a == b)
+                };
+                if !inputs.iter().all(|s| rank_ok(s) && others_ok(s)) {
+                    return None;
+                }
+                let mut out = first.to_vec();
+                out[axis] = inputs.iter().map(|s| s[axis]).sum();
+                Some(out)
+            }
+            _ => inputs.iter().all(|s| s == first).then(|| first.to_vec()),
+        }
+    }
 }
 
 pub use crate::ops::Activation;
@@ -40,11 +107,21 @@ pub enum Initializer {
     LecunNormal,
     Zeros,
     Ones,
+    /// Keras's `uniform`: U(-0.05, 0.05), `embedding`'s default.
+    Uniform,
+}
+
+/// Keras's kernel weight penalty, added to the loss: `l1 * sum(|w|) + l2 * sum(w^2)`
+/// (a term only when its factor is not 0).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Regularizer {
+    pub l1: f32,
+    pub l2: f32,
 }
 
 impl Initializer {
     /// Every initializer, in the order suggestions and completions list them.
-    pub const ALL: [Initializer; 7] = [
+    pub const ALL: [Initializer; 8] = [
         Initializer::GlorotUniform,
         Initializer::GlorotNormal,
         Initializer::HeUniform,
@@ -52,6 +129,7 @@ impl Initializer {
         Initializer::LecunNormal,
         Initializer::Zeros,
         Initializer::Ones,
+        Initializer::Uniform,
     ];
 
     /// Its name in `.nn` files, as Keras spells it.
@@ -64,6 +142,7 @@ impl Initializer {
             Initializer::LecunNormal => "lecun_normal",
             Initializer::Zeros => "zeros",
             Initializer::Ones => "ones",
+            Initializer::Uniform => "uniform",
         }
     }
 }
@@ -103,6 +182,7 @@ pub enum LayerKind {
         use_bias: bool,
         kernel_initializer: Initializer,
         bias_initializer: Initializer,
+        kernel_regularizer: Option<Regularizer>,
     },
     Flatten,
     Dropout {
@@ -119,6 +199,7 @@ pub enum LayerKind {
         use_bias: bool,
         kernel_initializer: Initializer,
         bias_initializer: Initializer,
+        kernel_regularizer: Option<Regularizer>,
     },
     MaxPool2d {
         pool_size: [usize; 2],
@@ -135,13 +216,64 @@ pub enum LayerKind {
         epsilon: f32,
     },
     Reshape {
+        /// Every dimension known (sema has put the inferred one in place of `-1`).
         shape: Vec<usize>,
+    },
+    Merge(Merge),
+    /// The mean (or, with `max`, the maximum) of each channel over every position
+    /// of a `[steps, c]` (`dims == 1`) or `[h, w, c]` (`dims == 2`) input: `[c]`.
+    GlobalPool {
+        max: bool,
+        dims: usize,
+    },
+    /// Keras's `LayerNormalization` over the last axis: `gamma` with `scale`,
+    /// `beta` with `center`.
+    LayerNorm {
+        epsilon: f32,
+        center: bool,
+        scale: bool,
+    },
+    /// Keras's `Embedding`: the model's first layer, reading `[n]` token ids (whole
+    /// numbers in `[0, input_dim)`, which the data checks hold) and giving each its
+    /// row of the `[input_dim, output_dim]` table: `[n, output_dim]`.
+    Embedding {
+        input_dim: usize,
+        output_dim: usize,
+        embeddings_initializer: Initializer,
+    },
+    /// Keras's `Conv1D` over a sequence `[steps, c]`, kernel `[k, c, filters]`.
+    Conv1d {
+        filters: usize,
+        kernel_size: usize,
+        strides: usize,
+        padding: Padding,
+        activation: Activation,
+        use_bias: bool,
+        kernel_initializer: Initializer,
+        bias_initializer: Initializer,
+    },
+    /// Keras's `MaxPooling1D` (`max`) or `AveragePooling1D` over a sequence.
+    Pool1d {
+        max: bool,
+        pool_size: usize,
+        strides: usize,
+        padding: Padding,
     },
 }
 
 impl LayerKind {
+    /// The shape rule of a layer with these inputs (one, or a merge's several).
+    pub fn output_shape_of(&self, inputs: &[&[usize]]) -> Option<Vec<usize>> {
+        match (self, inputs) {
+            (LayerKind::Merge(m), _) => m.output_shape(inputs),
+            (_, [one]) => self.output_shape(one),
+            _ => None,
+        }
+    }
+
     /// The layer's shape rule: its output shape for one sample of shape `input`, or
     /// `None` when it does not apply to that input (sema reports why, at the layer).
+    /// A merge's is its output when every input has shape `input`.
     pub fn output_shape(&self, input: &[usize]) -> Option<Vec<usize>> {
         let window = |size: [usize; 2], strides: [usize; 2], padding: Padding, channels| {
             let &[h, w, _] = input else { return None };
@@ -153,12 +285,20 @@ impl LayerKind {
             };
             Some(vec![along(h, 0)?, along(w, 1)?, channels])
         };
+        let steps = |size: usize, stride: usize, padding: Padding, channels| {
+            let &[n, _] = input else { return None };
+            let windows = (size > 0 && stride > 0)
+                .then(|| padding.windows(n as u64, size as u64, stride as u64))
+                .flatten()?;
+            Some(vec![windows as usize, channels])
+        };
         match self {
             LayerKind::Dense { units, .. } => (input.len() == 1).then(|| vec![*units]),
             LayerKind::Flatten => Some(vec![input.iter().product()]),
-            LayerKind::Dropout { .. } | LayerKind::Activation(_) | LayerKind::BatchNorm { .. } => {
-                Some(input.to_vec())
-            }
+            LayerKind::Dropout { .. }
+            | LayerKind::Activation(_)
+            | LayerKind::BatchNorm { .. }
+            | LayerKind::LayerNorm { .. } => Some(input.to_vec()),
             LayerKind::Reshape { shape } => (shape.iter().product::<usize>()
                 == input.iter().product::<usize>())
             .then(|| shape.clone()),
@@ -179,6 +319,26 @@ impl LayerKind {
                 strides,
                 padding,
             } => window(*pool_size, *strides, *padding, *input.last()?),
+            LayerKind::Conv1d {
+                filters,
+                kernel_size,
+                strides,
+                padding,
+                ..
+            } => steps(*kernel_size, *strides, *padding, *filters),
+            LayerKind::Pool1d {
+                pool_size,
+                strides,
+                padding,
+                ..
+            } => steps(*pool_size, *strides, *padding, *input.last()?),
+            LayerKind::Embedding { output_dim, .. } => {
+                (input.len() == 1).then(|| vec![input[0], *output_dim])
+            }
+            LayerKind::Merge(m) => m.output_shape(&[input, input]),
+            LayerKind::GlobalPool { dims, .. } => {
+                (input.len() == dims + 1).then(|| vec![input[*dims]])
+            }
         }
     }
 }
@@ -194,6 +354,19 @@ pub struct ParamSpec {
 }
 
 impl Layer {
+    /// The penalty on the layer's kernel, if it has one.
+    pub fn kernel_regularizer(&self) -> Option<Regularizer> {
+        match &self.kind {
+            LayerKind::Dense {
+                kernel_regularizer, ..
+            }
+            | LayerKind::Conv2d {
+                kernel_regularizer, ..
+            } => *kernel_regularizer,
+            _ => None,
+        }
+    }
+
     /// The layer's weights in Keras order; the checkpoint name is `{layer}.{param}`.
     pub fn params(&self) -> Vec<ParamSpec> {
         let p = |name, shape: Vec<usize>, trainable, initializer| ParamSpec {
@@ -241,6 +414,36 @@ impl Layer {
                 }
                 v
             }
+            LayerKind::Embedding {
+                input_dim,
+                output_dim,
+                embeddings_initializer,
+            } => vec![p(
+                "embeddings",
+                vec![*input_dim, *output_dim],
+                true,
+                *embeddings_initializer,
+            )],
+            LayerKind::Conv1d {
+                filters,
+                kernel_size,
+                use_bias,
+                kernel_initializer,
+                bias_initializer,
+                ..
+            } => {
+                let c = *self.input_shape.last().unwrap_or(&1);
+                let mut v = vec![p(
+                    "kernel",
+                    vec![*kernel_size, c, *filters],
+                    true,
+                    *kernel_initializer,
+                )];
+                if *use_bias {
+                    v.push(p("bias", vec![*filters], true, *bias_initializer));
+                }
+                v
+            }
             LayerKind::BatchNorm { .. } => {
                 let c = *self.input_shape.last().unwrap_or(&1);
                 vec![
@@ -250,12 +453,26 @@ impl Layer {
                     p("moving_variance", vec![c], false, Initializer::Ones),
                 ]
             }
+            LayerKind::LayerNorm { center, scale, .. } => {
+                let c = *self.input_shape.last().unwrap_or(&1);
+                let mut v = vec![];
+                if *scale {
+                    v.push(p("gamma", vec![c], true, Initializer::Ones));
+                }
+                if *center {
+                    v.push(p("beta", vec![c], true, Initializer::Zeros));
+                }
+                v
+            }
             LayerKind::Flatten
             | LayerKind::Dropout { .. }
             | LayerKind::Activation(_)
             | LayerKind::MaxPool2d { .. }
             | LayerKind::AvgPool2d { .. }
-            | LayerKind::Reshape { .. } => vec![],
+            | LayerKind::Reshape { .. }
+            | LayerKind::GlobalPool { .. }
+            | LayerKind::Pool1d { .. }
+            | LayerKind::Merge(_) => vec![],
         }
     }
 
@@ -280,6 +497,24 @@ impl Layer {
 }
 
 impl Model {
+    /// True when every layer reads the statement before it (a version 1 model, which
+    /// Keras would build as a `Sequential`).
+    pub fn is_chain(&self) -> bool {
+        is_chain(&self.layers)
+    }
+
+    /// The shapes of one sample of each of `layer`'s inputs.
+    pub fn input_shapes(&self, layer: &Layer) -> Vec<&[usize]> {
+        layer
+            .inputs
+            .iter()
+            .map(|s| match s {
+                Source::Input => self.input_shape.as_slice(),
+                Source::Layer(i) => self.layers[*i].output_shape.as_slice(),
+            })
+            .collect()
+    }
+
     /// Elements of one output sample.
     pub fn output_size(&self) -> usize {
         self.layers
@@ -291,6 +526,14 @@ impl Model {
     pub fn input_size(&self) -> usize {
         self.input_shape.iter().product()
     }
+}
+
+/// True when layer `i` reads layer `i - 1` (the first, the input) and nothing else.
+pub fn is_chain(layers: &[Layer]) -> bool {
+    layers.iter().enumerate().all(|(i, l)| {
+        let previous = i.checked_sub(1).map_or(Source::Input, Source::Layer);
+        l.inputs == [previous]
+    })
 }
 
 #[derive(Debug, Clone, PartialEq)]

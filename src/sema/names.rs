@@ -15,6 +15,22 @@ const LAYER_KINDS: &[&str] = &[
     "avgpool2d",
     "batchnorm",
     "reshape",
+    "add",
+    "subtract",
+    "multiply",
+    "average",
+    "maximum",
+    "minimum",
+    "concatenate",
+    "global_avgpool1d",
+    "global_maxpool1d",
+    "global_avgpool2d",
+    "global_maxpool2d",
+    "layer_norm",
+    "embedding",
+    "conv1d",
+    "maxpool1d",
+    "avgpool1d",
 ];
 /// Every layer name: the layer kinds, then one layer per activation.
 pub static LAYERS: LazyLock<Vec<&'static str>> = LazyLock::new(|| {
@@ -93,10 +109,15 @@ pub const MODES: &[&str] = &["auto", "min", "max"];
 /// Keras spellings that are too far from the nnc name for edit distance to find.
 const ALIASES: &[(&str, &str)] = &[
     ("batchnormalization", "batchnorm"),
+    ("layernormalization", "layer_norm"),
     ("averagepooling2d", "avgpool2d"),
     ("maxpooling2d", "maxpool2d"),
+    ("averagepooling1d", "avgpool1d"),
+    ("maxpooling1d", "maxpool1d"),
     ("globalaveragepooling2d", "global_avgpool2d"),
     ("globalmaxpooling2d", "global_maxpool2d"),
+    ("globalaveragepooling1d", "global_avgpool1d"),
+    ("globalmaxpooling1d", "global_maxpool1d"),
     ("lr", "learning_rate"),
     ("categoricalcrossentropy", "categorical_crossentropy"),
     (
@@ -127,17 +148,6 @@ const KERAS_ONLY: &[(&str, &str)] = &[
         "inputdim",
         "the shape of one sample is the model's first statement, e.g. `input x: [784]`",
     ),
-    (
-        "globalaveragepooling2d",
-        "nnc has no global pooling yet; `avgpool2d(pool_size = [h, w])` over the whole image, \
-         then `flatten`, computes the same",
-    ),
-    (
-        "globalmaxpooling2d",
-        "nnc has no global pooling yet; `maxpool2d(pool_size = [h, w])` over the whole image, \
-         then `flatten`, computes the same",
-    ),
-    ("classweight", "nnc has no class weights yet"),
 ];
 
 /// What to write instead of a Keras name nnc does not have.
@@ -170,6 +180,17 @@ pub fn nearest(name: &str, known: &[&'static str]) -> Option<&'static str> {
             )
         })
         .filter(|(d, k)| *d <= (k.len().max(lower.len()) / 3).max(1))
+        .min_by_key(|(d, _)| *d)
+        .map(|(_, k)| k)
+}
+
+/// The name among the model's own (`known`) nearest to `name`, if near enough to
+/// be a typo of it.
+pub fn nearest_user_name<'k>(name: &str, known: &[&'k str]) -> Option<&'k str> {
+    known
+        .iter()
+        .map(|k| (distance(name, k), *k))
+        .filter(|(d, k)| *d <= (k.len().max(name.len()) / 3).max(1))
         .min_by_key(|(d, _)| *d)
         .map(|(_, k)| k)
 }
@@ -265,12 +286,14 @@ mod tests {
             nearest("ReduceLROnPlateau", CALLBACKS),
             Some("reduce_lr_on_plateau")
         );
-        // Without `global_avgpool2d` in nnc, no pooling layer is offered as its name.
-        assert_eq!(nearest("GlobalAveragePooling2D", &LAYERS), None);
-        assert!(suggestion("GlobalAveragePooling2D", &LAYERS).contains("global pooling"));
+        // Keras's class names of the global pools find nnc's layers.
         assert_eq!(
-            nearest("GlobalAveragePooling2D", &["dense", "global_avgpool2d"]),
-            Some("global_avgpool2d")
+            suggestion("GlobalAveragePooling2D", &LAYERS),
+            "did you mean `global_avgpool2d`?"
+        );
+        assert_eq!(
+            nearest("GlobalMaxPooling1D", &LAYERS),
+            Some("global_maxpool1d")
         );
         assert_eq!(
             suggestion("lr", &["learning_rate", "momentum"]),

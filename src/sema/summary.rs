@@ -3,7 +3,7 @@
 
 use serde::Serialize;
 
-use super::model::{Layer, LayerKind, Optimizer};
+use super::model::{is_chain, Layer, LayerKind, Merge, Optimizer, Source};
 
 #[derive(Debug, Clone, Serialize)]
 pub struct Row {
@@ -15,6 +15,8 @@ pub struct Row {
     pub params: u64,
     pub trainable_params: u64,
     pub multiply_adds: u128,
+    /// The names of the statements the layer reads (the input's name for the first).
+    pub inputs: Vec<String>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -32,7 +34,11 @@ pub struct Memory {
 #[derive(Debug, Clone, Serialize)]
 pub struct Summary {
     pub model: String,
+    pub input_name: String,
     pub input_shape: Vec<usize>,
+    /// Some layer reads another statement than the one above it: the table then has
+    /// Keras's functional "Connected to" column.
+    pub graph: bool,
     pub layers: Vec<Row>,
     pub total_params: u64,
     pub trainable_params: u64,
@@ -52,6 +58,26 @@ pub fn keras_kind(kind: &LayerKind) -> &'static str {
         LayerKind::AvgPool2d { .. } => "AveragePooling2D",
         LayerKind::BatchNorm { .. } => "BatchNormalization",
         LayerKind::Reshape { .. } => "Reshape",
+        LayerKind::Merge(m) => match m {
+            Merge::Add => "Add",
+            Merge::Subtract => "Subtract",
+            Merge::Multiply => "Multiply",
+            Merge::Average => "Average",
+            Merge::Maximum => "Maximum",
+            Merge::Minimum => "Minimum",
+            Merge::Concatenate { .. } => "Concatenate",
+        },
+        LayerKind::GlobalPool { max, dims } => match (max, dims) {
+            (false, 1) => "GlobalAveragePooling1D",
+            (true, 1) => "GlobalMaxPooling1D",
+            (false, _) => "GlobalAveragePooling2D",
+            (true, _) => "GlobalMaxPooling2D",
+        },
+        LayerKind::LayerNorm { .. } => "LayerNormalization",
+        LayerKind::Conv1d { .. } => "Conv1D",
+        LayerKind::Embedding { .. } => "Embedding",
+        LayerKind::Pool1d { max: true, .. } => "MaxPooling1D",
+        LayerKind::Pool1d { max: false, .. } => "AveragePooling1D",
     }
 }
 
@@ -71,6 +97,12 @@ fn multiply_adds(l: &Layer) -> u128 {
                 .saturating_mul(kernel_size[0] as u128 * kernel_size[1] as u128)
                 .saturating_mul(c)
         }
+        LayerKind::Conv1d { kernel_size, .. } => {
+            let c = l.input_shape.last().copied().unwrap_or(1) as u128;
+            elements(&l.output_shape)
+                .saturating_mul(*kernel_size as u128)
+                .saturating_mul(c)
+        }
         // Elementwise, pooling and shape layers: a few operations per element.
         LayerKind::Flatten
         | LayerKind::Dropout { .. }
@@ -78,7 +110,13 @@ fn multiply_adds(l: &Layer) -> u128 {
         | LayerKind::MaxPool2d { .. }
         | LayerKind::AvgPool2d { .. }
         | LayerKind::BatchNorm { .. }
-        | LayerKind::Reshape { .. } => 0,
+        | LayerKind::Reshape { .. }
+        | LayerKind::GlobalPool { .. }
+        | LayerKind::LayerNorm { .. }
+        | LayerKind::Pool1d { .. }
+        | LayerKind::Merge(_) => 0,
+        // A lookup: no multiplications.
+        LayerKind::Embedding { .. } => 0,
     }
 }
 
@@ -96,7 +134,7 @@ fn optimizer_slots(o: &Optimizer) -> (&'static str, u128) {
 /// `optimizer`: the train block's, or `None` (then Adam is assumed, as the most common).
 pub fn summarize(
     model: &str,
-    input_shape: &[usize],
+    (input_name, input_shape): (&str, &[usize]),
     layers: &[Layer],
     optimizer: Option<&Optimizer>,
     batch_size: usize,
@@ -112,6 +150,14 @@ pub fn summarize(
                 params: t.saturating_add(n),
                 trainable_params: t,
                 multiply_adds: multiply_adds(l),
+                inputs: l
+                    .inputs
+                    .iter()
+                    .map(|s| match s {
+                        Source::Input => input_name.to_string(),
+                        Source::Layer(i) => layers[*i].name.clone(),
+                    })
+                    .collect(),
             }
         })
         .collect();
@@ -131,7 +177,9 @@ pub fn summarize(
         .saturating_mul(2 * 4);
     Summary {
         model: model.to_string(),
+        input_name: input_name.to_string(),
         input_shape: input_shape.to_vec(),
+        graph: !is_chain(layers),
         total_params: total,
         trainable_params: trainable,
         non_trainable_params: total - trainable.min(total),
@@ -185,33 +233,47 @@ fn shape_text(shape: &[usize]) -> String {
     format!("({})", parts.join(", "))
 }
 
-/// The table, in the spirit of Keras's `model.summary()`, in ASCII.
+/// The table, in the spirit of Keras's `model.summary()`, in ASCII. A graph model
+/// gets Keras's functional layout: a row for the input, and what each layer is
+/// connected to (`name[0][0]`: Keras's node and tensor indices, always 0 here).
 pub fn render_text(s: &Summary) -> String {
-    let header = ["Layer (type)", "Output Shape", "Param #", "Mult-Adds"];
-    let cells: Vec<[String; 4]> = s
-        .layers
-        .iter()
-        .map(|r| {
-            [
-                format!("{} ({})", r.name, r.kind),
-                shape_text(&r.output_shape),
-                thousands(r.params as u128),
-                thousands(r.multiply_adds),
-            ]
-        })
-        .collect();
-    let mut widths = [31, 22, 13, 13];
-    for row in cells
-        .iter()
-        .chain(std::iter::once(&header.map(String::from)))
-    {
+    let mut header = vec!["Layer (type)", "Output Shape", "Param #", "Mult-Adds"];
+    let mut widths = vec![31, 22, 13, 13];
+    let mut cells: Vec<Vec<String>> = vec![];
+    if s.graph {
+        header.push("Connected to");
+        widths.push(20);
+        cells.push(vec![
+            format!("{} (InputLayer)", s.input_name),
+            shape_text(&s.input_shape),
+            "0".into(),
+            "0".into(),
+            "-".into(),
+        ]);
+    }
+    for r in &s.layers {
+        let mut row = vec![
+            format!("{} ({})", r.name, r.kind),
+            shape_text(&r.output_shape),
+            thousands(r.params as u128),
+            thousands(r.multiply_adds),
+        ];
+        if s.graph {
+            let sources: Vec<String> = r.inputs.iter().map(|n| format!("{n}[0][0]")).collect();
+            row.push(sources.join(", "));
+        }
+        cells.push(row);
+    }
+    for row in cells.iter().chain(std::iter::once(
+        &header.iter().map(|h| h.to_string()).collect(),
+    )) {
         for (w, c) in widths.iter_mut().zip(row) {
             *w = (*w).max(c.len());
         }
     }
     let rule = |c: char| {
         let mut line = String::from("+");
-        for w in widths {
+        for w in &widths {
             line.push_str(&c.to_string().repeat(w + 2));
             line.push('+');
         }
@@ -219,24 +281,23 @@ pub fn render_text(s: &Summary) -> String {
         line
     };
     // Padded by hand: `format!`'s width is at most 65,535, and a layer name may be
-    // longer.
+    // longer. The counts (columns 2 and 3) are right-aligned.
     let pad = |text: &str, width: usize| " ".repeat(width.saturating_sub(text.len()));
-    let row = |cells: &[String; 4]| {
-        format!(
-            "| {}{} | {}{} | {}{} | {}{} |\n",
-            cells[0],
-            pad(&cells[0], widths[0]),
-            cells[1],
-            pad(&cells[1], widths[1]),
-            pad(&cells[2], widths[2]),
-            cells[2],
-            pad(&cells[3], widths[3]),
-            cells[3],
-        )
+    let row = |cells: &[String]| {
+        let mut line = String::from("|");
+        for (i, (c, w)) in cells.iter().zip(&widths).enumerate() {
+            if i == 2 || i == 3 {
+                line += &format!(" {}{} |", pad(c, *w), c);
+            } else {
+                line += &format!(" {}{} |", c, pad(c, *w));
+            }
+        }
+        line.push('\n');
+        line
     };
     let mut out = format!("Model: \"{}\"\n", s.model);
     out += &rule('-');
-    out += &row(&header.map(String::from));
+    out += &row(&header.iter().map(|h| h.to_string()).collect::<Vec<_>>());
     out += &rule('=');
     for (i, c) in cells.iter().enumerate() {
         if i > 0 {
@@ -292,10 +353,12 @@ mod tests {
                 use_bias: true,
                 kernel_initializer: Initializer::GlorotUniform,
                 bias_initializer: Initializer::Zeros,
+                kernel_regularizer: None,
             },
             input_shape: vec![13, 13, 32],
             output_shape: vec![11, 11, 64],
             span: 0..0,
+            inputs: vec![Source::Input],
         };
         let bn = Layer {
             kind: LayerKind::BatchNorm {

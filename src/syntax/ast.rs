@@ -39,6 +39,9 @@ pub enum Stmt {
     Layer {
         name: Option<Ident>,
         call: Call,
+        /// `(INPUT)` after the call: the statement the layer reads, when it is not
+        /// the previous one.
+        input: Option<Ident>,
         span: Span,
     },
 }

@@ -164,7 +164,12 @@ impl<'s> Printer<'s> {
                     self.punct("", name.span.end, ":");
                     self.value(" ", shape, 0);
                 }
-                Stmt::Layer { name, call, span } => {
+                Stmt::Layer {
+                    name,
+                    call,
+                    input,
+                    span,
+                } => {
                     self.begin_item(span.start, INDENT);
                     let mut sep = "";
                     if let Some(n) = name {
@@ -172,7 +177,14 @@ impl<'s> Printer<'s> {
                         self.punct(" ", n.span.end, "=");
                         sep = " ";
                     }
-                    self.call(sep, call, 0);
+                    // `(INPUT)` follows the call's `)` with no space, as in Keras.
+                    let trail = input.as_ref().map_or(0, |i| i.name.len() + 2);
+                    self.call(sep, call, trail);
+                    if let Some(i) = input {
+                        self.punct("", call.span.end, "(");
+                        self.token("", i.span.clone(), &i.name);
+                        self.punct("", i.span.end, ")");
+                    }
                 }
             }
         }

@@ -139,10 +139,20 @@ fn layer_stmt(p: Pair<Rule>) -> Stmt {
     let whole = span(&p);
     let mut name = None;
     let mut call_node = None;
+    let mut input: Option<Ident> = None;
+    let mut input_end = None;
     for q in p.into_inner() {
         match q.as_rule() {
             Rule::layer_name => name = q.into_inner().next().map(ident),
             Rule::call => call_node = Some(call(q)),
+            Rule::layer_input => {
+                // The statement ends at this `)`.
+                input_end = Some(span(&q).end);
+                input = q
+                    .into_inner()
+                    .find(|x| x.as_rule() == Rule::ident)
+                    .map(ident);
+            }
             _ => {}
         }
     }
@@ -154,10 +164,12 @@ fn layer_stmt(p: Pair<Rule>) -> Stmt {
         args: None,
         span: whole.clone(),
     });
+    let end = input_end.unwrap_or(call.span.end);
     Stmt::Layer {
         name,
-        span: whole.start..call.span.end,
+        span: whole.start..end,
         call,
+        input,
     }
 }
 
@@ -294,7 +306,12 @@ fn rule_words(r: Rule) -> &'static str {
         Rule::kw_model | Rule::model_block => "`model`",
         Rule::kw_train | Rule::train_block => "`train`",
         Rule::kw_input | Rule::input_stmt => "`input`",
-        Rule::ident | Rule::layer_stmt | Rule::layer_name | Rule::call | Rule::setting => "a name",
+        Rule::ident
+        | Rule::layer_stmt
+        | Rule::layer_name
+        | Rule::layer_input
+        | Rule::call
+        | Rule::setting => "a name",
         Rule::number => "a number",
         Rule::string | Rule::string_inner => "a string",
         Rule::boolean => "`true` or `false`",
@@ -340,6 +357,10 @@ fn syntax_error(src: &str, e: &pest::error::Error<Rule>) -> Diagnostic {
             )
         });
         expected.insert(0, "a value");
+    }
+    // A name is a value: `dropout(.5)` may also be read as `dropout` then `(INPUT)`.
+    if expected.contains(&"a value") {
+        expected.retain(|w| *w != "a name");
     }
     let found = describe_token(src, pos);
     let message = if expected.is_empty() {

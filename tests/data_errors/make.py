@@ -16,6 +16,9 @@ def idx(magic, dims, values):
 # CSV: every problem sits at a known line and column.
 write("ragged.csv", "a,b,label\n1,2,0\n3,4,1\n5,6\n7,8,1\n")
 write("text_cell.csv", "a,b,label\n1,2,0\n3,4,1\n5,abc,0\n")
+# Token ids for an `embedding(input_dim = 5)`: a fraction, and an id past the table.
+write("token_fraction.csv", "t0,t1,t2,label\n0,1,2,0\n4,3,2,1\n1,2.5,0,0\n")
+write("token_out_of_range.csv", "t0,t1,t2,label\n0,1,2,0\n4,3,2,1\n1,2,0,0\n3,5,1,1\n")
 write("missing_cell.csv", "a,b,label\n1,2,0\n3,,1\n")
 write("nan_cell.csv", "a,b,label\n1,2,0\n3,nan,1\n")
 write("no_target.csv", "x1,x2,bening\n1,2,0\n")

@@ -10,7 +10,9 @@ It writes, under tests/keras_parity/:
                           a multiple of 2^-10 printed exactly, so any parser gets the
                           same float32.
   CASE/init.safetensors   float32 `LAYER.kernel` [in, out] / `LAYER.bias` [out], drawn
-                          once with numpy (glorot uniform kernels, small random biases).
+                          once with numpy (glorot uniform kernels, small random biases),
+                          and the other layers' weights in Keras's layout and names
+                          (`gamma`/`beta` near 1/0, `embeddings`, conv1d's [k, in, out]).
   CASE/keras.safetensors  the weights Keras ends with after training from init.
   CASE/spec.json          the model, loss, optimizer, epochs, batch size, data file, and
                           Keras's per-epoch losses (`keras_epoch_losses`: Keras's `loss`
@@ -86,6 +88,12 @@ def make_data():
     y = on_grid(np.sin(x[:, 0]) + 0.5 * x[:, 1] * x[:, 2] - 0.3 * x[:, 2] + rng.normal(0, 0.1, 72))
     write_csv(os.path.join(HERE, "data", "regression.csv"), ["x0", "x1", "x2", "y"],
               [list(a) + [repr(float(b))] for a, b in zip(x, y)])
+    # digit_tokens: every 20th 8x8 digit, its 64 intensities (whole numbers 0..16) as
+    # token ids.
+    header, dg = read_csv(os.path.join(ROOT, "examples", "data", "digits.csv"))
+    rows = dg[::20][:90]
+    write_csv(os.path.join(HERE, "data", "digit_tokens.csv"), header,
+              [list(r[:-1]) + [int(r[-1])] for r in rows])
 
 
 # Each case: data file, layers, loss, optimizer (all hyperparameters explicit: nnc's
@@ -238,6 +246,12 @@ CASES = {
     "bc_sgd_class_weight_balanced": dict(data="breast_cancer.csv", layers=[[8, "relu"], [1, "sigmoid"]],
                                          loss="binary_crossentropy", class_weight="balanced",
                                          optimizer=dict(SGD, learning_rate=0.1), epochs=3, batch_size=24),
+    # Layer normalization between dense layers (Keras's LayerNormalization defaults).
+    "iris_adam_layer_norm": dict(data="iris.csv",
+                                 layers=[[8, "linear"], ["layer_norm"], ["relu"], [6, "tanh"],
+                                         ["layer_norm"], [3, "softmax"]],
+                                 loss="sparse_categorical_crossentropy", optimizer=ADAM,
+                                 epochs=3, batch_size=16),
 }
 
 SCHEDULES = {
@@ -247,6 +261,23 @@ SCHEDULES = {
     "inverse_time_decay": "InverseTimeDecay",
     "polynomial_decay": "PolynomialDecay",
 }
+
+# A token model. SGD with momentum: Keras 3 on TensorFlow gets an embedding's
+# gradient as tf.IndexedSlices, one slice per occurrence of a token, and Adam and
+# RMSprop square the slices before summing them, so their second moments hold
+# sum(g_i^2) rather than the square of the row's gradient (sum g_i)^2 whenever a
+# token repeats in a batch; nnc updates with the row's gradient, as the optimizers
+# define. SGD sums the slices first and agrees.
+CASES["digits_embedding_conv1d_sgd"] = dict(
+    data="digit_tokens.csv",
+    layers=[["embedding", 17, 4], ["conv1d", 6, 5, 2, "same", "tanh"], ["global_avgpool1d"],
+            [10, "softmax"]],
+    loss="sparse_categorical_crossentropy", optimizer=dict(SGD, learning_rate=0.1, momentum=0.9),
+    epochs=3, batch_size=16)
+
+# Layers other than `dense` and the activations: a spec's first item is the nnc name.
+WEIGHTED = {"layer_norm": ("gamma", "beta"), "embedding": ("embeddings",),
+            "conv1d": ("kernel", "bias")}
 
 
 def write_safetensors(path, tensors):
@@ -265,11 +296,20 @@ def write_safetensors(path, tensors):
             f.write(b)
 
 
+def layer_base(spec):
+    if isinstance(spec[0], int):
+        return "dense"
+    if spec[0] in WEIGHTED or spec[0].startswith("global_"):
+        return spec[0]
+    return "activation"
+
+
 def named_layers(layers):
-    """(name, layer spec) in nnc's naming: `dense`, `dense_1`, ... and `activation`, ..."""
+    """(name, layer spec) in nnc's naming: `dense`, `dense_1`, ..., `activation`, ...,
+    and the other layers by their nnc name (`layer_norm`, `conv1d`, ...)."""
     counts, out = {}, []
     for spec in layers:
-        base = "dense" if isinstance(spec[0], int) else "activation"
+        base = layer_base(spec)
         n = counts.get(base, 0)
         counts[base] = n + 1
         out.append((base if n == 0 else f"{base}_{n}", spec))
@@ -279,6 +319,18 @@ def named_layers(layers):
 def keras_layer(keras, name, spec):
     if isinstance(spec[0], int):
         return keras.layers.Dense(spec[0], activation=spec[1], name=name)
+    if spec[0] == "layer_norm":
+        return keras.layers.LayerNormalization(epsilon=0.001, name=name)
+    if spec[0] == "embedding":
+        return keras.layers.Embedding(spec[1], spec[2], name=name)
+    if spec[0] == "conv1d":
+        _, filters, kernel, strides, padding, activation = spec
+        return keras.layers.Conv1D(filters, kernel, strides=strides, padding=padding,
+                                   activation=activation, name=name)
+    if spec[0] == "global_avgpool1d":
+        return keras.layers.GlobalAveragePooling1D(name=name)
+    if spec[0] == "global_maxpool1d":
+        return keras.layers.GlobalMaxPooling1D(name=name)
     if spec[0] == "leaky_relu":
         return keras.layers.LeakyReLU(negative_slope=spec[1], name=name)
     return keras.layers.Activation(spec[0], name=name)
@@ -312,20 +364,41 @@ def make_case(keras, name, case, index):
         y = labels.astype("float32")[:, None]
 
     rng = np.random.default_rng(100 + index)
-    init, fan_in = {}, x.shape[1]
+    init, shape = {}, [x.shape[1]]
+    # Every layer's weights in Keras's order, by layer name.
+    weights = {}
     for lname, spec in named_layers(case["layers"]):
         if isinstance(spec[0], int):
+            fan_in = shape[-1]
             limit = np.sqrt(6.0 / (fan_in + spec[0])) * case.get("init_scale", 1.0)
-            init[f"{lname}.kernel"] = rng.uniform(-limit, limit, (fan_in, spec[0])).astype("float32")
-            init[f"{lname}.bias"] = rng.uniform(-0.1, 0.1, spec[0]).astype("float32")
-            fan_in = spec[0]
+            weights[lname] = {"kernel": rng.uniform(-limit, limit, (fan_in, spec[0])),
+                              "bias": rng.uniform(-0.1, 0.1, spec[0])}
+            shape = [spec[0]]
+        elif spec[0] == "layer_norm":
+            weights[lname] = {"gamma": rng.uniform(0.5, 1.5, shape[-1]),
+                              "beta": rng.uniform(-0.1, 0.1, shape[-1])}
+        elif spec[0] == "embedding":
+            weights[lname] = {"embeddings": rng.uniform(-0.5, 0.5, (spec[1], spec[2]))}
+            shape = shape + [spec[2]]
+        elif spec[0] == "conv1d":
+            _, filters, kernel, strides, padding, _ = spec
+            limit = np.sqrt(6.0 / (kernel * shape[-1] + kernel * filters))
+            weights[lname] = {"kernel": rng.uniform(-limit, limit, (kernel, shape[-1], filters)),
+                              "bias": rng.uniform(-0.1, 0.1, filters)}
+            steps = -(-shape[0] // strides) if padding == "same" else (shape[0] - kernel) // strides + 1
+            shape = [steps, filters]
+        elif spec[0].startswith("global_"):
+            shape = [shape[-1]]
+    for lname, ws in weights.items():
+        for k, v in ws.items():
+            init[f"{lname}.{k}"] = v.astype("float32")
     write_safetensors(os.path.join(folder, "init.safetensors"), init)
 
     keras.utils.set_random_seed(0)
     model = keras.Sequential([keras.Input((x.shape[1],))] +
                              [keras_layer(keras, n, s) for n, s in named_layers(case["layers"])])
-    dense = [n for n, s in named_layers(case["layers"]) if isinstance(s[0], int)]
-    model.set_weights([init[f"{n}.{k}"] for n in dense for k in ("kernel", "bias")])
+    for lname, ws in weights.items():
+        model.get_layer(lname).set_weights([init[f"{lname}.{k}"] for k in ws])
     loss = case["loss"]
     if "label_smoothing" in case:
         cls = {"categorical_crossentropy": keras.losses.CategoricalCrossentropy,
@@ -342,8 +415,9 @@ def make_case(keras, name, case, index):
     hist = model.fit(x, y, batch_size=case["batch_size"], epochs=case["epochs"], shuffle=False, verbose=0,
                      class_weight=class_weight)
     final = {}
-    for n in dense:
-        final[f"{n}.kernel"], final[f"{n}.bias"] = model.get_layer(n).get_weights()
+    for lname, ws in weights.items():
+        for k, v in zip(ws, model.get_layer(lname).get_weights()):
+            final[f"{lname}.{k}"] = v
     write_safetensors(os.path.join(folder, "keras.safetensors"), final)
 
     spec = dict(case, keras_version=keras.__version__, backend=keras.backend.backend(),

@@ -30,6 +30,8 @@ struct ModelFacts {
     output_size: Option<u64>,
     /// Where the output comes from (the last layer's span).
     output_span: Span,
+    /// The `embedding` that reads the features, and its `input_dim`.
+    vocabulary: Option<(String, usize)>,
 }
 
 /// Adds to `outcome` what `nnc run` would refuse in the data files its train block
@@ -91,6 +93,7 @@ fn facts(model: &Model) -> ModelFacts {
         input_shape: format!("[{}]", dims.join(", ")),
         output_size: Some(model.output_size() as u64),
         output_span: model.layers.last().map_or(0..0, |l| l.span.clone()),
+        vocabulary: super::vocabulary(model).map(|(l, n)| (l.to_string(), n)),
     }
 }
 
@@ -184,9 +187,17 @@ fn inspect(
             path,
             target,
             features,
-            ..
+            standardize,
         } => {
             let file = path.display().to_string();
+            if let (true, Some((layer, _))) = (*standardize, &facts.vocabulary) {
+                d.push(data_error(
+                    super::standardized_ids(layer),
+                    arg_span(w.value, "standardize", 3),
+                    "standardizes the token ids",
+                ));
+                return None;
+            }
             let header = match csv::header(path) {
                 Ok(h) => h,
                 Err(e) => {
@@ -304,17 +315,39 @@ fn inspect(
                 _ => csv::read(path, target, features.as_deref()),
             };
             match table {
-                Ok(t) => match (loss, &t.class_names) {
-                    // The training file's words are the classes; a later file's words
-                    // are numbered by them when `run` reads it.
-                    (Some(loss), Some(words)) if training.is_none() => {
-                        check_class_words(words, &file, target_span, loss, facts, d)
+                Ok(t) => {
+                    match (loss, &t.class_names) {
+                        // The training file's words are the classes; a later file's words
+                        // are numbered by them when `run` reads it.
+                        (Some(loss), Some(words)) if training.is_none() => {
+                            check_class_words(words, &file, target_span, loss, facts, d)
+                        }
+                        (Some(loss), None) => {
+                            check_targets(&t.data.targets, &file, target_span, loss, facts, d)
+                        }
+                        _ => {}
                     }
-                    (Some(loss), None) => {
-                        check_targets(&t.data.targets, &file, target_span, loss, facts, d)
+                    if let Some((layer, input_dim)) = &facts.vocabulary {
+                        if let Some((row, col, v)) = super::bad_token_id(&t.data, *input_dim) {
+                            let at = format!(
+                                "{file}: line {}, column `{}`",
+                                t.lines[row],
+                                names.get(col).map_or("?", String::as_str)
+                            );
+                            d.push(
+                                data_error(
+                                    super::token_id_message(&at, v, layer, *input_dim),
+                                    arg_span(w.value, "path", 0),
+                                    "this file",
+                                )
+                                .with_help(format!(
+                                    "every feature is a token id: a whole number from 0 to {}",
+                                    input_dim - 1
+                                )),
+                            );
+                        }
                     }
-                    _ => {}
-                },
+                }
                 Err(e) => {
                     d.push(data_error(e, arg_span(w.value, "path", 0), "this file"));
                     return None;

@@ -182,6 +182,16 @@ pub fn prepare(model: &Model, config: &TrainConfig) -> Result<Prepared, String> 
     let targets = TargetRule::new(model, config.loss)?;
     let data = load(&config.data, None)?;
     check_features(model, &data, &config.data)?;
+    check_loaded_ids(model, &data)?;
+    if let (
+        DataSource::Csv {
+            standardize: true, ..
+        },
+        Some((layer, _)),
+    ) = (&config.data, vocabulary(model))
+    {
+        return Err(standardized_ids(layer));
+    }
     let feature_names = data.feature_names.clone();
     let class_names = data.class_names.clone();
     let data = targets.apply(data, None)?;
@@ -197,6 +207,7 @@ pub fn prepare(model: &Model, config: &TrainConfig) -> Result<Prepared, String> 
         Some(TestSource::Source(source)) => {
             let test = load(source, csv_columns(&feature_names))?;
             check_features(model, &test, source)?;
+            check_loaded_ids(model, &test)?;
             (all, Some(targets.apply(test, class_names.as_deref())?))
         }
     };
@@ -264,6 +275,7 @@ pub fn prepare_source(
     let training = training_columns(&config.data);
     let loaded = load(source, training.as_deref().and_then(csv_columns))?;
     check_features(model, &loaded, source)?;
+    check_loaded_ids(model, &loaded)?;
     let mut data = targets.apply(loaded, Some(classes))?;
     if let Some((mean, scale)) = standardization {
         standardize(&mut data, mean, scale);
@@ -425,6 +437,23 @@ enum Origin {
 }
 
 impl Loaded {
+    /// Where feature `col` of `row` is, e.g. "tokens.csv: line 7, column `t3`".
+    fn feature_at(&self, row: usize, col: usize) -> String {
+        match &self.origin {
+            Origin::Csv { path, lines, .. } => format!(
+                "{path}: line {}, column `{}`",
+                lines[row],
+                self.feature_names.get(col).map_or("?", String::as_str)
+            ),
+            Origin::Idx { labels } => format!(
+                "the images of {labels}: image {}, pixel {}",
+                row + 1,
+                col + 1
+            ),
+            Origin::Array { .. } => format!("x[{row}, {col}]"),
+        }
+    }
+
     /// Where the target of `row` is, e.g. "iris.csv: line 7, column `species`".
     fn target_at(&self, row: usize) -> String {
         match &self.origin {
@@ -439,6 +468,76 @@ impl Loaded {
             }
             Origin::Array { y, .. } => format!("{y}: y[{row}]"),
         }
+    }
+}
+
+/// The first layer's name and `input_dim` when the model starts with an `embedding`:
+/// its features are token ids.
+pub fn vocabulary(model: &Model) -> Option<(&str, usize)> {
+    match model.layers.first()? {
+        crate::sema::model::Layer {
+            name,
+            kind: crate::sema::model::LayerKind::Embedding { input_dim, .. },
+            ..
+        } => Some((name, *input_dim)),
+        _ => None,
+    }
+}
+
+/// The first feature of `set` that is not a token id of `vocabulary` (a whole
+/// number in `[0, input_dim)`), as (row, column, value), in row order.
+pub fn bad_token_id(set: &Dataset, input_dim: usize) -> Option<(usize, usize, f32)> {
+    let fc = set.feature_count.max(1);
+    let bad = |v: f32| !(v >= 0.0 && v < input_dim as f32 && v.fract() == 0.0);
+    let found = match &set.features {
+        Features::Values(v) => v.iter().position(|&x| bad(x)).map(|i| (i, v[i])),
+        Features::Pixels(p) => p
+            .iter()
+            .map(|&b| f32::from(b) / 255.0)
+            .enumerate()
+            .find(|&(_, x)| bad(x)),
+    };
+    found.map(|(i, v)| (i / fc, i % fc, v))
+}
+
+/// The message for a feature that is not a token id, after its location.
+pub fn token_id_message(at: &str, value: f32, layer: &str, input_dim: usize) -> String {
+    format!(
+        "{at}: {value} is not a token id of `{layer}`, which reads whole numbers from 0 to {}",
+        input_dim - 1
+    )
+}
+
+/// Refuses, naming its row and column, a feature of `set` that the model's
+/// `embedding` cannot read; `what` names the data (`nnc predict`'s input).
+pub fn check_token_ids(model: &Model, set: &Dataset, what: &str) -> Result<(), String> {
+    let Some((layer, input_dim)) = vocabulary(model) else {
+        return Ok(());
+    };
+    match bad_token_id(set, input_dim) {
+        None => Ok(()),
+        Some((row, col, v)) => Err(token_id_message(
+            &format!("{what}: row {}, feature {}", row + 1, col + 1),
+            v,
+            layer,
+            input_dim,
+        )),
+    }
+}
+
+/// `check_token_ids` for a loaded source, naming the file's line and column.
+fn check_loaded_ids(model: &Model, loaded: &Loaded) -> Result<(), String> {
+    let Some((layer, input_dim)) = vocabulary(model) else {
+        return Ok(());
+    };
+    match bad_token_id(&loaded.data, input_dim) {
+        None => Ok(()),
+        Some((row, col, v)) => Err(token_id_message(
+            &loaded.feature_at(row, col),
+            v,
+            layer,
+            input_dim,
+        )),
     }
 }
 
@@ -589,6 +688,14 @@ fn arrays(x: npy::Array, y: npy::Array, x_what: String, y_what: String) -> Resul
         feature_names: vec![],
         class_names: None,
     })
+}
+
+/// Why `standardize` and `embedding` do not go together.
+pub fn standardized_ids(layer: &str) -> String {
+    format!(
+        "`standardize = true` would turn the token ids `{layer}` reads into fractions; \
+         remove it (token ids are used as they are)"
+    )
 }
 
 fn source_name(source: &DataSource) -> String {
