@@ -9,8 +9,9 @@ use serde_json::json;
 
 use crate::diag::codes;
 use crate::diag::{line_col, Severity};
-use crate::runtime::report::{HumanReporter, JsonReporter};
-use crate::runtime::train::{train, Engine, Interrupted, RunOptions};
+use crate::runtime::distributed::{self, World};
+use crate::runtime::report::{HumanReporter, JsonReporter, Reporter};
+use crate::runtime::train::{train, train_distributed, Engine, Interrupted, RunOptions};
 use crate::runtime::{interrupt, trained};
 use crate::sema::{self, summary, CheckOptions, CheckOutcome};
 
@@ -21,10 +22,20 @@ pub const EXIT_OK: i32 = 0;
 pub const EXIT_ERRORS: i32 = 1;
 pub const EXIT_USAGE: i32 = 2;
 
+/// `nnc --version`: the version, and whether `mpirun` can train with this binary.
+const VERSION: &str = if crate::runtime::distributed::COMPILED_IN {
+    concat!(env!("CARGO_PKG_VERSION"), " (MPI support: yes)")
+} else {
+    concat!(
+        env!("CARGO_PKG_VERSION"),
+        " (MPI support: no; build with --features mpi)"
+    )
+};
+
 #[derive(Debug, Parser)]
 #[command(
     name = "nnc",
-    version,
+    version = VERSION,
     about = "A compiler for a small language of neural networks"
 )]
 pub struct Cli {
@@ -559,9 +570,57 @@ pub(crate) fn checked_model(
 }
 
 pub fn run_model(args: &RunArgs, io: &mut Io) -> i32 {
+    let world = match World::start() {
+        Ok(world) => world,
+        Err(message) => {
+            // Every process fails alike: one message is enough.
+            if distributed::launched_rank() == 0 {
+                emit(io.stderr, &format!("error: {message}\n"));
+            }
+            return EXIT_USAGE;
+        }
+    };
+    let world = match world {
+        Some(w) if w.rank() > 0 => w,
+        lead => return run_process(args, io, lead.as_ref()),
+    };
+    // Rank 0 speaks for the job. Another rank's messages are shown only when it
+    // failed to start training while rank 0 did not (then rank 0's own message
+    // only says that another process failed).
+    let mut held = Vec::new();
+    let code = run_process(
+        args,
+        &mut Io {
+            stdout: &mut std::io::sink(),
+            stderr: &mut held,
+            color: false,
+        },
+        Some(&world),
+    );
+    if code != EXIT_OK && world.readied().is_some_and(|r| !r.me && r.rank0) {
+        let header = format!(
+            "error: process {} of {} could not start training:\n",
+            world.rank(),
+            world.size()
+        );
+        emit(io.stderr, &header);
+        emit(io.stderr, &String::from_utf8_lossy(&held));
+    }
+    code
+}
+
+/// `nnc run` in this process: alone (`world` is `None`), or as one rank of
+/// data-parallel training.
+fn run_process(args: &RunArgs, io: &mut Io, world: Option<&World>) -> i32 {
     let (model, checked) = match checked_model(&args.file, args.batch_size, args.json, true, io) {
         Ok(m) => m,
-        Err(code) => return code,
+        Err(code) => {
+            // The other ranks wait to hear that this one will not train.
+            if let Some(w) = world {
+                w.ready(false);
+            }
+            return code;
+        }
     };
     set_threads(args.threads);
     let options = RunOptions {
@@ -580,14 +639,19 @@ pub fn run_model(args: &RunArgs, io: &mut Io) -> i32 {
     };
     // Ctrl-C from here on stops training cleanly instead of losing every epoch.
     interrupt::install();
-    let result = if args.json {
-        train(&model, &options, &mut JsonReporter { out: io.stdout })
-    } else {
-        train(
-            &model,
-            &options,
-            &mut HumanReporter::new(io.stdout, io.color),
-        )
+    let result = {
+        let (mut json_reporter, mut human_reporter);
+        let reporter: &mut dyn Reporter = if args.json {
+            json_reporter = JsonReporter { out: io.stdout };
+            &mut json_reporter
+        } else {
+            human_reporter = HumanReporter::new(io.stdout, io.color);
+            &mut human_reporter
+        };
+        match world {
+            Some(w) => train_distributed(&model, &options, reporter, w),
+            None => train(&model, &options, reporter),
+        }
     };
     match result {
         Ok(outcome) => match outcome.interrupted {

@@ -75,6 +75,17 @@ impl Accumulator {
         }
     }
 
+    /// The running sum and count the mean divides (for adding up several
+    /// processes' accumulators).
+    pub fn totals(&self) -> (f64, u64) {
+        (self.sum, self.count)
+    }
+
+    /// Replaces the running sum and count (by the totals of several processes).
+    pub fn set_totals(&mut self, sum: f64, count: u64) {
+        (self.sum, self.count) = (sum, count);
+    }
+
     /// The mean so far; `None` before any sample.
     pub fn mean(&self) -> Option<f64> {
         (self.count > 0).then(|| self.sum / self.count as f64)

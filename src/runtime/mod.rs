@@ -2,6 +2,7 @@
 
 pub mod checkpoint;
 pub mod data;
+pub mod distributed;
 pub mod interrupt;
 pub mod memory;
 pub mod metrics;
