@@ -249,6 +249,44 @@ mod with_mpi {
     }
 
     #[test]
+    fn batchnorm_moving_statistics_are_those_of_the_whole_batch() {
+        let Some(mpirun) = mpirun() else { return };
+        let dir = tempfile::tempdir().unwrap();
+        mnist_slice(dir.path(), 1000);
+        // A learning rate too small to move the weights, so that the moving statistics
+        // are those of the same layer on every batch, which each process's shard
+        // alone would get wrong. (The biases, moved from 0 to ~1e-32, differ.)
+        let layers = "    dense(32)
+    batchnorm(momentum = 0.9)
+    tanh
+    \
+                      dense(10, activation = softmax)
+";
+        let sgd = "sgd(learning_rate = 1e-30)";
+        let model = model(dir.path(), "bn", "[784]", layers, sgd);
+        let out = |name: &str| dir.path().join(name);
+        let statistics = |file: &str| {
+            let mut w = weights(&out(file));
+            w.retain(|(name, _)| name.contains(".moving_"));
+            assert_eq!(w.len(), 2);
+            w
+        };
+        train(&mpirun, 1, &model, &out("one.safetensors"));
+        let single = statistics("one.safetensors");
+        for processes in [2, 3] {
+            let name = format!("{processes}.safetensors");
+            train(&mpirun, processes, &model, &out(&name));
+            let parallel = statistics(&name);
+            let diff = relative_difference(&single, &parallel);
+            eprintln!("batchnorm, {processes} processes: largest relative difference {diff:e}");
+            assert!(diff <= 1e-5, "{processes} processes: {diff:e}");
+        }
+        // The statistics did move from their initial zeros and ones.
+        let moving = &single[0].1;
+        assert!(moving.iter().any(|&v| v.abs() > 1e-3), "{moving:?}");
+    }
+
+    #[test]
     fn relu_adam_networks_reach_one_process_test_accuracy() {
         let Some(mpirun) = mpirun() else { return };
         let dir = tempfile::tempdir().unwrap();

@@ -327,21 +327,14 @@ impl StepSum {
                         .extend(arena[r.clone()].iter().map(|v| v * weight));
                 }
                 for s in &plan.batch_stats {
-                    // Shifted by the moving mean (the same on every rank), so that the
-                    // variance of the whole batch is a difference of small numbers.
-                    let shifted = arena[s.mean.clone()]
-                        .iter()
-                        .zip(&arena[s.moving_mean.clone()])
-                        .map(|(m, mm)| m - mm);
-                    let start = self.send.len();
-                    self.send.extend(shifted.clone().map(|d| d * weight));
-                    self.send.extend(
-                        arena[s.variance.clone()]
-                            .iter()
-                            .zip(shifted)
-                            .map(|(v, d)| (v + d * d) * weight),
-                    );
-                    debug_assert_eq!(self.send.len() - start, 2 * s.mean.len());
+                    let terms: Vec<(f32, f32)> = (0..s.mean.len())
+                        .map(|k| {
+                            let at = |r: &Range<usize>| arena[r.start + k];
+                            stat_terms(at(&s.mean), at(&s.variance), at(&s.moving_mean), weight)
+                        })
+                        .collect();
+                    self.send.extend(terms.iter().map(|t| t.0));
+                    self.send.extend(terms.iter().map(|t| t.1));
                 }
             }
             None => self.send.resize(to.len - 1, 0.0),
@@ -362,13 +355,29 @@ impl StepSum {
             let second: Vec<f32> = sums.by_ref().take(c).collect();
             for k in 0..c {
                 let moving = arena[s.moving_mean.start + k];
-                arena[s.mean.start + k] = moving + shift[k];
-                // Σ w·(var + d²) - (Σ w·d)²: the variance of the whole batch.
-                arena[s.variance.start + k] = (second[k] - shift[k] * shift[k]).max(0.0);
+                let (mean, variance) = whole_batch(moving, shift[k], second[k]);
+                arena[s.mean.start + k] = mean;
+                arena[s.variance.start + k] = variance;
             }
         }
         sums.next().is_some_and(|flag| flag > 0.0)
     }
+}
+
+/// One shard's terms of the sum that gives a batch normalization channel's mean
+/// and variance over the whole batch: its mean's shift `d` from the moving mean and
+/// its second moment about the moving mean, `var + d²`, each weighted by the
+/// shard's share of the batch. The moving mean is the same on every rank; shifting
+/// by it keeps the variance below a difference of large numbers.
+fn stat_terms(mean: f32, variance: f32, moving_mean: f32, weight: f32) -> (f32, f32) {
+    let d = mean - moving_mean;
+    (d * weight, (variance + d * d) * weight)
+}
+
+/// The whole batch's mean and (biased) variance from the sums of every shard's
+/// `stat_terms`: `Σ w·(var + d²) - (Σ w·d)²` is the law of total variance.
+fn whole_batch(moving_mean: f32, shift: f32, second: f32) -> (f32, f32) {
+    (moving_mean + shift, (second - shift * shift).max(0.0))
 }
 
 #[cfg(test)]
@@ -396,6 +405,44 @@ mod tests {
         };
         assert_eq!(lens(7, 3), [3, 2, 2]);
         assert_eq!(lens(2, 4), [1, 1, 0, 0]);
+    }
+
+    #[test]
+    fn shard_statistics_add_up_to_the_whole_batch() {
+        // A channel with a large mean and a small spread, over uneven shards.
+        let x: Vec<f32> = (0..23)
+            .map(|i| 40.0 + ((i * 7) % 11) as f32 * 0.013)
+            .collect();
+        let moments = |v: &[f32]| {
+            let n = v.len() as f64;
+            let mean = v.iter().map(|&a| f64::from(a)).sum::<f64>() / n;
+            let var = v
+                .iter()
+                .map(|&a| (f64::from(a) - mean).powi(2))
+                .sum::<f64>()
+                / n;
+            (mean, var)
+        };
+        let (mean, var) = moments(&x);
+        for moving_mean in [0.0, 39.5, 40.06] {
+            let (mut shift, mut second) = (0f32, 0f32);
+            for r in 0..3 {
+                let rows = &x[shard(x.len(), r, 3)];
+                let (m, v) = moments(rows);
+                let weight = rows.len() as f32 / x.len() as f32;
+                let t = stat_terms(m as f32, v as f32, moving_mean, weight);
+                (shift, second) = (shift + t.0, second + t.1);
+            }
+            let (m, v) = whole_batch(moving_mean, shift, second);
+            assert!((f64::from(m) - mean).abs() < 1e-5 * mean, "{m} {mean}");
+            // Without a shift (a moving mean of 0, the first step) the variance is a
+            // difference of numbers near 1600: only its order of magnitude survives.
+            let tolerance = if moving_mean == 0.0 { 2e-3 } else { 1e-3 * var };
+            assert!(
+                (f64::from(v) - var).abs() < tolerance,
+                "{moving_mean}: {v} {var}"
+            );
+        }
     }
 
     #[test]
