@@ -584,9 +584,11 @@ pub fn run_model(args: &RunArgs, io: &mut Io) -> i32 {
         Some(w) if w.rank() > 0 => w,
         lead => return run_process(args, io, lead.as_ref()),
     };
-    // Rank 0 speaks for the job. Another rank's messages are shown only when it
-    // failed to start training while rank 0 did not (then rank 0's own message
-    // only says that another process failed).
+    // Rank 0 speaks for the job, and its exit code is the job's: another rank's
+    // messages are shown, and its failure is its exit code, only when it failed to
+    // start training while rank 0 did not (rank 0 then only says that another
+    // process failed). Otherwise it ends with 0, so that the launcher, which ends
+    // the job when a process fails, lets rank 0 finish its message and its save.
     let mut held = Vec::new();
     let code = run_process(
         args,
@@ -597,15 +599,16 @@ pub fn run_model(args: &RunArgs, io: &mut Io) -> i32 {
         },
         Some(&world),
     );
-    if code != EXIT_OK && world.readied().is_some_and(|r| !r.me && r.rank0) {
-        let header = format!(
-            "error: process {} of {} could not start training:\n",
-            world.rank(),
-            world.size()
-        );
-        emit(io.stderr, &header);
-        emit(io.stderr, &String::from_utf8_lossy(&held));
+    if code == EXIT_OK || !world.readied().is_some_and(|r| !r.me && r.rank0) {
+        return EXIT_OK;
     }
+    let header = format!(
+        "error: process {} of {} could not start training:\n",
+        world.rank(),
+        world.size()
+    );
+    emit(io.stderr, &header);
+    emit(io.stderr, &String::from_utf8_lossy(&held));
     code
 }
 

@@ -352,6 +352,97 @@ mod with_mpi {
         found
     }
 
+    /// Starts `mpirun -np 3 nnc run MODEL ... --save SAVE` for many epochs; returns it
+    /// once rank 0 has reported an epoch, with the ranks' process ids.
+    fn start_long_job(
+        mpirun: &Path,
+        model: &Path,
+        save: &Path,
+    ) -> (std::process::Child, Vec<(usize, u32)>) {
+        let args = [
+            "run",
+            model.to_str().unwrap(),
+            "--threads",
+            "1",
+            "--epochs",
+            "1000",
+            "--batch-size",
+            "16",
+            "--save",
+            save.to_str().unwrap(),
+        ];
+        let mut job = mpirun_command(mpirun, 3, &args)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut stdout = job.stdout.take().unwrap();
+        let mut seen = vec![0u8; 4096];
+        let mut text = String::new();
+        while !text.contains("Epoch 1/") {
+            let n = stdout.read(&mut seen).unwrap();
+            assert!(n > 0, "the job ended early: {text}");
+            text.push_str(&String::from_utf8_lossy(&seen[..n]));
+        }
+        // Keep reading, so that rank 0 never blocks on a full pipe.
+        std::thread::spawn(move || std::io::copy(&mut stdout, &mut std::io::sink()));
+        let ranks = ranks_of(job.id());
+        assert_eq!(ranks.len(), 3, "{ranks:?}");
+        (job, ranks)
+    }
+
+    /// Waits at most `limit` for `job` to end; returns its status, its stderr and how
+    /// long it took.
+    fn wait_for(
+        mut job: std::process::Child,
+        limit: Duration,
+    ) -> (std::process::ExitStatus, String, Duration) {
+        let started = Instant::now();
+        let status = loop {
+            if let Some(status) = job.try_wait().unwrap() {
+                break status;
+            }
+            assert!(
+                started.elapsed() < limit,
+                "the job still runs after {limit:?}"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        };
+        let waited = started.elapsed();
+        let mut stderr = String::new();
+        job.stderr
+            .take()
+            .unwrap()
+            .read_to_string(&mut stderr)
+            .unwrap();
+        (status, stderr, waited)
+    }
+
+    #[test]
+    fn ctrl_c_in_one_process_stops_all_after_the_same_batch_and_rank_0_saves() {
+        let Some(mpirun) = mpirun() else { return };
+        let dir = tempfile::tempdir().unwrap();
+        mnist_slice(dir.path(), 3000);
+        let layers = "    dense(64, activation = relu)\n    dense(10, activation = softmax)\n";
+        let model = model(dir.path(), "mlp", "[784]", layers, "adam");
+        let saved = dir.path().join("weights.safetensors");
+        let (job, ranks) = start_long_job(&mpirun, &model, &saved);
+        // SAFETY: kill(2) on a process of ours; no memory is involved.
+        unsafe { libc::kill(ranks[2].1 as i32, libc::SIGINT) };
+        let (status, stderr, _) = wait_for(job, Duration::from_secs(60));
+        assert_eq!(status.code(), Some(130), "{stderr}");
+        assert!(
+            stderr.contains("nnc: interrupted (Ctrl-C) in epoch"),
+            "{stderr}"
+        );
+        assert!(stderr.contains("(the last complete one) to"), "{stderr}");
+        // Said once, by rank 0, which saved weights that evaluate.
+        assert_eq!(stderr.matches("interrupted").count(), 1, "{stderr}");
+        let args = ["evaluate", model.to_str().unwrap(), "--weights"];
+        let out = Command::new(NNC).args(args).arg(&saved).output().unwrap();
+        check(out, "evaluate");
+    }
+
     #[test]
     fn a_killed_process_ends_the_job_within_seconds_and_the_weights_file_stays() {
         let Some(mpirun) = mpirun() else { return };
@@ -364,58 +455,19 @@ mod with_mpi {
         train(&mpirun, 2, &model, &saved);
         let before = std::fs::read(&saved).unwrap();
 
-        let args = [
-            "run",
-            model.to_str().unwrap(),
-            "--threads",
-            "1",
-            "--epochs",
-            "1000",
-            "--batch-size",
-            "16",
-            "--save",
-            saved.to_str().unwrap(),
-        ];
-        let mut job = mpirun_command(&mpirun, 3, &args)
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::piped())
-            .spawn()
-            .unwrap();
-        // Wait until every process trains (rank 0 has reported an epoch).
-        let mut stdout = job.stdout.take().unwrap();
-        let mut seen = vec![0u8; 4096];
-        let mut text = String::new();
-        while !text.contains("Epoch 1/") {
-            let n = stdout.read(&mut seen).unwrap();
-            assert!(n > 0, "the job ended early: {text}");
-            text.push_str(&String::from_utf8_lossy(&seen[..n]));
-        }
-        let ranks = ranks_of(job.id());
-        assert_eq!(ranks.len(), 3, "{ranks:?}");
-        let killed = Instant::now();
+        let (job, ranks) = start_long_job(&mpirun, &model, &saved);
         // SAFETY: kill(2) on a process of ours; no memory is involved.
         unsafe { libc::kill(ranks[1].1 as i32, libc::SIGKILL) };
-        let status = loop {
-            if let Some(status) = job.try_wait().unwrap() {
-                break status;
-            }
-            assert!(
-                killed.elapsed() < Duration::from_secs(30),
-                "the job still runs 30 s after a process was killed"
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        };
-        let waited = killed.elapsed();
-        let mut stderr = String::new();
-        job.stderr
-            .take()
-            .unwrap()
-            .read_to_string(&mut stderr)
-            .unwrap();
+        let (status, stderr, waited) = wait_for(job, Duration::from_secs(30));
         assert!(!status.success());
         assert!(waited < Duration::from_secs(10), "took {waited:?}");
         assert!(stderr.contains("rank 1"), "{stderr}");
         assert!(stderr.contains("signal 9"), "{stderr}");
+        // Rank 0, which the user watches, says why it stopped.
+        assert!(
+            stderr.contains("nnc: stopped by the MPI launcher"),
+            "{stderr}"
+        );
         for (_, pid) in ranks {
             // Gone, or a zombie nobody reaped (a container's first process may not).
             let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();

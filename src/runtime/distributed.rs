@@ -126,6 +126,9 @@ impl World {
         let universe = mpi::initialize().ok_or("MPI was already initialized")?;
         let comm = universe.world();
         let (rank, size) = (comm.rank(), comm.size());
+        if rank == 0 {
+            say_why_when_terminated();
+        }
         Ok(Some(World {
             rank: usize::try_from(rank).map_err(|_| format!("MPI gave rank {rank}"))?,
             size: usize::try_from(size).map_err(|_| format!("MPI gave size {size}"))?,
@@ -160,6 +163,34 @@ impl World {
     pub fn abort(&self, code: i32) -> ! {
         use mpi::topology::Communicator;
         self.comm.abort(code)
+    }
+}
+
+/// The launcher ends every process of a job with SIGTERM when one of them dies or
+/// the job is cancelled (then SIGKILL). Rank 0 says so before it goes, since it is
+/// the process the user watches.
+#[cfg(feature = "mpi")]
+fn say_why_when_terminated() {
+    const MESSAGE: &[u8] = b"nnc: stopped by the MPI launcher: another process of the job \
+        ended or the job was cancelled; no weights were written since the last save\n";
+    /// Only async-signal-safe calls here: write(2) and _exit(2).
+    extern "C" fn on_sigterm(_: libc::c_int) {
+        // SAFETY: writes a static buffer of its own length to stderr, then exits
+        // without running any Rust code that might hold a lock.
+        unsafe {
+            libc::write(2, MESSAGE.as_ptr().cast(), MESSAGE.len());
+            libc::_exit(128 + libc::SIGTERM);
+        }
+    }
+    // SAFETY: `action` is fully initialized (zeroed, then the handler, an empty mask
+    // and the flags), and `on_sigterm` is async-signal-safe.
+    unsafe {
+        let mut action: libc::sigaction = std::mem::zeroed();
+        action.sa_sigaction = on_sigterm as extern "C" fn(libc::c_int) as libc::sighandler_t;
+        libc::sigemptyset(&mut action.sa_mask);
+        action.sa_flags = libc::SA_RESETHAND;
+        // Without the handler SIGTERM still ends the process, silently.
+        let _ = libc::sigaction(libc::SIGTERM, &action, std::ptr::null_mut());
     }
 }
 
