@@ -10,6 +10,7 @@ use serde_json::json;
 use crate::diag::codes;
 use crate::diag::{line_col, Severity};
 use crate::runtime::distributed::{self, World};
+use crate::runtime::error::RunError;
 use crate::runtime::report::{HumanReporter, JsonReporter, Reporter};
 use crate::runtime::train::{train, train_distributed, Engine, Interrupted, RunOptions};
 use crate::runtime::{interrupt, trained};
@@ -17,10 +18,13 @@ use crate::sema::{self, summary, CheckOptions, CheckOutcome};
 
 mod trained_model;
 
-/// Exit codes: no errors (warnings allowed), errors in the input, usage error.
+/// Exit codes: no errors (warnings allowed), errors in the input, usage error, a bug
+/// in nnc; Ctrl-C is `interrupt::EXIT_INTERRUPTED` (130).
 pub const EXIT_OK: i32 = 0;
 pub const EXIT_ERRORS: i32 = 1;
 pub const EXIT_USAGE: i32 = 2;
+/// A bug in nnc (a checked model that would not compile): sysexits' `EX_SOFTWARE`.
+pub const EXIT_INTERNAL: i32 = 70;
 
 /// `nnc --version`: the version, and whether `mpirun` can train with this binary.
 const VERSION: &str = if crate::runtime::distributed::COMPILED_IN {
@@ -675,7 +679,8 @@ fn run_process(args: &RunArgs, io: &mut Io, world: Option<&World>) -> i32 {
             }
             None => EXIT_OK,
         },
-        Err(message) => {
+        Err(RunError::Internal(message)) => internal_error(&message, args.json, io),
+        Err(RunError::User(message)) => {
             if args.json {
                 let event = json!({"event": "error", "message": message});
                 emit(io.stdout, &format!("{event}\n"));
@@ -700,6 +705,23 @@ fn run_process(args: &RunArgs, io: &mut Io, world: Option<&World>) -> i32 {
             EXIT_ERRORS
         }
     }
+}
+
+/// Reports a bug in nnc as one: the user's model was accepted, so the failure is
+/// not theirs, and a distinct exit code lets scripts tell the two apart.
+pub(crate) fn internal_error(message: &str, json: bool, io: &mut Io) -> i32 {
+    if json {
+        let event = json!({"event": "error", "internal": true, "message": message});
+        emit(io.stdout, &format!("{event}\n"));
+    }
+    emit(
+        io.stderr,
+        &format!(
+            "internal compiler error: {message}\n  = note: this is a bug in nnc, not in your \
+             model; please report it with the .nn file and the command line\n"
+        ),
+    );
+    EXIT_INTERNAL
 }
 
 /// `--threads N`, or every core.
@@ -763,9 +785,34 @@ pub fn emit_ir(args: &EmitArgs, io: &mut Io) -> i32 {
             emit(io.stdout, &text);
             EXIT_OK
         }
-        Err(message) => {
-            emit(io.stderr, &format!("error: {message}\n"));
-            EXIT_ERRORS
-        }
+        // A checked model always builds and compiles.
+        Err(message) => internal_error(&message, false, io),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn internal_errors_have_their_own_exit_code_and_say_they_are_bugs() {
+        let (mut out, mut err) = (Vec::new(), Vec::new());
+        let mut io = Io {
+            stdout: &mut out,
+            stderr: &mut err,
+            color: false,
+        };
+        let code = internal_error("graph verification: node 3 reads tensor 9", true, &mut io);
+        assert_eq!(code, EXIT_INTERNAL);
+        assert_ne!(EXIT_INTERNAL, EXIT_ERRORS);
+        let err = String::from_utf8(err).unwrap();
+        assert!(
+            err.starts_with("internal compiler error: graph verification"),
+            "{err}"
+        );
+        assert!(err.contains("this is a bug in nnc"), "{err}");
+        let event: serde_json::Value = serde_json::from_slice(&out).unwrap();
+        assert_eq!(event["internal"], true);
+        assert_eq!(event["event"], "error");
     }
 }

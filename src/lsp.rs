@@ -511,7 +511,7 @@ pub fn completions(text: &str, offset: usize) -> Vec<lsp::CompletionItem> {
         match key {
             "activation" => items(&names::ACTIVATIONS, K::FUNCTION, "activation"),
             "kernel_initializer" | "bias_initializer" => {
-                items(names::INITIALIZERS, K::FUNCTION, "initializer")
+                items(&names::INITIALIZERS, K::FUNCTION, "initializer")
             }
             "padding" => items(&["\"valid\"", "\"same\""], K::VALUE, "padding"),
             "subset" => items(&["\"train\"", "\"test\""], K::VALUE, "MNIST subset"),

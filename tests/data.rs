@@ -587,6 +587,94 @@ fn a_csv_test_source_finds_the_training_columns_by_name() {
     );
 }
 
+#[test]
+fn class_words_become_sorted_class_indices_that_later_data_shares() {
+    let dir = tempfile::tempdir().unwrap();
+    let write = |name: &str, text: &str| {
+        let path = dir.path().join(name);
+        std::fs::write(&path, text).unwrap();
+        path
+    };
+    let train = write("a.csv", "x,animal\n1,dog\n2,cat\n3,emu\n4,cat\n");
+    let table = csv::read(&train, "animal", None).unwrap();
+    let names: Vec<String> = ["cat", "dog", "emu"].map(String::from).to_vec();
+    assert_eq!(table.class_names.as_ref(), Some(&names));
+    assert_eq!(table.data.targets, [1.0, 0.0, 2.0, 0.0]);
+
+    // A test file without `dog`: numbered by the training classes, not its own.
+    let test = write("b.csv", "x,animal\n5,emu\n6,cat\n");
+    let mut cfg = config(
+        csv_source(train.clone(), "animal", false),
+        Loss::SparseCategoricalCrossentropy,
+    );
+    cfg.test = Some(TestSource::Source(csv_source(test, "animal", false)));
+    let p = data::prepare(&model(1, 3), &cfg).unwrap();
+    assert_eq!(p.class_names.as_ref(), Some(&names));
+    assert_eq!(p.test.unwrap().targets, [2.0, 0.0]);
+
+    let unknown = write("c.csv", "x,animal\n5,cow\n");
+    cfg.test = Some(TestSource::Source(csv_source(unknown, "animal", false)));
+    assert_err_contains(
+        data::prepare(&model(1, 3), &cfg),
+        &[
+            "c.csv: line 2",
+            "`cow` is not one of the classes trained on",
+            "`cat`",
+        ],
+    );
+
+    // Two classes for binary cross-entropy: 0 and 1 in sorted order.
+    let binary = write("d.csv", "x,size\n1,small\n2,large\n");
+    let cfg = config(csv_source(binary, "size", false), Loss::BinaryCrossentropy);
+    let p = data::prepare(&model(1, 1), &cfg).unwrap();
+    assert_eq!(p.train.targets, [1.0, 0.0]);
+    assert_eq!(p.class_names, Some(vec!["large".into(), "small".into()]));
+}
+
+#[test]
+fn class_words_that_do_not_fit_the_model_or_loss_are_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let write = |name: &str, text: &str| {
+        let path = dir.path().join(name);
+        std::fs::write(&path, text).unwrap();
+        path
+    };
+    // A stray word among numbers is not a class of its own.
+    let mixed = write("mixed.csv", "x,y\n1,0\n2,NA\n3,1\n");
+    assert_err_contains(
+        csv::read(&mixed, "y", None),
+        &[
+            "mixed.csv: line 2",
+            "`0` is a number, but other targets are words such as `NA`",
+        ],
+    );
+    let words = write("w.csv", "x,animal\n1,dog\n2,cat\n");
+    let source = || csv_source(words.clone(), "animal", false);
+    assert_err_contains(
+        data::prepare(&model(1, 1), &config(source(), Loss::Mse)),
+        &["w.csv: line 2", "holds words (`cat`, `dog`)", "regression"],
+    );
+    assert_err_contains(
+        data::prepare(
+            &model(1, 3),
+            &config(source(), Loss::SparseCategoricalCrossentropy),
+        ),
+        &[
+            "names 2 classes",
+            "outputs 3 values",
+            "dense(2, activation = softmax)",
+        ],
+    );
+    let three = write("three.csv", "x,animal\n1,dog\n2,cat\n3,emu\n");
+    assert_err_contains(
+        data::prepare(
+            &model(1, 1),
+            &config(csv_source(three, "animal", false), Loss::BinaryCrossentropy),
+        ),
+        &["names 3 classes", "needs exactly two"],
+    );
+}
+
 /// `shuffle_order` into a new buffer of `rows` rows.
 fn shuffled_order(rows: usize, seed: u64, epoch: usize) -> Vec<usize> {
     let mut order = vec![usize::MAX; rows];

@@ -391,11 +391,14 @@ fn npy_and_npz_sources_train_as_the_same_csv_rows_do() {
     ]);
     assert_eq!(by_npy.stdout, by_csv.stdout);
 
-    // Bad arrays: the file and both shapes, or the dtype, are named.
+    // Bad arrays: the file and both shapes, or the dtype, are named, by `check` as
+    // by `run` (which checks the data the same way before it trains).
     let fails = |nn: &Path, says: &str| {
-        let out = nnc(&["run", s(nn), "--epochs", "1"]);
-        assert_eq!(out.code, 1, "{}", out.stderr);
-        assert!(out.stderr.contains(says), "{}", out.stderr);
+        for args in [vec!["check", s(nn)], vec!["run", s(nn), "--epochs", "1"]] {
+            let out = nnc(&args);
+            assert_eq!(out.code, 1, "{}", out.stderr);
+            assert!(out.stderr.contains(says), "{args:?}: {}", out.stderr);
+        }
     };
     std::fs::write(
         dir.path().join("x5.npy"),
@@ -405,7 +408,7 @@ fn npy_and_npz_sources_train_as_the_same_csv_rows_do() {
     let wide = iris_nn(dir.path(), "wide.nn", "npy(x = \"x5.npy\", y = \"y.npy\")");
     fails(
         &wide,
-        "x5.npy: the array has shape [150, 5], but the model's input `measurements` has shape [4]",
+        "the data gives samples of shape [5] (5 values), but the model's input",
     );
     std::fs::write(dir.path().join("y9.npy"), npy_bytes(&[9], &[0i64; 9])).unwrap();
     let short = iris_nn(dir.path(), "short.nn", "npy(x = \"x.npy\", y = \"y9.npy\")");
@@ -417,9 +420,81 @@ fn npy_and_npz_sources_train_as_the_same_csv_rows_do() {
     .unwrap();
     let ints = iris_nn(dir.path(), "u16.nn", "npy(x = \"x16.npy\", y = \"y.npy\")");
     fails(&ints, "x16.npy: dtype `<u2` is not read by nnc");
+    let mut big = y.clone();
+    big[7] = 5;
+    std::fs::write(dir.path().join("y5.npy"), npy_bytes(&[150], &big)).unwrap();
+    let five = iris_nn(dir.path(), "five.nn", "npy(x = \"x.npy\", y = \"y5.npy\")");
+    fails(&five, "y5.npy holds class indices up to 5, so 6 classes");
     let unnamed = iris_nn(dir.path(), "missing.nn", "npz(\"iris.npz\")");
     fails(
         &unnamed,
         "no array named `x`; the archive holds `x_train`, `y_train`",
+    );
+}
+
+/// Iris with its species as words, in a folder of its own with a copy of
+/// `examples/iris.nn` reading it; `units` output units.
+fn iris_with_names(dir: &Path, units: usize) -> PathBuf {
+    let names = ["setosa", "versicolor", "virginica"];
+    let text = std::fs::read_to_string("examples/data/iris.csv").unwrap();
+    let mut lines = text.lines();
+    let mut out = format!("{}\n", lines.next().unwrap());
+    for line in lines {
+        let (features, class) = line.rsplit_once(',').unwrap();
+        let class: usize = class.parse().unwrap();
+        out.push_str(&format!("{features},{}\n", names[class]));
+    }
+    std::fs::create_dir_all(dir.join("data")).unwrap();
+    std::fs::write(dir.join("data/iris.csv"), out).unwrap();
+    let model = std::fs::read_to_string("examples/iris.nn")
+        .unwrap()
+        .replace(
+            "dense(3, activation = softmax)",
+            &format!("dense({units}, activation = softmax)"),
+        );
+    let path = dir.join("iris.nn");
+    std::fs::write(&path, model).unwrap();
+    path
+}
+
+#[test]
+fn class_words_travel_with_the_weights_into_predictions() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = iris_with_names(dir.path(), 3);
+    let (weights, test) = train(s(&model), &["--epochs", "20"], dir.path());
+    assert!(
+        test["metrics"]["accuracy"].as_f64().unwrap() > 0.8,
+        "{test}"
+    );
+    let out = ok(&[
+        "predict",
+        s(&model),
+        "--weights",
+        s(&weights),
+        s(&dir.path().join("data/iris.csv")),
+    ]);
+    let (header, rows) = csv_rows(&out.stdout);
+    assert_eq!(
+        header,
+        ["class", "prob_setosa", "prob_versicolor", "prob_virginica"]
+    );
+    // The file lists 50 of each species in order; most predictions name them.
+    let right = rows
+        .iter()
+        .enumerate()
+        .filter(|(i, r)| r[0] == ["setosa", "versicolor", "virginica"][i / 50])
+        .count();
+    assert!(right > 120, "{right} of 150 rows predicted right");
+
+    // `check` counts the classes a column of words names against the output.
+    let two = tempfile::tempdir().unwrap();
+    let model = iris_with_names(two.path(), 2);
+    let out = nnc(&["check", s(&model)]);
+    assert_eq!(out.code, 1, "{}", out.stderr);
+    assert!(
+        out.stderr
+            .contains("names 3 classes (`setosa`, `versicolor`, `virginica`)"),
+        "{}",
+        out.stderr
     );
 }

@@ -475,7 +475,7 @@ impl Sketch {
         }
         for which in ["kernel_initializer", "bias_initializer"] {
             if b.chance(15) {
-                args.push(format!("{which} = {}", b.pick(INITIALIZERS)));
+                args.push(format!("{which} = {}", b.pick(&INITIALIZERS)));
             }
         }
         let macs = self.size() * units;
@@ -628,7 +628,7 @@ fn convnet(b: &mut Bytes, classes: usize) -> Sketch {
             args.push("use_bias = false".into());
         }
         if b.chance(15) {
-            args.push(format!("kernel_initializer = {}", b.pick(INITIALIZERS)));
+            args.push(format!("kernel_initializer = {}", b.pick(&INITIALIZERS)));
         }
         let line = format!("conv2d({})", args.join(", "));
         s.push(line, vec![oh, ow, filters], per_filter * filters);

@@ -6,11 +6,12 @@
 use std::path::{Path, PathBuf};
 
 use crate::cli::{
-    checked_model, emit, set_threads, source_bytes, EvaluateArgs, ExportArgs, Io, PredictArgs,
-    EXIT_ERRORS, EXIT_OK, EXIT_USAGE,
+    checked_model, emit, internal_error, set_threads, source_bytes, EvaluateArgs, ExportArgs, Io,
+    PredictArgs, EXIT_ERRORS, EXIT_INTERNAL, EXIT_OK, EXIT_USAGE,
 };
 use crate::runtime::checkpoint;
 use crate::runtime::data::{self, npy};
+use crate::runtime::error::RunError;
 use crate::runtime::predict::{self, PREDICT_BATCH};
 use crate::runtime::predict_io;
 use crate::runtime::report::{HumanReporter, JsonReporter, Reporter, TestReport};
@@ -22,6 +23,13 @@ type Failure = (String, i32);
 
 fn input_error(message: String) -> Failure {
     (message, EXIT_ERRORS)
+}
+
+fn run_failure(error: RunError) -> Failure {
+    match error {
+        RunError::User(message) => (message, EXIT_ERRORS),
+        RunError::Internal(message) => (message, EXIT_INTERNAL),
+    }
 }
 
 /// The checked model and its trained weights; notes (another source version, ...)
@@ -67,6 +75,7 @@ fn check_output(path: &Path, what: &str) -> Result<(), Failure> {
 fn finish(result: Result<(), Failure>, io: &mut Io) -> i32 {
     match result {
         Ok(()) => EXIT_OK,
+        Err((message, EXIT_INTERNAL)) => internal_error(&message, false, io),
         Err((message, code)) => {
             emit(io.stderr, &format!("error: {message}\n"));
             code
@@ -113,7 +122,7 @@ fn run_predict(
         emit(io.stderr, &format!("{n}\n"));
     }
     let batch = args.batch_size.map_or(PREDICT_BATCH, |b| b as usize);
-    let outputs = predict::predict(model, trained, &set, batch).map_err(input_error)?;
+    let outputs = predict::predict(model, trained, &set, batch).map_err(run_failure)?;
     let width = model.output_size();
     let bytes = if npy_out {
         npy::encode_f32(&[set.rows, width], &outputs).map_err(input_error)?
@@ -162,13 +171,25 @@ fn run_evaluate(
     let (set, train_rows) = match (&args.data, &config.test) {
         (Some(path), _) => {
             let source = data_source(path, &config.data, prep)?;
-            let set = data::prepare_source(model, &config, &source, prep.standardization.as_ref())
-                .map_err(input_error)?;
+            let set = data::prepare_source(
+                model,
+                &config,
+                &source,
+                prep.standardization.as_ref(),
+                &prep.classes,
+            )
+            .map_err(input_error)?;
             (set, None)
         }
         (None, Some(TestSource::Source(source))) => {
-            let set = data::prepare_source(model, &config, source, prep.standardization.as_ref())
-                .map_err(input_error)?;
+            let set = data::prepare_source(
+                model,
+                &config,
+                source,
+                prep.standardization.as_ref(),
+                &prep.classes,
+            )
+            .map_err(input_error)?;
             (set, None)
         }
         (None, Some(TestSource::Split(_))) => {
@@ -197,7 +218,7 @@ fn run_evaluate(
         .min(train_rows.unwrap_or(usize::MAX))
         .max(1);
     let (loss, metrics) =
-        predict::evaluate(model, &config, trained, &set, batch).map_err(input_error)?;
+        predict::evaluate(model, &config, trained, &set, batch).map_err(run_failure)?;
     let report = TestReport { loss, metrics };
     if args.json {
         JsonReporter { out: io.stdout }.tested(&report);

@@ -3,6 +3,7 @@
 pub mod checkpoint;
 pub mod data;
 pub mod distributed;
+pub mod error;
 pub mod interrupt;
 pub mod memory;
 pub mod metrics;

@@ -10,6 +10,7 @@ use crate::ir::graph::Graph;
 use crate::ir::layout::Layout;
 use crate::ir::{build, init};
 use crate::runtime::data::{self, Dataset};
+use crate::runtime::error::RunError;
 use crate::runtime::metrics::Accumulator;
 use crate::runtime::trained::Trained;
 use crate::sema::model::{Model, TrainConfig};
@@ -42,12 +43,13 @@ impl Runner {
         batch: usize,
         trained: &Trained,
         make: impl Fn(usize) -> Result<Graph, String>,
-    ) -> Result<Runner, String> {
+    ) -> Result<Runner, RunError> {
         let batch = batch.min(rows).max(1);
-        let program = |b: usize| -> Result<Program, String> {
-            let graph = make(b)?;
+        // A checked model always builds and compiles: a failure here is a bug.
+        let program = |b: usize| -> Result<Program, RunError> {
+            let graph = make(b).map_err(RunError::internal)?;
             let layout = Layout::planned(&graph);
-            let jit = crate::codegen::compile(&graph, &layout)?;
+            let jit = crate::codegen::compile(&graph, &layout).map_err(RunError::internal)?;
             Ok(Program { graph, layout, jit })
         };
         let full = program(batch)?;
@@ -80,12 +82,15 @@ impl Runner {
     }
 
     /// Runs the program for `n` rows on `x` (and targets `y`).
-    fn run(&mut self, n: usize, x: &[f32], y: &[f32]) -> Result<(), String> {
+    fn run(&mut self, n: usize, x: &[f32], y: &[f32]) -> Result<(), RunError> {
         let program = match &self.last {
             Some(p) if p.graph.batch == n => p,
             _ => &self.full,
         };
-        program.jit.run(&mut self.arena, x, y, 0)
+        program
+            .jit
+            .run(&mut self.arena, x, y, 0)
+            .map_err(RunError::internal)
     }
 
     fn slice(&self, program: &Program, id: usize) -> &[f32] {
@@ -103,7 +108,7 @@ pub fn predict(
     trained: &Trained,
     set: &Dataset,
     batch: usize,
-) -> Result<Vec<f32>, String> {
+) -> Result<Vec<f32>, RunError> {
     // The forward pass alone: without the train block the graph has no optimizer slots.
     let forward = Model {
         train: None,
@@ -134,7 +139,7 @@ pub fn evaluate(
     trained: &Trained,
     set: &Dataset,
     batch: usize,
-) -> Result<(f64, Vec<(String, f64)>), String> {
+) -> Result<(f64, Vec<(String, f64)>), RunError> {
     let mut runner = Runner::new(set.rows, batch, trained, |b| build::evaluate(model, b))?;
     let batch = runner.full.graph.batch;
     let (fc, tw) = (set.feature_count, set.target_width);

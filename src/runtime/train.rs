@@ -17,6 +17,7 @@ use crate::ir::{build, init, interp, print};
 use crate::runtime::checkpoint;
 use crate::runtime::data::{self, Dataset};
 use crate::runtime::distributed::{self, StepPlan, StepSum, World};
+use crate::runtime::error::RunError;
 use crate::runtime::interrupt;
 use crate::runtime::memory;
 use crate::runtime::metrics::Accumulator;
@@ -67,34 +68,35 @@ struct Halves {
 }
 
 impl Executable {
-    fn new(graph: Graph, engine: Engine, profile: bool) -> Result<Executable, String> {
+    fn new(graph: Graph, engine: Engine, profile: bool) -> Result<Executable, RunError> {
         let layout = Layout::planned(&graph);
         let jit = match (engine, profile) {
-            (Engine::Jit, false) => Some(crate::codegen::compile(&graph, &layout)?),
-            (Engine::Jit, true) => Some(crate::codegen::compile_profiled(&graph, &layout)?),
+            (Engine::Jit, false) => Some(crate::codegen::compile(&graph, &layout)),
+            (Engine::Jit, true) => Some(crate::codegen::compile_profiled(&graph, &layout)),
             (Engine::Interpreter, _) => None,
         };
         Ok(Executable {
             graph,
             layout,
-            jit,
+            jit: jit.transpose().map_err(RunError::internal)?,
             halves: None,
         })
     }
 
     /// A train step compiled as two halves only (see `Halves`).
-    fn halved(graph: Graph, engine: Engine, profile: bool) -> Result<Executable, String> {
+    fn halved(graph: Graph, engine: Engine, profile: bool) -> Result<Executable, RunError> {
         let layout = Layout::planned(&graph);
         let split = graph
             .update_start()
-            .ok_or("the train step does not end with its updates")?;
+            .ok_or_else(|| RunError::internal("the train step does not end with its updates"))?;
         let jit = match engine {
-            Engine::Jit => Some(crate::codegen::compile_split(
-                &graph, &layout, split, profile,
-            )?),
+            Engine::Jit => Some(
+                crate::codegen::compile_split(&graph, &layout, split, profile)
+                    .map_err(RunError::internal)?,
+            ),
             Engine::Interpreter => None,
         };
-        let plan = StepPlan::new(&graph, &layout)?;
+        let plan = StepPlan::new(&graph, &layout).map_err(RunError::internal)?;
         Ok(Executable {
             graph,
             layout,
@@ -103,9 +105,10 @@ impl Executable {
         })
     }
 
-    fn run(&self, arena: &mut [f32], x: &[f32], y: &[f32], step: u64) -> Result<(), String> {
+    fn run(&self, arena: &mut [f32], x: &[f32], y: &[f32], step: u64) -> Result<(), RunError> {
         match &self.jit {
-            Some(f) => f.run(arena, x, y, step),
+            // The trainer sized the arena and batches from this graph's layout.
+            Some(f) => f.run(arena, x, y, step).map_err(RunError::internal),
             None => {
                 interp::run(&self.graph, &self.layout, arena, x, y, step);
                 Ok(())
@@ -121,10 +124,13 @@ impl Executable {
         x: &[f32],
         y: &[f32],
         step: u64,
-    ) -> Result<(), String> {
-        let halves = self.halves.as_ref().ok_or("the step is not halved")?;
+    ) -> Result<(), RunError> {
+        let halves = (self.halves.as_ref()).ok_or_else(|| RunError::internal("not halved"))?;
         match &halves.jit {
-            Some((first, last)) => if second { last } else { first }.run(arena, x, y, step),
+            // The trainer sized the arena and batches from this graph's layout.
+            Some((first, last)) => if second { last } else { first }
+                .run(arena, x, y, step)
+                .map_err(RunError::internal),
             None => {
                 let nodes = if second {
                     halves.split..self.graph.nodes.len()
@@ -177,10 +183,10 @@ struct Programs<'m> {
 }
 
 impl<'m> Programs<'m> {
-    fn train_step(&mut self, batch: usize) -> Result<&Executable, String> {
+    fn train_step(&mut self, batch: usize) -> Result<&Executable, RunError> {
         if !self.train.contains_key(&batch) {
             let started = Instant::now();
-            let graph = build::train_step(self.model, batch)?;
+            let graph = build::train_step(self.model, batch).map_err(RunError::internal)?;
             let exe = if self.halved {
                 Executable::halved(graph, self.engine, self.profile)?
             } else {
@@ -192,10 +198,11 @@ impl<'m> Programs<'m> {
         Ok(&self.train[&batch])
     }
 
-    fn evaluate(&mut self, batch: usize) -> Result<&Executable, String> {
+    fn evaluate(&mut self, batch: usize) -> Result<&Executable, RunError> {
         if !self.evaluate.contains_key(&batch) {
             let started = Instant::now();
-            let exe = Executable::new(build::evaluate(self.model, batch)?, self.engine, false)?;
+            let graph = build::evaluate(self.model, batch).map_err(RunError::internal)?;
+            let exe = Executable::new(graph, self.engine, false)?;
             self.compile_time += started.elapsed();
             self.evaluate.insert(batch, exe);
         }
@@ -228,7 +235,7 @@ pub fn train(
     model: &Model,
     options: &RunOptions,
     reporter: &mut dyn Reporter,
-) -> Result<Outcome, String> {
+) -> Result<Outcome, RunError> {
     train_in(model, options, reporter, None)
 }
 
@@ -243,7 +250,7 @@ pub fn train_distributed(
     options: &RunOptions,
     reporter: &mut dyn Reporter,
     world: &World,
-) -> Result<Outcome, String> {
+) -> Result<Outcome, RunError> {
     let result = train_in(model, options, reporter, Some(world));
     if result.is_err() && world.readied().is_none() {
         // Failed before training: tell the others, who wait in `ready`.
@@ -257,7 +264,7 @@ fn train_in(
     options: &RunOptions,
     reporter: &mut dyn Reporter,
     world: Option<&World>,
-) -> Result<Outcome, String> {
+) -> Result<Outcome, RunError> {
     let lead = world.is_none_or(|w| w.rank() == 0);
     // Each rank draws its own dropout masks: the graphs' seed, not the weights'.
     let own_masks;
@@ -298,7 +305,8 @@ fn train_in(
             "a batch of {batch} rows cannot be split over {} processes: use a batch size \
              of at least {0}, or fewer processes",
             w.size()
-        ));
+        )
+        .into());
     }
     reporter.data_loaded(&DataReport {
         train_rows: train_set.rows,
@@ -434,7 +442,7 @@ fn train_in(
             match (world, &exe.halves) {
                 (Some(w), Some(halves)) => {
                     // This rank's own failure: the others wait in the sum.
-                    let local = |r: Result<(), String>| r.unwrap_or_else(|e| w.fail(&e));
+                    let local = |r: Result<(), RunError>| r.unwrap_or_else(|e| w.fail(e.message()));
                     if m > 0 {
                         local(exe.run_half(false, &mut arena, x, y, step));
                     }
@@ -454,7 +462,8 @@ fn train_in(
                     "the loss became {loss} in epoch {epoch}, batch {} of {batches_per_epoch}: \
                      training diverged; try a smaller learning rate",
                     index + 1
-                ));
+                )
+                .into());
             }
             // Weighted by the batch's rows, as Keras reports an epoch's loss.
             loss_sum += f64::from(loss) * n as f64;
@@ -484,7 +493,7 @@ fn train_in(
                 evaluate(&mut programs, &mut arena, set, &config, batch),
                 world,
             ) {
-                (Err(e), Some(w)) => w.fail(&e),
+                (Err(e), Some(w)) => w.fail(e.message()),
                 (result, _) => Some(result?),
             },
             None => None,
@@ -519,7 +528,10 @@ fn train_in(
     let preparation = trained::Preparation {
         features: prepared.feature_names.clone(),
         standardization: prepared.standardization.clone(),
-        classes: trained::classes(model, config.loss),
+        classes: prepared
+            .class_names
+            .clone()
+            .unwrap_or_else(|| trained::classes(model, config.loss)),
         seed: Some(config.seed),
     };
     let metadata = trained::metadata(model, &preparation, options.source_sha256.as_deref());
@@ -612,7 +624,7 @@ fn evaluate(
     set: &Dataset,
     config: &TrainConfig,
     batch: usize,
-) -> Result<(f64, Vec<(String, f64)>), String> {
+) -> Result<(f64, Vec<(String, f64)>), RunError> {
     let batch = batch.min(set.rows).max(1);
     let mut x_buf = vec![0f32; batch * set.feature_count];
     let mut y_buf = vec![0f32; batch * set.target_width];
@@ -673,4 +685,49 @@ fn values(metrics: &[Accumulator]) -> Vec<(String, f64)> {
         .iter()
         .map(|m| (m.name().to_string(), m.mean().unwrap_or(f64::NAN)))
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ir::testing::dense_model;
+    use crate::ops::activation::Activation;
+    use crate::sema::model::{LayerKind, Loss, Optimizer, Padding};
+
+    /// A model the front end would have refused (pooling a flat input) stands for any
+    /// model that fails to build: that failure is nnc's, not the user's.
+    #[test]
+    fn a_model_that_fails_to_build_is_an_internal_error() {
+        let mut model = dense_model(
+            2,
+            &[(1, Activation::Linear)],
+            Loss::Mse,
+            Optimizer::Sgd {
+                learning_rate: 0.1,
+                momentum: 0.0,
+                nesterov: false,
+            },
+        );
+        model.layers[0].kind = LayerKind::MaxPool2d {
+            pool_size: [2, 2],
+            strides: [2, 2],
+            padding: Padding::Valid,
+        };
+        let mut programs = Programs {
+            model: &model,
+            engine: Engine::Jit,
+            profile: false,
+            halved: false,
+            train: HashMap::new(),
+            evaluate: HashMap::new(),
+            compile_time: Duration::ZERO,
+        };
+        match programs.train_step(4) {
+            Err(RunError::Internal(message)) => {
+                assert!(message.contains("needs an image input"), "{message}")
+            }
+            Err(other) => panic!("expected an internal error, got {other:?}"),
+            Ok(_) => panic!("a pooled flat input built a graph"),
+        }
+    }
 }

@@ -237,6 +237,22 @@ pub fn string<'v>(v: &'v Value, param: &str) -> Result<&'v str, Diagnostic> {
     }
 }
 
+/// The variant of `all` whose `keyword` the value `v` names (as `name` reads it):
+/// the one way a name becomes an enum, so a name without a variant cannot exist.
+pub fn keyword<T: Copy>(
+    v: &Value,
+    param: &str,
+    kind: &str,
+    all: &[T],
+    keyword: fn(T) -> &'static str,
+) -> Result<T, Diagnostic> {
+    let known: Vec<&'static str> = all.iter().map(|&t| keyword(t)).collect();
+    let name = name(v, param, kind, &known)?;
+    let found = all.iter().copied().find(|&t| keyword(t) == name);
+    // `name` returned one of `known`, each the keyword of a variant of `all`.
+    found.ok_or_else(|| type_error(v, kind, param))
+}
+
 /// A name from `known`, written bare (`relu`) or as a Keras-style string (`"relu"`).
 pub fn name(
     v: &Value,

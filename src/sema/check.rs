@@ -289,24 +289,17 @@ fn req<T>(
 }
 
 fn initializer(v: &Value, param: &str) -> Result<Initializer, Diagnostic> {
-    Ok(
-        match args::name(v, param, "initializer", names::INITIALIZERS)? {
-            "glorot_uniform" => Initializer::GlorotUniform,
-            "glorot_normal" => Initializer::GlorotNormal,
-            "he_uniform" => Initializer::HeUniform,
-            "he_normal" => Initializer::HeNormal,
-            "lecun_normal" => Initializer::LecunNormal,
-            "ones" => Initializer::Ones,
-            _ => Initializer::Zeros,
-        },
+    args::keyword(
+        v,
+        param,
+        "initializer",
+        &Initializer::ALL,
+        Initializer::keyword,
     )
 }
 
 fn padding(v: &Value, param: &str) -> Result<Padding, Diagnostic> {
-    Ok(match args::name(v, param, "padding", names::PADDINGS)? {
-        "same" => Padding::Same,
-        _ => Padding::Valid,
-    })
+    args::keyword(v, param, "padding", &Padding::ALL, Padding::keyword)
 }
 
 /// An activation given as a value: `relu`, `"relu"` or `leaky_relu(alpha = 0.2)`.

@@ -42,6 +42,32 @@ pub enum Initializer {
     Ones,
 }
 
+impl Initializer {
+    /// Every initializer, in the order suggestions and completions list them.
+    pub const ALL: [Initializer; 7] = [
+        Initializer::GlorotUniform,
+        Initializer::GlorotNormal,
+        Initializer::HeUniform,
+        Initializer::HeNormal,
+        Initializer::LecunNormal,
+        Initializer::Zeros,
+        Initializer::Ones,
+    ];
+
+    /// Its name in `.nn` files, as Keras spells it.
+    pub fn keyword(self) -> &'static str {
+        match self {
+            Initializer::GlorotUniform => "glorot_uniform",
+            Initializer::GlorotNormal => "glorot_normal",
+            Initializer::HeUniform => "he_uniform",
+            Initializer::HeNormal => "he_normal",
+            Initializer::LecunNormal => "lecun_normal",
+            Initializer::Zeros => "zeros",
+            Initializer::Ones => "ones",
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Padding {
     Valid,
@@ -49,6 +75,15 @@ pub enum Padding {
 }
 
 impl Padding {
+    pub const ALL: [Padding; 2] = [Padding::Valid, Padding::Same];
+
+    pub fn keyword(self) -> &'static str {
+        match self {
+            Padding::Valid => "valid",
+            Padding::Same => "same",
+        }
+    }
+
     /// How many windows of size `k` and stride `s > 0` fit along an axis of `n`, as
     /// Keras counts them (`None` when a `valid` window does not fit): `valid`:
     /// `floor((n - k) / s) + 1`; `same`: `ceil(n / s)`, the input padded to fit.
@@ -175,7 +210,11 @@ impl Layer {
                 bias_initializer,
                 ..
             } => {
-                let inputs = self.input_shape.iter().product();
+                // Saturating: the summary counts a layer sema is about to refuse as too big.
+                let inputs = self
+                    .input_shape
+                    .iter()
+                    .fold(1, |a: usize, &d| a.saturating_mul(d));
                 let mut v = vec![p("kernel", vec![inputs, *units], true, *kernel_initializer)];
                 if *use_bias {
                     v.push(p("bias", vec![*units], true, *bias_initializer));
@@ -211,12 +250,18 @@ impl Layer {
                     p("moving_variance", vec![c], false, Initializer::Ones),
                 ]
             }
-            _ => vec![],
+            LayerKind::Flatten
+            | LayerKind::Dropout { .. }
+            | LayerKind::Activation(_)
+            | LayerKind::MaxPool2d { .. }
+            | LayerKind::AvgPool2d { .. }
+            | LayerKind::Reshape { .. } => vec![],
         }
     }
 
-    /// (trainable, non-trainable) parameter counts. Saturating: sema has already
-    /// refused models whose counts overflow.
+    /// (trainable, non-trainable) parameter counts, saturating at `u64::MAX` (the
+    /// summary shows them for layers sema then refuses as too big); the one count
+    /// every stage and the summary use.
     pub fn param_counts(&self) -> (u64, u64) {
         let mut counts = (0u64, 0u64);
         for spec in self.params() {

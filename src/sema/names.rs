@@ -3,6 +3,7 @@
 use std::sync::LazyLock;
 
 use crate::ops::Activation;
+use crate::sema::model::{Initializer, Padding};
 
 /// Layer kinds other than the activation layers (`relu`, ...), which `LAYERS` adds.
 const LAYER_KINDS: &[&str] = &[
@@ -32,16 +33,12 @@ pub static ACTIVATIONS: LazyLock<Vec<&'static str>> = LazyLock::new(|| {
         .chain(Activation::ALIASES.iter().map(|(alias, _)| *alias))
         .collect()
 });
-pub const INITIALIZERS: &[&str] = &[
-    "glorot_uniform",
-    "glorot_normal",
-    "he_uniform",
-    "he_normal",
-    "lecun_normal",
-    "zeros",
-    "ones",
-];
-pub const PADDINGS: &[&str] = &["valid", "same"];
+/// Every initializer name, from `Initializer::ALL`.
+pub static INITIALIZERS: LazyLock<Vec<&'static str>> =
+    LazyLock::new(|| Initializer::ALL.iter().map(|i| i.keyword()).collect());
+/// Every padding name, from `Padding::ALL`.
+pub static PADDINGS: LazyLock<Vec<&'static str>> =
+    LazyLock::new(|| Padding::ALL.iter().map(|p| p.keyword()).collect());
 pub const LOSSES: &[&str] = &[
     "mse",
     "mae",

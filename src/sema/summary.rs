@@ -71,46 +71,15 @@ fn multiply_adds(l: &Layer) -> u128 {
                 .saturating_mul(kernel_size[0] as u128 * kernel_size[1] as u128)
                 .saturating_mul(c)
         }
-        _ => 0,
+        // Elementwise, pooling and shape layers: a few operations per element.
+        LayerKind::Flatten
+        | LayerKind::Dropout { .. }
+        | LayerKind::Activation(_)
+        | LayerKind::MaxPool2d { .. }
+        | LayerKind::AvgPool2d { .. }
+        | LayerKind::BatchNorm { .. }
+        | LayerKind::Reshape { .. } => 0,
     }
-}
-
-/// (trainable, non-trainable) counts, in u128 so that absurd sizes cannot overflow
-/// before sema refuses them; the same formulas as `Layer::param_counts`.
-fn param_counts(l: &Layer) -> (u64, u64) {
-    let c = l.input_shape.last().copied().unwrap_or(1) as u128;
-    let (t, n) = match &l.kind {
-        LayerKind::Dense {
-            units, use_bias, ..
-        } => {
-            let u = *units as u128;
-            (
-                elements(&l.input_shape)
-                    .saturating_mul(u)
-                    .saturating_add(if *use_bias { u } else { 0 }),
-                0,
-            )
-        }
-        LayerKind::Conv2d {
-            filters,
-            kernel_size,
-            use_bias,
-            ..
-        } => {
-            let f = *filters as u128;
-            let k = (kernel_size[0] as u128).saturating_mul(kernel_size[1] as u128);
-            (
-                k.saturating_mul(c)
-                    .saturating_mul(f)
-                    .saturating_add(if *use_bias { f } else { 0 }),
-                0,
-            )
-        }
-        LayerKind::BatchNorm { .. } => (2 * c, 2 * c),
-        _ => (0, 0),
-    };
-    let clamp = |x: u128| u64::try_from(x).unwrap_or(u64::MAX);
-    (clamp(t), clamp(n))
 }
 
 /// Slots of optimizer state per trainable parameter, as Keras keeps them.
@@ -135,7 +104,7 @@ pub fn summarize(
     let rows: Vec<Row> = layers
         .iter()
         .map(|l| {
-            let (t, n) = param_counts(l);
+            let (t, n) = l.param_counts();
             Row {
                 name: l.name.clone(),
                 kind: keras_kind(&l.kind),
@@ -336,11 +305,8 @@ mod tests {
             output_shape: vec![13, 13, 32],
             ..conv.clone()
         };
-        for l in [&conv, &bn] {
-            assert_eq!(param_counts(l), l.param_counts());
-        }
-        assert_eq!(param_counts(&conv), (18_496, 0));
-        assert_eq!(param_counts(&bn), (64, 64));
+        assert_eq!(conv.param_counts(), (18_496, 0));
+        assert_eq!(bn.param_counts(), (64, 64));
         // 11*11 outputs * 64 filters * 3*3*32 products each.
         assert_eq!(multiply_adds(&conv), 11 * 11 * 64 * 9 * 32);
     }

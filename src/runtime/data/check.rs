@@ -7,7 +7,7 @@
 
 use std::path::Path;
 
-use super::{csv, idx};
+use super::{csv, idx, npy};
 use crate::diag::{codes, Diagnostic};
 use crate::sema::model::{DataSource, Loss, Model, Span, TestSource};
 use crate::sema::CheckOutcome;
@@ -298,11 +298,17 @@ fn inspect(
                 _ => csv::read(path, target, features.as_deref()),
             };
             match table {
-                Ok(t) => {
-                    if let Some(loss) = loss {
-                        check_targets(&t.data.targets, &file, target_span, loss, facts, d);
+                Ok(t) => match (loss, &t.class_names) {
+                    // The training file's words are the classes; a later file's words
+                    // are numbered by them when `run` reads it.
+                    (Some(loss), Some(words)) if training.is_none() => {
+                        check_class_words(words, &file, target_span, loss, facts, d)
                     }
-                }
+                    (Some(loss), None) => {
+                        check_targets(&t.data.targets, &file, target_span, loss, facts, d)
+                    }
+                    _ => {}
+                },
                 Err(e) => {
                     d.push(data_error(e, arg_span(w.value, "path", 0), "this file"));
                     return None;
@@ -315,9 +321,34 @@ fn inspect(
             let labels_span = arg_span(w.value, "labels", 1);
             inspect_idx(images, images_span, labels, labels_span, w, loss, facts, d)
         }
-        // NumPy arrays are checked as `run` loads them (their headers are not read
-        // here yet); their features are matched by position.
-        DataSource::Npy { .. } | DataSource::Npz { .. } => Some(None),
+        DataSource::Npy { x, y } => {
+            let x_span = arg_span(w.value, "x", 0);
+            let y_span = arg_span(w.value, "y", 1);
+            let x = NumpyArray {
+                path: x,
+                member: None,
+                span: x_span,
+            };
+            let y = NumpyArray {
+                path: y,
+                member: None,
+                span: y_span,
+            };
+            inspect_arrays(&x, &y, w, loss, facts, d)
+        }
+        DataSource::Npz { path, x, y } => {
+            let x = NumpyArray {
+                path,
+                member: Some(x),
+                span: arg_span(w.value, "x", 1),
+            };
+            let y = NumpyArray {
+                path,
+                member: Some(y),
+                span: arg_span(w.value, "y", 2),
+            };
+            inspect_arrays(&x, &y, w, loss, facts, d)
+        }
         DataSource::Mnist { folder, subset } => match idx::mnist_paths(folder, *subset) {
             Ok((images, labels)) => {
                 let span = arg_span(w.value, "folder", 0);
@@ -404,6 +435,98 @@ fn inspect_idx(
     Some(None)
 }
 
+/// One array of a NumPy source: a `.npy` file, or a member of a `.npz` archive.
+struct NumpyArray<'a> {
+    path: &'a Path,
+    member: Option<&'a str>,
+    /// Where the `.nn` file names it.
+    span: Span,
+}
+
+impl NumpyArray<'_> {
+    fn name(&self) -> String {
+        match self.member {
+            None => self.path.display().to_string(),
+            Some(m) => format!("{}: array `{m}`", self.path.display()),
+        }
+    }
+
+    /// The whole array when the file is small, else its shape alone (`None` values).
+    fn read(&self) -> Result<(Vec<usize>, Option<Vec<f32>>), String> {
+        let size = std::fs::metadata(self.path).map_or(u64::MAX, |m| m.len());
+        if size > SMALL_FILE_BYTES {
+            return npy::shape(self.path, self.member).map(|shape| (shape, None));
+        }
+        let array = match self.member {
+            None => npy::read_npy(self.path)?,
+            Some(m) => npy::read_npz(self.path, m)?,
+        };
+        Ok((array.shape, Some(array.values)))
+    }
+}
+
+/// A NumPy source as `run` loads it: both arrays readable, one label per sample,
+/// samples that fill the input, labels that fit the loss.
+fn inspect_arrays(
+    x: &NumpyArray,
+    y: &NumpyArray,
+    w: &Written,
+    loss: Option<Loss>,
+    facts: &ModelFacts,
+    d: &mut Vec<Diagnostic>,
+) -> Option<Option<Vec<String>>> {
+    let read = |a: &NumpyArray, d: &mut Vec<Diagnostic>| {
+        a.read()
+            .map_err(|e| d.push(data_error(e, a.span.clone(), "this array")))
+            .ok()
+    };
+    let (xs, ys) = (read(x, d), read(y, d));
+    let ((x_shape, _), (y_shape, labels)) = (xs?, ys?);
+    if x_shape.len() < 2 {
+        d.push(data_error(
+            format!(
+                "{}: the array has shape {x_shape:?}; its first axis is the sample, so it needs \
+                 at least two axes",
+                x.name()
+            ),
+            x.span.clone(),
+            "this array",
+        ));
+        return None;
+    }
+    let flat = matches!(y_shape[..], [n] | [n, 1] if n == x_shape[0]);
+    if !flat {
+        d.push(data_error(
+            format!(
+                "{}: the array has shape {y_shape:?}, {} has shape {x_shape:?}; the labels need \
+                 shape [{}] (one per sample)",
+                y.name(),
+                x.name(),
+                x_shape[0]
+            ),
+            y.span.clone(),
+            "this array",
+        ));
+        return None;
+    }
+    let per_sample: u64 = x_shape[1..].iter().map(|&n| n as u64).product();
+    check_feature_count(
+        per_sample,
+        &format!("samples of shape {:?} ({per_sample} values)", &x_shape[1..]),
+        w.value,
+        facts,
+        d,
+    );
+    match (loss, labels) {
+        (Some(loss), Some(labels)) => {
+            check_targets(&labels, &y.name(), y.span.clone(), loss, facts, d)
+        }
+        (Some(_), None) => d.push(not_read(&y.name(), y.span.clone(), "its labels")),
+        (None, _) => {}
+    }
+    Some(None)
+}
+
 /// W0006: a file too large for `check` to read whole; `what` it did not check.
 fn not_read(file: &str, span: Span, what: &str) -> Diagnostic {
     Diagnostic::warning(
@@ -445,6 +568,77 @@ fn check_feature_count(
                 if n == 1 { "" } else { "s" }
             )),
         );
+    }
+}
+
+/// A target column of class words against the loss and the output: one output unit
+/// per class (two classes for binary cross-entropy), and no regression loss.
+fn check_class_words(
+    words: &[String],
+    file: &str,
+    span: Span,
+    loss: Loss,
+    facts: &ModelFacts,
+    d: &mut Vec<Diagnostic>,
+) {
+    let n = words.len() as u64;
+    let shown: Vec<String> = words.iter().take(8).map(|w| format!("`{w}`")).collect();
+    let more = if words.len() > 8 { ", ..." } else { "" };
+    let names = format!("{}{more}", shown.join(", "));
+    let plural = if n == 1 { "" } else { "es" };
+    match loss {
+        Loss::Mse | Loss::Mae | Loss::Huber => d.push(
+            data_error(
+                format!(
+                    "{file}: the target column holds words ({names}), but `{}` compares the \
+                     output with numbers",
+                    loss.keyword()
+                ),
+                span,
+                "a column of class names",
+            )
+            .with_help(format!(
+                "for {n} classes use `sparse_categorical_crossentropy` and end the model with \
+                 `dense({n}, activation = softmax)`"
+            )),
+        ),
+        Loss::BinaryCrossentropy if n != 2 => d.push(
+            data_error(
+                format!(
+                    "{file}: the target column names {n} class{plural} ({names}); \
+                     binary_crossentropy needs exactly two"
+                ),
+                span,
+                format!("{n} class{plural}"),
+            )
+            .with_help(format!(
+                "for {n} classes use `sparse_categorical_crossentropy` and end the model with \
+                 `dense({n}, activation = softmax)`"
+            )),
+        ),
+        Loss::BinaryCrossentropy => {}
+        Loss::SparseCategoricalCrossentropy | Loss::CategoricalCrossentropy => {
+            let Some(out) = facts.output_size else {
+                return;
+            };
+            if n != out {
+                d.push(
+                    data_error(
+                        format!(
+                            "{file}: the target column names {n} class{plural} ({names}), but \
+                             the model outputs {out} unit{}",
+                            if out == 1 { "" } else { "s" }
+                        ),
+                        span,
+                        format!("{n} class{plural}"),
+                    )
+                    .with_label(facts.output_span.clone(), format!("{out} outputs"))
+                    .with_help(format!(
+                        "end the model with `dense({n}, activation = softmax)`"
+                    )),
+                );
+            }
+        }
     }
 }
 

@@ -1,4 +1,5 @@
-//! CSV data sources: a header row names the columns, every used cell is a number.
+//! CSV data sources: a header row names the columns, every used feature cell is a
+//! number; the target column holds numbers, or words that name classes.
 
 use std::io::Read;
 use std::path::Path;
@@ -15,6 +16,10 @@ pub struct CsvTable {
     pub lines: Vec<u64>,
     /// The feature columns, in the order of `data.features`.
     pub feature_names: Vec<String>,
+    /// When the target column holds words (`setosa`, ...) rather than numbers: the
+    /// distinct words in sorted order, and `data.targets` holds each row's index
+    /// into them (as scikit-learn's `LabelEncoder` numbers classes).
+    pub class_names: Option<Vec<String>>,
 }
 
 /// Reads `path`; `features == None` takes every column but `target`, in file order.
@@ -125,6 +130,7 @@ fn read_with(path: &Path, target: &str, columns: Columns) -> Result<CsvTable, St
     };
     let mut features = Vec::new();
     let mut lines = Vec::new();
+    let mut targets = TargetCells::default();
     let mut record = ::csv::StringRecord::new();
     loop {
         match reader.read_record(&mut record) {
@@ -153,25 +159,80 @@ fn read_with(path: &Path, target: &str, columns: Columns) -> Result<CsvTable, St
         for &c in &feature_cols {
             features.push(parse_cell(&record[c], &file, line, c, &names[c])?);
         }
-        data.targets.push(parse_cell(
-            &record[target_col],
-            &file,
-            line,
-            target_col,
-            &names[target_col],
-        )?);
+        targets.push(&record[target_col], line);
         lines.push(line);
     }
     if lines.is_empty() {
         return Err(format!("{file}: the file has a header but no data rows"));
     }
+    let (values, class_names) = targets.finish(&file, target_col, &names[target_col])?;
+    data.targets = values;
     data.rows = lines.len();
     data.features = Features::Values(features);
     Ok(CsvTable {
         data,
         lines,
         feature_names: feature_cols.iter().map(|&c| names[c].clone()).collect(),
+        class_names,
     })
+}
+
+/// The target column's cells as read: kept as text until the whole column is seen,
+/// since a column of numbers and a column of class words are read differently.
+#[derive(Default)]
+struct TargetCells {
+    cells: Vec<(String, u64)>,
+}
+
+impl TargetCells {
+    fn push(&mut self, cell: &str, line: u64) {
+        self.cells.push((cell.to_string(), line));
+    }
+
+    /// Numbers when every cell is one; class indices into the sorted distinct words
+    /// when none is. A column that mixes both is an error at its first odd cell: a
+    /// stray `NA` among numbers must not become a class of its own.
+    fn finish(
+        self,
+        file: &str,
+        col: usize,
+        name: &str,
+    ) -> Result<(Vec<f32>, Option<Vec<String>>), String> {
+        let is_word = |cell: &str| !cell.is_empty() && cell.parse::<f32>().is_err();
+        let words = self.cells.iter().filter(|(c, _)| is_word(c)).count();
+        if words == 0 {
+            let values = self
+                .cells
+                .iter()
+                .map(|(cell, line)| parse_cell(cell, file, *line, col, name));
+            return Ok((values.collect::<Result<_, _>>()?, None));
+        }
+        if let Some((cell, line)) = self.cells.iter().find(|(c, _)| !is_word(c)) {
+            let (word, _) = self
+                .cells
+                .iter()
+                .find(|(c, _)| is_word(c))
+                .unwrap_or(&self.cells[0]);
+            let at = format!("{file}: line {line}, column {} (`{name}`)", col + 1);
+            return Err(if cell.is_empty() {
+                format!("{at}: the cell is empty (a missing value)")
+            } else {
+                format!(
+                    "{at}: `{cell}` is a number, but other targets are words such as `{word}`; \
+                     a target column holds class names or numbers, not both"
+                )
+            });
+        }
+        let mut classes: Vec<String> = self.cells.iter().map(|(c, _)| c.clone()).collect();
+        classes.sort();
+        classes.dedup();
+        let values = self
+            .cells
+            .iter()
+            .map(|(cell, _)| classes.binary_search(cell).map_or(f32::NAN, |i| i as f32))
+            .collect();
+        Ok((values, Some(classes)))
+    }
 }
 
 /// The columns of `training`'s names in `names`; every missing one is named.

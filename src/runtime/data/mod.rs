@@ -159,6 +159,8 @@ pub struct Prepared {
     pub feature_names: Vec<String>,
     /// `standardize`'s per-feature (mean, scale), as applied to every set.
     pub standardization: Option<(Vec<f64>, Vec<f64>)>,
+    /// The class names, by class index, when the training target column holds words.
+    pub class_names: Option<Vec<String>>,
 }
 
 /// Loads, splits, standardizes and checks the data of `config` for `model`.
@@ -181,7 +183,8 @@ pub fn prepare(model: &Model, config: &TrainConfig) -> Result<Prepared, String> 
     let data = load(&config.data, None)?;
     check_features(model, &data, &config.data)?;
     let feature_names = data.feature_names.clone();
-    let data = targets.apply(data)?;
+    let class_names = data.class_names.clone();
+    let data = targets.apply(data, None)?;
 
     let mut rng = StdRng::seed_from_u64(config.seed);
     let all: Vec<usize> = (0..data.rows).collect();
@@ -194,7 +197,7 @@ pub fn prepare(model: &Model, config: &TrainConfig) -> Result<Prepared, String> 
         Some(TestSource::Source(source)) => {
             let test = load(source, csv_columns(&feature_names))?;
             check_features(model, &test, source)?;
-            (all, Some(targets.apply(test)?))
+            (all, Some(targets.apply(test, class_names.as_deref())?))
         }
     };
     let (train_rows, validation_rows) = match config.validation_split {
@@ -220,6 +223,7 @@ pub fn prepare(model: &Model, config: &TrainConfig) -> Result<Prepared, String> 
         test,
         feature_names,
         standardization: None,
+        class_names,
     };
     if let DataSource::Csv {
         standardize: true, ..
@@ -239,19 +243,21 @@ pub fn prepare(model: &Model, config: &TrainConfig) -> Result<Prepared, String> 
 }
 
 /// Loads `source` for a trained model (`nnc evaluate --data`): checked against the
-/// model, targets made what `config.loss` reads, and standardized with the training
-/// statistics `standardization` (mean, scale) when there are any.
+/// model, targets made what `config.loss` reads (class words numbered as the
+/// training's `classes` were), and standardized with the training statistics
+/// `standardization` (mean, scale) when there are any.
 pub fn prepare_source(
     model: &Model,
     config: &TrainConfig,
     source: &DataSource,
     standardization: Option<&(Vec<f64>, Vec<f64>)>,
+    classes: &[String],
 ) -> Result<Dataset, String> {
     let targets = TargetRule::new(model, config.loss)?;
     let training = training_columns(&config.data);
     let loaded = load(source, training.as_deref().and_then(csv_columns))?;
     check_features(model, &loaded, source)?;
-    let mut data = targets.apply(loaded)?;
+    let mut data = targets.apply(loaded, Some(classes))?;
     if let Some((mean, scale)) = standardization {
         standardize(&mut data, mean, scale);
     }
@@ -391,6 +397,8 @@ struct Loaded {
     origin: Origin,
     /// The csv feature columns in input order (empty for images).
     feature_names: Vec<String>,
+    /// A csv target column of words: the sorted words (`csv::CsvTable::class_names`).
+    class_names: Option<Vec<String>>,
 }
 
 enum Origin {
@@ -471,6 +479,7 @@ fn load(source: &DataSource, training: Option<&[String]>) -> Result<Loaded, Stri
             };
             Ok(Loaded {
                 feature_names: table.feature_names,
+                class_names: table.class_names,
                 data: table.data,
                 origin: Origin::Csv {
                     path: path.display().to_string(),
@@ -481,6 +490,7 @@ fn load(source: &DataSource, training: Option<&[String]>) -> Result<Loaded, Stri
         }
         DataSource::Idx { images, labels } => Ok(Loaded {
             feature_names: vec![],
+            class_names: None,
             data: idx::read(images, labels)?,
             origin: Origin::Idx {
                 labels: labels.display().to_string(),
@@ -502,6 +512,7 @@ fn load(source: &DataSource, training: Option<&[String]>) -> Result<Loaded, Stri
             let (images, labels) = idx::mnist_paths(folder, *subset)?;
             Ok(Loaded {
                 feature_names: vec![],
+                class_names: None,
                 data: idx::read(&images, &labels)?,
                 origin: Origin::Idx {
                     labels: labels.display().to_string(),
@@ -569,6 +580,7 @@ fn arrays(x: npy::Array, y: npy::Array, x_what: String, y_what: String) -> Resul
             x_shape: x.shape,
         },
         feature_names: vec![],
+        class_names: None,
     })
 }
 
@@ -645,7 +657,13 @@ impl TargetRule {
         }
     }
 
-    fn apply(self, loaded: Loaded) -> Result<Dataset, String> {
+    /// `known` are the class names of the data trained on, when `loaded` comes after
+    /// it: a target column of words is numbered by them, not by its own words (a test
+    /// file may lack a class).
+    fn apply(self, mut loaded: Loaded, known: Option<&[String]>) -> Result<Dataset, String> {
+        if let Some(words) = loaded.class_names.take() {
+            loaded.data.targets = self.number_classes(&loaded, &words, known)?;
+        }
         let data = &loaded.data;
         let class_of = |row: usize, classes: usize, loss: &str| -> Result<usize, String> {
             let v = data.targets[row];
@@ -692,6 +710,73 @@ impl TargetRule {
                 })
             }
         }
+    }
+}
+
+impl TargetRule {
+    /// The class index of each row of a target column of `words` (whose indices
+    /// into `words` the targets hold): into `known` for data after the training
+    /// data, else into `words` itself, which must then name every class.
+    fn number_classes(
+        self,
+        loaded: &Loaded,
+        words: &[String],
+        known: Option<&[String]>,
+    ) -> Result<Vec<f32>, String> {
+        let listed = |names: &[String]| {
+            let shown: Vec<String> = names.iter().take(8).map(|n| format!("`{n}`")).collect();
+            let more = if names.len() > 8 { ", ..." } else { "" };
+            format!("{}{more}", shown.join(", "))
+        };
+        let classes = match self {
+            Self::Value => {
+                return Err(format!(
+                    "{}: the target column holds words ({}), but a regression loss compares \
+                     the output with numbers",
+                    loaded.target_at(0),
+                    listed(words)
+                ))
+            }
+            Self::Binary => 2,
+            Self::Sparse { classes } | Self::OneHot { classes } => classes,
+        };
+        let Some(known) = known else {
+            if words.len() != classes {
+                let (n, at, names) = (words.len(), loaded.target_at(0), listed(words));
+                let plural = if n == 1 { "" } else { "es" };
+                return Err(if matches!(self, Self::Binary) {
+                    format!(
+                        "{at}: the target column names {n} class{plural} ({names}); \
+                         binary_crossentropy needs exactly two (for {n} classes use \
+                         sparse_categorical_crossentropy and `dense({n}, activation = softmax)`)"
+                    )
+                } else {
+                    format!(
+                        "{at}: the target column names {n} class{plural} ({names}), but the \
+                         model outputs {classes} values per sample; end the model with \
+                         `dense({n}, activation = softmax)`"
+                    )
+                });
+            }
+            return Ok(loaded.data.targets.clone());
+        };
+        loaded
+            .data
+            .targets
+            .iter()
+            .enumerate()
+            .map(|(row, &i)| {
+                let word = &words[i as usize];
+                match known.iter().position(|k| k == word) {
+                    Some(c) => Ok(c as f32),
+                    None => Err(format!(
+                        "{}: `{word}` is not one of the classes trained on ({})",
+                        loaded.target_at(row),
+                        listed(known)
+                    )),
+                }
+            })
+            .collect()
     }
 }
 

@@ -26,6 +26,31 @@ pub fn read_npy(path: &Path) -> Result<Array, String> {
     decode(npy, &file)
 }
 
+/// The shape of the array in `.npy` file `path` (or of member `member` of the
+/// `.npz` archive `path`), from its header alone: what `nnc check` reads of a file
+/// too large to read whole. The header is checked as `read_npy` checks it.
+pub fn shape(path: &Path, member: Option<&str>) -> Result<Vec<usize>, String> {
+    let file = path.display().to_string();
+    match member {
+        None => {
+            let f = std::fs::File::open(path).map_err(|e| format!("{file}: cannot read: {e}"))?;
+            let npy = NpyFile::new(BufReader::new(f))
+                .map_err(|e| format!("{file}: not a NumPy .npy file: {e}"))?;
+            header(&npy, &file)
+        }
+        Some(name) => {
+            let mut archive = open_npz(path)?;
+            let what = format!("{file}: array `{name}`");
+            let member = archive
+                .by_name(&format!("{name}.npy"))
+                .map_err(|_| no_array(path, name))?;
+            let npy =
+                NpyFile::new(member).map_err(|e| format!("{what}: not a NumPy array: {e}"))?;
+            header(&npy, &what)
+        }
+    }
+}
+
 /// The array names of the `.npz` archive `path` (its `NAME.npy` members), sorted.
 pub fn npz_names(path: &Path) -> Result<Vec<String>, String> {
     let archive = open_npz(path)?;
@@ -49,38 +74,45 @@ fn open_npz(path: &Path) -> Result<zip::ZipArchive<BufReader<std::fs::File>>, St
 /// `np.savez_compressed`).
 pub fn read_npz(path: &Path, name: &str) -> Result<Array, String> {
     let file = path.display().to_string();
-    let names: Vec<String> = npz_names(path)?.iter().map(|n| format!("`{n}`")).collect();
     let mut archive = open_npz(path)?;
     let what = format!("{file}: array `{name}`");
     let member = match archive.by_name(&format!("{name}.npy")) {
         Ok(m) => m,
-        Err(zip::result::ZipError::FileNotFound) => {
-            return Err(format!(
-                "{file}: no array named `{name}`; the archive holds {}",
-                if names.is_empty() {
-                    "no arrays".to_string()
-                } else {
-                    names.join(", ")
-                }
-            ))
-        }
+        Err(zip::result::ZipError::FileNotFound) => return Err(no_array(path, name)),
         Err(e) => return Err(format!("{what}: cannot read it: {e}")),
     };
     let npy = NpyFile::new(member).map_err(|e| format!("{what}: not a NumPy array: {e}"))?;
     decode(npy, &what)
 }
 
-/// The values of `npy` as float32, refusing types NumPy data sets do not use for
-/// features and labels.
-fn decode<R: Read>(npy: NpyFile<R>, what: &str) -> Result<Array, String> {
+/// "no array named ...", listing the arrays the archive does hold.
+fn no_array(path: &Path, name: &str) -> String {
+    let names: Vec<String> = npz_names(path)
+        .unwrap_or_default()
+        .iter()
+        .map(|n| format!("`{n}`"))
+        .collect();
+    format!(
+        "{}: no array named `{name}`; the archive holds {}",
+        path.display(),
+        if names.is_empty() {
+            "no arrays".to_string()
+        } else {
+            names.join(", ")
+        }
+    )
+}
+
+/// The shape of `npy` from its header, refusing what `decode` would refuse before
+/// reading a value: Fortran order, absurd sizes, types other than the five read.
+fn header<R: Read>(npy: &NpyFile<R>, what: &str) -> Result<Vec<usize>, String> {
     let shape: Vec<usize> = npy.shape().iter().map(|&d| d as usize).collect();
     if npy.order() == Order::Fortran {
         return Err(format!(
             "{what}: the array is in Fortran order; save it with np.ascontiguousarray first"
         ));
     }
-    let count = npy
-        .shape()
+    npy.shape()
         .iter()
         .try_fold(1u64, |a, &d| a.checked_mul(d))
         .filter(|&n| n <= MAX_VALUES)
@@ -90,6 +122,25 @@ fn decode<R: Read>(npy: NpyFile<R>, what: &str) -> Result<Array, String> {
         return Err(format!(
             "{what}: a structured array; nnc reads float32, float64, uint8, int32 or int64"
         ));
+    };
+    match (ts.type_char(), ts.size_field()) {
+        (TypeChar::Float, 4 | 8) | (TypeChar::Uint, 1) | (TypeChar::Int, 4 | 8) => Ok(shape),
+        _ => Err(format!(
+            "{what}: dtype `{ts}` is not read by nnc; use float32, float64, uint8, int32 or \
+             int64"
+        )),
+    }
+}
+
+/// The values of `npy` as float32, refusing types NumPy data sets do not use for
+/// features and labels.
+fn decode<R: Read>(npy: NpyFile<R>, what: &str) -> Result<Array, String> {
+    let shape = header(&npy, what)?;
+    // `header` checked that the product fits.
+    let count: u64 = shape.iter().map(|&d| d as u64).product();
+    let dtype = npy.dtype();
+    let DType::Plain(ts) = &dtype else {
+        return Err(format!("{what}: a structured array"));
     };
     let truncated = |e: std::io::Error| {
         format!("{what}: the data ends early or is unreadable ({e}); the header promises {count} values of shape {shape:?}")
