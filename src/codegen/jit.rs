@@ -296,11 +296,9 @@ fn compile_with(
     optimize: bool,
 ) -> Result<Compiled, String> {
     // The buffers a call must hold: those of the tensors these nodes read.
-    let reads = |id: usize| {
-        graph.nodes[nodes.clone()]
-            .iter()
-            .any(|n| n.inputs.contains(&id))
-    };
+    // (`build` refuses a range outside the graph.)
+    let part = graph.nodes.get(nodes.clone()).unwrap_or(&[]);
+    let reads = |id: usize| part.iter().any(|n| n.inputs.contains(&id));
     let len_of = |id: usize| match graph.tensors.get(id) {
         Some(t) if reads(id) => t.len(),
         _ => 0,
