@@ -485,6 +485,53 @@ mod with_mpi {
         assert!(leftovers.is_empty(), "{leftovers:?}");
     }
 
+    /// `mpirun` with one process running `nnc ARGS_0` and one `nnc ARGS_1`.
+    fn mpirun_two(mpirun: &Path, rank0: &[&str], rank1: &[&str]) -> Output {
+        mpirun_command(mpirun, 1, rank0)
+            .arg(":")
+            .args(["-np", "1", NNC])
+            .args(rank1)
+            .output()
+            .unwrap()
+    }
+
+    #[test]
+    fn a_process_that_cannot_start_says_why_and_none_trains() {
+        let Some(mpirun) = mpirun() else { return };
+        let model = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/seed.nn");
+        let model = model.to_str().unwrap();
+        let run = ["run", model, "--epochs", "2"];
+        let missing = [
+            "run",
+            model,
+            "--epochs",
+            "2",
+            "--init",
+            "/nonexistent.safetensors",
+        ];
+        let out = mpirun_two(&mpirun, &run, &missing);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{stderr}");
+        assert!(
+            stderr.contains("error: process 1 of 2 could not start training:"),
+            "{stderr}"
+        );
+        assert!(stderr.contains("/nonexistent.safetensors"), "{stderr}");
+        assert!(
+            stderr.contains("another process failed before training"),
+            "{stderr}"
+        );
+        assert!(!String::from_utf8_lossy(&out.stdout).contains("Epoch"));
+
+        // Started, but not on the same training: the steps would not pair up.
+        let longer = ["run", model, "--epochs", "3"];
+        let out = mpirun_two(&mpirun, &run, &longer);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{stderr}");
+        assert!(stderr.contains("do not agree on the data"), "{stderr}");
+        assert!(!String::from_utf8_lossy(&out.stdout).contains("Epoch"));
+    }
+
     #[test]
     fn version_says_mpi_and_a_batch_too_small_to_split_is_refused() {
         let version = Command::new(NNC).arg("--version").output().unwrap();
