@@ -6,7 +6,7 @@ use std::path::Path;
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use nnc::codegen::{compile, set_threads, Compiled};
-use nnc::ir::graph::{Graph, Node, Op, Role, Tensor};
+use nnc::ir::graph::{Graph, Node, Op, Origin, Role, Tensor};
 use nnc::ir::init::initialize;
 use nnc::ir::layout::Layout;
 use nnc::sema::model::Model;
@@ -110,6 +110,7 @@ fn matmul(m: usize, k: usize, n: usize, tb: bool, density: f64) -> (Compiled, Ve
         name: name.into(),
         shape,
         role,
+        origin: Origin::Data,
     };
     let param = |name: &str| Role::Param {
         layer: "bench".into(),
@@ -136,6 +137,7 @@ fn matmul(m: usize, k: usize, n: usize, tb: bool, density: f64) -> (Compiled, Ve
         target: None,
         output: 3,
         loss: None,
+        origin: Origin::Data,
     };
     let layout = Layout::new(&g);
     let mut arena: Vec<f32> = (0..layout.len)

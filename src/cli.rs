@@ -11,7 +11,7 @@ use crate::diag::codes;
 use crate::diag::{line_col, Severity};
 use crate::runtime::distributed::{self, World};
 use crate::runtime::error::RunError;
-use crate::runtime::report::{HumanReporter, JsonReporter, Reporter};
+use crate::runtime::report::{self, HumanReporter, JsonReporter, Reporter};
 use crate::runtime::train::{train, train_distributed, Engine, Interrupted, RunOptions};
 use crate::runtime::{interrupt, trained};
 use crate::sema::{self, summary, CheckOptions, CheckOutcome};
@@ -62,6 +62,9 @@ pub enum Command {
     Export(ExportArgs),
     /// Print the train step's IR (after autodiff) or its Cranelift IR, for debugging.
     Emit(EmitArgs),
+    /// Draw the loss and metrics per epoch (training and validation) as an SVG, from
+    /// a `nnc run --json` log or a CSV log with Keras's columns.
+    Plot(PlotArgs),
     /// Explain an error or warning code, e.g. `nnc explain E0016`.
     Explain {
         /// The code, e.g. E0001 or W0002.
@@ -135,6 +138,20 @@ pub struct RunArgs {
     /// (matrix products, activations, loss, optimizer updates), slowest first.
     #[arg(long, conflicts_with = "interpret")]
     pub profile: bool,
+    /// After training, draw the loss and metrics per epoch (training and
+    /// validation) into this SVG file (atomically).
+    #[arg(long, value_name = "OUT.svg")]
+    pub plot: Option<PathBuf>,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct PlotArgs {
+    /// The log: JSON Lines from `nnc run --json`, or a .csv file with the columns
+    /// epoch (from 0, as Keras writes it), loss, metrics..., val_loss, ...
+    pub log: PathBuf,
+    /// Write the SVG here (atomically).
+    #[arg(short = 'o', long = "output", value_name = "OUT.svg")]
+    pub output: PathBuf,
 }
 
 #[derive(Debug, clap::Args)]
@@ -232,6 +249,7 @@ pub fn run(cli: Cli, io: &mut Io) -> i32 {
         Command::Evaluate(args) => trained_model::evaluate(&args, io),
         Command::Export(args) => trained_model::export(&args, io),
         Command::Emit(args) => emit_ir(&args, io),
+        Command::Plot(args) => plot(&args, io),
         Command::Explain { code } => explain(&code, io),
         Command::Fmt(args) => fmt(&args, io),
         Command::Lsp => lsp(),
@@ -644,6 +662,12 @@ fn run_process(args: &RunArgs, io: &mut Io, world: Option<&World>) -> i32 {
         profile: args.profile,
         source_sha256: source_bytes(&args.file).map(|s| trained::source_hash(&s)),
     };
+    if let Some(path) = &args.plot {
+        if let Err(message) = crate::runtime::plot::check_output(path) {
+            emit(io.stderr, &format!("error: {message}\n"));
+            return EXIT_USAGE;
+        }
+    }
     // Ctrl-C from here on stops training cleanly instead of losing every epoch.
     interrupt::install();
     let result = {
@@ -652,7 +676,13 @@ fn run_process(args: &RunArgs, io: &mut Io, world: Option<&World>) -> i32 {
             json_reporter = JsonReporter { out: io.stdout };
             &mut json_reporter
         } else {
-            human_reporter = HumanReporter::new(io.stdout, io.color);
+            let warnings = report::Source {
+                err: &mut *io.stderr,
+                file: checked.file.clone(),
+                text: checked.source.clone(),
+                color: io.color,
+            };
+            human_reporter = HumanReporter::new(io.stdout, io.color).with_warnings(warnings);
             &mut human_reporter
         };
         match world {
@@ -660,6 +690,33 @@ fn run_process(args: &RunArgs, io: &mut Io, world: Option<&World>) -> i32 {
             None => train(&model, &options, reporter),
         }
     };
+    // The epochs before a NaN or Ctrl-C are drawn too; none, nothing is drawn.
+    // Only rank 0 of several writes files.
+    let lead = world.is_none_or(|w| w.rank() == 0);
+    let drawn = (result.as_ref().ok()).filter(|o| lead && !o.curves.epochs.is_empty());
+    if let (Some(path), Some(outcome)) = (&args.plot, drawn) {
+        if let Err(message) = outcome.curves.write_svg(path) {
+            emit(io.stderr, &format!("error: {message}\n"));
+            return EXIT_ERRORS;
+        }
+    }
+    if let Ok(Some(nan)) = result.as_ref().map(|o| &o.not_finite) {
+        let d = nan.diagnostic(&model);
+        if args.json {
+            let event = json!({
+                "event": "error",
+                "message": d.message,
+                "code": d.code,
+                "line": line_col(&checked.source, d.span.start).0,
+            });
+            emit(io.stdout, &format!("{event}\n"));
+        }
+        emit(
+            io.stderr,
+            &crate::diag::render(&[d], &checked.file, &checked.source, io.color),
+        );
+        return EXIT_ERRORS;
+    }
     match result {
         Ok(outcome) => match outcome.interrupted {
             Some(stop) => {
@@ -759,6 +816,48 @@ fn interrupted_message(stop: &Interrupted, save_asked: bool) -> String {
         (None, false) => "the weights were not saved (no --save)".into(),
     };
     format!("interrupted (Ctrl-C) {at}: {kept}")
+}
+
+/// `nnc plot LOG -o OUT.svg`.
+pub fn plot(args: &PlotArgs, io: &mut Io) -> i32 {
+    let text = match std::fs::read_to_string(&args.log) {
+        Ok(text) => text,
+        Err(e) => {
+            let message = format!("cannot read `{}`: {e}", args.log.display());
+            emit(io.stderr, &format!("error: {message}\n"));
+            return EXIT_USAGE;
+        }
+    };
+    let curves = match crate::runtime::plot::Curves::parse(&args.log, &text) {
+        Ok(c) => c,
+        Err(message) => {
+            emit(io.stderr, &format!("error: {message}\n"));
+            return EXIT_ERRORS;
+        }
+    };
+    match curves.write_svg(&args.output) {
+        Ok(()) => {
+            emit(
+                io.stdout,
+                &format!(
+                    "drew {} epochs of {} into {}\n",
+                    curves.epochs.len(),
+                    curves
+                        .series
+                        .iter()
+                        .map(|(n, _)| n.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", "),
+                    args.output.display()
+                ),
+            );
+            EXIT_OK
+        }
+        Err(message) => {
+            emit(io.stderr, &format!("error: {message}\n"));
+            EXIT_ERRORS
+        }
+    }
 }
 
 pub fn emit_ir(args: &EmitArgs, io: &mut Io) -> i32 {

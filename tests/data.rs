@@ -72,6 +72,7 @@ fn config(data: DataSource, loss: Loss) -> TrainConfig {
         batch_size: 32,
         shuffle: true,
         seed: 7,
+        spans: Default::default(),
     }
 }
 

@@ -59,6 +59,9 @@ fn meaning(src: &str, base: &Path) -> String {
         for l in &mut m.layers {
             l.span = 0..0;
         }
+        if let Some(t) = &mut m.train {
+            t.spans = Default::default();
+        }
         m
     });
     let summary = o.summary.as_ref().map(nnc::sema::summary::render_text);

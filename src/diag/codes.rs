@@ -23,12 +23,14 @@ pub const DATA_INPUT: &str = "E0020";
 pub const TOO_BIG: &str = "E0021";
 pub const SOFTMAX_ONE: &str = "E0022";
 pub const DATA_FILE: &str = "E0023";
+pub const NOT_FINITE: &str = "E0024";
 pub const LINEAR_COLLAPSE: &str = "W0001";
 pub const VANISHING: &str = "W0002";
 pub const SOFTMAX_NOT_LAST: &str = "W0003";
 pub const LOSS_ACTIVATION: &str = "W0004";
 pub const LATER_STANDARDIZE: &str = "W0005";
 pub const NOT_READ_WHOLE: &str = "W0006";
+pub const DIVERGING: &str = "W0007";
 
 /// (code, one-line title, longer explanation with an example and the fix).
 pub const EXPLANATIONS: &[(&str, &str, &str)] = &[
@@ -304,6 +306,31 @@ whole, every cell as `nnc run` reads it (warning W0006 says when a file was not)
 Fix: as the message says; `nnc check --no-data` skips reading the data.",
     ),
     (
+        NOT_FINITE,
+        "training made the loss or a weight NaN or infinite",
+        "\
+When a training step makes the loss or any weight NaN or infinite, `nnc run`
+stops, re-runs that step with the reference interpreter on the same batch from
+the weights before it, and reports the first value that was not finite: the
+layer (or the loss) that computed it, the forward or backward pass or the
+optimizer update, the tensor, the epoch and batch, and the likely cause:
+
+- overflow in exp: an `exponential` activation read an input above 88.7,
+  usually from unscaled features;
+- an exploding gradient, with the gradient's norm: the weights grew step after
+  step (a learning rate too large for unscaled features or targets);
+- overflow: finite values whose result is beyond float32's 3.4e38.
+
+    train {
+        data      = csv(\"houses.csv\", target = \"price\")    # prices in dollars
+        loss      = mse
+        optimizer = sgd(learning_rate = 0.01, momentum = 0.9)
+    }
+
+Fix: `standardize = true` in the data source (and targets in small units), a
+smaller learning rate, or clipped gradients.",
+    ),
+    (
         LINEAR_COLLAPSE,
         "two linear layers in a row",
         "\
@@ -369,6 +396,17 @@ every cell and the targets against the loss and the model's output (class
 indices, 0 or 1). A larger file is only checked up to its header, so that
 `check` stays fast; `nnc run` checks the whole file as it loads it, and reports
 a problem there at the line naming the file.",
+    ),
+    (
+        DIVERGING,
+        "the loss grew tenfold over an epoch",
+        "\
+The mean loss of an epoch is at least ten times the one before (for the first
+epoch, ten times its first batch's loss): training is diverging, and the loss
+will usually become infinite or NaN a few epochs later. nnc warns once per run.
+
+Fix: a smaller learning rate, `standardize = true` in the data source (and
+targets in small units for a regression), or clipped gradients.",
     ),
 ];
 

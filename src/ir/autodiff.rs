@@ -37,6 +37,8 @@ pub fn gradients(g: &mut Graph, loss: TensorId, wrt: &[TensorId]) -> Result<Vec<
             Some(t) => Seed::Tensor(t),
             None => continue,
         };
+        // The gradients a node's rule adds belong to its layer's backward pass.
+        g.origin = g.tensors[node.output].origin.backward();
         for (input, d) in vjp(g, &node, seed, &needs)? {
             let total = match grads[input] {
                 Some(prev) => {

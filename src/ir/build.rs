@@ -2,7 +2,7 @@
 //! updates) or of one predict call.
 
 use super::autodiff;
-use super::graph::{Graph, LossKind, Node, Op, Role, TensorId, Window};
+use super::graph::{Graph, LossKind, Node, Op, Origin, Pass, Role, TensorId, Window};
 use crate::ops::random::{mix64, GOLDEN_GAMMA};
 use crate::sema::model::{Activation, LayerKind, Loss, Model, Optimizer, TrainConfig};
 
@@ -60,7 +60,12 @@ fn build(model: &Model, batch: usize, mode: Mode) -> Result<Graph, String> {
     // Persistent tensors first, identical for every batch size and for predict.
     let mut layer_params: Vec<Vec<TensorId>> = vec![];
     let mut trainable = vec![];
-    for layer in &model.layers {
+    let forward = |index| Origin::Layer {
+        index,
+        pass: Pass::Forward,
+    };
+    for (index, layer) in model.layers.iter().enumerate() {
+        g.origin = forward(index);
         let mut ids = vec![];
         for spec in layer.params() {
             let id = g.add_tensor(
@@ -88,12 +93,14 @@ fn build(model: &Model, batch: usize, mode: Mode) -> Result<Graph, String> {
             .map(|s| {
                 let t = &g.tensors[p];
                 let (name, shape) = (format!("{}.{s}", t.name), t.shape.clone());
+                g.origin = t.origin;
                 g.add_tensor(name, shape, Role::OptimizerSlot)
             })
             .collect();
         slots.push(ids);
     }
 
+    g.origin = Origin::Data;
     let mut input_shape = vec![batch];
     input_shape.extend(&model.input_shape);
     g.input = g.add_tensor(model.input_name.clone(), input_shape, Role::Input);
@@ -121,6 +128,7 @@ fn build(model: &Model, batch: usize, mode: Mode) -> Result<Graph, String> {
     for (index, layer) in model.layers.iter().enumerate() {
         let before = cur;
         let name = &layer.name;
+        g.origin = forward(index);
         match &layer.kind {
             LayerKind::Dense {
                 activation,
@@ -272,6 +280,9 @@ fn build(model: &Model, batch: usize, mode: Mode) -> Result<Graph, String> {
 
     let (Some(t), Some(target)) = (train, g.target) else {
         return Ok(g);
+    };
+    g.origin = Origin::Loss {
+        pass: Pass::Forward,
     };
     let (kind, prediction) = loss_kind(t.loss, pre, g.output);
     let loss = g.push(Op::Loss(kind), vec![prediction, target], "loss".into())?;
@@ -480,6 +491,48 @@ mod tests {
             let want_target = if sparse { vec![4] } else { vec![4, units] };
             assert_eq!(g.tensors[g.target.unwrap()].shape, want_target);
         }
+    }
+
+    #[test]
+    fn every_tensor_knows_its_layer_and_pass() {
+        let sgd = Optimizer::Sgd {
+            learning_rate: 0.1,
+            momentum: 0.9,
+            nesterov: false,
+        };
+        let model = dense_model(
+            3,
+            &[(4, Activation::Relu), (2, Activation::Softmax)],
+            Loss::CategoricalCrossentropy,
+            sgd,
+        );
+        let g = train_step(&model, 5).unwrap();
+        let layer = |index, pass| Origin::Layer { index, pass };
+        assert_eq!(g.tensors[g.input].origin, Origin::Data);
+        assert_eq!(
+            g.tensors[g.loss.unwrap()].origin,
+            Origin::Loss {
+                pass: Pass::Forward
+            }
+        );
+        assert_eq!(g.tensors[g.output].origin, layer(1, Pass::Forward));
+        for node in g.nodes.iter().filter(|n| matches!(n.op, Op::Update(_))) {
+            let (param, grad, slot) = (node.inputs[0], node.inputs[1], node.inputs[2]);
+            let Role::Param { layer: name, .. } = &g.tensors[param].role else {
+                panic!("an update of a non-parameter");
+            };
+            let index = model.layers.iter().position(|l| &l.name == name).unwrap();
+            assert_eq!(g.tensors[param].origin, layer(index, Pass::Forward));
+            assert_eq!(g.tensors[slot].origin, layer(index, Pass::Forward));
+            assert_eq!(g.tensors[grad].origin, layer(index, Pass::Backward));
+        }
+        let loss_grad = g.nodes.iter().find(|n| matches!(n.op, Op::LossGrad(_)));
+        assert_eq!(
+            g.tensors[loss_grad.unwrap().output].origin,
+            Origin::Loss {
+                pass: Pass::Backward
+            }
+        );
     }
 
     #[test]

@@ -46,6 +46,42 @@ impl Role {
     }
 }
 
+/// Which pass of the train step computes a tensor.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Pass {
+    Forward,
+    Backward,
+}
+
+/// What part of the user's model a tensor was built for, so that a problem found in
+/// it at run time (a NaN) can be reported at the right line of the `.nn` file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Origin {
+    /// The input batch and targets.
+    Data,
+    /// The layer `Model::layers[index]` (its weights, optimizer slots, outputs, and
+    /// in the backward pass the gradients its rules produce).
+    Layer { index: usize, pass: Pass },
+    /// The loss and, backward, its gradient.
+    Loss { pass: Pass },
+}
+
+impl Origin {
+    /// The same origin in the backward pass (autodiff's tensors for a forward node).
+    pub fn backward(self) -> Origin {
+        match self {
+            Origin::Data => Origin::Data,
+            Origin::Layer { index, .. } => Origin::Layer {
+                index,
+                pass: Pass::Backward,
+            },
+            Origin::Loss { .. } => Origin::Loss {
+                pass: Pass::Backward,
+            },
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq)]
 pub struct Tensor {
     /// A readable name for IR dumps, e.g. `dense.kernel`, `dense.out`, `d(dense.out)`.
@@ -53,6 +89,7 @@ pub struct Tensor {
     /// Row-major; `[]` is a scalar.
     pub shape: Vec<usize>,
     pub role: Role,
+    pub origin: Origin,
 }
 
 impl Tensor {
@@ -86,6 +123,8 @@ pub struct Graph {
     pub output: TensorId,
     /// The scalar mean loss; `None` in predict graphs.
     pub loss: Option<TensorId>,
+    /// The origin `add_tensor` gives new tensors: builders set it as they go.
+    pub origin: Origin,
 }
 
 impl Graph {
@@ -100,12 +139,18 @@ impl Graph {
             target: None,
             output: 0,
             loss: None,
+            origin: Origin::Data,
         }
     }
 
     /// Adds a tensor with no producer yet.
     pub fn add_tensor(&mut self, name: String, shape: Vec<usize>, role: Role) -> TensorId {
-        self.tensors.push(Tensor { name, shape, role });
+        self.tensors.push(Tensor {
+            name,
+            shape,
+            role,
+            origin: self.origin,
+        });
         self.tensors.len() - 1
     }
 

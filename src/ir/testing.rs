@@ -99,6 +99,7 @@ pub fn sequential(
             batch_size: 32,
             shuffle: false,
             seed: 0,
+            spans: Default::default(),
         }),
     }
 }

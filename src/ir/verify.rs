@@ -307,6 +307,7 @@ mod tests {
                         name: "big".into(),
                         shape: vec![1000],
                         role: Role::Input,
+                        origin: crate::ir::graph::Origin::Data,
                     });
                     b
                 },

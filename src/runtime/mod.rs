@@ -7,6 +7,8 @@ pub mod error;
 pub mod interrupt;
 pub mod memory;
 pub mod metrics;
+pub mod nan_trace;
+pub mod plot;
 pub mod predict;
 pub mod predict_io;
 pub mod report;

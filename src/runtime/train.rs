@@ -21,6 +21,8 @@ use crate::runtime::error::RunError;
 use crate::runtime::interrupt;
 use crate::runtime::memory;
 use crate::runtime::metrics::Accumulator;
+use crate::runtime::nan_trace::{self, NanReport};
+use crate::runtime::plot::Curves;
 use crate::runtime::report::{DataReport, EpochReport, NodeTime, Reporter, TestReport};
 use crate::runtime::trained;
 use crate::sema::model::{Model, TrainConfig};
@@ -217,6 +219,11 @@ pub struct Outcome {
     /// Set when Ctrl-C stopped training (see `runtime::interrupt`); there is no test
     /// report then.
     pub interrupted: Option<Interrupted>,
+    /// Set when a step made the loss or a weight NaN or infinite: training stopped
+    /// there, nothing was saved or tested.
+    pub not_finite: Option<NanReport>,
+    /// Every complete epoch's loss and metrics (`nnc run --plot`).
+    pub curves: Curves,
 }
 
 /// Where Ctrl-C stopped training.
@@ -411,6 +418,11 @@ fn train_in(
     // asked to stop (Ctrl-C), which all learn in the same step.
     let mut step_sum = StepSum::default();
     let mut shared_stop = world.map(|_| false);
+    // The persistent tensors at the start of the epoch: where a NaN's replay starts.
+    let persistent = programs.train[&full_batch].layout.persistent_len;
+    let mut epoch_start = vec![0f32; persistent];
+    let mut divergence = Divergence::default();
+    let mut curves = Curves::default();
 
     'epochs: for epoch in 1..=config.epochs {
         if shared_stop.unwrap_or_else(interrupt::requested) {
@@ -421,6 +433,14 @@ fn train_in(
             data::shuffle_order(&mut order, config.seed, epoch);
         }
         reporter.epoch_started(epoch, config.epochs, batches_per_epoch);
+        epoch_start.copy_from_slice(&arena[..persistent]);
+        let replay = Replay {
+            set: train_set,
+            order: &order,
+            batch,
+            start: &epoch_start,
+            first_step: step,
+        };
         let (mut loss_sum, mut rows_done) = (0f64, 0usize);
         let mut metrics = accumulators(&config, model, train_set)?;
         let mut batches = order.chunks(batch).enumerate().peekable();
@@ -458,30 +478,42 @@ fn train_in(
             full_batches += u64::from(n == batch);
             let loss = exe.scalar(&arena, exe.graph.loss);
             if !loss.is_finite() {
-                return Err(format!(
-                    "the loss became {loss} in epoch {epoch}, batch {} of {batches_per_epoch}: \
-                     training diverged; try a smaller learning rate",
-                    index + 1
-                )
-                .into());
+                if world.is_some() {
+                    return Err(not_traced("the loss", epoch, index + 1, batches_per_epoch));
+                }
+                let report = replay.locate(&programs, arena.len(), index, epoch)?;
+                return Ok(Outcome::not_finite(report, curves));
             }
+            divergence.batch_loss(loss);
             // Weighted by the batch's rows, as Keras reports an epoch's loss.
             loss_sum += f64::from(loss) * n as f64;
             rows_done += n;
             if m > 0 {
                 add_batch(&mut metrics, exe.slice(&arena, exe.graph.output), y);
             }
-            reporter.batch_done(index + 1, loss_sum / rows_done as f64);
+            reporter.batch_done(index + 1, rows_done, loss_sum / rows_done as f64, &metrics);
             // After the last batch the epoch is finished and reported first.
             if shared_stop.unwrap_or_else(interrupt::requested) && index + 1 < batches_per_epoch {
                 break 'epochs;
             }
         }
         final_loss = (loss_sum / rows_done.max(1) as f64) as f32;
+        if !nan_trace::all_finite(&arena[..persistent]) {
+            if world.is_some() {
+                return Err(not_traced(
+                    "a weight",
+                    epoch,
+                    batches_per_epoch,
+                    batches_per_epoch,
+                ));
+            }
+            // A weight went bad while the loss stayed finite: find the step.
+            let report = replay.locate(&programs, arena.len(), batches_per_epoch - 1, epoch)?;
+            return Ok(Outcome::not_finite(report, curves));
+        }
         if let Some(w) = world {
             sum_metrics(w, &mut metrics);
-            let full = &programs.train[&full_batch];
-            if !w.all_equal(&[distributed::digest(&arena[..full.layout.persistent_len])]) {
+            if !w.all_equal(&[distributed::digest(&arena[..persistent])]) {
                 w.fail(&format!(
                     "the processes' weights differ after epoch {epoch}: this MPI library's \
                      allreduce did not give every process the same sums"
@@ -499,7 +531,7 @@ fn train_in(
             None => None,
         };
         let seconds = started.elapsed().as_secs_f64();
-        reporter.epoch_done(&EpochReport {
+        let report = EpochReport {
             epoch,
             epochs: config.epochs,
             loss: f64::from(final_loss),
@@ -507,7 +539,12 @@ fn train_in(
             validation,
             seconds,
             samples_per_second: train_set.rows as f64 / seconds.max(1e-9),
-        });
+        };
+        reporter.epoch_done(&report);
+        curves.push_report(&report);
+        if let Some(warning) = divergence.epoch_loss(final_loss, epoch, &config) {
+            reporter.warned(&warning);
+        }
         completed = epoch;
         if save_to.is_some() {
             let full = &programs.train[&full_batch];
@@ -561,6 +598,8 @@ fn train_in(
                 epochs: config.epochs,
                 saved,
             }),
+            not_finite: None,
+            curves,
         });
     }
 
@@ -590,6 +629,8 @@ fn train_in(
         final_loss,
         test,
         interrupted: None,
+        not_finite: None,
+        curves,
     })
 }
 
@@ -647,6 +688,17 @@ fn evaluate(
     Ok((loss_sum / set.rows.max(1) as f64, values(&metrics)))
 }
 
+/// A value that became non-finite in data-parallel training, which every rank sees
+/// at once. The trace that names the first non-finite node replays the steps as one
+/// process: the user runs that without mpirun.
+fn not_traced(what: &str, epoch: usize, batch: usize, batches: usize) -> RunError {
+    RunError::User(format!(
+        "{what} became NaN or infinite in epoch {epoch}, batch {batch} of {batches}: \
+         training diverged; run `nnc run` without mpirun to trace the first non-finite \
+         value to its layer"
+    ))
+}
+
 /// Sums every rank's metric totals, so that each rank's means are the whole batch's.
 fn sum_metrics(world: &World, metrics: &mut [Accumulator]) {
     let mut totals: Vec<f64> = metrics
@@ -685,6 +737,158 @@ fn values(metrics: &[Accumulator]) -> Vec<(String, f64)> {
         .iter()
         .map(|m| (m.name().to_string(), m.mean().unwrap_or(f64::NAN)))
         .collect()
+}
+
+impl Outcome {
+    /// Training stopped by a non-finite value; `curves` holds the epochs before.
+    fn not_finite(report: NanReport, curves: Curves) -> Outcome {
+        Outcome {
+            final_loss: report.loss,
+            test: None,
+            interrupted: None,
+            not_finite: Some(report),
+            curves,
+        }
+    }
+}
+
+/// One epoch's steps again, from the persistent tensors at its start, to find the
+/// step that first made the loss or a weight not finite (the slow path, taken once).
+struct Replay<'a> {
+    set: &'a Dataset,
+    order: &'a [usize],
+    batch: usize,
+    /// The persistent prefix of the arena at the start of the epoch.
+    start: &'a [f32],
+    /// The step counter at the start of the epoch.
+    first_step: u64,
+}
+
+impl Replay<'_> {
+    /// Replays batches `0..=last` of the epoch with the trainer's executables (so
+    /// the same arithmetic), stops at the first step after which the loss or a
+    /// persistent tensor is not finite, and re-runs it with the interpreter.
+    fn locate(
+        &self,
+        programs: &Programs,
+        arena_len: usize,
+        last: usize,
+        epoch: usize,
+    ) -> Result<NanReport, RunError> {
+        let persistent = self.start.len();
+        let mut arena = memory::zeroed_or_explain(arena_len, "replaying the failing epoch")?;
+        arena[..persistent].copy_from_slice(self.start);
+        let (xw, yw) = (self.set.feature_count, self.set.target_width);
+        let batches = self.set.rows.div_ceil(self.batch);
+        // The step before the current one: its weights, batch, counter and rows.
+        struct Step {
+            before: Vec<f32>,
+            x: Vec<f32>,
+            y: Vec<f32>,
+            step: u64,
+            rows: usize,
+        }
+        let mut previous: Option<Step> = None;
+        for (index, rows) in self.order.chunks(self.batch).enumerate().take(last + 1) {
+            let n = rows.len();
+            let exe = &programs.train[&n];
+            let (mut x, mut y) = (vec![0f32; n * xw], vec![0f32; n * yw]);
+            data::gather(self.set, rows, &mut x, &mut y);
+            let before = arena[..persistent].to_vec();
+            let step = self.first_step + index as u64;
+            exe.run(&mut arena, &x, &y, step)?;
+            let loss = exe.scalar(&arena, exe.graph.loss);
+            if loss.is_finite() && nan_trace::all_finite(&arena[..persistent]) {
+                previous = Some(Step {
+                    before,
+                    x,
+                    y,
+                    step,
+                    rows: n,
+                });
+                continue;
+            }
+            let previous_gradient_norm = match previous {
+                Some(p) => {
+                    let exe = &programs.train[&p.rows];
+                    let rerun = nan_trace::rerun(&exe.graph, &p.before, &p.x, &p.y, p.step, None)?;
+                    Some(rerun.gradient_norm)
+                }
+                None => None,
+            };
+            let rerun =
+                nan_trace::rerun(&exe.graph, &before, &x, &y, step, previous_gradient_norm)?;
+            return Ok(NanReport {
+                epoch,
+                batch: index + 1,
+                batches,
+                loss,
+                finding: rerun.finding,
+                gradient_norm: rerun.gradient_norm,
+                previous_gradient_norm,
+                largest_gradient: rerun.largest_gradient,
+            });
+        }
+        // The steps are deterministic: a replay that stays finite is nnc's fault.
+        Err(RunError::internal(format!(
+            "a value became NaN or infinite in epoch {epoch}, but replaying the epoch \
+             did not reproduce it"
+        )))
+    }
+}
+
+/// Watches the loss for the tenfold growth over an epoch that precedes a NaN; warns
+/// once per run.
+#[derive(Default)]
+struct Divergence {
+    /// The previous epoch's mean loss, or the first batch's loss in the first epoch.
+    reference: Option<f32>,
+    warned: bool,
+}
+
+impl Divergence {
+    fn batch_loss(&mut self, loss: f32) {
+        self.reference.get_or_insert(loss);
+    }
+
+    fn epoch_loss(
+        &mut self,
+        loss: f32,
+        epoch: usize,
+        config: &TrainConfig,
+    ) -> Option<crate::diag::Diagnostic> {
+        let reference = self.reference.replace(loss)?;
+        if self.warned || !(loss >= 10.0 * reference && reference > 0.0) {
+            return None;
+        }
+        self.warned = true;
+        let since = if epoch == 1 {
+            "at its first batch".to_string()
+        } else {
+            format!("in epoch {}", epoch - 1)
+        };
+        Some(
+            crate::diag::Diagnostic::warning(
+                crate::diag::codes::DIVERGING,
+                format!(
+                    "the loss grew {}-fold in epoch {epoch} (from {} {since} to {}): \
+                     training is diverging",
+                    match f64::from(loss / reference) {
+                        r if r < 1e6 => format!("{r:.0}"),
+                        r => nan_trace::number(r),
+                    },
+                    nan_trace::number(f64::from(reference)),
+                    nan_trace::number(f64::from(loss)),
+                ),
+                config.spans.optimizer.clone(),
+                "training with this optimizer",
+            )
+            .with_help(
+                "use a smaller learning rate, `standardize = true` in the data source \
+                 (and targets in small units), or clip the gradients",
+            ),
+        )
+    }
 }
 
 #[cfg(test)]

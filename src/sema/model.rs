@@ -305,6 +305,16 @@ pub struct TrainConfig {
     pub batch_size: usize,
     pub shuffle: bool,
     pub seed: u64,
+    /// Where settings are written, for what training reports at run time.
+    pub spans: TrainSpans,
+}
+
+/// The spans of `train` settings that run-time diagnostics point at (a NaN in the
+/// loss, a diverging loss). Empty when the model was not built from source.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct TrainSpans {
+    pub loss: Span,
+    pub optimizer: Span,
 }
 
 #[derive(Debug, Clone, PartialEq)]

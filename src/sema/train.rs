@@ -6,7 +6,9 @@
 use std::path::Path;
 
 use super::args::{self, bind, Bound};
-use super::model::{DataSource, Loss, Metric, MnistSubset, Optimizer, TestSource, TrainConfig};
+use super::model::{
+    DataSource, Loss, Metric, MnistSubset, Optimizer, TestSource, TrainConfig, TrainSpans,
+};
 use super::names;
 use crate::diag::codes;
 use crate::diag::Diagnostic;
@@ -66,6 +68,11 @@ pub fn check_train(
         }
     }
     let get = |k: &str| seen.iter().find(|s| s.key.name == k).map(|s| &s.value);
+    let setting_span = |k: &str| {
+        seen.iter()
+            .find(|s| s.key.name == k)
+            .map_or(block.keyword.clone(), |s| s.span.clone())
+    };
     for required in ["data", "loss", "optimizer"] {
         if get(required).is_none() {
             d.push(
@@ -151,6 +158,10 @@ pub fn check_train(
         batch_size: batch_size?,
         shuffle: shuffle?,
         seed: seed?,
+        spans: TrainSpans {
+            loss: setting_span("loss"),
+            optimizer: setting_span("optimizer"),
+        },
     };
     (d.iter().filter(|x| x.is_error()).count() == errors_before).then_some(config)
 }
