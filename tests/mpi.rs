@@ -550,4 +550,19 @@ mod with_mpi {
         assert_eq!(stderr.matches("cannot be split").count(), 1, "{stderr}");
         assert!(!String::from_utf8_lossy(&out.stdout).contains("Epoch"));
     }
+
+    #[test]
+    fn a_diverging_run_stops_on_every_process_and_says_where_once() {
+        let Some(mpirun) = mpirun() else { return };
+        let golden = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden");
+        let model = golden.join("nan_sgd_momentum_regression.nn");
+        let out = mpirun_command(&mpirun, 2, &["run", model.to_str().unwrap()])
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{stderr}");
+        let said = "the loss became NaN or infinite in epoch 1, batch";
+        assert_eq!(stderr.matches(said).count(), 1, "{stderr}");
+        assert!(stderr.contains("without mpirun to trace"), "{stderr}");
+    }
 }
