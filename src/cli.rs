@@ -9,9 +9,10 @@ use serde_json::json;
 
 use crate::diag::codes;
 use crate::diag::{line_col, Severity};
+use crate::runtime::distributed::{self, World};
 use crate::runtime::error::RunError;
-use crate::runtime::report::{self, HumanReporter, JsonReporter};
-use crate::runtime::train::{train, Engine, Interrupted, RunOptions};
+use crate::runtime::report::{self, HumanReporter, JsonReporter, Reporter};
+use crate::runtime::train::{train, train_distributed, Engine, Interrupted, RunOptions};
 use crate::runtime::{interrupt, trained};
 use crate::sema::{self, summary, CheckOptions, CheckOutcome};
 
@@ -25,10 +26,20 @@ pub const EXIT_USAGE: i32 = 2;
 /// A bug in nnc (a checked model that would not compile): sysexits' `EX_SOFTWARE`.
 pub const EXIT_INTERNAL: i32 = 70;
 
+/// `nnc --version`: the version, and whether `mpirun` can train with this binary.
+const VERSION: &str = if crate::runtime::distributed::COMPILED_IN {
+    concat!(env!("CARGO_PKG_VERSION"), " (MPI support: yes)")
+} else {
+    concat!(
+        env!("CARGO_PKG_VERSION"),
+        " (MPI support: no; build with --features mpi)"
+    )
+};
+
 #[derive(Debug, Parser)]
 #[command(
     name = "nnc",
-    version,
+    version = VERSION,
     about = "A compiler for a small language of neural networks"
 )]
 pub struct Cli {
@@ -591,9 +602,60 @@ pub(crate) fn checked_model(
 }
 
 pub fn run_model(args: &RunArgs, io: &mut Io) -> i32 {
+    let world = match World::start() {
+        Ok(world) => world,
+        Err(message) => {
+            // Every process fails alike: one message is enough.
+            if distributed::launched_rank() == 0 {
+                emit(io.stderr, &format!("error: {message}\n"));
+            }
+            return EXIT_USAGE;
+        }
+    };
+    let world = match world {
+        Some(w) if w.rank() > 0 => w,
+        lead => return run_process(args, io, lead.as_ref()),
+    };
+    // Rank 0 speaks for the job, and its exit code is the job's: another rank's
+    // messages are shown, and its failure is its exit code, only when it failed to
+    // start training while rank 0 did not (rank 0 then only says that another
+    // process failed). Otherwise it ends with 0, so that the launcher, which ends
+    // the job when a process fails, lets rank 0 finish its message and its save.
+    let mut held = Vec::new();
+    let code = run_process(
+        args,
+        &mut Io {
+            stdout: &mut std::io::sink(),
+            stderr: &mut held,
+            color: false,
+        },
+        Some(&world),
+    );
+    if code == EXIT_OK || !world.readied().is_some_and(|r| !r.me && r.rank0) {
+        return EXIT_OK;
+    }
+    let header = format!(
+        "error: process {} of {} could not start training:\n",
+        world.rank(),
+        world.size()
+    );
+    emit(io.stderr, &header);
+    emit(io.stderr, &String::from_utf8_lossy(&held));
+    code
+}
+
+/// `nnc run` in this process: alone (`world` is `None`), or as one rank of
+/// data-parallel training.
+fn run_process(args: &RunArgs, io: &mut Io, world: Option<&World>) -> i32 {
     let (model, checked) = match checked_model(&args.file, args.batch_size, args.json, true, io) {
         Ok(m) => m,
-        Err(code) => return code,
+        Err(code) => {
+            // The other ranks wait to hear that this one will not train.
+            if let Some(w) = world {
+                w.ready(false);
+            }
+            return code;
+        }
     };
     set_threads(args.threads);
     let options = RunOptions {
@@ -620,20 +682,30 @@ pub fn run_model(args: &RunArgs, io: &mut Io) -> i32 {
     }
     // Ctrl-C from here on stops training cleanly instead of losing every epoch.
     interrupt::install();
-    let result = if args.json {
-        train(&model, &options, &mut JsonReporter { out: io.stdout })
-    } else {
-        let warnings = report::Source {
-            err: &mut *io.stderr,
-            file: checked.file.clone(),
-            text: checked.source.clone(),
-            color: io.color,
+    let result = {
+        let (mut json_reporter, mut human_reporter);
+        let reporter: &mut dyn Reporter = if args.json {
+            json_reporter = JsonReporter { out: io.stdout };
+            &mut json_reporter
+        } else {
+            let warnings = report::Source {
+                err: &mut *io.stderr,
+                file: checked.file.clone(),
+                text: checked.source.clone(),
+                color: io.color,
+            };
+            human_reporter = HumanReporter::new(io.stdout, io.color).with_warnings(warnings);
+            &mut human_reporter
         };
-        let mut reporter = HumanReporter::new(io.stdout, io.color).with_warnings(warnings);
-        train(&model, &options, &mut reporter)
+        match world {
+            Some(w) => train_distributed(&model, &options, reporter, w),
+            None => train(&model, &options, reporter),
+        }
     };
     // The epochs before a NaN or Ctrl-C are drawn too; none, nothing is drawn.
-    let drawn = result.as_ref().ok().filter(|o| !o.curves.epochs.is_empty());
+    // Only rank 0 of several writes files.
+    let lead = world.is_none_or(|w| w.rank() == 0);
+    let drawn = (result.as_ref().ok()).filter(|o| lead && !o.curves.epochs.is_empty());
     if let (Some(path), Some(outcome)) = (&args.plot, drawn) {
         if let Err(message) = outcome.curves.write_svg(path) {
             emit(io.stderr, &format!("error: {message}\n"));

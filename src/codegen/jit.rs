@@ -14,6 +14,7 @@ use super::kernels::Emitter;
 use super::lower::{Lower, PartBody};
 use crate::ir::graph::Graph;
 use crate::ir::layout::Layout;
+use std::ops::Range;
 
 type StepFn = unsafe extern "C" fn(*mut f32, *const f32, *const f32, u64);
 
@@ -103,17 +104,25 @@ struct Built {
     parts: Vec<(Context, FuncId)>,
 }
 
-/// A new module holding the CLIF functions for `graph`, built but not yet compiled:
-/// what both `compile` and `clif_text` start from. With `profile`, the step function
-/// marks each node's start with that function number.
+/// A new module holding the CLIF functions of `graph`'s `nodes`, built but not yet
+/// compiled: what both `compile` and `clif_text` start from. With `profile`, the step
+/// function marks each node's start with that function number.
 fn build(
     graph: &Graph,
     layout: &Layout,
+    nodes: Range<usize>,
     profile: Option<u64>,
     optimize: bool,
 ) -> Result<Built, String> {
-    // The generated code trusts every offset and shape: check them all first.
+    // The generated code trusts every offset and shape: check them all first (the
+    // whole graph, so that a part reads only what the parts before it wrote).
     graph.verify(layout)?;
+    if nodes.start > nodes.end || nodes.end > graph.nodes.len() {
+        return Err(format!(
+            "nodes {nodes:?} of a graph of {} nodes",
+            graph.nodes.len()
+        ));
+    }
     let mut module = new_module(optimize)?;
     let mut parts = vec![];
     let step = define(&mut module, "nnc_step", 4, |module, e, imports, p| {
@@ -137,7 +146,7 @@ fn build(
             define_part: Some(&mut define_part),
             part: None,
         }
-        .lower_all()
+        .lower_nodes(nodes)
     })?;
     Ok(Built {
         module,
@@ -239,7 +248,8 @@ impl Drop for Unary {
 /// The Cranelift IR of the function `compile` builds for `graph` over `layout`, before
 /// Cranelift optimizes it (for `nnc emit --clif`).
 pub fn clif_text(graph: &Graph, layout: &Layout) -> Result<String, String> {
-    let built = build(graph, layout, None, optimizes(layout))?;
+    let all = 0..graph.nodes.len();
+    let built = build(graph, layout, all, None, optimizes(layout))?;
     let mut text = built.step.0.func.display().to_string();
     for (ctx, _) in &built.parts {
         text.push('\n');
@@ -263,7 +273,25 @@ pub struct Compiled {
 
 /// Compiles `graph` over `layout` into one native function.
 pub fn compile(graph: &Graph, layout: &Layout) -> Result<Compiled, String> {
-    compile_with(graph, layout, None, optimizes(layout))
+    compile_with(graph, layout, 0..graph.nodes.len(), None, optimizes(layout))
+}
+
+/// A train step compiled as two functions over the same layout: the nodes before
+/// `split` (forward, loss, gradients) and the rest (the optimizer updates; see
+/// `Graph::update_start`). Running one after the other is one step. With `profiled`,
+/// both time their nodes under one number, so either's `node_seconds` covers the
+/// whole graph (and not what runs between them).
+pub fn compile_split(
+    graph: &Graph,
+    layout: &Layout,
+    split: usize,
+    profiled: bool,
+) -> Result<(Compiled, Compiled), String> {
+    let profile = profiled.then(helpers::next_profiled);
+    let optimize = optimizes(layout);
+    let first = compile_with(graph, layout, 0..split, profile, optimize)?;
+    let second = compile_with(graph, layout, split..graph.nodes.len(), profile, optimize)?;
+    Ok((first, second))
 }
 
 /// Like `compile`, with or without Cranelift's optimizer whatever the graph's size,
@@ -274,23 +302,39 @@ pub(super) fn compile_optimized(
     layout: &Layout,
     optimize: bool,
 ) -> Result<Compiled, String> {
-    compile_with(graph, layout, None, optimize)
+    compile_with(graph, layout, 0..graph.nodes.len(), None, optimize)
 }
 
 /// Like `compile`, but the function also times each of its nodes (a clock read per
 /// node, negligible next to any layer of real size); see `Compiled::node_seconds`.
 pub fn compile_profiled(graph: &Graph, layout: &Layout) -> Result<Compiled, String> {
     let id = helpers::next_profiled();
-    compile_with(graph, layout, Some(id), optimizes(layout))
+    compile_with(
+        graph,
+        layout,
+        0..graph.nodes.len(),
+        Some(id),
+        optimizes(layout),
+    )
 }
 
 fn compile_with(
     graph: &Graph,
     layout: &Layout,
+    nodes: Range<usize>,
     profile: Option<u64>,
     optimize: bool,
 ) -> Result<Compiled, String> {
-    let built = build(graph, layout, profile, optimize)?;
+    // The buffers a call must hold: those of the tensors these nodes read.
+    // (`build` refuses a range outside the graph.)
+    let part = graph.nodes.get(nodes.clone()).unwrap_or(&[]);
+    let reads = |id: usize| part.iter().any(|n| n.inputs.contains(&id));
+    let len_of = |id: usize| match graph.tensors.get(id) {
+        Some(t) if reads(id) => t.len(),
+        _ => 0,
+    };
+    let (x_len, y_len) = (len_of(graph.input), graph.target.map_or(0, len_of));
+    let built = build(graph, layout, nodes, profile, optimize)?;
     let (module, ptr) = finish(built.module, built.step, built.parts)?;
     // SAFETY: `build` declared the function with four 64-bit integer parameters
     // (three pointers and the step) and no result, under the module's default
@@ -298,13 +342,12 @@ fn compile_with(
     // (`new_module` refuses others). The module lives as long as `func` in
     // `Compiled`.
     let func = unsafe { std::mem::transmute::<*const u8, StepFn>(ptr) };
-    let len_of = |id: usize| graph.tensors.get(id).map_or(0, |t| t.len());
     Ok(Compiled {
         module: Some(module),
         func,
         arena_len: layout.len,
-        x_len: len_of(graph.input),
-        y_len: graph.target.map_or(0, len_of),
+        x_len,
+        y_len,
         profiled: profile.map(|id| (id, graph.nodes.len())),
     })
 }

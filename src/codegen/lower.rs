@@ -50,8 +50,17 @@ pub struct Lower<'e, 'a, 'g> {
 pub(super) type R = Result<(), String>;
 
 impl Lower<'_, '_, '_> {
-    pub fn lower_all(&mut self) -> R {
-        for (i, node) in self.graph.nodes.iter().enumerate() {
+    /// Lowers `nodes` (every node of a whole step), marking each for the profiler
+    /// by its index in the graph.
+    pub fn lower_nodes(&mut self, nodes: Range<usize>) -> R {
+        let graph = self.graph;
+        for (i, node) in graph
+            .nodes
+            .iter()
+            .enumerate()
+            .take(nodes.end)
+            .skip(nodes.start)
+        {
             self.profile_mark(i as u64);
             self.node(node)
                 .map_err(|m| format!("node {i} ({:?}): {m}", node.op))?;

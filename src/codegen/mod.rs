@@ -31,7 +31,7 @@ mod optimizer;
 mod softmax;
 
 pub use helpers::{set_threads, threads};
-pub use jit::{clif_text, compile, compile_profiled, Compiled};
+pub use jit::{clif_text, compile, compile_profiled, compile_split, Compiled};
 
 #[cfg(test)]
 mod tests;

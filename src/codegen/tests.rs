@@ -1775,3 +1775,63 @@ fn random_graph_models_agree_with_the_interpreter() {
     );
     assert!(worst.0 < 1e-5, "{:e} at {}", worst.0, worst.1);
 }
+
+#[test]
+fn a_step_compiled_in_two_halves_is_the_whole_step_bit_for_bit() {
+    // What data-parallel training runs: the gradient half, then (after the ranks'
+    // sum) the update half, over the layout training uses.
+    let adam = Optimizer::Adam {
+        learning_rate: 0.01,
+        beta_1: 0.9,
+        beta_2: 0.999,
+        epsilon: 1e-7,
+    };
+    let batchnorm = LayerKind::BatchNorm {
+        momentum: 0.9,
+        epsilon: 1e-3,
+    };
+    let layers = vec![
+        dense(12, Activation::Linear),
+        batchnorm,
+        LayerKind::Activation(Activation::Tanh),
+        dense(3, Activation::Softmax),
+    ];
+    let loss = Loss::SparseCategoricalCrossentropy;
+    let model = sequential(&[5], layers, loss, adam);
+    let g = train_step(&model, 8).expect("train graph");
+    let layout = Layout::planned(&g);
+    let split = g.update_start().expect("updates at the end");
+    assert!(matches!(g.nodes[split].op, Op::Update(_)));
+    assert!(g.nodes[..split]
+        .iter()
+        .all(|n| !matches!(n.op, Op::Update(_) | Op::MovingAverage { .. })));
+    assert_eq!(predict(&model, 8).expect("predict").update_start(), None);
+
+    let mut rng = StdRng::seed_from_u64(5);
+    let x = random(&mut rng, 8 * 5, -1.0, 1.0);
+    let y = model_targets(&mut rng, loss, 8, 3);
+    let whole = compile(&g, &layout).expect("compiles");
+    let (first, second) = super::compile_split(&g, &layout, split, false).expect("compiles");
+    let mut a = vec![0.0; layout.len];
+    initialize(&model, &g, &layout, &mut a, 1);
+    let mut b = a.clone();
+    let mut c = a.clone();
+    for step in 0..3 {
+        whole.run(&mut a, &x, &y, step).expect("sizes");
+        first.run(&mut b, &x, &y, step).expect("sizes");
+        second
+            .run(&mut b, &[], &[], step)
+            .expect("the update half reads no batch");
+        interp::run_nodes(&g, &layout, 0..split, &mut c, &x, &y, step);
+        interp::run_nodes(&g, &layout, split..g.nodes.len(), &mut c, &x, &y, step);
+    }
+    let bits = |v: &[f32]| v.iter().map(|f| f.to_bits()).collect::<Vec<_>>();
+    let persistent = layout.persistent_len;
+    assert_eq!(bits(&a[..persistent]), bits(&b[..persistent]));
+    let loss_at = layout.offsets[g.loss.unwrap()].unwrap();
+    assert_eq!(a[loss_at].to_bits(), b[loss_at].to_bits());
+    // The interpreter's halves train too (to the JIT's rounding).
+    let (err, at) = arena_error(&g, &layout, &a, &c, None, &[g.loss.unwrap()]);
+    assert!(err < 1e-5, "{err:e} at {at}");
+    assert!(super::compile_split(&g, &layout, g.nodes.len() + 1, false).is_err());
+}

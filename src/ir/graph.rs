@@ -182,6 +182,18 @@ impl Graph {
         Ok(output)
     }
 
+    /// The index of the first node of the update tail: a train step ends with its
+    /// `Update` and `MovingAverage` nodes, which read only persistent tensors and
+    /// values computed before them. Running `nodes[..k]` and then `nodes[k..]` is one
+    /// step, with room in between to change those values (data-parallel training
+    /// sums the gradients of every process there). `None` when the graph has no such
+    /// tail or another node follows one of them.
+    pub fn update_start(&self) -> Option<usize> {
+        let is_update = |n: &Node| matches!(n.op, Op::Update(_) | Op::MovingAverage { .. });
+        let k = self.nodes.iter().position(is_update)?;
+        self.nodes[k..].iter().all(is_update).then_some(k)
+    }
+
     /// Adds a `Reshape` (copy) of `x` to `shape`, which holds as many elements.
     pub fn push_reshape(&mut self, x: TensorId, shape: Vec<usize>, name: String) -> TensorId {
         let output = self.add_tensor(name, shape, Role::Temp);

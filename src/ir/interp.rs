@@ -15,10 +15,35 @@ pub fn run(graph: &Graph, layout: &Layout, arena: &mut [f32], x: &[f32], y: &[f3
     run_in(graph, layout, arena, x, y, step);
 }
 
+/// `run` of the nodes `nodes` only (see `Graph::update_start`).
+pub fn run_nodes(
+    graph: &Graph,
+    layout: &Layout,
+    nodes: std::ops::Range<usize>,
+    arena: &mut [f32],
+    x: &[f32],
+    y: &[f32],
+    step: u64,
+) {
+    run_range(graph, layout, nodes, arena, x, y, step);
+}
+
 /// `run` in any `Real`: the arena, input and targets hold `T`s.
 pub fn run_in<T: Real>(
     graph: &Graph,
     layout: &Layout,
+    arena: &mut [T],
+    x: &[T],
+    y: &[T],
+    step: u64,
+) {
+    run_range(graph, layout, 0..graph.nodes.len(), arena, x, y, step);
+}
+
+fn run_range<T: Real>(
+    graph: &Graph,
+    layout: &Layout,
+    nodes: std::ops::Range<usize>,
     arena: &mut [T],
     x: &[T],
     y: &[T],
@@ -33,7 +58,7 @@ pub fn run_in<T: Real>(
             _ => arena[layout.range(graph, id).unwrap_or(0..0)].to_vec(),
         }
     };
-    for node in &graph.nodes {
+    for node in &graph.nodes[nodes] {
         let ins: Vec<Vec<T>> = node.inputs.iter().map(|&i| read(arena, i)).collect();
         let shape = |i: usize| &graph.tensors[node.inputs[i]].shape;
         let result: Vec<T> = match &node.op {

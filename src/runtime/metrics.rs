@@ -160,6 +160,56 @@ impl Accumulator {
         }
     }
 
+    /// Every count the value is computed from, as numbers (for adding up several
+    /// processes' accumulators): the samples, then the metric's own counts.
+    pub fn totals(&self) -> Vec<f64> {
+        let mut v = vec![self.samples as f64];
+        match &self.state {
+            State::Mean { sum, count } => v.extend([*sum, *count as f64]),
+            State::Confusion {
+                true_positives,
+                false_positives,
+                false_negatives,
+            } => v.extend([*true_positives, *false_positives, *false_negatives]),
+            State::Buckets {
+                positives,
+                negatives,
+            } => v.extend(positives.iter().chain(negatives)),
+        }
+        v
+    }
+
+    /// Replaces the counts by `totals` (laid out as `totals` gives them: the sums of
+    /// several processes').
+    pub fn set_totals(&mut self, totals: &[f64]) {
+        let mut next = totals.iter().copied().chain(std::iter::repeat(0.0));
+        let mut take = || next.next().unwrap_or(0.0);
+        self.samples = take() as u64;
+        match &mut self.state {
+            State::Mean { sum, count } => {
+                *sum = take();
+                *count = take() as u64;
+            }
+            State::Confusion {
+                true_positives,
+                false_positives,
+                false_negatives,
+            } => {
+                *true_positives = take();
+                *false_positives = take();
+                *false_negatives = take();
+            }
+            State::Buckets {
+                positives,
+                negatives,
+            } => {
+                for v in positives.iter_mut().chain(negatives.iter_mut()) {
+                    *v = take();
+                }
+            }
+        }
+    }
+
     /// The value so far; `None` before any sample.
     pub fn mean(&self) -> Option<f64> {
         // Keras's `divide_no_nan`.

@@ -4,6 +4,7 @@ pub mod callbacks;
 pub mod checkpoint;
 pub mod class_weight;
 pub mod data;
+pub mod distributed;
 pub mod error;
 pub mod interrupt;
 pub mod memory;

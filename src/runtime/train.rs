@@ -18,6 +18,7 @@ use crate::runtime::callbacks::{Callbacks, Event, Logs, Trainee};
 use crate::runtime::checkpoint;
 use crate::runtime::class_weight;
 use crate::runtime::data::{self, Dataset};
+use crate::runtime::distributed::{self, StepPlan, StepSum, World};
 use crate::runtime::error::RunError;
 use crate::runtime::interrupt;
 use crate::runtime::memory;
@@ -62,25 +63,55 @@ struct Executable {
     graph: Graph,
     layout: Layout,
     jit: Option<Compiled>,
+    /// In data-parallel training, the step in two halves: gradients, then updates.
+    halves: Option<Halves>,
+}
+
+struct Halves {
+    /// The first node of the update half (`Graph::update_start`).
+    split: usize,
+    /// Their native code (`None` with the interpreter).
+    jit: Option<(Compiled, Compiled)>,
+    /// Where the values the ranks sum between the halves live.
+    plan: StepPlan,
 }
 
 impl Executable {
     fn new(graph: Graph, engine: Engine, profile: bool) -> Result<Executable, RunError> {
         let layout = Layout::planned(&graph);
         let jit = match (engine, profile) {
-            (Engine::Jit, false) => crate::codegen::compile(&graph, &layout),
-            (Engine::Jit, true) => crate::codegen::compile_profiled(&graph, &layout),
-            (Engine::Interpreter, _) => {
-                return Ok(Executable {
-                    graph,
-                    layout,
-                    jit: None,
-                })
-            }
-        }
-        .map(Some)
-        .map_err(RunError::internal)?;
-        Ok(Executable { graph, layout, jit })
+            (Engine::Jit, false) => Some(crate::codegen::compile(&graph, &layout)),
+            (Engine::Jit, true) => Some(crate::codegen::compile_profiled(&graph, &layout)),
+            (Engine::Interpreter, _) => None,
+        };
+        Ok(Executable {
+            graph,
+            layout,
+            jit: jit.transpose().map_err(RunError::internal)?,
+            halves: None,
+        })
+    }
+
+    /// A train step compiled as two halves only (see `Halves`).
+    fn halved(graph: Graph, engine: Engine, profile: bool) -> Result<Executable, RunError> {
+        let layout = Layout::planned(&graph);
+        let split = graph
+            .update_start()
+            .ok_or_else(|| RunError::internal("the train step does not end with its updates"))?;
+        let jit = match engine {
+            Engine::Jit => Some(
+                crate::codegen::compile_split(&graph, &layout, split, profile)
+                    .map_err(RunError::internal)?,
+            ),
+            Engine::Interpreter => None,
+        };
+        let plan = StepPlan::new(&graph, &layout).map_err(RunError::internal)?;
+        Ok(Executable {
+            graph,
+            layout,
+            jit: None,
+            halves: Some(Halves { split, jit, plan }),
+        })
     }
 
     fn run(&self, arena: &mut [f32], x: &[f32], y: &[f32], step: u64) -> Result<(), RunError> {
@@ -91,6 +122,46 @@ impl Executable {
                 interp::run(&self.graph, &self.layout, arena, x, y, step);
                 Ok(())
             }
+        }
+    }
+
+    /// Runs the gradient half (`second` false) or the update half of a halved step.
+    fn run_half(
+        &self,
+        second: bool,
+        arena: &mut [f32],
+        x: &[f32],
+        y: &[f32],
+        step: u64,
+    ) -> Result<(), RunError> {
+        let halves = (self.halves.as_ref()).ok_or_else(|| RunError::internal("not halved"))?;
+        match &halves.jit {
+            // The trainer sized the arena and batches from this graph's layout.
+            Some((first, last)) => if second { last } else { first }
+                .run(arena, x, y, step)
+                .map_err(RunError::internal),
+            None => {
+                let nodes = if second {
+                    halves.split..self.graph.nodes.len()
+                } else {
+                    0..halves.split
+                };
+                interp::run_nodes(&self.graph, &self.layout, nodes, arena, x, y, step);
+                Ok(())
+            }
+        }
+    }
+
+    fn node_seconds(&self) -> Vec<f64> {
+        match (&self.jit, &self.halves) {
+            (Some(f), _) => f.node_seconds(),
+            (
+                None,
+                Some(Halves {
+                    jit: Some((f, _)), ..
+                }),
+            ) => f.node_seconds(),
+            _ => vec![],
         }
     }
 
@@ -113,6 +184,8 @@ struct Programs<'m> {
     engine: Engine,
     /// Compile train steps with per-node timing (`RunOptions::profile`).
     profile: bool,
+    /// Compile train steps in two halves (data-parallel training).
+    halved: bool,
     train: HashMap<usize, Executable>,
     evaluate: HashMap<usize, Executable>,
     compile_time: Duration,
@@ -123,7 +196,11 @@ impl<'m> Programs<'m> {
         if !self.train.contains_key(&batch) {
             let started = Instant::now();
             let graph = build::train_step(self.model, batch).map_err(RunError::internal)?;
-            let exe = Executable::new(graph, self.engine, self.profile)?;
+            let exe = if self.halved {
+                Executable::halved(graph, self.engine, self.profile)?
+            } else {
+                Executable::new(graph, self.engine, self.profile)?
+            };
             self.compile_time += started.elapsed();
             self.train.insert(batch, exe);
         }
@@ -212,6 +289,49 @@ pub fn train(
     options: &RunOptions,
     reporter: &mut dyn Reporter,
 ) -> Result<Outcome, RunError> {
+    train_in(model, options, reporter, None)
+}
+
+/// `train` as one rank of data-parallel training over `world` (see
+/// `runtime::distributed`): every rank calls it with the same model and options;
+/// rank 0 alone reports, evaluates and saves, the other ranks' `options.save` is
+/// ignored. Errors that only this rank meets once training has started stop the
+/// whole job (`World::abort`) after printing the message, since the other ranks
+/// would wait for this one forever.
+pub fn train_distributed(
+    model: &Model,
+    options: &RunOptions,
+    reporter: &mut dyn Reporter,
+    world: &World,
+) -> Result<Outcome, RunError> {
+    let result = train_in(model, options, reporter, Some(world));
+    if result.is_err() && world.readied().is_none() {
+        // Failed before training: tell the others, who wait in `ready`.
+        world.ready(false);
+    }
+    result
+}
+
+fn train_in(
+    model: &Model,
+    options: &RunOptions,
+    reporter: &mut dyn Reporter,
+    world: Option<&World>,
+) -> Result<Outcome, RunError> {
+    let lead = world.is_none_or(|w| w.rank() == 0);
+    // Each rank draws its own dropout masks: the graphs' seed, not the weights'.
+    let own_masks;
+    let graph_model = match world.filter(|w| w.rank() > 0) {
+        Some(w) => {
+            let mut m = model.clone();
+            if let Some(t) = m.train.as_mut() {
+                t.seed = crate::ops::random::mix64(t.seed ^ w.rank() as u64);
+            }
+            own_masks = m;
+            &own_masks
+        }
+        None => model,
+    };
     let mut config: TrainConfig = model
         .train
         .clone()
@@ -224,6 +344,19 @@ pub fn train(
     }
     if let Some(s) = options.seed {
         config.seed = s;
+    }
+    // Callbacks decide on the lead's validation numbers, and checkpoints hold one
+    // process's state: neither is shared across processes yet.
+    if world.is_some()
+        && (!config.callbacks.is_empty()
+            || options.checkpoint.is_some()
+            || options.resume.is_some())
+    {
+        return Err(
+            "`callbacks`, --checkpoint and --resume do not work under mpirun yet; \
+                    train without them, or in one process"
+                .into(),
+        );
     }
     if let Some(path) = &options.resume {
         // The rows' order, the dropout masks and the steps depend on both.
@@ -248,7 +381,9 @@ pub fn train(
         (config.seed, config.batch_size) = (seed, batch);
     }
     let mut callbacks = Callbacks::new(&config.callbacks);
-    if let Some(path) = &options.save {
+    // Only the lead (rank 0 of several) writes files.
+    let save_to = options.save.as_ref().filter(|_| lead);
+    if let Some(path) = save_to {
         checkpoint::check_writable(path, "--save", "weights.safetensors")?;
     }
     if let Some(path) = &options.checkpoint {
@@ -260,6 +395,14 @@ pub fn train(
     let prepared = data::prepare(model, &config)?;
     let train_set = &prepared.train;
     let batch = config.batch_size.min(train_set.rows).max(1);
+    if let Some(w) = world.filter(|w| batch < w.size()) {
+        return Err(format!(
+            "a batch of {batch} rows cannot be split over {} processes: use a batch size \
+             of at least {0}, or fewer processes",
+            w.size()
+        )
+        .into());
+    }
     reporter.data_loaded(&DataReport {
         train_rows: train_set.rows,
         validation_rows: prepared.validation.as_ref().map(|d| d.rows),
@@ -269,9 +412,10 @@ pub fn train(
     });
 
     let mut programs = Programs {
-        model,
+        model: graph_model,
         engine: options.engine.unwrap_or(Engine::Jit),
         profile: options.profile,
+        halved: world.is_some(),
         train: HashMap::new(),
         evaluate: HashMap::new(),
         compile_time: Duration::ZERO,
@@ -279,14 +423,15 @@ pub fn train(
     // Compile every function training will need before the first step, so that the
     // reported compile time is the whole of it and the epochs are pure training.
     let last_batch = train_set.rows % batch;
-    programs.train_step(batch)?;
-    if last_batch != 0 {
-        programs.train_step(last_batch)?;
+    // A rank's step is that of its shard; every rank's full-batch shard has rows.
+    let mine = |rows: usize| world.map_or(rows, |w| w.shard(rows).len());
+    let full_batch = mine(batch);
+    programs.train_step(full_batch)?;
+    if last_batch != 0 && mine(last_batch) != 0 {
+        programs.train_step(mine(last_batch))?;
     }
-    for set in [prepared.validation.as_ref(), prepared.test.as_ref()]
-        .into_iter()
-        .flatten()
-    {
+    let evaluated = [prepared.validation.as_ref(), prepared.test.as_ref()];
+    for set in evaluated.into_iter().flatten().filter(|_| lead) {
         let eval_batch = batch.min(set.rows).max(1);
         programs.evaluate(eval_batch)?;
         if set.rows % eval_batch != 0 {
@@ -307,7 +452,7 @@ pub fn train(
         arena_len,
         &format!("one training step at batch size {batch}"),
     )?;
-    let full = &programs.train[&batch];
+    let full = &programs.train[&full_batch];
     init::initialize(model, &full.graph, &full.layout, &mut arena, config.seed);
     class_weight::apply(&config, train_set, &full.graph, &full.layout, &mut arena);
     let checkpoint_tensors = init::params(&full.graph);
@@ -366,6 +511,28 @@ pub fn train(
         checkpoint::save_with_metadata(path, &tensors, Some(metadata.clone()))
     };
 
+    if let Some(w) = world {
+        if !w.ready(true).all {
+            return Err("another process failed before training (its message is above)".into());
+        }
+        // The ranks' steps pair up only if they train the same rows from the same
+        // weights.
+        let persistent = &arena[..full.layout.persistent_len];
+        let facts = [train_set.rows, batch, config.epochs].map(|v| v as u64);
+        if !w.all_equal(&[
+            facts[0],
+            facts[1],
+            facts[2],
+            distributed::digest(persistent),
+        ]) {
+            return Err(
+                "the processes do not agree on the data or the initial weights: each reads \
+                 the .nn file, the data and --init on its own machine, and they differ"
+                    .into(),
+            );
+        }
+    }
+
     let x_width = train_set.feature_count;
     let y_width = train_set.target_width;
     let mut x_buf = vec![0f32; batch * x_width];
@@ -390,7 +557,7 @@ pub fn train(
         reporter.resumed(completed, path);
     }
     let weights_of = |arena: &[f32], programs: &Programs| -> Vec<Vec<f32>> {
-        let full = &programs.train[&batch];
+        let full = &programs.train[&full_batch];
         checkpoint_tensors
             .iter()
             .map(|(_, id)| full.slice(arena, *id).to_vec())
@@ -402,14 +569,18 @@ pub fn train(
     let mut events = vec![];
     // The rows in epoch order; reshuffled in place each epoch.
     let mut order: Vec<usize> = (0..train_set.rows).collect();
+    // In data-parallel training, the buffers of the step's sum, and whether any rank
+    // asked to stop (Ctrl-C), which all learn in the same step.
+    let mut step_sum = StepSum::default();
+    let mut shared_stop = world.map(|_| false);
     // The persistent tensors at the start of the epoch: where a NaN's replay starts.
-    let persistent = programs.train[&batch].layout.persistent_len;
+    let persistent = programs.train[&full_batch].layout.persistent_len;
     let mut epoch_start = vec![0f32; persistent];
     let mut divergence = Divergence::default();
     let mut curves = Curves::default();
 
     'epochs: for epoch in completed + 1..=config.epochs {
-        if interrupt::requested() || stopped {
+        if shared_stop.unwrap_or_else(interrupt::requested) || stopped {
             break;
         }
         let started = Instant::now();
@@ -428,19 +599,43 @@ pub fn train(
         let (mut loss_sum, mut rows_done) = (0f64, 0usize);
         let mut metrics = accumulators(&config, model, train_set)?;
         let mut batches = order.chunks(batch).enumerate().peekable();
-        while let Some((index, rows)) = batches.next() {
-            let n = rows.len();
-            let exe = &programs.train[&n];
-            let (x, y) = (&mut x_buf[..n * x_width], &mut y_buf[..n * y_width]);
+        while let Some((index, batch_rows)) = batches.next() {
+            let n = batch_rows.len();
+            let rows = world.map_or(batch_rows, |w| &batch_rows[w.shard(n)]);
+            // A rank without rows in a short last batch still joins the sum.
+            let m = rows.len();
+            let exe = match programs.train.get(&m) {
+                Some(exe) => exe,
+                None => &programs.train[&full_batch],
+            };
+            let (x, y) = (&mut x_buf[..m * x_width], &mut y_buf[..m * y_width]);
             data::gather(train_set, rows, x, y);
             if let Some((_, next)) = batches.peek() {
+                let next = world.map_or(*next, |w| &next[w.shard(next.len())]);
                 data::prefetch(train_set, next);
             }
-            exe.run(&mut arena, x, y, step)?;
+            match (world, &exe.halves) {
+                (Some(w), Some(halves)) => {
+                    // This rank's own failure: the others wait in the sum.
+                    let local = |r: Result<(), RunError>| r.unwrap_or_else(|e| w.fail(e.message()));
+                    if m > 0 {
+                        local(exe.run_half(false, &mut arena, x, y, step));
+                    }
+                    let from = (m > 0).then_some((&halves.plan, m as f32 / n as f32));
+                    let stop = interrupt::requested();
+                    let stop = step_sum.reduce(w, &mut arena, from, &halves.plan, stop);
+                    shared_stop = Some(stop);
+                    local(exe.run_half(true, &mut arena, x, y, step));
+                }
+                _ => exe.run(&mut arena, x, y, step)?,
+            }
             step += 1;
             full_batches += u64::from(n == batch);
             let loss = exe.scalar(&arena, exe.graph.loss);
             if !loss.is_finite() {
+                if world.is_some() {
+                    return Err(not_traced("the loss", epoch, index + 1, batches_per_epoch));
+                }
                 let at = format!(
                     "the loss became {loss} in epoch {epoch}, batch {} of {batches_per_epoch}",
                     index + 1
@@ -452,7 +647,7 @@ pub fn train(
                 }
                 // Keras would keep the non-finite weights; the last good ones are
                 // what anyone would evaluate or save.
-                let exe = &programs.train[&batch];
+                let exe = &programs.train[&full_batch];
                 ArenaWeights {
                     arena: &mut arena,
                     exe,
@@ -479,22 +674,46 @@ pub fn train(
             // Weighted by the batch's rows, as Keras reports an epoch's loss.
             loss_sum += f64::from(loss) * n as f64;
             rows_done += n;
-            add_batch(&mut metrics, exe.slice(&arena, exe.graph.output), y);
+            if m > 0 {
+                add_batch(&mut metrics, exe.slice(&arena, exe.graph.output), y);
+            }
             reporter.batch_done(index + 1, rows_done, loss_sum / rows_done as f64, &metrics);
             // After the last batch the epoch is finished and reported first.
-            if interrupt::requested() && index + 1 < batches_per_epoch {
+            if shared_stop.unwrap_or_else(interrupt::requested) && index + 1 < batches_per_epoch {
                 break 'epochs;
             }
         }
         final_loss = (loss_sum / rows_done.max(1) as f64) as f32;
         if !nan_trace::all_finite(&arena[..persistent]) {
+            if world.is_some() {
+                return Err(not_traced(
+                    "a weight",
+                    epoch,
+                    batches_per_epoch,
+                    batches_per_epoch,
+                ));
+            }
             // A weight went bad while the loss stayed finite: find the step.
             let report = replay.locate(&programs, arena.len(), batches_per_epoch - 1, epoch)?;
             return Ok(Outcome::not_finite(report, curves));
         }
-
-        let validation = match &prepared.validation {
-            Some(set) => Some(evaluate(&mut programs, &mut arena, set, &config, batch)?),
+        if let Some(w) = world {
+            sum_metrics(w, &mut metrics);
+            if !w.all_equal(&[distributed::digest(&arena[..persistent])]) {
+                w.fail(&format!(
+                    "the processes' weights differ after epoch {epoch}: this MPI library's \
+                     allreduce did not give every process the same sums"
+                ));
+            }
+        }
+        let validation = match prepared.validation.as_ref().filter(|_| lead) {
+            Some(set) => match (
+                evaluate(&mut programs, &mut arena, set, &config, batch),
+                world,
+            ) {
+                (Err(e), Some(w)) => w.fail(e.message()),
+                (result, _) => Some(result?),
+            },
             None => None,
         };
         let seconds = started.elapsed().as_secs_f64();
@@ -512,7 +731,7 @@ pub fn train(
         if let Some(warning) = divergence.epoch_loss(final_loss, epoch, &config) {
             reporter.warned(&warning);
         }
-        let full = &programs.train[&batch];
+        let full = &programs.train[&full_batch];
         // The rate lives in the arena: every step reads it (`ir::optim`).
         let rate = optim::learning_rate(&full.graph, &full.layout, &arena);
         let mut learning_rate = rate.unwrap_or(f32::NAN);
@@ -553,8 +772,8 @@ pub fn train(
         }
     }
 
-    if interrupt::requested() {
-        let saved = match (&options.save, completed) {
+    if shared_stop.unwrap_or_else(interrupt::requested) {
+        let saved = match (save_to, completed) {
             (Some(_), 0) | (None, _) => None,
             (Some(path), _) => {
                 // The interruption's one message says where (no `saved` event).
@@ -576,7 +795,7 @@ pub fn train(
         });
     }
 
-    let full = &programs.train[&batch];
+    let full = &programs.train[&full_batch];
     callbacks.train_end(
         completed,
         &mut ArenaWeights {
@@ -590,10 +809,10 @@ pub fn train(
     for event in events.drain(..) {
         reporter.callback(&event);
     }
-    if options.profile {
-        reporter.profiled(&profile(&programs.train[&batch], full_batches));
+    if options.profile && lead {
+        reporter.profiled(&profile(&programs.train[&full_batch], full_batches));
     }
-    let test = match &prepared.test {
+    let test = match prepared.test.as_ref().filter(|_| lead) {
         Some(set) => {
             let (loss, metrics) = evaluate(&mut programs, &mut arena, set, &config, batch)?;
             let report = TestReport { loss, metrics };
@@ -603,7 +822,7 @@ pub fn train(
         None => None,
     };
 
-    if let Some(path) = &options.save {
+    if let Some(path) = save_to {
         save(
             path,
             weights_of(&arena, &programs)
@@ -636,10 +855,10 @@ fn logs(report: &EpochReport) -> Logs {
 /// The nodes of `exe` (a profiled train step) by time per step over `steps` runs,
 /// slowest first.
 fn profile(exe: &Executable, steps: u64) -> Vec<NodeTime> {
-    let Some(jit) = &exe.jit else {
+    let seconds = exe.node_seconds();
+    if seconds.is_empty() {
         return vec![];
-    };
-    let seconds = jit.node_seconds();
+    }
     let total: f64 = seconds.iter().sum();
     let mut nodes: Vec<NodeTime> = exe
         .graph
@@ -685,6 +904,30 @@ fn evaluate(
         add_batch(&mut metrics, exe.slice(arena, exe.graph.output), y);
     }
     Ok((loss_sum / set.rows.max(1) as f64, values(&metrics)))
+}
+
+/// A value that became non-finite in data-parallel training, which every rank sees
+/// at once. The trace that names the first non-finite node replays the steps as one
+/// process: the user runs that without mpirun.
+fn not_traced(what: &str, epoch: usize, batch: usize, batches: usize) -> RunError {
+    RunError::User(format!(
+        "{what} became NaN or infinite in epoch {epoch}, batch {batch} of {batches}: \
+         training diverged; run `nnc run` without mpirun to trace the first non-finite \
+         value to its layer"
+    ))
+}
+
+/// Sums every rank's metric totals, so that each rank's means are the whole batch's.
+fn sum_metrics(world: &World, metrics: &mut [Accumulator]) {
+    let each: Vec<Vec<f64>> = metrics.iter().map(Accumulator::totals).collect();
+    let mut totals: Vec<f64> = each.concat();
+    world.sum(&mut totals);
+    let mut rest = totals.as_slice();
+    for (m, own) in metrics.iter_mut().zip(&each) {
+        let (mine, after) = rest.split_at(own.len().min(rest.len()));
+        m.set_totals(mine);
+        rest = after;
+    }
 }
 
 fn accumulators(
@@ -894,6 +1137,7 @@ mod tests {
             model: &model,
             engine: Engine::Jit,
             profile: false,
+            halved: false,
             train: HashMap::new(),
             evaluate: HashMap::new(),
             compile_time: Duration::ZERO,

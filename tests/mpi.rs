@@ -1,0 +1,568 @@
+//! Data-parallel training under `mpirun` (`runtime/distributed.rs`).
+//!
+//! Built with `--features mpi` (what `.ci/run` does, after installing Open MPI),
+//! these start `mpirun` with 2, 3 and 4 processes on a slice of MNIST and compare
+//! the result with one process: the same weights within 1e-5 relative for a smooth
+//! network trained with SGD, bit-identical weights from run to run, the same test
+//! accuracy within 0.3 points for ReLU networks with Adam, and a killed process
+//! ending the job promptly without touching the weights file. Without `mpirun` they
+//! fail in CI (`CI` set) and are skipped with a message elsewhere. Built without the
+//! feature, they check that a launcher cannot start nnc N times.
+
+use std::path::Path;
+use std::process::Command;
+
+const NNC: &str = env!("CARGO_BIN_EXE_nnc");
+
+#[cfg(not(feature = "mpi"))]
+#[test]
+fn without_mpi_support_a_launcher_is_refused_and_version_says_so() {
+    let version = Command::new(NNC).arg("--version").output().unwrap();
+    let version = String::from_utf8_lossy(&version.stdout);
+    assert!(version.contains("MPI support: no"), "{version}");
+
+    let model = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/seed.nn");
+    // As if a launcher had started it as process 0 of 2.
+    let out = Command::new(NNC)
+        .args(["run", model.to_str().unwrap(), "--epochs", "1"])
+        .env("OMPI_COMM_WORLD_SIZE", "2")
+        .env("OMPI_COMM_WORLD_RANK", "0")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("built without MPI support"), "{stderr}");
+    assert!(stderr.contains("started 2 processes"), "{stderr}");
+    assert!(out.stdout.is_empty(), "it trained: {:?}", out.stdout);
+    // Process 1 of the same job says nothing more.
+    let other = Command::new(NNC)
+        .args(["run", model.to_str().unwrap()])
+        .env("PMI_SIZE", "2")
+        .env("PMI_RANK", "1")
+        .output()
+        .unwrap();
+    assert_eq!(other.status.code(), Some(2));
+    assert!(other.stderr.is_empty() && other.stdout.is_empty());
+}
+
+#[cfg(feature = "mpi")]
+mod with_mpi {
+    use super::*;
+    use std::io::Read;
+    use std::path::PathBuf;
+    use std::process::Output;
+    use std::time::{Duration, Instant};
+
+    /// `mpirun`'s path; `None` (after saying why) when it is missing outside CI.
+    fn mpirun() -> Option<PathBuf> {
+        let found = std::env::var_os("PATH").and_then(|paths| {
+            std::env::split_paths(&paths)
+                .map(|dir| dir.join("mpirun"))
+                .find(|p| p.is_file())
+        });
+        if found.is_none() {
+            assert!(
+                std::env::var_os("CI").is_none(),
+                "mpirun is missing: .ci/run installs openmpi-bin"
+            );
+            eprintln!("skipped: mpirun is not installed (Debian: openmpi-bin)");
+        }
+        found
+    }
+
+    /// `mpirun -np N nnc ARGS`, allowed to run as root and more processes than cores.
+    fn mpirun_command(mpirun: &Path, processes: usize, args: &[&str]) -> Command {
+        let mut c = Command::new(mpirun);
+        c.args(["--oversubscribe", "-np", &processes.to_string(), NNC])
+            .args(args)
+            .env("OMPI_ALLOW_RUN_AS_ROOT", "1")
+            .env("OMPI_ALLOW_RUN_AS_ROOT_CONFIRM", "1");
+        c
+    }
+
+    fn check(out: Output, what: &str) -> String {
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "{what}: {:?}\n{stderr}", out.status);
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// The first `rows` MNIST training images and labels, and the 10,000 test ones,
+    /// as IDX files in `dir`.
+    fn mnist_slice(dir: &Path, rows: usize) {
+        let data = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/data/mnist");
+        let copy = |from: &str, to: &str, header: usize, row: usize, rows: Option<usize>| {
+            let file = std::fs::File::open(data.join(from)).unwrap();
+            let mut bytes = vec![];
+            flate2::read::GzDecoder::new(file)
+                .read_to_end(&mut bytes)
+                .unwrap();
+            if let Some(rows) = rows {
+                bytes.truncate(header + rows * row);
+                bytes[4..8].copy_from_slice(&(rows as u32).to_be_bytes());
+            }
+            std::fs::write(dir.join(to), bytes).unwrap();
+        };
+        copy(
+            "train-images-idx3-ubyte.gz",
+            "train-images",
+            16,
+            784,
+            Some(rows),
+        );
+        copy(
+            "train-labels-idx1-ubyte.gz",
+            "train-labels",
+            8,
+            1,
+            Some(rows),
+        );
+        copy("t10k-images-idx3-ubyte.gz", "test-images", 16, 784, None);
+        copy("t10k-labels-idx1-ubyte.gz", "test-labels", 8, 1, None);
+    }
+
+    /// A `.nn` file in `dir` training `layers` on the MNIST slice.
+    fn model(dir: &Path, name: &str, input: &str, layers: &str, optimizer: &str) -> PathBuf {
+        let text = format!(
+            "model {name} {{\n    input image: {input}\n{layers}}}\n\n\
+             train {{\n    \
+             data       = idx(images = \"train-images\", labels = \"train-labels\")\n    \
+             test       = idx(images = \"test-images\", labels = \"test-labels\")\n    \
+             loss       = sparse_categorical_crossentropy\n    \
+             optimizer  = {optimizer}\n    \
+             metrics    = [accuracy]\n    \
+             epochs     = 1\n    \
+             batch_size = 128\n    \
+             seed       = 11\n}}\n"
+        );
+        let path = dir.join(format!("{name}.nn"));
+        std::fs::write(&path, text).unwrap();
+        path
+    }
+
+    /// Every tensor of a safetensors file, by name.
+    fn weights(path: &Path) -> Vec<(String, Vec<f32>)> {
+        let bytes = std::fs::read(path).unwrap();
+        let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+        let mut tensors: Vec<(String, Vec<f32>)> = st
+            .tensors()
+            .into_iter()
+            .map(|(name, view)| {
+                let values = view
+                    .data()
+                    .chunks_exact(4)
+                    .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+                    .collect();
+                (name, values)
+            })
+            .collect();
+        tensors.sort_by(|a, b| a.0.cmp(&b.0));
+        tensors
+    }
+
+    /// The largest difference between two sets of weights, over the largest weight,
+    /// tensor by tensor.
+    fn relative_difference(a: &[(String, Vec<f32>)], b: &[(String, Vec<f32>)]) -> f64 {
+        assert_eq!(a.len(), b.len());
+        let mut worst = 0f64;
+        for ((na, va), (nb, vb)) in a.iter().zip(b) {
+            assert_eq!((na, va.len()), (nb, vb.len()));
+            let scale = va.iter().map(|v| f64::from(v.abs())).fold(0.0, f64::max);
+            let diff = va
+                .iter()
+                .zip(vb)
+                .map(|(x, y)| f64::from((x - y).abs()))
+                .fold(0.0, f64::max);
+            worst = worst.max(diff / scale.max(f64::MIN_POSITIVE));
+        }
+        worst
+    }
+
+    /// `nnc run MODEL --save OUT` alone (`processes` 1) or under mpirun.
+    fn train(mpirun: &Path, processes: usize, model: &Path, out: &Path) -> String {
+        let args = [
+            "run",
+            model.to_str().unwrap(),
+            "--threads",
+            "1",
+            "--json",
+            "--save",
+            out.to_str().unwrap(),
+        ];
+        let output = if processes == 1 {
+            Command::new(NNC).args(args).output().unwrap()
+        } else {
+            mpirun_command(mpirun, processes, &args).output().unwrap()
+        };
+        check(output, &format!("{processes} processes"))
+    }
+
+    /// The test accuracy of a `--json` run's output.
+    fn test_accuracy(json_lines: &str) -> f64 {
+        let test = json_lines
+            .lines()
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .find(|e| e["event"] == "test")
+            .expect("a test event");
+        test["metrics"]["accuracy"].as_f64().unwrap()
+    }
+
+    #[test]
+    fn smooth_sgd_mlp_matches_one_process_and_repeats_bit_for_bit() {
+        let Some(mpirun) = mpirun() else { return };
+        let dir = tempfile::tempdir().unwrap();
+        // 3,000 rows in batches of 128: a last batch of 56, and batches that 3 and
+        // 4 processes split unevenly (43 + 43 + 42; 19 + 19 + 18).
+        mnist_slice(dir.path(), 3000);
+        let layers = "    dense(64, activation = tanh)\n    dense(10, activation = softmax)\n";
+        let model = model(
+            dir.path(),
+            "smooth",
+            "[784]",
+            layers,
+            "sgd(learning_rate = 0.1)",
+        );
+        let out = |name: &str| dir.path().join(name);
+        let single_log = train(&mpirun, 1, &model, &out("one.safetensors"));
+        let single = weights(&out("one.safetensors"));
+        for processes in [2, 3, 4] {
+            let name = format!("{processes}.safetensors");
+            let log = train(&mpirun, processes, &model, &out(&name));
+            let parallel = weights(&out(&name));
+            let diff = relative_difference(&single, &parallel);
+            eprintln!("{processes} processes: largest relative difference {diff:e}");
+            assert!(diff <= 1e-5, "{processes} processes: {diff:e}");
+            // Only rank 0 reports: one epoch line, one test line.
+            assert_eq!(log.matches("\"event\":\"epoch\"").count(), 1, "{log}");
+            assert_eq!(log.matches("\"event\":\"test\"").count(), 1, "{log}");
+            let accuracy = (test_accuracy(&log) - test_accuracy(&single_log)).abs();
+            assert!(
+                accuracy < 0.003,
+                "{processes} processes: accuracy {accuracy}"
+            );
+        }
+        // Three processes again: the same bits.
+        train(&mpirun, 3, &model, &out("3-again.safetensors"));
+        assert_eq!(
+            weights(&out("3.safetensors")),
+            weights(&out("3-again.safetensors"))
+        );
+    }
+
+    #[test]
+    fn batchnorm_moving_statistics_are_those_of_the_whole_batch() {
+        let Some(mpirun) = mpirun() else { return };
+        let dir = tempfile::tempdir().unwrap();
+        mnist_slice(dir.path(), 1000);
+        // A learning rate too small to move the weights, so that the moving statistics
+        // are those of the same layer on every batch, which each process's shard
+        // alone would get wrong. (The biases, moved from 0 to ~1e-32, differ.)
+        let layers = "    dense(32)
+    batchnorm(momentum = 0.9)
+    tanh
+    \
+                      dense(10, activation = softmax)
+";
+        let sgd = "sgd(learning_rate = 1e-30)";
+        let model = model(dir.path(), "bn", "[784]", layers, sgd);
+        let out = |name: &str| dir.path().join(name);
+        let statistics = |file: &str| {
+            let mut w = weights(&out(file));
+            w.retain(|(name, _)| name.contains(".moving_"));
+            assert_eq!(w.len(), 2);
+            w
+        };
+        train(&mpirun, 1, &model, &out("one.safetensors"));
+        let single = statistics("one.safetensors");
+        for processes in [2, 3] {
+            let name = format!("{processes}.safetensors");
+            train(&mpirun, processes, &model, &out(&name));
+            let parallel = statistics(&name);
+            let diff = relative_difference(&single, &parallel);
+            eprintln!("batchnorm, {processes} processes: largest relative difference {diff:e}");
+            assert!(diff <= 1e-5, "{processes} processes: {diff:e}");
+        }
+        // The statistics did move from their initial zeros and ones.
+        let moving = &single[0].1;
+        assert!(moving.iter().any(|&v| v.abs() > 1e-3), "{moving:?}");
+    }
+
+    #[test]
+    fn relu_adam_networks_reach_one_process_test_accuracy() {
+        let Some(mpirun) = mpirun() else { return };
+        let dir = tempfile::tempdir().unwrap();
+        mnist_slice(dir.path(), 6000);
+        let mlp = model(
+            dir.path(),
+            "mlp",
+            "[784]",
+            "    dense(128, activation = relu)\n    dense(10, activation = softmax)\n",
+            "adam",
+        );
+        // The Keras convnet without its dropout layer: each process draws its own
+        // dropout masks, which would make this another training than one process's.
+        let cnn = model(
+            dir.path(),
+            "cnn",
+            "[28, 28, 1]",
+            "    conv2d(32, kernel_size = 3, activation = relu)\n    maxpool2d(pool_size = 2)\n    \
+             conv2d(64, kernel_size = 3, activation = relu)\n    maxpool2d(pool_size = 2)\n    \
+             flatten\n    dense(10, activation = softmax)\n",
+            "adam",
+        );
+        for (model, processes) in [(&mlp, 2), (&mlp, 3), (&cnn, 2)] {
+            let out = dir.path().join("out.safetensors");
+            let one = test_accuracy(&train(&mpirun, 1, model, &out));
+            let many = test_accuracy(&train(&mpirun, processes, model, &out));
+            eprintln!("{}: {one} alone, {many} on {processes}", model.display());
+            assert!(
+                (one - many).abs() <= 0.003,
+                "{}: one process {one}, {processes} processes {many}",
+                model.display()
+            );
+        }
+    }
+
+    /// The processes of the job started by mpirun `parent`, by rank.
+    fn ranks_of(parent: u32) -> Vec<(usize, u32)> {
+        let mut found = vec![];
+        for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+            let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
+                continue;
+            };
+            let stat = std::fs::read_to_string(entry.path().join("stat")).unwrap_or_default();
+            // The parent pid is the 2nd field after the command's closing parenthesis.
+            let ppid = stat
+                .rsplit_once(')')
+                .and_then(|(_, rest)| rest.split_whitespace().nth(1))
+                .and_then(|p| p.parse::<u32>().ok());
+            if ppid != Some(parent) {
+                continue;
+            }
+            let env = std::fs::read(entry.path().join("environ")).unwrap_or_default();
+            let rank = env
+                .split(|&b| b == 0)
+                .filter_map(|kv| std::str::from_utf8(kv).ok())
+                .find_map(|kv| kv.strip_prefix("OMPI_COMM_WORLD_RANK="))
+                .and_then(|r| r.parse().ok());
+            if let Some(rank) = rank {
+                found.push((rank, pid));
+            }
+        }
+        found.sort();
+        found
+    }
+
+    /// Starts `mpirun -np 3 nnc run MODEL ... --save SAVE` for many epochs; returns it
+    /// once rank 0 has reported an epoch, with the ranks' process ids.
+    fn start_long_job(
+        mpirun: &Path,
+        model: &Path,
+        save: &Path,
+    ) -> (std::process::Child, Vec<(usize, u32)>) {
+        let args = [
+            "run",
+            model.to_str().unwrap(),
+            "--threads",
+            "1",
+            "--epochs",
+            "1000",
+            "--batch-size",
+            "16",
+            "--save",
+            save.to_str().unwrap(),
+        ];
+        let mut job = mpirun_command(mpirun, 3, &args)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut stdout = job.stdout.take().unwrap();
+        let mut seen = vec![0u8; 4096];
+        let mut text = String::new();
+        while !text.contains("Epoch 1/") {
+            let n = stdout.read(&mut seen).unwrap();
+            assert!(n > 0, "the job ended early: {text}");
+            text.push_str(&String::from_utf8_lossy(&seen[..n]));
+        }
+        // Keep reading, so that rank 0 never blocks on a full pipe.
+        std::thread::spawn(move || std::io::copy(&mut stdout, &mut std::io::sink()));
+        let ranks = ranks_of(job.id());
+        assert_eq!(ranks.len(), 3, "{ranks:?}");
+        (job, ranks)
+    }
+
+    /// Waits at most `limit` for `job` to end; returns its status, its stderr and how
+    /// long it took.
+    fn wait_for(
+        mut job: std::process::Child,
+        limit: Duration,
+    ) -> (std::process::ExitStatus, String, Duration) {
+        let started = Instant::now();
+        let status = loop {
+            if let Some(status) = job.try_wait().unwrap() {
+                break status;
+            }
+            assert!(
+                started.elapsed() < limit,
+                "the job still runs after {limit:?}"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        };
+        let waited = started.elapsed();
+        let mut stderr = String::new();
+        job.stderr
+            .take()
+            .unwrap()
+            .read_to_string(&mut stderr)
+            .unwrap();
+        (status, stderr, waited)
+    }
+
+    #[test]
+    fn ctrl_c_in_one_process_stops_all_after_the_same_batch_and_rank_0_saves() {
+        let Some(mpirun) = mpirun() else { return };
+        let dir = tempfile::tempdir().unwrap();
+        mnist_slice(dir.path(), 3000);
+        let layers = "    dense(64, activation = relu)\n    dense(10, activation = softmax)\n";
+        let model = model(dir.path(), "mlp", "[784]", layers, "adam");
+        let saved = dir.path().join("weights.safetensors");
+        let (job, ranks) = start_long_job(&mpirun, &model, &saved);
+        // SAFETY: kill(2) on a process of ours; no memory is involved.
+        unsafe { libc::kill(ranks[2].1 as i32, libc::SIGINT) };
+        let (status, stderr, _) = wait_for(job, Duration::from_secs(60));
+        assert_eq!(status.code(), Some(130), "{stderr}");
+        assert!(
+            stderr.contains("nnc: interrupted (Ctrl-C) in epoch"),
+            "{stderr}"
+        );
+        assert!(stderr.contains("(the last complete one) to"), "{stderr}");
+        // Said once, by rank 0, which saved weights that evaluate.
+        assert_eq!(stderr.matches("interrupted").count(), 1, "{stderr}");
+        let args = ["evaluate", model.to_str().unwrap(), "--weights"];
+        let out = Command::new(NNC).args(args).arg(&saved).output().unwrap();
+        check(out, "evaluate");
+    }
+
+    #[test]
+    fn a_killed_process_ends_the_job_within_seconds_and_the_weights_file_stays() {
+        let Some(mpirun) = mpirun() else { return };
+        let dir = tempfile::tempdir().unwrap();
+        mnist_slice(dir.path(), 3000);
+        let layers = "    dense(64, activation = relu)\n    dense(10, activation = softmax)\n";
+        let model = model(dir.path(), "mlp", "[784]", layers, "adam");
+        let saved = dir.path().join("weights.safetensors");
+        // The weights of a complete run, which the killed one must not touch.
+        train(&mpirun, 2, &model, &saved);
+        let before = std::fs::read(&saved).unwrap();
+
+        let (job, ranks) = start_long_job(&mpirun, &model, &saved);
+        // SAFETY: kill(2) on a process of ours; no memory is involved.
+        unsafe { libc::kill(ranks[1].1 as i32, libc::SIGKILL) };
+        let (status, stderr, waited) = wait_for(job, Duration::from_secs(30));
+        assert!(!status.success());
+        assert!(waited < Duration::from_secs(10), "took {waited:?}");
+        assert!(stderr.contains("rank 1"), "{stderr}");
+        assert!(stderr.contains("signal 9"), "{stderr}");
+        // Rank 0, which the user watches, says why it stopped.
+        assert!(
+            stderr.contains("nnc: stopped by the MPI launcher"),
+            "{stderr}"
+        );
+        for (_, pid) in ranks {
+            // Gone, or a zombie nobody reaped (a container's first process may not).
+            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+            let state = stat
+                .rsplit_once(')')
+                .and_then(|(_, s)| s.split_whitespace().next());
+            assert!(matches!(state, None | Some("Z")), "{pid} survived: {stat}");
+        }
+        assert_eq!(std::fs::read(&saved).unwrap(), before);
+        let leftovers: Vec<_> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .flatten()
+            .filter(|e| e.file_name().to_string_lossy().contains(".tmp"))
+            .collect();
+        assert!(leftovers.is_empty(), "{leftovers:?}");
+    }
+
+    /// `mpirun` with one process running `nnc ARGS_0` and one `nnc ARGS_1`.
+    fn mpirun_two(mpirun: &Path, rank0: &[&str], rank1: &[&str]) -> Output {
+        mpirun_command(mpirun, 1, rank0)
+            .arg(":")
+            .args(["-np", "1", NNC])
+            .args(rank1)
+            .output()
+            .unwrap()
+    }
+
+    #[test]
+    fn a_process_that_cannot_start_says_why_and_none_trains() {
+        let Some(mpirun) = mpirun() else { return };
+        let model = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/seed.nn");
+        let model = model.to_str().unwrap();
+        let run = ["run", model, "--epochs", "2"];
+        let missing = [
+            "run",
+            model,
+            "--epochs",
+            "2",
+            "--init",
+            "/nonexistent.safetensors",
+        ];
+        let out = mpirun_two(&mpirun, &run, &missing);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{stderr}");
+        assert!(
+            stderr.contains("error: process 1 of 2 could not start training:"),
+            "{stderr}"
+        );
+        assert!(stderr.contains("/nonexistent.safetensors"), "{stderr}");
+        assert!(
+            stderr.contains("another process failed before training"),
+            "{stderr}"
+        );
+        assert!(!String::from_utf8_lossy(&out.stdout).contains("Epoch"));
+
+        // Started, but not on the same training: the steps would not pair up.
+        let longer = ["run", model, "--epochs", "3"];
+        let out = mpirun_two(&mpirun, &run, &longer);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{stderr}");
+        assert!(stderr.contains("do not agree on the data"), "{stderr}");
+        assert!(!String::from_utf8_lossy(&out.stdout).contains("Epoch"));
+    }
+
+    #[test]
+    fn version_says_mpi_and_a_batch_too_small_to_split_is_refused() {
+        let version = Command::new(NNC).arg("--version").output().unwrap();
+        assert!(String::from_utf8_lossy(&version.stdout).contains("MPI support: yes"));
+        let Some(mpirun) = mpirun() else { return };
+        let model = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/seed.nn");
+        let args = ["run", model.to_str().unwrap(), "--batch-size", "2"];
+        let out = mpirun_command(&mpirun, 3, &args).output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{stderr}");
+        assert!(
+            stderr.contains("a batch of 2 rows cannot be split over 3 processes"),
+            "{stderr}"
+        );
+        // Said once, by rank 0, and nothing trained.
+        assert_eq!(stderr.matches("cannot be split").count(), 1, "{stderr}");
+        assert!(!String::from_utf8_lossy(&out.stdout).contains("Epoch"));
+    }
+
+    #[test]
+    fn a_diverging_run_stops_on_every_process_and_says_where_once() {
+        let Some(mpirun) = mpirun() else { return };
+        let golden = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden");
+        let model = golden.join("nan_sgd_momentum_regression.nn");
+        let out = mpirun_command(&mpirun, 2, &["run", model.to_str().unwrap()])
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{stderr}");
+        let said = "the loss became NaN or infinite in epoch 1, batch";
+        assert_eq!(stderr.matches(said).count(), 1, "{stderr}");
+        assert!(stderr.contains("without mpirun to trace"), "{stderr}");
+    }
+}
