@@ -467,6 +467,11 @@ impl Sketch {
 
     fn dense(&mut self, b: &mut Bytes, units: usize, activation: Option<String>) {
         let mut args = vec![units.to_string()];
+        // A softmax over one unit is always 1, and nnc refuses it (E0022).
+        let activation = activation.map(|a| match (units, a.as_str()) {
+            (1, "softmax") => "sigmoid".to_string(),
+            _ => a,
+        });
         if let Some(a) = activation {
             args.push(format!("activation = {a}"));
         }
