@@ -551,6 +551,34 @@ mod with_mpi {
         assert!(!String::from_utf8_lossy(&out.stdout).contains("Epoch"));
     }
 
+    /// Callbacks decide on rank 0's validation numbers and checkpoints hold one
+    /// process's state: both are refused under mpirun rather than run divergently.
+    #[test]
+    fn callbacks_and_checkpoints_are_refused_under_mpirun() {
+        let Some(mpirun) = mpirun() else { return };
+        let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+        let callbacks = root.join("examples/breast_cancer_callbacks.nn");
+        let seed = root.join("examples/seed.nn");
+        let dir = tempfile::tempdir().unwrap();
+        let state = dir.path().join("run.checkpoint");
+        for args in [
+            vec!["run", callbacks.to_str().unwrap()],
+            vec![
+                "run",
+                seed.to_str().unwrap(),
+                "--checkpoint",
+                state.to_str().unwrap(),
+            ],
+        ] {
+            let out = mpirun_command(&mpirun, 2, &args).output().unwrap();
+            let stderr = String::from_utf8_lossy(&out.stderr);
+            assert_eq!(out.status.code(), Some(1), "{args:?}: {stderr}");
+            assert!(stderr.contains("do not work under mpirun yet"), "{stderr}");
+            assert!(!String::from_utf8_lossy(&out.stdout).contains("Epoch"));
+        }
+        assert!(!state.exists());
+    }
+
     #[test]
     fn a_diverging_run_stops_on_every_process_and_says_where_once() {
         let Some(mpirun) = mpirun() else { return };
