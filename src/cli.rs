@@ -935,4 +935,65 @@ mod tests {
         assert_eq!(event["internal"], true);
         assert_eq!(event["event"], "error");
     }
+
+    /// Here rather than in `sema`: checking the data files is the runtime's part of
+    /// `nnc check`.
+    #[test]
+    fn every_example_checks_clean_with_keras_counts() {
+        // Totals as Keras's model.summary() prints them (shared/peers/keras_summaries.txt).
+        let keras = [
+            ("seed", 26u64),
+            ("mnist_mlp", 101_770),
+            ("mnist_cnn", 34_826),
+            ("mnist_resnet", 37_898),
+        ];
+        let mut seen = 0;
+        for entry in std::fs::read_dir("examples").unwrap() {
+            let path = entry.unwrap().path();
+            if path.extension().is_none_or(|e| e != "nn") {
+                continue;
+            }
+            let mut o = crate::sema::check_file(&path, &CheckOptions::default()).unwrap();
+            // With their data files, as `nnc check` reads them.
+            crate::runtime::data::check::check_outcome(&mut o);
+            assert!(
+                o.diagnostics.is_empty(),
+                "{}: {:?}",
+                path.display(),
+                o.diagnostics
+            );
+            assert!(o.model.as_ref().unwrap().train.is_some());
+            let stem = path.file_stem().unwrap().to_string_lossy().into_owned();
+            if let Some((_, total)) = keras.iter().find(|(n, _)| *n == stem) {
+                assert_eq!(o.summary.unwrap().total_params, *total, "{stem}");
+                seen += 1;
+            }
+        }
+        assert_eq!(seen, keras.len());
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(300))]
+        /// Token soup from the language's own alphabet never panics the checker, its
+        /// rendering or its JSON.
+        #[test]
+        fn never_panics(tokens in proptest::collection::vec(proptest::sample::select(vec![
+            "model", "m", "{", "}", "input", "x", ":", "[", "]", "(", ")", ",", "=", "3", "0",
+            "-1", "1e99", "0.5", "\"s\"", "dense", "conv2d", "maxpool2d", "reshape", "flatten",
+            "train", "data", "csv", "loss", "optimizer", "adam", "relu", "softmax", "shape",
+            "\n", " ", "#", "true", "split", "mnist", "batchnorm", "é", "\r\n",
+            "add", "subtract", "concatenate", "axis", "a", "a =", ")(x)", ")(a)",
+            "kernel_regularizer", "l2",
+        ]), 0..60)) {
+            let src: String = tokens.concat();
+            let o = crate::sema::check_source(
+                "t.nn",
+                src.as_bytes(),
+                std::path::Path::new("ex"),
+                &CheckOptions::default(),
+            );
+            let _ = o.render_diagnostics(false);
+            let _ = json_outcome(&o);
+        }
+    }
 }
