@@ -184,6 +184,7 @@ pub fn conv1d(
         use_bias: true,
         kernel_initializer: Initializer::GlorotUniform,
         bias_initializer: Initializer::Zeros,
+        kernel_regularizer: None,
     }
 }
 

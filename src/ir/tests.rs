@@ -666,12 +666,15 @@ fn batchnorm_trains_on_batch_statistics_and_infers_with_moving_ones() {
     }
 }
 
-/// `kind` (dense or conv2d) with a kernel regularizer.
+/// `kind` (dense, conv2d or conv1d) with a kernel regularizer.
 fn regularized(mut kind: LayerKind, l1: f32, l2: f32) -> LayerKind {
     if let LayerKind::Dense {
         kernel_regularizer, ..
     }
     | LayerKind::Conv2d {
+        kernel_regularizer, ..
+    }
+    | LayerKind::Conv1d {
         kernel_regularizer, ..
     } = &mut kind
     {
@@ -738,6 +741,27 @@ fn graph_models_with_regularizers_match_finite_differences() {
         let err = model_fd_error(model, 3, 40 + i as u64);
         assert!(err < 1e-6, "model {i}: {err}");
     }
+}
+
+#[test]
+fn a_conv1d_kernel_regularizer_is_a_penalty_on_its_kernel() {
+    let conv = conv1d(2, 3, 1, Padding::Valid, Activation::Linear);
+    let model = graph(
+        &[6, 2],
+        vec![
+            (regularized(conv, 0.0, 0.01), vec![Source::Input]),
+            (LayerKind::Flatten, vec![Source::Layer(0)]),
+        ],
+        Loss::Mse,
+        ADAM,
+    );
+    let g = train_step(&model, 2).unwrap();
+    let penalty = g
+        .nodes
+        .iter()
+        .find(|n| matches!(n.op, Op::Penalty { .. }))
+        .expect("a penalty node");
+    assert_eq!(g.tensors[penalty.inputs[0]].name, "conv1d.kernel");
 }
 
 #[test]

@@ -786,6 +786,7 @@ fn layer_kind(call: &Call, diags: &mut Vec<Diagnostic>) -> Option<LayerKind> {
                 d,
             );
             let bi = opt(&b, "bias_initializer", Initializer::Zeros, initializer, d);
+            let reg = opt_regularizer(&b, d);
             Some(LayerKind::Conv1d {
                 filters: filters? as usize,
                 kernel_size: kernel? as usize,
@@ -795,6 +796,7 @@ fn layer_kind(call: &Call, diags: &mut Vec<Diagnostic>) -> Option<LayerKind> {
                 use_bias: use_bias?,
                 kernel_initializer: ki?,
                 bias_initializer: bi?,
+                kernel_regularizer: reg?,
             })
         }
         "maxpool1d" | "avgpool1d" => {

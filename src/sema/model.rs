@@ -251,6 +251,7 @@ pub enum LayerKind {
         use_bias: bool,
         kernel_initializer: Initializer,
         bias_initializer: Initializer,
+        kernel_regularizer: Option<Regularizer>,
     },
     /// Keras's `MaxPooling1D` (`max`) or `AveragePooling1D` over a sequence.
     Pool1d {
@@ -361,6 +362,9 @@ impl Layer {
                 kernel_regularizer, ..
             }
             | LayerKind::Conv2d {
+                kernel_regularizer, ..
+            }
+            | LayerKind::Conv1d {
                 kernel_regularizer, ..
             } => *kernel_regularizer,
             _ => None,
