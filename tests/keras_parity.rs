@@ -214,6 +214,11 @@ fn optimizer(o: &Value) -> Optimizer {
 }
 
 fn load_case(name: &str) -> Case {
+    load_edited_case(name, &str::to_string)
+}
+
+/// A case whose graph model's `.nn` text goes through `edit` first.
+fn load_edited_case(name: &str, edit: &dyn Fn(&str) -> String) -> Case {
     let dir = fixtures().join(name);
     let text = std::fs::read_to_string(dir.join("spec.json")).expect("spec.json");
     let spec: Value = serde_json::from_str(&text).expect("spec.json is JSON");
@@ -231,7 +236,7 @@ fn load_case(name: &str) -> Case {
         .to_string();
     let mut model = match spec["model"].as_str() {
         // A graph model (make_graph_fixtures.py): its `.nn` text, checked by nnc.
-        Some(text) => graph_model(text, &spec, &csv, &target),
+        Some(text) => graph_model(&edit(text), &spec, &csv, &target),
         None => sequential(
             &[header
                 .lines()
@@ -546,6 +551,25 @@ fn a_one_percent_learning_rate_error_is_caught() {
     assert!(worst > 10.0 * WEIGHT_TOLERANCE, "{worst:e}");
 }
 
+/// The residual fixture tells `add` from the other merges of two equal shapes: with
+/// its `add` replaced by any of them, training ends far from Keras's weights (even
+/// `average`, whose halving the `layer_norm` after it undoes but for its epsilon).
+#[test]
+fn the_residual_fixture_needs_its_add() {
+    let keras = keras_weights(&load_case("iris_residual_layer_norm"));
+    for other in ["subtract", "multiply", "average", "maximum", "minimum"] {
+        let case = load_edited_case("iris_residual_layer_norm", &|text| {
+            let edited = text.replace("add(x, h)", &format!("{other}(x, h)"));
+            assert_ne!(edited, text, "the fixture has no `add(x, h)`");
+            edited
+        });
+        let trained = train(&case, &interpreter);
+        let (worst, at) = worst_error(&keras.0, &trained.weights, &keras.1);
+        println!("add replaced by {other:9}: worst weight error {worst:.2e} ({at})");
+        assert!(worst > 10.0 * WEIGHT_TOLERANCE, "{other}: {worst:e}");
+    }
+}
+
 /// Keras's epoch loss weights each batch by its size: the plain mean of the batch
 /// losses, which counts the smaller last batch as much as the others, is off.
 #[test]
@@ -623,6 +647,7 @@ cases!(
     iris_sgd_categorical_class_weight,
     bc_sgd_class_weight_balanced,
     iris_concat_l2,
+    iris_residual_layer_norm,
 );
 
 /// Each metric against Keras's value on the fixed predictions of metrics.json, fed in

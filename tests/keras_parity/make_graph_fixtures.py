@@ -47,9 +47,33 @@ def iris_concat_l2(keras, L):
     return nn, keras.Model(x, out)
 
 
+def iris_residual_layer_norm(keras, L):
+    """A residual block: a dense layer's output added to a second dense layer's view
+    of it (fan-out into `add`), then layer normalization of the sum."""
+    nn = """model iris_residual_layer_norm {
+    input features: [4]
+    x = dense(16, activation = relu)
+    h = dense(16, activation = tanh)
+    s = add(x, h)
+    n = layer_norm()(s)
+    dense(3, activation = softmax)
+}
+"""
+    x = keras.Input((4,), name="features")
+    stem = L.Dense(16, activation="relu", name="x")(x)
+    h = L.Dense(16, activation="tanh", name="h")(stem)
+    s = L.Add(name="s")([stem, h])
+    n = L.LayerNormalization(epsilon=0.001, name="n")(s)
+    out = L.Dense(3, activation="softmax", name="dense")(n)
+    return nn, keras.Model(x, out)
+
+
 CASES = {
     "iris_concat_l2": dict(build=iris_concat_l2, data="iris.csv", loss="sparse_categorical_crossentropy",
                            optimizer=ADAM, epochs=3, batch_size=16),
+    "iris_residual_layer_norm": dict(build=iris_residual_layer_norm, data="iris.csv",
+                                     loss="sparse_categorical_crossentropy", optimizer=ADAM,
+                                     epochs=3, batch_size=16),
 }
 
 
@@ -62,7 +86,8 @@ def make_case(keras, name, case, index):
     keras.utils.set_random_seed(0)
     nn, model = case["build"](keras, keras.layers)
     # Initial weights drawn with numpy as make_fixtures.py draws them (glorot uniform
-    # kernels, small random biases), seed 200 + the case's index.
+    # kernels, small random biases, layer norm's gamma and beta near 1 and 0), seed
+    # 200 + the case's index.
     rng = np.random.default_rng(200 + index)
     init, weights = {}, {}
     for layer in model.layers:
@@ -71,6 +96,10 @@ def make_case(keras, name, case, index):
             limit = np.sqrt(6.0 / (fan_in + units))
             weights[layer.name] = {"kernel": rng.uniform(-limit, limit, (fan_in, units)),
                                    "bias": rng.uniform(-0.1, 0.1, units)}
+        elif isinstance(layer, keras.layers.LayerNormalization):
+            width = layer.gamma.shape[0]
+            weights[layer.name] = {"gamma": rng.uniform(0.5, 1.5, width),
+                                   "beta": rng.uniform(-0.1, 0.1, width)}
     for lname, ws in weights.items():
         for k, v in ws.items():
             init[f"{lname}.{k}"] = v.astype("float32")
