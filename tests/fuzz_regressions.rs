@@ -58,3 +58,39 @@ fn jit_vs_interp_corpus() {
         assert!(harness::jit_vs_interp(bytes) > 0, "no value was compared");
     });
 }
+
+/// The `jit_vs_interp` seeds that start with the graph byte stand for graph models:
+/// together they use every merge (in both of Keras's spellings) and concatenate on
+/// every axis of an image, counted from either end.
+#[test]
+fn jit_vs_interp_seeds_cover_graph_models() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fuzz_corpus/jit_vs_interp");
+    let mut models = String::new();
+    for entry in std::fs::read_dir(&dir).expect("the corpus") {
+        let bytes = std::fs::read(entry.expect("corpus entry").path()).expect("corpus file");
+        if bytes.first() == Some(&0xff) {
+            models += &harness::jit_vs_interp_model(&bytes);
+        }
+    }
+    let merges = [
+        "add",
+        "subtract",
+        "multiply",
+        "average",
+        "maximum",
+        "minimum",
+        "concatenate",
+    ];
+    let axes = ["1", "2", "3", "-1", "-2", "-3"];
+    let wanted = merges
+        .iter()
+        .map(|m| format!("= {m}("))
+        .chain(axes.iter().map(|a| format!("axis = {a})")))
+        .chain(["= add([", "(x)", "layer_norm", "conv2d("].map(String::from));
+    for needle in wanted {
+        assert!(
+            models.contains(&needle),
+            "no graph seed has `{needle}`:\n{models}"
+        );
+    }
+}

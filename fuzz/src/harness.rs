@@ -313,6 +313,11 @@ pub fn jit_vs_interp(bytes: &[u8]) -> usize {
     compared
 }
 
+/// The `.nn` text of the model an input of `jit_vs_interp` stands for.
+pub fn jit_vs_interp_model(bytes: &[u8]) -> String {
+    generate(&mut Bytes::new(bytes)).source
+}
+
 /// The fuzz bytes as a stream of choices. Structure comes first (a byte a choice,
 /// 0 once the bytes run out), then the data; data past the end comes from a fixed
 /// generator, so that short inputs still make full batches of ordinary values.
@@ -455,6 +460,12 @@ impl Sketch {
         self.push(line, self.shape.clone(), 0);
     }
 
+    /// An activation layer (any but a softmax over one unit).
+    fn keep_activation(&mut self, b: &mut Bytes) {
+        let width = self.shape[self.shape.len() - 1];
+        self.keep(over(activation(b), width));
+    }
+
     fn size(&self) -> usize {
         self.shape.iter().product()
     }
@@ -466,35 +477,55 @@ impl Sketch {
     }
 
     fn dense(&mut self, b: &mut Bytes, units: usize, activation: Option<String>) {
-        let mut args = vec![units.to_string()];
-        // A softmax over one unit is always 1, and nnc refuses it (E0022).
-        let activation = activation.map(|a| match (units, a.as_str()) {
-            (1, "softmax") => "sigmoid".to_string(),
-            _ => a,
-        });
-        if let Some(a) = activation {
-            args.push(format!("activation = {a}"));
-        }
-        if b.chance(15) {
-            args.push("use_bias = false".into());
-        }
-        for which in ["kernel_initializer", "bias_initializer"] {
-            if b.chance(15) {
-                args.push(format!("{which} = {}", b.pick(&INITIALIZERS)));
-            }
-        }
         let macs = self.size() * units;
-        self.push(format!("dense({})", args.join(", ")), vec![units], macs);
+        self.push(dense_call(b, units, activation), vec![units], macs);
     }
 }
 
+/// `activation` for a last axis of `width`: a softmax over one unit is always 1, and
+/// nnc refuses it (E0022), so that one becomes a sigmoid.
+fn over(activation: String, width: usize) -> String {
+    match (width, activation.as_str()) {
+        (1, "softmax") => "sigmoid".to_string(),
+        _ => activation,
+    }
+}
+
+/// `dense(units, ...)` with, at times, no bias and other initializers.
+fn dense_call(b: &mut Bytes, units: usize, activation: Option<String>) -> String {
+    let mut args = vec![units.to_string()];
+    if let Some(a) = activation {
+        let a = over(a, units);
+        args.push(format!("activation = {a}"));
+    }
+    if b.chance(15) {
+        args.push("use_bias = false".into());
+    }
+    for which in ["kernel_initializer", "bias_initializer"] {
+        if b.chance(15) {
+            args.push(format!("{which} = {}", b.pick(&INITIALIZERS)));
+        }
+    }
+    format!("dense({})", args.join(", "))
+}
+
+/// A first byte that picks a graph model (`graph_model`) and is not itself a choice.
+/// The seeds made before graph models never start with it, so they decode as before.
+const GRAPH: u8 = 0xff;
+
 fn generate(b: &mut Bytes) -> Case {
+    let graph = b.data.first() == Some(&GRAPH);
+    if graph {
+        b.byte();
+    }
     let loss = b.pick(&Loss::ALL);
     let classes = match loss {
         Loss::CategoricalCrossentropy | Loss::SparseCategoricalCrossentropy => 2 + b.below(11),
         _ => 1,
     };
-    let mut s = if b.chance(35) {
+    let mut s = if graph {
+        graph_model(b)
+    } else if b.chance(35) {
         convnet(b, classes)
     } else {
         dense_stack(b, classes)
@@ -509,7 +540,7 @@ fn generate(b: &mut Bytes) -> Case {
     // The head's activation as its own layer still fuses with the loss.
     if b.chance(15) {
         s.dense(b, classes, None);
-        s.keep(head);
+        s.keep(over(head, classes));
     } else {
         s.dense(b, classes, Some(head));
     }
@@ -564,7 +595,7 @@ fn dense_stack(b: &mut Bytes, classes: usize) -> Sketch {
             s.keep(format!("dropout({})", b.pick(&DROPOUT_RATES)));
         }
         if b.chance(12) {
-            s.keep(activation(b));
+            s.keep_activation(b);
         }
         if b.chance(12) {
             s.keep(batchnorm(b));
@@ -584,6 +615,210 @@ fn dense_stack(b: &mut Bytes, classes: usize) -> Sketch {
         }
     }
     s
+}
+
+/// The largest sample (values) a statement of a graph model may have: concatenations
+/// grow them, and every one left unread is joined into the head.
+const MAX_GRAPH_SIZE: usize = 256;
+
+/// A statement of a graph model: its name, sample shape, and whether a later
+/// statement reads it.
+struct Statement {
+    name: String,
+    shape: Vec<usize>,
+    read: bool,
+}
+
+/// A graph of named statements (`NAME = LAYER(ARGS)(INPUT)`) over a vector or a small
+/// image: layers fed from the input or any earlier statement (fan-out), merges of
+/// every kind over statements of one shape (a statement merged with itself too, in
+/// both of Keras's spellings), concatenations on every axis where the shapes agree
+/// elsewhere (the axis counted from either end), with dense, `same` conv2d,
+/// layer_norm, batchnorm, activation and dropout layers between them. Every statement
+/// nothing reads (the last included) is flattened and concatenated, so that the head
+/// reads them all.
+fn graph_model(b: &mut Bytes) -> Sketch {
+    let input = if b.chance(30) {
+        vec![1 + b.below(5), 1 + b.below(5), 1 + b.below(3)]
+    } else {
+        vec![1 + b.below(12)]
+    };
+    let mut s = Sketch::new(input.clone());
+    let mut nodes = vec![Statement {
+        name: "x".into(),
+        shape: input,
+        read: false,
+    }];
+    for _ in 0..2 + b.below(7) {
+        let from = b.below(nodes.len());
+        let shape = nodes[from].shape.clone();
+        let size: usize = shape.iter().product();
+        let room = MAX_FORWARD_MACS.saturating_sub(s.macs);
+        match b.below(8) {
+            0 | 1 if shape.len() == 1 && size * 16 <= room => {
+                // Few widths, so that merges find partners.
+                let units = match b.below(4) {
+                    0 => 3,
+                    1 => 5,
+                    _ => 1 + b.below(16),
+                };
+                let act = b.chance(80).then(|| activation(b));
+                let call = dense_call(b, units, act);
+                statement(
+                    b,
+                    &mut s,
+                    &mut nodes,
+                    call,
+                    &[from],
+                    vec![units],
+                    size * units,
+                );
+            }
+            0 | 1 if shape.len() == 3 => {
+                let filters = if b.chance(50) {
+                    shape[2]
+                } else {
+                    1 + b.below(4)
+                };
+                let kernel = [1 + b.below(3), 1 + b.below(3)];
+                let macs = size * kernel[0] * kernel[1] * filters;
+                let out = vec![shape[0], shape[1], filters];
+                if macs <= room && shape[0] * shape[1] * filters <= MAX_GRAPH_SIZE {
+                    let mut call = format!(
+                        "conv2d({filters}, kernel_size = {}, padding = same",
+                        pair(b, kernel)
+                    );
+                    if b.chance(70) {
+                        call += &format!(", activation = {}", over(activation(b), filters));
+                    }
+                    call += ")";
+                    statement(b, &mut s, &mut nodes, call, &[from], out, macs);
+                }
+            }
+            2 | 3 => {
+                let merge = b.pick(&[
+                    "add", "subtract", "multiply", "average", "maximum", "minimum",
+                ]);
+                let same: Vec<usize> = (0..nodes.len())
+                    .filter(|&i| nodes[i].shape == shape)
+                    .collect();
+                let mut reads = vec![from, b.pick(&same)];
+                if merge != "subtract" && b.chance(30) {
+                    reads.push(b.pick(&same));
+                }
+                statement(b, &mut s, &mut nodes, merge.into(), &reads, shape, 0);
+            }
+            4 => {
+                // Concatenate along an axis with statements that agree on the others.
+                let axis = b.below(shape.len());
+                let fits: Vec<usize> = (0..nodes.len())
+                    .filter(|&i| {
+                        let t = &nodes[i].shape;
+                        t.len() == shape.len()
+                            && (0..t.len()).all(|a| a == axis || t[a] == shape[a])
+                    })
+                    .collect();
+                let mut reads = vec![from, b.pick(&fits)];
+                if b.chance(30) {
+                    reads.push(b.pick(&fits));
+                }
+                let mut out = shape.clone();
+                out[axis] = reads.iter().map(|&r| nodes[r].shape[axis]).sum();
+                if out.iter().product::<usize>() <= MAX_GRAPH_SIZE {
+                    // Keras's numbering: the batch axis is 0, -1 the last.
+                    let call = match b.below(3) {
+                        0 if axis + 1 == shape.len() => "concatenate".to_string(),
+                        1 => format!("concatenate(axis = {})", axis as i64 - shape.len() as i64),
+                        _ => format!("concatenate(axis = {})", axis + 1),
+                    };
+                    statement(b, &mut s, &mut nodes, call, &reads, out, 0);
+                }
+            }
+            5 if shape.len() == 3 => {
+                let out = vec![size];
+                statement(b, &mut s, &mut nodes, "flatten".into(), &[from], out, 0);
+            }
+            _ => {
+                let call = match b.below(4) {
+                    0 => "layer_norm".to_string(),
+                    1 => batchnorm(b),
+                    2 => format!("dropout({})", b.pick(&DROPOUT_RATES)),
+                    _ => over(activation(b), shape[shape.len() - 1]),
+                };
+                statement(b, &mut s, &mut nodes, call, &[from], shape, 0);
+            }
+        }
+    }
+    // Flatten every statement nothing reads, and join them: the head reads them all.
+    let mut ends = vec![];
+    for i in 0..nodes.len() {
+        if nodes[i].read {
+            continue;
+        }
+        if nodes[i].shape.len() > 1 {
+            let out = vec![nodes[i].shape.iter().product()];
+            statement(b, &mut s, &mut nodes, "flatten".into(), &[i], out, 0);
+            ends.push(nodes.len() - 1);
+        } else {
+            ends.push(i);
+        }
+    }
+    if ends.len() > 1 {
+        let out = vec![ends.iter().map(|&e| nodes[e].shape[0]).sum()];
+        statement(b, &mut s, &mut nodes, "concatenate".into(), &ends, out, 0);
+    }
+    s
+}
+
+/// Adds `NAME = CALL` reading `reads`: a merge names them all (`add(a, b)`, or at
+/// times Keras's list, `add([a, b])`); a layer names its one input as `(INPUT)`,
+/// which it may leave out when it reads the statement just above.
+#[allow(clippy::too_many_arguments)]
+fn statement(
+    b: &mut Bytes,
+    s: &mut Sketch,
+    nodes: &mut Vec<Statement>,
+    call: String,
+    reads: &[usize],
+    shape: Vec<usize>,
+    macs: usize,
+) {
+    let names: Vec<&str> = reads.iter().map(|&r| nodes[r].name.as_str()).collect();
+    let name = format!("n{}", nodes.len());
+    let line = if reads.len() > 1 {
+        // `concatenate(axis = 2)` takes its inputs before the axis.
+        let (kind, args) = call.split_once('(').unwrap_or((&call, ")"));
+        let args = args.strip_suffix(')').unwrap_or(args);
+        let inputs = if b.chance(25) {
+            format!("[{}]", names.join(", "))
+        } else {
+            names.join(", ")
+        };
+        let extra = if args.is_empty() {
+            String::new()
+        } else {
+            format!(", {args}")
+        };
+        format!("{name} = {kind}({inputs}{extra})")
+    } else if reads[0] + 1 == nodes.len() && b.chance(30) {
+        format!("{name} = {call}")
+    } else {
+        let call = if call.contains('(') {
+            call
+        } else {
+            format!("{call}()")
+        };
+        format!("{name} = {call}({})", names[0])
+    };
+    for &r in reads {
+        nodes[r].read = true;
+    }
+    nodes.push(Statement {
+        name,
+        shape: shape.clone(),
+        read: false,
+    });
+    s.push(line, shape, macs);
 }
 
 /// A dense width at most `max`: mostly small (1 often), sometimes past the size
@@ -627,7 +862,7 @@ fn convnet(b: &mut Bytes, classes: usize) -> Sketch {
             args.push(format!("padding = \"{padding}\""));
         }
         if b.chance(70) {
-            args.push(format!("activation = {}", activation(b)));
+            args.push(format!("activation = {}", over(activation(b), filters)));
         }
         if b.chance(15) {
             args.push("use_bias = false".into());
@@ -641,7 +876,7 @@ fn convnet(b: &mut Bytes, classes: usize) -> Sketch {
             s.keep(batchnorm(b));
         }
         if b.chance(15) {
-            s.keep(activation(b));
+            s.keep_activation(b);
         }
         if b.chance(50) {
             let (size, strides, padding, [oh, ow]) = window(b, &s.shape, 3);
