@@ -2,7 +2,8 @@
  * @file The `.nn` language of nnc: neural networks declared as a model block and a
  * train block. Layer kinds, activations, losses and optimizers are plain
  * identifiers here, as in nnc's own parser; `nnc check` decides what they mean.
- * Graphs (`NAME = LAYER(ARGS)(INPUTS)`) parse already.
+ * Graphs: `NAME = LAYER(ARGS)(INPUT)` feeds a layer from one earlier statement, and
+ * merges name their inputs as arguments (`add(a, b)`, `add([a, b])`).
  */
 
 /// <reference types="tree-sitter-cli/dsl" />
@@ -39,15 +40,19 @@ module.exports = grammar({
       field('shape', $._value),
     ),
 
-    /** `NAME = LAYER(ARGS)(INPUTS)`, `LAYER(ARGS)` or `LAYER`. */
+    /** `NAME = LAYER(ARGS)(INPUT)`, `LAYER(ARGS)` or `LAYER`. */
     layer_statement: $ => seq(
       optional(seq(field('name', $.identifier), '=')),
       field('layer', $.identifier),
       optional(seq(
         field('arguments', $.arguments),
-        optional(field('inputs', $.arguments)),
+        optional(field('input', $.layer_input)),
       )),
     ),
+
+    /** `(NAME)` after a layer's arguments: the one statement it reads, as nnc's
+     * parser has it (a merge names its inputs among its arguments instead). */
+    layer_input: $ => seq('(', field('name', $.identifier), ')'),
 
     train_block: $ => seq('train', '{', repeat($.setting), '}'),
 

@@ -22,8 +22,15 @@
 ; A bare name as a value: `relu`, `adam`, `sparse_categorical_crossentropy`.
 (call function: (identifier) @constant . )
 
-; A layer's inputs in a graph: `dense(64)(x)`.
-(layer_statement inputs: (arguments (call function: (identifier) @variable)))
+; A bare name among a layer's own arguments is a statement: a merge's inputs,
+; `add(a, b)`, `add([a, b])`. After the rule above, which it overrides (the later
+; pattern wins). Naming the merges here would not work: the highlighter keeps one
+; match per captured node, so all but the last input of a merge would lose theirs.
+(layer_statement arguments: (arguments (call function: (identifier) @variable . )))
+(layer_statement arguments: (arguments (list (call function: (identifier) @variable . ))))
+
+; A layer's input in a graph: `dense(64)(x)`.
+(layer_input name: (identifier) @variable)
 
 (keyword_argument name: (identifier) @variable.parameter)
 (setting key: (identifier) @variable.other.member)
