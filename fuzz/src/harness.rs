@@ -773,7 +773,6 @@ fn graph_model(b: &mut Bytes) -> Sketch {
 /// Adds `NAME = CALL` reading `reads`: a merge names them all (`add(a, b)`, or at
 /// times Keras's list, `add([a, b])`); a layer names its one input as `(INPUT)`,
 /// which it may leave out when it reads the statement just above.
-#[allow(clippy::too_many_arguments)]
 fn statement(
     b: &mut Bytes,
     s: &mut Sketch,
