@@ -386,30 +386,12 @@ fn activations_and_their_gradients_match_the_interpreter() {
     }
 }
 
-fn loss_kinds() -> Vec<LossKind> {
-    vec![
-        LossKind::Mse,
-        LossKind::Mae,
-        LossKind::Huber { delta: 1.0 },
-        LossKind::SigmoidBinaryCrossentropy,
-        LossKind::BinaryCrossentropy,
-        LossKind::SoftmaxCategoricalCrossentropy,
-        LossKind::CategoricalCrossentropy,
-        LossKind::SoftmaxSparseCategoricalCrossentropy,
-        LossKind::SparseCategoricalCrossentropy,
-    ]
-}
-
 #[test]
 fn losses_and_their_gradients_match_the_interpreter() {
     let mut rng = StdRng::seed_from_u64(11);
-    for kind in loss_kinds() {
+    for kind in LossKind::ALL {
         for (rows, cols) in [(1, 1), (5, 3), (9, 10)] {
-            let sparse = matches!(
-                kind,
-                LossKind::SoftmaxSparseCategoricalCrossentropy
-                    | LossKind::SparseCategoricalCrossentropy
-            );
+            let sparse = kind.sparse();
             let probs = matches!(
                 kind,
                 LossKind::BinaryCrossentropy

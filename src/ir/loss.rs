@@ -1,9 +1,167 @@
-//! The losses of `LossKind` and their gradients, as Keras 3 computes them: the mean
-//! over the batch of a per-sample loss, which for the elementwise losses is itself a
-//! mean over the last axis (so the whole thing is a mean over every element).
+//! The loss family: the IR's loss kinds (`LossKind`, which `Op::Loss`,
+//! `Op::LossGrad` and `Op::WeightedLoss` carry) and their arithmetic as Keras 3
+//! computes it: the mean over the batch of a per-sample loss, which for the
+//! elementwise losses is itself a mean over the last axis (so the whole thing is a
+//! mean over every element). Everything the IR knows about one kind is here (its
+//! source loss, printed name, target layout, loss and gradient); `op.rs`, the
+//! interpreter and the gradient rules only delegate, and its native code is in
+//! `codegen/loss.rs`.
 
-use super::graph::LossKind;
-use crate::ops::{sigmoid, Real};
+use crate::ops::{sigmoid, Activation, Real};
+use crate::sema::model::{Loss, Targets};
+
+/// How a loss reads its prediction. The `*Logits` forms are fused with the model's
+/// final sigmoid/softmax in the numerically stable form (as Keras does when a
+/// sigmoid/softmax output feeds a cross-entropy); the others clip probabilities to
+/// `[1e-7, 1 - 1e-7]` as Keras does.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum LossKind {
+    /// Mean of squared errors over all elements.
+    Mse,
+    /// Mean of absolute errors over all elements.
+    Mae,
+    /// Huber with Keras's `delta = 1.0`, mean over all elements.
+    Huber { delta: f32 },
+    /// Binary cross-entropy from logits (the model ends in `sigmoid`).
+    SigmoidBinaryCrossentropy,
+    /// Binary cross-entropy from probabilities.
+    BinaryCrossentropy,
+    /// Categorical cross-entropy from logits, one-hot targets `[batch, classes]`.
+    SoftmaxCategoricalCrossentropy,
+    /// Categorical cross-entropy from probabilities, one-hot targets.
+    CategoricalCrossentropy,
+    /// Sparse categorical cross-entropy from logits, targets `[batch]` holding class
+    /// indices as f32.
+    SoftmaxSparseCategoricalCrossentropy,
+    /// Sparse categorical cross-entropy from probabilities.
+    SparseCategoricalCrossentropy,
+}
+
+impl LossKind {
+    /// Every kind, for the tests that try them all.
+    pub const ALL: [LossKind; 9] = [
+        LossKind::Mse,
+        LossKind::Mae,
+        LossKind::Huber { delta: 1.0 },
+        LossKind::SigmoidBinaryCrossentropy,
+        LossKind::BinaryCrossentropy,
+        LossKind::SoftmaxCategoricalCrossentropy,
+        LossKind::CategoricalCrossentropy,
+        LossKind::SoftmaxSparseCategoricalCrossentropy,
+        LossKind::SparseCategoricalCrossentropy,
+    ];
+
+    /// The kind computing `loss` of a model whose output is `last` applied to its
+    /// logits (`None`: no final activation): a fused kind when the loss has one for
+    /// that activation.
+    pub fn of(loss: Loss, last: Option<Activation>) -> LossKind {
+        let sigmoid = last == Some(Activation::Sigmoid);
+        let softmax = last == Some(Activation::Softmax);
+        match loss {
+            Loss::Mse => LossKind::Mse,
+            Loss::Mae => LossKind::Mae,
+            Loss::Huber => LossKind::Huber { delta: 1.0 },
+            Loss::BinaryCrossentropy if sigmoid => LossKind::SigmoidBinaryCrossentropy,
+            Loss::BinaryCrossentropy => LossKind::BinaryCrossentropy,
+            Loss::CategoricalCrossentropy if softmax => LossKind::SoftmaxCategoricalCrossentropy,
+            Loss::CategoricalCrossentropy => LossKind::CategoricalCrossentropy,
+            Loss::SparseCategoricalCrossentropy if softmax => {
+                LossKind::SoftmaxSparseCategoricalCrossentropy
+            }
+            Loss::SparseCategoricalCrossentropy => LossKind::SparseCategoricalCrossentropy,
+        }
+    }
+
+    /// The source loss this kind computes.
+    pub fn loss(self) -> Loss {
+        match self {
+            LossKind::Mse => Loss::Mse,
+            LossKind::Mae => Loss::Mae,
+            LossKind::Huber { .. } => Loss::Huber,
+            LossKind::SigmoidBinaryCrossentropy | LossKind::BinaryCrossentropy => {
+                Loss::BinaryCrossentropy
+            }
+            LossKind::SoftmaxCategoricalCrossentropy | LossKind::CategoricalCrossentropy => {
+                Loss::CategoricalCrossentropy
+            }
+            LossKind::SoftmaxSparseCategoricalCrossentropy
+            | LossKind::SparseCategoricalCrossentropy => Loss::SparseCategoricalCrossentropy,
+        }
+    }
+
+    /// Whether the kind reads the logits before the model's final activation.
+    pub fn reads_logits(self) -> bool {
+        match self {
+            LossKind::SigmoidBinaryCrossentropy
+            | LossKind::SoftmaxCategoricalCrossentropy
+            | LossKind::SoftmaxSparseCategoricalCrossentropy => true,
+            LossKind::Mse
+            | LossKind::Mae
+            | LossKind::Huber { .. }
+            | LossKind::BinaryCrossentropy
+            | LossKind::CategoricalCrossentropy
+            | LossKind::SparseCategoricalCrossentropy => false,
+        }
+    }
+
+    /// Whether the targets are one class index per row rather than the prediction's
+    /// shape.
+    pub fn sparse(self) -> bool {
+        self.loss().targets() == Targets::Sparse
+    }
+
+    /// The printed name (`nnc emit --ir`).
+    pub fn name(self) -> String {
+        match self {
+            LossKind::Huber { delta } => format!("huber{{delta={delta}}}"),
+            LossKind::SigmoidBinaryCrossentropy
+            | LossKind::SoftmaxCategoricalCrossentropy
+            | LossKind::SoftmaxSparseCategoricalCrossentropy => {
+                format!(
+                    "{}_{}",
+                    self.loss().expects().map_or("", |a| a.name()),
+                    self.loss().keyword()
+                )
+            }
+            LossKind::Mse
+            | LossKind::Mae
+            | LossKind::BinaryCrossentropy
+            | LossKind::CategoricalCrossentropy
+            | LossKind::SparseCategoricalCrossentropy => self.loss().keyword().into(),
+        }
+    }
+
+    /// Every kind but `Huber`'s delta as a number, for helpers native code calls.
+    pub fn code(self) -> (u64, f32) {
+        match self {
+            LossKind::Mse => (0, 0.0),
+            LossKind::Mae => (1, 0.0),
+            LossKind::Huber { delta } => (2, delta),
+            LossKind::SigmoidBinaryCrossentropy => (3, 0.0),
+            LossKind::BinaryCrossentropy => (4, 0.0),
+            LossKind::SoftmaxCategoricalCrossentropy => (5, 0.0),
+            LossKind::CategoricalCrossentropy => (6, 0.0),
+            LossKind::SoftmaxSparseCategoricalCrossentropy => (7, 0.0),
+            LossKind::SparseCategoricalCrossentropy => (8, 0.0),
+        }
+    }
+
+    /// The kind `code` made.
+    pub fn from_code(code: u64, delta: f32) -> Option<LossKind> {
+        Some(match code {
+            0 => LossKind::Mse,
+            1 => LossKind::Mae,
+            2 => LossKind::Huber { delta },
+            3 => LossKind::SigmoidBinaryCrossentropy,
+            4 => LossKind::BinaryCrossentropy,
+            5 => LossKind::SoftmaxCategoricalCrossentropy,
+            6 => LossKind::CategoricalCrossentropy,
+            7 => LossKind::SoftmaxSparseCategoricalCrossentropy,
+            8 => LossKind::SparseCategoricalCrossentropy,
+            _ => return None,
+        })
+    }
+}
 
 /// Keras's `backend.epsilon()`, the probability clip of the non-logit forms.
 const EPSILON: f64 = 1e-7;
@@ -40,10 +198,10 @@ fn one_hot<T: Real>(y: &[T], classes: usize) -> Vec<T> {
 }
 
 fn targets<T: Real>(kind: LossKind, y: &[T], classes: usize) -> Vec<T> {
-    match kind {
-        LossKind::SoftmaxSparseCategoricalCrossentropy
-        | LossKind::SparseCategoricalCrossentropy => one_hot(y, classes),
-        _ => y.to_vec(),
+    if kind.sparse() {
+        one_hot(y, classes)
+    } else {
+        y.to_vec()
     }
 }
 
@@ -277,13 +435,17 @@ mod tests {
         (one_hot(&idx, classes), idx)
     }
 
-    #[test]
-    fn every_loss_gradient_matches_finite_differences() {
-        let mut rng = StdRng::seed_from_u64(5);
-        let (rows, classes) = (5, 4);
+    /// Predictions and targets to check `kind`'s gradient at: errors kept away from
+    /// the kinks of mae (0) and huber (±delta), probabilities inside the clip, and
+    /// each cross-entropy with soft and with one-hot targets.
+    fn fd_cases(
+        kind: LossKind,
+        rng: &mut StdRng,
+        rows: usize,
+        classes: usize,
+    ) -> Vec<(Vec<f64>, Vec<f64>)> {
         let n = rows * classes;
-        let y = uniform(&mut rng, n, -1.0, 1.0);
-        // Errors kept away from the kinks of mae (0) and huber (±delta).
+        let y = uniform(rng, n, -1.0, 1.0);
         let e: Vec<f64> = (0..n)
             .map(|i| {
                 let mag = if i % 2 == 0 {
@@ -298,34 +460,34 @@ mod tests {
                 }
             })
             .collect();
-        let p: Vec<f64> = y.iter().zip(&e).map(|(y, e)| y + e).collect();
-        for kind in [LossKind::Mse, LossKind::Mae, LossKind::Huber { delta: 1.0 }] {
-            let err = fd_error(kind, &p, &y, classes);
-            assert!(err < 1e-6, "{kind:?}: {err}");
+        let off_kinks: Vec<f64> = y.iter().zip(&e).map(|(y, e)| y + e).collect();
+        let probs = uniform(rng, n, 0.05, 0.95);
+        let logits = uniform(rng, n, -4.0, 4.0);
+        let soft = uniform(rng, n, 0.0, 1.0);
+        let (hot, idx) = one_hot_rows(rng, rows, classes);
+        match kind {
+            LossKind::Mse | LossKind::Mae | LossKind::Huber { .. } => vec![(off_kinks, y)],
+            LossKind::BinaryCrossentropy | LossKind::CategoricalCrossentropy => {
+                vec![(probs.clone(), soft), (probs, hot)]
+            }
+            LossKind::SigmoidBinaryCrossentropy => vec![(logits, soft)],
+            LossKind::SoftmaxCategoricalCrossentropy => {
+                vec![(logits.clone(), soft), (logits, hot)]
+            }
+            LossKind::SparseCategoricalCrossentropy => vec![(probs, idx)],
+            LossKind::SoftmaxSparseCategoricalCrossentropy => vec![(logits, idx)],
         }
+    }
 
-        let probs = uniform(&mut rng, n, 0.05, 0.95);
-        let logits = uniform(&mut rng, n, -4.0, 4.0);
-        let soft = uniform(&mut rng, n, 0.0, 1.0);
-        let (hot, idx) = one_hot_rows(&mut rng, rows, classes);
-        let cases = [
-            (LossKind::BinaryCrossentropy, &probs, &soft),
-            (LossKind::BinaryCrossentropy, &probs, &hot),
-            (LossKind::SigmoidBinaryCrossentropy, &logits, &soft),
-            (LossKind::CategoricalCrossentropy, &probs, &soft),
-            (LossKind::CategoricalCrossentropy, &probs, &hot),
-            (LossKind::SoftmaxCategoricalCrossentropy, &logits, &soft),
-            (LossKind::SoftmaxCategoricalCrossentropy, &logits, &hot),
-            (LossKind::SparseCategoricalCrossentropy, &probs, &idx),
-            (
-                LossKind::SoftmaxSparseCategoricalCrossentropy,
-                &logits,
-                &idx,
-            ),
-        ];
-        for (kind, p, y) in cases {
-            let err = fd_error(kind, p, y, classes);
-            assert!(err < 1e-6, "{kind:?}: {err}");
+    #[test]
+    fn every_loss_gradient_matches_finite_differences() {
+        let mut rng = StdRng::seed_from_u64(5);
+        let (rows, classes) = (5, 4);
+        for kind in LossKind::ALL {
+            for (p, y) in fd_cases(kind, &mut rng, rows, classes) {
+                let err = fd_error(kind, &p, &y, classes);
+                assert!(err < 1e-6, "{kind:?}: {err}");
+            }
         }
     }
 

@@ -5,68 +5,9 @@
 
 use std::fmt;
 
+use super::loss::LossKind;
 use crate::ops::Activation;
 use crate::sema::model::{Optimizer, Padding, Schedule};
-
-/// How a loss reads its prediction. The `*Logits` forms are fused with the model's
-/// final sigmoid/softmax in the numerically stable form (as Keras does when a
-/// sigmoid/softmax output feeds a cross-entropy); the others clip probabilities to
-/// `[1e-7, 1 - 1e-7]` as Keras does.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub enum LossKind {
-    /// Mean of squared errors over all elements.
-    Mse,
-    /// Mean of absolute errors over all elements.
-    Mae,
-    /// Huber with Keras's `delta = 1.0`, mean over all elements.
-    Huber { delta: f32 },
-    /// Binary cross-entropy from logits (the model ends in `sigmoid`).
-    SigmoidBinaryCrossentropy,
-    /// Binary cross-entropy from probabilities.
-    BinaryCrossentropy,
-    /// Categorical cross-entropy from logits, one-hot targets `[batch, classes]`.
-    SoftmaxCategoricalCrossentropy,
-    /// Categorical cross-entropy from probabilities, one-hot targets.
-    CategoricalCrossentropy,
-    /// Sparse categorical cross-entropy from logits, targets `[batch]` holding class
-    /// indices as f32.
-    SoftmaxSparseCategoricalCrossentropy,
-    /// Sparse categorical cross-entropy from probabilities.
-    SparseCategoricalCrossentropy,
-}
-
-impl LossKind {
-    /// Every kind but `Huber`'s delta as a number, for helpers native code calls.
-    pub fn code(self) -> (u64, f32) {
-        match self {
-            LossKind::Mse => (0, 0.0),
-            LossKind::Mae => (1, 0.0),
-            LossKind::Huber { delta } => (2, delta),
-            LossKind::SigmoidBinaryCrossentropy => (3, 0.0),
-            LossKind::BinaryCrossentropy => (4, 0.0),
-            LossKind::SoftmaxCategoricalCrossentropy => (5, 0.0),
-            LossKind::CategoricalCrossentropy => (6, 0.0),
-            LossKind::SoftmaxSparseCategoricalCrossentropy => (7, 0.0),
-            LossKind::SparseCategoricalCrossentropy => (8, 0.0),
-        }
-    }
-
-    /// The kind `code` made.
-    pub fn from_code(code: u64, delta: f32) -> Option<LossKind> {
-        Some(match code {
-            0 => LossKind::Mse,
-            1 => LossKind::Mae,
-            2 => LossKind::Huber { delta },
-            3 => LossKind::SigmoidBinaryCrossentropy,
-            4 => LossKind::BinaryCrossentropy,
-            5 => LossKind::SoftmaxCategoricalCrossentropy,
-            6 => LossKind::CategoricalCrossentropy,
-            7 => LossKind::SoftmaxSparseCategoricalCrossentropy,
-            8 => LossKind::SparseCategoricalCrossentropy,
-            _ => return None,
-        })
-    }
-}
 
 #[derive(Debug, Clone, PartialEq)]
 pub enum Op {
@@ -473,11 +414,7 @@ impl Op {
             Op::SoftmaxGrad => same(0, 1).map(|_| s(0)),
             Op::Loss(kind) | Op::LossGrad(kind) => {
                 let (p, mut t) = (s(0), s(1));
-                if matches!(
-                    kind,
-                    LossKind::SparseCategoricalCrossentropy
-                        | LossKind::SoftmaxSparseCategoricalCrossentropy
-                ) {
+                if kind.sparse() {
                     t.push(*p.last().unwrap_or(&0));
                 }
                 if p != t || p.is_empty() {
@@ -674,22 +611,6 @@ fn image_of(x: &[usize], win: &Window) -> Result<(usize, [usize; 2], usize), Str
     }
 }
 
-fn loss(k: LossKind) -> String {
-    match k {
-        LossKind::Mse => "mse".into(),
-        LossKind::Mae => "mae".into(),
-        LossKind::Huber { delta } => format!("huber{{delta={delta}}}"),
-        LossKind::SigmoidBinaryCrossentropy => "sigmoid_binary_crossentropy".into(),
-        LossKind::BinaryCrossentropy => "binary_crossentropy".into(),
-        LossKind::SoftmaxCategoricalCrossentropy => "softmax_categorical_crossentropy".into(),
-        LossKind::CategoricalCrossentropy => "categorical_crossentropy".into(),
-        LossKind::SoftmaxSparseCategoricalCrossentropy => {
-            "softmax_sparse_categorical_crossentropy".into()
-        }
-        LossKind::SparseCategoricalCrossentropy => "sparse_categorical_crossentropy".into(),
-    }
-}
-
 fn optimizer(o: Optimizer) -> String {
     match o {
         Optimizer::Sgd {
@@ -752,8 +673,8 @@ impl fmt::Display for Op {
                 format!("dropout_grad{{rate={rate}, seed={seed:#x}}}")
             }
             Op::Reshape => "reshape".into(),
-            Op::Loss(k) => format!("loss.{}", loss(*k)),
-            Op::LossGrad(k) => format!("loss_grad.{}", loss(*k)),
+            Op::Loss(k) => format!("loss.{}", k.name()),
+            Op::LossGrad(k) => format!("loss_grad.{}", k.name()),
             Op::Update(o) => format!("update.{}", optimizer(*o)),
             Op::Im2col(w) => format!("im2col{}", window(w)),
             Op::Col2im(w) => format!("col2im{}", window(w)),
@@ -785,7 +706,7 @@ impl fmt::Display for Op {
             Op::Scale => "scale".into(),
             Op::Affine { scale, shift } => format!("affine{{scale={scale}, shift={shift}}}"),
             Op::ClassWeights => "class_weights".into(),
-            Op::WeightedLoss(k) => format!("weighted_loss.{}", loss(*k)),
+            Op::WeightedLoss(k) => format!("weighted_loss.{}", k.name()),
             Op::ScaleRows => "scale_rows".into(),
             Op::Sub => "sub".into(),
             Op::Mul => "mul".into(),
