@@ -24,6 +24,7 @@ enum Pointwise {
     Huber { delta: f32 },
     SigmoidBinaryCrossentropy,
     BinaryCrossentropy,
+    LogCosh,
 }
 
 impl Pointwise {
@@ -31,7 +32,7 @@ impl Pointwise {
     /// `f32`.
     fn lanes_agree(self) -> bool {
         match self {
-            Pointwise::Mse | Pointwise::SigmoidBinaryCrossentropy => true,
+            Pointwise::Mse | Pointwise::SigmoidBinaryCrossentropy | Pointwise::LogCosh => true,
             Pointwise::Mae | Pointwise::Huber { .. } | Pointwise::BinaryCrossentropy => false,
         }
     }
@@ -65,6 +66,7 @@ fn family(kind: LossKind) -> Family {
         }
         LossKind::CategoricalCrossentropy => Family::Crossentropy { sparse: false },
         LossKind::SparseCategoricalCrossentropy => Family::Crossentropy { sparse: true },
+        LossKind::LogCosh => Family::Pointwise(Pointwise::LogCosh),
     }
 }
 
@@ -516,6 +518,28 @@ fn pointwise_loss(
                 // exp(-|z|) is in (0, 1]: the inline log1p, not a call per element.
                 let l = e.log1p_pos(ex);
                 e.fadd(a, l)
+            }
+        }
+        Pointwise::LogCosh => {
+            // x + softplus(-2x) - log(2), x = p - t; its derivative 1 - 2 sigmoid(-2x).
+            let x = e.fsub(p, t);
+            let ty = e.b.func.dfg.value_type(x);
+            let m2 = e.fmul_c(x, -2.0);
+            if grad {
+                let s = e.sigmoid(m2);
+                let s2 = e.fmul_c(s, 2.0);
+                let one = e.fc(ty, 1.0);
+                e.fsub(one, s2)
+            } else {
+                let m = e.max_c(m2, 0.0);
+                let a = e.b.ins().fabs(m2);
+                let na = e.b.ins().fneg(a);
+                let ex = e.exp(na);
+                let l = e.log1p_pos(ex);
+                let sp = e.fadd(m, l);
+                let xs = e.fadd(x, sp);
+                let ln2 = e.fc(ty, std::f32::consts::LN_2);
+                e.fsub(xs, ln2)
             }
         }
         Pointwise::BinaryCrossentropy => {

@@ -565,7 +565,9 @@ fn model_targets(rng: &mut StdRng, loss: Loss, rows: usize, classes: usize) -> V
         Loss::BinaryCrossentropy => (0..rows * classes)
             .map(|_| f32::from(u8::from(rng.gen_bool(0.5))))
             .collect(),
-        Loss::Mse | Loss::Mae | Loss::Huber => random(rng, rows * classes, -1.5, 1.5),
+        Loss::Mse | Loss::Mae | Loss::Huber | Loss::LogCosh => {
+            random(rng, rows * classes, -1.5, 1.5)
+        }
     }
 }
 

@@ -35,11 +35,14 @@ pub enum LossKind {
     SoftmaxSparseCategoricalCrossentropy,
     /// Sparse categorical cross-entropy from probabilities.
     SparseCategoricalCrossentropy,
+    /// Keras's `log_cosh` of the error `x = p - y`, computed as
+    /// `x + softplus(-2x) - log(2)`, mean over all elements.
+    LogCosh,
 }
 
 impl LossKind {
     /// Every kind, for the tests that try them all.
-    pub const ALL: [LossKind; 9] = [
+    pub const ALL: [LossKind; 10] = [
         LossKind::Mse,
         LossKind::Mae,
         LossKind::Huber { delta: 1.0 },
@@ -49,6 +52,7 @@ impl LossKind {
         LossKind::CategoricalCrossentropy,
         LossKind::SoftmaxSparseCategoricalCrossentropy,
         LossKind::SparseCategoricalCrossentropy,
+        LossKind::LogCosh,
     ];
 
     /// The kind computing `loss` of a model whose output is `last` applied to its
@@ -69,6 +73,7 @@ impl LossKind {
                 LossKind::SoftmaxSparseCategoricalCrossentropy
             }
             Loss::SparseCategoricalCrossentropy => LossKind::SparseCategoricalCrossentropy,
+            Loss::LogCosh => LossKind::LogCosh,
         }
     }
 
@@ -86,6 +91,7 @@ impl LossKind {
             }
             LossKind::SoftmaxSparseCategoricalCrossentropy
             | LossKind::SparseCategoricalCrossentropy => Loss::SparseCategoricalCrossentropy,
+            LossKind::LogCosh => Loss::LogCosh,
         }
     }
 
@@ -100,7 +106,8 @@ impl LossKind {
             | LossKind::Huber { .. }
             | LossKind::BinaryCrossentropy
             | LossKind::CategoricalCrossentropy
-            | LossKind::SparseCategoricalCrossentropy => false,
+            | LossKind::SparseCategoricalCrossentropy
+            | LossKind::LogCosh => false,
         }
     }
 
@@ -127,7 +134,8 @@ impl LossKind {
             | LossKind::Mae
             | LossKind::BinaryCrossentropy
             | LossKind::CategoricalCrossentropy
-            | LossKind::SparseCategoricalCrossentropy => self.loss().keyword().into(),
+            | LossKind::SparseCategoricalCrossentropy
+            | LossKind::LogCosh => self.loss().keyword().into(),
         }
     }
 
@@ -143,6 +151,7 @@ impl LossKind {
             LossKind::CategoricalCrossentropy => (6, 0.0),
             LossKind::SoftmaxSparseCategoricalCrossentropy => (7, 0.0),
             LossKind::SparseCategoricalCrossentropy => (8, 0.0),
+            LossKind::LogCosh => (9, 0.0),
         }
     }
 
@@ -158,6 +167,7 @@ impl LossKind {
             6 => LossKind::CategoricalCrossentropy,
             7 => LossKind::SoftmaxSparseCategoricalCrossentropy,
             8 => LossKind::SparseCategoricalCrossentropy,
+            9 => LossKind::LogCosh,
             _ => return None,
         })
     }
@@ -205,6 +215,11 @@ fn targets<T: Real>(kind: LossKind, y: &[T], classes: usize) -> Vec<T> {
     }
 }
 
+/// `log(1 + exp(z))` in the stable form, as Keras's `log_cosh` uses it.
+fn softplus<T: Real>(z: T) -> T {
+    z.max(T::zero()) + (-z.abs()).exp().ln_1p()
+}
+
 fn log_softmax_row<T: Real>(z: &[T]) -> Vec<T> {
     let m = z.iter().fold(z[0], |a, &b| a.max(b));
     let mut s = T::zero();
@@ -241,6 +256,14 @@ pub fn loss<T: Real>(kind: LossKind, p: &[T], y: &[T], classes: usize) -> T {
                 let e = (p - y).abs();
                 let q = e.min(d);
                 total += T::from_f64(0.5) * q * q + d * (e - q);
+            }
+            total / n
+        }
+        LossKind::LogCosh => {
+            let ln2 = T::from_f64(std::f64::consts::LN_2);
+            for (&p, &y) in p.iter().zip(&y) {
+                let x = p - y;
+                total += x + softplus(x * T::from_f64(-2.0)) - ln2;
             }
             total / n
         }
@@ -356,6 +379,15 @@ pub fn loss_grad<T: Real>(kind: LossKind, p: &[T], y: &[T], classes: usize) -> V
                 .map(|(&p, &y)| (p - y).max(-d).min(d) / n)
                 .collect()
         }
+        // d/dx (x + softplus(-2x)) = 1 - 2 sigmoid(-2x), i.e. tanh(x).
+        LossKind::LogCosh => p
+            .iter()
+            .zip(&y)
+            .map(|(&p, &y)| {
+                let s = sigmoid((p - y) * T::from_f64(-2.0));
+                (one - T::from_f64(2.0) * s) / n
+            })
+            .collect(),
         LossKind::BinaryCrossentropy => p
             .iter()
             .zip(&y)
@@ -467,6 +499,7 @@ mod tests {
         let (hot, idx) = one_hot_rows(rng, rows, classes);
         match kind {
             LossKind::Mse | LossKind::Mae | LossKind::Huber { .. } => vec![(off_kinks, y)],
+            LossKind::LogCosh => vec![(logits, y)],
             LossKind::BinaryCrossentropy | LossKind::CategoricalCrossentropy => {
                 vec![(probs.clone(), soft), (probs, hot)]
             }
@@ -547,6 +580,10 @@ mod tests {
             loss_grad(LossKind::Mae, &[2.0, 2.0], &[2.0, 1.0], 1),
             vec![0.0, 0.5]
         );
+        // log(cosh(x)) at x = 0, 1, -2.5 (symmetric): mean of 0, 0.4337808, 1.8503019.
+        let l = loss(LossKind::LogCosh, &[1.0, 3.0, -0.5], &[1.0, 2.0, 2.0], 1);
+        let want = (1f64.cosh().ln() + 2.5f64.cosh().ln()) / 3.0;
+        assert!((l - want).abs() < 1e-12, "{l} {want}");
         // Probabilities are clipped to [1e-7, 1 - 1e-7] and get no gradient outside.
         let clipped = loss(LossKind::BinaryCrossentropy, &[0.0], &[1.0], 1);
         assert!((clipped + 1e-7f64.ln()).abs() < 1e-9, "{clipped}");

@@ -84,7 +84,7 @@ fn targets(rng: &mut StdRng, g: &Graph, loss: Loss) -> Vec<f64> {
             .map(|i| f64::from(u8::from(i % classes == (i / classes) % classes)))
             .collect(),
         Loss::BinaryCrossentropy => random(rng, n, 0.0, 1.0),
-        Loss::Mse | Loss::Mae | Loss::Huber => random(rng, n, -1.5, 1.5),
+        Loss::Mse | Loss::Mae | Loss::Huber | Loss::LogCosh => random(rng, n, -1.5, 1.5),
     }
 }
 

@@ -673,6 +673,8 @@ pub enum Loss {
     BinaryCrossentropy,
     CategoricalCrossentropy,
     SparseCategoricalCrossentropy,
+    /// Keras's `log_cosh`: `log(cosh(error))`, mean over all elements.
+    LogCosh,
 }
 
 /// What a loss compares the output with, which decides the data's target column
@@ -709,13 +711,14 @@ impl Targets {
 
 impl Loss {
     /// Every loss, for names, tests and fuzzing that try them all.
-    pub const ALL: [Loss; 6] = [
+    pub const ALL: [Loss; 7] = [
         Loss::Mse,
         Loss::Mae,
         Loss::Huber,
         Loss::BinaryCrossentropy,
         Loss::CategoricalCrossentropy,
         Loss::SparseCategoricalCrossentropy,
+        Loss::LogCosh,
     ];
 
     /// Other names Keras's `losses.get` accepts for a loss, accepted as well.
@@ -730,6 +733,7 @@ impl Loss {
             Loss::BinaryCrossentropy => "binary_crossentropy",
             Loss::CategoricalCrossentropy => "categorical_crossentropy",
             Loss::SparseCategoricalCrossentropy => "sparse_categorical_crossentropy",
+            Loss::LogCosh => "log_cosh",
         }
     }
 
@@ -744,7 +748,7 @@ impl Loss {
     /// What the loss compares the output with.
     pub fn targets(self) -> Targets {
         match self {
-            Loss::Mse | Loss::Mae | Loss::Huber => Targets::Value,
+            Loss::Mse | Loss::Mae | Loss::Huber | Loss::LogCosh => Targets::Value,
             Loss::BinaryCrossentropy => Targets::Binary,
             Loss::CategoricalCrossentropy => Targets::OneHot,
             Loss::SparseCategoricalCrossentropy => Targets::Sparse,
@@ -754,7 +758,7 @@ impl Loss {
     /// The final activation whose probabilities the loss expects (a lint otherwise).
     pub fn expects(self) -> Option<Activation> {
         match self {
-            Loss::Mse | Loss::Mae | Loss::Huber => None,
+            Loss::Mse | Loss::Mae | Loss::Huber | Loss::LogCosh => None,
             Loss::BinaryCrossentropy => Some(Activation::Sigmoid),
             Loss::CategoricalCrossentropy | Loss::SparseCategoricalCrossentropy => {
                 Some(Activation::Softmax)
@@ -767,7 +771,11 @@ impl Loss {
     pub fn smooths_labels(self) -> bool {
         match self {
             Loss::BinaryCrossentropy | Loss::CategoricalCrossentropy => true,
-            Loss::Mse | Loss::Mae | Loss::Huber | Loss::SparseCategoricalCrossentropy => false,
+            Loss::Mse
+            | Loss::Mae
+            | Loss::Huber
+            | Loss::SparseCategoricalCrossentropy
+            | Loss::LogCosh => false,
         }
     }
 }

@@ -275,6 +275,10 @@ CASES["digits_embedding_conv1d_sgd"] = dict(
     loss="sparse_categorical_crossentropy", optimizer=dict(SGD, learning_rate=0.1, momentum=0.9),
     epochs=3, batch_size=16)
 
+# The losses added after the cases above.
+CASES["reg_log_cosh_adam_tanh"] = dict(data="regression.csv", layers=[[8, "tanh"], [1, "linear"]],
+                                       loss="log_cosh", optimizer=ADAM, epochs=3, batch_size=20)
+
 # Layers other than `dense` and the activations: a spec's first item is the nnc name.
 WEIGHTED = {"layer_norm": ("gamma", "beta"), "embedding": ("embeddings",),
             "conv1d": ("kernel", "bias")}
