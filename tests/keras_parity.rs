@@ -616,6 +616,7 @@ cases!(
     bc_sgd_class_weight_balanced,
     iris_concat_l2,
     reg_log_cosh_adam_tanh,
+    bc_poisson_adam_softplus,
 );
 
 /// Each metric against Keras's value on the fixed predictions of metrics.json, fed in

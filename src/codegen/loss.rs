@@ -25,6 +25,7 @@ enum Pointwise {
     SigmoidBinaryCrossentropy,
     BinaryCrossentropy,
     LogCosh,
+    Poisson,
 }
 
 impl Pointwise {
@@ -33,7 +34,10 @@ impl Pointwise {
     fn lanes_agree(self) -> bool {
         match self {
             Pointwise::Mse | Pointwise::SigmoidBinaryCrossentropy | Pointwise::LogCosh => true,
-            Pointwise::Mae | Pointwise::Huber { .. } | Pointwise::BinaryCrossentropy => false,
+            Pointwise::Mae
+            | Pointwise::Huber { .. }
+            | Pointwise::BinaryCrossentropy
+            | Pointwise::Poisson => false,
         }
     }
 }
@@ -67,6 +71,7 @@ fn family(kind: LossKind) -> Family {
         LossKind::CategoricalCrossentropy => Family::Crossentropy { sparse: false },
         LossKind::SparseCategoricalCrossentropy => Family::Crossentropy { sparse: true },
         LossKind::LogCosh => Family::Pointwise(Pointwise::LogCosh),
+        LossKind::Poisson => Family::Pointwise(Pointwise::Poisson),
     }
 }
 
@@ -540,6 +545,20 @@ fn pointwise_loss(
                 let xs = e.fadd(x, sp);
                 let ln2 = e.fc(ty, std::f32::consts::LN_2);
                 e.fsub(xs, ln2)
+            }
+        }
+        Pointwise::Poisson => {
+            // p - t log(p + epsilon); its derivative 1 - t / (p + epsilon).
+            let pe = e.b.ins().f32const(CLIP_EPS);
+            let pe = e.fadd(p, pe);
+            if grad {
+                let r = e.fdiv(t, pe);
+                let one = e.b.ins().f32const(1.0);
+                e.fsub(one, r)
+            } else {
+                let l = imports.call_f32(&mut e.b, Helper::Logf, &[pe]);
+                let tl = e.fmul(t, l);
+                e.fsub(p, tl)
             }
         }
         Pointwise::BinaryCrossentropy => {

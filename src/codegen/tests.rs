@@ -392,11 +392,13 @@ fn losses_and_their_gradients_match_the_interpreter() {
     for kind in LossKind::ALL {
         for (rows, cols) in [(1, 1), (5, 3), (9, 10)] {
             let sparse = kind.sparse();
+            // Poisson's rates are positive, as a probability is.
             let probs = matches!(
                 kind,
                 LossKind::BinaryCrossentropy
                     | LossKind::CategoricalCrossentropy
                     | LossKind::SparseCategoricalCrossentropy
+                    | LossKind::Poisson
             );
             let mut g = G::new();
             let p = g.param("p", &[rows, cols]);
@@ -568,6 +570,9 @@ fn model_targets(rng: &mut StdRng, loss: Loss, rows: usize, classes: usize) -> V
         Loss::Mse | Loss::Mae | Loss::Huber | Loss::LogCosh => {
             random(rng, rows * classes, -1.5, 1.5)
         }
+        Loss::Poisson => (0..rows * classes)
+            .map(|_| rng.gen_range(0..4) as f32)
+            .collect(),
     }
 }
 
@@ -601,6 +606,8 @@ fn random_model_error(seed: u64, control: bool) -> (f64, String) {
             layers[last].0 = rng.gen_range(1..=3);
             layers[last].1 = Activation::Sigmoid;
         }
+        // Positive rates.
+        Loss::Poisson => layers[last].1 = Activation::Softplus,
         _ => {}
     }
     let input = rng.gen_range(1..=20);

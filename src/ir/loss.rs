@@ -38,11 +38,13 @@ pub enum LossKind {
     /// Keras's `log_cosh` of the error `x = p - y`, computed as
     /// `x + softplus(-2x) - log(2)`, mean over all elements.
     LogCosh,
+    /// Keras's `poisson`: `p - y * log(p + 1e-7)`, mean over all elements.
+    Poisson,
 }
 
 impl LossKind {
     /// Every kind, for the tests that try them all.
-    pub const ALL: [LossKind; 10] = [
+    pub const ALL: [LossKind; 11] = [
         LossKind::Mse,
         LossKind::Mae,
         LossKind::Huber { delta: 1.0 },
@@ -53,6 +55,7 @@ impl LossKind {
         LossKind::SoftmaxSparseCategoricalCrossentropy,
         LossKind::SparseCategoricalCrossentropy,
         LossKind::LogCosh,
+        LossKind::Poisson,
     ];
 
     /// The kind computing `loss` of a model whose output is `last` applied to its
@@ -74,6 +77,7 @@ impl LossKind {
             }
             Loss::SparseCategoricalCrossentropy => LossKind::SparseCategoricalCrossentropy,
             Loss::LogCosh => LossKind::LogCosh,
+            Loss::Poisson => LossKind::Poisson,
         }
     }
 
@@ -92,6 +96,7 @@ impl LossKind {
             LossKind::SoftmaxSparseCategoricalCrossentropy
             | LossKind::SparseCategoricalCrossentropy => Loss::SparseCategoricalCrossentropy,
             LossKind::LogCosh => Loss::LogCosh,
+            LossKind::Poisson => Loss::Poisson,
         }
     }
 
@@ -107,7 +112,8 @@ impl LossKind {
             | LossKind::BinaryCrossentropy
             | LossKind::CategoricalCrossentropy
             | LossKind::SparseCategoricalCrossentropy
-            | LossKind::LogCosh => false,
+            | LossKind::LogCosh
+            | LossKind::Poisson => false,
         }
     }
 
@@ -135,7 +141,8 @@ impl LossKind {
             | LossKind::BinaryCrossentropy
             | LossKind::CategoricalCrossentropy
             | LossKind::SparseCategoricalCrossentropy
-            | LossKind::LogCosh => self.loss().keyword().into(),
+            | LossKind::LogCosh
+            | LossKind::Poisson => self.loss().keyword().into(),
         }
     }
 
@@ -152,6 +159,7 @@ impl LossKind {
             LossKind::SoftmaxSparseCategoricalCrossentropy => (7, 0.0),
             LossKind::SparseCategoricalCrossentropy => (8, 0.0),
             LossKind::LogCosh => (9, 0.0),
+            LossKind::Poisson => (10, 0.0),
         }
     }
 
@@ -168,6 +176,7 @@ impl LossKind {
             7 => LossKind::SoftmaxSparseCategoricalCrossentropy,
             8 => LossKind::SparseCategoricalCrossentropy,
             9 => LossKind::LogCosh,
+            10 => LossKind::Poisson,
             _ => return None,
         })
     }
@@ -264,6 +273,13 @@ pub fn loss<T: Real>(kind: LossKind, p: &[T], y: &[T], classes: usize) -> T {
             for (&p, &y) in p.iter().zip(&y) {
                 let x = p - y;
                 total += x + softplus(x * T::from_f64(-2.0)) - ln2;
+            }
+            total / n
+        }
+        LossKind::Poisson => {
+            let eps = T::from_f64(EPSILON);
+            for (&p, &y) in p.iter().zip(&y) {
+                total += p - y * (p + eps).ln();
             }
             total / n
         }
@@ -379,6 +395,11 @@ pub fn loss_grad<T: Real>(kind: LossKind, p: &[T], y: &[T], classes: usize) -> V
                 .map(|(&p, &y)| (p - y).max(-d).min(d) / n)
                 .collect()
         }
+        LossKind::Poisson => p
+            .iter()
+            .zip(&y)
+            .map(|(&p, &y)| (one - y / (p + T::from_f64(EPSILON))) / n)
+            .collect(),
         // d/dx (x + softplus(-2x)) = 1 - 2 sigmoid(-2x), i.e. tanh(x).
         LossKind::LogCosh => p
             .iter()
@@ -500,6 +521,8 @@ mod tests {
         match kind {
             LossKind::Mse | LossKind::Mae | LossKind::Huber { .. } => vec![(off_kinks, y)],
             LossKind::LogCosh => vec![(logits, y)],
+            // Counts against positive rates.
+            LossKind::Poisson => vec![(probs, soft.iter().map(|v| (v * 4.0).floor()).collect())],
             LossKind::BinaryCrossentropy | LossKind::CategoricalCrossentropy => {
                 vec![(probs.clone(), soft), (probs, hot)]
             }
@@ -583,6 +606,10 @@ mod tests {
         // log(cosh(x)) at x = 0, 1, -2.5 (symmetric): mean of 0, 0.4337808, 1.8503019.
         let l = loss(LossKind::LogCosh, &[1.0, 3.0, -0.5], &[1.0, 2.0, 2.0], 1);
         let want = (1f64.cosh().ln() + 2.5f64.cosh().ln()) / 3.0;
+        assert!((l - want).abs() < 1e-12, "{l} {want}");
+        // Poisson: p - y log(p + 1e-7), mean of 2 - 3 log(2) and 0.5.
+        let l = loss(LossKind::Poisson, &[2.0, 0.5], &[3.0, 0.0], 1);
+        let want = (2.0 - 3.0 * (2.0f64 + 1e-7).ln() + 0.5) / 2.0;
         assert!((l - want).abs() < 1e-12, "{l} {want}");
         // Probabilities are clipped to [1e-7, 1 - 1e-7] and get no gradient outside.
         let clipped = loss(LossKind::BinaryCrossentropy, &[0.0], &[1.0], 1);

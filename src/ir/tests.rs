@@ -85,6 +85,7 @@ fn targets(rng: &mut StdRng, g: &Graph, loss: Loss) -> Vec<f64> {
             .collect(),
         Loss::BinaryCrossentropy => random(rng, n, 0.0, 1.0),
         Loss::Mse | Loss::Mae | Loss::Huber | Loss::LogCosh => random(rng, n, -1.5, 1.5),
+        Loss::Poisson => (0..n).map(|_| rng.gen_range(0..4) as f64).collect(),
     }
 }
 

@@ -675,6 +675,8 @@ pub enum Loss {
     SparseCategoricalCrossentropy,
     /// Keras's `log_cosh`: `log(cosh(error))`, mean over all elements.
     LogCosh,
+    /// Keras's `poisson`: `p - y log(p + epsilon)`, mean over all elements.
+    Poisson,
 }
 
 /// What a loss compares the output with, which decides the data's target column
@@ -711,7 +713,7 @@ impl Targets {
 
 impl Loss {
     /// Every loss, for names, tests and fuzzing that try them all.
-    pub const ALL: [Loss; 7] = [
+    pub const ALL: [Loss; 8] = [
         Loss::Mse,
         Loss::Mae,
         Loss::Huber,
@@ -719,6 +721,7 @@ impl Loss {
         Loss::CategoricalCrossentropy,
         Loss::SparseCategoricalCrossentropy,
         Loss::LogCosh,
+        Loss::Poisson,
     ];
 
     /// Other names Keras's `losses.get` accepts for a loss, accepted as well.
@@ -734,6 +737,7 @@ impl Loss {
             Loss::CategoricalCrossentropy => "categorical_crossentropy",
             Loss::SparseCategoricalCrossentropy => "sparse_categorical_crossentropy",
             Loss::LogCosh => "log_cosh",
+            Loss::Poisson => "poisson",
         }
     }
 
@@ -748,7 +752,7 @@ impl Loss {
     /// What the loss compares the output with.
     pub fn targets(self) -> Targets {
         match self {
-            Loss::Mse | Loss::Mae | Loss::Huber | Loss::LogCosh => Targets::Value,
+            Loss::Mse | Loss::Mae | Loss::Huber | Loss::LogCosh | Loss::Poisson => Targets::Value,
             Loss::BinaryCrossentropy => Targets::Binary,
             Loss::CategoricalCrossentropy => Targets::OneHot,
             Loss::SparseCategoricalCrossentropy => Targets::Sparse,
@@ -758,7 +762,7 @@ impl Loss {
     /// The final activation whose probabilities the loss expects (a lint otherwise).
     pub fn expects(self) -> Option<Activation> {
         match self {
-            Loss::Mse | Loss::Mae | Loss::Huber | Loss::LogCosh => None,
+            Loss::Mse | Loss::Mae | Loss::Huber | Loss::LogCosh | Loss::Poisson => None,
             Loss::BinaryCrossentropy => Some(Activation::Sigmoid),
             Loss::CategoricalCrossentropy | Loss::SparseCategoricalCrossentropy => {
                 Some(Activation::Softmax)
@@ -775,7 +779,8 @@ impl Loss {
             | Loss::Mae
             | Loss::Huber
             | Loss::SparseCategoricalCrossentropy
-            | Loss::LogCosh => false,
+            | Loss::LogCosh
+            | Loss::Poisson => false,
         }
     }
 }

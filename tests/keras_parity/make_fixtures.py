@@ -278,6 +278,8 @@ CASES["digits_embedding_conv1d_sgd"] = dict(
 # The losses added after the cases above.
 CASES["reg_log_cosh_adam_tanh"] = dict(data="regression.csv", layers=[[8, "tanh"], [1, "linear"]],
                                        loss="log_cosh", optimizer=ADAM, epochs=3, batch_size=20)
+CASES["bc_poisson_adam_softplus"] = dict(data="breast_cancer.csv", layers=[[8, "relu"], [1, "softplus"]],
+                                         loss="poisson", optimizer=ADAM, epochs=3, batch_size=24)
 
 # Layers other than `dense` and the activations: a spec's first item is the nnc name.
 WEIGHTED = {"layer_norm": ("gamma", "beta"), "embedding": ("embeddings",),
