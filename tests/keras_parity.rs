@@ -617,6 +617,7 @@ cases!(
     iris_concat_l2,
     reg_log_cosh_adam_tanh,
     bc_poisson_adam_softplus,
+    iris_kl_divergence_sgd_relu,
 );
 
 /// Each metric against Keras's value on the fixed predictions of metrics.json, fed in

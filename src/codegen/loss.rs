@@ -26,6 +26,7 @@ enum Pointwise {
     BinaryCrossentropy,
     LogCosh,
     Poisson,
+    KlDivergence,
 }
 
 impl Pointwise {
@@ -37,6 +38,22 @@ impl Pointwise {
             Pointwise::Mae
             | Pointwise::Huber { .. }
             | Pointwise::BinaryCrossentropy
+            | Pointwise::Poisson
+            | Pointwise::KlDivergence => false,
+        }
+    }
+
+    /// Whether the loss sums each row's terms and averages over rows (Keras's
+    /// `kl_divergence`) rather than averaging over every element.
+    fn per_row(self) -> bool {
+        match self {
+            Pointwise::KlDivergence => true,
+            Pointwise::Mse
+            | Pointwise::Mae
+            | Pointwise::Huber { .. }
+            | Pointwise::SigmoidBinaryCrossentropy
+            | Pointwise::BinaryCrossentropy
+            | Pointwise::LogCosh
             | Pointwise::Poisson => false,
         }
     }
@@ -72,6 +89,7 @@ fn family(kind: LossKind) -> Family {
         LossKind::SparseCategoricalCrossentropy => Family::Crossentropy { sparse: true },
         LossKind::LogCosh => Family::Pointwise(Pointwise::LogCosh),
         LossKind::Poisson => Family::Pointwise(Pointwise::Poisson),
+        LossKind::KlDivergence => Family::Pointwise(Pointwise::KlDivergence),
     }
 }
 
@@ -132,7 +150,10 @@ impl Lower<'_, '_, '_> {
             Family::Pointwise(kind) if kind.lanes_agree() => {
                 self.pointwise_loss_f32x4(kind, (pp, pt, po), n, grad);
             }
-            Family::Pointwise(kind) => self.pointwise_loss_f32(kind, (pp, pt, po), n, grad),
+            Family::Pointwise(kind) => {
+                let count = if kind.per_row() { rows } else { n };
+                self.pointwise_loss_f32(kind, (pp, pt, po), n, count as f32, grad);
+            }
             Family::SoftmaxCrossentropy { sparse } => {
                 let softmax = if grad { self.softmax_of(p, out)? } else { None };
                 let e = &mut self.e;
@@ -154,15 +175,17 @@ impl Lower<'_, '_, '_> {
         Ok(())
     }
 
-    /// An elementwise loss (or its gradient) over `n` elements, one at a time.
+    /// An elementwise loss (or its gradient) over `n` elements, one at a time: the
+    /// sum of their terms divided by `count` (the elements, or the rows).
     fn pointwise_loss_f32(
         &mut self,
         kind: Pointwise,
         (pp, pt, po): (Value, Value, Value),
         n: usize,
+        count: f32,
         grad: bool,
     ) {
-        let nf = n as f32;
+        let nf = count;
         let imports = &self.imports;
         let e = &mut self.e;
         if grad {
@@ -545,6 +568,29 @@ fn pointwise_loss(
                 let xs = e.fadd(x, sp);
                 let ln2 = e.fc(ty, std::f32::consts::LN_2);
                 e.fsub(xs, ln2)
+            }
+        }
+        Pointwise::KlDivergence => {
+            // y log(y / q) with y, q clipped to [epsilon, 1]; its derivative -y / p
+            // where the clip passes p, else 0.
+            let y = e.max_c(t, CLIP_EPS);
+            let y = e.min_c(y, 1.0);
+            if grad {
+                let g = e.fdiv(y, p);
+                let g = e.b.ins().fneg(g);
+                let lo = e.b.ins().f32const(CLIP_EPS);
+                let hi = e.b.ins().f32const(1.0);
+                let a = e.b.ins().fcmp(FloatCC::GreaterThanOrEqual, p, lo);
+                let b = e.b.ins().fcmp(FloatCC::LessThanOrEqual, p, hi);
+                let inside = e.b.ins().band(a, b);
+                let zero = e.b.ins().f32const(0.0);
+                e.b.ins().select(inside, g, zero)
+            } else {
+                let q = e.max_c(p, CLIP_EPS);
+                let q = e.min_c(q, 1.0);
+                let r = e.fdiv(y, q);
+                let l = imports.call_f32(&mut e.b, Helper::Logf, &[r]);
+                e.fmul(y, l)
             }
         }
         Pointwise::Poisson => {

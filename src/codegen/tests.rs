@@ -399,6 +399,7 @@ fn losses_and_their_gradients_match_the_interpreter() {
                     | LossKind::CategoricalCrossentropy
                     | LossKind::SparseCategoricalCrossentropy
                     | LossKind::Poisson
+                    | LossKind::KlDivergence
             );
             let mut g = G::new();
             let p = g.param("p", &[rows, cols]);
@@ -557,7 +558,7 @@ fn model_targets(rng: &mut StdRng, loss: Loss, rows: usize, classes: usize) -> V
         Loss::SparseCategoricalCrossentropy => (0..rows)
             .map(|_| rng.gen_range(0..classes) as f32)
             .collect(),
-        Loss::CategoricalCrossentropy => {
+        Loss::CategoricalCrossentropy | Loss::KlDivergence => {
             let mut y = vec![0.0; rows * classes];
             for r in 0..rows {
                 y[r * classes + rng.gen_range(0..classes)] = 1.0;
@@ -594,7 +595,9 @@ fn random_model_error(seed: u64, control: bool) -> (f64, String) {
     // activation the fused forms need), anything for the regressions.
     let last = layers.len() - 1;
     match loss {
-        Loss::CategoricalCrossentropy | Loss::SparseCategoricalCrossentropy => {
+        Loss::CategoricalCrossentropy
+        | Loss::SparseCategoricalCrossentropy
+        | Loss::KlDivergence => {
             layers[last].0 = rng.gen_range(2..=10);
             if rng.gen_bool(0.7) {
                 layers[last].1 = Activation::Softmax;

@@ -40,11 +40,14 @@ pub enum LossKind {
     LogCosh,
     /// Keras's `poisson`: `p - y * log(p + 1e-7)`, mean over all elements.
     Poisson,
+    /// Keras's `kl_divergence`: per row `sum(y * log(y / p))` with `y` and `p`
+    /// clipped to `[1e-7, 1]`, mean over the rows (never fused with a softmax).
+    KlDivergence,
 }
 
 impl LossKind {
     /// Every kind, for the tests that try them all.
-    pub const ALL: [LossKind; 11] = [
+    pub const ALL: [LossKind; 12] = [
         LossKind::Mse,
         LossKind::Mae,
         LossKind::Huber { delta: 1.0 },
@@ -56,6 +59,7 @@ impl LossKind {
         LossKind::SparseCategoricalCrossentropy,
         LossKind::LogCosh,
         LossKind::Poisson,
+        LossKind::KlDivergence,
     ];
 
     /// The kind computing `loss` of a model whose output is `last` applied to its
@@ -78,6 +82,7 @@ impl LossKind {
             Loss::SparseCategoricalCrossentropy => LossKind::SparseCategoricalCrossentropy,
             Loss::LogCosh => LossKind::LogCosh,
             Loss::Poisson => LossKind::Poisson,
+            Loss::KlDivergence => LossKind::KlDivergence,
         }
     }
 
@@ -97,6 +102,7 @@ impl LossKind {
             | LossKind::SparseCategoricalCrossentropy => Loss::SparseCategoricalCrossentropy,
             LossKind::LogCosh => Loss::LogCosh,
             LossKind::Poisson => Loss::Poisson,
+            LossKind::KlDivergence => Loss::KlDivergence,
         }
     }
 
@@ -113,7 +119,8 @@ impl LossKind {
             | LossKind::CategoricalCrossentropy
             | LossKind::SparseCategoricalCrossentropy
             | LossKind::LogCosh
-            | LossKind::Poisson => false,
+            | LossKind::Poisson
+            | LossKind::KlDivergence => false,
         }
     }
 
@@ -142,7 +149,8 @@ impl LossKind {
             | LossKind::CategoricalCrossentropy
             | LossKind::SparseCategoricalCrossentropy
             | LossKind::LogCosh
-            | LossKind::Poisson => self.loss().keyword().into(),
+            | LossKind::Poisson
+            | LossKind::KlDivergence => self.loss().keyword().into(),
         }
     }
 
@@ -160,6 +168,7 @@ impl LossKind {
             LossKind::SparseCategoricalCrossentropy => (8, 0.0),
             LossKind::LogCosh => (9, 0.0),
             LossKind::Poisson => (10, 0.0),
+            LossKind::KlDivergence => (11, 0.0),
         }
     }
 
@@ -177,6 +186,7 @@ impl LossKind {
             8 => LossKind::SparseCategoricalCrossentropy,
             9 => LossKind::LogCosh,
             10 => LossKind::Poisson,
+            11 => LossKind::KlDivergence,
             _ => return None,
         })
     }
@@ -196,6 +206,11 @@ fn clip_mask<T: Real>(p: T) -> T {
     } else {
         T::zero()
     }
+}
+
+/// `kl_divergence`'s clip to `[1e-7, 1]`.
+fn clip_to_one<T: Real>(v: T) -> T {
+    v.max(T::from_f64(EPSILON)).min(T::one())
 }
 
 /// The class a sparse target names, or `None` when it is not an index in range (the
@@ -275,6 +290,13 @@ pub fn loss<T: Real>(kind: LossKind, p: &[T], y: &[T], classes: usize) -> T {
                 total += x + softplus(x * T::from_f64(-2.0)) - ln2;
             }
             total / n
+        }
+        LossKind::KlDivergence => {
+            for (&p, &y) in p.iter().zip(&y) {
+                let y = clip_to_one(y);
+                total += y * (y / clip_to_one(p)).ln();
+            }
+            total / rows
         }
         LossKind::Poisson => {
             let eps = T::from_f64(EPSILON);
@@ -395,6 +417,19 @@ pub fn loss_grad<T: Real>(kind: LossKind, p: &[T], y: &[T], classes: usize) -> V
                 .map(|(&p, &y)| (p - y).max(-d).min(d) / n)
                 .collect()
         }
+        // d/dp of y log(y / clip(p)): -y / clip(p) where the clip passes p.
+        LossKind::KlDivergence => p
+            .iter()
+            .zip(&y)
+            .map(|(&p, &y)| {
+                let inside = p >= T::from_f64(EPSILON) && p <= one;
+                if inside {
+                    -(clip_to_one(y) / p) / rows
+                } else {
+                    zero
+                }
+            })
+            .collect(),
         LossKind::Poisson => p
             .iter()
             .zip(&y)
@@ -523,9 +558,9 @@ mod tests {
             LossKind::LogCosh => vec![(logits, y)],
             // Counts against positive rates.
             LossKind::Poisson => vec![(probs, soft.iter().map(|v| (v * 4.0).floor()).collect())],
-            LossKind::BinaryCrossentropy | LossKind::CategoricalCrossentropy => {
-                vec![(probs.clone(), soft), (probs, hot)]
-            }
+            LossKind::BinaryCrossentropy
+            | LossKind::CategoricalCrossentropy
+            | LossKind::KlDivergence => vec![(probs.clone(), soft), (probs, hot)],
             LossKind::SigmoidBinaryCrossentropy => vec![(logits, soft)],
             LossKind::SoftmaxCategoricalCrossentropy => {
                 vec![(logits.clone(), soft), (logits, hot)]
@@ -611,6 +646,17 @@ mod tests {
         let l = loss(LossKind::Poisson, &[2.0, 0.5], &[3.0, 0.0], 1);
         let want = (2.0 - 3.0 * (2.0f64 + 1e-7).ln() + 0.5) / 2.0;
         assert!((l - want).abs() < 1e-12, "{l} {want}");
+        // KL of rows (0.5, 0.5) and (1, 0) from p: log(0.5 / 0.25) / 2 + ..., the
+        // zero target clipped to 1e-7; mean over the 2 rows.
+        let l = loss(
+            LossKind::KlDivergence,
+            &[0.25, 0.75, 0.5, 0.5],
+            &[0.5, 0.5, 1.0, 0.0],
+            2,
+        );
+        let row1 = 0.5 * 2f64.ln() + 0.5 * (0.5f64 / 0.75).ln();
+        let row2 = 2f64.ln() + 1e-7 * (1e-7f64 / 0.5).ln();
+        assert!((l - (row1 + row2) / 2.0).abs() < 1e-12, "{l}");
         // Probabilities are clipped to [1e-7, 1 - 1e-7] and get no gradient outside.
         let clipped = loss(LossKind::BinaryCrossentropy, &[0.0], &[1.0], 1);
         assert!((clipped + 1e-7f64.ln()).abs() < 1e-9, "{clipped}");

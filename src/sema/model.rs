@@ -677,6 +677,9 @@ pub enum Loss {
     LogCosh,
     /// Keras's `poisson`: `p - y log(p + epsilon)`, mean over all elements.
     Poisson,
+    /// Keras's `kl_divergence`: `sum(y log(y / p))` over each row with both clipped
+    /// to `[1e-7, 1]`, mean over the batch; targets one-hot class rows.
+    KlDivergence,
 }
 
 /// What a loss compares the output with, which decides the data's target column
@@ -713,7 +716,7 @@ impl Targets {
 
 impl Loss {
     /// Every loss, for names, tests and fuzzing that try them all.
-    pub const ALL: [Loss; 8] = [
+    pub const ALL: [Loss; 9] = [
         Loss::Mse,
         Loss::Mae,
         Loss::Huber,
@@ -722,10 +725,11 @@ impl Loss {
         Loss::SparseCategoricalCrossentropy,
         Loss::LogCosh,
         Loss::Poisson,
+        Loss::KlDivergence,
     ];
 
     /// Other names Keras's `losses.get` accepts for a loss, accepted as well.
-    pub const ALIASES: &'static [(&'static str, Loss)] = &[];
+    pub const ALIASES: &'static [(&'static str, Loss)] = &[("kld", Loss::KlDivergence)];
 
     /// The loss's name as written in `.nn` files.
     pub fn keyword(self) -> &'static str {
@@ -738,6 +742,7 @@ impl Loss {
             Loss::SparseCategoricalCrossentropy => "sparse_categorical_crossentropy",
             Loss::LogCosh => "log_cosh",
             Loss::Poisson => "poisson",
+            Loss::KlDivergence => "kl_divergence",
         }
     }
 
@@ -754,7 +759,7 @@ impl Loss {
         match self {
             Loss::Mse | Loss::Mae | Loss::Huber | Loss::LogCosh | Loss::Poisson => Targets::Value,
             Loss::BinaryCrossentropy => Targets::Binary,
-            Loss::CategoricalCrossentropy => Targets::OneHot,
+            Loss::CategoricalCrossentropy | Loss::KlDivergence => Targets::OneHot,
             Loss::SparseCategoricalCrossentropy => Targets::Sparse,
         }
     }
@@ -764,9 +769,9 @@ impl Loss {
         match self {
             Loss::Mse | Loss::Mae | Loss::Huber | Loss::LogCosh | Loss::Poisson => None,
             Loss::BinaryCrossentropy => Some(Activation::Sigmoid),
-            Loss::CategoricalCrossentropy | Loss::SparseCategoricalCrossentropy => {
-                Some(Activation::Softmax)
-            }
+            Loss::CategoricalCrossentropy
+            | Loss::SparseCategoricalCrossentropy
+            | Loss::KlDivergence => Some(Activation::Softmax),
         }
     }
 
@@ -780,7 +785,8 @@ impl Loss {
             | Loss::Huber
             | Loss::SparseCategoricalCrossentropy
             | Loss::LogCosh
-            | Loss::Poisson => false,
+            | Loss::Poisson
+            | Loss::KlDivergence => false,
         }
     }
 }
