@@ -3,6 +3,7 @@
 
 use super::autodiff;
 use super::graph::{Graph, LossKind, Node, Op, Origin, Pass, Role, TensorId, Window};
+use super::merge::MergeOp;
 use super::optim::one_minus;
 use crate::ops::random::{mix64, GOLDEN_GAMMA};
 use crate::sema::model::{
@@ -581,15 +582,15 @@ fn merge(g: &mut Graph, m: Merge, inputs: &[TensorId], name: &str) -> Result<Ten
     };
     let binary = match m {
         Merge::Add | Merge::Average => Op::Add,
-        Merge::Subtract => Op::Sub,
-        Merge::Multiply => Op::Mul,
-        Merge::Maximum => Op::Extremum { max: true },
-        Merge::Minimum => Op::Extremum { max: false },
+        Merge::Subtract => Op::Merge(MergeOp::Sub),
+        Merge::Multiply => Op::Merge(MergeOp::Mul),
+        Merge::Maximum => Op::Merge(MergeOp::Extremum { max: true }),
+        Merge::Minimum => Op::Merge(MergeOp::Extremum { max: false }),
         Merge::Concatenate { axis } => {
-            let op = Op::Concat {
+            let op = Op::Merge(MergeOp::Concat {
                 axis: axis + 1,
                 parts: inputs.len(),
-            };
+            });
             return g.push(op, inputs.to_vec(), format!("{name}.out"));
         }
     };
@@ -601,7 +602,7 @@ fn merge(g: &mut Graph, m: Merge, inputs: &[TensorId], name: &str) -> Result<Ten
         acc = g.push(binary.clone(), vec![acc, x], format!("{name}.{i}"))?;
     }
     if m == Merge::Average {
-        let scale = Op::ScaleBy(1.0 / inputs.len() as f32);
+        let scale = Op::Merge(MergeOp::ScaleBy(1.0 / inputs.len() as f32));
         acc = g.push(scale, vec![acc], format!("{name}.mean"))?;
     }
     Ok(acc)

@@ -1,11 +1,15 @@
 //! Every op of the IR: what it computes (its variant's doc), how many inputs it reads,
 //! the shape of its result, and its printed name. The interpreter (`interp.rs`), the
 //! gradient rules (`autodiff.rs`) and the native code (`codegen`) each match on `Op`
-//! exhaustively, so a new op is flagged wherever it still needs handling.
+//! exhaustively, so a new op is flagged wherever it still needs handling. Families
+//! live in files of their own and are only delegated to here and in those matches:
+//! the losses (`Loss`, `LossGrad`, `WeightedLoss` carry a `loss::LossKind`) and the
+//! merges (`Merge` carries a `merge::MergeOp`).
 
 use std::fmt;
 
 use super::loss::LossKind;
+use super::merge::MergeOp;
 use crate::ops::Activation;
 use crate::sema::model::{Optimizer, Padding, Schedule};
 
@@ -156,31 +160,8 @@ pub enum Op {
     /// The gradient of `LayerNorm` with respect to `gamma`:
     /// `dgamma[j] = sum over rows of dy[.., j] * xhat[.., j]`. Inputs `(x, dy)`.
     LayerNormGammaGrad { epsilon: f32 },
-    // The merge layers of graph models (Keras applies them left to right, so a merge
-    // of n inputs is n - 1 binary nodes; `Add` above is `add`'s).
-    /// `out = a - b`, same shapes; inputs `(a, b)`.
-    Sub,
-    /// `out = a * b` element by element, same shapes; inputs `(a, b)`.
-    Mul,
-    /// `out = x * factor`; inputs `(x)`. `average`'s division, and `-dy`.
-    ScaleBy(f32),
-    /// `out = max(a, b)` (`max`) or `min(a, b)` element by element, same shapes;
-    /// inputs `(a, b)`.
-    Extremum { max: bool },
-    /// The gradient of `Extremum` with respect to `a` (`first`) or `b`: `dy` where that
-    /// input is the one chosen, else 0. As TF's, a tie goes to `a` (`a >= b` for max,
-    /// `a <= b` for min). Inputs `(a, b, dy)`.
-    ExtremumGrad { max: bool, first: bool },
-    /// Concatenation of `parts` tensors along `axis` (of the batch-first shape; every
-    /// other axis equal); inputs: the parts in order.
-    Concat { axis: usize, parts: usize },
-    /// Elements `start..start + len` along `axis` of `x` (the gradient of a `Concat`
-    /// part); inputs `(x)`.
-    Slice {
-        axis: usize,
-        start: usize,
-        len: usize,
-    },
+    /// A merge layer's op or its gradient (`merge.rs`).
+    Merge(MergeOp),
     /// Keras's kernel regularizer: the scalar `l1 * sum(|w|) + l2 * sum(w^2)` (a term
     /// only when its factor is not 0, each sum in element order); inputs `(w)`.
     Penalty { l1: f32, l2: f32 },
@@ -287,11 +268,10 @@ impl Op {
             | Op::ClipNorm { .. }
             | Op::ClipValue { .. }
             | Op::Affine { .. }
-            | Op::ScaleBy(_)
-            | Op::Slice { .. }
             | Op::Penalty { .. }
             | Op::PenaltyGrad { .. } => 1,
             Op::GlobalClipScale { count, .. } => *count,
+            Op::Merge(m) => m.arity(),
             Op::MatMul { .. }
             | Op::AddBias
             | Op::Add
@@ -304,13 +284,9 @@ impl Op {
             | Op::MovingAverage { .. }
             | Op::Scale
             | Op::ScaleRows
-            | Op::ClassWeights
-            | Op::Sub
-            | Op::Mul
-            | Op::Extremum { .. } => 2,
+            | Op::ClassWeights => 2,
             Op::WeightedLoss(_) => 3,
-            Op::ActivateGrad(_) | Op::BatchNormGrad { .. } | Op::ExtremumGrad { .. } => 3,
-            Op::Concat { parts, .. } => *parts,
+            Op::ActivateGrad(_) | Op::BatchNormGrad { .. } => 3,
             Op::BatchNormGammaGrad { .. } => 4,
             Op::BatchNorm { .. } => 5,
             Op::BatchNormTrainGrad { .. } => 7,
@@ -368,44 +344,10 @@ impl Op {
                     .map(|&n| vec![n])
                     .ok_or_else(|| "sum_rows of a scalar".into())
             }
-            Op::Add | Op::Sub | Op::Mul | Op::Extremum { .. } => same(0, 1).map(|_| s(0)),
-            Op::ScaleBy(_) | Op::PenaltyGrad { .. } => Ok(s(0)),
+            Op::Add => same(0, 1).map(|_| s(0)),
+            Op::PenaltyGrad { .. } => Ok(s(0)),
             Op::Penalty { .. } => Ok(vec![]),
-            Op::ExtremumGrad { .. } => same(0, 1).and(same(1, 2)).map(|_| s(0)),
-            Op::Concat { axis, parts } => {
-                let first = s(0);
-                if *parts == 0 || *axis >= first.len() {
-                    return Err(format!(
-                        "concat of {parts} parts on axis {axis} of {first:?}"
-                    ));
-                }
-                let mut out = first.clone();
-                out[*axis] = 0;
-                for part in inputs {
-                    let fits = part.len() == first.len()
-                        && (0..first.len()).all(|i| i == *axis || part[i] == first[i]);
-                    if !fits {
-                        return Err(format!(
-                            "concat: {part:?} does not fit {first:?} on axis {axis}"
-                        ));
-                    }
-                    out[*axis] += part[*axis];
-                }
-                Ok(out)
-            }
-            Op::Slice { axis, start, len } => {
-                let mut x = s(0);
-                match x.get(*axis) {
-                    Some(&n) if start + len <= n && *len > 0 => {
-                        x[*axis] = *len;
-                        Ok(x)
-                    }
-                    _ => Err(format!(
-                        "slice {start}..{} of axis {axis} of {x:?}",
-                        start + len
-                    )),
-                }
-            }
+            Op::Merge(m) => m.output_shape(inputs),
             Op::Activate(Activation::Softmax) | Op::ActivateGrad(Activation::Softmax) => {
                 Err("softmax is not elementwise: use the softmax ops".into())
             }
@@ -708,22 +650,9 @@ impl fmt::Display for Op {
             Op::ClassWeights => "class_weights".into(),
             Op::WeightedLoss(k) => format!("weighted_loss.{}", k.name()),
             Op::ScaleRows => "scale_rows".into(),
-            Op::Sub => "sub".into(),
-            Op::Mul => "mul".into(),
-            Op::ScaleBy(factor) => format!("scale{{{factor}}}"),
-            Op::Extremum { max: true } => "maximum".into(),
-            Op::Extremum { max: false } => "minimum".into(),
-            Op::ExtremumGrad { max, first } => format!(
-                "{}_grad{{{}}}",
-                if *max { "maximum" } else { "minimum" },
-                if *first { "a" } else { "b" }
-            ),
-            Op::Concat { axis, parts } => format!("concat{{axis={axis}, parts={parts}}}"),
+            Op::Merge(m) => m.name(),
             Op::Penalty { l1, l2 } => format!("penalty{{l1={l1}, l2={l2}}}"),
             Op::PenaltyGrad { l1, l2 } => format!("penalty_grad{{l1={l1}, l2={l2}}}"),
-            Op::Slice { axis, start, len } => {
-                format!("slice{{axis={axis}, {start}..{}}}", start + len)
-            }
             Op::LayerNorm {
                 epsilon,
                 scale,
