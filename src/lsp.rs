@@ -536,7 +536,7 @@ pub fn completions(text: &str, offset: usize) -> Vec<lsp::CompletionItem> {
             }
             "padding" => items(&["\"valid\"", "\"same\""], K::VALUE, "padding"),
             "subset" => items(&["\"train\"", "\"test\""], K::VALUE, "MNIST subset"),
-            "loss" => items(names::LOSSES, K::FUNCTION, "loss"),
+            "loss" => items(&names::LOSSES, K::FUNCTION, "loss"),
             "optimizer" => items(names::OPTIMIZERS, K::FUNCTION, "optimizer"),
             "data" => items(names::SOURCES, K::FUNCTION, "data source"),
             "test" => {
@@ -595,7 +595,7 @@ pub fn completions(text: &str, offset: usize) -> Vec<lsp::CompletionItem> {
             None => vec![],
         },
         Some(Frame::List(Some("metrics"))) if matches!(prev, Some("[" | ",")) => {
-            items(names::METRICS, K::FUNCTION, "metric")
+            items(&names::METRICS, K::FUNCTION, "metric")
         }
         Some(Frame::List(Some("callbacks"))) if matches!(prev, Some("[" | ",")) => {
             items(names::CALLBACKS, K::FUNCTION, "callback")

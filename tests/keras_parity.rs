@@ -103,15 +103,7 @@ fn layer(spec: &Value) -> LayerKind {
 }
 
 fn loss(name: &str) -> Loss {
-    match name {
-        "mse" => Loss::Mse,
-        "mae" => Loss::Mae,
-        "huber" => Loss::Huber,
-        "binary_crossentropy" => Loss::BinaryCrossentropy,
-        "categorical_crossentropy" => Loss::CategoricalCrossentropy,
-        "sparse_categorical_crossentropy" => Loss::SparseCategoricalCrossentropy,
-        other => panic!("unknown loss `{other}`"),
-    }
+    Loss::from_keyword(name).unwrap_or_else(|| panic!("unknown loss `{name}`"))
 }
 
 /// A schedule written as a dict naming it (`make_fixtures.py`'s spelling of
@@ -648,6 +640,9 @@ cases!(
     bc_sgd_class_weight_balanced,
     iris_concat_l2,
     iris_residual_layer_norm,
+    reg_log_cosh_adam_tanh,
+    bc_poisson_adam_softplus,
+    iris_kl_divergence_sgd_relu,
 );
 
 /// Each metric against Keras's value on the fixed predictions of metrics.json, fed in

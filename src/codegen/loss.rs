@@ -24,6 +24,9 @@ enum Pointwise {
     Huber { delta: f32 },
     SigmoidBinaryCrossentropy,
     BinaryCrossentropy,
+    LogCosh,
+    Poisson,
+    KlDivergence,
 }
 
 impl Pointwise {
@@ -31,8 +34,27 @@ impl Pointwise {
     /// `f32`.
     fn lanes_agree(self) -> bool {
         match self {
-            Pointwise::Mse | Pointwise::SigmoidBinaryCrossentropy => true,
-            Pointwise::Mae | Pointwise::Huber { .. } | Pointwise::BinaryCrossentropy => false,
+            Pointwise::Mse | Pointwise::SigmoidBinaryCrossentropy | Pointwise::LogCosh => true,
+            Pointwise::Mae
+            | Pointwise::Huber { .. }
+            | Pointwise::BinaryCrossentropy
+            | Pointwise::Poisson
+            | Pointwise::KlDivergence => false,
+        }
+    }
+
+    /// Whether the loss sums each row's terms and averages over rows (Keras's
+    /// `kl_divergence`) rather than averaging over every element.
+    fn per_row(self) -> bool {
+        match self {
+            Pointwise::KlDivergence => true,
+            Pointwise::Mse
+            | Pointwise::Mae
+            | Pointwise::Huber { .. }
+            | Pointwise::SigmoidBinaryCrossentropy
+            | Pointwise::BinaryCrossentropy
+            | Pointwise::LogCosh
+            | Pointwise::Poisson => false,
         }
     }
 }
@@ -65,6 +87,9 @@ fn family(kind: LossKind) -> Family {
         }
         LossKind::CategoricalCrossentropy => Family::Crossentropy { sparse: false },
         LossKind::SparseCategoricalCrossentropy => Family::Crossentropy { sparse: true },
+        LossKind::LogCosh => Family::Pointwise(Pointwise::LogCosh),
+        LossKind::Poisson => Family::Pointwise(Pointwise::Poisson),
+        LossKind::KlDivergence => Family::Pointwise(Pointwise::KlDivergence),
     }
 }
 
@@ -125,7 +150,10 @@ impl Lower<'_, '_, '_> {
             Family::Pointwise(kind) if kind.lanes_agree() => {
                 self.pointwise_loss_f32x4(kind, (pp, pt, po), n, grad);
             }
-            Family::Pointwise(kind) => self.pointwise_loss_f32(kind, (pp, pt, po), n, grad),
+            Family::Pointwise(kind) => {
+                let count = if kind.per_row() { rows } else { n };
+                self.pointwise_loss_f32(kind, (pp, pt, po), n, count as f32, grad);
+            }
             Family::SoftmaxCrossentropy { sparse } => {
                 let softmax = if grad { self.softmax_of(p, out)? } else { None };
                 let e = &mut self.e;
@@ -147,15 +175,17 @@ impl Lower<'_, '_, '_> {
         Ok(())
     }
 
-    /// An elementwise loss (or its gradient) over `n` elements, one at a time.
+    /// An elementwise loss (or its gradient) over `n` elements, one at a time: the
+    /// sum of their terms divided by `count` (the elements, or the rows).
     fn pointwise_loss_f32(
         &mut self,
         kind: Pointwise,
         (pp, pt, po): (Value, Value, Value),
         n: usize,
+        count: f32,
         grad: bool,
     ) {
-        let nf = n as f32;
+        let nf = count;
         let imports = &self.imports;
         let e = &mut self.e;
         if grad {
@@ -516,6 +546,65 @@ fn pointwise_loss(
                 // exp(-|z|) is in (0, 1]: the inline log1p, not a call per element.
                 let l = e.log1p_pos(ex);
                 e.fadd(a, l)
+            }
+        }
+        Pointwise::LogCosh => {
+            // x + softplus(-2x) - log(2), x = p - t; its derivative 1 - 2 sigmoid(-2x).
+            let x = e.fsub(p, t);
+            let ty = e.b.func.dfg.value_type(x);
+            let m2 = e.fmul_c(x, -2.0);
+            if grad {
+                let s = e.sigmoid(m2);
+                let s2 = e.fmul_c(s, 2.0);
+                let one = e.fc(ty, 1.0);
+                e.fsub(one, s2)
+            } else {
+                let m = e.max_c(m2, 0.0);
+                let a = e.b.ins().fabs(m2);
+                let na = e.b.ins().fneg(a);
+                let ex = e.exp(na);
+                let l = e.log1p_pos(ex);
+                let sp = e.fadd(m, l);
+                let xs = e.fadd(x, sp);
+                let ln2 = e.fc(ty, std::f32::consts::LN_2);
+                e.fsub(xs, ln2)
+            }
+        }
+        Pointwise::KlDivergence => {
+            // y log(y / q) with y, q clipped to [epsilon, 1]; its derivative -y / p
+            // where the clip passes p, else 0.
+            let y = e.max_c(t, CLIP_EPS);
+            let y = e.min_c(y, 1.0);
+            if grad {
+                let g = e.fdiv(y, p);
+                let g = e.b.ins().fneg(g);
+                let lo = e.b.ins().f32const(CLIP_EPS);
+                let hi = e.b.ins().f32const(1.0);
+                let a = e.b.ins().fcmp(FloatCC::GreaterThanOrEqual, p, lo);
+                let b = e.b.ins().fcmp(FloatCC::LessThanOrEqual, p, hi);
+                let inside = e.b.ins().band(a, b);
+                let zero = e.b.ins().f32const(0.0);
+                e.b.ins().select(inside, g, zero)
+            } else {
+                let q = e.max_c(p, CLIP_EPS);
+                let q = e.min_c(q, 1.0);
+                let r = e.fdiv(y, q);
+                let l = imports.call_f32(&mut e.b, Helper::Logf, &[r]);
+                e.fmul(y, l)
+            }
+        }
+        Pointwise::Poisson => {
+            // p - t log(p + epsilon); its derivative 1 - t / (p + epsilon).
+            let pe = e.b.ins().f32const(CLIP_EPS);
+            let pe = e.fadd(p, pe);
+            if grad {
+                let r = e.fdiv(t, pe);
+                let one = e.b.ins().f32const(1.0);
+                e.fsub(one, r)
+            } else {
+                let l = imports.call_f32(&mut e.b, Helper::Logf, &[pe]);
+                let tl = e.fmul(t, l);
+                e.fsub(p, tl)
             }
         }
         Pointwise::BinaryCrossentropy => {

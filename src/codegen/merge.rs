@@ -8,8 +8,22 @@ use cranelift_codegen::ir::{types, InstBuilder, Value};
 use super::kernels::Emitter;
 use super::lower::{fold, Lower, R};
 use crate::ir::graph::TensorId;
+use crate::ir::merge::MergeOp;
 
 impl Lower<'_, '_, '_> {
+    /// A merge op (`ir::merge::MergeOp`) into `out`.
+    pub(super) fn merge(&mut self, m: MergeOp, ins: &[TensorId], out: TensorId) -> R {
+        match m {
+            MergeOp::Sub => self.binary(ins[0], ins[1], out, |e, a, b| e.fsub(a, b)),
+            MergeOp::Mul => self.binary(ins[0], ins[1], out, |e, a, b| e.fmul(a, b)),
+            MergeOp::ScaleBy(factor) => self.scale_by(ins[0], out, factor),
+            MergeOp::Extremum { max } => self.extremum(ins[0], ins[1], out, max),
+            MergeOp::ExtremumGrad { max, first } => self.extremum_grad(ins, out, max, first),
+            MergeOp::Concat { axis, .. } => self.concat(ins, out, axis),
+            MergeOp::Slice { axis, start, .. } => self.slice(ins[0], out, axis, start),
+        }
+    }
+
     /// `out = f(a, b)` element by element, `f32x4` lanes where it fits.
     pub(super) fn binary(
         &mut self,

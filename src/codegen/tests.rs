@@ -390,35 +390,20 @@ fn activations_and_their_gradients_match_the_interpreter() {
     }
 }
 
-fn loss_kinds() -> Vec<LossKind> {
-    vec![
-        LossKind::Mse,
-        LossKind::Mae,
-        LossKind::Huber { delta: 1.0 },
-        LossKind::SigmoidBinaryCrossentropy,
-        LossKind::BinaryCrossentropy,
-        LossKind::SoftmaxCategoricalCrossentropy,
-        LossKind::CategoricalCrossentropy,
-        LossKind::SoftmaxSparseCategoricalCrossentropy,
-        LossKind::SparseCategoricalCrossentropy,
-    ]
-}
-
 #[test]
 fn losses_and_their_gradients_match_the_interpreter() {
     let mut rng = StdRng::seed_from_u64(11);
-    for kind in loss_kinds() {
+    for kind in LossKind::ALL {
         for (rows, cols) in [(1, 1), (5, 3), (9, 10)] {
-            let sparse = matches!(
-                kind,
-                LossKind::SoftmaxSparseCategoricalCrossentropy
-                    | LossKind::SparseCategoricalCrossentropy
-            );
+            let sparse = kind.sparse();
+            // Poisson's rates are positive, as a probability is.
             let probs = matches!(
                 kind,
                 LossKind::BinaryCrossentropy
                     | LossKind::CategoricalCrossentropy
                     | LossKind::SparseCategoricalCrossentropy
+                    | LossKind::Poisson
+                    | LossKind::KlDivergence
             );
             let mut g = G::new();
             let p = g.param("p", &[rows, cols]);
@@ -577,7 +562,7 @@ fn model_targets(rng: &mut StdRng, loss: Loss, rows: usize, classes: usize) -> V
         Loss::SparseCategoricalCrossentropy => (0..rows)
             .map(|_| rng.gen_range(0..classes) as f32)
             .collect(),
-        Loss::CategoricalCrossentropy => {
+        Loss::CategoricalCrossentropy | Loss::KlDivergence => {
             let mut y = vec![0.0; rows * classes];
             for r in 0..rows {
                 y[r * classes + rng.gen_range(0..classes)] = 1.0;
@@ -587,7 +572,12 @@ fn model_targets(rng: &mut StdRng, loss: Loss, rows: usize, classes: usize) -> V
         Loss::BinaryCrossentropy => (0..rows * classes)
             .map(|_| f32::from(u8::from(rng.gen_bool(0.5))))
             .collect(),
-        Loss::Mse | Loss::Mae | Loss::Huber => random(rng, rows * classes, -1.5, 1.5),
+        Loss::Mse | Loss::Mae | Loss::Huber | Loss::LogCosh => {
+            random(rng, rows * classes, -1.5, 1.5)
+        }
+        Loss::Poisson => (0..rows * classes)
+            .map(|_| rng.gen_range(0..4) as f32)
+            .collect(),
     }
 }
 
@@ -609,7 +599,9 @@ fn random_model_error(seed: u64, control: bool) -> (f64, String) {
     // activation the fused forms need), anything for the regressions.
     let last = layers.len() - 1;
     match loss {
-        Loss::CategoricalCrossentropy | Loss::SparseCategoricalCrossentropy => {
+        Loss::CategoricalCrossentropy
+        | Loss::SparseCategoricalCrossentropy
+        | Loss::KlDivergence => {
             layers[last].0 = rng.gen_range(2..=10);
             if rng.gen_bool(0.7) {
                 layers[last].1 = Activation::Softmax;
@@ -621,6 +613,8 @@ fn random_model_error(seed: u64, control: bool) -> (f64, String) {
             layers[last].0 = rng.gen_range(1..=3);
             layers[last].1 = Activation::Sigmoid;
         }
+        // Positive rates.
+        Loss::Poisson => layers[last].1 = Activation::Softplus,
         _ => {}
     }
     let input = rng.gen_range(1..=20);

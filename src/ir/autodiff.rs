@@ -261,50 +261,7 @@ fn vjp(
                 out.push((beta, db));
             }
         }
-        (Op::Sub, Seed::Tensor(dy)) => {
-            if want(0) {
-                out.push((ins[0], dy));
-            }
-            if want(1) {
-                let name = d(g, 1);
-                out.push((ins[1], g.push(Op::ScaleBy(-1.0), vec![dy], name)?));
-            }
-        }
-        (Op::Mul, Seed::Tensor(dy)) => {
-            for (i, other) in [(0, 1), (1, 0)] {
-                if want(i) {
-                    let name = d(g, i);
-                    out.push((ins[i], g.push(Op::Mul, vec![dy, ins[other]], name)?));
-                }
-            }
-        }
-        (Op::ScaleBy(factor), Seed::Tensor(dy)) => {
-            if want(0) {
-                let name = d(g, 0);
-                out.push((ins[0], g.push(Op::ScaleBy(factor), vec![dy], name)?));
-            }
-        }
-        (Op::Extremum { max }, Seed::Tensor(dy)) => {
-            for (i, first) in [(0, true), (1, false)] {
-                if want(i) {
-                    let name = d(g, i);
-                    let op = Op::ExtremumGrad { max, first };
-                    out.push((ins[i], g.push(op, vec![ins[0], ins[1], dy], name)?));
-                }
-            }
-        }
-        (Op::Concat { axis, .. }, Seed::Tensor(dy)) => {
-            let mut start = 0;
-            for (i, &part) in ins.iter().enumerate() {
-                let len = g.tensors[part].shape[axis];
-                if want(i) {
-                    let name = d(g, i);
-                    let op = Op::Slice { axis, start, len };
-                    out.push((part, g.push(op, vec![dy], name)?));
-                }
-                start += len;
-            }
-        }
+        (Op::Merge(m), Seed::Tensor(dy)) => return m.vjp(g, ins, dy, &want, &d),
         (
             Op::LayerNorm {
                 epsilon,
@@ -375,8 +332,6 @@ fn vjp(
             | Op::ClipValue { .. }
             | Op::GlobalClipScale { .. }
             | Op::Scale
-            | Op::ExtremumGrad { .. }
-            | Op::Slice { .. }
             | Op::PenaltyGrad { .. }),
             Seed::Tensor(_),
         ) => return Err(format!("{op:?} is a backward op and has no gradient rule")),
@@ -392,6 +347,7 @@ mod tests {
     use super::*;
     use crate::ir::graph::{LossKind, Role, Window};
     use crate::ir::layout::Layout;
+    use crate::ir::merge::MergeOp;
     use crate::ir::testing::gradient_error;
     use crate::sema::model::{Activation, Padding};
 
@@ -683,10 +639,10 @@ mod tests {
     fn binary_merges_with_fan_out() {
         let ops = [
             Op::Add,
-            Op::Sub,
-            Op::Mul,
-            Op::Extremum { max: true },
-            Op::Extremum { max: false },
+            Op::Merge(MergeOp::Sub),
+            Op::Merge(MergeOp::Mul),
+            Op::Merge(MergeOp::Extremum { max: true }),
+            Op::Merge(MergeOp::Extremum { max: false }),
         ];
         for op in ops {
             // p0 is read by both merges (fan-out): its gradient sums two paths.
@@ -696,7 +652,8 @@ mod tests {
                     .push(Op::Activate(Activation::Tanh), vec![m], "t".into())
                     .unwrap();
                 let again = g.push(op.clone(), vec![t, p[0]], "again".into()).unwrap();
-                g.push(Op::ScaleBy(0.75), vec![again], "y".into()).unwrap()
+                g.push(Op::Merge(MergeOp::ScaleBy(0.75)), vec![again], "y".into())
+                    .unwrap()
             });
             assert!(err < TOL, "{op:?}: {err}");
         }
@@ -712,7 +669,7 @@ mod tests {
             (vec![2, 3, 3, 2], vec![2, 3, 3, 1], 3),
         ] {
             let err = fd_error(&[a.clone(), b.clone()], (0.1, 2.0), |g, p| {
-                let op = Op::Concat { axis, parts: 3 };
+                let op = Op::Merge(MergeOp::Concat { axis, parts: 3 });
                 let c = g.push(op, vec![p[0], p[1], p[0]], "c".into()).unwrap();
                 g.push(Op::Activate(Activation::Tanh), vec![c], "y".into())
                     .unwrap()

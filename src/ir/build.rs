@@ -3,10 +3,12 @@
 
 use super::autodiff;
 use super::graph::{Graph, LossKind, Node, Op, Origin, Pass, Role, TensorId, Window};
+use super::merge::MergeOp;
 use super::optim::one_minus;
 use crate::ops::random::{mix64, GOLDEN_GAMMA};
 use crate::sema::model::{
-    Activation, Clip, LayerKind, Loss, Merge, Model, Optimizer, Regularizer, Source, TrainConfig,
+    Activation, Clip, LayerKind, Loss, Merge, Model, Optimizer, Regularizer, Source, Targets,
+    TrainConfig,
 };
 
 /// What a graph is built for.
@@ -140,7 +142,7 @@ fn build(model: &Model, batch: usize, mode: Mode) -> Result<Graph, String> {
                 .last()
                 .map_or(&model.input_shape, |l| &l.output_shape),
         );
-        if matches!(t.loss, Loss::SparseCategoricalCrossentropy) {
+        if t.loss.targets() == Targets::Sparse {
             out_shape.pop();
         }
         g.target = Some(g.add_tensor("target".into(), out_shape, Role::Target));
@@ -455,16 +457,17 @@ fn smooth_labels(g: &mut Graph, target: TensorId, t: &TrainConfig) -> Result<Ten
     if ls == 0.0 {
         return Ok(target);
     }
-    let shift = match t.loss {
-        Loss::CategoricalCrossentropy => {
+    // Keras smooths one-hot rows towards `1 / classes` and binary targets towards 0.5.
+    let shift = match t.loss.targets() {
+        Targets::OneHot if t.loss.smooths_labels() => {
             let classes = g.tensors[target].shape.last().copied().unwrap_or(1);
             ls / classes as f32
         }
-        Loss::BinaryCrossentropy => (0.5 * f64::from(ls)) as f32,
-        other => {
+        Targets::Binary if t.loss.smooths_labels() => (0.5 * f64::from(ls)) as f32,
+        _ => {
             return Err(format!(
                 "label smoothing applies to the cross-entropies, not `{}`",
-                other.keyword()
+                t.loss.keyword()
             ))
         }
     };
@@ -579,15 +582,15 @@ fn merge(g: &mut Graph, m: Merge, inputs: &[TensorId], name: &str) -> Result<Ten
     };
     let binary = match m {
         Merge::Add | Merge::Average => Op::Add,
-        Merge::Subtract => Op::Sub,
-        Merge::Multiply => Op::Mul,
-        Merge::Maximum => Op::Extremum { max: true },
-        Merge::Minimum => Op::Extremum { max: false },
+        Merge::Subtract => Op::Merge(MergeOp::Sub),
+        Merge::Multiply => Op::Merge(MergeOp::Mul),
+        Merge::Maximum => Op::Merge(MergeOp::Extremum { max: true }),
+        Merge::Minimum => Op::Merge(MergeOp::Extremum { max: false }),
         Merge::Concatenate { axis } => {
-            let op = Op::Concat {
+            let op = Op::Merge(MergeOp::Concat {
                 axis: axis + 1,
                 parts: inputs.len(),
-            };
+            });
             return g.push(op, inputs.to_vec(), format!("{name}.out"));
         }
     };
@@ -599,7 +602,7 @@ fn merge(g: &mut Graph, m: Merge, inputs: &[TensorId], name: &str) -> Result<Ten
         acc = g.push(binary.clone(), vec![acc, x], format!("{name}.{i}"))?;
     }
     if m == Merge::Average {
-        let scale = Op::ScaleBy(1.0 / inputs.len() as f32);
+        let scale = Op::Merge(MergeOp::ScaleBy(1.0 / inputs.len() as f32));
         acc = g.push(scale, vec![acc], format!("{name}.mean"))?;
     }
     Ok(acc)
@@ -692,26 +695,10 @@ fn loss_kind(
     pre: Option<(Activation, TensorId)>,
     output: TensorId,
 ) -> (LossKind, TensorId) {
-    let act = pre.map(|(a, _)| a);
-    let logits = pre.map_or(output, |(_, z)| z);
-    match (loss, act) {
-        (Loss::BinaryCrossentropy, Some(Activation::Sigmoid)) => {
-            (LossKind::SigmoidBinaryCrossentropy, logits)
-        }
-        (Loss::CategoricalCrossentropy, Some(Activation::Softmax)) => {
-            (LossKind::SoftmaxCategoricalCrossentropy, logits)
-        }
-        (Loss::SparseCategoricalCrossentropy, Some(Activation::Softmax)) => {
-            (LossKind::SoftmaxSparseCategoricalCrossentropy, logits)
-        }
-        (Loss::Mse, _) => (LossKind::Mse, output),
-        (Loss::Mae, _) => (LossKind::Mae, output),
-        (Loss::Huber, _) => (LossKind::Huber { delta: 1.0 }, output),
-        (Loss::BinaryCrossentropy, _) => (LossKind::BinaryCrossentropy, output),
-        (Loss::CategoricalCrossentropy, _) => (LossKind::CategoricalCrossentropy, output),
-        (Loss::SparseCategoricalCrossentropy, _) => {
-            (LossKind::SparseCategoricalCrossentropy, output)
-        }
+    let kind = LossKind::of(loss, pre.map(|(a, _)| a));
+    match pre {
+        Some((_, logits)) if kind.reads_logits() => (kind, logits),
+        _ => (kind, output),
     }
 }
 

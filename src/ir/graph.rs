@@ -18,7 +18,8 @@
 //!   `MovingAverage` nodes update a moving statistic, and a `LearningRate` node the
 //!   learning rate).
 
-pub use super::op::{LossKind, Op, Window};
+pub use super::loss::LossKind;
+pub use super::op::{Op, Window};
 use crate::ops::random::{mix64, GOLDEN_GAMMA};
 
 pub type TensorId = usize;

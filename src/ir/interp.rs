@@ -417,37 +417,9 @@ fn run_range<T: Real>(
                     .map(|(&a, &v)| a * m + v * rest)
                     .collect()
             }
-            Op::Sub => ins[0].iter().zip(&ins[1]).map(|(&a, &b)| a - b).collect(),
-            Op::Mul => ins[0].iter().zip(&ins[1]).map(|(&a, &b)| a * b).collect(),
-            Op::ScaleBy(factor) => {
-                let f = T::from_f32(*factor);
-                ins[0].iter().map(|&v| v * f).collect()
-            }
-            Op::Extremum { max } => ins[0]
-                .iter()
-                .zip(&ins[1])
-                .map(|(&a, &b)| if first_wins(*max, a, b) { a } else { b })
-                .collect(),
-            Op::ExtremumGrad { max, first } => (0..ins[0].len())
-                .map(|i| {
-                    if first_wins(*max, ins[0][i], ins[1][i]) == *first {
-                        ins[2][i]
-                    } else {
-                        T::zero()
-                    }
-                })
-                .collect(),
-            Op::Concat { axis, .. } => {
-                let out_shape = &graph.tensors[node.output].shape;
-                let outer: usize = out_shape[..*axis].iter().product();
-                let mut out = Vec::with_capacity(graph.tensors[node.output].len());
-                for o in 0..outer {
-                    for part in &ins {
-                        let block = part.len() / outer.max(1);
-                        out.extend_from_slice(&part[o * block..(o + 1) * block]);
-                    }
-                }
-                out
+            Op::Merge(m) => {
+                let shapes: Vec<&[usize]> = (0..ins.len()).map(|i| shape(i).as_slice()).collect();
+                m.eval(&ins, &shapes, graph.tensors[node.output].len())
             }
             Op::Penalty { l1, l2 } => {
                 let mut total = T::zero();
@@ -474,18 +446,6 @@ fn run_range<T: Real>(
                     g
                 })
                 .collect(),
-            Op::Slice { axis, start, len } => {
-                let x_shape = shape(0);
-                let outer: usize = x_shape[..*axis].iter().product();
-                let inner: usize = x_shape[axis + 1..].iter().product();
-                let n = x_shape[*axis];
-                let mut out = Vec::with_capacity(graph.tensors[node.output].len());
-                for o in 0..outer {
-                    let from = (o * n + start) * inner;
-                    out.extend_from_slice(&ins[0][from..from + len * inner]);
-                }
-                out
-            }
         };
         write(graph, layout, arena, node.output, &result);
     }
@@ -499,15 +459,6 @@ fn sign<T: Real>(w: T) -> T {
         -T::one()
     } else {
         T::zero()
-    }
-}
-
-/// Whether `Extremum { max }` picks `a` over `b` (ties go to `a`, as in TF).
-fn first_wins<T: Real>(max: bool, a: T, b: T) -> bool {
-    if max {
-        a >= b
-    } else {
-        a <= b
     }
 }
 

@@ -1,9 +1,196 @@
-//! The losses of `LossKind` and their gradients, as Keras 3 computes them: the mean
-//! over the batch of a per-sample loss, which for the elementwise losses is itself a
-//! mean over the last axis (so the whole thing is a mean over every element).
+//! The loss family: the IR's loss kinds (`LossKind`, which `Op::Loss`,
+//! `Op::LossGrad` and `Op::WeightedLoss` carry) and their arithmetic as Keras 3
+//! computes it: the mean over the batch of a per-sample loss, which for the
+//! elementwise losses is itself a mean over the last axis (so the whole thing is a
+//! mean over every element). Everything the IR knows about one kind is here (its
+//! source loss, printed name, target layout, loss and gradient); `op.rs`, the
+//! interpreter and the gradient rules only delegate, and its native code is in
+//! `codegen/loss.rs`.
 
-use super::graph::LossKind;
-use crate::ops::{sigmoid, Real};
+use crate::ops::{sigmoid, Activation, Real};
+use crate::sema::model::{Loss, Targets};
+
+/// How a loss reads its prediction. The `*Logits` forms are fused with the model's
+/// final sigmoid/softmax in the numerically stable form (as Keras does when a
+/// sigmoid/softmax output feeds a cross-entropy); the others clip probabilities to
+/// `[1e-7, 1 - 1e-7]` as Keras does.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum LossKind {
+    /// Mean of squared errors over all elements.
+    Mse,
+    /// Mean of absolute errors over all elements.
+    Mae,
+    /// Huber with Keras's `delta = 1.0`, mean over all elements.
+    Huber { delta: f32 },
+    /// Binary cross-entropy from logits (the model ends in `sigmoid`).
+    SigmoidBinaryCrossentropy,
+    /// Binary cross-entropy from probabilities.
+    BinaryCrossentropy,
+    /// Categorical cross-entropy from logits, one-hot targets `[batch, classes]`.
+    SoftmaxCategoricalCrossentropy,
+    /// Categorical cross-entropy from probabilities, one-hot targets.
+    CategoricalCrossentropy,
+    /// Sparse categorical cross-entropy from logits, targets `[batch]` holding class
+    /// indices as f32.
+    SoftmaxSparseCategoricalCrossentropy,
+    /// Sparse categorical cross-entropy from probabilities.
+    SparseCategoricalCrossentropy,
+    /// Keras's `log_cosh` of the error `x = p - y`, computed as
+    /// `x + softplus(-2x) - log(2)`, mean over all elements.
+    LogCosh,
+    /// Keras's `poisson`: `p - y * log(p + 1e-7)`, mean over all elements.
+    Poisson,
+    /// Keras's `kl_divergence`: per row `sum(y * log(y / p))` with `y` and `p`
+    /// clipped to `[1e-7, 1]`, mean over the rows (never fused with a softmax).
+    KlDivergence,
+}
+
+impl LossKind {
+    /// Every kind, for the tests that try them all.
+    pub const ALL: [LossKind; 12] = [
+        LossKind::Mse,
+        LossKind::Mae,
+        LossKind::Huber { delta: 1.0 },
+        LossKind::SigmoidBinaryCrossentropy,
+        LossKind::BinaryCrossentropy,
+        LossKind::SoftmaxCategoricalCrossentropy,
+        LossKind::CategoricalCrossentropy,
+        LossKind::SoftmaxSparseCategoricalCrossentropy,
+        LossKind::SparseCategoricalCrossentropy,
+        LossKind::LogCosh,
+        LossKind::Poisson,
+        LossKind::KlDivergence,
+    ];
+
+    /// The kind computing `loss` of a model whose output is `last` applied to its
+    /// logits (`None`: no final activation): a fused kind when the loss has one for
+    /// that activation.
+    pub fn of(loss: Loss, last: Option<Activation>) -> LossKind {
+        let sigmoid = last == Some(Activation::Sigmoid);
+        let softmax = last == Some(Activation::Softmax);
+        match loss {
+            Loss::Mse => LossKind::Mse,
+            Loss::Mae => LossKind::Mae,
+            Loss::Huber => LossKind::Huber { delta: 1.0 },
+            Loss::BinaryCrossentropy if sigmoid => LossKind::SigmoidBinaryCrossentropy,
+            Loss::BinaryCrossentropy => LossKind::BinaryCrossentropy,
+            Loss::CategoricalCrossentropy if softmax => LossKind::SoftmaxCategoricalCrossentropy,
+            Loss::CategoricalCrossentropy => LossKind::CategoricalCrossentropy,
+            Loss::SparseCategoricalCrossentropy if softmax => {
+                LossKind::SoftmaxSparseCategoricalCrossentropy
+            }
+            Loss::SparseCategoricalCrossentropy => LossKind::SparseCategoricalCrossentropy,
+            Loss::LogCosh => LossKind::LogCosh,
+            Loss::Poisson => LossKind::Poisson,
+            Loss::KlDivergence => LossKind::KlDivergence,
+        }
+    }
+
+    /// The source loss this kind computes.
+    pub fn loss(self) -> Loss {
+        match self {
+            LossKind::Mse => Loss::Mse,
+            LossKind::Mae => Loss::Mae,
+            LossKind::Huber { .. } => Loss::Huber,
+            LossKind::SigmoidBinaryCrossentropy | LossKind::BinaryCrossentropy => {
+                Loss::BinaryCrossentropy
+            }
+            LossKind::SoftmaxCategoricalCrossentropy | LossKind::CategoricalCrossentropy => {
+                Loss::CategoricalCrossentropy
+            }
+            LossKind::SoftmaxSparseCategoricalCrossentropy
+            | LossKind::SparseCategoricalCrossentropy => Loss::SparseCategoricalCrossentropy,
+            LossKind::LogCosh => Loss::LogCosh,
+            LossKind::Poisson => Loss::Poisson,
+            LossKind::KlDivergence => Loss::KlDivergence,
+        }
+    }
+
+    /// Whether the kind reads the logits before the model's final activation.
+    pub fn reads_logits(self) -> bool {
+        match self {
+            LossKind::SigmoidBinaryCrossentropy
+            | LossKind::SoftmaxCategoricalCrossentropy
+            | LossKind::SoftmaxSparseCategoricalCrossentropy => true,
+            LossKind::Mse
+            | LossKind::Mae
+            | LossKind::Huber { .. }
+            | LossKind::BinaryCrossentropy
+            | LossKind::CategoricalCrossentropy
+            | LossKind::SparseCategoricalCrossentropy
+            | LossKind::LogCosh
+            | LossKind::Poisson
+            | LossKind::KlDivergence => false,
+        }
+    }
+
+    /// Whether the targets are one class index per row rather than the prediction's
+    /// shape.
+    pub fn sparse(self) -> bool {
+        self.loss().targets() == Targets::Sparse
+    }
+
+    /// The printed name (`nnc emit --ir`).
+    pub fn name(self) -> String {
+        match self {
+            LossKind::Huber { delta } => format!("huber{{delta={delta}}}"),
+            LossKind::SigmoidBinaryCrossentropy
+            | LossKind::SoftmaxCategoricalCrossentropy
+            | LossKind::SoftmaxSparseCategoricalCrossentropy => {
+                format!(
+                    "{}_{}",
+                    self.loss().expects().map_or("", |a| a.name()),
+                    self.loss().keyword()
+                )
+            }
+            LossKind::Mse
+            | LossKind::Mae
+            | LossKind::BinaryCrossentropy
+            | LossKind::CategoricalCrossentropy
+            | LossKind::SparseCategoricalCrossentropy
+            | LossKind::LogCosh
+            | LossKind::Poisson
+            | LossKind::KlDivergence => self.loss().keyword().into(),
+        }
+    }
+
+    /// Every kind but `Huber`'s delta as a number, for helpers native code calls.
+    pub fn code(self) -> (u64, f32) {
+        match self {
+            LossKind::Mse => (0, 0.0),
+            LossKind::Mae => (1, 0.0),
+            LossKind::Huber { delta } => (2, delta),
+            LossKind::SigmoidBinaryCrossentropy => (3, 0.0),
+            LossKind::BinaryCrossentropy => (4, 0.0),
+            LossKind::SoftmaxCategoricalCrossentropy => (5, 0.0),
+            LossKind::CategoricalCrossentropy => (6, 0.0),
+            LossKind::SoftmaxSparseCategoricalCrossentropy => (7, 0.0),
+            LossKind::SparseCategoricalCrossentropy => (8, 0.0),
+            LossKind::LogCosh => (9, 0.0),
+            LossKind::Poisson => (10, 0.0),
+            LossKind::KlDivergence => (11, 0.0),
+        }
+    }
+
+    /// The kind `code` made.
+    pub fn from_code(code: u64, delta: f32) -> Option<LossKind> {
+        Some(match code {
+            0 => LossKind::Mse,
+            1 => LossKind::Mae,
+            2 => LossKind::Huber { delta },
+            3 => LossKind::SigmoidBinaryCrossentropy,
+            4 => LossKind::BinaryCrossentropy,
+            5 => LossKind::SoftmaxCategoricalCrossentropy,
+            6 => LossKind::CategoricalCrossentropy,
+            7 => LossKind::SoftmaxSparseCategoricalCrossentropy,
+            8 => LossKind::SparseCategoricalCrossentropy,
+            9 => LossKind::LogCosh,
+            10 => LossKind::Poisson,
+            11 => LossKind::KlDivergence,
+            _ => return None,
+        })
+    }
+}
 
 /// Keras's `backend.epsilon()`, the probability clip of the non-logit forms.
 const EPSILON: f64 = 1e-7;
@@ -19,6 +206,11 @@ fn clip_mask<T: Real>(p: T) -> T {
     } else {
         T::zero()
     }
+}
+
+/// `kl_divergence`'s clip to `[1e-7, 1]`.
+fn clip_to_one<T: Real>(v: T) -> T {
+    v.max(T::from_f64(EPSILON)).min(T::one())
 }
 
 /// The class a sparse target names, or `None` when it is not an index in range (the
@@ -40,11 +232,16 @@ fn one_hot<T: Real>(y: &[T], classes: usize) -> Vec<T> {
 }
 
 fn targets<T: Real>(kind: LossKind, y: &[T], classes: usize) -> Vec<T> {
-    match kind {
-        LossKind::SoftmaxSparseCategoricalCrossentropy
-        | LossKind::SparseCategoricalCrossentropy => one_hot(y, classes),
-        _ => y.to_vec(),
+    if kind.sparse() {
+        one_hot(y, classes)
+    } else {
+        y.to_vec()
     }
+}
+
+/// `log(1 + exp(z))` in the stable form, as Keras's `log_cosh` uses it.
+fn softplus<T: Real>(z: T) -> T {
+    z.max(T::zero()) + (-z.abs()).exp().ln_1p()
 }
 
 fn log_softmax_row<T: Real>(z: &[T]) -> Vec<T> {
@@ -83,6 +280,28 @@ pub fn loss<T: Real>(kind: LossKind, p: &[T], y: &[T], classes: usize) -> T {
                 let e = (p - y).abs();
                 let q = e.min(d);
                 total += T::from_f64(0.5) * q * q + d * (e - q);
+            }
+            total / n
+        }
+        LossKind::LogCosh => {
+            let ln2 = T::from_f64(std::f64::consts::LN_2);
+            for (&p, &y) in p.iter().zip(&y) {
+                let x = p - y;
+                total += x + softplus(x * T::from_f64(-2.0)) - ln2;
+            }
+            total / n
+        }
+        LossKind::KlDivergence => {
+            for (&p, &y) in p.iter().zip(&y) {
+                let y = clip_to_one(y);
+                total += y * (y / clip_to_one(p)).ln();
+            }
+            total / rows
+        }
+        LossKind::Poisson => {
+            let eps = T::from_f64(EPSILON);
+            for (&p, &y) in p.iter().zip(&y) {
+                total += p - y * (p + eps).ln();
             }
             total / n
         }
@@ -198,6 +417,33 @@ pub fn loss_grad<T: Real>(kind: LossKind, p: &[T], y: &[T], classes: usize) -> V
                 .map(|(&p, &y)| (p - y).max(-d).min(d) / n)
                 .collect()
         }
+        // d/dp of y log(y / clip(p)): -y / clip(p) where the clip passes p.
+        LossKind::KlDivergence => p
+            .iter()
+            .zip(&y)
+            .map(|(&p, &y)| {
+                let inside = p >= T::from_f64(EPSILON) && p <= one;
+                if inside {
+                    -(clip_to_one(y) / p) / rows
+                } else {
+                    zero
+                }
+            })
+            .collect(),
+        LossKind::Poisson => p
+            .iter()
+            .zip(&y)
+            .map(|(&p, &y)| (one - y / (p + T::from_f64(EPSILON))) / n)
+            .collect(),
+        // d/dx (x + softplus(-2x)) = 1 - 2 sigmoid(-2x), i.e. tanh(x).
+        LossKind::LogCosh => p
+            .iter()
+            .zip(&y)
+            .map(|(&p, &y)| {
+                let s = sigmoid((p - y) * T::from_f64(-2.0));
+                (one - T::from_f64(2.0) * s) / n
+            })
+            .collect(),
         LossKind::BinaryCrossentropy => p
             .iter()
             .zip(&y)
@@ -277,13 +523,17 @@ mod tests {
         (one_hot(&idx, classes), idx)
     }
 
-    #[test]
-    fn every_loss_gradient_matches_finite_differences() {
-        let mut rng = StdRng::seed_from_u64(5);
-        let (rows, classes) = (5, 4);
+    /// Predictions and targets to check `kind`'s gradient at: errors kept away from
+    /// the kinks of mae (0) and huber (±delta), probabilities inside the clip, and
+    /// each cross-entropy with soft and with one-hot targets.
+    fn fd_cases(
+        kind: LossKind,
+        rng: &mut StdRng,
+        rows: usize,
+        classes: usize,
+    ) -> Vec<(Vec<f64>, Vec<f64>)> {
         let n = rows * classes;
-        let y = uniform(&mut rng, n, -1.0, 1.0);
-        // Errors kept away from the kinks of mae (0) and huber (±delta).
+        let y = uniform(rng, n, -1.0, 1.0);
         let e: Vec<f64> = (0..n)
             .map(|i| {
                 let mag = if i % 2 == 0 {
@@ -298,34 +548,37 @@ mod tests {
                 }
             })
             .collect();
-        let p: Vec<f64> = y.iter().zip(&e).map(|(y, e)| y + e).collect();
-        for kind in [LossKind::Mse, LossKind::Mae, LossKind::Huber { delta: 1.0 }] {
-            let err = fd_error(kind, &p, &y, classes);
-            assert!(err < 1e-6, "{kind:?}: {err}");
+        let off_kinks: Vec<f64> = y.iter().zip(&e).map(|(y, e)| y + e).collect();
+        let probs = uniform(rng, n, 0.05, 0.95);
+        let logits = uniform(rng, n, -4.0, 4.0);
+        let soft = uniform(rng, n, 0.0, 1.0);
+        let (hot, idx) = one_hot_rows(rng, rows, classes);
+        match kind {
+            LossKind::Mse | LossKind::Mae | LossKind::Huber { .. } => vec![(off_kinks, y)],
+            LossKind::LogCosh => vec![(logits, y)],
+            // Counts against positive rates.
+            LossKind::Poisson => vec![(probs, soft.iter().map(|v| (v * 4.0).floor()).collect())],
+            LossKind::BinaryCrossentropy
+            | LossKind::CategoricalCrossentropy
+            | LossKind::KlDivergence => vec![(probs.clone(), soft), (probs, hot)],
+            LossKind::SigmoidBinaryCrossentropy => vec![(logits, soft)],
+            LossKind::SoftmaxCategoricalCrossentropy => {
+                vec![(logits.clone(), soft), (logits, hot)]
+            }
+            LossKind::SparseCategoricalCrossentropy => vec![(probs, idx)],
+            LossKind::SoftmaxSparseCategoricalCrossentropy => vec![(logits, idx)],
         }
+    }
 
-        let probs = uniform(&mut rng, n, 0.05, 0.95);
-        let logits = uniform(&mut rng, n, -4.0, 4.0);
-        let soft = uniform(&mut rng, n, 0.0, 1.0);
-        let (hot, idx) = one_hot_rows(&mut rng, rows, classes);
-        let cases = [
-            (LossKind::BinaryCrossentropy, &probs, &soft),
-            (LossKind::BinaryCrossentropy, &probs, &hot),
-            (LossKind::SigmoidBinaryCrossentropy, &logits, &soft),
-            (LossKind::CategoricalCrossentropy, &probs, &soft),
-            (LossKind::CategoricalCrossentropy, &probs, &hot),
-            (LossKind::SoftmaxCategoricalCrossentropy, &logits, &soft),
-            (LossKind::SoftmaxCategoricalCrossentropy, &logits, &hot),
-            (LossKind::SparseCategoricalCrossentropy, &probs, &idx),
-            (
-                LossKind::SoftmaxSparseCategoricalCrossentropy,
-                &logits,
-                &idx,
-            ),
-        ];
-        for (kind, p, y) in cases {
-            let err = fd_error(kind, p, y, classes);
-            assert!(err < 1e-6, "{kind:?}: {err}");
+    #[test]
+    fn every_loss_gradient_matches_finite_differences() {
+        let mut rng = StdRng::seed_from_u64(5);
+        let (rows, classes) = (5, 4);
+        for kind in LossKind::ALL {
+            for (p, y) in fd_cases(kind, &mut rng, rows, classes) {
+                let err = fd_error(kind, &p, &y, classes);
+                assert!(err < 1e-6, "{kind:?}: {err}");
+            }
         }
     }
 
@@ -385,6 +638,25 @@ mod tests {
             loss_grad(LossKind::Mae, &[2.0, 2.0], &[2.0, 1.0], 1),
             vec![0.0, 0.5]
         );
+        // log(cosh(x)) at x = 0, 1, -2.5 (symmetric): mean of 0, 0.4337808, 1.8503019.
+        let l = loss(LossKind::LogCosh, &[1.0, 3.0, -0.5], &[1.0, 2.0, 2.0], 1);
+        let want = (1f64.cosh().ln() + 2.5f64.cosh().ln()) / 3.0;
+        assert!((l - want).abs() < 1e-12, "{l} {want}");
+        // Poisson: p - y log(p + 1e-7), mean of 2 - 3 log(2) and 0.5.
+        let l = loss(LossKind::Poisson, &[2.0, 0.5], &[3.0, 0.0], 1);
+        let want = (2.0 - 3.0 * (2.0f64 + 1e-7).ln() + 0.5) / 2.0;
+        assert!((l - want).abs() < 1e-12, "{l} {want}");
+        // KL of rows (0.5, 0.5) and (1, 0) from p: log(0.5 / 0.25) / 2 + ..., the
+        // zero target clipped to 1e-7; mean over the 2 rows.
+        let l = loss(
+            LossKind::KlDivergence,
+            &[0.25, 0.75, 0.5, 0.5],
+            &[0.5, 0.5, 1.0, 0.0],
+            2,
+        );
+        let row1 = 0.5 * 2f64.ln() + 0.5 * (0.5f64 / 0.75).ln();
+        let row2 = 2f64.ln() + 1e-7 * (1e-7f64 / 0.5).ln();
+        assert!((l - (row1 + row2) / 2.0).abs() < 1e-12, "{l}");
         // Probabilities are clipped to [1e-7, 1 - 1e-7] and get no gradient outside.
         let clipped = loss(LossKind::BinaryCrossentropy, &[0.0], &[1.0], 1);
         assert!((clipped + 1e-7f64.ln()).abs() < 1e-9, "{clipped}");

@@ -8,6 +8,7 @@ pub mod init;
 pub mod interp;
 pub mod layout;
 pub mod loss;
+pub mod merge;
 pub mod op;
 pub mod optim;
 pub mod print;

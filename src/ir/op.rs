@@ -1,72 +1,17 @@
 //! Every op of the IR: what it computes (its variant's doc), how many inputs it reads,
 //! the shape of its result, and its printed name. The interpreter (`interp.rs`), the
 //! gradient rules (`autodiff.rs`) and the native code (`codegen`) each match on `Op`
-//! exhaustively, so a new op is flagged wherever it still needs handling.
+//! exhaustively, so a new op is flagged wherever it still needs handling. Families
+//! live in files of their own and are only delegated to here and in those matches:
+//! the losses (`Loss`, `LossGrad`, `WeightedLoss` carry a `loss::LossKind`) and the
+//! merges (`Merge` carries a `merge::MergeOp`).
 
 use std::fmt;
 
+use super::loss::LossKind;
+use super::merge::MergeOp;
 use crate::ops::Activation;
 use crate::sema::model::{Optimizer, Padding, Schedule};
-
-/// How a loss reads its prediction. The `*Logits` forms are fused with the model's
-/// final sigmoid/softmax in the numerically stable form (as Keras does when a
-/// sigmoid/softmax output feeds a cross-entropy); the others clip probabilities to
-/// `[1e-7, 1 - 1e-7]` as Keras does.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub enum LossKind {
-    /// Mean of squared errors over all elements.
-    Mse,
-    /// Mean of absolute errors over all elements.
-    Mae,
-    /// Huber with Keras's `delta = 1.0`, mean over all elements.
-    Huber { delta: f32 },
-    /// Binary cross-entropy from logits (the model ends in `sigmoid`).
-    SigmoidBinaryCrossentropy,
-    /// Binary cross-entropy from probabilities.
-    BinaryCrossentropy,
-    /// Categorical cross-entropy from logits, one-hot targets `[batch, classes]`.
-    SoftmaxCategoricalCrossentropy,
-    /// Categorical cross-entropy from probabilities, one-hot targets.
-    CategoricalCrossentropy,
-    /// Sparse categorical cross-entropy from logits, targets `[batch]` holding class
-    /// indices as f32.
-    SoftmaxSparseCategoricalCrossentropy,
-    /// Sparse categorical cross-entropy from probabilities.
-    SparseCategoricalCrossentropy,
-}
-
-impl LossKind {
-    /// Every kind but `Huber`'s delta as a number, for helpers native code calls.
-    pub fn code(self) -> (u64, f32) {
-        match self {
-            LossKind::Mse => (0, 0.0),
-            LossKind::Mae => (1, 0.0),
-            LossKind::Huber { delta } => (2, delta),
-            LossKind::SigmoidBinaryCrossentropy => (3, 0.0),
-            LossKind::BinaryCrossentropy => (4, 0.0),
-            LossKind::SoftmaxCategoricalCrossentropy => (5, 0.0),
-            LossKind::CategoricalCrossentropy => (6, 0.0),
-            LossKind::SoftmaxSparseCategoricalCrossentropy => (7, 0.0),
-            LossKind::SparseCategoricalCrossentropy => (8, 0.0),
-        }
-    }
-
-    /// The kind `code` made.
-    pub fn from_code(code: u64, delta: f32) -> Option<LossKind> {
-        Some(match code {
-            0 => LossKind::Mse,
-            1 => LossKind::Mae,
-            2 => LossKind::Huber { delta },
-            3 => LossKind::SigmoidBinaryCrossentropy,
-            4 => LossKind::BinaryCrossentropy,
-            5 => LossKind::SoftmaxCategoricalCrossentropy,
-            6 => LossKind::CategoricalCrossentropy,
-            7 => LossKind::SoftmaxSparseCategoricalCrossentropy,
-            8 => LossKind::SparseCategoricalCrossentropy,
-            _ => return None,
-        })
-    }
-}
 
 #[derive(Debug, Clone, PartialEq)]
 pub enum Op {
@@ -215,31 +160,8 @@ pub enum Op {
     /// The gradient of `LayerNorm` with respect to `gamma`:
     /// `dgamma[j] = sum over rows of dy[.., j] * xhat[.., j]`. Inputs `(x, dy)`.
     LayerNormGammaGrad { epsilon: f32 },
-    // The merge layers of graph models (Keras applies them left to right, so a merge
-    // of n inputs is n - 1 binary nodes; `Add` above is `add`'s).
-    /// `out = a - b`, same shapes; inputs `(a, b)`.
-    Sub,
-    /// `out = a * b` element by element, same shapes; inputs `(a, b)`.
-    Mul,
-    /// `out = x * factor`; inputs `(x)`. `average`'s division, and `-dy`.
-    ScaleBy(f32),
-    /// `out = max(a, b)` (`max`) or `min(a, b)` element by element, same shapes;
-    /// inputs `(a, b)`.
-    Extremum { max: bool },
-    /// The gradient of `Extremum` with respect to `a` (`first`) or `b`: `dy` where that
-    /// input is the one chosen, else 0. As TF's, a tie goes to `a` (`a >= b` for max,
-    /// `a <= b` for min). Inputs `(a, b, dy)`.
-    ExtremumGrad { max: bool, first: bool },
-    /// Concatenation of `parts` tensors along `axis` (of the batch-first shape; every
-    /// other axis equal); inputs: the parts in order.
-    Concat { axis: usize, parts: usize },
-    /// Elements `start..start + len` along `axis` of `x` (the gradient of a `Concat`
-    /// part); inputs `(x)`.
-    Slice {
-        axis: usize,
-        start: usize,
-        len: usize,
-    },
+    /// A merge layer's op or its gradient (`merge.rs`).
+    Merge(MergeOp),
     /// Keras's kernel regularizer: the scalar `l1 * sum(|w|) + l2 * sum(w^2)` (a term
     /// only when its factor is not 0, each sum in element order); inputs `(w)`.
     Penalty { l1: f32, l2: f32 },
@@ -346,11 +268,10 @@ impl Op {
             | Op::ClipNorm { .. }
             | Op::ClipValue { .. }
             | Op::Affine { .. }
-            | Op::ScaleBy(_)
-            | Op::Slice { .. }
             | Op::Penalty { .. }
             | Op::PenaltyGrad { .. } => 1,
             Op::GlobalClipScale { count, .. } => *count,
+            Op::Merge(m) => m.arity(),
             Op::MatMul { .. }
             | Op::AddBias
             | Op::Add
@@ -363,13 +284,9 @@ impl Op {
             | Op::MovingAverage { .. }
             | Op::Scale
             | Op::ScaleRows
-            | Op::ClassWeights
-            | Op::Sub
-            | Op::Mul
-            | Op::Extremum { .. } => 2,
+            | Op::ClassWeights => 2,
             Op::WeightedLoss(_) => 3,
-            Op::ActivateGrad(_) | Op::BatchNormGrad { .. } | Op::ExtremumGrad { .. } => 3,
-            Op::Concat { parts, .. } => *parts,
+            Op::ActivateGrad(_) | Op::BatchNormGrad { .. } => 3,
             Op::BatchNormGammaGrad { .. } => 4,
             Op::BatchNorm { .. } => 5,
             Op::BatchNormTrainGrad { .. } => 7,
@@ -427,44 +344,10 @@ impl Op {
                     .map(|&n| vec![n])
                     .ok_or_else(|| "sum_rows of a scalar".into())
             }
-            Op::Add | Op::Sub | Op::Mul | Op::Extremum { .. } => same(0, 1).map(|_| s(0)),
-            Op::ScaleBy(_) | Op::PenaltyGrad { .. } => Ok(s(0)),
+            Op::Add => same(0, 1).map(|_| s(0)),
+            Op::PenaltyGrad { .. } => Ok(s(0)),
             Op::Penalty { .. } => Ok(vec![]),
-            Op::ExtremumGrad { .. } => same(0, 1).and(same(1, 2)).map(|_| s(0)),
-            Op::Concat { axis, parts } => {
-                let first = s(0);
-                if *parts == 0 || *axis >= first.len() {
-                    return Err(format!(
-                        "concat of {parts} parts on axis {axis} of {first:?}"
-                    ));
-                }
-                let mut out = first.clone();
-                out[*axis] = 0;
-                for part in inputs {
-                    let fits = part.len() == first.len()
-                        && (0..first.len()).all(|i| i == *axis || part[i] == first[i]);
-                    if !fits {
-                        return Err(format!(
-                            "concat: {part:?} does not fit {first:?} on axis {axis}"
-                        ));
-                    }
-                    out[*axis] += part[*axis];
-                }
-                Ok(out)
-            }
-            Op::Slice { axis, start, len } => {
-                let mut x = s(0);
-                match x.get(*axis) {
-                    Some(&n) if start + len <= n && *len > 0 => {
-                        x[*axis] = *len;
-                        Ok(x)
-                    }
-                    _ => Err(format!(
-                        "slice {start}..{} of axis {axis} of {x:?}",
-                        start + len
-                    )),
-                }
-            }
+            Op::Merge(m) => m.output_shape(inputs),
             Op::Activate(Activation::Softmax) | Op::ActivateGrad(Activation::Softmax) => {
                 Err("softmax is not elementwise: use the softmax ops".into())
             }
@@ -473,11 +356,7 @@ impl Op {
             Op::SoftmaxGrad => same(0, 1).map(|_| s(0)),
             Op::Loss(kind) | Op::LossGrad(kind) => {
                 let (p, mut t) = (s(0), s(1));
-                if matches!(
-                    kind,
-                    LossKind::SparseCategoricalCrossentropy
-                        | LossKind::SoftmaxSparseCategoricalCrossentropy
-                ) {
+                if kind.sparse() {
                     t.push(*p.last().unwrap_or(&0));
                 }
                 if p != t || p.is_empty() {
@@ -674,22 +553,6 @@ fn image_of(x: &[usize], win: &Window) -> Result<(usize, [usize; 2], usize), Str
     }
 }
 
-fn loss(k: LossKind) -> String {
-    match k {
-        LossKind::Mse => "mse".into(),
-        LossKind::Mae => "mae".into(),
-        LossKind::Huber { delta } => format!("huber{{delta={delta}}}"),
-        LossKind::SigmoidBinaryCrossentropy => "sigmoid_binary_crossentropy".into(),
-        LossKind::BinaryCrossentropy => "binary_crossentropy".into(),
-        LossKind::SoftmaxCategoricalCrossentropy => "softmax_categorical_crossentropy".into(),
-        LossKind::CategoricalCrossentropy => "categorical_crossentropy".into(),
-        LossKind::SoftmaxSparseCategoricalCrossentropy => {
-            "softmax_sparse_categorical_crossentropy".into()
-        }
-        LossKind::SparseCategoricalCrossentropy => "sparse_categorical_crossentropy".into(),
-    }
-}
-
 fn optimizer(o: Optimizer) -> String {
     match o {
         Optimizer::Sgd {
@@ -752,8 +615,8 @@ impl fmt::Display for Op {
                 format!("dropout_grad{{rate={rate}, seed={seed:#x}}}")
             }
             Op::Reshape => "reshape".into(),
-            Op::Loss(k) => format!("loss.{}", loss(*k)),
-            Op::LossGrad(k) => format!("loss_grad.{}", loss(*k)),
+            Op::Loss(k) => format!("loss.{}", k.name()),
+            Op::LossGrad(k) => format!("loss_grad.{}", k.name()),
             Op::Update(o) => format!("update.{}", optimizer(*o)),
             Op::Im2col(w) => format!("im2col{}", window(w)),
             Op::Col2im(w) => format!("col2im{}", window(w)),
@@ -785,24 +648,11 @@ impl fmt::Display for Op {
             Op::Scale => "scale".into(),
             Op::Affine { scale, shift } => format!("affine{{scale={scale}, shift={shift}}}"),
             Op::ClassWeights => "class_weights".into(),
-            Op::WeightedLoss(k) => format!("weighted_loss.{}", loss(*k)),
+            Op::WeightedLoss(k) => format!("weighted_loss.{}", k.name()),
             Op::ScaleRows => "scale_rows".into(),
-            Op::Sub => "sub".into(),
-            Op::Mul => "mul".into(),
-            Op::ScaleBy(factor) => format!("scale{{{factor}}}"),
-            Op::Extremum { max: true } => "maximum".into(),
-            Op::Extremum { max: false } => "minimum".into(),
-            Op::ExtremumGrad { max, first } => format!(
-                "{}_grad{{{}}}",
-                if *max { "maximum" } else { "minimum" },
-                if *first { "a" } else { "b" }
-            ),
-            Op::Concat { axis, parts } => format!("concat{{axis={axis}, parts={parts}}}"),
+            Op::Merge(m) => m.name(),
             Op::Penalty { l1, l2 } => format!("penalty{{l1={l1}, l2={l2}}}"),
             Op::PenaltyGrad { l1, l2 } => format!("penalty_grad{{l1={l1}, l2={l2}}}"),
-            Op::Slice { axis, start, len } => {
-                format!("slice{{axis={axis}, {start}..{}}}", start + len)
-            }
             Op::LayerNorm {
                 epsilon,
                 scale,

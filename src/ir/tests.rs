@@ -80,11 +80,12 @@ fn targets(rng: &mut StdRng, g: &Graph, loss: Loss) -> Vec<f64> {
         Loss::SparseCategoricalCrossentropy => {
             (0..n).map(|_| rng.gen_range(0..classes) as f64).collect()
         }
-        Loss::CategoricalCrossentropy => (0..n)
+        Loss::CategoricalCrossentropy | Loss::KlDivergence => (0..n)
             .map(|i| f64::from(u8::from(i % classes == (i / classes) % classes)))
             .collect(),
         Loss::BinaryCrossentropy => random(rng, n, 0.0, 1.0),
-        Loss::Mse | Loss::Mae | Loss::Huber => random(rng, n, -1.5, 1.5),
+        Loss::Mse | Loss::Mae | Loss::Huber | Loss::LogCosh => random(rng, n, -1.5, 1.5),
+        Loss::Poisson => (0..n).map(|_| rng.gen_range(0..4) as f64).collect(),
     }
 }
 

@@ -20,7 +20,7 @@ use sha2::{Digest, Sha256};
 
 use crate::ir::{build, init};
 use crate::runtime::checkpoint;
-use crate::sema::model::{Loss, Model};
+use crate::sema::model::{Loss, Model, Targets};
 
 /// What training learned about its data, beyond the weights.
 #[derive(Debug, Clone, PartialEq, Default)]
@@ -57,12 +57,12 @@ impl Trained {
 /// categorical), 0 and 1 (binary), none (regression). Classes are the integer
 /// labels of the data.
 pub fn classes(model: &Model, loss: Loss) -> Vec<String> {
-    match loss {
-        Loss::SparseCategoricalCrossentropy | Loss::CategoricalCrossentropy => {
+    match loss.targets() {
+        Targets::Sparse | Targets::OneHot => {
             (0..model.output_size()).map(|c| c.to_string()).collect()
         }
-        Loss::BinaryCrossentropy => vec!["0".into(), "1".into()],
-        Loss::Mse | Loss::Mae | Loss::Huber => vec![],
+        Targets::Binary => vec!["0".into(), "1".into()],
+        Targets::Value => vec![],
     }
 }
 

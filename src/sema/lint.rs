@@ -140,11 +140,7 @@ pub fn lint_loss(
     loss_span: std::ops::Range<usize>,
     d: &mut Vec<Diagnostic>,
 ) {
-    let want = match loss {
-        Loss::CategoricalCrossentropy | Loss::SparseCategoricalCrossentropy => Activation::Softmax,
-        Loss::BinaryCrossentropy => Activation::Sigmoid,
-        _ => return,
-    };
+    let Some(want) = loss.expects() else { return };
     let Some(last) = layers.last() else { return };
     let one_unit = last.output_shape.last() == Some(&1);
     let last_activation = final_activation(layers);

@@ -660,6 +660,11 @@ pub enum MnistSubset {
     Test,
 }
 
+/// The `loss` of a `train` block. Everything nnc knows about a loss by its name is
+/// in this table (`ALL`, `keyword`, `ALIASES`, `targets`, `expects`,
+/// `smooths_labels`): sema, the data checks and the runtime read it, so a new loss is
+/// a variant here plus its arithmetic in `ir/loss.rs` and its native code in
+/// `codegen/loss.rs`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Loss {
     Mse,
@@ -668,18 +673,63 @@ pub enum Loss {
     BinaryCrossentropy,
     CategoricalCrossentropy,
     SparseCategoricalCrossentropy,
+    /// Keras's `log_cosh`: `log(cosh(error))`, mean over all elements.
+    LogCosh,
+    /// Keras's `poisson`: `p - y log(p + epsilon)`, mean over all elements.
+    Poisson,
+    /// Keras's `kl_divergence`: `sum(y log(y / p))` over each row with both clipped
+    /// to `[1e-7, 1]`, mean over the batch; targets one-hot class rows.
+    KlDivergence,
+}
+
+/// What a loss compares the output with, which decides the data's target column
+/// (one value per sample) and the output the loss fits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Targets {
+    /// Any number, against one output unit (regression).
+    Value,
+    /// 0 or 1, against one output unit.
+    Binary,
+    /// A class index in `[0, units)`, one-hot encoded to a row of the output's width.
+    OneHot,
+    /// A class index in `[0, units)`, kept as an index.
+    Sparse,
+}
+
+impl Targets {
+    /// Whether the targets name classes (class weights, class lists, label checks).
+    pub fn are_classes(self) -> bool {
+        match self {
+            Targets::Value => false,
+            Targets::Binary | Targets::OneHot | Targets::Sparse => true,
+        }
+    }
+
+    /// Whether the targets are one class per output unit (two units at least).
+    pub fn one_per_unit(self) -> bool {
+        match self {
+            Targets::OneHot | Targets::Sparse => true,
+            Targets::Value | Targets::Binary => false,
+        }
+    }
 }
 
 impl Loss {
-    /// Every loss, for tests and fuzzing that try them all.
-    pub const ALL: [Loss; 6] = [
+    /// Every loss, for names, tests and fuzzing that try them all.
+    pub const ALL: [Loss; 9] = [
         Loss::Mse,
         Loss::Mae,
         Loss::Huber,
         Loss::BinaryCrossentropy,
         Loss::CategoricalCrossentropy,
         Loss::SparseCategoricalCrossentropy,
+        Loss::LogCosh,
+        Loss::Poisson,
+        Loss::KlDivergence,
     ];
+
+    /// Other names Keras's `losses.get` accepts for a loss, accepted as well.
+    pub const ALIASES: &'static [(&'static str, Loss)] = &[("kld", Loss::KlDivergence)];
 
     /// The loss's name as written in `.nn` files.
     pub fn keyword(self) -> &'static str {
@@ -690,6 +740,53 @@ impl Loss {
             Loss::BinaryCrossentropy => "binary_crossentropy",
             Loss::CategoricalCrossentropy => "categorical_crossentropy",
             Loss::SparseCategoricalCrossentropy => "sparse_categorical_crossentropy",
+            Loss::LogCosh => "log_cosh",
+            Loss::Poisson => "poisson",
+            Loss::KlDivergence => "kl_divergence",
+        }
+    }
+
+    /// The loss a name or alias stands for.
+    pub fn from_keyword(name: &str) -> Option<Loss> {
+        Loss::ALL
+            .into_iter()
+            .find(|l| l.keyword() == name)
+            .or_else(|| Loss::ALIASES.iter().find(|(a, _)| *a == name).map(|p| p.1))
+    }
+
+    /// What the loss compares the output with.
+    pub fn targets(self) -> Targets {
+        match self {
+            Loss::Mse | Loss::Mae | Loss::Huber | Loss::LogCosh | Loss::Poisson => Targets::Value,
+            Loss::BinaryCrossentropy => Targets::Binary,
+            Loss::CategoricalCrossentropy | Loss::KlDivergence => Targets::OneHot,
+            Loss::SparseCategoricalCrossentropy => Targets::Sparse,
+        }
+    }
+
+    /// The final activation whose probabilities the loss expects (a lint otherwise).
+    pub fn expects(self) -> Option<Activation> {
+        match self {
+            Loss::Mse | Loss::Mae | Loss::Huber | Loss::LogCosh | Loss::Poisson => None,
+            Loss::BinaryCrossentropy => Some(Activation::Sigmoid),
+            Loss::CategoricalCrossentropy
+            | Loss::SparseCategoricalCrossentropy
+            | Loss::KlDivergence => Some(Activation::Softmax),
+        }
+    }
+
+    /// Whether the loss takes Keras's `label_smoothing` (sparse categorical
+    /// cross-entropy does not in Keras either).
+    pub fn smooths_labels(self) -> bool {
+        match self {
+            Loss::BinaryCrossentropy | Loss::CategoricalCrossentropy => true,
+            Loss::Mse
+            | Loss::Mae
+            | Loss::Huber
+            | Loss::SparseCategoricalCrossentropy
+            | Loss::LogCosh
+            | Loss::Poisson
+            | Loss::KlDivergence => false,
         }
     }
 }
@@ -837,6 +934,23 @@ pub enum Metric {
 }
 
 impl Metric {
+    /// Every metric, `top_k_accuracy` with Keras's default `k = 5`; names, the
+    /// `metrics` list and tests read it.
+    pub const ALL: [Metric; 7] = [
+        Metric::Accuracy,
+        Metric::Mse,
+        Metric::Mae,
+        Metric::Precision,
+        Metric::Recall,
+        Metric::Auc,
+        Metric::TopKAccuracy { k: 5 },
+    ];
+
+    /// The metric a name stands for (`top_k_accuracy` with its default `k`).
+    pub fn from_keyword(name: &str) -> Option<Metric> {
+        Metric::ALL.into_iter().find(|m| m.keyword() == name)
+    }
+
     /// The metric's name as written in `.nn` files and logs.
     pub fn keyword(self) -> &'static str {
         match self {

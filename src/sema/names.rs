@@ -3,7 +3,7 @@
 use std::sync::LazyLock;
 
 use crate::ops::Activation;
-use crate::sema::model::{Initializer, Padding};
+use crate::sema::model::{Initializer, Loss, Metric, Padding};
 
 /// Layer kinds other than the activation layers (`relu`, ...), which `LAYERS` adds.
 const LAYER_KINDS: &[&str] = &[
@@ -55,14 +55,14 @@ pub static INITIALIZERS: LazyLock<Vec<&'static str>> =
 /// Every padding name, from `Padding::ALL`.
 pub static PADDINGS: LazyLock<Vec<&'static str>> =
     LazyLock::new(|| Padding::ALL.iter().map(|p| p.keyword()).collect());
-pub const LOSSES: &[&str] = &[
-    "mse",
-    "mae",
-    "huber",
-    "binary_crossentropy",
-    "categorical_crossentropy",
-    "sparse_categorical_crossentropy",
-];
+/// Every loss name and alias, from `Loss::ALL`.
+pub static LOSSES: LazyLock<Vec<&'static str>> = LazyLock::new(|| {
+    Loss::ALL
+        .iter()
+        .map(|l| l.keyword())
+        .chain(Loss::ALIASES.iter().map(|(alias, _)| *alias))
+        .collect()
+});
 pub const OPTIMIZERS: &[&str] = &["sgd", "adam", "adamw", "rmsprop"];
 pub const SCHEDULES: &[&str] = &[
     "exponential_decay",
@@ -71,15 +71,9 @@ pub const SCHEDULES: &[&str] = &[
     "inverse_time_decay",
     "polynomial_decay",
 ];
-pub const METRICS: &[&str] = &[
-    "accuracy",
-    "mse",
-    "mae",
-    "precision",
-    "recall",
-    "auc",
-    "top_k_accuracy",
-];
+/// Every metric name, from `Metric::ALL`.
+pub static METRICS: LazyLock<Vec<&'static str>> =
+    LazyLock::new(|| Metric::ALL.iter().map(|m| m.keyword()).collect());
 pub const SOURCES: &[&str] = &["csv", "idx", "mnist", "npy", "npz"];
 pub const SUBSETS: &[&str] = &["train", "test"];
 pub const SETTINGS: &[&str] = &[

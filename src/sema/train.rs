@@ -8,8 +8,8 @@ use std::path::Path;
 use super::args::{self, bind, Bound};
 use super::callbacks::{self, Logged};
 use super::model::{
-    ClassWeight, Clip, DataSource, Loss, Metric, MnistSubset, Optimizer, Schedule, TestSource,
-    TrainConfig, TrainSpans,
+    ClassWeight, Clip, DataSource, Loss, Metric, MnistSubset, Optimizer, Schedule, Targets,
+    TestSource, TrainConfig, TrainSpans,
 };
 use super::names;
 use crate::diag::codes;
@@ -452,27 +452,21 @@ fn loss(v: &Value, d: &mut Vec<Diagnostic>) -> Option<(Loss, f32)> {
             let name = call.name.name.as_str();
             if !names::LOSSES.contains(&name) {
                 // The unknown-name diagnostic, with its suggestion.
-                ok(args::name(v, "loss", "loss", names::LOSSES), d)?;
+                ok(args::name(v, "loss", "loss", &names::LOSSES), d)?;
             }
             (name, Some(call))
         }
-        _ => (ok(args::name(v, "loss", "loss", names::LOSSES), d)?, None),
+        _ => (ok(args::name(v, "loss", "loss", &names::LOSSES), d)?, None),
     };
-    let loss = match name {
-        "mse" => Loss::Mse,
-        "mae" => Loss::Mae,
-        "huber" => Loss::Huber,
-        "binary_crossentropy" => Loss::BinaryCrossentropy,
-        "categorical_crossentropy" => Loss::CategoricalCrossentropy,
-        _ => Loss::SparseCategoricalCrossentropy,
-    };
+    // `args::name` accepted only names of `Loss::ALL` and its aliases.
+    let loss = Loss::from_keyword(name)?;
     let Some(call) = call else {
         return Some((loss, 0.0));
     };
-    // Keras's sparse categorical cross-entropy has no label smoothing either.
-    let params: &[&'static str] = match loss {
-        Loss::BinaryCrossentropy | Loss::CategoricalCrossentropy => &["label_smoothing"],
-        _ => &[],
+    let params: &[&'static str] = if loss.smooths_labels() {
+        &["label_smoothing"]
+    } else {
+        &[]
     };
     let items = call.args.as_ref().map_or(&[][..], |a| a.items.as_slice());
     let smoothing_key = items
@@ -540,7 +534,7 @@ fn metrics(v: &Value, outputs: Option<u64>, d: &mut Vec<Diagnostic>) -> Option<V
                 )
                 .with_help(format!("write `{other}`"))),
             },
-            _ => args::name(it, "metrics", "metric", names::METRICS),
+            _ => args::name(it, "metrics", "metric", &names::METRICS),
         };
         match named {
             // The same metric twice would only print two equal columns.
@@ -564,20 +558,20 @@ fn metrics(v: &Value, outputs: Option<u64>, d: &mut Vec<Diagnostic>) -> Option<V
             }
             Ok(m) => {
                 seen.push((m, it));
-                out.push(match m {
-                    "accuracy" => Metric::Accuracy,
-                    "mse" => Metric::Mse,
-                    "mae" => Metric::Mae,
-                    "precision" => Metric::Precision,
-                    "recall" => Metric::Recall,
-                    "auc" => Metric::Auc,
-                    _ => match top_k(it, outputs, d) {
+                // `args::name` accepted only names of `Metric::ALL`.
+                out.push(match Metric::from_keyword(m) {
+                    Some(Metric::TopKAccuracy { .. }) => match top_k(it, outputs, d) {
                         Some(k) => Metric::TopKAccuracy { k },
                         None => {
                             good = false;
                             continue;
                         }
                     },
+                    Some(metric) => metric,
+                    None => {
+                        good = false;
+                        continue;
+                    }
                 });
             }
             Err(e) => {
@@ -596,7 +590,7 @@ fn class_weight(
     facts: &ModelFacts,
     d: &mut Vec<Diagnostic>,
 ) -> Option<ClassWeight> {
-    if let Some(loss @ (Loss::Mse | Loss::Mae | Loss::Huber)) = loss {
+    if let Some(loss) = loss.filter(|l| !l.targets().are_classes()) {
         d.push(
             Diagnostic::error(
                 codes::CLASS_WEIGHT,
@@ -1083,28 +1077,25 @@ fn check_loss_fits(
 ) {
     let Some(out) = facts.output_size else { return };
     let classes_known = matches!(data, Some(DataSource::Mnist { .. }));
-    let problem: Option<(String, &str)> = match loss {
-        Loss::BinaryCrossentropy if out != 1 => Some((
-            format!("binary_crossentropy needs one output unit, but the model outputs {out}"),
+    let name = loss.keyword();
+    let problem: Option<(String, &str)> = match loss.targets() {
+        Targets::Binary if out != 1 => Some((
+            format!("{name} needs one output unit, but the model outputs {out}"),
             "end the model with `dense(1, activation = sigmoid)`, or use sparse_categorical_crossentropy for several classes",
         )),
-        Loss::SparseCategoricalCrossentropy | Loss::CategoricalCrossentropy if out < 2 => Some((
-            format!("{} needs one output unit per class, but the model outputs {out}", loss.keyword()),
+        Targets::OneHot | Targets::Sparse if out < 2 => Some((
+            format!("{name} needs one output unit per class, but the model outputs {out}"),
             "for two classes with one unit, use binary_crossentropy",
         )),
-        Loss::SparseCategoricalCrossentropy | Loss::CategoricalCrossentropy
-            if classes_known && out != 10 =>
-        {
-            Some((
-                format!("MNIST has 10 classes, but the model outputs {out} units"),
-                "end the model with `dense(10, activation = softmax)`",
-            ))
-        }
-        Loss::Mse | Loss::Mae | Loss::Huber if out != 1 => Some((
+        Targets::OneHot | Targets::Sparse if classes_known && out != 10 => Some((
+            format!("MNIST has 10 classes, but the model outputs {out} units"),
+            "end the model with `dense(10, activation = softmax)`",
+        )),
+        Targets::Value if out != 1 => Some((
             format!("the target is one column, but the model outputs {out} values per sample"),
             "end the model with one output unit, or use sparse_categorical_crossentropy for classes",
         )),
-        _ => None,
+        Targets::Value | Targets::Binary | Targets::OneHot | Targets::Sparse => None,
     };
     if let Some((msg, help)) = problem {
         d.push(

@@ -275,6 +275,15 @@ CASES["digits_embedding_conv1d_sgd"] = dict(
     loss="sparse_categorical_crossentropy", optimizer=dict(SGD, learning_rate=0.1, momentum=0.9),
     epochs=3, batch_size=16)
 
+# The losses added after the cases above.
+CASES["reg_log_cosh_adam_tanh"] = dict(data="regression.csv", layers=[[8, "tanh"], [1, "linear"]],
+                                       loss="log_cosh", optimizer=ADAM, epochs=3, batch_size=20)
+CASES["bc_poisson_adam_softplus"] = dict(data="breast_cancer.csv", layers=[[8, "relu"], [1, "softplus"]],
+                                         loss="poisson", optimizer=ADAM, epochs=3, batch_size=24)
+CASES["iris_kl_divergence_sgd_relu"] = dict(data="iris.csv", layers=[[8, "relu"], [3, "softmax"]],
+                                            loss="kl_divergence", optimizer=dict(SGD, learning_rate=0.1),
+                                            epochs=3, batch_size=16)
+
 # Layers other than `dense` and the activations: a spec's first item is the nnc name.
 WEIGHTED = {"layer_norm": ("gamma", "beta"), "embedding": ("embeddings",),
             "conv1d": ("kernel", "bias")}
@@ -358,7 +367,7 @@ def make_case(keras, name, case, index):
     classes = case["layers"][-1][0] if isinstance(case["layers"][-1][0], int) else case["layers"][-2][0]
     if case["loss"] == "sparse_categorical_crossentropy":
         y = labels.astype("int32")
-    elif case["loss"] == "categorical_crossentropy":
+    elif case["loss"] in ("categorical_crossentropy", "kl_divergence"):
         y = np.eye(classes, dtype="float32")[labels.astype(int)]
     else:
         y = labels.astype("float32")[:, None]

@@ -9,7 +9,7 @@ use std::path::Path;
 
 use super::{csv, idx, npy};
 use crate::diag::{codes, Diagnostic};
-use crate::sema::model::{DataSource, Loss, Model, Span, TestSource};
+use crate::sema::model::{DataSource, Loss, Model, Span, Targets, TestSource};
 use crate::sema::CheckOutcome;
 use crate::syntax::ast::{Call, Item, Value, ValueKind};
 
@@ -452,10 +452,7 @@ fn inspect_idx(
     }
     // MNIST's ten classes are checked with the train block (E0019).
     let mnist_classes = matches!(w.source, DataSource::Mnist { .. })
-        && matches!(
-            loss,
-            Some(Loss::SparseCategoricalCrossentropy | Loss::CategoricalCrossentropy)
-        );
+        && loss.is_some_and(|l| l.targets().one_per_unit());
     if let Some(loss) = loss.filter(|_| !mnist_classes) {
         let size = std::fs::metadata(labels).map_or(u64::MAX, |m| m.len());
         let file = labels.display().to_string();
@@ -625,8 +622,8 @@ fn check_class_words(
     let more = if words.len() > 8 { ", ..." } else { "" };
     let names = format!("{}{more}", shown.join(", "));
     let plural = if n == 1 { "" } else { "es" };
-    match loss {
-        Loss::Mse | Loss::Mae | Loss::Huber => d.push(
+    match loss.targets() {
+        Targets::Value => d.push(
             data_error(
                 format!(
                     "{file}: the target column holds words ({names}), but `{}` compares the \
@@ -641,7 +638,7 @@ fn check_class_words(
                  `dense({n}, activation = softmax)`"
             )),
         ),
-        Loss::BinaryCrossentropy if n != 2 => d.push(
+        Targets::Binary if n != 2 => d.push(
             data_error(
                 format!(
                     "{file}: the target column names {n} class{plural} ({names}); \
@@ -655,8 +652,8 @@ fn check_class_words(
                  `dense({n}, activation = softmax)`"
             )),
         ),
-        Loss::BinaryCrossentropy => {}
-        Loss::SparseCategoricalCrossentropy | Loss::CategoricalCrossentropy => {
+        Targets::Binary => {}
+        Targets::Sparse | Targets::OneHot => {
             let Some(out) = facts.output_size else {
                 return;
             };
@@ -691,11 +688,8 @@ fn check_targets(
     facts: &ModelFacts,
     d: &mut Vec<Diagnostic>,
 ) {
-    let categorical = matches!(
-        loss,
-        Loss::SparseCategoricalCrossentropy | Loss::CategoricalCrossentropy
-    );
-    if !categorical && loss != Loss::BinaryCrossentropy {
+    let categorical = loss.targets().one_per_unit();
+    if !loss.targets().are_classes() {
         return;
     }
     let Some(out) = facts.output_size else {

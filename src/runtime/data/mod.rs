@@ -147,7 +147,7 @@ use rand::RngCore;
 use rand::SeedableRng;
 
 use crate::ops::random::{mix64, GOLDEN_GAMMA};
-use crate::sema::model::{DataSource, Loss, Model, TestSource, TrainConfig};
+use crate::sema::model::{DataSource, Loss, Model, Targets, TestSource, TrainConfig};
 
 /// The data of one `train` block, split and checked against the model.
 #[derive(Debug, Clone, PartialEq)]
@@ -753,17 +753,17 @@ impl TargetRule {
     fn new(model: &Model, loss: Loss) -> Result<Self, String> {
         let out = model.output_size();
         let name = loss.keyword();
-        match loss {
-            Loss::SparseCategoricalCrossentropy => Ok(Self::Sparse { classes: out }),
-            Loss::CategoricalCrossentropy => Ok(Self::OneHot { classes: out }),
-            Loss::BinaryCrossentropy if out == 1 => Ok(Self::Binary),
-            Loss::Mse | Loss::Mae | Loss::Huber if out == 1 => Ok(Self::Value),
-            Loss::BinaryCrossentropy => Err(format!(
+        match loss.targets() {
+            Targets::Sparse => Ok(Self::Sparse { classes: out }),
+            Targets::OneHot => Ok(Self::OneHot { classes: out }),
+            Targets::Binary if out == 1 => Ok(Self::Binary),
+            Targets::Value if out == 1 => Ok(Self::Value),
+            Targets::Binary => Err(format!(
                 "`{name}` needs a model with one output unit, but `{}` outputs {out} values per \
                  sample",
                 model.name
             )),
-            Loss::Mse | Loss::Mae | Loss::Huber => Err(format!(
+            Targets::Value => Err(format!(
                 "`{name}` compares each output with a target, but `{}` outputs {out} values per \
                  sample and the data has one target per sample",
                 model.name
