@@ -755,9 +755,27 @@ fn run_process(args: &RunArgs, io: &mut Io, world: Option<&World>) -> i32 {
                 let event = json!({"event": "error", "message": message});
                 emit(io.stdout, &format!("{event}\n"));
             }
+            emit(io.stderr, &format!("error: {message}\n"));
+            EXIT_ERRORS
+        }
+        Err(RunError::Data { error, message }) => {
+            if args.json {
+                let column = error
+                    .column()
+                    .map(|(name, index)| json!({"name": name, "index": index}));
+                let event = json!({
+                    "event": "error",
+                    "message": message,
+                    "file": error.file.as_ref().map(|f| f.display().to_string()),
+                    "array": error.array,
+                    "row": error.row(),
+                    "column": column,
+                });
+                emit(io.stdout, &format!("{event}\n"));
+            }
             // A data file the `.nn` names: a diagnostic at that line, as check gives.
             let base = args.file.parent().unwrap_or(std::path::Path::new(""));
-            match crate::runtime::data::check::file_span(&checked.source, base, &message) {
+            match crate::runtime::data::check::file_span(&checked.source, base, &error) {
                 Some(span) => {
                     let d = crate::diag::Diagnostic::error(
                         codes::DATA_FILE,
@@ -906,7 +924,7 @@ pub fn emit_ir(args: &EmitArgs, io: &mut Io) -> i32 {
             EXIT_OK
         }
         // A checked model always builds and compiles.
-        Err(message) => internal_error(&message, false, io),
+        Err(error) => internal_error(&error.to_string(), false, io),
     }
 }
 

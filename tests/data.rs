@@ -5,7 +5,8 @@
 use std::path::{Path, PathBuf};
 
 use nnc::runtime::checkpoint;
-use nnc::runtime::data::{self, csv, idx, Dataset, Features};
+use nnc::runtime::data::error::DataErrorKind;
+use nnc::runtime::data::{self, csv, idx, DataError, Dataset, Features};
 use nnc::runtime::metrics::Accumulator;
 use nnc::sema::model::{
     Activation, DataSource, Initializer, Layer, LayerKind, Loss, Metric, MnistSubset, Model,
@@ -84,13 +85,13 @@ fn config(data: DataSource, loss: Loss) -> TrainConfig {
     }
 }
 
-fn read_csv(name: &str) -> Result<csv::CsvTable, String> {
+fn read_csv(name: &str) -> Result<csv::CsvTable, DataError> {
     csv::read(&broken(name), "label", None)
 }
 
 #[track_caller]
-fn assert_err_contains<T: std::fmt::Debug>(result: Result<T, String>, parts: &[&str]) {
-    let err = result.expect_err("expected an error");
+fn assert_err_contains<T: std::fmt::Debug, E: ToString>(result: Result<T, E>, parts: &[&str]) {
+    let err = result.expect_err("expected an error").to_string();
     for part in parts {
         assert!(err.contains(part), "error {err:?} lacks {part:?}");
     }
@@ -178,6 +179,41 @@ fn csv_errors_name_file_line_and_column() {
         read_csv("duplicate_target.csv"),
         &["`label`", "more than once"],
     );
+}
+
+#[test]
+fn csv_errors_carry_their_file_row_and_column_as_fields() {
+    let e = read_csv("text_cell.csv").unwrap_err();
+    assert_eq!(e.file.as_deref(), Some(broken("text_cell.csv").as_path()));
+    assert_eq!(e.row(), Some(4));
+    assert_eq!(e.column(), Some((Some("b"), Some(2))));
+    assert_eq!(*e.kind, DataErrorKind::NotANumber { text: "abc".into() });
+    let e = read_csv("ragged.csv").unwrap_err();
+    assert_eq!((e.row(), e.column()), (Some(4), None));
+    assert_eq!(
+        *e.kind,
+        DataErrorKind::WrongFieldCount {
+            expected: 3,
+            found: 2
+        }
+    );
+    let e = csv::read(&shipped("iris.csv"), "colour", None).unwrap_err();
+    assert_eq!((e.row(), e.column()), (None, Some((Some("colour"), None))));
+    // A class word of a test file that training did not have: the target cell.
+    let dir = tempfile::tempdir().unwrap();
+    let (train, test) = (dir.path().join("train.csv"), dir.path().join("test.csv"));
+    std::fs::write(&train, "x,kind\n0.1,cat\n0.9,dog\n0.2,cat\n").unwrap();
+    std::fs::write(&test, "x,kind\n0.3,cat\n0.7,fish\n").unwrap();
+    let mut cfg = config(
+        csv_source(train, "kind", false),
+        Loss::SparseCategoricalCrossentropy,
+    );
+    cfg.test = Some(TestSource::Source(csv_source(test.clone(), "kind", false)));
+    let e = data::prepare(&model(1, 2), &cfg).unwrap_err();
+    assert_eq!(e.file.as_deref(), Some(test.as_path()));
+    assert_eq!(e.row(), Some(3));
+    assert_eq!(e.column(), Some((Some("kind"), None)));
+    assert!(matches!(&*e.kind, DataErrorKind::UnknownClass { word, .. } if word == "fish"));
 }
 
 #[test]

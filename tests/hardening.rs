@@ -261,6 +261,40 @@ fn run_json_reports_errors_as_events_on_stdout() {
 }
 
 #[test]
+fn run_json_gives_a_data_errors_file_row_and_column() {
+    // `check` leaves a test file's class words to `run`, which numbers them by the
+    // training classes: `fish` on line 3 of test.csv is none of them.
+    let dir = tempfile::tempdir().unwrap();
+    let train = "x,kind\n0.1,cat\n0.9,dog\n0.4,cat\n0.8,dog\n";
+    std::fs::write(dir.path().join("train.csv"), train).unwrap();
+    std::fs::write(dir.path().join("test.csv"), "x,kind\n0.2,cat\n0.7,fish\n").unwrap();
+    std::fs::write(
+        dir.path().join("m.nn"),
+        "model m {\n input x: [1]\n dense(2, activation = softmax)\n}\n\
+         train {\n data = csv(\"train.csv\", target = \"kind\")\n \
+         test = csv(\"test.csv\", target = \"kind\")\n \
+         loss = sparse_categorical_crossentropy\n optimizer = adam\n epochs = 1\n}\n",
+    )
+    .unwrap();
+    let ran = nnc(dir.path(), &["run", "--json", "m.nn"]).unwrap();
+    assert_eq!(ran.status.code(), Some(1), "{}", ran.stderr);
+    let line = ran.stdout.lines().last().unwrap_or_default();
+    let event: serde_json::Value = serde_json::from_str(line).expect("a JSON event");
+    assert_eq!(event["event"], "error", "{line}");
+    let file = event["file"].as_str().expect("a file");
+    assert!(file.ends_with("test.csv"), "{line}");
+    assert_eq!(event["row"], 3, "{line}");
+    assert_eq!(event["column"]["name"], "kind", "{line}");
+    let message = event["message"].as_str().unwrap();
+    assert!(
+        message.starts_with(&format!("{file}: line 3, column `kind`: `fish` is not one")),
+        "{line}"
+    );
+    // The human message points at the `.nn` line naming the file.
+    assert!(ran.stderr.contains("m.nn:7:"), "{}", ran.stderr);
+}
+
+#[test]
 fn a_data_error_in_a_file_too_large_for_check_is_still_shown_at_its_line() {
     // Over the 64 MB `check` reads whole: it reads the header (and says it did not
     // read the targets); `run` finds the bad cell on line 3 while loading.

@@ -277,7 +277,7 @@ pub fn jit_vs_interp(bytes: &[u8]) -> usize {
         ),
     };
     let context = format!("batch {}, model:\n{}", case.batch, case.source);
-    let build = |what, graph: Result<Graph, String>| {
+    let build = |what, graph: Result<Graph, nnc::ir::CompileError>| {
         Pair::new(
             what,
             graph.unwrap_or_else(|e| panic!("{e}; {context}")),

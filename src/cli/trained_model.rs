@@ -21,13 +21,14 @@ use crate::sema::model::{DataSource, MnistSubset, Model, TestSource};
 /// A failure: its message and exit code.
 type Failure = (String, i32);
 
-fn input_error(message: String) -> Failure {
-    (message, EXIT_ERRORS)
+fn input_error(message: impl ToString) -> Failure {
+    (message.to_string(), EXIT_ERRORS)
 }
 
 fn run_failure(error: RunError) -> Failure {
     match error {
         RunError::User(message) => (message, EXIT_ERRORS),
+        RunError::Data { message, .. } => (message, EXIT_ERRORS),
         RunError::Internal(message) => (message, EXIT_INTERNAL),
     }
 }
@@ -195,9 +196,7 @@ fn run_evaluate(
         (None, Some(TestSource::Split(_))) => {
             let prepared = data::prepare(model, &config).map_err(input_error)?;
             let rows = prepared.train.rows;
-            let test = prepared
-                .test
-                .ok_or_else(|| input_error("no test rows".into()))?;
+            let test = prepared.test.ok_or_else(|| input_error("no test rows"))?;
             (test, Some(rows))
         }
         (None, None) => {

@@ -12,6 +12,7 @@ use super::abi::{self, Imports};
 use super::helpers;
 use super::kernels::Emitter;
 use super::lower::{Lower, PartBody};
+use crate::ir::error::CompileError;
 use crate::ir::graph::Graph;
 use crate::ir::layout::Layout;
 use std::ops::Range;
@@ -31,7 +32,7 @@ fn optimizes(layout: &Layout) -> bool {
     layout.len >= OPTIMIZE_FROM_ARENA_LEN
 }
 
-fn new_module(optimize: bool) -> Result<JITModule, String> {
+fn new_module(optimize: bool) -> Result<JITModule, CompileError> {
     let mut flags = settings::builder();
     let verifier = if cfg!(debug_assertions) {
         "true"
@@ -46,15 +47,19 @@ fn new_module(optimize: bool) -> Result<JITModule, String> {
     ] {
         flags
             .set(k, v)
-            .map_err(|e| format!("cranelift flag {k}: {e}"))?;
+            .map_err(|e| CompileError::Cranelift(format!("cranelift flag {k}: {e}")))?;
     }
     let isa = cranelift_native::builder()
-        .map_err(|e| format!("this machine is not supported by the JIT: {e}"))?
+        .map_err(|e| {
+            CompileError::Unsupported(format!("this machine is not supported by the JIT: {e}"))
+        })?
         .finish(settings::Flags::new(flags))
-        .map_err(|e| format!("cranelift target: {e}"))?;
+        .map_err(|e| CompileError::Cranelift(format!("cranelift target: {e}")))?;
     // Tensor offsets and loop counters are emitted as 64-bit integers.
     if isa.pointer_type() != types::I64 {
-        return Err("the JIT needs a 64-bit machine".into());
+        return Err(CompileError::Unsupported(
+            "the JIT needs a 64-bit machine".into(),
+        ));
     }
     let mut jb = JITBuilder::with_isa(isa, default_libcall_names());
     abi::register(&mut jb);
@@ -67,19 +72,19 @@ fn define(
     module: &mut JITModule,
     name: &str,
     params: usize,
-    body: impl FnOnce(&mut JITModule, &mut Emitter, Imports, &[Value]) -> Result<(), String>,
-) -> Result<(Context, FuncId), String> {
+    body: impl FnOnce(&mut JITModule, &mut Emitter, Imports, &[Value]) -> Result<(), CompileError>,
+) -> Result<(Context, FuncId), CompileError> {
     let mut sig = module.make_signature();
     for _ in 0..params {
         sig.params.push(AbiParam::new(types::I64));
     }
     let fid = module
         .declare_function(name, Linkage::Local, &sig)
-        .map_err(|e| e.to_string())?;
+        .map_err(|e| CompileError::Cranelift(e.to_string()))?;
     let mut ctx = module.make_context();
     ctx.func.signature = sig;
     ctx.func.name = UserFuncName::user(0, fid.as_u32());
-    let imports = Imports::declare(module, &mut ctx.func)?;
+    let imports = Imports::declare(module, &mut ctx.func).map_err(CompileError::Cranelift)?;
     let mut fbc = FunctionBuilderContext::new();
     let mut b = FunctionBuilder::new(&mut ctx.func, &mut fbc);
     let entry = b.create_block();
@@ -113,22 +118,26 @@ fn build(
     nodes: Range<usize>,
     profile: Option<u64>,
     optimize: bool,
-) -> Result<Built, String> {
+) -> Result<Built, CompileError> {
     // The generated code trusts every offset and shape: check them all first (the
     // whole graph, so that a part reads only what the parts before it wrote).
     graph.verify(layout)?;
     if nodes.start > nodes.end || nodes.end > graph.nodes.len() {
-        return Err(format!(
-            "nodes {nodes:?} of a graph of {} nodes",
-            graph.nodes.len()
-        ));
+        return Err(CompileError::Verify {
+            node: None,
+            what: format!("nodes {nodes:?} of a graph of {} nodes", graph.nodes.len()),
+        });
     }
     let mut module = new_module(optimize)?;
     let mut parts = vec![];
     let step = define(&mut module, "nnc_step", 4, |module, e, imports, p| {
         let mut define_part = |caller: &mut Function, body: &mut PartBody| {
             let name = format!("nnc_part_{}", parts.len());
-            let (ctx, fid) = define(module, &name, 5, |_, e, imports, p| body(e, imports, p))?;
+            // A part's lowering fails as its node's does (`DefinePart` speaks text).
+            let lowered = |_: &mut JITModule, e: &mut Emitter, imports, p: &[Value]| {
+                body(e, imports, p).map_err(|what| CompileError::Lower { node: None, what })
+            };
+            let (ctx, fid) = define(module, &name, 5, lowered).map_err(|e| e.to_string())?;
             parts.push((ctx, fid));
             Ok(module.declare_func_in_func(fid, caller))
         };
@@ -161,17 +170,18 @@ fn finish(
     mut module: JITModule,
     step: (Context, FuncId),
     parts: Vec<(Context, FuncId)>,
-) -> Result<(JITModule, *const u8), String> {
+) -> Result<(JITModule, *const u8), CompileError> {
+    let failed = |e: String| CompileError::Cranelift(format!("code generation failed: {e}"));
     let fid = step.1;
     for (mut ctx, id) in parts.into_iter().chain([step]) {
         module
             .define_function(id, &mut ctx)
-            .map_err(|e| format!("code generation failed: {e:?}"))?;
+            .map_err(|e| failed(format!("{e:?}")))?;
         module.clear_context(&mut ctx);
     }
     module
         .finalize_definitions()
-        .map_err(|e| format!("code generation failed: {e}"))?;
+        .map_err(|e| failed(e.to_string()))?;
     let ptr = module.get_finalized_function(fid);
     Ok((module, ptr))
 }
@@ -179,7 +189,7 @@ fn finish(
 /// Builds (and drops) a test-only function whose body `body` emits with the helpers
 /// imported, for checking the call-site checks of `abi`.
 #[cfg(test)]
-pub(super) fn with_imports(body: impl FnOnce(&mut Emitter, &Imports)) -> Result<(), String> {
+pub(super) fn with_imports(body: impl FnOnce(&mut Emitter, &Imports)) -> Result<(), CompileError> {
     let mut module = new_module(false)?;
     define(&mut module, "nnc_test", 0, |_, e, imports, _| {
         body(e, &imports);
@@ -201,7 +211,7 @@ pub(super) struct Unary {
 
 #[cfg(test)]
 impl Unary {
-    pub fn new(n: usize, f: impl Fn(&mut Emitter, Value) -> Value) -> Result<Unary, String> {
+    pub fn new(n: usize, f: impl Fn(&mut Emitter, Value) -> Value) -> Result<Unary, CompileError> {
         let mut module = new_module(true)?;
         let step = define(&mut module, "nnc_unary", 2, |_, e, _, p| {
             let (src, dst) = (p[0], p[1]);
@@ -247,7 +257,7 @@ impl Drop for Unary {
 
 /// The Cranelift IR of the function `compile` builds for `graph` over `layout`, before
 /// Cranelift optimizes it (for `nnc emit --clif`).
-pub fn clif_text(graph: &Graph, layout: &Layout) -> Result<String, String> {
+pub fn clif_text(graph: &Graph, layout: &Layout) -> Result<String, CompileError> {
     let all = 0..graph.nodes.len();
     let built = build(graph, layout, all, None, optimizes(layout))?;
     let mut text = built.step.0.func.display().to_string();
@@ -272,7 +282,7 @@ pub struct Compiled {
 }
 
 /// Compiles `graph` over `layout` into one native function.
-pub fn compile(graph: &Graph, layout: &Layout) -> Result<Compiled, String> {
+pub fn compile(graph: &Graph, layout: &Layout) -> Result<Compiled, CompileError> {
     compile_with(graph, layout, 0..graph.nodes.len(), None, optimizes(layout))
 }
 
@@ -286,7 +296,7 @@ pub fn compile_split(
     layout: &Layout,
     split: usize,
     profiled: bool,
-) -> Result<(Compiled, Compiled), String> {
+) -> Result<(Compiled, Compiled), CompileError> {
     let profile = profiled.then(helpers::next_profiled);
     let optimize = optimizes(layout);
     let first = compile_with(graph, layout, 0..split, profile, optimize)?;
@@ -301,13 +311,13 @@ pub(super) fn compile_optimized(
     graph: &Graph,
     layout: &Layout,
     optimize: bool,
-) -> Result<Compiled, String> {
+) -> Result<Compiled, CompileError> {
     compile_with(graph, layout, 0..graph.nodes.len(), None, optimize)
 }
 
 /// Like `compile`, but the function also times each of its nodes (a clock read per
 /// node, negligible next to any layer of real size); see `Compiled::node_seconds`.
-pub fn compile_profiled(graph: &Graph, layout: &Layout) -> Result<Compiled, String> {
+pub fn compile_profiled(graph: &Graph, layout: &Layout) -> Result<Compiled, CompileError> {
     let id = helpers::next_profiled();
     compile_with(
         graph,
@@ -324,7 +334,7 @@ fn compile_with(
     nodes: Range<usize>,
     profile: Option<u64>,
     optimize: bool,
-) -> Result<Compiled, String> {
+) -> Result<Compiled, CompileError> {
     // The buffers a call must hold: those of the tensors these nodes read.
     // (`build` refuses a range outside the graph.)
     let part = graph.nodes.get(nodes.clone()).unwrap_or(&[]);
@@ -367,17 +377,19 @@ impl Compiled {
     }
 
     /// Runs the function after checking the buffer sizes.
-    pub fn run(&self, arena: &mut [f32], x: &[f32], y: &[f32], step: u64) -> Result<(), String> {
+    pub fn run(
+        &self,
+        arena: &mut [f32],
+        x: &[f32],
+        y: &[f32],
+        step: u64,
+    ) -> Result<(), CompileError> {
         if arena.len() < self.arena_len || x.len() < self.x_len || y.len() < self.y_len {
-            return Err(format!(
-                "buffers too small: arena {} (needs {}), x {} (needs {}), y {} (needs {})",
-                arena.len(),
-                self.arena_len,
-                x.len(),
-                self.x_len,
-                y.len(),
-                self.y_len
-            ));
+            return Err(CompileError::Buffers {
+                arena: (arena.len(), self.arena_len),
+                x: (x.len(), self.x_len),
+                y: (y.len(), self.y_len),
+            });
         }
         // SAFETY: the buffers hold at least the floats the code was generated for
         // (`arena_len` from the layout, `x_len`/`y_len` from the graph), as

@@ -13,6 +13,7 @@ use cranelift_codegen::ir::{
 use super::abi::{Helper, Imports};
 use super::helpers::PROFILE_END;
 use super::kernels::Emitter;
+use crate::ir::error::{CompileError, NodeAt};
 use crate::ir::graph::{Graph, Node, Op, Role, TensorId};
 use crate::ir::layout::Layout;
 use crate::ops::Activation;
@@ -52,7 +53,7 @@ pub(super) type R = Result<(), String>;
 impl Lower<'_, '_, '_> {
     /// Lowers `nodes` (every node of a whole step), marking each for the profiler
     /// by its index in the graph.
-    pub fn lower_nodes(&mut self, nodes: Range<usize>) -> R {
+    pub fn lower_nodes(&mut self, nodes: Range<usize>) -> Result<(), CompileError> {
         let graph = self.graph;
         for (i, node) in graph
             .nodes
@@ -62,8 +63,13 @@ impl Lower<'_, '_, '_> {
             .skip(nodes.start)
         {
             self.profile_mark(i as u64);
-            self.node(node)
-                .map_err(|m| format!("node {i} ({:?}): {m}", node.op))?;
+            self.node(node).map_err(|what| CompileError::Lower {
+                node: Some(NodeAt {
+                    index: i,
+                    op: format!("{:?}", node.op),
+                }),
+                what,
+            })?;
         }
         self.profile_mark(PROFILE_END);
         Ok(())

@@ -2,6 +2,7 @@
 //! updates) or of one predict call.
 
 use super::autodiff;
+use super::error::CompileError;
 use super::graph::{Graph, LossKind, Node, Op, Origin, Pass, Role, TensorId, Window};
 use super::merge::MergeOp;
 use super::optim::one_minus;
@@ -24,21 +25,21 @@ enum Mode {
 
 /// The graph of one training step on a batch of `batch` samples: forward pass, mean
 /// loss, gradients, and one `Update` per trainable parameter.
-pub fn train_step(model: &Model, batch: usize) -> Result<Graph, String> {
-    build(model, batch, Mode::Train)
+pub fn train_step(model: &Model, batch: usize) -> Result<Graph, CompileError> {
+    build(model, batch, Mode::Train).map_err(CompileError::Build)
 }
 
 /// The graph that measures the loss (and, through `output`, the metrics) of a batch
 /// without training on it: dropout off, no gradients, no updates.
-pub fn evaluate(model: &Model, batch: usize) -> Result<Graph, String> {
-    build(model, batch, Mode::Evaluate)
+pub fn evaluate(model: &Model, batch: usize) -> Result<Graph, CompileError> {
+    build(model, batch, Mode::Evaluate).map_err(CompileError::Build)
 }
 
 /// The graph of the forward pass on `batch` samples, dropout off. Its persistent
 /// tensors are those of `train_step` (optimizer slots included, unused), so one arena
 /// serves both.
-pub fn predict(model: &Model, batch: usize) -> Result<Graph, String> {
-    build(model, batch, Mode::Predict)
+pub fn predict(model: &Model, batch: usize) -> Result<Graph, CompileError> {
+    build(model, batch, Mode::Predict).map_err(CompileError::Build)
 }
 
 /// A per-layer dropout seed: the train seed and the layer's index, mixed so nearby
@@ -875,7 +876,7 @@ mod tests {
             strides: [2, 2],
             padding: crate::sema::model::Padding::Valid,
         };
-        let err = train_step(&model, 4).unwrap_err();
+        let err = train_step(&model, 4).unwrap_err().to_string();
         assert!(err.contains("needs an image input"), "{err}");
         let mut model = dense_model(
             2,

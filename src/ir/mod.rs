@@ -3,6 +3,7 @@
 
 pub mod autodiff;
 pub mod build;
+pub mod error;
 pub mod graph;
 pub mod init;
 pub mod interp;
@@ -16,6 +17,7 @@ pub mod testing;
 mod verify;
 
 pub use build::{evaluate, predict, train_step};
+pub use error::CompileError;
 
 #[cfg(test)]
 mod tests;

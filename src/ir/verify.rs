@@ -3,7 +3,8 @@
 //! hand-built `Layout` has public fields) makes a compiled step read or write
 //! outside its buffers.
 
-use super::graph::{Graph, Op, Role, TensorId};
+use super::error::{CompileError, NodeAt};
+use super::graph::{Graph, Node, Op, Role, TensorId};
 use super::layout::Layout;
 
 impl Graph {
@@ -12,127 +13,134 @@ impl Graph {
     /// the step); in-place updates that really are in place; and every arena tensor
     /// inside the arena. The input and target, read through their own pointers, must
     /// fit the buffers the graph's `input` and `target` describe.
-    pub fn verify(&self, layout: &Layout) -> Result<(), String> {
-        let count = self.tensors.len();
-        let exists = |id: TensorId| -> Result<(), String> {
-            if id < count {
-                Ok(())
-            } else {
-                Err(format!("tensor %{id} does not exist ({count} tensors)"))
-            }
-        };
-        self.verify_endpoints(exists)?;
-        self.verify_layout(layout)?;
-        let mut written = vec![false; count];
+    pub fn verify(&self, layout: &Layout) -> Result<(), CompileError> {
+        let graph_error = |what| CompileError::Verify { node: None, what };
+        self.verify_endpoints().map_err(graph_error)?;
+        self.verify_layout(layout).map_err(graph_error)?;
+        let mut written = vec![false; self.tensors.len()];
         for (index, node) in self.nodes.iter().enumerate() {
-            let at = || format!("node {index} ({})", node.op);
-            for &i in node.inputs.iter().chain([&node.output]) {
-                exists(i).map_err(|e| format!("{}: {e}", at()))?;
-            }
-            if node.inputs.len() != node.op.arity() {
-                return Err(format!(
-                    "{}: reads {} tensors, takes {}",
-                    at(),
-                    node.inputs.len(),
-                    node.op.arity()
-                ));
-            }
-            for &i in &node.inputs {
-                let t = &self.tensors[i];
-                if t.role == Role::Temp && !written[i] {
-                    return Err(format!("{}: reads `{}` before it is written", at(), t.name));
-                }
-            }
-            let shape = |i: TensorId| &self.tensors[i].shape[..];
-            let out = &self.tensors[node.output];
-            match &node.op {
-                Op::Update(optimizer) => {
-                    let param = node.inputs[0];
-                    let trainable = matches!(
-                        self.tensors[param].role,
-                        Role::Param {
-                            trainable: true,
-                            ..
-                        }
-                    );
-                    if node.output != param || !trainable {
-                        return Err(format!("{}: must update a trainable weight in place", at()));
-                    }
-                    let slots = &node.inputs[3..];
-                    if slots.len() != optimizer.slot_names().len()
-                        || slots
-                            .iter()
-                            .any(|&s| self.tensors[s].role != Role::OptimizerSlot)
-                    {
-                        return Err(format!("{}: needs its optimizer's slots", at()));
-                    }
-                    if Some(node.inputs[2]) != self.learning_rate
-                        || self.tensors[node.inputs[2]].len() != 1
-                    {
-                        return Err(format!("{}: needs the graph's learning rate", at()));
-                    }
-                    let mut same = node.inputs[..2].iter().chain(slots);
-                    if same.any(|&i| shape(i) != shape(param)) {
-                        return Err(format!("{}: a gradient or slot of another shape", at()));
-                    }
-                }
-                Op::LearningRate(_) => {
-                    let lr = node.inputs[0];
-                    if node.output != lr || Some(lr) != self.learning_rate || out.len() != 1 {
-                        return Err(format!("{}: must set the graph's learning rate", at()));
-                    }
-                }
-                Op::MovingAverage { .. } => {
-                    let average = node.inputs[0];
-                    if node.output != average || !self.tensors[average].role.is_persistent() {
-                        return Err(format!("{}: must update a statistic in place", at()));
-                    }
-                    if shape(node.inputs[1]) != shape(average) {
-                        return Err(format!("{}: a value of another shape", at()));
-                    }
-                }
-                Op::Reshape => {
-                    if self.tensors[node.inputs[0]].len() != out.len() || out.role != Role::Temp {
-                        return Err(format!("{}: changes the element count", at()));
-                    }
-                }
-                op => {
-                    let inputs: Vec<&[usize]> = node.inputs.iter().map(|&i| shape(i)).collect();
-                    let want = op
-                        .output_shape(&inputs)
-                        .map_err(|e| format!("{}: {e}", at()))?;
-                    if want != out.shape || out.role != Role::Temp {
-                        return Err(format!(
-                            "{}: writes `{}` {:?}, a temporary of {want:?} expected",
-                            at(),
-                            out.name,
-                            out.shape
-                        ));
-                    }
-                    if written[node.output] {
-                        return Err(format!("{}: `{}` is written twice", at(), out.name));
-                    }
-                }
-            }
+            self.verify_node(node, &written)
+                .map_err(|what| CompileError::Verify {
+                    node: Some(NodeAt {
+                        index,
+                        op: node.op.to_string(),
+                    }),
+                    what,
+                })?;
             written[node.output] = true;
+        }
+        Ok(())
+    }
+
+    /// An error unless tensor `id` exists.
+    fn exists(&self, id: TensorId) -> Result<(), String> {
+        let count = self.tensors.len();
+        if id < count {
+            Ok(())
+        } else {
+            Err(format!("tensor %{id} does not exist ({count} tensors)"))
+        }
+    }
+
+    /// Checks `node`, given the tensors `written` by the nodes before it.
+    fn verify_node(&self, node: &Node, written: &[bool]) -> Result<(), String> {
+        for &i in node.inputs.iter().chain([&node.output]) {
+            self.exists(i)?;
+        }
+        if node.inputs.len() != node.op.arity() {
+            return Err(format!(
+                "reads {} tensors, takes {}",
+                node.inputs.len(),
+                node.op.arity()
+            ));
+        }
+        for &i in &node.inputs {
+            let t = &self.tensors[i];
+            if t.role == Role::Temp && !written[i] {
+                return Err(format!("reads `{}` before it is written", t.name));
+            }
+        }
+        let shape = |i: TensorId| &self.tensors[i].shape[..];
+        let out = &self.tensors[node.output];
+        match &node.op {
+            Op::Update(optimizer) => {
+                let param = node.inputs[0];
+                let trainable = matches!(
+                    self.tensors[param].role,
+                    Role::Param {
+                        trainable: true,
+                        ..
+                    }
+                );
+                if node.output != param || !trainable {
+                    return Err("must update a trainable weight in place".into());
+                }
+                let slots = &node.inputs[3..];
+                if slots.len() != optimizer.slot_names().len()
+                    || slots
+                        .iter()
+                        .any(|&s| self.tensors[s].role != Role::OptimizerSlot)
+                {
+                    return Err("needs its optimizer's slots".into());
+                }
+                if Some(node.inputs[2]) != self.learning_rate
+                    || self.tensors[node.inputs[2]].len() != 1
+                {
+                    return Err("needs the graph's learning rate".into());
+                }
+                let mut same = node.inputs[..2].iter().chain(slots);
+                if same.any(|&i| shape(i) != shape(param)) {
+                    return Err("a gradient or slot of another shape".into());
+                }
+            }
+            Op::LearningRate(_) => {
+                let lr = node.inputs[0];
+                if node.output != lr || Some(lr) != self.learning_rate || out.len() != 1 {
+                    return Err("must set the graph's learning rate".into());
+                }
+            }
+            Op::MovingAverage { .. } => {
+                let average = node.inputs[0];
+                if node.output != average || !self.tensors[average].role.is_persistent() {
+                    return Err("must update a statistic in place".into());
+                }
+                if shape(node.inputs[1]) != shape(average) {
+                    return Err("a value of another shape".into());
+                }
+            }
+            Op::Reshape => {
+                if self.tensors[node.inputs[0]].len() != out.len() || out.role != Role::Temp {
+                    return Err("changes the element count".into());
+                }
+            }
+            op => {
+                let inputs: Vec<&[usize]> = node.inputs.iter().map(|&i| shape(i)).collect();
+                let want = op.output_shape(&inputs)?;
+                if want != out.shape || out.role != Role::Temp {
+                    return Err(format!(
+                        "writes `{}` {:?}, a temporary of {want:?} expected",
+                        out.name, out.shape
+                    ));
+                }
+                if written[node.output] {
+                    return Err(format!("`{}` is written twice", out.name));
+                }
+            }
         }
         Ok(())
     }
 
     /// `input`, `target`, `output` and `loss` exist and have their roles; every other
     /// tensor read through the input or target pointer fits inside that buffer.
-    fn verify_endpoints(
-        &self,
-        exists: impl Fn(TensorId) -> Result<(), String>,
-    ) -> Result<(), String> {
-        exists(self.input)?;
-        exists(self.output)?;
+    fn verify_endpoints(&self) -> Result<(), String> {
+        self.exists(self.input)?;
+        self.exists(self.output)?;
         if self.tensors[self.input].role != Role::Input {
             return Err("the graph's input is not an input tensor".into());
         }
         let target_len = match self.target {
             Some(t) => {
-                exists(t)?;
+                self.exists(t)?;
                 if self.tensors[t].role != Role::Target {
                     return Err("the graph's target is not a target tensor".into());
                 }
@@ -141,7 +149,7 @@ impl Graph {
             None => 0,
         };
         if let Some(loss) = self.loss {
-            exists(loss)?;
+            self.exists(loss)?;
         }
         let input_len = self.tensors[self.input].len();
         for t in &self.tensors {
@@ -201,6 +209,7 @@ impl Graph {
 #[cfg(test)]
 mod tests {
     use crate::ir::build::train_step;
+    use crate::ir::error::{CompileError, NodeAt};
     use crate::ir::graph::{Op, Role};
     use crate::ir::layout::Layout;
     use crate::ir::testing::dense_model;
@@ -333,5 +342,36 @@ mod tests {
         for (what, graph, layout) in cases {
             assert!(graph.verify(&layout).is_err(), "{what} passed");
         }
+    }
+
+    #[test]
+    fn a_broken_node_is_named_by_index_and_op_and_the_layout_by_none() {
+        let g = graph();
+        let layout = Layout::planned(&g);
+        let mut broken = g.clone();
+        let last = broken.nodes.len() - 1;
+        let first = broken.nodes[last].inputs[0];
+        broken.nodes[last].inputs.push(first);
+        let error = broken.verify(&layout).unwrap_err();
+        let CompileError::Verify {
+            node: Some(NodeAt { index, op }),
+            what,
+        } = &error
+        else {
+            panic!("not a node's error: {error:?}");
+        };
+        assert_eq!(*index, last);
+        assert_eq!(*op, g.nodes[last].op.to_string());
+        assert!(what.starts_with("reads "), "{what}");
+        assert_eq!(error.to_string(), format!("node {last} ({op}): {what}"));
+
+        let small = Layout {
+            len: layout.len - 4,
+            ..layout.clone()
+        };
+        assert!(matches!(
+            g.verify(&small),
+            Err(CompileError::Verify { node: None, .. })
+        ));
     }
 }

@@ -7,25 +7,37 @@
 
 use std::fmt;
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+use crate::ir::CompileError;
+use crate::runtime::data::DataError;
+
+#[derive(Debug, Clone, PartialEq)]
 pub enum RunError {
-    /// Something the user can fix (a data file, a flag, a weights file, memory): the
-    /// message says what and how.
+    /// Something the user can fix (a flag, a weights file, memory): the message says
+    /// what and how.
     User(String),
+    /// A data source that cannot be read or does not fit the model: a user error too,
+    /// kept structured so the command line can point at the file, row and column.
+    /// `message` is the error rendered once (by `From<DataError>`), so that `message()`
+    /// lends text for every variant alike.
+    Data {
+        error: Box<DataError>,
+        message: String,
+    },
     /// A checked model that failed to build or compile, or a compiled function that
     /// refused its arguments: a bug in nnc.
     Internal(String),
 }
 
 impl RunError {
-    /// For errors from the IR builder and codegen, which a checked model never meets.
-    pub fn internal(message: impl Into<String>) -> RunError {
-        RunError::Internal(message.into())
+    /// For errors from the IR builder and codegen (a `CompileError`), which a checked
+    /// model never meets, and for other broken promises of nnc's own code.
+    pub fn internal(error: impl fmt::Display) -> RunError {
+        RunError::Internal(error.to_string())
     }
 
     pub fn message(&self) -> &str {
         match self {
-            RunError::User(m) | RunError::Internal(m) => m,
+            RunError::User(m) | RunError::Internal(m) | RunError::Data { message: m, .. } => m,
         }
     }
 
@@ -34,7 +46,23 @@ impl RunError {
     }
 }
 
-/// Data, file and flag errors are plain messages for the user.
+impl From<DataError> for RunError {
+    fn from(error: DataError) -> RunError {
+        RunError::Data {
+            message: error.to_string(),
+            error: Box::new(error),
+        }
+    }
+}
+
+/// A checked model that does not build or compile is nnc's bug.
+impl From<CompileError> for RunError {
+    fn from(error: CompileError) -> RunError {
+        RunError::internal(error)
+    }
+}
+
+/// File and flag errors are plain messages for the user.
 impl From<String> for RunError {
     fn from(message: String) -> RunError {
         RunError::User(message)

@@ -8,7 +8,7 @@
 use crate::codegen::Compiled;
 use crate::ir::graph::Graph;
 use crate::ir::layout::Layout;
-use crate::ir::{build, init};
+use crate::ir::{build, init, CompileError};
 use crate::runtime::data::{self, Dataset};
 use crate::runtime::error::RunError;
 use crate::runtime::metrics::Accumulator;
@@ -42,14 +42,14 @@ impl Runner {
         rows: usize,
         batch: usize,
         trained: &Trained,
-        make: impl Fn(usize) -> Result<Graph, String>,
+        make: impl Fn(usize) -> Result<Graph, CompileError>,
     ) -> Result<Runner, RunError> {
         let batch = batch.min(rows).max(1);
         // A checked model always builds and compiles: a failure here is a bug.
         let program = |b: usize| -> Result<Program, RunError> {
-            let graph = make(b).map_err(RunError::internal)?;
+            let graph = make(b)?;
             let layout = Layout::planned(&graph);
-            let jit = crate::codegen::compile(&graph, &layout).map_err(RunError::internal)?;
+            let jit = crate::codegen::compile(&graph, &layout)?;
             Ok(Program { graph, layout, jit })
         };
         let full = program(batch)?;

@@ -24,15 +24,20 @@ pub fn read_input(
     let width = model.input_size();
     let mut set = match ext.as_deref() {
         Some("csv") => read_csv(path, &prep.features, width, notes)?,
-        Some("npy") => from_array(model, npy::read_npy(path)?, &path.display().to_string())?,
+        Some("npy") => from_array(
+            model,
+            npy::read_npy(path).map_err(|e| e.to_string())?,
+            &path.display().to_string(),
+        )?,
         Some("npz") => {
             let name = npz_input_name(path)?;
             let what = format!("{}: array `{name}`", path.display());
-            from_array(model, npy::read_npz(path, &name)?, &what)?
+            let array = npy::read_npz(path, &name).map_err(|e| e.to_string())?;
+            from_array(model, array, &what)?
         }
         // MNIST's files are named `t10k-images-idx3-ubyte[.gz]`: anything else is IDX.
         _ => {
-            let (rows, count, pixels) = idx::read_images(path)?;
+            let (rows, count, pixels) = idx::read_images(path).map_err(|e| e.to_string())?;
             check_width(model, count, &path.display().to_string())?;
             return Ok(Dataset {
                 features: Features::Pixels(pixels),
@@ -53,7 +58,7 @@ pub fn read_input(
 /// The features array of an `.npz` given to `predict`: `x`, `x_test`, or the only one.
 fn npz_input_name(path: &Path) -> Result<String, String> {
     let file = path.display();
-    let names = npy::npz_names(path)?;
+    let names = npy::npz_names(path).map_err(|e| e.to_string())?;
     for wanted in ["x", "x_test"] {
         if names.iter().any(|n| n == wanted) {
             return Ok(wanted.to_string());

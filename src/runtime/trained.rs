@@ -111,7 +111,7 @@ pub fn load(
 ) -> Result<Trained, String> {
     let file = path.display();
     // The predict graph at batch 1 names every parameter in model order.
-    let graph = build::predict(model, 1)?;
+    let graph = build::predict(model, 1).map_err(|e| e.to_string())?;
     let expected: Vec<(String, Vec<usize>)> = init::params(&graph)
         .into_iter()
         .map(|(name, id)| (name, graph.tensors[id].shape.clone()))

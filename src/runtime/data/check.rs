@@ -7,7 +7,8 @@
 
 use std::path::Path;
 
-use super::{csv, idx, npy};
+use super::error::{Column, DataErrorKind, Place};
+use super::{csv, idx, npy, DataError};
 use crate::diag::{codes, Diagnostic};
 use crate::sema::model::{DataSource, Loss, Model, Span, Targets, TestSource};
 use crate::sema::CheckOutcome;
@@ -113,11 +114,12 @@ fn check_sources(
     }
 }
 
-/// Where the train block of `source` names the data file an error message of
-/// `nnc run` is about (every data error starts with the file's path): the span of
-/// that path, so that an error found only while loading (in a file too large for
-/// `check` to read whole) is shown at the line naming the file too.
-pub fn file_span(source: &str, base_dir: &Path, message: &str) -> Option<Span> {
+/// Where the train block of `source` names the data file `error` of `nnc run` is
+/// about (a file in it, for an `mnist(...)` folder): the span of that path, so that
+/// an error found only while loading (in a file too large for `check` to read whole)
+/// is shown at the line naming the file too.
+pub fn file_span(source: &str, base_dir: &Path, error: &DataError) -> Option<Span> {
+    let error_file = error.file.as_deref()?;
     let file = crate::syntax::parse(source).ok()?;
     let settings = file.items.iter().flat_map(|item| match item {
         Item::Train(t) => t.settings.iter().collect::<Vec<_>>(),
@@ -141,7 +143,7 @@ pub fn file_span(source: &str, base_dir: &Path, message: &str) -> Option<Span> {
             let span = arg_span(&setting.value, name, position);
             let written = source.get(span.clone()).unwrap_or("");
             let path = base_dir.join(written.trim_matches('"'));
-            if message.starts_with(&path.display().to_string()) {
+            if error_file.starts_with(&path) {
                 return Some(span);
             }
         }
@@ -168,8 +170,8 @@ fn arg_span(value: &Value, name: &str, position: usize) -> Span {
         .map_or(value.span.clone(), |a| a.value.span.clone())
 }
 
-fn data_error(message: String, span: Span, label: impl Into<String>) -> Diagnostic {
-    Diagnostic::error(codes::DATA_FILE, message, span, label)
+fn data_error(message: impl ToString, span: Span, label: impl Into<String>) -> Diagnostic {
+    Diagnostic::error(codes::DATA_FILE, message.to_string(), span, label)
 }
 
 /// Checks one source; returns, when its files could be read, its CSV feature names
@@ -329,21 +331,23 @@ fn inspect(
                     }
                     if let Some((layer, input_dim)) = &facts.vocabulary {
                         if let Some((row, col, v)) = super::bad_token_id(&t.data, *input_dim) {
-                            let at = format!(
-                                "{file}: line {}, column `{}`",
-                                t.lines[row],
-                                names.get(col).map_or("?", String::as_str)
-                            );
+                            let error = DataError::in_file(
+                                path,
+                                super::not_a_token_id(v, layer, *input_dim),
+                            )
+                            .at(Place::Cell {
+                                line: t.lines[row],
+                                column: Column {
+                                    name: names.get(col).map_or("?", String::as_str).into(),
+                                    index: None,
+                                },
+                            });
                             d.push(
-                                data_error(
-                                    super::token_id_message(&at, v, layer, *input_dim),
-                                    arg_span(w.value, "path", 0),
-                                    "this file",
-                                )
-                                .with_help(format!(
-                                    "every feature is a token id: a whole number from 0 to {}",
-                                    input_dim - 1
-                                )),
+                                data_error(error, arg_span(w.value, "path", 0), "this file")
+                                    .with_help(format!(
+                                        "every feature is a token id: a whole number from 0 to {}",
+                                        input_dim - 1
+                                    )),
                             );
                         }
                     }
@@ -428,12 +432,7 @@ fn inspect_idx(
     let (dims, count) = (dims?, count?);
     if dims[0] != count {
         d.push(data_error(
-            format!(
-                "{} holds {} images but {} holds {count} labels; they must pair up one to one",
-                images.display(),
-                dims[0],
-                labels.display()
-            ),
+            idx::pairing(images, dims[0], labels, count),
             w.value.span.clone(),
             "these files",
         ));
@@ -480,6 +479,11 @@ struct NumpyArray<'a> {
 }
 
 impl NumpyArray<'_> {
+    /// The error `kind` about this array.
+    fn error(&self, kind: DataErrorKind) -> DataError {
+        DataError::in_file(self.path, kind).in_array(self.member)
+    }
+
     fn name(&self) -> String {
         match self.member {
             None => self.path.display().to_string(),
@@ -488,7 +492,7 @@ impl NumpyArray<'_> {
     }
 
     /// The whole array when the file is small, else its shape alone (`None` values).
-    fn read(&self) -> Result<(Vec<usize>, Option<Vec<f32>>), String> {
+    fn read(&self) -> Result<(Vec<usize>, Option<Vec<f32>>), DataError> {
         let size = std::fs::metadata(self.path).map_or(u64::MAX, |m| m.len());
         if size > SMALL_FILE_BYTES {
             return npy::shape(self.path, self.member).map(|shape| (shape, None));
@@ -519,30 +523,19 @@ fn inspect_arrays(
     let (xs, ys) = (read(x, d), read(y, d));
     let ((x_shape, _), (y_shape, labels)) = (xs?, ys?);
     if x_shape.len() < 2 {
-        d.push(data_error(
-            format!(
-                "{}: the array has shape {x_shape:?}; its first axis is the sample, so it needs \
-                 at least two axes",
-                x.name()
-            ),
-            x.span.clone(),
-            "this array",
-        ));
+        let error = x.error(DataErrorKind::NoSampleAxis { shape: x_shape });
+        d.push(data_error(error, x.span.clone(), "this array"));
         return None;
     }
     let flat = matches!(y_shape[..], [n] | [n, 1] if n == x_shape[0]);
     if !flat {
-        d.push(data_error(
-            format!(
-                "{}: the array has shape {y_shape:?}, {} has shape {x_shape:?}; the labels need \
-                 shape [{}] (one per sample)",
-                y.name(),
-                x.name(),
-                x_shape[0]
-            ),
-            y.span.clone(),
-            "this array",
-        ));
+        let error = y.error(DataErrorKind::LabelShape {
+            shape: y_shape,
+            x_file: x.path.to_path_buf(),
+            x_array: x.member.map(str::to_string),
+            x_shape,
+        });
+        d.push(data_error(error, y.span.clone(), "this array"));
         return None;
     }
     let per_sample: u64 = x_shape[1..].iter().map(|&n| n as u64).product();

@@ -4,6 +4,8 @@
 use std::io::Read;
 use std::path::Path;
 
+pub use super::error::list_columns;
+use super::error::{Column, DataError, DataErrorKind as K, Place};
 use super::{Dataset, Features};
 use crate::sema::names::distance;
 
@@ -26,7 +28,7 @@ pub struct CsvTable {
 ///
 /// Only the target and feature columns are parsed, so other columns (ids, notes)
 /// may hold text. Every error names the file, and the line and column where it can.
-pub fn read(path: &Path, target: &str, features: Option<&[String]>) -> Result<CsvTable, String> {
+pub fn read(path: &Path, target: &str, features: Option<&[String]>) -> Result<CsvTable, DataError> {
     let columns = match features {
         None => Columns::AllButTarget,
         Some(list) => Columns::Named(list),
@@ -38,7 +40,11 @@ pub fn read(path: &Path, target: &str, features: Option<&[String]>) -> Result<Cs
 /// the columns `training` named in the training file are found by header name, in
 /// whatever order this file has them, and come out in the training order. Matching
 /// by position would silently feed one feature's values to another's weights.
-pub fn read_matching(path: &Path, target: &str, training: &[String]) -> Result<CsvTable, String> {
+pub fn read_matching(
+    path: &Path,
+    target: &str,
+    training: &[String],
+) -> Result<CsvTable, DataError> {
     read_with(path, target, Columns::Training(training))
 }
 
@@ -55,62 +61,64 @@ enum Columns<'a> {
 type Reader = ::csv::Reader<LineLimit<std::fs::File>>;
 
 /// Opens `path` and reads its header row, which must name the columns.
-fn open(path: &Path) -> Result<(Reader, Vec<String>), String> {
-    let file = path.display().to_string();
+fn open(path: &Path) -> Result<(Reader, Vec<String>), DataError> {
+    let err = |kind| DataError::in_file(path, kind);
     let mut reader = ::csv::ReaderBuilder::new()
         .has_headers(true)
         // Ragged rows are reported below with the line and both counts.
         .flexible(true)
         .trim(::csv::Trim::All)
         .from_reader(LineLimit {
-            inner: std::fs::File::open(path)
-                .map_err(|e| format!("{file}: cannot read the data file: {e}"))?,
+            inner: std::fs::File::open(path).map_err(|e| {
+                err(K::CannotRead {
+                    what: Some("the data file".into()),
+                    reason: e.to_string(),
+                })
+            })?,
             run: 0,
         });
 
     let header = reader
         .headers()
-        .map_err(|e| format!("{file}: not a CSV text file: {}", csv_reason(&e)))?
+        .map_err(|e| {
+            err(K::NotCsv {
+                reason: csv_reason(&e),
+            })
+        })?
         .clone();
     if header.is_empty() || (header.len() == 1 && header[0].is_empty()) {
-        return Err(format!(
-            "{file}: the file is empty; a CSV data file starts with a header row naming its columns"
-        ));
+        return Err(err(K::EmptyFile));
     }
     if header.iter().all(|h| h.parse::<f64>().is_ok()) {
-        return Err(format!(
-            "{file}: line 1 holds numbers, not column names; add a header row naming the columns \
-             (for example `{}`)",
-            example_header(header.len())
-        ));
+        return Err(err(K::NoHeader {
+            columns: header.len(),
+        }));
     }
     Ok((reader, header.iter().map(str::to_string).collect()))
 }
 
 /// The column names of `path`'s header row.
-pub fn header(path: &Path) -> Result<Vec<String>, String> {
+pub fn header(path: &Path) -> Result<Vec<String>, DataError> {
     open(path).map(|(_, names)| names)
 }
 
-fn read_with(path: &Path, target: &str, columns: Columns) -> Result<CsvTable, String> {
-    let file = path.display().to_string();
+fn read_with(path: &Path, target: &str, columns: Columns) -> Result<CsvTable, DataError> {
+    let err = |kind| DataError::in_file(path, kind);
     let (mut reader, names) = open(path)?;
 
-    let target_col = find_column(&names, target, "target", &file)?;
+    let target_col = find_column(&names, target, "target", path)?;
     let feature_cols: Vec<usize> = match columns {
         Columns::AllButTarget => (0..names.len()).filter(|&c| c != target_col).collect(),
-        Columns::Training(list) => training_columns(&names, list, target_col, target, &file)?,
+        Columns::Training(list) => training_columns(&names, list, target_col, target, path)?,
         Columns::Named(list) => {
             if list.is_empty() {
-                return Err(format!("{file}: the feature list is empty"));
+                return Err(err(K::EmptyFeatureList));
             }
             let mut cols = Vec::with_capacity(list.len());
             for name in list {
-                let c = find_column(&names, name, "feature", &file)?;
+                let c = find_column(&names, name, "feature", path)?;
                 if c == target_col {
-                    return Err(format!(
-                        "{file}: column `{name}` is the target; it cannot also be a feature"
-                    ));
+                    return Err(err(K::TargetAsFeature { name: name.clone() }));
                 }
                 cols.push(c);
             }
@@ -118,9 +126,9 @@ fn read_with(path: &Path, target: &str, columns: Columns) -> Result<CsvTable, St
         }
     };
     if feature_cols.is_empty() {
-        return Err(format!(
-            "{file}: the only column is the target `{target}`; there are no feature columns"
-        ));
+        return Err(err(K::NoFeatureColumns {
+            target: target.to_string(),
+        }));
     }
 
     let mut data = Dataset {
@@ -137,35 +145,33 @@ fn read_with(path: &Path, target: &str, columns: Columns) -> Result<CsvTable, St
             Ok(false) => break,
             Ok(true) => {}
             Err(e) => {
-                let at = e
-                    .position()
-                    .map(|p| format!("line {}: ", p.line()))
-                    .unwrap_or_default();
-                return Err(format!(
-                    "{file}: {at}not a CSV text file: {}",
-                    csv_reason(&e)
-                ));
+                let error = err(K::NotCsv {
+                    reason: csv_reason(&e),
+                });
+                return Err(match e.position() {
+                    Some(p) => error.at(Place::Line(p.line())),
+                    None => error,
+                });
             }
         }
         let line = record.position().map_or(0, |p| p.line());
         if record.len() != names.len() {
-            return Err(format!(
-                "{file}: line {line}: the row has {} field{} but the header has {} columns",
-                record.len(),
-                if record.len() == 1 { "" } else { "s" },
-                names.len()
-            ));
+            return Err(err(K::WrongFieldCount {
+                expected: names.len(),
+                found: record.len(),
+            })
+            .at(Place::Line(line)));
         }
         for &c in &feature_cols {
-            features.push(parse_cell(&record[c], &file, line, c, &names[c])?);
+            features.push(parse_cell(&record[c], path, line, c, &names[c])?);
         }
         targets.push(&record[target_col], line);
         lines.push(line);
     }
     if lines.is_empty() {
-        return Err(format!("{file}: the file has a header but no data rows"));
+        return Err(err(K::NoRows));
     }
-    let (values, class_names) = targets.finish(&file, target_col, &names[target_col])?;
+    let (values, class_names) = targets.finish(path, target_col, &names[target_col])?;
     data.targets = values;
     data.rows = lines.len();
     data.features = Features::Values(features);
@@ -194,10 +200,10 @@ impl TargetCells {
     /// stray `NA` among numbers must not become a class of its own.
     fn finish(
         self,
-        file: &str,
+        file: &Path,
         col: usize,
         name: &str,
-    ) -> Result<(Vec<f32>, Option<Vec<String>>), String> {
+    ) -> Result<(Vec<f32>, Option<Vec<String>>), DataError> {
         let is_word = |cell: &str| !cell.is_empty() && cell.parse::<f32>().is_err();
         let words = self.cells.iter().filter(|(c, _)| is_word(c)).count();
         if words == 0 {
@@ -213,15 +219,15 @@ impl TargetCells {
                 .iter()
                 .find(|(c, _)| is_word(c))
                 .unwrap_or(&self.cells[0]);
-            let at = format!("{file}: line {line}, column {} (`{name}`)", col + 1);
-            return Err(if cell.is_empty() {
-                format!("{at}: the cell is empty (a missing value)")
+            let kind = if cell.is_empty() {
+                K::EmptyCell
             } else {
-                format!(
-                    "{at}: `{cell}` is a number, but other targets are words such as `{word}`; \
-                     a target column holds class names or numbers, not both"
-                )
-            });
+                K::MixedTargets {
+                    number: cell.clone(),
+                    word: word.clone(),
+                }
+            };
+            return Err(DataError::in_file(file, kind).at(cell_at(*line, col, name)));
         }
         let mut classes: Vec<String> = self.cells.iter().map(|(c, _)| c.clone()).collect();
         classes.sort();
@@ -241,16 +247,20 @@ fn training_columns(
     training: &[String],
     target_col: usize,
     target: &str,
-    file: &str,
-) -> Result<Vec<usize>, String> {
-    let missing: Vec<&String> = training.iter().filter(|t| !names.contains(t)).collect();
+    file: &Path,
+) -> Result<Vec<usize>, DataError> {
+    let missing: Vec<String> = training
+        .iter()
+        .filter(|t| !names.contains(t))
+        .cloned()
+        .collect();
     if !missing.is_empty() {
-        let list: Vec<String> = missing.iter().map(|m| format!("`{m}`")).collect();
-        return Err(format!(
-            "{file}: no column {} in the header; the model was trained on {}, and later data is \
-             matched to the training columns by name",
-            list.join(", "),
-            list_columns(training)
+        return Err(DataError::in_file(
+            file,
+            K::MissingTrainingColumns {
+                missing,
+                training: training.to_vec(),
+            },
         ));
     }
     training
@@ -258,9 +268,12 @@ fn training_columns(
         .map(|name| {
             let c = find_column(names, name, "feature", file)?;
             if c == target_col {
-                return Err(format!(
-                    "{file}: column `{name}` is the target `{target}` here, but a feature of the \
-                     training data"
+                return Err(DataError::in_file(
+                    file,
+                    K::TrainingFeatureIsTarget {
+                        name: name.clone(),
+                        target: target.to_string(),
+                    },
                 ));
             }
             Ok(c)
@@ -299,35 +312,51 @@ impl<R: Read> Read for LineLimit<R> {
     }
 }
 
-fn parse_cell(cell: &str, file: &str, line: u64, col: usize, name: &str) -> Result<f32, String> {
-    let at = || format!("{file}: line {line}, column {} (`{name}`)", col + 1);
-    if cell.is_empty() {
-        return Err(format!("{}: the cell is empty (a missing value)", at()));
-    }
-    match cell.parse::<f32>() {
-        Ok(v) if v.is_finite() => Ok(v),
-        // Rust also parses "nan" and "inf"; they would poison every weight they touch.
-        Ok(_) => Err(format!("{}: `{cell}` is not a finite number", at())),
-        Err(_) => Err(format!("{}: `{cell}` is not a number", at())),
+/// Cell `col` (0-based) of `line`, whose header name is `name`.
+fn cell_at(line: u64, col: usize, name: &str) -> Place {
+    Place::Cell {
+        line,
+        column: Column {
+            name: name.to_string(),
+            index: Some(col + 1),
+        },
     }
 }
 
+fn parse_cell(
+    cell: &str,
+    file: &Path,
+    line: u64,
+    col: usize,
+    name: &str,
+) -> Result<f32, DataError> {
+    let kind = match cell.parse::<f32>() {
+        Ok(v) if v.is_finite() => return Ok(v),
+        _ if cell.is_empty() => K::EmptyCell,
+        // Rust also parses "nan" and "inf"; they would poison every weight they touch.
+        Ok(_) => K::NotFinite { text: cell.into() },
+        Err(_) => K::NotANumber { text: cell.into() },
+    };
+    Err(DataError::in_file(file, kind).at(cell_at(line, col, name)))
+}
+
 /// The index of column `name`, or an error that suggests the nearest name.
-fn find_column(names: &[String], name: &str, role: &str, file: &str) -> Result<usize, String> {
+fn find_column(names: &[String], name: &str, role: &str, file: &Path) -> Result<usize, DataError> {
     let mut found = names.iter().enumerate().filter(|(_, n)| *n == name);
-    match (found.next(), found.next()) {
-        (Some((c, _)), None) => Ok(c),
-        (Some(_), Some(_)) => Err(format!(
-            "{file}: the header names column `{name}` more than once; the {role} column is ambiguous"
-        )),
-        (None, _) => {
-            let hint = match nearest(names, name) {
-                Some(n) => format!("; did you mean `{n}`?"),
-                None => format!("; the columns are {}", list_columns(names)),
-            };
-            Err(format!("{file}: no {role} column `{name}` in the header{hint}"))
-        }
-    }
+    let kind = match (found.next(), found.next()) {
+        (Some((c, _)), None) => return Ok(c),
+        (Some(_), Some(_)) => K::DuplicateColumn {
+            role: role.into(),
+            name: name.into(),
+        },
+        (None, _) => K::MissingColumn {
+            role: role.into(),
+            name: name.into(),
+            nearest: nearest(names, name).map(str::to_string),
+            columns: names.to_vec(),
+        },
+    };
+    Err(DataError::in_file(file, kind))
 }
 
 /// The closest column name when it is close enough to be a likely typo.
@@ -339,24 +368,6 @@ pub fn nearest<'a>(names: &'a [String], name: &str) -> Option<&'a str> {
         .filter(|(d, n)| *d <= (n.chars().count().max(name.chars().count()) / 3).max(2))
         .min_by_key(|(d, _)| *d)
         .map(|(_, n)| n.as_str())
-}
-
-pub fn list_columns(names: &[String]) -> String {
-    const SHOWN: usize = 12;
-    let mut s: Vec<String> = names.iter().take(SHOWN).map(|n| format!("`{n}`")).collect();
-    if names.len() > SHOWN {
-        s.push(format!("... ({} in all)", names.len()));
-    }
-    s.join(", ")
-}
-
-fn example_header(columns: usize) -> String {
-    let mut s: Vec<String> = (1..columns.min(4)).map(|i| format!("x{i}")).collect();
-    if columns > 4 {
-        s.push("...".into());
-    }
-    s.push("label".into());
-    s.join(",")
 }
 
 fn csv_reason(e: &::csv::Error) -> String {

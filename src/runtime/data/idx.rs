@@ -11,6 +11,7 @@ use std::path::{Path, PathBuf};
 
 use flate2::bufread::MultiGzDecoder;
 
+use super::error::{Cut, DataError, DataErrorKind as K};
 use super::{Dataset, Features};
 use crate::sema::model::MnistSubset;
 
@@ -22,27 +23,15 @@ const GZIP_MAGIC: [u8; 2] = [0x1f, 0x8b];
 const TYPE_U8: u8 = 0x08;
 
 /// Images as features in [0, 1] (`feature_count = rows * columns`) and labels as targets.
-pub fn read(images: &Path, labels: &Path) -> Result<Dataset, String> {
+pub fn read(images: &Path, labels: &Path) -> Result<Dataset, DataError> {
     let (image_dims, pixels) = read_u8(images, 3, "image", true)?;
     let (label_dims, classes) = read_u8(labels, 1, "label", true)?;
     if image_dims[0] != label_dims[0] {
-        return Err(format!(
-            "{} holds {} images but {} holds {} labels; they must pair up one to one",
-            images.display(),
-            image_dims[0],
-            labels.display(),
-            label_dims[0]
-        ));
+        return Err(pairing(images, image_dims[0], labels, label_dims[0]));
     }
     let rows = image_dims[0];
-    if rows == 0 || image_dims[1] == 0 || image_dims[2] == 0 {
-        return Err(format!(
-            "{}: the file holds no pixels (its header says {} x {} x {})",
-            images.display(),
-            rows,
-            image_dims[1],
-            image_dims[2]
-        ));
+    if image_dims.contains(&0) {
+        return Err(DataError::in_file(images, K::NoPixels { dims: image_dims }));
     }
     Ok(Dataset {
         features: Features::Pixels(pixels),
@@ -54,16 +43,10 @@ pub fn read(images: &Path, labels: &Path) -> Result<Dataset, String> {
 }
 
 /// An image file alone (`nnc predict`): `(count, rows * columns, pixels)`.
-pub fn read_images(images: &Path) -> Result<(usize, usize, Vec<u8>), String> {
+pub fn read_images(images: &Path) -> Result<(usize, usize, Vec<u8>), DataError> {
     let (dims, pixels) = read_u8(images, 3, "image", true)?;
     if dims.contains(&0) {
-        return Err(format!(
-            "{}: the file holds no pixels (its header says {} x {} x {})",
-            images.display(),
-            dims[0],
-            dims[1],
-            dims[2]
-        ));
+        return Err(DataError::in_file(images, K::NoPixels { dims }));
     }
     Ok((dims[0], dims[1] * dims[2], pixels))
 }
@@ -72,18 +55,27 @@ pub fn read_images(images: &Path) -> Result<(usize, usize, Vec<u8>), String> {
 ///
 /// Looks for the standard names (`train-images-idx3-ubyte.gz`, ...), then the same
 /// names un-gzipped, then the dotted variant (`train-images.idx3-ubyte`).
-pub fn mnist_paths(folder: &Path, subset: MnistSubset) -> Result<(PathBuf, PathBuf), String> {
+/// The error of an image file of `images` images and a label file of `labels` labels.
+pub fn pairing(images_file: &Path, images: usize, labels_file: &Path, labels: usize) -> DataError {
+    DataError::in_file(
+        images_file,
+        K::ImageLabelCount {
+            images,
+            labels_file: labels_file.to_path_buf(),
+            labels,
+        },
+    )
+}
+
+pub fn mnist_paths(folder: &Path, subset: MnistSubset) -> Result<(PathBuf, PathBuf), DataError> {
     if !folder.is_dir() {
-        return Err(format!(
-            "{}: no such folder; mnist(...) needs the folder holding the four MNIST files",
-            folder.display()
-        ));
+        return Err(DataError::in_file(folder, K::NoFolder));
     }
     let prefix = match subset {
         MnistSubset::Train => "train",
         MnistSubset::Test => "t10k",
     };
-    let find = |kind: &str, dims: u8| -> Result<PathBuf, String> {
+    let find = |kind: &str, dims: u8| -> Result<PathBuf, DataError> {
         let candidates = [
             format!("{prefix}-{kind}-idx{dims}-ubyte.gz"),
             format!("{prefix}-{kind}-idx{dims}-ubyte"),
@@ -94,10 +86,12 @@ pub fn mnist_paths(folder: &Path, subset: MnistSubset) -> Result<(PathBuf, PathB
             .map(|name| folder.join(name))
             .find(|p| p.is_file())
             .ok_or_else(|| {
-                format!(
-                    "{}: no MNIST {kind} file; looked for {}",
-                    folder.display(),
-                    candidates.join(", ")
+                DataError::in_file(
+                    folder,
+                    K::NoMnistFile {
+                        kind: kind.into(),
+                        candidates: candidates.to_vec(),
+                    },
                 )
             })
     };
@@ -105,24 +99,24 @@ pub fn mnist_paths(folder: &Path, subset: MnistSubset) -> Result<(PathBuf, PathB
 }
 
 /// Reads one MNIST subset from `folder`.
-pub fn mnist(folder: &Path, subset: MnistSubset) -> Result<Dataset, String> {
+pub fn mnist(folder: &Path, subset: MnistSubset) -> Result<Dataset, DataError> {
     let (images, labels) = mnist_paths(folder, subset)?;
     read(&images, &labels)
 }
 
 /// The dimensions of an image file (`[count, rows, columns]`), from its header alone
 /// (a raw file's length is checked against them too).
-pub fn image_dims(images: &Path) -> Result<Vec<usize>, String> {
+pub fn image_dims(images: &Path) -> Result<Vec<usize>, DataError> {
     read_u8(images, 3, "image", false).map(|(dims, _)| dims)
 }
 
 /// The number of labels in a label file, from its header alone.
-pub fn label_count(labels: &Path) -> Result<usize, String> {
+pub fn label_count(labels: &Path) -> Result<usize, DataError> {
     read_u8(labels, 1, "label", false).map(|(dims, _)| dims[0])
 }
 
 /// Every label of a label file.
-pub fn labels(labels: &Path) -> Result<Vec<u8>, String> {
+pub fn labels(labels: &Path) -> Result<Vec<u8>, DataError> {
     read_u8(labels, 1, "label", true).map(|(_, values)| values)
 }
 
@@ -133,58 +127,66 @@ fn read_u8(
     ndims: u8,
     what: &str,
     values: bool,
-) -> Result<(Vec<usize>, Vec<u8>), String> {
-    let name = path.display().to_string();
-    let file = File::open(path).map_err(|e| format!("{name}: cannot read the {what} file: {e}"))?;
+) -> Result<(Vec<usize>, Vec<u8>), DataError> {
+    let err = |kind| DataError::in_file(path, kind);
+    let cannot_read = |e: std::io::Error| {
+        err(K::CannotRead {
+            what: Some(format!("the {what} file")),
+            reason: e.to_string(),
+        })
+    };
+    let file = File::open(path).map_err(cannot_read)?;
     let file_len = file.metadata().map(|m| m.len()).ok();
     let mut buffered = BufReader::new(file);
     let starts_gzip = buffered
         .fill_buf()
-        .map_err(|e| format!("{name}: cannot read the {what} file: {e}"))?
+        .map_err(cannot_read)?
         .starts_with(&GZIP_MAGIC);
     let mut reader: Box<dyn Read> = if starts_gzip {
         Box::new(MultiGzDecoder::new(buffered))
     } else {
         Box::new(buffered)
     };
-    // Offsets in messages are in the decompressed data when the file is gzip.
-    let offsets = if starts_gzip {
-        " of the decompressed data"
-    } else {
-        ""
-    };
     let read_err = |e: std::io::Error| {
         if starts_gzip {
-            format!("{name}: not a valid gzip file: {e}")
+            err(K::BadGzip {
+                reason: e.to_string(),
+            })
         } else {
-            format!("{name}: cannot read the {what} file: {e}")
+            cannot_read(e)
         }
+    };
+    // Offsets in messages are in the decompressed data when the file is gzip.
+    let truncated = |ends_at: u64, cut: Cut| {
+        err(K::Truncated {
+            ends_at,
+            gzip: starts_gzip,
+            cut,
+        })
     };
 
     let mut magic = [0u8; 4];
     let got = read_full(&mut reader, &mut magic).map_err(read_err)?;
     if got < magic.len() {
-        return Err(format!(
-            "{name}: truncated: the data ends at byte offset {got}{offsets}, before the end of \
-             the 4-byte IDX magic number"
-        ));
+        return Err(truncated(got as u64, Cut::Magic));
     }
     let expected_magic = [0, 0, TYPE_U8, ndims];
     if magic != expected_magic {
-        return Err(format!(
-            "{name}: {}",
-            magic_error(magic, expected_magic, what)
-        ));
+        return Err(err(K::BadMagic {
+            found: magic,
+            expected: expected_magic,
+            what: what.into(),
+        }));
     }
 
     let mut raw_dims = vec![0u8; 4 * usize::from(ndims)];
     let got = read_full(&mut reader, &mut raw_dims).map_err(read_err)?;
     if got < raw_dims.len() {
-        return Err(format!(
-            "{name}: truncated: the data ends at byte offset {}{offsets}, inside the header \
-             ({} bytes)",
-            4 + got,
-            4 + raw_dims.len()
+        return Err(truncated(
+            4 + got as u64,
+            Cut::Header {
+                header_bytes: 4 + raw_dims.len() as u64,
+            },
         ));
     }
     let dims: Vec<usize> = raw_dims
@@ -202,17 +204,20 @@ fn read_u8(
         .try_fold(1u64, |acc, &d| acc.checked_mul(d as u64))
         .filter(|&n| n.checked_mul(4).is_some_and(|b| b <= MEMORY_LIMIT_BYTES))
         .ok_or_else(|| {
-            format!(
-                "{name}: the header says {shape} values, more than the {} GiB of float32 data \
-                 nnc loads into memory",
-                MEMORY_LIMIT_BYTES >> 30
-            )
+            err(K::TooLarge {
+                shape: shape.clone(),
+                limit_bytes: MEMORY_LIMIT_BYTES,
+            })
         })?;
     let expected_len = header_len + count;
+    let cut_values = || Cut::Values {
+        shape: shape.clone(),
+        expected_bytes: expected_len,
+    };
     // A raw file's size is known up front: refuse a short one before reading it.
     if !starts_gzip {
         if let Some(len) = file_len.filter(|&len| len < expected_len) {
-            return Err(truncated(&name, len, expected_len, &shape, offsets));
+            return Err(truncated(len, cut_values()));
         }
     }
     if !values {
@@ -226,70 +231,17 @@ fn read_u8(
         .read_to_end(&mut values)
         .map_err(read_err)?;
     if (values.len() as u64) < count {
-        return Err(truncated(
-            &name,
-            header_len + values.len() as u64,
-            expected_len,
-            &shape,
-            offsets,
-        ));
+        return Err(truncated(header_len + values.len() as u64, cut_values()));
     }
     let mut extra = [0u8; 1];
     if read_full(&mut reader, &mut extra).map_err(read_err)? > 0 {
-        return Err(format!(
-            "{name}: the data goes on past byte offset {expected_len}{offsets}, where the header \
-             ({shape}) says it ends; is this the right file?"
-        ));
+        return Err(err(K::TrailingData {
+            ends_at: expected_len,
+            gzip: starts_gzip,
+            shape,
+        }));
     }
     Ok((dims, values))
-}
-
-fn truncated(name: &str, ends_at: u64, expected: u64, shape: &str, offsets: &str) -> String {
-    format!(
-        "{name}: truncated: the data ends at byte offset {ends_at}{offsets}, but the header \
-         ({shape}) needs {expected} bytes"
-    )
-}
-
-fn magic_error(magic: [u8; 4], expected: [u8; 4], what: &str) -> String {
-    let hex = |m: [u8; 4]| format!("0x{:08X}", u32::from_be_bytes(m));
-    let expected_text = format!("an IDX {what} file starts with {}", hex(expected));
-    if magic[0] != 0 || magic[1] != 0 {
-        return format!(
-            "not an IDX file: it starts with {}; {expected_text}",
-            hex(magic)
-        );
-    }
-    if magic[2] != TYPE_U8 {
-        return format!(
-            "the IDX values are {} (magic {}); nnc reads unsigned-byte IDX files ({})",
-            type_name(magic[2]),
-            hex(magic),
-            hex(expected)
-        );
-    }
-    let kind = match magic[3] {
-        1 => "an IDX label file",
-        3 => "an IDX image file",
-        _ => "an IDX file",
-    };
-    format!(
-        "this is {kind} with {} dimension{} (magic {}), but {expected_text}",
-        magic[3],
-        if magic[3] == 1 { "" } else { "s" },
-        hex(magic)
-    )
-}
-
-fn type_name(code: u8) -> String {
-    match code {
-        0x09 => "signed bytes".into(),
-        0x0B => "16-bit integers".into(),
-        0x0C => "32-bit integers".into(),
-        0x0D => "float32".into(),
-        0x0E => "float64".into(),
-        _ => format!("of unknown type 0x{code:02X}"),
-    }
 }
 
 /// Like `read_exact`, but returns how many bytes were read before the end of the data.

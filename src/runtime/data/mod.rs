@@ -138,6 +138,7 @@ fn gather_rows<T: Copy>(values: &[T], rows: &[usize], width: usize) -> Vec<T> {
 
 pub mod check;
 pub mod csv;
+pub mod error;
 pub mod idx;
 pub mod npy;
 
@@ -145,6 +146,11 @@ use rand::rngs::StdRng;
 use rand::seq::SliceRandom;
 use rand::RngCore;
 use rand::SeedableRng;
+
+pub use error::DataError;
+use error::{Column, DataErrorKind as K, Place, SplitProblem};
+
+use std::path::{Path, PathBuf};
 
 use crate::ops::random::{mix64, GOLDEN_GAMMA};
 use crate::sema::model::{DataSource, Loss, Model, Targets, TestSource, TrainConfig};
@@ -178,7 +184,7 @@ pub struct Prepared {
 ///
 /// Targets become what the loss reads: class indices (sparse categorical), one-hot
 /// rows of the output width (categorical), 0/1 labels (binary) or values.
-pub fn prepare(model: &Model, config: &TrainConfig) -> Result<Prepared, String> {
+pub fn prepare(model: &Model, config: &TrainConfig) -> Result<Prepared, DataError> {
     let targets = TargetRule::new(model, config.loss)?;
     let data = load(&config.data, None)?;
     check_features(model, &data, &config.data)?;
@@ -270,7 +276,7 @@ pub fn prepare_source(
     source: &DataSource,
     standardization: Option<&(Vec<f64>, Vec<f64>)>,
     classes: &[String],
-) -> Result<Dataset, String> {
+) -> Result<Dataset, DataError> {
     let targets = TargetRule::new(model, config.loss)?;
     let training = training_columns(&config.data);
     let loaded = load(source, training.as_deref().and_then(csv_columns))?;
@@ -422,51 +428,74 @@ struct Loaded {
 
 enum Origin {
     Csv {
-        path: String,
+        path: PathBuf,
         target: String,
         lines: Vec<u64>,
     },
     Idx {
-        labels: String,
+        labels: PathBuf,
     },
-    /// NumPy arrays: `y` names the labels array; `x_shape` is the features array's.
+    /// NumPy arrays: `x` and `y` name the features and labels arrays (a file, and
+    /// the array in it for an `.npz` archive); `x_shape` is the features array's.
     Array {
-        y: String,
+        x: Named,
+        y: Named,
         x_shape: Vec<usize>,
     },
 }
 
+/// A file, and the array in it when it is an `.npz` archive.
+type Named = (PathBuf, Option<String>);
+
 impl Loaded {
-    /// Where feature `col` of `row` is, e.g. "tokens.csv: line 7, column `t3`".
-    fn feature_at(&self, row: usize, col: usize) -> String {
+    /// The error `kind` about feature `col` of `row`, e.g. at "tokens.csv: line 7,
+    /// column `t3`".
+    fn feature_error(&self, row: usize, col: usize, kind: K) -> DataError {
         match &self.origin {
-            Origin::Csv { path, lines, .. } => format!(
-                "{path}: line {}, column `{}`",
-                lines[row],
-                self.feature_names.get(col).map_or("?", String::as_str)
-            ),
-            Origin::Idx { labels } => format!(
-                "the images of {labels}: image {}, pixel {}",
-                row + 1,
-                col + 1
-            ),
-            Origin::Array { .. } => format!("x[{row}, {col}]"),
+            Origin::Csv { path, lines, .. } => DataError::in_file(path, kind).at(Place::Cell {
+                line: lines[row],
+                column: Column {
+                    name: self
+                        .feature_names
+                        .get(col)
+                        .map_or("?", String::as_str)
+                        .into(),
+                    index: None,
+                },
+            }),
+            Origin::Idx { labels } => DataError::in_file(labels, kind).at(Place::Pixel {
+                image: row + 1,
+                pixel: col + 1,
+            }),
+            Origin::Array {
+                x: (path, array), ..
+            } => DataError::in_file(path, kind)
+                .in_array(array.as_deref())
+                .at(Place::Feature { row, column: col }),
         }
     }
 
-    /// Where the target of `row` is, e.g. "iris.csv: line 7, column `species`".
-    fn target_at(&self, row: usize) -> String {
+    /// The error `kind` about the target of `row`, e.g. at "iris.csv: line 7, column
+    /// `species`".
+    fn target_error(&self, row: usize, kind: K) -> DataError {
         match &self.origin {
             Origin::Csv {
                 path,
                 target,
                 lines,
-            } => format!("{path}: line {}, column `{target}`", lines[row]),
-            // Labels are one byte each after the 8-byte header.
-            Origin::Idx { labels } => {
-                format!("{labels}: label {} (byte offset {})", row + 1, 8 + row)
-            }
-            Origin::Array { y, .. } => format!("{y}: y[{row}]"),
+            } => DataError::in_file(path, kind).at(Place::Cell {
+                line: lines[row],
+                column: Column {
+                    name: target.clone(),
+                    index: None,
+                },
+            }),
+            Origin::Idx { labels } => DataError::in_file(labels, kind).at(Place::Label(row + 1)),
+            Origin::Array {
+                y: (path, array), ..
+            } => DataError::in_file(path, kind)
+                .in_array(array.as_deref())
+                .at(Place::Target(row)),
         }
     }
 }
@@ -500,44 +529,43 @@ pub fn bad_token_id(set: &Dataset, input_dim: usize) -> Option<(usize, usize, f3
     found.map(|(i, v)| (i / fc, i % fc, v))
 }
 
-/// The message for a feature that is not a token id, after its location.
-pub fn token_id_message(at: &str, value: f32, layer: &str, input_dim: usize) -> String {
-    format!(
-        "{at}: {value} is not a token id of `{layer}`, which reads whole numbers from 0 to {}",
-        input_dim - 1
-    )
+/// The error kind of `value`, which the embedding `layer` of `input_dim` ids cannot read.
+pub fn not_a_token_id(value: f32, layer: &str, input_dim: usize) -> K {
+    K::IdOutOfRange {
+        value,
+        layer: layer.to_string(),
+        input_dim,
+    }
 }
 
 /// Refuses, naming its row and column, a feature of `set` that the model's
 /// `embedding` cannot read; `what` names the data (`nnc predict`'s input).
-pub fn check_token_ids(model: &Model, set: &Dataset, what: &str) -> Result<(), String> {
+pub fn check_token_ids(model: &Model, set: &Dataset, what: &str) -> Result<(), DataError> {
     let Some((layer, input_dim)) = vocabulary(model) else {
         return Ok(());
     };
     match bad_token_id(set, input_dim) {
         None => Ok(()),
-        Some((row, col, v)) => Err(token_id_message(
-            &format!("{what}: row {}, feature {}", row + 1, col + 1),
-            v,
-            layer,
-            input_dim,
+        Some((row, col, v)) => Err(DataError::new(not_a_token_id(v, layer, input_dim)).at(
+            Place::Sample {
+                what: what.to_string(),
+                row: row + 1,
+                feature: col + 1,
+            },
         )),
     }
 }
 
 /// `check_token_ids` for a loaded source, naming the file's line and column.
-fn check_loaded_ids(model: &Model, loaded: &Loaded) -> Result<(), String> {
+fn check_loaded_ids(model: &Model, loaded: &Loaded) -> Result<(), DataError> {
     let Some((layer, input_dim)) = vocabulary(model) else {
         return Ok(());
     };
     match bad_token_id(&loaded.data, input_dim) {
         None => Ok(()),
-        Some((row, col, v)) => Err(token_id_message(
-            &loaded.feature_at(row, col),
-            v,
-            layer,
-            input_dim,
-        )),
+        Some((row, col, v)) => {
+            Err(loaded.feature_error(row, col, not_a_token_id(v, layer, input_dim)))
+        }
     }
 }
 
@@ -566,7 +594,7 @@ fn training_columns(source: &DataSource) -> Option<Vec<String>> {
 /// Loads `source`. `training` holds the feature columns of the CSV file trained on
 /// when `source` comes after it (a test set): a CSV source then finds those columns
 /// by name, and its own `features`, if given, must name the same columns.
-fn load(source: &DataSource, training: Option<&[String]>) -> Result<Loaded, String> {
+fn load(source: &DataSource, training: Option<&[String]>) -> Result<Loaded, DataError> {
     match source {
         DataSource::Csv {
             path,
@@ -588,7 +616,7 @@ fn load(source: &DataSource, training: Option<&[String]>) -> Result<Loaded, Stri
                 class_names: table.class_names,
                 data: table.data,
                 origin: Origin::Csv {
-                    path: path.display().to_string(),
+                    path: path.clone(),
                     target: target.clone(),
                     lines: table.lines,
                 },
@@ -599,20 +627,20 @@ fn load(source: &DataSource, training: Option<&[String]>) -> Result<Loaded, Stri
             class_names: None,
             data: idx::read(images, labels)?,
             origin: Origin::Idx {
-                labels: labels.display().to_string(),
+                labels: labels.clone(),
             },
         }),
         DataSource::Npy { x, y } => arrays(
             npy::read_npy(x)?,
             npy::read_npy(y)?,
-            x.display().to_string(),
-            y.display().to_string(),
+            (x.clone(), None),
+            (y.clone(), None),
         ),
         DataSource::Npz { path, x, y } => arrays(
             npy::read_npz(path, x)?,
             npy::read_npz(path, y)?,
-            format!("{}: array `{x}`", path.display()),
-            format!("{}: array `{y}`", path.display()),
+            (path.clone(), Some(x.clone())),
+            (path.clone(), Some(y.clone())),
         ),
         DataSource::Mnist { folder, subset } => {
             let (images, labels) = idx::mnist_paths(folder, *subset)?;
@@ -620,9 +648,7 @@ fn load(source: &DataSource, training: Option<&[String]>) -> Result<Loaded, Stri
                 feature_names: vec![],
                 class_names: None,
                 data: idx::read(&images, &labels)?,
-                origin: Origin::Idx {
-                    labels: labels.display().to_string(),
-                },
+                origin: Origin::Idx { labels },
             })
         }
     }
@@ -630,7 +656,7 @@ fn load(source: &DataSource, training: Option<&[String]>) -> Result<Loaded, Stri
 
 /// A later source's `features` list must name the training features (in any order):
 /// the weights were trained on exactly those.
-fn same_columns(path: &std::path::Path, own: &[String], training: &[String]) -> Result<(), String> {
+fn same_columns(path: &Path, own: &[String], training: &[String]) -> Result<(), DataError> {
     let mut a: Vec<&String> = own.iter().collect();
     let mut b: Vec<&String> = training.iter().collect();
     a.sort();
@@ -638,39 +664,43 @@ fn same_columns(path: &std::path::Path, own: &[String], training: &[String]) -> 
     if a == b {
         return Ok(());
     }
-    let quoted = |l: &[String]| {
-        l.iter()
-            .map(|n| format!("`{n}`"))
-            .collect::<Vec<_>>()
-            .join(", ")
-    };
-    Err(format!(
-        "{}: its `features` ({}) are not the training features ({}); later data must hold the \
-         columns the model was trained on, which it finds by name",
-        path.display(),
-        quoted(own),
-        quoted(training)
+    Err(DataError::in_file(
+        path,
+        K::OtherFeatures {
+            listed: own.to_vec(),
+            training: training.to_vec(),
+        },
     ))
 }
 
-/// Features and labels from two NumPy arrays; `x_what` and `y_what` name them.
-fn arrays(x: npy::Array, y: npy::Array, x_what: String, y_what: String) -> Result<Loaded, String> {
+/// The error `kind` about the array `named`.
+fn array_error((path, array): &Named, kind: K) -> DataError {
+    DataError::in_file(path, kind).in_array(array.as_deref())
+}
+
+/// Features and labels from two NumPy arrays; `x_named` and `y_named` name them.
+fn arrays(
+    x: npy::Array,
+    y: npy::Array,
+    x_named: Named,
+    y_named: Named,
+) -> Result<Loaded, DataError> {
     if x.shape.len() < 2 {
-        return Err(format!(
-            "{x_what}: the array has shape {:?}; its first axis is the sample, so it needs at \
-             least two axes",
-            x.shape
-        ));
+        return Err(array_error(&x_named, K::NoSampleAxis { shape: x.shape }));
     }
     let flat_y = match y.shape[..] {
         [n] | [n, 1] => Some(n),
         _ => None,
     };
     if flat_y != Some(x.shape[0]) {
-        return Err(format!(
-            "{y_what}: the array has shape {:?}, {x_what} has shape {:?}; the labels need \
-             shape [{}] (one per sample)",
-            y.shape, x.shape, x.shape[0]
+        return Err(array_error(
+            &y_named,
+            K::LabelShape {
+                shape: y.shape,
+                x_file: x_named.0,
+                x_array: x_named.1,
+                x_shape: x.shape,
+            },
         ));
     }
     Ok(Loaded {
@@ -682,7 +712,8 @@ fn arrays(x: npy::Array, y: npy::Array, x_what: String, y_what: String) -> Resul
             target_width: 1,
         },
         origin: Origin::Array {
-            y: y_what,
+            x: x_named,
+            y: y_named,
             x_shape: x.shape,
         },
         feature_names: vec![],
@@ -691,49 +722,42 @@ fn arrays(x: npy::Array, y: npy::Array, x_what: String, y_what: String) -> Resul
 }
 
 /// Why `standardize` and `embedding` do not go together.
-pub fn standardized_ids(layer: &str) -> String {
-    format!(
-        "`standardize = true` would turn the token ids `{layer}` reads into fractions; \
-         remove it (token ids are used as they are)"
-    )
+pub fn standardized_ids(layer: &str) -> DataError {
+    DataError::new(K::StandardizedIds {
+        layer: layer.to_string(),
+    })
 }
 
-fn source_name(source: &DataSource) -> String {
+/// The file (and array) that holds the features of `source`.
+fn features_file(source: &DataSource) -> Named {
     match source {
-        DataSource::Csv { path, .. } => path.display().to_string(),
-        DataSource::Idx { images, .. } => images.display().to_string(),
-        DataSource::Mnist { folder, .. } => folder.display().to_string(),
-        DataSource::Npy { x, .. } => x.display().to_string(),
-        DataSource::Npz { path, x, .. } => format!("{}: array `{x}`", path.display()),
+        DataSource::Csv { path, .. } => (path.clone(), None),
+        DataSource::Idx { images, .. } => (images.clone(), None),
+        DataSource::Mnist { folder, .. } => (folder.clone(), None),
+        DataSource::Npy { x, .. } => (x.clone(), None),
+        DataSource::Npz { path, x, .. } => (path.clone(), Some(x.clone())),
     }
 }
 
-fn check_features(model: &Model, loaded: &Loaded, source: &DataSource) -> Result<(), String> {
+fn check_features(model: &Model, loaded: &Loaded, source: &DataSource) -> Result<(), DataError> {
     let data = &loaded.data;
     if data.feature_count == model.input_size() {
         return Ok(());
     }
-    let dims: Vec<String> = model.input_shape.iter().map(|d| d.to_string()).collect();
-    if let Origin::Array { x_shape, .. } = &loaded.origin {
-        return Err(format!(
-            "{}: the array has shape {x_shape:?}, but the model's input `{}` has shape [{}]; \
-             x needs shape [samples, {}] (or [samples, {}])",
-            source_name(source),
-            model.input_name,
-            dims.join(", "),
-            dims.join(", "),
-            model.input_size()
-        ));
-    }
-    Err(format!(
-        "{}: each sample has {} features, but the model's input `{}` has shape [{}] ({} \
-         elements); the counts must agree",
-        source_name(source),
-        data.feature_count,
-        model.input_name,
-        dims.join(", "),
-        model.input_size()
-    ))
+    let (input, input_shape) = (model.input_name.clone(), model.input_shape.clone());
+    let kind = match &loaded.origin {
+        Origin::Array { x_shape, .. } => K::ArrayInput {
+            shape: x_shape.clone(),
+            input,
+            input_shape,
+        },
+        _ => K::FeatureCount {
+            found: data.feature_count,
+            input,
+            input_shape,
+        },
+    };
+    Err(array_error(&features_file(source), kind))
 }
 
 /// How the raw target column becomes the targets a loss reads.
@@ -750,45 +774,47 @@ enum TargetRule {
 }
 
 impl TargetRule {
-    fn new(model: &Model, loss: Loss) -> Result<Self, String> {
-        let out = model.output_size();
-        let name = loss.keyword();
+    fn new(model: &Model, loss: Loss) -> Result<Self, DataError> {
+        let outputs = model.output_size();
+        let (loss_name, model_name) = (loss.keyword().to_string(), model.name.clone());
         match loss.targets() {
-            Targets::Sparse => Ok(Self::Sparse { classes: out }),
-            Targets::OneHot => Ok(Self::OneHot { classes: out }),
-            Targets::Binary if out == 1 => Ok(Self::Binary),
-            Targets::Value if out == 1 => Ok(Self::Value),
-            Targets::Binary => Err(format!(
-                "`{name}` needs a model with one output unit, but `{}` outputs {out} values per \
-                 sample",
-                model.name
-            )),
-            Targets::Value => Err(format!(
-                "`{name}` compares each output with a target, but `{}` outputs {out} values per \
-                 sample and the data has one target per sample",
-                model.name
-            )),
+            Targets::Sparse => Ok(Self::Sparse { classes: outputs }),
+            Targets::OneHot => Ok(Self::OneHot { classes: outputs }),
+            Targets::Binary if outputs == 1 => Ok(Self::Binary),
+            Targets::Value if outputs == 1 => Ok(Self::Value),
+            Targets::Binary => Err(DataError::new(K::NeedsOneOutput {
+                loss: loss_name,
+                model: model_name,
+                outputs,
+            })),
+            Targets::Value => Err(DataError::new(K::OneTargetPerSample {
+                loss: loss_name,
+                model: model_name,
+                outputs,
+            })),
         }
     }
 
     /// `known` are the class names of the data trained on, when `loaded` comes after
     /// it: a target column of words is numbered by them, not by its own words (a test
     /// file may lack a class).
-    fn apply(self, mut loaded: Loaded, known: Option<&[String]>) -> Result<Dataset, String> {
+    fn apply(self, mut loaded: Loaded, known: Option<&[String]>) -> Result<Dataset, DataError> {
         if let Some(words) = loaded.class_names.take() {
             loaded.data.targets = self.number_classes(&loaded, &words, known)?;
         }
         let data = &loaded.data;
-        let class_of = |row: usize, classes: usize, loss: &str| -> Result<usize, String> {
-            let v = data.targets[row];
-            if v.fract() == 0.0 && v >= 0.0 && (v as usize) < classes {
-                Ok(v as usize)
+        let class_of = |row: usize, classes: usize, loss: &str| -> Result<usize, DataError> {
+            let value = data.targets[row];
+            if value.fract() == 0.0 && value >= 0.0 && (value as usize) < classes {
+                Ok(value as usize)
             } else {
-                Err(format!(
-                    "{}: the target {v} is not a class index in [0, {classes}); `{loss}` needs \
-                     integer labels from 0 to {} (the model's output size)",
-                    loaded.target_at(row),
-                    classes.saturating_sub(1)
+                Err(loaded.target_error(
+                    row,
+                    K::NotAClassIndex {
+                        value,
+                        classes,
+                        loss: loss.to_string(),
+                    },
                 ))
             }
         };
@@ -803,10 +829,7 @@ impl TargetRule {
             Self::Binary => {
                 for (row, &v) in data.targets.iter().enumerate() {
                     if v != 0.0 && v != 1.0 {
-                        return Err(format!(
-                            "{}: the target {v} is not 0 or 1, as `binary_crossentropy` needs",
-                            loaded.target_at(row)
-                        ));
+                        return Err(loaded.target_error(row, K::NotBinary { value: v }));
                     }
                 }
                 Ok(loaded.data)
@@ -836,41 +859,26 @@ impl TargetRule {
         loaded: &Loaded,
         words: &[String],
         known: Option<&[String]>,
-    ) -> Result<Vec<f32>, String> {
-        let listed = |names: &[String]| {
-            let shown: Vec<String> = names.iter().take(8).map(|n| format!("`{n}`")).collect();
-            let more = if names.len() > 8 { ", ..." } else { "" };
-            format!("{}{more}", shown.join(", "))
-        };
+    ) -> Result<Vec<f32>, DataError> {
+        let words_vec = || words.to_vec();
         let classes = match self {
             Self::Value => {
-                return Err(format!(
-                    "{}: the target column holds words ({}), but a regression loss compares \
-                     the output with numbers",
-                    loaded.target_at(0),
-                    listed(words)
-                ))
+                return Err(loaded.target_error(0, K::WordsForRegression { words: words_vec() }))
             }
             Self::Binary => 2,
             Self::Sparse { classes } | Self::OneHot { classes } => classes,
         };
         let Some(known) = known else {
             if words.len() != classes {
-                let (n, at, names) = (words.len(), loaded.target_at(0), listed(words));
-                let plural = if n == 1 { "" } else { "es" };
-                return Err(if matches!(self, Self::Binary) {
-                    format!(
-                        "{at}: the target column names {n} class{plural} ({names}); \
-                         binary_crossentropy needs exactly two (for {n} classes use \
-                         sparse_categorical_crossentropy and `dense({n}, activation = softmax)`)"
-                    )
+                let kind = if matches!(self, Self::Binary) {
+                    K::NotTwoClasses { words: words_vec() }
                 } else {
-                    format!(
-                        "{at}: the target column names {n} class{plural} ({names}), but the \
-                         model outputs {classes} values per sample; end the model with \
-                         `dense({n}, activation = softmax)`"
-                    )
-                });
+                    K::ClassCount {
+                        words: words_vec(),
+                        outputs: classes,
+                    }
+                };
+                return Err(loaded.target_error(0, kind));
             }
             return Ok(loaded.data.targets.clone());
         };
@@ -883,10 +891,12 @@ impl TargetRule {
                 let word = &words[i as usize];
                 match known.iter().position(|k| k == word) {
                     Some(c) => Ok(c as f32),
-                    None => Err(format!(
-                        "{}: `{word}` is not one of the classes trained on ({})",
-                        loaded.target_at(row),
-                        listed(known)
+                    None => Err(loaded.target_error(
+                        row,
+                        K::UnknownClass {
+                            word: word.clone(),
+                            known: known.to_vec(),
+                        },
                     )),
                 }
             })
@@ -901,19 +911,24 @@ fn split_rows(
     fraction: f64,
     rng: &mut StdRng,
     what: &str,
-) -> Result<(Vec<usize>, Vec<usize>), String> {
-    if !(fraction > 0.0 && fraction < 1.0) {
-        return Err(format!("{what}: the fraction must be between 0 and 1"));
-    }
+) -> Result<(Vec<usize>, Vec<usize>), DataError> {
     let n = rows.len();
+    let refuse = |problem| {
+        Err(DataError::new(K::Split {
+            what: what.to_string(),
+            rows: n,
+            problem,
+        }))
+    };
+    if !(fraction > 0.0 && fraction < 1.0) {
+        return refuse(SplitProblem::NotAFraction);
+    }
     let held = (fraction * n as f64).round() as usize;
     if held == 0 {
-        return Err(format!(
-            "{what} of {n} rows holds out no row; use a larger fraction or more data"
-        ));
+        return refuse(SplitProblem::HoldsOutNothing);
     }
     if held >= n {
-        return Err(format!("{what} of {n} rows leaves no row to train on"));
+        return refuse(SplitProblem::LeavesNothing);
     }
     rows.shuffle(rng);
     let kept = rows.split_off(held);

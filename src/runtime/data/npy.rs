@@ -6,6 +6,8 @@ use std::path::Path;
 
 use npyz::{DType, NpyFile, Order, TypeChar, WriterBuilder};
 
+use super::error::{DataError, DataErrorKind as K};
+
 /// A numeric array: its shape (first axis the sample) and values as float32,
 /// row-major.
 #[derive(Debug, Clone, PartialEq)]
@@ -18,41 +20,64 @@ pub struct Array {
 const MAX_VALUES: u64 = 4 << 30;
 
 /// Reads the `.npy` file `path`.
-pub fn read_npy(path: &Path) -> Result<Array, String> {
-    let file = path.display().to_string();
-    let f = std::fs::File::open(path).map_err(|e| format!("{file}: cannot read: {e}"))?;
-    let npy = NpyFile::new(BufReader::new(f))
-        .map_err(|e| format!("{file}: not a NumPy .npy file: {e}"))?;
-    decode(npy, &file)
+pub fn read_npy(path: &Path) -> Result<Array, DataError> {
+    decode(open_npy(path)?, path, None)
+}
+
+fn cannot_read(path: &Path, e: impl std::fmt::Display) -> DataError {
+    DataError::in_file(
+        path,
+        K::CannotRead {
+            what: None,
+            reason: e.to_string(),
+        },
+    )
+}
+
+fn open_npy(path: &Path) -> Result<NpyFile<BufReader<std::fs::File>>, DataError> {
+    let f = std::fs::File::open(path).map_err(|e| cannot_read(path, e))?;
+    NpyFile::new(BufReader::new(f)).map_err(|e| {
+        DataError::in_file(
+            path,
+            K::NotNpy {
+                reason: e.to_string(),
+            },
+        )
+    })
 }
 
 /// The shape of the array in `.npy` file `path` (or of member `member` of the
 /// `.npz` archive `path`), from its header alone: what `nnc check` reads of a file
 /// too large to read whole. The header is checked as `read_npy` checks it.
-pub fn shape(path: &Path, member: Option<&str>) -> Result<Vec<usize>, String> {
-    let file = path.display().to_string();
+pub fn shape(path: &Path, member: Option<&str>) -> Result<Vec<usize>, DataError> {
     match member {
-        None => {
-            let f = std::fs::File::open(path).map_err(|e| format!("{file}: cannot read: {e}"))?;
-            let npy = NpyFile::new(BufReader::new(f))
-                .map_err(|e| format!("{file}: not a NumPy .npy file: {e}"))?;
-            header(&npy, &file)
-        }
+        None => header(&open_npy(path)?, path, None),
         Some(name) => {
             let mut archive = open_npz(path)?;
-            let what = format!("{file}: array `{name}`");
             let member = archive
                 .by_name(&format!("{name}.npy"))
                 .map_err(|_| no_array(path, name))?;
-            let npy =
-                NpyFile::new(member).map_err(|e| format!("{what}: not a NumPy array: {e}"))?;
-            header(&npy, &what)
+            let npy = open_member(member, path, name)?;
+            header(&npy, path, Some(name))
         }
     }
 }
 
+/// Array `name` of the archive `path`, its header read.
+fn open_member<R: Read>(member: R, path: &Path, name: &str) -> Result<NpyFile<R>, DataError> {
+    NpyFile::new(member).map_err(|e| {
+        DataError::in_file(
+            path,
+            K::NotNpy {
+                reason: e.to_string(),
+            },
+        )
+        .in_array(Some(name))
+    })
+}
+
 /// The array names of the `.npz` archive `path` (its `NAME.npy` members), sorted.
-pub fn npz_names(path: &Path) -> Result<Vec<String>, String> {
+pub fn npz_names(path: &Path) -> Result<Vec<String>, DataError> {
     let archive = open_npz(path)?;
     let mut names: Vec<String> = archive
         .file_names()
@@ -63,87 +88,102 @@ pub fn npz_names(path: &Path) -> Result<Vec<String>, String> {
     Ok(names)
 }
 
-fn open_npz(path: &Path) -> Result<zip::ZipArchive<BufReader<std::fs::File>>, String> {
-    let file = path.display();
-    let f = std::fs::File::open(path).map_err(|e| format!("{file}: cannot read: {e}"))?;
-    zip::ZipArchive::new(BufReader::new(f))
-        .map_err(|e| format!("{file}: not a NumPy .npz archive: {e}"))
+fn open_npz(path: &Path) -> Result<zip::ZipArchive<BufReader<std::fs::File>>, DataError> {
+    let f = std::fs::File::open(path).map_err(|e| cannot_read(path, e))?;
+    zip::ZipArchive::new(BufReader::new(f)).map_err(|e| {
+        DataError::in_file(
+            path,
+            K::NotNpz {
+                reason: e.to_string(),
+            },
+        )
+    })
 }
 
 /// Reads array `name` of the `.npz` archive `path` (`np.savez` or
 /// `np.savez_compressed`).
-pub fn read_npz(path: &Path, name: &str) -> Result<Array, String> {
-    let file = path.display().to_string();
+pub fn read_npz(path: &Path, name: &str) -> Result<Array, DataError> {
     let mut archive = open_npz(path)?;
-    let what = format!("{file}: array `{name}`");
     let member = match archive.by_name(&format!("{name}.npy")) {
         Ok(m) => m,
         Err(zip::result::ZipError::FileNotFound) => return Err(no_array(path, name)),
-        Err(e) => return Err(format!("{what}: cannot read it: {e}")),
+        Err(e) => {
+            return Err(DataError::in_file(
+                path,
+                K::CannotRead {
+                    what: Some("it".into()),
+                    reason: e.to_string(),
+                },
+            )
+            .in_array(Some(name)))
+        }
     };
-    let npy = NpyFile::new(member).map_err(|e| format!("{what}: not a NumPy array: {e}"))?;
-    decode(npy, &what)
+    let npy = open_member(member, path, name)?;
+    decode(npy, path, Some(name))
 }
 
 /// "no array named ...", listing the arrays the archive does hold.
-fn no_array(path: &Path, name: &str) -> String {
-    let names: Vec<String> = npz_names(path)
-        .unwrap_or_default()
-        .iter()
-        .map(|n| format!("`{n}`"))
-        .collect();
-    format!(
-        "{}: no array named `{name}`; the archive holds {}",
-        path.display(),
-        if names.is_empty() {
-            "no arrays".to_string()
-        } else {
-            names.join(", ")
-        }
+fn no_array(path: &Path, name: &str) -> DataError {
+    DataError::in_file(
+        path,
+        K::NoArray {
+            name: name.into(),
+            available: npz_names(path).unwrap_or_default(),
+        },
     )
 }
 
 /// The shape of `npy` from its header, refusing what `decode` would refuse before
 /// reading a value: Fortran order, absurd sizes, types other than the five read.
-fn header<R: Read>(npy: &NpyFile<R>, what: &str) -> Result<Vec<usize>, String> {
+/// `path` and `array` (the member of an `.npz` archive) name the array in errors.
+fn header<R: Read>(
+    npy: &NpyFile<R>,
+    path: &Path,
+    array: Option<&str>,
+) -> Result<Vec<usize>, DataError> {
+    let err = |kind| DataError::in_file(path, kind).in_array(array);
     let shape: Vec<usize> = npy.shape().iter().map(|&d| d as usize).collect();
     if npy.order() == Order::Fortran {
-        return Err(format!(
-            "{what}: the array is in Fortran order; save it with np.ascontiguousarray first"
-        ));
+        return Err(err(K::FortranOrder));
     }
     npy.shape()
         .iter()
         .try_fold(1u64, |a, &d| a.checked_mul(d))
         .filter(|&n| n <= MAX_VALUES)
-        .ok_or_else(|| format!("{what}: the shape {shape:?} is too large to load"))?;
+        .ok_or_else(|| {
+            err(K::ShapeTooLarge {
+                shape: shape.clone(),
+            })
+        })?;
     let dtype = npy.dtype();
     let DType::Plain(ts) = &dtype else {
-        return Err(format!(
-            "{what}: a structured array; nnc reads float32, float64, uint8, int32 or int64"
-        ));
+        return Err(err(K::StructuredArray));
     };
     match (ts.type_char(), ts.size_field()) {
         (TypeChar::Float, 4 | 8) | (TypeChar::Uint, 1) | (TypeChar::Int, 4 | 8) => Ok(shape),
-        _ => Err(format!(
-            "{what}: dtype `{ts}` is not read by nnc; use float32, float64, uint8, int32 or \
-             int64"
-        )),
+        _ => Err(err(K::UnsupportedDtype {
+            dtype: ts.to_string(),
+        })),
     }
 }
 
 /// The values of `npy` as float32, refusing types NumPy data sets do not use for
 /// features and labels.
-fn decode<R: Read>(npy: NpyFile<R>, what: &str) -> Result<Array, String> {
-    let shape = header(&npy, what)?;
+fn decode<R: Read>(npy: NpyFile<R>, path: &Path, array: Option<&str>) -> Result<Array, DataError> {
+    let err = |kind| DataError::in_file(path, kind).in_array(array);
+    let shape = header(&npy, path, array)?;
     // `header` checked that the product fits.
     let count: u64 = shape.iter().map(|&d| d as u64).product();
     let dtype = npy.dtype();
     let DType::Plain(ts) = &dtype else {
-        return Err(format!("{what}: a structured array"));
+        return Err(err(K::StructuredArray));
     };
     let truncated = |e: std::io::Error| {
-        format!("{what}: the data ends early or is unreadable ({e}); the header promises {count} values of shape {shape:?}")
+        err(K::ArrayTruncated {
+            reason: e.to_string(),
+            count,
+            shape: shape.clone(),
+        })
     };
     let values: Vec<f32> = match (ts.type_char(), ts.size_field()) {
         (TypeChar::Float, 4) => npy.into_vec::<f32>().map_err(truncated)?,
@@ -152,23 +192,23 @@ fn decode<R: Read>(npy: NpyFile<R>, what: &str) -> Result<Array, String> {
         (TypeChar::Int, 4) => to_f32(npy.into_vec::<i32>().map_err(truncated)?, |v| v as f32),
         (TypeChar::Int, 8) => to_f32(npy.into_vec::<i64>().map_err(truncated)?, |v| v as f32),
         _ => {
-            return Err(format!(
-                "{what}: dtype `{ts}` is not read by nnc; use float32, float64, uint8, int32 or \
-                 int64"
-            ))
+            return Err(err(K::UnsupportedDtype {
+                dtype: ts.to_string(),
+            }))
         }
     };
     if values.len() as u64 != count {
-        return Err(format!(
-            "{what}: holds {} values, the header's shape {shape:?} needs {count}",
-            values.len()
-        ));
+        return Err(err(K::ValueCount {
+            found: values.len(),
+            count,
+            shape,
+        }));
     }
-    if let Some(i) = values.iter().position(|v| !v.is_finite()) {
-        return Err(format!(
-            "{what}: value {i} (row-major) is {}; every value must be a finite number",
-            values[i]
-        ));
+    if let Some(index) = values.iter().position(|v| !v.is_finite()) {
+        return Err(err(K::NotFiniteValue {
+            index,
+            value: values[index],
+        }));
     }
     Ok(Array { shape, values })
 }
@@ -208,7 +248,7 @@ mod tests {
         assert_eq!(a.shape, vec![2, 3]);
         assert_eq!(a.values, values);
         std::fs::write(&path, &bytes[..bytes.len() - 5]).unwrap();
-        let e = read_npy(&path).unwrap_err();
+        let e = read_npy(&path).unwrap_err().to_string();
         assert!(e.contains("ends early"), "{e}");
     }
 }
