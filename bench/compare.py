@@ -1,8 +1,9 @@
 #!/usr/bin/env python3
-"""nnc against its peers (Keras/TensorFlow, JAX) on the same three models.
+"""nnc against its peers (Keras/TensorFlow, JAX, PyTorch) on the same models.
 
 Runs `nnc run` (release build) and, when the peer venv exists, the peer scripts of
-../shared/peers (or $PEERS), each several times, and prints markdown tables: median
+../shared/peers (or $PEERS; `lenet_bn` and `resnet` by bench/peers/, Keras and
+PyTorch only), each several times, and prints markdown tables: median
 epoch seconds, steps/s, peak resident memory, and nnc's time ratio to each peer
 (`nnc/keras`, `nnc/jax`, `nnc/torch`: below 1 means nnc is faster) at the same thread
 count, then a summary of those ratios and of nnc's speedup from 1 to 2 threads.
@@ -18,7 +19,9 @@ Data sets are written to a temporary folder so every framework sees the same row
 seed = the 3-feature breast-cancer rows tiled to 100,000 (batch 32, 3125 steps);
 mlp = MNIST's 60,000 training images (batch 128, 469 steps); cnn = the first
 `--cnn-rows` (all 60,000: 469 steps) images, no validation split (the peers use none),
-`--cnn-epochs` epochs (nnc; the peers one more, their first being warm-up).
+`--cnn-epochs` epochs (nnc; the peers one more, their first being warm-up);
+lenet_bn = examples/lenet5.nn (batch 128) and resnet = examples/mnist_resnet.nn
+(batch 64) on the same `--cnn-rows` images.
 """
 
 import argparse
@@ -39,7 +42,11 @@ PEERS = os.environ.get("PEERS", os.path.join(ROOT, "..", "shared", "peers"))
 PY = os.environ.get("PY", "/tmp/peers/venv/bin/python")
 
 SEED_ROWS = 100_000
-BATCH = {"seed": 32, "mlp": 128, "cnn": 128}
+BATCH = {"seed": 32, "mlp": 128, "cnn": 128, "lenet_bn": 128, "resnet": 64}
+# The convnets of examples/ and the peer scripts of bench/peers/ that build them.
+EXAMPLE = {"lenet_bn": "lenet5.nn", "resnet": "mnist_resnet.nn"}
+LOCAL_PEERS = os.path.join(ROOT, "bench", "peers")
+CONVNETS = ("cnn",) + tuple(EXAMPLE)
 
 
 def mlp_step_flop(width, batch):
@@ -157,6 +164,26 @@ train {
     return nn
 
 
+def write_example(folder, model, rows):
+    """examples/<model>.nn's model block, training on the first `rows` images."""
+    write_mnist_subset(folder, rows)
+    with open(os.path.join(ROOT, "examples", EXAMPLE[model])) as f:
+        text = f.read()
+    nn = os.path.join(folder, f"{model}.nn")
+    with open(nn, "w") as f:
+        f.write(text[:text.index("\ntrain {")] + f"""
+train {{
+    data = idx(images = "images.idx", labels = "labels.idx")
+    loss = sparse_categorical_crossentropy
+    optimizer = adam
+    metrics = [accuracy]
+    epochs = 2
+    batch_size = {BATCH[model]}
+}}
+""")
+    return nn
+
+
 # ---- runners ------------------------------------------------------------------------
 
 def nnc_once(nn, epochs, threads, batch=None):
@@ -174,7 +201,8 @@ def nnc_once(nn, epochs, threads, batch=None):
 
 
 def peer_once(script, model, epochs, threads, rows):
-    cmd = [PY, os.path.join(PEERS, script), "--model", model, "--epochs", str(epochs),
+    folder = LOCAL_PEERS if model in EXAMPLE else PEERS
+    cmd = [PY, os.path.join(folder, script), "--model", model, "--epochs", str(epochs),
            "--threads", str(threads)]
     if rows:
         cmd += ["--train-rows", str(rows)]
@@ -215,7 +243,8 @@ def steps(model, rows):
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--models", nargs="+", default=["seed", "mlp", "cnn"])
+    ap.add_argument("--models", nargs="+", default=["seed", "mlp", "cnn"],
+                    choices=["seed", "mlp", "cnn", "lenet_bn", "resnet"])
     ap.add_argument("--threads", nargs="+", type=int, default=[1, 2])
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--epochs", type=int, default=3, help="nnc epochs per run (peers: +1 warm-up)")
@@ -239,10 +268,12 @@ def main():
         return
 
     files = {}
-    rows = {"seed": SEED_ROWS, "mlp": 60000, "cnn": args.cnn_rows}
+    rows = {"seed": SEED_ROWS, "mlp": 60000} | {m: args.cnn_rows for m in CONVNETS}
     for m in args.models:
         files[m] = {"seed": lambda: write_seed(tmp), "mlp": lambda: write_mlp(tmp),
-                    "cnn": lambda: write_cnn(tmp, args.cnn_rows)}[m]()
+                    "cnn": lambda: write_cnn(tmp, args.cnn_rows),
+                    "lenet_bn": lambda: write_example(tmp, "lenet_bn", args.cnn_rows),
+                    "resnet": lambda: write_example(tmp, "resnet", args.cnn_rows)}[m]()
     print(f"load average before: {os.getloadavg()[0]:.2f} on {os.cpu_count()} CPUs; "
           f"medians of {args.runs} runs; nnc epoch = median epoch + compile time\n")
     print("| model | threads | framework | epoch s | steps/s | first epoch / compile s | peak RSS MB | nnc ratio |")
@@ -250,7 +281,7 @@ def main():
     # results[model][threads][framework] = medians
     results = {}
     for m in args.models:
-        epochs = args.cnn_epochs if m == "cnn" else args.epochs
+        epochs = args.cnn_epochs if m in CONVNETS else args.epochs
         for t in args.threads:
             res = {}
             res["nnc"] = median_of([nnc_once(files[m], epochs, t) for _ in range(args.runs)])
@@ -258,8 +289,10 @@ def main():
                 res["nnc"]["epoch_s"] += res["nnc"]["compile_s"]
             if have_peers:
                 for p in args.peers:
-                    script = f"{p}_bench.py"
-                    extra_rows = args.cnn_rows if m == "cnn" else None
+                    script = f"{p}_convnets.py" if m in EXAMPLE else f"{p}_bench.py"
+                    if not os.path.exists(os.path.join(LOCAL_PEERS if m in EXAMPLE else PEERS, script)):
+                        continue
+                    extra_rows = args.cnn_rows if m in CONVNETS else None
                     res[p] = median_of([peer_once(script, m, epochs + 1, t, extra_rows)
                                         for _ in range(args.runs)])
             results.setdefault(m, {})[t] = res

@@ -19,7 +19,7 @@ pub const PARALLEL_MIN_MACS: usize = 1 << 18;
 #[cfg(target_arch = "x86_64")]
 mod parallel;
 #[cfg(target_arch = "x86_64")]
-pub use parallel::run_parts;
+pub use parallel::{run_parts, run_parts_on};
 #[cfg(target_arch = "x86_64")]
 pub mod sgemm;
 #[cfg(target_arch = "x86_64")]

@@ -52,9 +52,17 @@ static HELPERS: Mutex<Vec<&'static Helper>> = Mutex::new(Vec::new());
 /// on one another or on which thread runs them. If parts panic, the others still
 /// run, then the first panic is resumed here.
 pub fn run_parts(parts: usize, job: &(dyn Fn(usize) + Sync)) {
+    run_parts_on(parts, parts, job);
+}
+
+/// `run_parts` on at most `threads` threads (this one and `threads - 1` helpers).
+/// More parts than threads let the threads that run share the work when one is
+/// late (a helper waiting for a core the machine's other processes hold): each
+/// takes the next part as it is free, and the caller waits for one part at most.
+pub fn run_parts_on(threads: usize, parts: usize, job: &(dyn Fn(usize) + Sync)) {
     // The ticket counts parts in 32 bits: more (no split comes near) run here.
     let count = u32::try_from(parts).unwrap_or(0);
-    if count <= 1 {
+    if count <= 1 || threads <= 1 {
         (0..parts).for_each(job);
         return;
     }
@@ -72,7 +80,7 @@ pub fn run_parts(parts: usize, job: &(dyn Fn(usize) + Sync)) {
     TICKET.store(u64::from(count) << 32, Ordering::SeqCst);
     stress::point();
     // After publishing: a helper that checks for work before this would park.
-    wake_helpers(parts - 1);
+    wake_helpers(threads.min(parts) - 1);
     work();
     stress::point();
     let mut wait = Backoff::default();

@@ -227,8 +227,9 @@ pub(super) type Parts =
 type PartFn = unsafe extern "C" fn(*mut f32, *const f32, *const f32, u64, u64);
 
 /// Runs parts `0..parts` of a node split over the batch, `part(arena, x, y, step,
-/// p)` each, on up to `threads()` threads: thread `q` of `t` runs the consecutive
-/// parts `parts * q / t..parts * (q + 1) / t`. The parts write disjoint slices of
+/// p)` each, on up to `threads()` threads, each thread taking the next part as it is
+/// free (a helper that gets its core late leaves its parts to the others). The
+/// parts write disjoint slices of
 /// the node's output and each computes its elements as the whole node would, so the
 /// result does not depend on the thread count.
 ///
@@ -266,9 +267,7 @@ pub(super) unsafe extern "C" fn nnc_parts(
     let threads = threads().min(parts);
     #[cfg(target_arch = "x86_64")]
     if threads > 1 {
-        nnc_kernels::run_parts(threads, &|q| {
-            (parts * q / threads..parts * (q + 1) / threads).for_each(run)
-        });
+        nnc_kernels::run_parts_on(threads, parts, &run);
         return;
     }
     (0..parts).for_each(run);
