@@ -108,6 +108,10 @@ impl World {
         match self.never {}
     }
 
+    fn broadcast_u64(&self, _values: &mut [u64]) {
+        match self.never {}
+    }
+
     /// Stops every process of the job with `code` (MPI_Abort).
     pub fn abort(&self, _code: i32) -> ! {
         match self.never {}
@@ -156,6 +160,12 @@ impl World {
         let send = values.to_vec();
         self.comm
             .all_reduce_into(&send[..], values, SystemOperation::sum());
+    }
+
+    fn broadcast_u64(&self, values: &mut [u64]) {
+        use mpi::collective::Root;
+        use mpi::topology::Communicator;
+        self.comm.process_at_rank(0).broadcast_into(values);
     }
 
     /// Stops every process of the job with `code` (MPI_Abort): what a rank does
@@ -250,6 +260,11 @@ impl World {
         eprintln!("error: process {} of {}: {message}", self.rank, self.size);
         // 1: the exit code of errors in the input or the run (`cli::EXIT_ERRORS`).
         self.abort(1)
+    }
+
+    /// Gives every rank rank 0's `values` (the callbacks' decisions).
+    pub fn from_rank0(&self, values: &mut [u64]) {
+        self.broadcast_u64(values);
     }
 
     /// Sums `values` over the ranks (the epoch's metric totals).

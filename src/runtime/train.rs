@@ -345,22 +345,14 @@ fn train_in(
     if let Some(s) = options.seed {
         config.seed = s;
     }
-    // Callbacks decide on the lead's validation numbers, and checkpoints hold one
-    // process's state: neither is shared across processes yet.
-    if world.is_some()
-        && (!config.callbacks.is_empty()
-            || options.checkpoint.is_some()
-            || options.resume.is_some())
-    {
-        return Err(
-            "`callbacks`, --checkpoint and --resume do not work under mpirun yet; \
-                    train without them, or in one process"
-                .into(),
-        );
-    }
+    let processes = world.map_or(1, World::size);
     if let Some(path) = &options.resume {
-        // The rows' order, the dropout masks and the steps depend on both.
-        let (seed, batch) = resume::settings(path, options.source_sha256.as_deref())?;
+        // The rows' order, the dropout masks and the steps depend on all three.
+        let saved = resume::settings(path, options.source_sha256.as_deref())?;
+        let (seed, batch) = (saved.seed, saved.batch_size);
+        if saved.processes != processes {
+            return Err(different_processes(path, saved.processes, processes).into());
+        }
         for (flag, given, saved) in [
             ("--seed", options.seed, seed),
             (
@@ -380,16 +372,19 @@ fn train_in(
         }
         (config.seed, config.batch_size) = (seed, batch);
     }
+    // Every rank keeps the callbacks' state; the lead alone runs them (see the end
+    // of an epoch).
     let mut callbacks = Callbacks::new(&config.callbacks);
     // Only the lead (rank 0 of several) writes files.
     let save_to = options.save.as_ref().filter(|_| lead);
+    let checkpoint_to = options.checkpoint.as_ref().filter(|_| lead);
     if let Some(path) = save_to {
         checkpoint::check_writable(path, "--save", "weights.safetensors")?;
     }
-    if let Some(path) = &options.checkpoint {
+    if let Some(path) = checkpoint_to {
         checkpoint::check_writable(path, "--checkpoint", "run.checkpoint")?;
     }
-    for (callback, example, path) in callbacks.paths() {
+    for (callback, example, path) in callbacks.paths().into_iter().filter(|_| lead) {
         checkpoint::check_writable(path, callback, example)?;
     }
     let prepared = data::prepare(model, &config)?;
@@ -511,39 +506,13 @@ fn train_in(
         checkpoint::save_with_metadata(path, &tensors, Some(metadata.clone()))
     };
 
-    if let Some(w) = world {
-        if !w.ready(true).all {
-            return Err("another process failed before training (its message is above)".into());
-        }
-        // The ranks' steps pair up only if they train the same rows from the same
-        // weights.
-        let persistent = &arena[..full.layout.persistent_len];
-        let facts = [train_set.rows, batch, config.epochs].map(|v| v as u64);
-        if !w.all_equal(&[
-            facts[0],
-            facts[1],
-            facts[2],
-            distributed::digest(persistent),
-        ]) {
-            return Err(
-                "the processes do not agree on the data or the initial weights: each reads \
-                 the .nn file, the data and --init on its own machine, and they differ"
-                    .into(),
-            );
-        }
-    }
-
-    let x_width = train_set.feature_count;
-    let y_width = train_set.target_width;
-    let mut x_buf = vec![0f32; batch * x_width];
-    let mut y_buf = vec![0f32; batch * y_width];
     let mut step: u64 = 0;
-    let mut full_batches: u64 = 0;
     let mut final_loss = f32::NAN;
-    let batches_per_epoch = train_set.rows.div_ceil(batch);
     let mut completed = 0;
     // Set when a callback ended training before `config.epochs`.
     let mut stopped = false;
+    // Every rank reads the checkpoint before the ranks agree to start, so that one
+    // that cannot read it stops the job before any rank trains.
     if let Some(path) = &options.resume {
         let (snapshot, kept) = resume::load(path, &identity)?;
         arena[..persistent_len].copy_from_slice(&snapshot.persistent);
@@ -554,8 +523,41 @@ fn train_in(
             snapshot.stopped,
             snapshot.loss,
         );
-        reporter.resumed(completed, path);
+        if lead {
+            reporter.resumed(completed, path);
+        }
     }
+    if let Some(w) = world {
+        if !w.ready(true).all {
+            return Err("another process failed before training (its message is above)".into());
+        }
+        // The ranks' steps pair up only if they train the same rows from the same
+        // weights.
+        let persistent = &arena[..full.layout.persistent_len];
+        let facts = [train_set.rows, batch, config.epochs, completed].map(|v| v as u64);
+        if !w.all_equal(&[
+            facts[0],
+            facts[1],
+            facts[2],
+            facts[3],
+            step,
+            distributed::digest(persistent),
+        ]) {
+            return Err(
+                "the processes do not agree on the data or the initial weights: each reads \
+                 the .nn file, the data, --init and --resume on its own machine, and they \
+                 differ"
+                    .into(),
+            );
+        }
+    }
+
+    let x_width = train_set.feature_count;
+    let y_width = train_set.target_width;
+    let mut x_buf = vec![0f32; batch * x_width];
+    let mut y_buf = vec![0f32; batch * y_width];
+    let mut full_batches: u64 = 0;
+    let batches_per_epoch = train_set.rows.div_ceil(batch);
     let weights_of = |arena: &[f32], programs: &Programs| -> Vec<Vec<f32>> {
         let full = &programs.train[&full_batch];
         checkpoint_tensors
@@ -633,18 +635,19 @@ fn train_in(
             full_batches += u64::from(n == batch);
             let loss = exe.scalar(&arena, exe.graph.loss);
             if !loss.is_finite() {
-                if world.is_some() {
-                    return Err(not_traced("the loss", epoch, index + 1, batches_per_epoch));
-                }
                 let at = format!(
                     "the loss became {loss} in epoch {epoch}, batch {} of {batches_per_epoch}",
                     index + 1
                 );
                 if !callbacks.terminates_on_nan() {
+                    if world.is_some() {
+                        return Err(not_traced("the loss", epoch, index + 1, batches_per_epoch));
+                    }
                     // Where the first non-finite value came from, at the user's line.
                     let report = replay.locate(&programs, arena.len(), index, epoch)?;
                     return Ok(Outcome::not_finite(report, curves));
                 }
+                // Every rank sees the same summed loss, so all of them stop here.
                 // Keras would keep the non-finite weights; the last good ones are
                 // what anyone would evaluate or save.
                 let exe = &programs.train[&full_batch];
@@ -741,13 +744,28 @@ fn train_in(
             params: &checkpoint_tensors,
             save: &save,
         };
-        stopped = callbacks.epoch_end(
-            epoch,
-            &logs(&report),
-            &mut weights,
-            &mut learning_rate,
-            &mut events,
-        )?;
+        // The lead alone evaluates, so it alone runs the callbacks (and writes their
+        // files); every rank then follows its decisions, which keeps the weights and
+        // the learning rate the same everywhere.
+        if lead {
+            let ended = callbacks.epoch_end(
+                epoch,
+                &logs(&report),
+                &mut weights,
+                &mut learning_rate,
+                &mut events,
+            );
+            stopped = match (ended, world) {
+                (Err(e), Some(w)) => w.fail(&e),
+                (ended, _) => ended?,
+            };
+        }
+        if let Some(w) = world {
+            let mut decided = [u64::from(stopped), u64::from(learning_rate.to_bits())];
+            w.from_rank0(&mut decided);
+            stopped = decided[0] != 0;
+            learning_rate = u32::try_from(decided[1]).map_or(f32::NAN, f32::from_bits);
+        }
         kept = weights.weights();
         if rate.is_some_and(|r| r != learning_rate) {
             optim::set_learning_rate(&full.graph, &full.layout, &mut arena, learning_rate)?;
@@ -756,7 +774,7 @@ fn train_in(
             reporter.callback(&event);
         }
         completed = epoch;
-        if let Some(path) = &options.checkpoint {
+        if let Some(path) = checkpoint_to {
             let (json, best) = callbacks.state();
             let snapshot = resume::Snapshot {
                 epoch,
@@ -764,11 +782,15 @@ fn train_in(
                 stopped,
                 seed: config.seed,
                 batch_size: config.batch_size,
+                processes,
                 loss: final_loss,
                 persistent: arena[..persistent_len].to_vec(),
                 callbacks: json,
             };
-            resume::save(path, &identity, &snapshot, &best)?;
+            match (resume::save(path, &identity, &snapshot, &best), world) {
+                (Err(e), Some(w)) => w.fail(&e),
+                (saved, _) => saved?,
+            }
         }
     }
 
@@ -915,6 +937,22 @@ fn not_traced(what: &str, epoch: usize, batch: usize, batches: usize) -> RunErro
          training diverged; run `nnc run` without mpirun to trace the first non-finite \
          value to its layer"
     ))
+}
+
+/// A checkpoint trained by another number of processes than this run has.
+fn different_processes(path: &std::path::Path, saved: usize, now: usize) -> String {
+    let how = match saved {
+        1 => "without mpirun".to_string(),
+        n => format!("with `mpirun -np {n}`"),
+    };
+    format!(
+        "{}: the run was checkpointed by {saved} process{}, and this one has {now}: \
+         resume it {how}, since each process trains its own shard of every batch and \
+         the result depends on how the batches are cut (see `nnc explain {}`)",
+        path.display(),
+        if saved == 1 { "" } else { "es" },
+        crate::diag::codes::RESUME_PROCESSES
+    )
 }
 
 /// Sums every rank's metric totals, so that each rank's means are the whole batch's.
