@@ -250,42 +250,59 @@ mod with_mpi {
         );
     }
 
+    /// Batch normalization normalizes by the whole batch's statistics on every
+    /// process (synchronized), in the forward pass and in the backward pass, and the
+    /// moving statistics follow the whole batch's: with smooth activations and SGD, 2
+    /// and 3 processes end an epoch within 1e-5 of one process's weights, moving
+    /// statistics included. (Each shard's own statistics would differ by far more:
+    /// a batch of 128 rows normalized as 2 or 3 shards.)
     #[test]
-    fn batchnorm_moving_statistics_are_those_of_the_whole_batch() {
+    fn batchnorm_trains_on_the_whole_batch_statistics() {
         let Some(mpirun) = mpirun() else { return };
         let dir = tempfile::tempdir().unwrap();
+        // 1,000 rows: a last batch of 104, and shards of 43 + 43 + 42 and 35 + 35 + 34.
         mnist_slice(dir.path(), 1000);
-        // A learning rate too small to move the weights, so that the moving statistics
-        // are those of the same layer on every batch, which each process's shard
-        // alone would get wrong. (The biases, moved from 0 to ~1e-32, differ.)
-        let layers = "    dense(32)
-    batchnorm(momentum = 0.9)
-    tanh
-    \
-                      dense(10, activation = softmax)
-";
-        let sgd = "sgd(learning_rate = 1e-30)";
-        let model = model(dir.path(), "bn", "[784]", layers, sgd);
+        let sgd = "sgd(learning_rate = 0.1)";
+        let mlp = model(
+            dir.path(),
+            "bn",
+            "[784]",
+            "    dense(32, use_bias = false)\n    batchnorm(momentum = 0.9)\n    tanh\n    \
+             dense(10, activation = softmax)\n",
+            sgd,
+        );
+        // Statistics over the rows and the pixels of every image in the shard. (No
+        // biases before batchnorm, as in Keras's examples: their gradient is zero but
+        // for rounding, and so are they.) Small images: a float32 sum over 128 x 26 x
+        // 26 values rounds differently in one piece and in shards, by more than 1e-5
+        // after an epoch (docs/DISTRIBUTED.md).
+        let cnn = model(
+            dir.path(),
+            "bn_cnn",
+            "[28, 28, 1]",
+            "    maxpool2d(pool_size = 4)\n    conv2d(8, kernel_size = 3, use_bias = false)\n    \
+             batchnorm\n    tanh\n    avgpool2d(pool_size = 2)\n    flatten\n    \
+             dense(10, activation = softmax)\n",
+            sgd,
+        );
         let out = |name: &str| dir.path().join(name);
-        let statistics = |file: &str| {
-            let mut w = weights(&out(file));
-            w.retain(|(name, _)| name.contains(".moving_"));
-            assert_eq!(w.len(), 2);
-            w
-        };
-        train(&mpirun, 1, &model, &out("one.safetensors"));
-        let single = statistics("one.safetensors");
-        for processes in [2, 3] {
-            let name = format!("{processes}.safetensors");
-            train(&mpirun, processes, &model, &out(&name));
-            let parallel = statistics(&name);
-            let diff = relative_difference(&single, &parallel);
-            eprintln!("batchnorm, {processes} processes: largest relative difference {diff:e}");
-            assert!(diff <= 1e-5, "{processes} processes: {diff:e}");
+        for model in [&mlp, &cnn] {
+            train(&mpirun, 1, model, &out("one.safetensors"));
+            let single = weights(&out("one.safetensors"));
+            assert!(single
+                .iter()
+                .any(|(name, _)| name.contains(".moving_variance")));
+            for processes in [2, 3] {
+                let name = format!("{processes}.safetensors");
+                train(&mpirun, processes, model, &out(&name));
+                let diff = relative_difference(&single, &weights(&out(&name)));
+                eprintln!(
+                    "{}, {processes} processes: largest relative difference {diff:e}",
+                    model.display()
+                );
+                assert!(diff <= 1e-5, "{processes} processes: {diff:e}");
+            }
         }
-        // The statistics did move from their initial zeros and ones.
-        let moving = &single[0].1;
-        assert!(moving.iter().any(|&v| v.abs() > 1e-3), "{moving:?}");
     }
 
     #[test]

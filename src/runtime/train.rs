@@ -63,16 +63,18 @@ struct Executable {
     graph: Graph,
     layout: Layout,
     jit: Option<Compiled>,
-    /// In data-parallel training, the step in two halves: gradients, then updates.
+    /// In data-parallel training, the step in segments: gradients, then updates.
     halves: Option<Halves>,
 }
 
 struct Halves {
-    /// The first node of the update half (`Graph::update_start`).
-    split: usize,
-    /// Their native code (`None` with the interpreter).
-    jit: Option<(Compiled, Compiled)>,
-    /// Where the values the ranks sum between the halves live.
+    /// The node indices where one segment ends and the next begins: the
+    /// synchronized batch statistics' (`StepPlan::cuts`), then the first node of the
+    /// update half (`Graph::update_start`).
+    cuts: Vec<usize>,
+    /// Their native code, one function per segment (`None` with the interpreter).
+    jit: Option<Vec<Compiled>>,
+    /// Where the values the ranks sum between the segments live.
     plan: StepPlan,
 }
 
@@ -92,25 +94,27 @@ impl Executable {
         })
     }
 
-    /// A train step compiled as two halves only (see `Halves`).
+    /// A train step compiled in segments only (see `Halves`).
     fn halved(graph: Graph, engine: Engine, profile: bool) -> Result<Executable, RunError> {
         let layout = Layout::planned(&graph);
         let split = graph
             .update_start()
             .ok_or_else(|| RunError::internal("the train step does not end with its updates"))?;
+        let plan = StepPlan::new(&graph, &layout).map_err(RunError::internal)?;
+        let mut cuts = plan.cuts();
+        cuts.push(split);
         let jit = match engine {
             Engine::Jit => Some(
-                crate::codegen::compile_split(&graph, &layout, split, profile)
+                crate::codegen::compile_segments(&graph, &layout, &cuts, profile)
                     .map_err(RunError::internal)?,
             ),
             Engine::Interpreter => None,
         };
-        let plan = StepPlan::new(&graph, &layout).map_err(RunError::internal)?;
         Ok(Executable {
             graph,
             layout,
             jit: None,
-            halves: Some(Halves { split, jit, plan }),
+            halves: Some(Halves { cuts, jit, plan }),
         })
     }
 
@@ -125,10 +129,10 @@ impl Executable {
         }
     }
 
-    /// Runs the gradient half (`second` false) or the update half of a halved step.
-    fn run_half(
+    /// Runs segment `k` of a step in segments (the last is the update half).
+    fn run_segment(
         &self,
-        second: bool,
+        k: usize,
         arena: &mut [f32],
         x: &[f32],
         y: &[f32],
@@ -137,16 +141,18 @@ impl Executable {
         let halves = (self.halves.as_ref()).ok_or_else(|| RunError::internal("not halved"))?;
         match &halves.jit {
             // The trainer sized the arena and batches from this graph's layout.
-            Some((first, last)) => if second { last } else { first }
+            Some(functions) => (functions.get(k))
+                .ok_or_else(|| RunError::internal(format!("no segment {k}")))?
                 .run(arena, x, y, step)
                 .map_err(RunError::internal),
             None => {
-                let nodes = if second {
-                    halves.split..self.graph.nodes.len()
-                } else {
-                    0..halves.split
-                };
-                interp::run_nodes(&self.graph, &self.layout, nodes, arena, x, y, step);
+                let start = if k == 0 { 0 } else { halves.cuts[k - 1] };
+                let end = halves
+                    .cuts
+                    .get(k)
+                    .copied()
+                    .unwrap_or(self.graph.nodes.len());
+                interp::run_nodes(&self.graph, &self.layout, start..end, arena, x, y, step);
                 Ok(())
             }
         }
@@ -158,9 +164,10 @@ impl Executable {
             (
                 None,
                 Some(Halves {
-                    jit: Some((f, _)), ..
+                    jit: Some(functions),
+                    ..
                 }),
-            ) => f.node_seconds(),
+            ) => functions.first().map_or(vec![], Compiled::node_seconds),
             _ => vec![],
         }
     }
@@ -184,7 +191,7 @@ struct Programs<'m> {
     engine: Engine,
     /// Compile train steps with per-node timing (`RunOptions::profile`).
     profile: bool,
-    /// Compile train steps in two halves (data-parallel training).
+    /// Compile train steps in segments (data-parallel training).
     halved: bool,
     train: HashMap<usize, Executable>,
     evaluate: HashMap<usize, Executable>,
@@ -620,14 +627,22 @@ fn train_in(
                 (Some(w), Some(halves)) => {
                     // This rank's own failure: the others wait in the sum.
                     let local = |r: Result<(), RunError>| r.unwrap_or_else(|e| w.fail(e.message()));
-                    if m > 0 {
-                        local(exe.run_half(false, &mut arena, x, y, step));
-                    }
                     let from = (m > 0).then_some((&halves.plan, m as f32 / n as f32));
+                    // The gradient half's segments, each followed by a sum of batch
+                    // statistics, the last by the gradients' sum; then the updates.
+                    let updates = halves.cuts.len();
+                    for k in 0..updates {
+                        if m > 0 {
+                            local(exe.run_segment(k, &mut arena, x, y, step));
+                        }
+                        if k + 1 < updates {
+                            step_sum.sync(w, &mut arena, k, from, &halves.plan);
+                        }
+                    }
                     let stop = interrupt::requested();
                     let stop = step_sum.reduce(w, &mut arena, from, &halves.plan, stop);
                     shared_stop = Some(stop);
-                    local(exe.run_half(true, &mut arena, x, y, step));
+                    local(exe.run_segment(updates, &mut arena, x, y, step));
                 }
                 _ => exe.run(&mut arena, x, y, step)?,
             }
