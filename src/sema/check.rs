@@ -670,6 +670,40 @@ const CONV: &[&str] = &[
 ];
 const POOL: &[&str] = &["pool_size", "strides", "padding"];
 
+/// The arguments dense and convolution layers share, read in this order so that
+/// their diagnostics come out in the order of the parameter list.
+struct Weights {
+    activation: Activation,
+    use_bias: bool,
+    kernel_initializer: Initializer,
+    bias_initializer: Initializer,
+    kernel_regularizer: Option<Regularizer>,
+}
+
+fn weights(b: &Bound, d: &mut Vec<Diagnostic>) -> Option<Weights> {
+    let activation = match b.get("activation") {
+        None => Some(Activation::Linear),
+        Some(v) => activation_value(v, "activation", d),
+    };
+    let use_bias = opt(b, "use_bias", true, args::boolean, d);
+    let ki = opt(
+        b,
+        "kernel_initializer",
+        Initializer::GlorotUniform,
+        initializer,
+        d,
+    );
+    let bi = opt(b, "bias_initializer", Initializer::Zeros, initializer, d);
+    let reg = opt_regularizer(b, d);
+    Some(Weights {
+        activation: activation?,
+        use_bias: use_bias?,
+        kernel_initializer: ki?,
+        bias_initializer: bi?,
+        kernel_regularizer: reg?,
+    })
+}
+
 /// The layer's kind with its arguments checked and defaults filled in.
 fn layer_kind(call: &Call, diags: &mut Vec<Diagnostic>) -> Option<LayerKind> {
     let name = call.name.name.as_str();
@@ -679,27 +713,14 @@ fn layer_kind(call: &Call, diags: &mut Vec<Diagnostic>) -> Option<LayerKind> {
         "dense" => {
             let b = bind(call, &what, DENSE, &["units"], d);
             let units = req(&b, "units", args::positive, d);
-            let act = match b.get("activation") {
-                None => Some(Activation::Linear),
-                Some(v) => activation_value(v, "activation", d),
-            };
-            let use_bias = opt(&b, "use_bias", true, args::boolean, d);
-            let ki = opt(
-                &b,
-                "kernel_initializer",
-                Initializer::GlorotUniform,
-                initializer,
-                d,
-            );
-            let bi = opt(&b, "bias_initializer", Initializer::Zeros, initializer, d);
-            let reg = opt_regularizer(&b, d);
+            let w = weights(&b, d)?;
             Some(LayerKind::Dense {
                 units: units? as usize,
-                activation: act?,
-                use_bias: use_bias?,
-                kernel_initializer: ki?,
-                bias_initializer: bi?,
-                kernel_regularizer: reg?,
+                activation: w.activation,
+                use_bias: w.use_bias,
+                kernel_initializer: w.kernel_initializer,
+                bias_initializer: w.bias_initializer,
+                kernel_regularizer: w.kernel_regularizer,
             })
         }
         "flatten" => {
@@ -722,31 +743,18 @@ fn layer_kind(call: &Call, diags: &mut Vec<Diagnostic>) -> Option<LayerKind> {
             let kernel = req(&b, "kernel_size", args::pair, d);
             let strides = opt(&b, "strides", [1, 1], args::pair, d);
             let pad = opt(&b, "padding", Padding::Valid, padding, d);
-            let act = match b.get("activation") {
-                None => Some(Activation::Linear),
-                Some(v) => activation_value(v, "activation", d),
-            };
-            let use_bias = opt(&b, "use_bias", true, args::boolean, d);
-            let ki = opt(
-                &b,
-                "kernel_initializer",
-                Initializer::GlorotUniform,
-                initializer,
-                d,
-            );
-            let bi = opt(&b, "bias_initializer", Initializer::Zeros, initializer, d);
-            let reg = opt_regularizer(&b, d);
+            let w = weights(&b, d)?;
             let (kernel, strides) = (kernel?, strides?);
             Some(LayerKind::Conv2d {
                 filters: filters? as usize,
                 kernel_size: [kernel[0] as usize, kernel[1] as usize],
                 strides: [strides[0] as usize, strides[1] as usize],
                 padding: pad?,
-                activation: act?,
-                use_bias: use_bias?,
-                kernel_initializer: ki?,
-                bias_initializer: bi?,
-                kernel_regularizer: reg?,
+                activation: w.activation,
+                use_bias: w.use_bias,
+                kernel_initializer: w.kernel_initializer,
+                bias_initializer: w.bias_initializer,
+                kernel_regularizer: w.kernel_regularizer,
             })
         }
         "embedding" => {
@@ -773,30 +781,17 @@ fn layer_kind(call: &Call, diags: &mut Vec<Diagnostic>) -> Option<LayerKind> {
             let kernel = req(&b, "kernel_size", args::positive, d);
             let strides = opt(&b, "strides", 1, args::positive, d);
             let pad = opt(&b, "padding", Padding::Valid, padding, d);
-            let act = match b.get("activation") {
-                None => Some(Activation::Linear),
-                Some(v) => activation_value(v, "activation", d),
-            };
-            let use_bias = opt(&b, "use_bias", true, args::boolean, d);
-            let ki = opt(
-                &b,
-                "kernel_initializer",
-                Initializer::GlorotUniform,
-                initializer,
-                d,
-            );
-            let bi = opt(&b, "bias_initializer", Initializer::Zeros, initializer, d);
-            let reg = opt_regularizer(&b, d);
+            let w = weights(&b, d)?;
             Some(LayerKind::Conv1d {
                 filters: filters? as usize,
                 kernel_size: kernel? as usize,
                 strides: strides? as usize,
                 padding: pad?,
-                activation: act?,
-                use_bias: use_bias?,
-                kernel_initializer: ki?,
-                bias_initializer: bi?,
-                kernel_regularizer: reg?,
+                activation: w.activation,
+                use_bias: w.use_bias,
+                kernel_initializer: w.kernel_initializer,
+                bias_initializer: w.bias_initializer,
+                kernel_regularizer: w.kernel_regularizer,
             })
         }
         "maxpool1d" | "avgpool1d" => {
