@@ -286,22 +286,26 @@ pub fn compile(graph: &Graph, layout: &Layout) -> Result<Compiled, CompileError>
     compile_with(graph, layout, 0..graph.nodes.len(), None, optimizes(layout))
 }
 
-/// A train step compiled as two functions over the same layout: the nodes before
-/// `split` (forward, loss, gradients) and the rest (the optimizer updates; see
-/// `Graph::update_start`). Running one after the other is one step. With `profiled`,
-/// both time their nodes under one number, so either's `node_seconds` covers the
-/// whole graph (and not what runs between them).
-pub fn compile_split(
+/// A train step compiled as consecutive functions over the same layout, one per
+/// segment of its nodes between the `cuts` (increasing node indices): running them
+/// in order is one step, with room in between to change the arena (data-parallel
+/// training sums values over the processes there; see `Graph::update_start`). With
+/// `profiled`, all of them time their nodes under one number, so any one's
+/// `node_seconds` covers the whole graph (and not what runs between them).
+pub fn compile_segments(
     graph: &Graph,
     layout: &Layout,
-    split: usize,
+    cuts: &[usize],
     profiled: bool,
-) -> Result<(Compiled, Compiled), CompileError> {
+) -> Result<Vec<Compiled>, CompileError> {
     let profile = profiled.then(helpers::next_profiled);
     let optimize = optimizes(layout);
-    let first = compile_with(graph, layout, 0..split, profile, optimize)?;
-    let second = compile_with(graph, layout, split..graph.nodes.len(), profile, optimize)?;
-    Ok((first, second))
+    let starts = std::iter::once(0).chain(cuts.iter().copied());
+    let ends = cuts.iter().copied().chain([graph.nodes.len()]);
+    starts
+        .zip(ends)
+        .map(|(start, end)| compile_with(graph, layout, start..end, profile, optimize))
+        .collect()
 }
 
 /// Like `compile`, with or without Cranelift's optimizer whatever the graph's size,

@@ -31,7 +31,7 @@ mod optimizer;
 mod softmax;
 
 pub use helpers::{set_threads, threads};
-pub use jit::{clif_text, compile, compile_profiled, compile_split, Compiled};
+pub use jit::{clif_text, compile, compile_profiled, compile_segments, Compiled};
 
 #[cfg(test)]
 mod tests;

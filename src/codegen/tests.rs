@@ -1874,9 +1874,10 @@ fn random_graph_models_agree_with_the_interpreter() {
 }
 
 #[test]
-fn a_step_compiled_in_two_halves_is_the_whole_step_bit_for_bit() {
-    // What data-parallel training runs: the gradient half, then (after the ranks'
-    // sum) the update half, over the layout training uses.
+fn a_step_compiled_in_segments_is_the_whole_step_bit_for_bit() {
+    // What data-parallel training runs: the gradient half, cut where the ranks sum
+    // batchnorm's statistics, then (after the ranks' sum) the update half, over the
+    // layout training uses.
     let adam = Optimizer::Adam {
         learning_rate: 0.01,
         beta_1: 0.9,
@@ -1908,15 +1909,28 @@ fn a_step_compiled_in_two_halves_is_the_whole_step_bit_for_bit() {
     let x = random(&mut rng, 8 * 5, -1.0, 1.0);
     let y = model_targets(&mut rng, loss, 8, 3);
     let whole = compile(&g, &layout).expect("compiles");
-    let (first, second) = super::compile_split(&g, &layout, split, false).expect("compiles");
+    let mut cuts: Vec<usize> = (g.nodes.iter().enumerate())
+        .filter_map(|(i, n)| match n.op {
+            Op::BatchMean | Op::BatchVariance => Some(i + 1),
+            Op::BatchNormTrainGrad { .. } => Some(i),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(cuts.len(), 3);
+    cuts.push(split);
+    let segments = super::compile_segments(&g, &layout, &cuts, false).expect("compiles");
+    assert_eq!(segments.len(), 5);
+    let (gradients, second) = segments.split_at(4);
     let mut a = vec![0.0; layout.len];
     initialize(&model, &g, &layout, &mut a, 1);
     let mut b = a.clone();
     let mut c = a.clone();
     for step in 0..3 {
         whole.run(&mut a, &x, &y, step).expect("sizes");
-        first.run(&mut b, &x, &y, step).expect("sizes");
-        second
+        for f in gradients {
+            f.run(&mut b, &x, &y, step).expect("sizes");
+        }
+        second[0]
             .run(&mut b, &[], &[], step)
             .expect("the update half reads no batch");
         interp::run_nodes(&g, &layout, 0..split, &mut c, &x, &y, step);
@@ -1930,5 +1944,5 @@ fn a_step_compiled_in_two_halves_is_the_whole_step_bit_for_bit() {
     // The interpreter's halves train too (to the JIT's rounding).
     let (err, at) = arena_error(&g, &layout, &a, &c, None, &[g.loss.unwrap()]);
     assert!(err < 1e-5, "{err:e} at {at}");
-    assert!(super::compile_split(&g, &layout, g.nodes.len() + 1, false).is_err());
+    assert!(super::compile_segments(&g, &layout, &[g.nodes.len() + 1], false).is_err());
 }

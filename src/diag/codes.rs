@@ -37,6 +37,7 @@ pub const UNUSED_OUTPUT: &str = "E0037";
 pub const MERGE_SHAPES: &str = "E0038";
 pub const MERGE_INPUTS: &str = "E0039";
 pub const EMBEDDING_FIRST: &str = "E0040";
+pub const RESUME_PROCESSES: &str = "E0055";
 pub const LINEAR_COLLAPSE: &str = "W0001";
 pub const VANISHING: &str = "W0002";
 pub const SOFTMAX_NOT_LAST: &str = "W0003";
@@ -545,6 +546,24 @@ Fix: put `embedding` right after `input`, or name the input it reads
 (`embedding(17, 8)(x)`). The data values must be whole numbers from 0 to
 `input_dim - 1`; `nnc check` and `nnc run` name the row and column of any other
 value.",
+    ),
+    (
+        RESUME_PROCESSES,
+        "checkpoint of another number of processes",
+        "\
+`nnc run --resume FILE` continues a run with the number of processes that wrote
+the checkpoint: 1 for `nnc run`, N for `mpirun -np N nnc run`. Each process
+trains its own shard of every batch, so the rounding of the summed gradients,
+the batch normalization statistics and the dropout masks depend on N; a resumed
+run ends with the same bits as an uninterrupted one only with the same N.
+
+    mpirun -np 2 nnc run model.nn --checkpoint run.checkpoint
+    nnc run model.nn --resume run.checkpoint      # error: checkpointed by 2
+
+Fix: resume with the same `mpirun -np N` (the message names it). To continue
+with another number of processes, start a new run from the weights instead:
+`--save` (or `model_checkpoint`) writes them, and `nnc run --init FILE` starts
+from them, with a fresh optimizer state and epoch count.",
     ),
     (
         LINEAR_COLLAPSE,

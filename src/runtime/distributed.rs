@@ -6,9 +6,10 @@
 //! MirroredStrategy splits a batch. Each rank runs the gradient half of the train
 //! step on its shard; one `MPI_Allreduce` per step sums, in one flat buffer, every
 //! gradient weighted by the shard's share of the batch (so the sum is the gradient
-//! of the batch's mean loss), the loss, the batch normalization statistics and a
-//! stop flag; then every rank runs the update half on the same sums, so the weights
-//! stay the same everywhere. `docs/DISTRIBUTED.md` has the details and the costs.
+//! of the batch's mean loss), the loss and a stop flag; then every rank runs the
+//! update half on the same sums, so the weights stay the same everywhere. Batch
+//! normalization layers sum their statistics over the ranks inside the gradient
+//! half (`StepPlan`). `docs/DISTRIBUTED.md` has the details and the costs.
 //!
 //! Without the cargo feature `mpi`, `World::start` only refuses to run under a
 //! launcher, so that `mpirun` cannot start N unrelated trainings.
@@ -108,6 +109,10 @@ impl World {
         match self.never {}
     }
 
+    fn broadcast_u64(&self, _values: &mut [u64]) {
+        match self.never {}
+    }
+
     /// Stops every process of the job with `code` (MPI_Abort).
     pub fn abort(&self, _code: i32) -> ! {
         match self.never {}
@@ -156,6 +161,12 @@ impl World {
         let send = values.to_vec();
         self.comm
             .all_reduce_into(&send[..], values, SystemOperation::sum());
+    }
+
+    fn broadcast_u64(&self, values: &mut [u64]) {
+        use mpi::collective::Root;
+        use mpi::topology::Communicator;
+        self.comm.process_at_rank(0).broadcast_into(values);
     }
 
     /// Stops every process of the job with `code` (MPI_Abort): what a rank does
@@ -252,6 +263,11 @@ impl World {
         self.abort(1)
     }
 
+    /// Gives every rank rank 0's `values` (the callbacks' decisions).
+    pub fn from_rank0(&self, values: &mut [u64]) {
+        self.broadcast_u64(values);
+    }
+
     /// Sums `values` over the ranks (the epoch's metric totals).
     pub fn sum(&self, values: &mut [f64]) {
         self.sum_f64(values);
@@ -271,24 +287,28 @@ pub fn digest(values: &[f32]) -> u64 {
 
 /// Where, in one compiled train step's arena, the values the ranks sum live.
 pub struct StepPlan {
+    /// Batch normalization's sums inside the gradient half, in the order the step
+    /// reaches them.
+    syncs: Vec<StatSum>,
     /// The gradient of every trainable weight, and the loss.
     weighted: Vec<Range<usize>>,
-    /// Each batch normalization layer's batch mean and variance, with its moving
-    /// mean (the shift that keeps the variance's sum accurate).
-    batch_stats: Vec<BatchStats>,
-    /// Floats in the flat buffer: the ranges, two per statistic, the stop flag.
-    len: usize,
 }
 
-struct BatchStats {
-    mean: Range<usize>,
-    variance: Range<usize>,
-    moving_mean: Range<usize>,
+/// Values the ranks sum in the middle of the gradient half, before node `at` runs.
+struct StatSum {
+    at: usize,
+    ranges: Vec<Range<usize>>,
 }
 
 impl StepPlan {
     /// The plan of a train step `graph` laid out by `layout`: what the update tail
-    /// (`Graph::update_start`) reads besides persistent tensors.
+    /// (`Graph::update_start`) reads besides persistent tensors, and the batch
+    /// statistics every rank computes over the whole batch (synchronized batch
+    /// normalization, as Keras's `BatchNormalization(synchronized=True)`): each
+    /// layer's batch mean, then its variance about that mean, and in the backward
+    /// pass the sums over the batch of `dgamma` and `dbeta` that its `dx` uses. Each
+    /// is a mean or a sum over the rank's rows; weighted by the shard's share of the
+    /// batch and summed over the ranks, it is the whole batch's (`docs/DISTRIBUTED.md`).
     pub fn new(graph: &Graph, layout: &Layout) -> Result<StepPlan, String> {
         let range = |id: TensorId| {
             layout
@@ -296,41 +316,41 @@ impl StepPlan {
                 .ok_or_else(|| format!("tensor `{}` has no place", graph.tensors[id].name))
         };
         let mut weighted = vec![];
-        let mut batch_stats = vec![];
-        for node in &graph.nodes {
-            match node.op {
-                Op::Update(_) => weighted.push(range(node.inputs[1])?),
-                // [x, mean] -> variance: the pair of one layer.
-                Op::BatchVariance => {
-                    let (mean, variance) = (node.inputs[1], node.output);
-                    let moving_mean = graph
-                        .nodes
-                        .iter()
-                        .find(|n| matches!(n.op, Op::MovingAverage { .. }) && n.inputs[1] == mean)
-                        .map(|n| n.inputs[0])
-                        .ok_or("a batch mean without its moving average")?;
-                    batch_stats.push(BatchStats {
-                        mean: range(mean)?,
-                        variance: range(variance)?,
-                        moving_mean: range(moving_mean)?,
-                    });
+        let mut syncs: Vec<StatSum> = vec![];
+        for (i, node) in graph.nodes.iter().enumerate() {
+            let (at, ranges) = match node.op {
+                Op::Update(_) => {
+                    weighted.push(range(node.inputs[1])?);
+                    continue;
                 }
-                _ => {}
+                Op::BatchMean | Op::BatchVariance => (i + 1, vec![range(node.output)?]),
+                // [x, mean, var, gamma, dy, dgamma, dbeta] -> dx
+                Op::BatchNormTrainGrad { .. } => {
+                    (i, vec![range(node.inputs[5])?, range(node.inputs[6])?])
+                }
+                _ => continue,
+            };
+            match syncs.last_mut() {
+                Some(last) if last.at == at => last.ranges.extend(ranges),
+                _ => syncs.push(StatSum { at, ranges }),
             }
         }
         weighted.push(range(graph.loss.ok_or("a train step without a loss")?)?);
-        let len = weighted.iter().map(ExactSizeIterator::len).sum::<usize>()
-            + batch_stats.iter().map(|s| 2 * s.mean.len()).sum::<usize>()
-            + 1;
-        Ok(StepPlan {
-            weighted,
-            batch_stats,
-            len,
-        })
+        Ok(StepPlan { syncs, weighted })
+    }
+
+    /// The ranges of the `k`th sum of batch statistics.
+    fn stat_ranges(&self, k: usize) -> &[Range<usize>] {
+        self.syncs.get(k).map_or(&[], |s| s.ranges.as_slice())
+    }
+
+    /// The nodes before which the gradient half stops for a sum (increasing).
+    pub fn cuts(&self) -> Vec<usize> {
+        self.syncs.iter().map(|s| s.at).collect()
     }
 }
 
-/// The send and receive buffers of the step's allreduce.
+/// The send and receive buffers of the step's allreduces.
 #[derive(Default)]
 pub struct StepSum {
     send: Vec<f32>,
@@ -338,10 +358,61 @@ pub struct StepSum {
 }
 
 impl StepSum {
-    /// Sums one step over the ranks. `from` is this rank's share of the batch and
-    /// the arena its gradient half left (`None` when its shard was empty: it adds
-    /// zeros); `to` is the plan of the step whose update half runs next, whose
-    /// places receive the sums. Returns whether any rank asked to stop (`stop`).
+    /// Sums the ranges `from` of this rank's arena weighted by its share of the
+    /// batch (`None` when its shard is empty: it adds zeros), and writes the sums to
+    /// the ranges `to`, those of the step whose functions run next. Returns the sum
+    /// of `last`, a value sent after the ranges'.
+    fn sum_ranges(
+        &mut self,
+        world: &World,
+        arena: &mut [f32],
+        from: Option<(&[Range<usize>], f32)>,
+        to: &[Range<usize>],
+        last: f32,
+    ) -> f32 {
+        self.send.clear();
+        match from {
+            Some((ranges, weight)) => {
+                for r in ranges {
+                    self.send
+                        .extend(arena[r.clone()].iter().map(|v| v * weight));
+                }
+            }
+            None => {
+                let len = to.iter().map(ExactSizeIterator::len).sum();
+                self.send.resize(len, 0.0);
+            }
+        }
+        self.send.push(last);
+        self.recv.resize(self.send.len(), 0.0);
+        world.sum_f32(&self.send, &mut self.recv);
+        let mut sums = self.recv.iter().copied();
+        for r in to {
+            for (dst, v) in arena[r.clone()].iter_mut().zip(sums.by_ref()) {
+                *dst = v;
+            }
+        }
+        sums.next().unwrap_or(0.0)
+    }
+
+    /// The `k`th sum of batch normalization statistics (`StepPlan::cuts`). `from`
+    /// is this rank's plan and share of the batch (`None` for an empty shard), `to`
+    /// the plan of the step whose next segment runs.
+    pub fn sync(
+        &mut self,
+        world: &World,
+        arena: &mut [f32],
+        k: usize,
+        from: Option<(&StepPlan, f32)>,
+        to: &StepPlan,
+    ) {
+        let from = from.map(|(plan, weight)| (plan.stat_ranges(k), weight));
+        self.sum_ranges(world, arena, from, to.stat_ranges(k), 0.0);
+    }
+
+    /// Sums the step's gradients and loss over the ranks, after the gradient half
+    /// (`from` and `to` as for `sync`). Returns whether any rank asked to stop
+    /// (`stop`).
     pub fn reduce(
         &mut self,
         world: &World,
@@ -350,65 +421,10 @@ impl StepSum {
         to: &StepPlan,
         stop: bool,
     ) -> bool {
-        self.send.clear();
-        match from {
-            Some((plan, weight)) => {
-                for r in &plan.weighted {
-                    self.send
-                        .extend(arena[r.clone()].iter().map(|v| v * weight));
-                }
-                for s in &plan.batch_stats {
-                    let terms: Vec<(f32, f32)> = (0..s.mean.len())
-                        .map(|k| {
-                            let at = |r: &Range<usize>| arena[r.start + k];
-                            stat_terms(at(&s.mean), at(&s.variance), at(&s.moving_mean), weight)
-                        })
-                        .collect();
-                    self.send.extend(terms.iter().map(|t| t.0));
-                    self.send.extend(terms.iter().map(|t| t.1));
-                }
-            }
-            None => self.send.resize(to.len - 1, 0.0),
-        }
-        self.send.push(f32::from(u8::from(stop)));
-        self.recv.resize(self.send.len(), 0.0);
-        world.sum_f32(&self.send, &mut self.recv);
-
-        let mut sums = self.recv.iter().copied();
-        for r in &to.weighted {
-            for (dst, v) in arena[r.clone()].iter_mut().zip(sums.by_ref()) {
-                *dst = v;
-            }
-        }
-        for s in &to.batch_stats {
-            let c = s.mean.len();
-            let shift: Vec<f32> = sums.by_ref().take(c).collect();
-            let second: Vec<f32> = sums.by_ref().take(c).collect();
-            for k in 0..c {
-                let moving = arena[s.moving_mean.start + k];
-                let (mean, variance) = whole_batch(moving, shift[k], second[k]);
-                arena[s.mean.start + k] = mean;
-                arena[s.variance.start + k] = variance;
-            }
-        }
-        sums.next().is_some_and(|flag| flag > 0.0)
+        let from = from.map(|(plan, weight)| (plan.weighted.as_slice(), weight));
+        let flag = f32::from(u8::from(stop));
+        self.sum_ranges(world, arena, from, &to.weighted, flag) > 0.0
     }
-}
-
-/// One shard's terms of the sum that gives a batch normalization channel's mean
-/// and variance over the whole batch: its mean's shift `d` from the moving mean and
-/// its second moment about the moving mean, `var + d²`, each weighted by the
-/// shard's share of the batch. The moving mean is the same on every rank; shifting
-/// by it keeps the variance below a difference of large numbers.
-fn stat_terms(mean: f32, variance: f32, moving_mean: f32, weight: f32) -> (f32, f32) {
-    let d = mean - moving_mean;
-    (d * weight, (variance + d * d) * weight)
-}
-
-/// The whole batch's mean and (biased) variance from the sums of every shard's
-/// `stat_terms`: `Σ w·(var + d²) - (Σ w·d)²` is the law of total variance.
-fn whole_batch(moving_mean: f32, shift: f32, second: f32) -> (f32, f32) {
-    (moving_mean + shift, (second - shift * shift).max(0.0))
 }
 
 #[cfg(test)]
@@ -436,44 +452,6 @@ mod tests {
         };
         assert_eq!(lens(7, 3), [3, 2, 2]);
         assert_eq!(lens(2, 4), [1, 1, 0, 0]);
-    }
-
-    #[test]
-    fn shard_statistics_add_up_to_the_whole_batch() {
-        // A channel with a large mean and a small spread, over uneven shards.
-        let x: Vec<f32> = (0..23)
-            .map(|i| 40.0 + ((i * 7) % 11) as f32 * 0.013)
-            .collect();
-        let moments = |v: &[f32]| {
-            let n = v.len() as f64;
-            let mean = v.iter().map(|&a| f64::from(a)).sum::<f64>() / n;
-            let var = v
-                .iter()
-                .map(|&a| (f64::from(a) - mean).powi(2))
-                .sum::<f64>()
-                / n;
-            (mean, var)
-        };
-        let (mean, var) = moments(&x);
-        for moving_mean in [0.0, 39.5, 40.06] {
-            let (mut shift, mut second) = (0f32, 0f32);
-            for r in 0..3 {
-                let rows = &x[shard(x.len(), r, 3)];
-                let (m, v) = moments(rows);
-                let weight = rows.len() as f32 / x.len() as f32;
-                let t = stat_terms(m as f32, v as f32, moving_mean, weight);
-                (shift, second) = (shift + t.0, second + t.1);
-            }
-            let (m, v) = whole_batch(moving_mean, shift, second);
-            assert!((f64::from(m) - mean).abs() < 1e-5 * mean, "{m} {mean}");
-            // Without a shift (a moving mean of 0, the first step) the variance is a
-            // difference of numbers near 1600: only its order of magnitude survives.
-            let tolerance = if moving_mean == 0.0 { 2e-3 } else { 1e-3 * var };
-            assert!(
-                (f64::from(v) - var).abs() < tolerance,
-                "{moving_mean}: {v} {var}"
-            );
-        }
     }
 
     #[test]

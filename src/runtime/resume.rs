@@ -43,6 +43,9 @@ pub struct Snapshot {
     pub stopped: bool,
     pub seed: u64,
     pub batch_size: usize,
+    /// The processes that trained it (1, or mpirun's `-np`): each takes its shard of
+    /// every batch, which the sums' rounding and the dropout masks depend on.
+    pub processes: usize,
     /// The last epoch's mean training loss.
     pub loss: f32,
     /// The arena's persistent prefix.
@@ -76,6 +79,7 @@ pub fn save(
     meta.insert("stopped".into(), snapshot.stopped.to_string());
     meta.insert("seed".into(), snapshot.seed.to_string());
     meta.insert("batch_size".into(), snapshot.batch_size.to_string());
+    meta.insert("processes".into(), snapshot.processes.to_string());
     meta.insert("loss_bits".into(), snapshot.loss.to_bits().to_string());
     meta.insert("callbacks".into(), snapshot.callbacks.clone());
     let kept: Vec<usize> = kept_weights.iter().map(|(i, _)| *i).collect();
@@ -94,16 +98,37 @@ pub fn save(
     checkpoint::save_with_metadata(path, &tensors, Some(meta))
 }
 
-/// The seed and batch size the checkpoint `path` was trained with, which the
-/// resumed run must use; checks first that it is a checkpoint of this nnc version
-/// for the `.nn` source of hash `source_sha256`.
-pub fn settings(path: &Path, source_sha256: Option<&str>) -> Result<(u64, usize), String> {
+/// How a checkpointed run was trained, which the resumed run must repeat.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Settings {
+    pub seed: u64,
+    /// The global batch size (all processes' shards together).
+    pub batch_size: usize,
+    pub processes: usize,
+}
+
+/// The settings the checkpoint `path` was trained with; checks first that it is a
+/// checkpoint of this nnc version for the `.nn` source of hash `source_sha256`.
+pub fn settings(path: &Path, source_sha256: Option<&str>) -> Result<Settings, String> {
     let meta = checked_metadata(path, source_sha256)?;
-    let seed = number(path, &meta, "seed")?;
-    let batch = number(path, &meta, "batch_size")?;
-    let batch = usize::try_from(batch)
-        .map_err(|_| format!("{}: `batch_size` is too large", path.display()))?;
-    Ok((seed, batch))
+    let size = |key: &str| {
+        usize::try_from(number(path, &meta, key)?)
+            .map_err(|_| format!("{}: `{key}` is too large", path.display()))
+    };
+    Ok(Settings {
+        seed: number(path, &meta, "seed")?,
+        batch_size: size("batch_size")?,
+        processes: processes(path, &meta)?,
+    })
+}
+
+/// Checkpoints written before nnc trained under mpirun hold one process's run.
+fn processes(path: &Path, meta: &Metadata) -> Result<usize, String> {
+    match meta.get("processes") {
+        None => Ok(1),
+        Some(_) => usize::try_from(number(path, meta, "processes")?)
+            .map_err(|_| format!("{}: `processes` is too large", path.display())),
+    }
 }
 
 fn checked_metadata(path: &Path, source_sha256: Option<&str>) -> Result<Metadata, String> {
@@ -198,6 +223,7 @@ pub fn load(path: &Path, identity: &Identity) -> Result<(Snapshot, Kept), String
         stopped: field("stopped")? == "true",
         seed: number("seed")?,
         batch_size: size("batch_size")?,
+        processes: processes(path, &meta)?,
         loss: f32::from_bits(loss_bits),
         persistent,
         callbacks: field("callbacks")?.clone(),
@@ -233,6 +259,7 @@ mod tests {
             stopped: false,
             seed: 7,
             batch_size: 4,
+            processes: 2,
             loss: f32::NAN,
             persistent: vec![1.0, 2.0, 3.0],
             callbacks: "[]".into(),
@@ -247,7 +274,13 @@ mod tests {
             (3, 12, snapshot.persistent.clone())
         );
         assert_eq!(kept, vec![(1, best)]);
-        assert_eq!(settings(&path, None).unwrap(), (7, 4));
+        assert_eq!(read.processes, 2);
+        let expected = Settings {
+            seed: 7,
+            batch_size: 4,
+            processes: 2,
+        };
+        assert_eq!(settings(&path, None).unwrap(), expected);
 
         let other = identity(&[("dense.kernel", 2), ("dense_1.bias", 1)]);
         let err = load(&path, &other).unwrap_err();

@@ -63,16 +63,18 @@ struct Executable {
     graph: Graph,
     layout: Layout,
     jit: Option<Compiled>,
-    /// In data-parallel training, the step in two halves: gradients, then updates.
+    /// In data-parallel training, the step in segments: gradients, then updates.
     halves: Option<Halves>,
 }
 
 struct Halves {
-    /// The first node of the update half (`Graph::update_start`).
-    split: usize,
-    /// Their native code (`None` with the interpreter).
-    jit: Option<(Compiled, Compiled)>,
-    /// Where the values the ranks sum between the halves live.
+    /// The node indices where one segment ends and the next begins: the
+    /// synchronized batch statistics' (`StepPlan::cuts`), then the first node of the
+    /// update half (`Graph::update_start`).
+    cuts: Vec<usize>,
+    /// Their native code, one function per segment (`None` with the interpreter).
+    jit: Option<Vec<Compiled>>,
+    /// Where the values the ranks sum between the segments live.
     plan: StepPlan,
 }
 
@@ -92,25 +94,27 @@ impl Executable {
         })
     }
 
-    /// A train step compiled as two halves only (see `Halves`).
+    /// A train step compiled in segments only (see `Halves`).
     fn halved(graph: Graph, engine: Engine, profile: bool) -> Result<Executable, RunError> {
         let layout = Layout::planned(&graph);
         let split = graph
             .update_start()
             .ok_or_else(|| RunError::internal("the train step does not end with its updates"))?;
+        let plan = StepPlan::new(&graph, &layout).map_err(RunError::internal)?;
+        let mut cuts = plan.cuts();
+        cuts.push(split);
         let jit = match engine {
             Engine::Jit => Some(
-                crate::codegen::compile_split(&graph, &layout, split, profile)
+                crate::codegen::compile_segments(&graph, &layout, &cuts, profile)
                     .map_err(RunError::internal)?,
             ),
             Engine::Interpreter => None,
         };
-        let plan = StepPlan::new(&graph, &layout).map_err(RunError::internal)?;
         Ok(Executable {
             graph,
             layout,
             jit: None,
-            halves: Some(Halves { split, jit, plan }),
+            halves: Some(Halves { cuts, jit, plan }),
         })
     }
 
@@ -125,10 +129,10 @@ impl Executable {
         }
     }
 
-    /// Runs the gradient half (`second` false) or the update half of a halved step.
-    fn run_half(
+    /// Runs segment `k` of a step in segments (the last is the update half).
+    fn run_segment(
         &self,
-        second: bool,
+        k: usize,
         arena: &mut [f32],
         x: &[f32],
         y: &[f32],
@@ -137,16 +141,18 @@ impl Executable {
         let halves = (self.halves.as_ref()).ok_or_else(|| RunError::internal("not halved"))?;
         match &halves.jit {
             // The trainer sized the arena and batches from this graph's layout.
-            Some((first, last)) => if second { last } else { first }
+            Some(functions) => (functions.get(k))
+                .ok_or_else(|| RunError::internal(format!("no segment {k}")))?
                 .run(arena, x, y, step)
                 .map_err(RunError::internal),
             None => {
-                let nodes = if second {
-                    halves.split..self.graph.nodes.len()
-                } else {
-                    0..halves.split
-                };
-                interp::run_nodes(&self.graph, &self.layout, nodes, arena, x, y, step);
+                let start = if k == 0 { 0 } else { halves.cuts[k - 1] };
+                let end = halves
+                    .cuts
+                    .get(k)
+                    .copied()
+                    .unwrap_or(self.graph.nodes.len());
+                interp::run_nodes(&self.graph, &self.layout, start..end, arena, x, y, step);
                 Ok(())
             }
         }
@@ -158,9 +164,10 @@ impl Executable {
             (
                 None,
                 Some(Halves {
-                    jit: Some((f, _)), ..
+                    jit: Some(functions),
+                    ..
                 }),
-            ) => f.node_seconds(),
+            ) => functions.first().map_or(vec![], Compiled::node_seconds),
             _ => vec![],
         }
     }
@@ -184,7 +191,7 @@ struct Programs<'m> {
     engine: Engine,
     /// Compile train steps with per-node timing (`RunOptions::profile`).
     profile: bool,
-    /// Compile train steps in two halves (data-parallel training).
+    /// Compile train steps in segments (data-parallel training).
     halved: bool,
     train: HashMap<usize, Executable>,
     evaluate: HashMap<usize, Executable>,
@@ -345,22 +352,14 @@ fn train_in(
     if let Some(s) = options.seed {
         config.seed = s;
     }
-    // Callbacks decide on the lead's validation numbers, and checkpoints hold one
-    // process's state: neither is shared across processes yet.
-    if world.is_some()
-        && (!config.callbacks.is_empty()
-            || options.checkpoint.is_some()
-            || options.resume.is_some())
-    {
-        return Err(
-            "`callbacks`, --checkpoint and --resume do not work under mpirun yet; \
-                    train without them, or in one process"
-                .into(),
-        );
-    }
+    let processes = world.map_or(1, World::size);
     if let Some(path) = &options.resume {
-        // The rows' order, the dropout masks and the steps depend on both.
-        let (seed, batch) = resume::settings(path, options.source_sha256.as_deref())?;
+        // The rows' order, the dropout masks and the steps depend on all three.
+        let saved = resume::settings(path, options.source_sha256.as_deref())?;
+        let (seed, batch) = (saved.seed, saved.batch_size);
+        if saved.processes != processes {
+            return Err(different_processes(path, saved.processes, processes).into());
+        }
         for (flag, given, saved) in [
             ("--seed", options.seed, seed),
             (
@@ -380,16 +379,19 @@ fn train_in(
         }
         (config.seed, config.batch_size) = (seed, batch);
     }
+    // Every rank keeps the callbacks' state; the lead alone runs them (see the end
+    // of an epoch).
     let mut callbacks = Callbacks::new(&config.callbacks);
     // Only the lead (rank 0 of several) writes files.
     let save_to = options.save.as_ref().filter(|_| lead);
+    let checkpoint_to = options.checkpoint.as_ref().filter(|_| lead);
     if let Some(path) = save_to {
         checkpoint::check_writable(path, "--save", "weights.safetensors")?;
     }
-    if let Some(path) = &options.checkpoint {
+    if let Some(path) = checkpoint_to {
         checkpoint::check_writable(path, "--checkpoint", "run.checkpoint")?;
     }
-    for (callback, example, path) in callbacks.paths() {
+    for (callback, example, path) in callbacks.paths().into_iter().filter(|_| lead) {
         checkpoint::check_writable(path, callback, example)?;
     }
     let prepared = data::prepare(model, &config)?;
@@ -511,39 +513,13 @@ fn train_in(
         checkpoint::save_with_metadata(path, &tensors, Some(metadata.clone()))
     };
 
-    if let Some(w) = world {
-        if !w.ready(true).all {
-            return Err("another process failed before training (its message is above)".into());
-        }
-        // The ranks' steps pair up only if they train the same rows from the same
-        // weights.
-        let persistent = &arena[..full.layout.persistent_len];
-        let facts = [train_set.rows, batch, config.epochs].map(|v| v as u64);
-        if !w.all_equal(&[
-            facts[0],
-            facts[1],
-            facts[2],
-            distributed::digest(persistent),
-        ]) {
-            return Err(
-                "the processes do not agree on the data or the initial weights: each reads \
-                 the .nn file, the data and --init on its own machine, and they differ"
-                    .into(),
-            );
-        }
-    }
-
-    let x_width = train_set.feature_count;
-    let y_width = train_set.target_width;
-    let mut x_buf = vec![0f32; batch * x_width];
-    let mut y_buf = vec![0f32; batch * y_width];
     let mut step: u64 = 0;
-    let mut full_batches: u64 = 0;
     let mut final_loss = f32::NAN;
-    let batches_per_epoch = train_set.rows.div_ceil(batch);
     let mut completed = 0;
     // Set when a callback ended training before `config.epochs`.
     let mut stopped = false;
+    // Every rank reads the checkpoint before the ranks agree to start, so that one
+    // that cannot read it stops the job before any rank trains.
     if let Some(path) = &options.resume {
         let (snapshot, kept) = resume::load(path, &identity)?;
         arena[..persistent_len].copy_from_slice(&snapshot.persistent);
@@ -554,8 +530,41 @@ fn train_in(
             snapshot.stopped,
             snapshot.loss,
         );
-        reporter.resumed(completed, path);
+        if lead {
+            reporter.resumed(completed, path);
+        }
     }
+    if let Some(w) = world {
+        if !w.ready(true).all {
+            return Err("another process failed before training (its message is above)".into());
+        }
+        // The ranks' steps pair up only if they train the same rows from the same
+        // weights.
+        let persistent = &arena[..full.layout.persistent_len];
+        let facts = [train_set.rows, batch, config.epochs, completed].map(|v| v as u64);
+        if !w.all_equal(&[
+            facts[0],
+            facts[1],
+            facts[2],
+            facts[3],
+            step,
+            distributed::digest(persistent),
+        ]) {
+            return Err(
+                "the processes do not agree on the data or the initial weights: each reads \
+                 the .nn file, the data, --init and --resume on its own machine, and they \
+                 differ"
+                    .into(),
+            );
+        }
+    }
+
+    let x_width = train_set.feature_count;
+    let y_width = train_set.target_width;
+    let mut x_buf = vec![0f32; batch * x_width];
+    let mut y_buf = vec![0f32; batch * y_width];
+    let mut full_batches: u64 = 0;
+    let batches_per_epoch = train_set.rows.div_ceil(batch);
     let weights_of = |arena: &[f32], programs: &Programs| -> Vec<Vec<f32>> {
         let full = &programs.train[&full_batch];
         checkpoint_tensors
@@ -618,14 +627,22 @@ fn train_in(
                 (Some(w), Some(halves)) => {
                     // This rank's own failure: the others wait in the sum.
                     let local = |r: Result<(), RunError>| r.unwrap_or_else(|e| w.fail(e.message()));
-                    if m > 0 {
-                        local(exe.run_half(false, &mut arena, x, y, step));
-                    }
                     let from = (m > 0).then_some((&halves.plan, m as f32 / n as f32));
+                    // The gradient half's segments, each followed by a sum of batch
+                    // statistics, the last by the gradients' sum; then the updates.
+                    let updates = halves.cuts.len();
+                    for k in 0..updates {
+                        if m > 0 {
+                            local(exe.run_segment(k, &mut arena, x, y, step));
+                        }
+                        if k + 1 < updates {
+                            step_sum.sync(w, &mut arena, k, from, &halves.plan);
+                        }
+                    }
                     let stop = interrupt::requested();
                     let stop = step_sum.reduce(w, &mut arena, from, &halves.plan, stop);
                     shared_stop = Some(stop);
-                    local(exe.run_half(true, &mut arena, x, y, step));
+                    local(exe.run_segment(updates, &mut arena, x, y, step));
                 }
                 _ => exe.run(&mut arena, x, y, step)?,
             }
@@ -633,18 +650,19 @@ fn train_in(
             full_batches += u64::from(n == batch);
             let loss = exe.scalar(&arena, exe.graph.loss);
             if !loss.is_finite() {
-                if world.is_some() {
-                    return Err(not_traced("the loss", epoch, index + 1, batches_per_epoch));
-                }
                 let at = format!(
                     "the loss became {loss} in epoch {epoch}, batch {} of {batches_per_epoch}",
                     index + 1
                 );
                 if !callbacks.terminates_on_nan() {
+                    if world.is_some() {
+                        return Err(not_traced("the loss", epoch, index + 1, batches_per_epoch));
+                    }
                     // Where the first non-finite value came from, at the user's line.
                     let report = replay.locate(&programs, arena.len(), index, epoch)?;
                     return Ok(Outcome::not_finite(report, curves));
                 }
+                // Every rank sees the same summed loss, so all of them stop here.
                 // Keras would keep the non-finite weights; the last good ones are
                 // what anyone would evaluate or save.
                 let exe = &programs.train[&full_batch];
@@ -741,13 +759,28 @@ fn train_in(
             params: &checkpoint_tensors,
             save: &save,
         };
-        stopped = callbacks.epoch_end(
-            epoch,
-            &logs(&report),
-            &mut weights,
-            &mut learning_rate,
-            &mut events,
-        )?;
+        // The lead alone evaluates, so it alone runs the callbacks (and writes their
+        // files); every rank then follows its decisions, which keeps the weights and
+        // the learning rate the same everywhere.
+        if lead {
+            let ended = callbacks.epoch_end(
+                epoch,
+                &logs(&report),
+                &mut weights,
+                &mut learning_rate,
+                &mut events,
+            );
+            stopped = match (ended, world) {
+                (Err(e), Some(w)) => w.fail(&e),
+                (ended, _) => ended?,
+            };
+        }
+        if let Some(w) = world {
+            let mut decided = [u64::from(stopped), u64::from(learning_rate.to_bits())];
+            w.from_rank0(&mut decided);
+            stopped = decided[0] != 0;
+            learning_rate = u32::try_from(decided[1]).map_or(f32::NAN, f32::from_bits);
+        }
         kept = weights.weights();
         if rate.is_some_and(|r| r != learning_rate) {
             optim::set_learning_rate(&full.graph, &full.layout, &mut arena, learning_rate)?;
@@ -756,7 +789,7 @@ fn train_in(
             reporter.callback(&event);
         }
         completed = epoch;
-        if let Some(path) = &options.checkpoint {
+        if let Some(path) = checkpoint_to {
             let (json, best) = callbacks.state();
             let snapshot = resume::Snapshot {
                 epoch,
@@ -764,11 +797,15 @@ fn train_in(
                 stopped,
                 seed: config.seed,
                 batch_size: config.batch_size,
+                processes,
                 loss: final_loss,
                 persistent: arena[..persistent_len].to_vec(),
                 callbacks: json,
             };
-            resume::save(path, &identity, &snapshot, &best)?;
+            match (resume::save(path, &identity, &snapshot, &best), world) {
+                (Err(e), Some(w)) => w.fail(&e),
+                (saved, _) => saved?,
+            }
         }
     }
 
@@ -915,6 +952,22 @@ fn not_traced(what: &str, epoch: usize, batch: usize, batches: usize) -> RunErro
          training diverged; run `nnc run` without mpirun to trace the first non-finite \
          value to its layer"
     ))
+}
+
+/// A checkpoint trained by another number of processes than this run has.
+fn different_processes(path: &std::path::Path, saved: usize, now: usize) -> String {
+    let how = match saved {
+        1 => "without mpirun".to_string(),
+        n => format!("with `mpirun -np {n}`"),
+    };
+    format!(
+        "{}: the run was checkpointed by {saved} process{}, and this one has {now}: \
+         resume it {how}, since each process trains its own shard of every batch and \
+         the result depends on how the batches are cut (see `nnc explain {}`)",
+        path.display(),
+        if saved == 1 { "" } else { "es" },
+        crate::diag::codes::RESUME_PROCESSES
+    )
 }
 
 /// Sums every rank's metric totals, so that each rank's means are the whole batch's.
