@@ -36,7 +36,8 @@ import tempfile
 import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-NNC = os.path.join(ROOT, "target", "release", "nnc")
+# $NNC: another build to measure (e.g. an older commit's, for a before/after table).
+NNC = os.environ.get("NNC", os.path.join(ROOT, "target", "release", "nnc"))
 DATA = os.path.join(ROOT, "examples", "data")
 PEERS = os.environ.get("PEERS", os.path.join(ROOT, "..", "shared", "peers"))
 PY = os.environ.get("PY", "/tmp/peers/venv/bin/python")
